@@ -1,0 +1,1 @@
+"""Synthetic participants and measurement tools for consult-sfu."""

@@ -1,0 +1,5 @@
+"""The media plane: forwards RTP between participants without decoding.
+
+Nothing here imports signalling/, annotate/ or recorder/ and nothing parses JSON;
+the control plane drives this package through media.router.MediaRoom.
+"""

@@ -1,0 +1,71 @@
+"""The one place that reaches into aiortc: swaps its RTP path for ours.
+
+aiortc's RTCPeerConnection gives us SDP, ICE, DTLS and SRTP. Its RTCRtpReceiver
+would push packets through jitter buffers into a decoder thread and its
+RTCRtpSender would encode (or pack whole frames and ignore PLI). For an SFU we
+want neither, so when aiortc starts a transceiver's receiver or sender we
+register our own object with the DTLS transport's RTP router instead. aiortc's
+router is duck-typed: it calls `_handle_rtp_packet` / `_handle_rtcp_packet` on
+whatever is registered, and files senders under their `_ssrc`.
+
+This relies on aiortc internals of the pinned version (1.16.0):
+RTCRtpReceiver.receive/stop, RTCRtpSender.send/stop being looked up on the
+instance by RTCPeerConnection, RTCDtlsTransport._register_rtp_receiver /
+_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc. A test
+(tests/media/test_aiortc_bridge.py) pins these assumptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiortc import RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+
+from .downtrack import DownTrack
+from .published_track import PublishedTrack
+
+
+def receiver_rtcp_ssrc(transceiver: RTCRtpTransceiver) -> int:
+    """The SSRC aiortc signalled for RTCP feedback we send from this transceiver."""
+    return transceiver.sender._ssrc
+
+
+def take_over_receiver(
+    transceiver: RTCRtpTransceiver,
+    make_track: Callable[[RTCRtpReceiveParameters], PublishedTrack],
+    on_started: Callable[[PublishedTrack], None],
+) -> None:
+    """When aiortc starts receiving on this transceiver, a PublishedTrack takes the packets."""
+    receiver = transceiver.receiver
+    state: dict[str, PublishedTrack] = {}
+
+    async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        if "track" in state:
+            return
+        track = make_track(parameters)
+        state["track"] = track
+        track.start()
+        on_started(track)
+
+    async def stop() -> None:
+        track = state.get("track")
+        if track is not None:
+            await track.stop()
+
+    receiver.receive = receive  # type: ignore[method-assign]
+    receiver.stop = stop  # type: ignore[method-assign]
+
+
+def take_over_sender(transceiver: RTCRtpTransceiver, downtrack: DownTrack) -> None:
+    """When aiortc starts sending on this transceiver, the DownTrack sends instead."""
+    sender = transceiver.sender
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await downtrack.start(sender.transport, parameters)
+
+    async def stop() -> None:
+        await downtrack.stop()
+
+    sender.send = send  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]

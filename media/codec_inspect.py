@@ -1,0 +1,76 @@
+"""Reads just enough of a VP8 / H.264 RTP payload to find keyframes.
+
+The forwarder never decodes; it only needs to know where a subscriber may start
+(the first packet of a keyframe) so that a late joiner gets a decodable picture.
+"""
+
+from __future__ import annotations
+
+# H.264 NAL unit types (RFC 6184)
+_NAL_IDR = 5
+_NAL_SPS = 7
+_NAL_STAP_A = 24
+_NAL_FU_A = 28
+
+
+def vp8_is_keyframe_start(payload: bytes) -> bool:
+    """True for the first packet of a VP8 keyframe (RFC 7741 section 4.3)."""
+    if not payload:
+        return False
+    first = payload[0]
+    start_of_partition = bool(first & 0x10)
+    partition_id = first & 0x07
+    if not start_of_partition or partition_id != 0:
+        return False
+    pos = 1
+    if first & 0x80:  # X: extended control bits present
+        if len(payload) < 2:
+            return False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id, 7 or 15 bits
+            if len(payload) <= pos:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/Y/KEYIDX byte
+            pos += 1
+    if len(payload) <= pos:
+        return False
+    # VP8 payload header: P bit (inverse keyframe flag) is bit 0
+    return not (payload[pos] & 0x01)
+
+
+def h264_is_keyframe_start(payload: bytes) -> bool:
+    """True for a packet that starts an IDR access unit (SPS or IDR slice start)."""
+    if not payload:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in (_NAL_IDR, _NAL_SPS):
+        return True
+    if nal_type == _NAL_STAP_A:
+        pos = 1
+        while pos + 2 < len(payload):
+            size = (payload[pos] << 8) | payload[pos + 1]
+            pos += 2
+            if size == 0 or pos + size > len(payload):
+                return False
+            if payload[pos] & 0x1F in (_NAL_IDR, _NAL_SPS):
+                return True
+            pos += size
+        return False
+    if nal_type == _NAL_FU_A and len(payload) >= 2:
+        fu_header = payload[1]
+        return bool(fu_header & 0x80) and (fu_header & 0x1F) in (_NAL_IDR, _NAL_SPS)
+    return False
+
+
+def keyframe_detector(codec_name: str):  # -> Callable[[bytes], bool]
+    """The keyframe test for a codec; audio codecs and unknown video never start keyframes."""
+    name = codec_name.upper()
+    if name == "VP8":
+        return vp8_is_keyframe_start
+    if name == "H264":
+        return h264_is_keyframe_start
+    return None

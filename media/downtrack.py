@@ -1,0 +1,262 @@
+"""One subscriber's copy of one published track: rewrite, send, answer feedback.
+
+Registered with the subscriber's DTLS transport in place of aiortc's
+RTCRtpSender (which would encode, or pack per frame and ignore PLI). Per packet
+it rewrites SSRC / sequence number / timestamp / payload type and the header
+extensions, keeps the packet for NACKs and hands it to SRTP. RTCP from the
+subscriber is answered here: NACK from the cache (RTX where negotiated), PLI/FIR
+forwarded to the source's coalescing keyframe requester.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Optional
+
+from aiortc import clock
+from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+)
+
+from .packet_cache import PacketCache, SentPacket
+from .rewriter import StreamRewriter
+from .rtcp_io import send_rtcp
+from .seqnum import seq_add
+
+if TYPE_CHECKING:
+    from .published_track import PublishedTrack
+
+logger = logging.getLogger(__name__)
+
+# How long a starting video down-track waits for a keyframe before asking again.
+KEYFRAME_RETRY_S = 0.5
+
+
+def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
+    """Identifies a codec across peer connections (H.264 profiles are not interchangeable)."""
+    return (
+        codec.mimeType.lower(),
+        codec.clockRate,
+        str(codec.parameters.get("profile-level-id", "")).lower()[:2],
+        str(codec.parameters.get("packetization-mode", "")),
+    )
+
+
+class DownTrack:
+    def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int, mid_getter) -> None:
+        self.subscriber_id = subscriber_id
+        self.kind = kind
+        self._ssrc = ssrc  # the key aiortc's RTP router files senders under
+        self._rtx_ssrc = rtx_ssrc
+        self._mid_getter = mid_getter
+        self.transport: Optional[RTCDtlsTransport] = None
+        self.source: Optional["PublishedTrack"] = None
+        self._rewriter: Optional[StreamRewriter] = None
+        self._cache = PacketCache() if kind == "video" else None
+        self._out_pt: dict[tuple, int] = {}
+        self._out_rtx_pt: dict[int, int] = {}
+        self._rtx_seq = random.randrange(1 << 15)
+        self._waiting_for_keyframe = kind == "video"
+        self._keyframe_asked_at = 0.0
+        self._cname: Optional[str] = None
+        self._sr_task: Optional[asyncio.Task] = None
+        self._ext_map = None
+        self._mid: Optional[str] = None
+        self.started = False
+        self.stopped = False
+        # sender statistics (RTCP SR) and counters for operators and tests
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.retransmitted = 0
+        self.nacks_received = 0
+        self.plis_received = 0
+        self.remb_bitrate: Optional[int] = None
+        self.rtt: Optional[float] = None
+        self._last_sr: Optional[tuple[int, float]] = None  # (lsr, sent at)
+
+    # --- lifecycle (driven by the aiortc bridge and the room) -----------------
+
+    async def start(self, transport: RTCDtlsTransport, parameters: RTCRtpSendParameters) -> None:
+        if self.started or self.stopped:
+            return
+        self.transport = transport
+        self._cname = parameters.rtcp.cname
+        self._mid = parameters.muxId
+        for codec in parameters.codecs:
+            if not is_rtx(codec):
+                self._out_pt.setdefault(_codec_key(codec), codec.payloadType)
+        for codec in parameters.codecs:
+            if is_rtx(codec) and isinstance(codec.parameters.get("apt"), int):
+                self._out_rtx_pt[codec.parameters["apt"]] = codec.payloadType
+        transport._register_rtp_sender(self, parameters)
+        self._ext_map = transport._rtp_header_extensions_map
+        self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
+        self.started = True
+        self._sr_task = asyncio.ensure_future(self._run_rtcp())
+        if self.source is not None and self.kind == "video":
+            self.source.request_keyframe()
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.source is not None:
+            self.source.remove_downtrack(self)
+            self.source = None
+        if self.transport is not None:
+            self.transport._unregister_rtp_sender(self)
+        if self._sr_task is not None:
+            self._sr_task.cancel()
+            await asyncio.gather(self._sr_task, return_exceptions=True)
+
+    def attach(self, source: "PublishedTrack") -> None:
+        """Carry this source from its next keyframe on (audio: from its next packet)."""
+        if self.stopped or source is self.source:
+            return
+        if self.source is not None:
+            self.source.remove_downtrack(self)
+        self.source = source
+        if self._rewriter is not None:
+            self._rewriter.reset()
+        self._waiting_for_keyframe = self.kind == "video"
+        self._keyframe_asked_at = time.monotonic()
+        source.add_downtrack(self)
+
+    def detach(self, source: Optional["PublishedTrack"] = None) -> None:
+        if source is not None and source is not self.source:
+            return
+        if self.source is not None:
+            self.source.remove_downtrack(self)
+        self.source = None
+        if self._rewriter is not None:
+            self._rewriter.reset()
+
+    # --- the per-packet path ----------------------------------------------------
+
+    async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool) -> None:
+        if not self.started:
+            return
+        rewriter = self._rewriter
+        if not rewriter.started:
+            if self._waiting_for_keyframe and not keyframe_start:
+                now = time.monotonic()
+                if now - self._keyframe_asked_at > KEYFRAME_RETRY_S and self.source is not None:
+                    self._keyframe_asked_at = now
+                    self.source.request_keyframe()
+                return
+            rewriter.switch_source(packet.sequence_number, packet.timestamp)
+            self._waiting_for_keyframe = False
+        payload_type = self._out_pt.get(_codec_key(codec))
+        if payload_type is None:
+            return  # the subscriber did not negotiate this codec
+        mapped = rewriter.map(packet.sequence_number, packet.timestamp)
+        if mapped is None:
+            return  # older than where this subscriber started
+        seq, ts = mapped
+        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level)
+        if self._cache is not None:
+            self._cache.put(sent)
+        await self._send(self._serialize(sent, self._ssrc, seq, payload_type, packet.payload))
+        self.packets_sent += 1
+        self.octets_sent += len(packet.payload)
+
+    def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes) -> bytes:
+        out = RtpPacket(payload_type=payload_type, marker=sent.marker, sequence_number=seq,
+                        timestamp=sent.timestamp, ssrc=ssrc, payload=payload)
+        ext = out.extensions
+        ext.mid = self._mid
+        ext.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        ext.audio_level = sent.audio_level
+        return out.serialize(self._ext_map)
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.transport._send_rtp(data)
+        except ConnectionError:
+            pass
+
+    # --- RTCP from the subscriber -------------------------------------------------
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.nacks_received += 1
+            for seq in packet.lost:
+                await self._retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.plis_received += 1
+            if self.source is not None:
+                self.source.request_keyframe()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self._ssrc in ssrcs:
+                self.remb_bitrate = bitrate
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self._ssrc and self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
+                    self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
+
+    async def _retransmit(self, seq: int) -> None:
+        if self._cache is None:
+            return
+        sent = self._cache.get(seq)
+        if sent is None:
+            return
+        rtx_pt = self._out_rtx_pt.get(sent.payload_type)
+        if rtx_pt is not None:
+            data = self._serialize(sent, self._rtx_ssrc, self._rtx_seq, rtx_pt,
+                                   seq.to_bytes(2, "big") + sent.payload)
+            self._rtx_seq = seq_add(self._rtx_seq, 1)
+        else:
+            data = self._serialize(sent, self._ssrc, seq, sent.payload_type, sent.payload)
+        self.retransmitted += 1
+        await self._send(data)
+
+    async def _run_rtcp(self) -> None:
+        """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
+        while True:
+            await asyncio.sleep(0.5 + random.random())
+            source = self.source
+            if source is None or source.sender_report is None or not self._rewriter.started:
+                continue
+            report = source.sender_report
+            ntp = report.ntp_timestamp
+            packets: list[AnyRtcpPacket] = [
+                RtcpSrPacket(
+                    ssrc=self._ssrc,
+                    sender_info=RtcpSenderInfo(
+                        ntp_timestamp=ntp,
+                        rtp_timestamp=self._rewriter.map_timestamp(report.rtp_timestamp),
+                        packet_count=self.packets_sent & 0xFFFFFFFF,
+                        octet_count=self.octets_sent & 0xFFFFFFFF,
+                    ),
+                )
+            ]
+            if self._cname:
+                packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])]))
+            self._last_sr = ((ntp >> 16) & 0xFFFFFFFF, time.time())
+            await send_rtcp(self.transport, packets)
+
+    def __repr__(self) -> str:
+        return f"DownTrack({self.subscriber_id}, {self.kind}, mid={self._mid})"

@@ -1,0 +1,38 @@
+"""A fixed-size ring of recently sent packets, for answering NACKs.
+
+Sized in packets, not time: at 720p ~1.5 Mbit/s video runs ~150 packets/s, so
+1024 entries keep several seconds, far beyond any useful retransmission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(slots=True)
+class SentPacket:
+    sequence_number: int
+    timestamp: int
+    marker: int
+    payload_type: int
+    payload: bytes
+    audio_level: Optional[tuple[bool, int]] = None
+
+
+class PacketCache:
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._slots: list[Optional[SentPacket]] = [None] * size
+
+    def put(self, packet: SentPacket) -> None:
+        self._slots[packet.sequence_number % self._size] = packet
+
+    def get(self, sequence_number: int) -> Optional[SentPacket]:
+        packet = self._slots[sequence_number % self._size]
+        if packet is not None and packet.sequence_number == sequence_number:
+            return packet
+        return None
+
+    def clear(self) -> None:
+        self._slots = [None] * self._size

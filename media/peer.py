@@ -1,0 +1,253 @@
+"""One participant's peer connection: publish transceivers and receive slots.
+
+The server always offers. A peer that may publish gets two receive-only
+transceivers (audio, video) first; every remote participant it watches occupies
+a *slot pair* (one audio + one video send-only transceiver sharing one msid
+stream, so the browser lip-syncs each remote participant's own audio and video
+and nothing else). Slots are reused when a participant leaves and another comes,
+so most joins need no renegotiation on the others' connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Optional
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, RTCRtpTransceiver
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc import sdp as aiortc_sdp
+
+from .aiortc_bridge import receiver_rtcp_ssrc, take_over_receiver, take_over_sender
+from .downtrack import DownTrack
+from .ice import IceConfig
+from .published_track import PublishedTrack
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("audio", "video")
+MAX_SLOT_PAIRS = 16
+
+
+class AnswerRejected(Exception):
+    """The client's answer cannot be applied; `code` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class SlotPair:
+    stream_id: str
+    transceivers: dict[str, RTCRtpTransceiver]
+    downtracks: dict[str, DownTrack]
+    publisher_id: Optional[str] = None
+
+    def mid(self, kind: str) -> Optional[str]:
+        return self.transceivers[kind].mid
+
+
+@dataclass
+class PeerStats:
+    renegotiations: int = 0
+    answers_rejected: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class MediaPeer:
+    def __init__(
+        self,
+        participant_id: str,
+        *,
+        publish: bool,
+        subscribe: bool,
+        ice: IceConfig,
+        on_track_started: Callable[["MediaPeer", PublishedTrack], None],
+        on_connection_failed: Callable[["MediaPeer"], None],
+    ) -> None:
+        self.participant_id = participant_id
+        self.can_publish = publish
+        self.can_subscribe = subscribe
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[s.to_aiortc() for s in ice.servers],  # explicit: aiortc's default is a public STUN host
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        )
+        self._on_track_started = on_track_started
+        self._on_connection_failed = on_connection_failed
+        self.publish_transceivers: dict[str, RTCRtpTransceiver] = {}
+        self.published: dict[str, PublishedTrack] = {}
+        self.pairs: list[SlotPair] = []
+        self.stats = PeerStats()
+        self.closed = False
+        self._offer_pending = False
+
+        @self.pc.on("connectionstatechange")
+        def _state_changed() -> None:
+            if self.pc.connectionState == "failed" and not self.closed:
+                self._on_connection_failed(self)
+
+        if publish:
+            for kind in KINDS:
+                self._add_publish_transceiver(kind)
+
+    # --- publishing -------------------------------------------------------------
+
+    def _add_publish_transceiver(self, kind: str) -> None:
+        transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+        self.publish_transceivers[kind] = transceiver
+
+        def make_track(parameters) -> PublishedTrack:
+            return PublishedTrack(
+                participant_id=self.participant_id,
+                kind=kind,
+                transport=transceiver.receiver.transport,
+                parameters=parameters,
+                rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
+            )
+
+        def started(track: PublishedTrack) -> None:
+            self.published[kind] = track
+            self._on_track_started(self, track)
+
+        take_over_receiver(transceiver, make_track, started)
+
+    # --- receive slots ------------------------------------------------------------
+
+    def slot_for(self, publisher_id: str) -> Optional[SlotPair]:
+        return next((p for p in self.pairs if p.publisher_id == publisher_id), None)
+
+    def claim_slot(self, publisher_id: str) -> tuple[SlotPair, bool]:
+        """The slot pair carrying this publisher, and whether a renegotiation is needed."""
+        pair = self.slot_for(publisher_id)
+        if pair is not None:
+            return pair, False
+        pair = next((p for p in self.pairs if p.publisher_id is None), None)
+        created = pair is None
+        if created:
+            if len(self.pairs) >= MAX_SLOT_PAIRS:
+                raise RuntimeError(f"{self.participant_id} already receives {MAX_SLOT_PAIRS} participants")
+            pair = self._add_slot_pair()
+        pair.publisher_id = publisher_id
+        return pair, created
+
+    def release_slot(self, publisher_id: str) -> Optional[SlotPair]:
+        pair = self.slot_for(publisher_id)
+        if pair is not None:
+            for downtrack in pair.downtracks.values():
+                downtrack.detach()
+            pair.publisher_id = None
+        return pair
+
+    def _add_slot_pair(self) -> SlotPair:
+        stream_id = str(uuid.uuid4())
+        transceivers: dict[str, RTCRtpTransceiver] = {}
+        downtracks: dict[str, DownTrack] = {}
+        for kind in KINDS:
+            transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+            transceiver.sender._stream_id = stream_id  # msid: pairs this audio with this video only
+            downtrack = DownTrack(
+                subscriber_id=self.participant_id,
+                kind=kind,
+                ssrc=transceiver.sender._ssrc,
+                rtx_ssrc=transceiver.sender._rtx_ssrc,
+                mid_getter=lambda t=transceiver: t.mid,
+            )
+            take_over_sender(transceiver, downtrack)
+            transceivers[kind] = transceiver
+            downtracks[kind] = downtrack
+        pair = SlotPair(stream_id=stream_id, transceivers=transceivers, downtracks=downtracks)
+        self.pairs.append(pair)
+        return pair
+
+    # --- negotiation ----------------------------------------------------------------
+
+    def publish_mids(self) -> Optional[dict[str, str]]:
+        if not self.publish_transceivers:
+            return None
+        return {kind: t.mid for kind, t in self.publish_transceivers.items()}
+
+    def pair_track_map(self, pair: SlotPair) -> dict[str, Optional[dict]]:
+        return {
+            pair.mid(kind): ({"participant": pair.publisher_id, "kind": kind} if pair.publisher_id else None)
+            for kind in KINDS
+            if pair.mid(kind) is not None
+        }
+
+    def track_map(self) -> dict[str, Optional[dict]]:
+        out: dict[str, Optional[dict]] = {}
+        for pair in self.pairs:
+            out.update(self.pair_track_map(pair))
+        return out
+
+    async def create_offer(self) -> str:
+        if self.closed:
+            raise RuntimeError("peer closed")
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        self._offer_pending = True
+        self.stats.renegotiations += 1
+        return self.pc.localDescription.sdp
+
+    async def apply_answer(self, sdp_text: str) -> None:
+        if not self._offer_pending:
+            raise AnswerRejected("bad_state", "no offer is waiting for an answer")
+        description = self._parse_answer(sdp_text)
+        self._check_directions(description)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))
+        except Exception as exc:  # aiortc raises a variety of errors on SDP it cannot use
+            self.stats.answers_rejected += 1
+            raise AnswerRejected("bad_sdp", f"answer could not be applied: {exc}") from exc
+        self._offer_pending = False
+
+    def _parse_answer(self, sdp_text: str) -> aiortc_sdp.SessionDescription:
+        try:
+            description = aiortc_sdp.SessionDescription.parse(sdp_text)
+        except Exception as exc:
+            self.stats.answers_rejected += 1
+            raise AnswerRejected("bad_sdp", f"answer SDP does not parse: {exc}") from exc
+        offered = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
+        offered_mids = [(m.kind, m.rtp.muxId) for m in offered.media]
+        answered_mids = [(m.kind, m.rtp.muxId) for m in description.media]
+        if offered_mids != answered_mids:
+            self.stats.answers_rejected += 1
+            raise AnswerRejected("bad_sdp", f"answer m-lines {answered_mids} do not match the offer {offered_mids}")
+        if not description.media or any(m.dtls is None or m.ice is None for m in description.media):
+            self.stats.answers_rejected += 1
+            raise AnswerRejected("bad_sdp", "answer lacks ICE or DTLS parameters")
+        return description
+
+    def _check_directions(self, description: aiortc_sdp.SessionDescription) -> None:
+        publish_mids = set((self.publish_mids() or {}).values())
+        for media in description.media:
+            sends = media.direction in ("sendonly", "sendrecv")
+            if sends and media.rtp.muxId not in publish_mids:
+                self.stats.answers_rejected += 1
+                raise AnswerRejected(
+                    "forbidden",
+                    f"sending on mid {media.rtp.muxId} is not allowed"
+                    + ("" if self.can_publish else ": this participant has no publish permission"),
+                )
+
+    # --- teardown -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.pc.close()  # stops transceivers, which stops our tracks and down-tracks
+        # A transceiver that was never negotiated has no started receiver/sender to stop.
+        for track in list(self.published.values()):
+            await track.stop()
+        for pair in self.pairs:
+            for downtrack in pair.downtracks.values():
+                await downtrack.stop()
+
+    def __repr__(self) -> str:
+        return f"MediaPeer({self.participant_id})"

@@ -1,0 +1,238 @@
+"""One track a participant publishes: the single receive-side object per source.
+
+Registered with the publisher's DTLS transport in place of aiortc's
+RTCRtpReceiver, so packets never reach aiortc's jitter buffers or decoders.
+Each packet is inspected once (codec, RTX unwrap, keyframe start) and handed to
+every attached down-track synchronously: there is no queue to grow here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from aiortc.codecs import is_rtx
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
+
+from .codec_inspect import keyframe_detector
+from .keyframe_requests import KeyframeRequester
+from .rtcp_io import send_rtcp
+
+if TYPE_CHECKING:
+    from .downtrack import DownTrack
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SenderReport:
+    """The publisher's latest NTP <-> RTP timestamp mapping, kept for lip sync."""
+
+    ntp_timestamp: int
+    rtp_timestamp: int
+    received_at: float
+
+
+class PublishedTrack:
+    def __init__(
+        self,
+        *,
+        participant_id: str,
+        kind: str,
+        transport: RTCDtlsTransport,
+        parameters: RTCRtpReceiveParameters,
+        rtcp_ssrc: int,
+    ) -> None:
+        self.participant_id = participant_id
+        self.kind = kind
+        self.transport = transport
+        self.codecs: dict[int, RTCRtpCodecParameters] = {
+            c.payloadType: c for c in parameters.codecs
+        }
+        self._rtx_to_media_ssrc = {
+            e.rtx.ssrc: e.ssrc for e in parameters.encodings if e.rtx is not None
+        }
+        self.media_ssrc: Optional[int] = next(
+            (e.ssrc for e in parameters.encodings if e.ssrc), None
+        )
+        self._parameters = parameters
+        self._rtcp_ssrc = rtcp_ssrc
+        self._downtracks: list[DownTrack] = []
+        self._stats: Optional[StreamStatistics] = None
+        self._nack = NackGenerator() if kind == "video" else None
+        self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" else None
+        self._keyframes = KeyframeRequester(self._send_pli)
+        self.sender_report: Optional[SenderReport] = None
+        self._rtcp_task: Optional[asyncio.Task] = None
+        self.stopped = False
+        # counters an operator (and the tests) can read
+        self.packets_received = 0
+        self.packets_dropped = 0
+        self.last_codec: Optional[RTCRtpCodecParameters] = None
+
+    # --- wiring -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.transport._register_rtp_receiver(self, self._parameters)
+        self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+
+    def add_downtrack(self, downtrack: "DownTrack") -> None:
+        if downtrack not in self._downtracks:
+            self._downtracks.append(downtrack)
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def remove_downtrack(self, downtrack: "DownTrack") -> None:
+        if downtrack in self._downtracks:
+            self._downtracks.remove(downtrack)
+
+    @property
+    def downtracks(self) -> list["DownTrack"]:
+        return list(self._downtracks)
+
+    def request_keyframe(self) -> None:
+        if self.kind == "video" and not self.stopped:
+            self._keyframes.request()
+
+    @property
+    def keyframe_requests_sent(self) -> int:
+        return self._keyframes.sent_count
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.transport._unregister_rtp_receiver(self)
+        self._keyframes.close()
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            await asyncio.gather(self._rtcp_task, return_exceptions=True)
+        for downtrack in list(self._downtracks):
+            downtrack.detach(self)
+        self._downtracks.clear()
+
+    # --- called by aiortc's RTP router --------------------------------------
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        codec = self.codecs.get(packet.payload_type)
+        if codec is None:
+            self.packets_dropped += 1
+            return
+        self.packets_received += 1
+
+        if self._bitrate_estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = self._bitrate_estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            if remb is not None:
+                await send_rtcp(
+                    self.transport,
+                    [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
+                                    media_ssrc=0, fci=pack_remb_fci(*remb))],
+                )
+
+        if is_rtx(codec):
+            media_ssrc = self._rtx_to_media_ssrc.get(packet.ssrc, self.media_ssrc)
+            apt = codec.parameters.get("apt")
+            if len(packet.payload) < 2 or media_ssrc is None or apt not in self.codecs:
+                return  # padding-only probe or unknown association: nothing to forward
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=media_ssrc)
+            codec = self.codecs[apt]
+        elif not packet.payload:
+            return  # padding-only packet on the media SSRC (bandwidth probe)
+
+        self.media_ssrc = packet.ssrc
+        self.last_codec = codec
+        if self._stats is None:
+            self._stats = StreamStatistics(codec.clockRate)
+        self._stats.add(packet)
+
+        if self._nack is not None and self._nack.add(packet):
+            await self._send_nack(sorted(self._nack.missing))
+
+        keyframe_start = False
+        if self.kind == "video":
+            detect = keyframe_detector(codec.name)
+            keyframe_start = detect is not None and detect(packet.payload)
+
+        for downtrack in self._downtracks:
+            try:
+                await downtrack.forward(packet, codec, keyframe_start)
+            except Exception:  # one broken subscriber must not stop the others
+                logger.exception("forwarding to %s failed", downtrack)
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            self.sender_report = SenderReport(
+                ntp_timestamp=packet.sender_info.ntp_timestamp,
+                rtp_timestamp=packet.sender_info.rtp_timestamp,
+                received_at=time.time(),
+            )
+
+    def _handle_disconnect(self) -> None:
+        pass  # the peer's close path stops this track
+
+    # --- RTCP toward the publisher -------------------------------------------
+
+    async def _send_pli(self) -> None:
+        if self.media_ssrc is not None:
+            await send_rtcp(
+                self.transport,
+                [RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)],
+            )
+
+    async def _send_nack(self, lost: list[int]) -> None:
+        if self.media_ssrc is not None and lost:
+            nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)
+            nack.lost = lost
+            await send_rtcp(self.transport, [nack])
+
+    async def _run_rtcp(self) -> None:
+        """Receiver reports: the publisher's congestion control and RTT need them."""
+        while True:
+            await asyncio.sleep(0.5 + random.random())
+            if self._stats is None or self.media_ssrc is None or self._stats.max_seq is None:
+                continue
+            lsr = dlsr = 0
+            if self.sender_report is not None:
+                lsr = (self.sender_report.ntp_timestamp >> 16) & 0xFFFFFFFF
+                delay = time.time() - self.sender_report.received_at
+                if 0 < delay < 65536:
+                    dlsr = int(delay * 65536)
+            report = RtcpReceiverInfo(
+                ssrc=self.media_ssrc,
+                fraction_lost=self._stats.fraction_lost,
+                packets_lost=self._stats.packets_lost,
+                highest_sequence=self._stats.max_seq,
+                jitter=self._stats.jitter,
+                lsr=lsr,
+                dlsr=dlsr,
+            )
+            await send_rtcp(self.transport, [RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report])])
+
+    def __repr__(self) -> str:
+        return f"PublishedTrack({self.participant_id}, {self.kind})"

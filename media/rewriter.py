@@ -1,0 +1,66 @@
+"""Maps a source stream's sequence numbers and timestamps onto a down-track.
+
+A subscriber must see one continuous stream on its SSRC even when the source
+changes (a slot is reused by another publisher) or when we start it mid-stream
+at a keyframe. Losses upstream stay visible as gaps, so the subscriber NACKs them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Optional
+
+from .seqnum import SEQ_MOD, TS_MOD, seq_add, seq_diff, ts_add
+
+
+class StreamRewriter:
+    def __init__(self, clock_rate: int, rng: Optional[random.Random] = None) -> None:
+        rng = rng or random.Random()
+        self.clock_rate = clock_rate
+        # Start low in the sequence space, as browsers do, to keep SRTP's
+        # rollover-counter guess away from a wrap on the first packets.
+        self._last_seq = rng.randrange(SEQ_MOD // 2)
+        self._last_ts = rng.randrange(TS_MOD)
+        self._last_out_time: Optional[float] = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._source_start_seq: Optional[int] = None
+        self._source_max_seq: Optional[int] = None
+
+    @property
+    def started(self) -> bool:
+        return self._source_start_seq is not None
+
+    def switch_source(self, first_seq: int, first_ts: int, now: Optional[float] = None) -> None:
+        """Begin mapping a (new) source whose first forwarded packet has these numbers."""
+        now = time.monotonic() if now is None else now
+        elapsed_units = 1
+        if self._last_out_time is not None:
+            elapsed_units = max(1, int((now - self._last_out_time) * self.clock_rate))
+        self._seq_offset = (seq_add(self._last_seq, 1) - first_seq) % SEQ_MOD
+        self._ts_offset = (ts_add(self._last_ts, elapsed_units) - first_ts) % TS_MOD
+        self._source_start_seq = first_seq
+        self._source_max_seq = first_seq
+
+    def reset(self) -> None:
+        """Forget the current source (the slot went idle); keeps continuity numbers."""
+        self._source_start_seq = None
+        self._source_max_seq = None
+
+    def map(self, seq: int, ts: int, now: Optional[float] = None) -> Optional[tuple[int, int]]:
+        """Down-track (seq, ts) for a source packet, or None if it precedes the start point."""
+        if self._source_start_seq is None or seq_diff(seq, self._source_start_seq) < 0:
+            return None
+        out_seq = (seq + self._seq_offset) % SEQ_MOD
+        out_ts = (ts + self._ts_offset) % TS_MOD
+        if seq_diff(seq, self._source_max_seq) > 0:
+            self._source_max_seq = seq
+            self._last_seq = out_seq
+            self._last_ts = out_ts
+            self._last_out_time = time.monotonic() if now is None else now
+        return out_seq, out_ts
+
+    def map_timestamp(self, ts: int) -> int:
+        """Source RTP timestamp in down-track units (for sender reports)."""
+        return (ts + self._ts_offset) % TS_MOD

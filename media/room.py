@@ -1,0 +1,108 @@
+"""Which published track goes to which subscriber slot, for one room.
+
+The control plane creates and removes peers; this class wires the media: when a
+participant's track starts, every other subscriber gets it in that publisher's
+slot pair; when a participant goes, its slots elsewhere go idle and its own
+down-tracks stop. It reports back through RoomMediaEvents, never by importing
+the control plane.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Protocol
+
+from .ice import IceConfig
+from .peer import KINDS, MediaPeer
+from .published_track import PublishedTrack
+
+logger = logging.getLogger(__name__)
+
+
+class RoomMediaEvents(Protocol):
+    def renegotiation_needed(self, participant_id: str) -> None: ...
+
+    def tracks_changed(self, participant_id: str, changes: dict[str, Optional[dict]]) -> None: ...
+
+    def connection_failed(self, participant_id: str) -> None: ...
+
+
+class MediaRoom:
+    def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents) -> None:
+        self.room_id = room_id
+        self._ice = ice
+        self._events = events
+        self.peers: dict[str, MediaPeer] = {}
+
+    def create_peer(self, participant_id: str, *, publish: bool, subscribe: bool) -> MediaPeer:
+        if participant_id in self.peers:
+            raise ValueError(f"participant {participant_id} already has a peer in room {self.room_id}")
+        peer = MediaPeer(
+            participant_id,
+            publish=publish,
+            subscribe=subscribe,
+            ice=self._ice,
+            on_track_started=self._track_started,
+            on_connection_failed=lambda p: self._events.connection_failed(p.participant_id),
+        )
+        self.peers[participant_id] = peer
+        if subscribe:
+            # Slots for everyone already publishing go into this peer's first offer.
+            for other in self.peers.values():
+                if other is not peer:
+                    for track in other.published.values():
+                        self._subscribe(peer, track, notify=False)
+        return peer
+
+    async def remove_peer(self, participant_id: str) -> None:
+        peer = self.peers.pop(participant_id, None)
+        if peer is None:
+            return
+        for subscriber in self.peers.values():
+            pair = subscriber.release_slot(participant_id)
+            if pair is not None:
+                changes = subscriber.pair_track_map(pair)
+                if changes:
+                    self._events.tracks_changed(subscriber.participant_id, changes)
+        await peer.close()
+
+    async def close(self) -> None:
+        for participant_id in list(self.peers):
+            await self.remove_peer(participant_id)
+
+    def _track_started(self, publisher: MediaPeer, track: PublishedTrack) -> None:
+        if self.peers.get(publisher.participant_id) is not publisher:
+            return  # started after its participant left
+        for subscriber in self.peers.values():
+            if subscriber is not publisher and subscriber.can_subscribe:
+                self._subscribe(subscriber, track, notify=True)
+
+    def _subscribe(self, subscriber: MediaPeer, track: PublishedTrack, *, notify: bool) -> None:
+        try:
+            pair, created = subscriber.claim_slot(track.participant_id)
+        except RuntimeError as exc:
+            logger.warning("not forwarding %s to %s: %s", track, subscriber, exc)
+            return
+        pair.downtracks[track.kind].attach(track)
+        if not notify:
+            return
+        if created:
+            self._events.renegotiation_needed(subscriber.participant_id)
+        else:
+            changes = subscriber.pair_track_map(pair)
+            if changes:
+                self._events.tracks_changed(subscriber.participant_id, changes)
+
+    def forwarding_summary(self) -> dict:
+        """Counters per peer, for the admin API and tests."""
+        summary = {}
+        for pid, peer in self.peers.items():
+            summary[pid] = {
+                "published": {k: t.packets_received for k, t in peer.published.items()},
+                "sent": {
+                    f"{pair.publisher_id}:{kind}": pair.downtracks[kind].packets_sent
+                    for pair in peer.pairs
+                    for kind in KINDS
+                },
+            }
+        return summary

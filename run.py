@@ -1,0 +1,119 @@
+"""Start consult-sfu.
+
+With no flags: serves on http://127.0.0.1:8080, keeps state in ./data, creates a
+demo room and prints one join link per role. Every flag has an environment
+variable (CONSULT_<FLAG>, e.g. CONSULT_PORT=9000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
+from signalling.app import build_services, create_app
+from signalling.config import ServerConfig
+from signalling.roles import PAGE_FOR_ROLE
+from signalling.tls import self_signed_certificate, server_ssl_context
+
+DEMO_ROOM_ID = "demo"
+DEMO_PEOPLE = (("patient", "Patient"), ("doctor", "Doctor"), ("expert", "Expert"))
+
+
+def _env(name: str, default=None):
+    return os.environ.get(f"CONSULT_{name}", default)
+
+
+def _env_list(name: str) -> list[str]:
+    value = _env(name, "")
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_args(argv: list[str]) -> ServerConfig:
+    p = argparse.ArgumentParser(description="consult-sfu: WebRTC SFU for video consultations")
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (0.0.0.0 for the LAN)")
+    p.add_argument("--port", type=int, default=int(_env("PORT", "8080")))
+    p.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "data")),
+                   help="secrets, room list and (later) recordings")
+    p.add_argument("--public-url", default=_env("PUBLIC_URL"), help="base URL for join links, e.g. https://clinic.example:8443")
+    p.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"))
+    p.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"))
+    p.add_argument("--tls-self-signed", action="store_true", default=_env("TLS_SELF_SIGNED") == "1",
+                   help="serve HTTPS with a generated certificate (LAN testing: phones need HTTPS for the camera)")
+    p.add_argument("--ice-server", action="append", default=_env_list("ICE_SERVERS"), metavar="URL",
+                   help="STUN/TURN URL given to browsers and the server (repeatable; default: none)")
+    p.add_argument("--ice-username", default=_env("ICE_USERNAME"), help="TURN username")
+    p.add_argument("--ice-credential", default=_env("ICE_CREDENTIAL"), help="TURN credential")
+    p.add_argument("--media-host-address", action="append", default=_env_list("MEDIA_HOST_ADDRESSES"),
+                   metavar="ADDR", help="offer only these local addresses as ICE host candidates (repeatable)")
+    p.add_argument("--no-demo-room", action="store_true", default=_env("NO_DEMO_ROOM") == "1")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    a = p.parse_args(argv)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    servers = [IceServerConfig(urls=[url], username=a.ice_username, credential=a.ice_credential)
+               for url in a.ice_server]
+    return ServerConfig(
+        host=a.host, port=a.port, data_dir=a.data_dir, public_url=a.public_url,
+        tls_cert=a.tls_cert, tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
+        ice=IceConfig(servers=servers, host_addresses=a.media_host_address),
+        demo_room=not a.no_demo_room,
+    )
+
+
+async def demo_links(services) -> dict[str, str]:
+    registry = services.registry
+    room = await registry.get_room(DEMO_ROOM_ID)
+    if room is None or not room.open:
+        room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants)
+    links = {}
+    for role, name in DEMO_PEOPLE:
+        token = services.issuer.mint(room=room.id, identity=f"demo-{role}", name=name, role=role,
+                                     ttl_s=services.config.link_ttl_s)
+        links[role] = f"{services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={token}"
+    return links
+
+
+async def serve(config: ServerConfig) -> None:
+    restrict_host_addresses(config.ice.host_addresses)
+    services = build_services(config)
+    app = create_app(services)
+    ssl_context = None
+    if config.tls_self_signed:
+        ssl_context = server_ssl_context(*self_signed_certificate(config.data_dir, [config.host]))
+    elif config.tls_cert:
+        ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()
+
+    print(f"consult-sfu listening on {config.base_url()}", flush=True)
+    if config.demo_room:
+        links = await demo_links(services)
+        print(f"Demo room '{DEMO_ROOM_ID}' - join links (valid {config.link_ttl_s // 3600} h):")
+        for role, url in links.items():
+            print(f"  {role + ':':8} {url}")
+    print(f"Admin API key: {config.data_dir / 'admin.key'} (Authorization: Bearer <key>)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The authenticated REST admin API for clinic admins and integrators.
+
+Bearer-key auth (the key is generated into the data directory on first run).
+Errors are JSON: {"error": code, "message": text} with a matching HTTP status.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .registry import RegistryError
+from .roles import PAGE_FOR_ROLE, ROLES
+
+ADMIN_MAX_BODY = 16 * 1024
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+class AdminApi:
+    def __init__(self, *, api_key: str, services) -> None:
+        self._api_key = api_key
+        self._services = services
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/rooms", self.create_room),
+            web.get("/api/rooms", self.list_rooms),
+            web.get("/api/rooms/{room_id}", self.get_room),
+            web.delete("/api/rooms/{room_id}", self.close_room),
+            web.post("/api/rooms/{room_id}/links", self.mint_link),
+            web.get("/api/rooms/{room_id}/participants", self.list_participants),
+            web.delete("/api/rooms/{room_id}/participants/{participant_id}", self.kick),
+        ]
+
+    @web.middleware
+    async def auth_middleware(self, request: web.Request, handler):
+        if request.path.startswith("/api/rooms"):
+            header = request.headers.get("Authorization", "")
+            scheme, _, key = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self._api_key.encode()):
+                return json_error(401, "unauthorized", "send 'Authorization: Bearer <admin key>'")
+        return await handler(request)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > ADMIN_MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=ADMIN_MAX_BODY, actual_size=request.content_length)
+        raw = await request.content.read(ADMIN_MAX_BODY + 1)
+        if len(raw) > ADMIN_MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=ADMIN_MAX_BODY, actual_size=len(raw))
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise _bad_request("bad_json", "the body is not valid JSON")
+        if not isinstance(body, dict):
+            raise _bad_request("bad_json", "the body must be a JSON object")
+        return body
+
+    async def _open_room(self, request: web.Request):
+        room = await self._services.registry.get_room(request.match_info["room_id"])
+        if room is None or not room.open:
+            raise web.HTTPNotFound(text=json.dumps({"error": "not_found", "message": "no such open room"}),
+                                   content_type="application/json")
+        return room
+
+    async def create_room(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        name = body.get("name", "Consultation")
+        room_id = body.get("id")
+        max_participants = body.get("max_participants", self._services.config.max_participants)
+        if not isinstance(name, str) or not (1 <= len(name) <= 120):
+            return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
+        if room_id is not None and not isinstance(room_id, str):
+            return json_error(400, "bad_request", "'id' must be a string")
+        if not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 2 <= max_participants <= 16:
+            return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
+        try:
+            room = await self._services.registry.create_room(name, room_id, max_participants)
+        except RegistryError as exc:
+            return json_error(409, "conflict", str(exc))
+        return web.json_response(room.public(), status=201)
+
+    async def list_rooms(self, request: web.Request) -> web.Response:
+        rooms = await self._services.registry.list_rooms()
+        return web.json_response({"rooms": [r.public() for r in rooms]})
+
+    async def get_room(self, request: web.Request) -> web.Response:
+        room = await self._open_room(request)
+        participants = await self._services.rooms.participants(room.id)
+        return web.json_response({**room.public(), "participants": [p.public() for p in participants]})
+
+    async def close_room(self, request: web.Request) -> web.Response:
+        room = await self._open_room(request)
+        await self._services.rooms.close_room(room.id)
+        return web.json_response({"closed": room.id})
+
+    async def mint_link(self, request: web.Request) -> web.Response:
+        room = await self._open_room(request)
+        body = await self._body(request)
+        role = body.get("role")
+        if role not in ROLES:
+            return json_error(400, "bad_request", f"'role' must be one of {', '.join(ROLES)}")
+        name = body.get("name", role.capitalize())
+        identity = body.get("identity", f"{role}-{name}".lower().replace(" ", "-"))
+        ttl_s = body.get("ttl_s", self._services.config.link_ttl_s)
+        permissions = body.get("permissions")
+        if not isinstance(name, str) or not isinstance(identity, str) or not identity:
+            return json_error(400, "bad_request", "'name' and 'identity' must be strings")
+        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= 7 * 86400:
+            return json_error(400, "bad_request", "'ttl_s' must be an integer from 60 to 604800")
+        if permissions is not None and (not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions)):
+            return json_error(400, "bad_request", "'permissions' must be a list of strings")
+        try:
+            token = self._services.issuer.mint(room=room.id, identity=identity, name=name, role=role,
+                                               ttl_s=ttl_s, permissions=permissions)
+        except ValueError as exc:
+            return json_error(400, "bad_request", str(exc))
+        url = f"{self._services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={token}"
+        return web.json_response({"token": token, "url": url, "role": role, "room": room.id}, status=201)
+
+    async def list_participants(self, request: web.Request) -> web.Response:
+        room = await self._open_room(request)
+        participants = await self._services.rooms.participants(room.id)
+        return web.json_response({"participants": [p.public() for p in participants]})
+
+    async def kick(self, request: web.Request) -> web.Response:
+        room = await self._open_room(request)
+        if not await self._services.rooms.kick(room.id, request.match_info["participant_id"]):
+            return json_error(404, "not_found", "no such participant in this room")
+        return web.json_response({"kicked": request.match_info["participant_id"]})
+
+
+def _bad_request(code: str, message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": code, "message": message}), content_type="application/json")

@@ -1,0 +1,39 @@
+"""Server configuration: embedded defaults, overridable by flags or environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from media.ice import IceConfig
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    tls_cert: Optional[Path] = None
+    tls_key: Optional[Path] = None
+    tls_self_signed: bool = False
+    public_url: Optional[str] = None  # base of printed/minted links; derived if unset
+    ice: IceConfig = field(default_factory=IceConfig)
+    demo_room: bool = True
+    link_ttl_s: int = 12 * 3600
+    max_participants: int = 8
+    join_timeout_s: float = 10.0
+    answer_timeout_s: float = 15.0
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.uses_tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}"

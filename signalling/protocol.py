@@ -1,0 +1,80 @@
+"""The WebSocket protocol's message shapes and typed errors (docs/PROTOCOL.md).
+
+Parsing here is strict and cheap: anything that is not a JSON object of a known
+type with the right field types becomes a ProtocolError before any handler runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSIONS = (1,)
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_SDP_BYTES = 48 * 1024
+
+# type -> {field: (python types, required)}
+_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "join": {"token": ((str,), True), "v": ((int,), True)},
+    "answer": {"sdp": ((str,), True), "rev": ((int,), True)},
+    "mute": {"kind": ((str,), True), "muted": ((bool,), True)},
+    "kick": {"participant_id": ((str,), True)},
+    "ping": {},
+    "leave": {},
+}
+
+CLIENT_MESSAGE_TYPES = tuple(_SCHEMAS)
+
+# WebSocket close codes used with fatal errors
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN_ROOM = 4403
+
+
+@dataclass
+class ProtocolError(Exception):
+    code: str
+    message: str
+    fatal: bool = False
+
+    def to_message(self) -> dict:
+        return error_message(self.code, self.message, self.fatal)
+
+
+def error_message(code: str, message: str, fatal: bool = False) -> dict:
+    return {"type": "error", "code": code, "message": message, "fatal": fatal}
+
+
+def parse_client_message(text: str) -> dict[str, Any]:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"messages are limited to {MAX_MESSAGE_BYTES} bytes", fatal=True)
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_json", "a message must be a JSON object")
+    msg_type = message.get("type")
+    if not isinstance(msg_type, str):
+        raise ProtocolError("bad_message", "the message has no string 'type'")
+    schema = _SCHEMAS.get(msg_type)
+    if schema is None:
+        raise ProtocolError("unknown_type", f"unknown message type {msg_type[:40]!r}")
+    for name, (types, required) in schema.items():
+        if name not in message:
+            if required:
+                raise ProtocolError("bad_message", f"'{msg_type}' needs the field '{name}'")
+            continue
+        value = message[name]
+        # bool is an int in Python; a protocol int field must not accept true/false
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            expected = "/".join(t.__name__ for t in types)
+            raise ProtocolError("bad_message", f"'{msg_type}.{name}' must be {expected}")
+    if msg_type == "mute" and message["kind"] not in ("audio", "video"):
+        raise ProtocolError("bad_message", "'mute.kind' must be 'audio' or 'video'")
+    if msg_type == "answer" and len(message["sdp"]) > MAX_SDP_BYTES:
+        raise ProtocolError("bad_sdp", f"SDP is limited to {MAX_SDP_BYTES} bytes")
+    return message

@@ -1,0 +1,139 @@
+"""Room and participant state behind an interface, so a Redis-backed registry
+(multi-node mode) can replace the in-memory one without touching callers.
+
+Only control-plane facts live here: which rooms exist, who is in them. The live
+media objects stay in the process that owns the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Protocol
+
+ROOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class RoomRecord:
+    id: str
+    name: str
+    created_at: float
+    max_participants: int = 8
+    closed_at: Optional[float] = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def public(self) -> dict:
+        return {"id": self.id, "name": self.name, "created_at": self.created_at,
+                "max_participants": self.max_participants, "open": self.open}
+
+
+@dataclass
+class ParticipantRecord:
+    id: str
+    room_id: str
+    identity: str
+    name: str
+    role: str
+    permissions: list[str]
+    joined_at: float
+    muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
+
+    def public(self) -> dict:
+        return {"id": self.id, "identity": self.identity, "name": self.name, "role": self.role,
+                "permissions": sorted(self.permissions), "muted": dict(self.muted),
+                "joined_at": self.joined_at}
+
+
+class RoomRegistry(Protocol):
+    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8) -> RoomRecord: ...
+    async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
+    async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
+    async def close_room(self, room_id: str) -> bool: ...
+    async def add_participant(self, participant: ParticipantRecord) -> None: ...
+    async def update_participant(self, participant: ParticipantRecord) -> None: ...
+    async def remove_participant(self, room_id: str, participant_id: str) -> None: ...
+    async def list_participants(self, room_id: str) -> list[ParticipantRecord]: ...
+
+
+class RegistryError(Exception):
+    pass
+
+
+class InMemoryRegistry:
+    """The embedded default: one process, rooms persisted to a JSON file if given."""
+
+    def __init__(self, rooms_file: Optional[Path] = None) -> None:
+        self._rooms: dict[str, RoomRecord] = {}
+        self._participants: dict[str, dict[str, ParticipantRecord]] = {}
+        self._rooms_file = rooms_file
+        self._lock = asyncio.Lock()
+        if rooms_file is not None and rooms_file.exists():
+            for raw in json.loads(rooms_file.read_text()):
+                room = RoomRecord(**raw)
+                self._rooms[room.id] = room
+
+    def _save(self) -> None:
+        if self._rooms_file is None:
+            return
+        tmp = self._rooms_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(r) for r in self._rooms.values()], indent=1))
+        tmp.replace(self._rooms_file)
+
+    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8) -> RoomRecord:
+        async with self._lock:
+            room_id = room_id or secrets.token_urlsafe(9)
+            if not ROOM_ID_PATTERN.match(room_id):
+                raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
+            existing = self._rooms.get(room_id)
+            if existing is not None and existing.open:
+                raise RegistryError(f"room {room_id} already exists")
+            room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants)
+            self._rooms[room_id] = room
+            self._participants[room_id] = {}
+            self._save()
+            return room
+
+    async def get_room(self, room_id: str) -> Optional[RoomRecord]:
+        return self._rooms.get(room_id)
+
+    async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]:
+        return [r for r in self._rooms.values() if include_closed or r.open]
+
+    async def close_room(self, room_id: str) -> bool:
+        async with self._lock:
+            room = self._rooms.get(room_id)
+            if room is None or not room.open:
+                return False
+            room.closed_at = time.time()
+            self._participants.pop(room_id, None)
+            self._save()
+            return True
+
+    async def add_participant(self, participant: ParticipantRecord) -> None:
+        room = self._rooms.get(participant.room_id)
+        if room is None or not room.open:
+            raise RegistryError(f"room {participant.room_id} is not open")
+        members = self._participants.setdefault(participant.room_id, {})
+        if len(members) >= room.max_participants:
+            raise RegistryError(f"room {participant.room_id} is full ({room.max_participants})")
+        members[participant.id] = participant
+
+    async def update_participant(self, participant: ParticipantRecord) -> None:
+        members = self._participants.get(participant.room_id, {})
+        if participant.id in members:
+            members[participant.id] = participant
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        self._participants.get(room_id, {}).pop(participant_id, None)
+
+    async def list_participants(self, room_id: str) -> list[ParticipantRecord]:
+        return list(self._participants.get(room_id, {}).values())

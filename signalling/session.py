@@ -1,0 +1,308 @@
+"""One participant's WebSocket: join, negotiation, messages, leaving.
+
+Everything a client sends is validated (protocol.parse_client_message), rate
+limited (FloodGuard) and answered with a typed error when wrong; only fatal
+token/room problems, floods that go on, oversized frames and a missing answer
+end the session. Whatever happens here, the rest of the room keeps its media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+from aiohttp import WSMsgType, web
+
+from media.peer import AnswerRejected, MediaPeer
+
+from .outbox import Outbox
+from .protocol import (
+    CLOSE_FORBIDDEN_ROOM,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHORIZED,
+    PROTOCOL_VERSIONS,
+    ProtocolError,
+    error_message,
+    parse_client_message,
+)
+from .rate_limit import FloodGuard
+from .registry import ParticipantRecord
+from .tokens import Grant, TokenError, TokenIssuer
+
+if TYPE_CHECKING:
+    from .live_rooms import LiveRoom, RoomService
+
+logger = logging.getLogger(__name__)
+
+_CLOSE_CODE_FOR_ERROR = {
+    "unauthorized": CLOSE_UNAUTHORIZED,
+    "token_expired": CLOSE_UNAUTHORIZED,
+    "wrong_room": CLOSE_FORBIDDEN_ROOM,
+    "forbidden": CLOSE_FORBIDDEN_ROOM,
+    "room_full": CLOSE_FORBIDDEN_ROOM,
+    "too_large": CLOSE_TOO_BIG,
+}
+
+
+class ParticipantSession:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        rooms: "RoomService",
+        issuer: TokenIssuer,
+        ice_servers: list[dict],
+        join_timeout_s: float,
+        answer_timeout_s: float,
+    ) -> None:
+        self.ws = ws
+        self._rooms = rooms
+        self._issuer = issuer
+        self._ice_servers = ice_servers
+        self._join_timeout_s = join_timeout_s
+        self._answer_timeout_s = answer_timeout_s
+        self._outbox = Outbox(ws, on_overflow=lambda: self.close_soon("error"))
+        self._flood = FloodGuard()
+        self.grant: Optional[Grant] = None
+        self.participant: Optional[ParticipantRecord] = None
+        self.peer: Optional[MediaPeer] = None
+        self.room: Optional["LiveRoom"] = None
+        # negotiation: the server offers, one offer outstanding at a time
+        self._negotiation_lock = asyncio.Lock()
+        self._rev = 0
+        self._awaiting_rev: Optional[int] = None
+        self._renegotiate = False
+        self._answer_timer: Optional[asyncio.TimerHandle] = None
+        self._closing: Optional[asyncio.Task] = None
+        self._closed = False
+        self.close_reason: Optional[str] = None
+
+    # --- outbound --------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        if not self._closed:
+            self._outbox.put(message)
+
+    def send_error(self, code: str, message: str, fatal: bool = False) -> None:
+        self.send(error_message(code, message, fatal))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if await self._join():
+                await self._receive_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("session failed")
+        finally:
+            await self.close(self.close_reason or "disconnected")  # shielded
+
+    async def _fatal(self, code: str, message: str) -> None:
+        self.send_error(code, message, fatal=True)
+        await self.close("error", ws_code=_CLOSE_CODE_FOR_ERROR.get(code, CLOSE_POLICY), notify=False)
+
+    async def _join(self) -> bool:
+        try:
+            msg = await self.ws.receive(timeout=self._join_timeout_s)
+        except asyncio.TimeoutError:
+            await self._fatal("unauthorized", f"send 'join' within {self._join_timeout_s:g} s of connecting")
+            return False
+        if msg.type != WSMsgType.TEXT:
+            if msg.type == WSMsgType.BINARY:
+                await self._fatal("unauthorized", "the first message must be a JSON 'join'")
+            return False
+        try:
+            message = parse_client_message(msg.data)
+        except ProtocolError as exc:
+            await self._fatal("too_large" if exc.code == "too_large" else "unauthorized",
+                              f"the first message must be a valid 'join': {exc.message}")
+            return False
+        if message["type"] != "join":
+            await self._fatal("unauthorized", "the first message must be 'join'")
+            return False
+        if message["v"] not in PROTOCOL_VERSIONS:
+            await self._fatal("bad_message", f"protocol version {message['v']} is not supported; use one of {list(PROTOCOL_VERSIONS)}")
+            return False
+        try:
+            self.grant = self._issuer.verify(message["token"])
+        except TokenError as exc:
+            await self._fatal(exc.code, exc.message)
+            return False
+
+        from .live_rooms import JoinRefused
+
+        try:
+            self.room = await self._rooms.join(self)
+        except JoinRefused as exc:
+            await self._fatal(exc.code, exc.message)
+            return False
+        others = [s.participant.public() for pid, s in self.room.sessions.items() if pid != self.participant.id]
+        self.send({
+            "type": "joined",
+            "v": PROTOCOL_VERSIONS[-1],
+            "participant": self.participant.public(),
+            "room": {"id": self.room.record.id, "name": self.room.record.name},
+            "participants": others,
+            "ice_servers": self._ice_servers,
+        })
+        self.request_renegotiation()
+        return True
+
+    async def _receive_loop(self) -> None:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                verdict = await self._admit()
+                if verdict == "stop":
+                    return
+                if verdict == "drop":
+                    continue
+                try:
+                    message = parse_client_message(msg.data)
+                except ProtocolError as exc:
+                    if exc.fatal:
+                        await self._fatal(exc.code, exc.message)
+                        return
+                    self.send(exc.to_message())
+                    continue
+                try:
+                    if await self._dispatch(message) is False:
+                        return
+                except Exception:
+                    logger.exception("handling %s failed", message.get("type"))
+                    self.send_error("internal", f"the server failed to handle '{message['type']}'")
+            elif msg.type == WSMsgType.BINARY:
+                verdict = await self._admit()
+                if verdict == "stop":
+                    return
+                if verdict == "process":
+                    self.send_error("binary_not_supported", "binary frames are not part of the protocol")
+            elif msg.type == WSMsgType.ERROR:
+                # aiohttp reports frames over its hard limit here and closes with 1009
+                return
+
+    async def _admit(self) -> str:
+        """'process' the message, 'drop' it (over the rate), or 'stop' the session."""
+        admitted, first_drop, too_long = self._flood.admit()
+        if admitted:
+            return "process"
+        if too_long:
+            await self._fatal("rate_limited", "message flood went on too long")
+            return "stop"
+        if first_drop:
+            self.send_error("rate_limited", "too many messages; some were dropped")
+        return "drop"
+
+    async def _dispatch(self, message: dict[str, Any]) -> Optional[bool]:
+        kind = message["type"]
+        if kind == "ping":
+            self.send({"type": "pong"})
+        elif kind == "answer":
+            await self._on_answer(message["rev"], message["sdp"])
+        elif kind == "mute":
+            self.participant.muted[message["kind"]] = message["muted"]
+            await self._rooms.registry.update_participant(self.participant)
+            self.room.broadcast({"type": "participant-updated", "participant": self.participant.public()})
+        elif kind == "kick":
+            if not self.grant.allows("moderate"):
+                self.send_error("forbidden", "kicking participants needs the 'moderate' permission")
+            elif message["participant_id"] == self.participant.id:
+                self.send_error("bad_message", "use 'leave' to leave")
+            elif not await self._rooms.kick(self.participant.room_id, message["participant_id"]):
+                self.send_error("bad_message", "no such participant in this room")
+        elif kind == "leave":
+            self.close_reason = "left"
+            return False
+        elif kind == "join":
+            self.send_error("bad_state", "already joined")
+        return None
+
+    # --- negotiation ------------------------------------------------------------------
+
+    def request_renegotiation(self) -> None:
+        self._renegotiate = True
+        if self._awaiting_rev is None and not self._closed:
+            asyncio.ensure_future(self._offer_if_needed())
+
+    async def _offer_if_needed(self) -> None:
+        async with self._negotiation_lock:
+            if not self._renegotiate or self._awaiting_rev is not None or self._closed:
+                return
+            self._renegotiate = False
+            try:
+                sdp = await self.peer.create_offer()
+            except Exception:
+                logger.exception("creating an offer failed")
+                self.close_soon("error")
+                return
+            self._rev += 1
+            self._awaiting_rev = self._rev
+            self.send({
+                "type": "offer",
+                "rev": self._rev,
+                "sdp": sdp,
+                "publish": self.peer.publish_mids(),
+                "tracks": self.peer.track_map(),
+            })
+            loop = asyncio.get_running_loop()
+            self._answer_timer = loop.call_later(self._answer_timeout_s, self._answer_timed_out)
+
+    def _answer_timed_out(self) -> None:
+        self.send_error("bad_state", f"no answer within {self._answer_timeout_s:g} s", fatal=True)
+        self.close_soon("error")
+
+    async def _on_answer(self, rev: int, sdp: str) -> None:
+        async with self._negotiation_lock:
+            if self._awaiting_rev is None or rev != self._awaiting_rev:
+                self.send_error("bad_state", f"no offer with rev {rev} is waiting for an answer")
+                return
+            try:
+                await self.peer.apply_answer(sdp)
+            except AnswerRejected as exc:
+                self.send_error(exc.code, exc.message)
+                return
+            self._awaiting_rev = None
+            if self._answer_timer is not None:
+                self._answer_timer.cancel()
+                self._answer_timer = None
+        if self._renegotiate:
+            await self._offer_if_needed()
+
+    # --- closing ------------------------------------------------------------------------
+
+    def close_soon(self, reason: str) -> None:
+        self._start_close(reason, CLOSE_NORMAL, notify=True)
+
+    async def close(self, reason: str, ws_code: int = CLOSE_NORMAL, notify: bool = True) -> None:
+        """End the session once; safe to await from any task, and not cut short by cancellation.
+
+        aiohttp cancels a WebSocket handler when its client vanishes; the clean-up
+        (media peer, registry, telling the others) must still run to the end.
+        """
+        await asyncio.shield(self._start_close(reason, ws_code, notify))
+
+    def _start_close(self, reason: str, ws_code: int, notify: bool) -> asyncio.Task:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason, ws_code, notify))
+        return self._closing
+
+    async def _close(self, reason: str, ws_code: int, notify: bool) -> None:
+        self._closed = True
+        self.close_reason = self.close_reason or reason
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+        if notify and self.participant is not None:
+            self._outbox.put({"type": "closed", "reason": reason})
+        await self._outbox.flush_and_close()
+        try:
+            await self.ws.close(code=ws_code)
+        except Exception:
+            pass
+        try:
+            await self._rooms.leave(self, self.close_reason)
+        except Exception:
+            logger.exception("clean-up after %s failed", self.participant and self.participant.id)
