@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, RTCRtpTransceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc import sdp as aiortc_sdp
 
@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("audio", "video")
 MAX_SLOT_PAIRS = 16
+VIDEO_CODECS = ("vp8", "h264")
+
+
+def codec_preferences(kind: str, preferred: str):
+    """aiortc's codecs for `kind`, the preferred one first (VP8 for desktops, H.264 where phones encode it in hardware)."""
+    codecs = RTCRtpSender.getCapabilities(kind).codecs
+    return sorted(codecs, key=lambda c: 0 if c.mimeType.lower() == f"{kind}/{preferred}" else 1)
 
 
 class AnswerRejected(Exception):
@@ -66,10 +73,14 @@ class MediaPeer:
         publish: bool,
         subscribe: bool,
         ice: IceConfig,
+        video_codec: str = "vp8",
         on_track_started: Callable[["MediaPeer", PublishedTrack], None],
         on_connection_failed: Callable[["MediaPeer"], None],
     ) -> None:
+        if video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video codec must be one of {VIDEO_CODECS}")
         self.participant_id = participant_id
+        self.video_codec = video_codec
         self.can_publish = publish
         self.can_subscribe = subscribe
         self.pc = RTCPeerConnection(
@@ -100,6 +111,9 @@ class MediaPeer:
 
     def _add_publish_transceiver(self, kind: str) -> None:
         transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+        if kind == "video":
+            # Only the publisher's choice is steered; receive slots accept every codec.
+            transceiver.setCodecPreferences(codec_preferences(kind, self.video_codec))
         self.publish_transceivers[kind] = transceiver
 
         def make_track(parameters) -> PublishedTrack:

@@ -28,9 +28,10 @@ class RoomMediaEvents(Protocol):
 
 
 class MediaRoom:
-    def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents) -> None:
+    def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents, video_codec: str = "vp8") -> None:
         self.room_id = room_id
         self._ice = ice
+        self._video_codec = video_codec
         self._events = events
         self.peers: dict[str, MediaPeer] = {}
 
@@ -42,6 +43,7 @@ class MediaRoom:
             publish=publish,
             subscribe=subscribe,
             ice=self._ice,
+            video_codec=self._video_codec,
             on_track_started=self._track_started,
             on_connection_failed=lambda p: self._events.connection_failed(p.participant_id),
         )

@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from .registry import RegistryError
+from media.peer import VIDEO_CODECS
+
 from .roles import PAGE_FOR_ROLE, ROLES
 
 ADMIN_MAX_BODY = 16 * 1024
@@ -48,11 +50,13 @@ class AdminApi:
         return await handler(request)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > ADMIN_MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=ADMIN_MAX_BODY, actual_size=request.content_length)
-        raw = await request.content.read(ADMIN_MAX_BODY + 1)
-        if len(raw) > ADMIN_MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=ADMIN_MAX_BODY, actual_size=len(raw))
+        declared = request.content_length or 0
+        raw = b"" if declared > ADMIN_MAX_BODY else await request.content.read(ADMIN_MAX_BODY + 1)
+        if declared > ADMIN_MAX_BODY or len(raw) > ADMIN_MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=ADMIN_MAX_BODY, actual_size=max(declared, len(raw)),
+                text=json.dumps({"error": "too_large", "message": f"bodies are limited to {ADMIN_MAX_BODY} bytes"}),
+                content_type="application/json")
         if not raw:
             return {}
         try:
@@ -75,6 +79,9 @@ class AdminApi:
         name = body.get("name", "Consultation")
         room_id = body.get("id")
         max_participants = body.get("max_participants", self._services.config.max_participants)
+        video_codec = body.get("video_codec", "vp8")
+        if video_codec not in VIDEO_CODECS:
+            return json_error(400, "bad_request", f"'video_codec' must be one of {', '.join(VIDEO_CODECS)}")
         if not isinstance(name, str) or not (1 <= len(name) <= 120):
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
         if room_id is not None and not isinstance(room_id, str):
@@ -82,7 +89,7 @@ class AdminApi:
         if not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 2 <= max_participants <= 16:
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
         try:
-            room = await self._services.registry.create_room(name, room_id, max_participants)
+            room = await self._services.registry.create_room(name, room_id, max_participants, video_codec)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)

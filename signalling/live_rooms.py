@@ -35,7 +35,7 @@ class LiveRoom:
 
     def __init__(self, record: RoomRecord, ice: IceConfig) -> None:
         self.record = record
-        self.media = MediaRoom(record.id, ice, self)
+        self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec)
         self.sessions: dict[str, "ParticipantSession"] = {}
 
     def renegotiation_needed(self, participant_id: str) -> None:

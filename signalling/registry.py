@@ -26,6 +26,8 @@ class RoomRecord:
     created_at: float
     max_participants: int = 8
     closed_at: Optional[float] = None
+    video_codec: str = "vp8"  # what publishers are asked to send: vp8 or h264
+
 
     @property
     def open(self) -> bool:
@@ -33,7 +35,7 @@ class RoomRecord:
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "created_at": self.created_at,
-                "max_participants": self.max_participants, "open": self.open}
+                "max_participants": self.max_participants, "video_codec": self.video_codec, "open": self.open}
 
 
 @dataclass
@@ -54,7 +56,8 @@ class ParticipantRecord:
 
 
 class RoomRegistry(Protocol):
-    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8) -> RoomRecord: ...
+    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
+                          video_codec: str = "vp8") -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
     async def close_room(self, room_id: str) -> bool: ...
@@ -88,7 +91,8 @@ class InMemoryRegistry:
         tmp.write_text(json.dumps([asdict(r) for r in self._rooms.values()], indent=1))
         tmp.replace(self._rooms_file)
 
-    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8) -> RoomRecord:
+    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
+                          video_codec: str = "vp8") -> RoomRecord:
         async with self._lock:
             room_id = room_id or secrets.token_urlsafe(9)
             if not ROOM_ID_PATTERN.match(room_id):
@@ -96,7 +100,8 @@ class InMemoryRegistry:
             existing = self._rooms.get(room_id)
             if existing is not None and existing.open:
                 raise RegistryError(f"room {room_id} already exists")
-            room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants)
+            room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
+                              video_codec=video_codec)
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()

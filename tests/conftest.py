@@ -26,8 +26,8 @@ class ServerUnderTest:
         self.base_url = base_url
         self.participants: list[SyntheticParticipant] = []
 
-    async def room(self, room_id: str = "r1", name: str = "Test consultation"):
-        return await self.services.registry.create_room(name, room_id)
+    async def room(self, room_id: str = "r1", name: str = "Test consultation", video_codec: str = "vp8"):
+        return await self.services.registry.create_room(name, room_id, video_codec=video_codec)
 
     def token(self, role: str, room: str = "r1", name: str | None = None, ttl_s: int = 600,
               identity: str | None = None, permissions: list[str] | None = None) -> str:

@@ -169,3 +169,12 @@ async def test_everyone_leaving_frees_everything(sfu):
     await asyncio.sleep(0.5)
     leftover = [t for t in asyncio.all_tasks() - tasks_before if not t.done() and t is not asyncio.current_task()]
     assert leftover == [], [t.get_coro() for t in leftover]
+
+
+async def test_h264_room_forwards_h264(sfu):
+    await sfu.room(video_codec="h264")
+    people = {role: await sfu.join(role, seed=i) for i, role in enumerate(ROLES)}
+    await assert_everyone_decodes_everyone(people, frames=10)
+    live = sfu.services.rooms.live["r1"]
+    for peer in live.media.peers.values():
+        assert peer.published["video"].last_codec.name == "H264"

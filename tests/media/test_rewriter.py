@@ -1,0 +1,49 @@
+"""Sequence numbers and timestamps stay continuous on a down-track."""
+
+from __future__ import annotations
+
+import random
+
+from media.rewriter import StreamRewriter
+from media.seqnum import seq_diff, ts_diff
+
+
+def test_maps_a_source_continuously_and_keeps_gaps():
+    r = StreamRewriter(90000, random.Random(1))
+    r.switch_source(first_seq=1000, first_ts=5000, now=0.0)
+    a = r.map(1000, 5000, now=0.0)
+    b = r.map(1001, 5000, now=0.0)
+    c = r.map(1005, 8000, now=0.033)  # 3 packets lost upstream
+    assert seq_diff(b[0], a[0]) == 1
+    assert seq_diff(c[0], b[0]) == 4  # the gap stays visible so the subscriber NACKs it
+    assert ts_diff(c[1], a[1]) == 3000
+
+
+def test_packets_from_before_the_start_point_are_dropped():
+    r = StreamRewriter(90000, random.Random(2))
+    assert r.map(10, 10) is None  # not started
+    r.switch_source(first_seq=500, first_ts=0, now=0.0)
+    assert r.map(499, 0) is None
+    assert r.map(500, 0) is not None
+    assert r.map(498, 0) is None
+
+
+def test_switching_source_continues_numbering_and_time():
+    r = StreamRewriter(90000, random.Random(3))
+    r.switch_source(first_seq=65530, first_ts=4_294_960_000, now=0.0)
+    last = None
+    for i in range(10):  # wraps both sequence number and timestamp of the source
+        last = r.map((65530 + i) % 65536, (4_294_960_000 + i * 3000) % 2**32, now=i / 30)
+    r.reset()
+    r.switch_source(first_seq=7, first_ts=123, now=10 / 30 + 0.5)
+    first_new = r.map(7, 123, now=10 / 30 + 0.5)
+    assert seq_diff(first_new[0], last[0]) == 1
+    # the timestamp advances by the wall time between the last old packet and the first new one
+    assert abs(ts_diff(first_new[1], last[1]) - int((0.5 + 1 / 30) * 90000)) < 100
+
+
+def test_sender_report_timestamps_follow_the_same_offset():
+    r = StreamRewriter(48000, random.Random(4))
+    r.switch_source(first_seq=1, first_ts=1000, now=0.0)
+    seq, ts = r.map(1, 1000, now=0.0)
+    assert r.map_timestamp(1000 + 960) == (ts + 960) % 2**32
