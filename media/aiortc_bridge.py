@@ -11,7 +11,7 @@ whatever is registered, and files senders under their `_ssrc`.
 This relies on aiortc internals of the pinned version (1.16.0):
 RTCRtpReceiver.receive/stop, RTCRtpSender.send/stop being looked up on the
 instance by RTCPeerConnection, RTCDtlsTransport._register_rtp_receiver /
-_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc. A test
+_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc, and aioice's Connection._queue. A test
 (tests/media/test_aiortc_bridge.py) pins these assumptions.
 """
 
@@ -22,8 +22,23 @@ from collections.abc import Callable
 from aiortc import RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 
+from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
 from .published_track import PublishedTrack
+
+# ~0.5 s of a three-party room's incoming packets; beyond that, old packets are worth less than new ones.
+ICE_RECEIVE_QUEUE_PACKETS = 512
+
+
+def bound_ice_receive_queue(transceiver: RTCRtpTransceiver, capacity: int = ICE_RECEIVE_QUEUE_PACKETS) -> DropOldestQueue:
+    """Replace aioice's unbounded receive queue of this transceiver's ICE connection."""
+    connection = transceiver.receiver.transport.transport._connection
+    if not isinstance(connection._queue, DropOldestQueue):
+        bounded = DropOldestQueue(capacity)
+        while not connection._queue.empty():
+            bounded.put_nowait(connection._queue.get_nowait())
+        connection._queue = bounded
+    return connection._queue
 
 
 def receiver_rtcp_ssrc(transceiver: RTCRtpTransceiver) -> int:

@@ -20,7 +20,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTran
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc import sdp as aiortc_sdp
 
-from .aiortc_bridge import receiver_rtcp_ssrc, take_over_receiver, take_over_sender
+from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
+from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
 from .ice import IceConfig
 from .published_track import PublishedTrack
@@ -97,6 +98,7 @@ class MediaPeer:
         self.stats = PeerStats()
         self.closed = False
         self._offer_pending = False
+        self.receive_queue: Optional[DropOldestQueue] = None
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -107,10 +109,16 @@ class MediaPeer:
             for kind in KINDS:
                 self._add_publish_transceiver(kind)
 
+    def _bound_transport_queue(self, transceiver: RTCRtpTransceiver) -> None:
+        # max-bundle: every transceiver shares the first one's ICE connection
+        if len(self.pc.getTransceivers()) == 1:
+            self.receive_queue = bound_ice_receive_queue(transceiver)
+
     # --- publishing -------------------------------------------------------------
 
     def _add_publish_transceiver(self, kind: str) -> None:
         transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+        self._bound_transport_queue(transceiver)
         if kind == "video":
             # Only the publisher's choice is steered; receive slots accept every codec.
             transceiver.setCodecPreferences(codec_preferences(kind, self.video_codec))
@@ -164,6 +172,7 @@ class MediaPeer:
         downtracks: dict[str, DownTrack] = {}
         for kind in KINDS:
             transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+            self._bound_transport_queue(transceiver)
             transceiver.sender._stream_id = stream_id  # msid: pairs this audio with this video only
             downtrack = DownTrack(
                 subscriber_id=self.participant_id,

@@ -178,3 +178,16 @@ async def test_h264_room_forwards_h264(sfu):
     live = sfu.services.rooms.live["r1"]
     for peer in live.media.peers.values():
         assert peer.published["video"].last_codec.name == "H264"
+
+
+async def test_server_receive_backlog_is_bounded(sfu):
+    from media.bounded_queue import DropOldestQueue
+
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+    for peer in sfu.services.rooms.live["r1"].media.peers.values():
+        connection = peer.pc.getTransceivers()[0].receiver.transport.transport._connection
+        assert isinstance(connection._queue, DropOldestQueue)
+        assert connection._queue is peer.receive_queue
