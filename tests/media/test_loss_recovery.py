@@ -1,0 +1,46 @@
+"""Lost packets on a subscriber's downlink are recovered from the down-track's cache."""
+
+from __future__ import annotations
+
+import random
+
+from aiortc.rtp import RtpPacket, is_rtcp
+
+
+def drop_video_packets(downtrack, rate: float, seed: int) -> list[int]:
+    """Seeded loss on one down-track's transport (original video packets only, not RTX)."""
+    rng = random.Random(seed)
+    dropped: list[int] = []
+    transport = downtrack.transport
+    original = transport._send_rtp
+
+    async def lossy_send(data: bytes) -> None:
+        if not is_rtcp(data):
+            packet = RtpPacket.parse(data)
+            if packet.ssrc == downtrack._ssrc and rng.random() < rate:
+                dropped.append(packet.sequence_number)
+                return
+        await original(data)
+
+    transport._send_rtp = lossy_send
+    return dropped
+
+
+async def test_subscriber_nacks_are_answered_from_the_cache_with_rtx(sfu):
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+
+    doctor_peer = sfu.services.rooms.live["r1"].media.peers[doctor.id]
+    downtrack = doctor_peer.slot_for(patient.id).downtracks["video"]
+    dropped = drop_video_packets(downtrack, rate=0.05, seed=42)
+    before = doctor.frames_from(patient.id, "video")
+
+    await doctor.wait_for_frames(patient.id, "video", 60, timeout=15)
+
+    assert len(dropped) >= 3, "the seeded loss should have hit a few packets"
+    assert downtrack.nacks_received > 0
+    assert downtrack.retransmitted >= len(dropped) * 0.8
+    # with every loss repaired, the doctor's decoder saw no picture loss worth a keyframe
+    assert doctor.frames_from(patient.id, "video") - before >= 60
