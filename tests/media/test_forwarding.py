@@ -7,6 +7,8 @@ import itertools
 
 import pytest
 
+from .rtp_taps import tap_incoming_rtp, tap_outgoing_rtp
+
 ROLES = ("patient", "doctor", "expert")
 
 
@@ -27,39 +29,29 @@ async def test_three_party_call_in_any_join_order(sfu, order):
     await assert_everyone_decodes_everyone(people)
 
 
+VP8_PT = 97  # VP8 as aiortc numbers it in every offer
+
+
 def _record_sent_video_payloads(participant) -> list[bytes]:
-    """Wraps the client's DTLS transport to record the VP8 payloads it sends."""
-    from aiortc.rtp import RtpPacket, is_rtcp
-
     sent: list[bytes] = []
-    transport = participant.pc.getTransceivers()[0].sender.transport
-    original = transport._send_rtp
 
-    async def recording_send(data: bytes) -> None:
-        if not is_rtcp(data):
-            packet = RtpPacket.parse(data)
-            if packet.payload_type == 97:  # VP8 as aiortc numbers it
-                sent.append(packet.payload)
-        await original(data)
+    def record(packet) -> bool:
+        if packet.payload_type == VP8_PT:
+            sent.append(packet.payload)
+        return True  # watch only, drop nothing
 
-    transport._send_rtp = recording_send
+    tap_outgoing_rtp(participant.pc.getTransceivers()[0].sender.transport, record)
     return sent
 
 
 def _record_received_payloads(participant) -> list[bytes]:
     received: list[bytes] = []
-    transport = participant.pc.getTransceivers()[0].receiver.transport
-    original = transport._handle_rtp_data
 
-    async def recording_handle(data: bytes, arrival_time_ms: int) -> None:
-        from aiortc.rtp import RtpPacket
-
-        packet = RtpPacket.parse(data)
-        if packet.payload_type == 97:
+    def record(packet) -> None:
+        if packet.payload_type == VP8_PT:
             received.append(packet.payload)
-        await original(data, arrival_time_ms)
 
-    transport._handle_rtp_data = recording_handle
+    tap_incoming_rtp(participant.pc.getTransceivers()[0].receiver.transport, record)
     return received
 
 

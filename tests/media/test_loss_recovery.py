@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import random
 
-from aiortc.rtp import RtpPacket, is_rtcp
+from .rtp_taps import tap_outgoing_rtp
 
 
 def drop_video_packets(downtrack, rate: float, seed: int) -> list[int]:
     """Seeded loss on one down-track's transport (original video packets only, not RTX)."""
     rng = random.Random(seed)
     dropped: list[int] = []
-    transport = downtrack.transport
-    original = transport._send_rtp
 
-    async def lossy_send(data: bytes) -> None:
-        if not is_rtcp(data):
-            packet = RtpPacket.parse(data)
-            if packet.ssrc == downtrack._ssrc and rng.random() < rate:
-                dropped.append(packet.sequence_number)
-                return
-        await original(data)
+    def keep(packet) -> bool:
+        if packet.ssrc == downtrack._ssrc and rng.random() < rate:
+            dropped.append(packet.sequence_number)
+            return False
+        return True
 
-    transport._send_rtp = lossy_send
+    tap_outgoing_rtp(downtrack.transport, keep)
     return dropped
 
 
