@@ -1,0 +1,336 @@
+/**
+ * Page pieces shared by the patient page and the doctor/expert console: token
+ * handling, plain-language messages, call controls and the remote video tiles.
+ */
+
+import {labelledIcon} from './icons.js';
+
+/**
+ * Reads the join token from `#token=…` and removes it from the address bar at
+ * once, so it is not copied along with the URL or left in the history.
+ */
+export function takeTokenFromHash() {
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  history.replaceState(null, '', location.pathname + location.search);
+  return token;
+}
+
+/** A sort comparator putting participants in the order of `roles`; unknown roles last. */
+export function byRole(roles) {
+  const rank = (person) => {
+    const index = roles.indexOf(person.role);
+    return index === -1 ? roles.length : index;
+  };
+  return (a, b) => rank(a) - rank(b);
+}
+
+export function roleLabel(role) {
+  return role ? role[0].toUpperCase() + role.slice(1) : '';
+}
+
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Connection lost. Reconnecting…',
+  closed: 'Call ended',
+};
+
+// What the empty video area says while there is no one to show.
+const STAGE_TEXT = {
+  connecting: 'Connecting to the consultation…',
+  reconnecting: 'The connection was lost. Reconnecting… Please keep this page open.',
+};
+
+const END_TEXT = {
+  'left': 'You left the consultation.',
+  'kicked': 'You were removed from the consultation by the host.',
+  'room-closed': 'The consultation has ended.',
+  'replaced': 'You joined this consultation from another window or device, so it was closed here.',
+  'unauthorized': 'This link is not valid. Please ask the clinic for a new link.',
+  'token_expired': 'This link has expired. Please ask the clinic for a new link.',
+  'wrong_room': 'This consultation has ended or does not exist.',
+  'room_full': 'This consultation is full. Please contact the clinic.',
+  'bad_message': 'The consultation could not be joined from this page. Please open the link again.',
+  'no_token': 'This link is incomplete. Please open the full link you were sent.',
+};
+
+/** Ends after which joining again with the same link makes sense. */
+const REJOINABLE_ENDS = new Set(['left', 'replaced']);
+
+function endText(reason) {
+  return END_TEXT[reason] ?? 'The consultation has ended.';
+}
+
+/**
+ * Shows the "call ended" panel with the reason in plain language. Both pages have
+ * the elements #banner, #ended, #ended-text and #rejoin.
+ */
+export function showEnded(reason) {
+  showConnectionState(document.getElementById('banner'), 'closed');
+  document.getElementById('ended-text').textContent = endText(reason);
+  document.getElementById('rejoin').hidden = !REJOINABLE_ENDS.has(reason);
+  document.getElementById('ended').hidden = false;
+}
+
+/** Shows a connection state on <body data-connection-state> and in the banner. */
+export function showConnectionState(banner, state) {
+  document.body.dataset.connectionState = state;
+  banner.textContent = STATE_TEXT[state];
+}
+
+/**
+ * Explains an empty video area: connecting, reconnecting, or (connected, nobody
+ * else here yet) the page's `waiting` text. Hidden once there is someone to show.
+ */
+export function showStageMessage(element, client, waiting) {
+  const text = client.state === 'connected' ? (client.participants.size === 0 ? waiting : null) : STAGE_TEXT[client.state];
+  element.hidden = !text;
+  if (text) element.textContent = text;
+}
+
+/**
+ * Explains a getUserMedia failure in plain language. `audience` is who would see
+ * us, mid-sentence ("the doctor"); `hasAudio` says whether the microphone works.
+ */
+function mediaProblemText(err, {hasAudio, audience}) {
+  const consequence = hasAudio
+    ? `${audience} can hear you but cannot see you.`
+    : `${audience} cannot see or hear you.`;
+  switch (err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return `${hasAudio ? 'Your camera is' : 'Your camera and microphone are'} blocked, so ${consequence} `
+        + `Allow ${hasAudio ? 'the camera' : 'them'} in your browser settings `
+        + '(often behind the icon next to the web address), then press Try again.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return `${hasAudio ? 'No camera was' : 'No camera or microphone was'} found, so ${consequence}`;
+    case 'NotReadableError':
+    case 'AbortError':
+      return `Your camera is being used by another app, so ${consequence} Close the other app, then press Try again.`;
+    case 'NotSupportedError':
+      return 'This browser cannot use your camera on this page. '
+        + 'Please open the link in an up-to-date Chrome, Safari, Edge or Firefox.';
+    default:
+      return `Your camera could not be started, so ${consequence} Press Try again.`;
+  }
+}
+
+/**
+ * Wires a mute toggle for 'audio' or 'video'. The visible label names the action
+ * ("Mute" / "Unmute"), which is also the button's accessible name; the icon (struck
+ * through by .is-off) shows the current state.
+ */
+export function bindMuteButton(button, client, kind, {muteLabel, unmuteLabel}) {
+  const label = button.querySelector('.control-label');
+  const update = () => {
+    button.disabled = !client.localTrack(kind);
+    button.classList.toggle('is-off', client.isOff(kind));
+    label.textContent = client.muted[kind] ? unmuteLabel : muteLabel;
+  };
+  button.addEventListener('click', () => client.setMuted(kind, !client.muted[kind]));
+  client.addEventListener('localmedia', update);
+  update();
+}
+
+/** Keeps the own preview on the local stream, mirrored like a mirror for the front camera. */
+export function bindLocalPreview(client, video, frame) {
+  const update = () => {
+    // A stream without video never loads, and a loading media element holds up the
+    // page's load event, so no camera means no srcObject. Reassigning the same
+    // stream would restart the preview, so only on change.
+    const stream = client.localTrack('video') ? client.localStream : null;
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.classList.toggle('mirrored', client.facingMode === 'user');
+    frame.classList.toggle('camera-off', client.isOff('video'));
+  };
+  client.addEventListener('localmedia', update);
+  update();
+}
+
+/** Wires the media problem box (text + Try again) and returns the function that starts media. */
+export function bindMediaNotice(client, {box, text, retry, audience}) {
+  const start = async () => {
+    const problem = await client.startMedia();
+    box.hidden = !problem;
+    if (problem) text.textContent = mediaProblemText(problem, {hasAudio: Boolean(client.localTrack('audio')), audience});
+  };
+  retry.addEventListener('click', start);
+  return start;
+}
+
+/**
+ * Wires the "turn on sound" button: shown when the browser refuses to play remote
+ * media without a tap (the view then fires `playbackblocked`).
+ */
+export function bindSoundButton(button, view, client) {
+  // Hidden at once: play() only settles when media flows, which for an idle track
+  // may be never, while a refusal shows the button again straight away.
+  const resume = () => {
+    button.hidden = true;
+    view.resumePlayback();
+  };
+  button.addEventListener('click', resume);
+  // Browsers let pages that use the camera or microphone play sound on their own, so
+  // playback refused before capture started works without a tap once it runs. Only
+  // once: should the browser still refuse, retrying would loop.
+  let autoResumed = false;
+  const autoResume = () => {
+    if (button.hidden || autoResumed || client.localStream.getTracks().length === 0) return;
+    autoResumed = true;
+    resume();
+  };
+  view.addEventListener('playbackblocked', () => {
+    button.hidden = false;
+    autoResume();
+  });
+  client.addEventListener('localmedia', autoResume);
+}
+
+/**
+ * Renders one tile per remote participant into `container`: their video (if they
+ * send any), a placeholder when the camera is off, a name + role label, and one
+ * <audio> per audio track. Video elements stay muted so sound never plays twice.
+ * Fires `playbackblocked` when the browser wants a tap before playing; see
+ * bindSoundButton.
+ */
+export class RemoteMediaView extends EventTarget {
+  /** roleOrder: roles in display order (first = largest tile). */
+  constructor(container, {roleOrder}) {
+    super();
+    this.container = container;
+    this.compare = byRole(roleOrder);
+    this.tiles = new Map();  // participant id -> tile element
+  }
+
+  render(client) {
+    const media = client.remoteMedia();
+    const people = [...client.participants.values()].sort(this.compare);
+    const present = new Set(people.map((p) => p.id));
+    for (const [id, tile] of this.tiles) {
+      if (!present.has(id)) this._removeTile(id, tile);
+    }
+    people.forEach((person, index) => {
+      const tile = this.tiles.get(person.id) ?? this._createTile(person.id);
+      this._updateTile(tile, person, media.filter((m) => m.participantId === person.id));
+      // Move only tiles that are out of place, to leave playing videos alone.
+      if (this.container.children[index] !== tile) {
+        this.container.insertBefore(tile, this.container.children[index] ?? null);
+      }
+    });
+  }
+
+  /** Starts every remote video and audio again, e.g. after a tap. */
+  resumePlayback() {
+    for (const element of this.container.querySelectorAll('video, audio')) this._start(element);
+  }
+
+  _createTile(id) {
+    const tile = document.createElement('figure');
+    tile.className = 'tile';
+    tile.dataset.participantId = id;
+    tile.innerHTML = `
+      <div class="tile-placeholder" aria-hidden="true">
+        <span class="tile-initials"></span>
+        <span>Camera off</span>
+      </div>
+      <figcaption class="tile-label">
+        <span class="tile-name"></span>
+        <span class="tile-role"></span>
+      </figcaption>`;
+    const micOff = labelledIcon('mic-off', 'Microphone off');
+    micOff.classList.add('mic-off-icon');
+    tile.querySelector('.tile-label').append(micOff);
+    this.tiles.set(id, tile);
+    return tile;
+  }
+
+  _removeTile(id, tile) {
+    for (const el of tile.querySelectorAll('video, audio')) el.srcObject = null;
+    tile.remove();
+    this.tiles.delete(id);
+  }
+
+  _updateTile(tile, person, media) {
+    const video = media.find((m) => m.kind === 'video');
+    tile.dataset.role = person.role;
+    tile.classList.toggle('mic-off', Boolean(person.muted?.audio));
+    tile.classList.toggle('camera-off', !video || Boolean(person.muted?.video));
+    tile.querySelector('.tile-name').textContent = person.name;
+    tile.querySelector('.tile-role').textContent = roleLabel(person.role);
+    tile.querySelector('.tile-initials').textContent = initials(person.name);
+    this._updateVideo(tile, person, video);
+    this._updateAudio(tile, person, media.filter((m) => m.kind === 'audio'));
+  }
+
+  _updateVideo(tile, person, item) {
+    let video = tile.querySelector('video.remote-video');
+    if (!item) {
+      if (video) {
+        video.srcObject = null;
+        video.remove();
+      }
+      return;
+    }
+    if (!video) {
+      video = document.createElement('video');
+      video.className = 'remote-video';
+      video.setAttribute('autoplay', '');
+      video.setAttribute('playsinline', '');
+      video.muted = true;  // sound comes from the tile's <audio>
+      video.dataset.kind = 'video';
+      tile.prepend(video);
+    }
+    video.dataset.participantId = person.id;
+    video.dataset.name = person.name;
+    video.dataset.role = person.role;
+    video.setAttribute('aria-label', `Video of ${person.name}`);
+    this._play(video, item.track);
+  }
+
+  _updateAudio(tile, person, items) {
+    const wanted = new Set();
+    for (const item of items) {
+      let audio = tile.querySelector(`audio[data-mid="${CSS.escape(item.mid)}"]`);
+      if (!audio) {
+        audio = document.createElement('audio');
+        audio.className = 'remote-audio';
+        audio.setAttribute('autoplay', '');
+        audio.dataset.mid = item.mid;
+        tile.append(audio);
+      }
+      audio.dataset.participantId = person.id;
+      this._play(audio, item.track);
+      wanted.add(audio);
+    }
+    for (const audio of tile.querySelectorAll('audio.remote-audio')) {
+      if (!wanted.has(audio)) {
+        audio.srcObject = null;
+        audio.remove();
+      }
+    }
+  }
+
+  _play(element, track) {
+    // Track objects change after a reconnect; the same track needs nothing.
+    if (element.srcObject?.getTracks()[0] === track) return;
+    element.srcObject = new MediaStream([track]);
+    this._start(element);
+  }
+
+  _start(element) {
+    element.play().catch((err) => {
+      // AbortError only means a newer srcObject replaced this one.
+      if (err.name === 'NotAllowedError') this.dispatchEvent(new Event('playbackblocked'));
+    });
+  }
+}
+
+function initials(name) {
+  return (name ?? '')
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 2)
+    .map((word) => Array.from(word)[0].toUpperCase())  // whole characters, not UTF-16 halves
+    .join('');
+}

@@ -1,0 +1,504 @@
+/**
+ * ConsultClient: the browser side of the consult-sfu signalling protocol v1
+ * (docs/PROTOCOL.md). The server always makes the offers; this client only answers.
+ *
+ * Events (plain Events: read the new values from the client's properties):
+ *   statechange  - `state` or `endReason` changed
+ *   participants - `self`, `room` or `participants` changed
+ *   tracks       - remote media changed, see remoteMedia()
+ *   localmedia   - `localStream`, `facingMode` or `muted` changed
+ *   servererror  - CustomEvent; `detail` is a non-fatal `error` message from the server
+ *
+ * `state` is one of connecting | connected | reconnecting | closed.
+ */
+
+const PROTOCOL_VERSION = 1;
+const PING_INTERVAL_MS = 10_000;
+// Every ping gets a pong, so this much silence means the socket is dead even when
+// the browser has not noticed yet (a half-open TCP connection after a network change).
+const SILENCE_LIMIT_MS = 25_000;
+// The server drops sockets that have not joined after 10 s; one that is not joined by
+// then is stuck (e.g. still connecting through a dead network), so give up on it.
+const JOIN_TIMEOUT_MS = 10_000;
+const ICE_GATHERING_TIMEOUT_MS = 3_000;
+// ICE often recovers from a short glitch by itself; only re-join when it does not.
+const MEDIA_DOWN_GRACE_MS = 4_000;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 8_000;
+
+// Re-joining cannot fix these token problems. (Any fatal error that refuses the join
+// itself ends the session too, see _onError.)
+const FATAL_ERRORS = new Set(['unauthorized', 'token_expired', 'wrong_room']);
+// Sockets closed with these codes were refused for good (token or room problems). The
+// reason shown is the fatal error's code; the default is for when none was read.
+const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]);
+// Of the server's `closed` reasons only a server fault is worth re-joining after. The
+// others are decisions (left, kicked, room-closed) or another tab or device taking
+// over this identity (replaced), which re-joining would fight.
+const RETRYABLE_CLOSE_REASONS = new Set(['error']);
+
+const KINDS = ['audio', 'video'];
+const AUDIO_CONSTRAINTS = {echoCancellation: true, noiseSuppression: true};
+const VIDEO_CONSTRAINTS = {width: {ideal: 1280}, height: {ideal: 720}};
+
+function defaultSocketUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  return `${scheme}://${location.host}/ws`;
+}
+
+export class ConsultClient extends EventTarget {
+  constructor(token, {url = defaultSocketUrl()} = {}) {
+    super();
+    this.token = token;
+    this.url = url;
+    this.state = 'connecting';
+    this.endReason = null;          // why the session ended, once state is 'closed'
+    this.self = null;               // our own participant object from `joined`
+    this.room = null;
+    this.participants = new Map();  // id -> participant object, the others only
+    this.slots = new Map();         // receive mid -> {participant, kind}; idle mids absent
+    this.localStream = new MediaStream();
+    this.facingMode = 'user';
+    this.muted = {audio: false, video: false};  // what the user chose
+    this._conn = null;              // the current socket and peer connection, see _open()
+    this._retryTimer = null;
+    this._attempt = 0;
+    this._joinedBefore = false;
+    // Coming back online is the best moment to retry; don't sit out the backoff.
+    window.addEventListener('online', () => this._retryNow());
+  }
+
+  // ---- public API ---------------------------------------------------------
+
+  /** Opens the socket and joins. Also re-joins after the session has ended. */
+  connect() {
+    if (this._conn || this._retryTimer) return;
+    this.endReason = null;
+    this._attempt = 0;
+    this._joinedBefore = false;
+    this._open();
+  }
+
+  /** Leaves for good: no reconnecting, camera and microphone released. */
+  leave() {
+    if (this.state === 'closed') return;
+    this._send({type: 'leave'});
+    this._end('left');
+  }
+
+  /**
+   * Opens camera and microphone (again, when called after a failure). Resolves to
+   * null, or to the getUserMedia error when the camera could not be opened; the
+   * microphone alone may still have worked, see localTrack('audio').
+   */
+  async startMedia() {
+    let stream;
+    let problem = null;
+    try {
+      stream = await getUserMedia({
+        audio: AUDIO_CONSTRAINTS,
+        video: {...VIDEO_CONSTRAINTS, facingMode: 'user'},
+      });
+    } catch (err) {
+      problem = err;
+      // The consultation can still go on by voice when the camera is missing, busy
+      // or blocked on its own.
+      stream = await getUserMedia({audio: AUDIO_CONSTRAINTS}).catch(() => null);
+    }
+    if (stream) {
+      this.facingMode = 'user';
+      this._useTracks(stream.getTracks());
+    }
+    return problem;
+  }
+
+  /** Toggles between the front ('user') and back ('environment') camera. */
+  async switchCamera() {
+    const current = this.localTrack('video');
+    const audio = this.localStream.getAudioTracks();
+    const next = this.facingMode === 'user' ? 'environment' : 'user';
+    // Many phones cannot open two cameras at once, so let go of the current one first.
+    current?.stop();
+    try {
+      const track = await openCamera({facingMode: {exact: next}});
+      this.facingMode = next;
+      this._useTracks([...audio, track]);
+    } catch (err) {
+      // Take the previous camera back so the others still see us.
+      const deviceId = current?.getSettings().deviceId;
+      const previous = deviceId ? await openCamera({deviceId: {exact: deviceId}}).catch(() => null) : null;
+      this._useTracks(previous ? [...audio, previous] : audio);
+      throw err;
+    }
+  }
+
+  /** Mutes or unmutes 'audio' or 'video' locally and tells the others. */
+  setMuted(kind, muted) {
+    this.muted[kind] = muted;
+    for (const track of this.localStream.getTracks()) {
+      if (track.kind === kind) track.enabled = !muted;
+    }
+    this._syncMuted();
+    this._emit('localmedia');
+  }
+
+  /** True when we send no 'audio' or 'video': muted by the user, or no working device. */
+  isOff(kind) {
+    return this.muted[kind] || !this.localTrack(kind);
+  }
+
+  /** The live local track of a kind, or null. */
+  localTrack(kind) {
+    return this.localStream.getTracks().find((t) => t.kind === kind && t.readyState === 'live') ?? null;
+  }
+
+  /** Remote media of known participants: [{mid, kind, participantId, track}]. */
+  remoteMedia() {
+    const pc = this._conn?.pc;
+    if (!pc) return [];
+    const media = [];
+    for (const transceiver of pc.getTransceivers()) {
+      const slot = this.slots.get(transceiver.mid);
+      if (slot && this.participants.has(slot.participant)) {
+        media.push({
+          mid: transceiver.mid,
+          kind: slot.kind,
+          participantId: slot.participant,
+          track: transceiver.receiver.track,
+        });
+      }
+    }
+    return media;
+  }
+
+  // ---- connection lifecycle ----------------------------------------------
+
+  _open() {
+    this._retryTimer = null;
+    this._setState(this._joinedBefore ? 'reconnecting' : 'connecting');
+    const ws = new WebSocket(this.url);
+    const conn = {
+      ws,
+      pc: null,
+      queue: Promise.resolve(),
+      joined: false,
+      fatalError: null, // code of the last fatal `error`, explains a refusing close
+      senders: {},      // kind -> RTCRtpSender of the mid the server assigned us
+      sentMuted: {},    // kind -> muted flag the server last heard from us
+      lastHeard: Date.now(),
+      joinTimer: setTimeout(() => this._reconnect(conn), JOIN_TIMEOUT_MS),
+      pingTimer: null,
+      mediaDownTimer: null,
+    };
+    this._conn = conn;
+    ws.onopen = () => this._send({type: 'join', v: PROTOCOL_VERSION, token: this.token});
+    ws.onmessage = (event) => this._receive(conn, event.data);
+    ws.onclose = (event) => this._enqueue(conn, () => this._onSocketClosed(conn, event));
+  }
+
+  _receive(conn, data) {
+    conn.lastHeard = Date.now();
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      console.warn('consult: ignoring a frame that is not JSON');
+      return;
+    }
+    this._enqueue(conn, () => this._handle(conn, msg));
+  }
+
+  // Steps run one at a time, in arrival order: answering an offer takes several
+  // awaits, and a `tracks`, `closed` or socket close arriving meanwhile must apply
+  // after it. Steps of a connection that has been replaced are skipped.
+  _enqueue(conn, step) {
+    conn.queue = conn.queue
+      .then(() => (conn === this._conn ? step() : undefined))
+      .catch((err) => {
+        if (conn !== this._conn) return;  // its peer connection was closed under it
+        console.error('consult: signalling step failed', err);
+        // A half-applied offer leaves the peer connection in an unknown state.
+        this._reconnect(conn);
+      });
+  }
+
+  _handle(conn, msg) {
+    switch (msg.type) {
+      case 'joined': return this._onJoined(conn, msg);
+      case 'offer': return this._onOffer(conn, msg);
+      case 'tracks': return this._onTracks(msg.tracks);
+      case 'participant-joined':
+      case 'participant-updated': return this._onParticipant(msg.participant);
+      case 'participant-left': return this._onParticipantLeft(msg.participant_id);
+      case 'error': return this._onError(conn, msg);
+      case 'closed': return this._onClosed(msg.reason);
+      case 'pong': return undefined;  // lastHeard, already updated, is all it is for
+      default:
+        // A newer server may send more; the protocol only ever adds.
+        console.warn('consult: ignoring message type', msg.type);
+        return undefined;
+    }
+  }
+
+  _onJoined(conn, msg) {
+    clearTimeout(conn.joinTimer);
+    conn.joined = true;
+    this._joinedBefore = true;
+    this.self = msg.participant;
+    this.room = msg.room;
+    this.participants = new Map((msg.participants ?? []).map((p) => [p.id, p]));
+    conn.sentMuted = {audio: false, video: false, ...msg.participant.muted};
+    conn.pc = new RTCPeerConnection({iceServers: msg.ice_servers ?? []});
+    conn.pc.onconnectionstatechange = () => this._onPeerState(conn);
+    conn.pingTimer = setInterval(() => this._ping(conn), PING_INTERVAL_MS);
+    // After a reconnect the new session must learn what the user muted before.
+    this._syncMuted();
+    this._emit('participants');
+  }
+
+  async _onOffer(conn, offer) {
+    const {pc} = conn;
+    if (!pc) throw new Error('offer before joined');
+    await pc.setRemoteDescription({type: 'offer', sdp: offer.sdp});
+    conn.senders = prepareTransceivers(pc, offer.publish);
+    await this._attachLocalTracks(conn);
+    await pc.setLocalDescription(await pc.createAnswer());
+    // The server takes no trickled candidates: they must all be in the answer.
+    await iceGatheringDone(pc, ICE_GATHERING_TIMEOUT_MS);
+    if (conn !== this._conn) return;
+    this._send({type: 'answer', rev: offer.rev, sdp: pc.localDescription.sdp});
+    this.slots = new Map(Object.entries(offer.tracks ?? {}).filter(([, slot]) => slot));
+    // With no media lines there is no ICE to wait for: signalling is all there is.
+    if (pc.getTransceivers().length === 0) this._setState('connected');
+    this._emit('tracks');
+  }
+
+  _onTracks(changes) {
+    for (const [mid, slot] of Object.entries(changes ?? {})) {
+      if (slot) this.slots.set(mid, slot);
+      else this.slots.delete(mid);
+    }
+    this._emit('tracks');
+  }
+
+  _onParticipant(participant) {
+    if (participant.id === this.self?.id) this.self = participant;
+    else this.participants.set(participant.id, participant);
+    this._emit('participants');
+  }
+
+  _onParticipantLeft(participantId) {
+    this.participants.delete(participantId);
+    this._emit('participants');
+  }
+
+  _onError(conn, msg) {
+    // A refused join (bad token, closed or full room, unsupported version) would be
+    // refused again. Fatal errors later on (a flood, a missed answer) are worth a
+    // fresh session, which the socket closing brings.
+    if (FATAL_ERRORS.has(msg.code) || (msg.fatal && !conn.joined)) {
+      this._end(msg.code);
+      return;
+    }
+    if (msg.fatal) conn.fatalError = msg.code;
+    console.warn(`consult: server error ${msg.code}: ${msg.message}`);
+    this.dispatchEvent(new CustomEvent('servererror', {detail: msg}));
+  }
+
+  _onClosed(reason) {
+    // A retryable close is followed by the socket closing, which re-joins.
+    if (!RETRYABLE_CLOSE_REASONS.has(reason)) this._end(reason);
+  }
+
+  _onSocketClosed(conn, event) {
+    if (FATAL_CLOSE_CODES.has(event.code)) this._end(conn.fatalError ?? FATAL_CLOSE_CODES.get(event.code));
+    else this._reconnect(conn);
+  }
+
+  _onPeerState(conn) {
+    if (conn !== this._conn) return;
+    clearTimeout(conn.mediaDownTimer);
+    const state = conn.pc.connectionState;
+    if (state === 'connected') {
+      this._attempt = 0;
+      this._setState('connected');
+    } else if (state === 'disconnected') {
+      this._setState('reconnecting');
+      conn.mediaDownTimer = setTimeout(() => this._reconnect(conn), MEDIA_DOWN_GRACE_MS);
+    } else if (state === 'failed') {
+      // 'failed' is final for this peer connection: waiting would not help.
+      this._reconnect(conn);
+    }
+  }
+
+  _ping(conn) {
+    if (Date.now() - conn.lastHeard > SILENCE_LIMIT_MS) this._reconnect(conn);
+    else this._send({type: 'ping'});
+  }
+
+  /** Drops the connection `conn` (if still current) and re-joins after a backoff. */
+  _reconnect(conn) {
+    if (conn !== this._conn) return;
+    this._teardown();
+    this._setState(this._joinedBefore ? 'reconnecting' : 'connecting');
+    const delay = Math.min(BACKOFF_FIRST_MS * 2 ** this._attempt, BACKOFF_MAX_MS);
+    this._attempt += 1;
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  _retryNow() {
+    if (!this._retryTimer) return;
+    clearTimeout(this._retryTimer);
+    this._open();
+  }
+
+  _end(reason) {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this.self = null;  // no longer a participant
+    this._teardown();
+    // Release camera and microphone: the camera light going off tells the user
+    // that nobody sees them any more.
+    for (const track of this.localStream.getTracks()) track.stop();
+    this.localStream = new MediaStream();
+    this.endReason = reason;
+    this._setState('closed');
+    this._emit('localmedia');
+  }
+
+  /** Closes socket and peer connection; what they told us about the room is stale. */
+  _teardown() {
+    const conn = this._conn;
+    if (!conn) return;
+    this._conn = null;
+    clearTimeout(conn.joinTimer);
+    clearTimeout(conn.mediaDownTimer);
+    clearInterval(conn.pingTimer);
+    conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = null;
+    conn.ws.close(1000);
+    conn.pc?.close();
+    this.participants = new Map();
+    this.slots = new Map();
+    this._emit('participants');
+    this._emit('tracks');
+  }
+
+  // ---- local media ----------------------------------------------------------
+
+  _useTracks(tracks) {
+    if (this.state === 'closed') {
+      // The user left while the camera was opening.
+      for (const track of tracks) track.stop();
+      return;
+    }
+    for (const old of this.localStream.getTracks()) {
+      if (!tracks.includes(old)) old.stop();
+    }
+    for (const track of tracks) {
+      track.enabled = !this.muted[track.kind];
+      // Unplugged, permission revoked, or the OS took the camera for another app.
+      track.onended = () => this._localMediaChanged();
+    }
+    // A new stream object (rather than the old one edited) so pages can tell by
+    // identity that their preview needs the new tracks.
+    this.localStream = new MediaStream(tracks);
+    const facing = this.localTrack('video')?.getSettings().facingMode;
+    if (facing) this.facingMode = facing;
+    this._localMediaChanged();
+  }
+
+  _localMediaChanged() {
+    if (this._conn) {
+      this._attachLocalTracks(this._conn).catch((err) => console.warn('consult: replaceTrack failed', err));
+    }
+    this._syncMuted();
+    this._emit('localmedia');
+  }
+
+  _attachLocalTracks(conn) {
+    return Promise.all(
+      KINDS.filter((kind) => conn.senders[kind]).map((kind) => conn.senders[kind].replaceTrack(this.localTrack(kind))),
+    );
+  }
+
+  // Tells the server whenever our audio or video stops or resumes. Having no working
+  // device counts as muted too (see isOff), so the others see "camera off" instead
+  // of a frozen picture.
+  _syncMuted() {
+    const conn = this._conn;
+    if (!conn?.joined || !this.self?.permissions?.includes('publish')) return;
+    for (const kind of KINDS) {
+      const muted = this.isOff(kind);
+      if (conn.sentMuted[kind] !== muted) {
+        conn.sentMuted[kind] = muted;
+        this._send({type: 'mute', kind, muted});
+      }
+    }
+  }
+
+  // ---- helpers ------------------------------------------------------------
+
+  _send(msg) {
+    const ws = this._conn?.ws;
+    if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  }
+
+  _setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this._emit('statechange');
+  }
+
+  _emit(type) {
+    this.dispatchEvent(new Event(type));
+  }
+}
+
+/**
+ * The server's offer fixes the media lines; the client only picks directions: send
+ * on the mids the server assigned to our microphone and camera, receive on all
+ * others. Returns the senders of the publish mids by kind.
+ */
+function prepareTransceivers(pc, publish) {
+  const kindByMid = new Map(Object.entries(publish ?? {}).map(([kind, mid]) => [mid, kind]));
+  const senders = {};
+  for (const transceiver of pc.getTransceivers()) {
+    if (transceiver.mid === null || transceiver.direction === 'stopped' || transceiver.currentDirection === 'stopped') {
+      continue;  // rejected media lines cannot change direction
+    }
+    const kind = kindByMid.get(transceiver.mid);
+    transceiver.direction = kind ? 'sendonly' : 'recvonly';
+    if (kind) senders[kind] = transceiver.sender;
+  }
+  return senders;
+}
+
+function iceGatheringDone(pc, timeoutMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', onChange);
+      resolve();
+    };
+    const onChange = () => {
+      if (pc.iceGatheringState === 'complete') finish();
+    };
+    // Past the limit the candidates gathered so far have to do.
+    const timer = setTimeout(finish, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', onChange);
+  });
+}
+
+function getUserMedia(constraints) {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    // Browsers hide the API on pages not served over https, and some in-app browsers lack it.
+    return Promise.reject(new DOMException('Camera access is not available on this page', 'NotSupportedError'));
+  }
+  return navigator.mediaDevices.getUserMedia(constraints);
+}
+
+async function openCamera(constraints) {
+  const stream = await getUserMedia({video: {...VIDEO_CONSTRAINTS, ...constraints}});
+  return stream.getVideoTracks()[0];
+}

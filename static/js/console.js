@@ -1,0 +1,96 @@
+// The doctor's / expert's desktop console: all remote videos (patient first and
+// largest), own preview, participant list, controls.
+import {ConsultClient} from './client.js';
+import {labelledIcon, renderIcons} from './icons.js';
+import {
+  RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
+  byRole, roleLabel, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
+} from './call-ui.js';
+
+const $ = (id) => document.getElementById(id);
+const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
+
+renderIcons();
+const token = takeTokenFromHash();
+if (token) start(token);
+else showEnded('no_token');
+
+function start(joinToken) {
+  const client = new ConsultClient(joinToken);
+  window.consultClient = client;
+
+  const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER});
+  const render = () => {
+    view.render(client);
+    renderPeople(client);
+    renderRoomName(client);
+    showStageMessage($('stage-message'), client, 'Waiting for the others to join…');
+  };
+  client.addEventListener('participants', render);
+  client.addEventListener('tracks', render);
+  client.addEventListener('localmedia', () => renderPeople(client));  // our own muted icons
+  client.addEventListener('statechange', () => {
+    render();
+    if (client.state === 'closed') showEnded(client.endReason);
+    else showConnectionState($('banner'), client.state);
+  });
+
+  bindSoundButton($('sound'), view, client);
+  bindLocalPreview(client, $('local-video'), $('self-view'));
+  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
+  bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
+  const startMedia = bindMediaNotice(client, {
+    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'the others',
+  });
+
+  $('leave').addEventListener('click', () => client.leave());
+  $('rejoin').addEventListener('click', () => {
+    $('ended').hidden = true;
+    join(client, startMedia);
+  });
+
+  join(client, startMedia);
+}
+
+// Joining does not wait for the camera prompt; the camera is sent once allowed.
+function join(client, startMedia) {
+  client.connect();
+  startMedia();
+}
+
+function renderRoomName(client) {
+  const name = client.room?.name ?? 'Consultation';
+  $('room-name').textContent = name;
+  document.title = `${name} · Consultation console`;
+}
+
+function renderPeople(client) {
+  const items = [...client.participants.values()].sort(byRole(ROLE_ORDER)).map((person) => personItem(person));
+  if (client.self) {
+    const muted = {audio: client.isOff('audio'), video: client.isOff('video')};
+    items.unshift(personItem({...client.self, muted}, {isSelf: true}));
+  }
+  $('people').replaceChildren(...items);
+}
+
+function personItem(person, {isSelf = false} = {}) {
+  const item = document.createElement('li');
+  item.className = 'person';
+  item.dataset.participantId = person.id;
+
+  const name = document.createElement('span');
+  name.className = 'person-name';
+  name.textContent = isSelf ? `${person.name} (you)` : person.name;
+
+  const role = document.createElement('span');
+  role.className = 'person-role';
+  role.textContent = roleLabel(person.role);
+
+  const status = document.createElement('span');
+  status.className = 'person-status';
+  if (person.muted?.audio) status.append(labelledIcon('mic-off', 'Microphone off'));
+  if (person.muted?.video) status.append(labelledIcon('cam-off', 'Camera off'));
+
+  item.append(name, role, status);
+  return item;
+}

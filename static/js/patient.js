@@ -1,0 +1,119 @@
+// The patient's page: mobile first, one big picture of the doctor, big buttons.
+import {ConsultClient} from './client.js';
+import {renderIcons} from './icons.js';
+import {
+  RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
+  showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
+} from './call-ui.js';
+
+const $ = (id) => document.getElementById(id);
+const TOAST_MS = 6_000;
+let toastTimer = null;
+
+renderIcons();
+const token = takeTokenFromHash();
+if (token) start(token);
+else showEnded('no_token');
+
+function start(joinToken) {
+  const client = new ConsultClient(joinToken);
+  window.consultClient = client;
+
+  const view = new RemoteMediaView($('remote'), {roleOrder: ['doctor', 'expert', 'trainer', 'patient']});
+  const renderRemote = () => {
+    view.render(client);
+    showStageMessage($('stage-message'), client, 'Waiting for your doctor to join…');
+  };
+  client.addEventListener('participants', renderRemote);
+  client.addEventListener('tracks', renderRemote);
+  client.addEventListener('statechange', () => {
+    renderRemote();
+    if (client.state === 'closed') showEnded(client.endReason);
+    else showConnectionState($('banner'), client.state);
+  });
+
+  bindSoundButton($('sound'), view, client);
+  bindLocalPreview(client, $('local-video'), $('self-view'));
+  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
+  bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
+  bindFlipButton(client);
+  const startMedia = bindMediaNotice(client, {
+    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'the doctor',
+  });
+
+  $('leave').addEventListener('click', () => client.leave());
+  $('rejoin').addEventListener('click', () => {
+    $('ended').hidden = true;
+    join(client, startMedia);
+  });
+
+  keepScreenOn(client);
+  join(client, startMedia);
+}
+
+// Joining does not wait for the camera prompt: the patient already sees and hears
+// the doctor while deciding, and the camera is sent as soon as it is allowed.
+function join(client, startMedia) {
+  client.connect();
+  startMedia().then(() => updateFlipButton());
+}
+
+function bindFlipButton(client) {
+  const button = $('flip');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await client.switchCamera();
+    } catch (err) {
+      showToast(err.name === 'OverconstrainedError'
+        ? 'This phone has no other camera.'
+        : 'The other camera could not be started.');
+    } finally {
+      button.disabled = false;
+    }
+  });
+  navigator.mediaDevices?.addEventListener('devicechange', updateFlipButton);
+}
+
+// Only offer switching when there is something to switch to. Device lists are
+// complete only once camera permission is granted, hence after startMedia.
+async function updateFlipButton() {
+  const devices = await navigator.mediaDevices?.enumerateDevices() ?? [];
+  $('flip').hidden = devices.filter((d) => d.kind === 'videoinput').length < 2;
+}
+
+function showToast(text) {
+  const toast = $('toast');
+  toast.textContent = text;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, TOAST_MS);
+}
+
+// Patients often hold the phone still to show their skin without touching the
+// screen; without a wake lock it would dim and lock mid-consultation.
+function keepScreenOn(client) {
+  let lock = null;
+  let requesting = false;
+  const request = async () => {
+    const held = lock && !lock.released;
+    const wanted = client.state !== 'closed' && document.visibilityState === 'visible';
+    if (held || requesting || !wanted || !navigator.wakeLock) return;
+    requesting = true;
+    try {
+      lock = await navigator.wakeLock.request('screen');
+      if (client.state === 'closed') lock.release();
+    } catch {
+      // Refused (e.g. battery saver): the screen may dim, nothing else is affected.
+    } finally {
+      requesting = false;
+    }
+  };
+  // The browser drops the lock whenever the page is hidden; take it again on return.
+  document.addEventListener('visibilitychange', request);
+  client.addEventListener('statechange', () => {
+    if (client.state === 'closed') lock?.release();
+    else request();
+  });
+  request();
+}
