@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 

@@ -39,6 +39,7 @@ from aiortc.rtp import (
 
 from .packet_cache import PacketCache, SentPacket
 from .rewriter import StreamRewriter
+from .rtp_writer import RtpWriter
 from .rtcp_io import send_rtcp
 from .seqnum import seq_add
 
@@ -62,24 +63,25 @@ def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
 
 
 class DownTrack:
-    def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int, mid_getter) -> None:
+    def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int) -> None:
         self.subscriber_id = subscriber_id
         self.kind = kind
         self._ssrc = ssrc  # the key aiortc's RTP router files senders under
         self._rtx_ssrc = rtx_ssrc
-        self._mid_getter = mid_getter
         self.transport: Optional[RTCDtlsTransport] = None
         self.source: Optional["PublishedTrack"] = None
         self._rewriter: Optional[StreamRewriter] = None
         self._cache = PacketCache() if kind == "video" else None
         self._out_pt: dict[tuple, int] = {}
+        # source payload type -> ours (None: not negotiated); recomputed when the source changes
+        self._pt_for_source: dict[int, Optional[int]] = {}
         self._out_rtx_pt: dict[int, int] = {}
         self._rtx_seq = random.randrange(1 << 15)
         self._waiting_for_keyframe = kind == "video"
         self._keyframe_asked_at = 0.0
         self._cname: Optional[str] = None
         self._sr_task: Optional[asyncio.Task] = None
-        self._ext_map = None
+        self._writer: Optional[RtpWriter] = None
         self._mid: Optional[str] = None
         self.started = False
         self.stopped = False
@@ -108,7 +110,7 @@ class DownTrack:
             if is_rtx(codec) and isinstance(codec.parameters.get("apt"), int):
                 self._out_rtx_pt[codec.parameters["apt"]] = codec.payloadType
         transport._register_rtp_sender(self, parameters)
-        self._ext_map = transport._rtp_header_extensions_map
+        self._writer = RtpWriter(parameters.headerExtensions, parameters.muxId)
         self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
         self.started = True
         self._sr_task = asyncio.ensure_future(self._run_rtcp())
@@ -135,6 +137,7 @@ class DownTrack:
         if self.source is not None:
             self.source.remove_downtrack(self)
         self.source = source
+        self._pt_for_source.clear()
         if self._rewriter is not None:
             self._rewriter.reset()
         self._waiting_for_keyframe = self.kind == "video"
@@ -165,7 +168,9 @@ class DownTrack:
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
             self._waiting_for_keyframe = False
-        payload_type = self._out_pt.get(_codec_key(codec))
+        payload_type = self._pt_for_source.get(codec.payloadType, -1)
+        if payload_type == -1:
+            payload_type = self._pt_for_source[codec.payloadType] = self._out_pt.get(_codec_key(codec))
         if payload_type is None:
             return  # the subscriber did not negotiate this codec
         mapped = rewriter.map(packet.sequence_number, packet.timestamp)
@@ -180,13 +185,11 @@ class DownTrack:
         self.octets_sent += len(packet.payload)
 
     def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes) -> bytes:
-        out = RtpPacket(payload_type=payload_type, marker=sent.marker, sequence_number=seq,
-                        timestamp=sent.timestamp, ssrc=ssrc, payload=payload)
-        ext = out.extensions
-        ext.mid = self._mid
-        ext.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-        ext.audio_level = sent.audio_level
-        return out.serialize(self._ext_map)
+        return self._writer.write(
+            payload_type=payload_type, marker=sent.marker, sequence_number=seq, timestamp=sent.timestamp,
+            ssrc=ssrc, payload=payload, abs_send_time=(clock.current_ntp_time() >> 14) & 0x00FFFFFF,
+            audio_level=sent.audio_level,
+        )
 
     async def _send(self, data: bytes) -> None:
         try:

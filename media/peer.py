@@ -179,7 +179,6 @@ class MediaPeer:
                 kind=kind,
                 ssrc=transceiver.sender._ssrc,
                 rtx_ssrc=transceiver.sender._rtx_ssrc,
-                mid_getter=lambda t=transceiver: t.mid,
             )
             take_over_sender(transceiver, downtrack)
             transceivers[kind] = transceiver

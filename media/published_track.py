@@ -77,6 +77,9 @@ class PublishedTrack:
             (e.ssrc for e in parameters.encodings if e.ssrc), None
         )
         self._parameters = parameters
+        self._keyframe_detectors = {
+            pt: keyframe_detector(c.name) for pt, c in self.codecs.items() if kind == "video"
+        }
         self._rtcp_ssrc = rtcp_ssrc
         self._downtracks: list[DownTrack] = []
         self._stats: Optional[StreamStatistics] = None
@@ -174,10 +177,8 @@ class PublishedTrack:
         if self._nack is not None and self._nack.add(packet):
             await self._send_nack(sorted(self._nack.missing))
 
-        keyframe_start = False
-        if self.kind == "video":
-            detect = keyframe_detector(codec.name)
-            keyframe_start = detect is not None and detect(packet.payload)
+        detect = self._keyframe_detectors.get(codec.payloadType)
+        keyframe_start = detect is not None and detect(packet.payload)
 
         for downtrack in self._downtracks:
             try:

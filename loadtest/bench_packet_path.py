@@ -1,0 +1,146 @@
+"""Per-packet cost of the forwarding path: PublishedTrack -> DownTracks -> SRTP.
+
+Feeds real VP8 RTP packets (encoded once with aiortc's encoder, 720p) through a
+PublishedTrack with N subscribers' DownTracks whose transport does real SRTP
+protection but no socket I/O, so the figure is the server's own per-packet work
+(parse excluded: aiortc's router parses once before us). Used for before/after
+comparisons of media-path changes:
+
+    python -m loadtest.bench_packet_path --subscribers 2 --packets 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import time
+
+import numpy as np
+from aiortc.codecs import get_encoder
+from aiortc.rtcrtpparameters import (
+    RTCRtcpParameters,
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from av import VideoFrame
+from pylibsrtp import Policy, Session
+
+from media.downtrack import DownTrack
+from media.published_track import PublishedTrack
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97})
+EXTENSIONS = [
+    RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+    RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+]
+
+
+class SrtpOnlyTransport:
+    """Stands in for RTCDtlsTransport: real SRTP protection, no network."""
+
+    def __init__(self) -> None:
+        key = os.urandom(30)
+        self._srtp = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        self._rtp_header_extensions_map = HeaderExtensionsMap()
+        self._rtp_header_extensions_map.configure(RTCRtpSendParameters(codecs=[VP8], headerExtensions=EXTENSIONS))
+        self.bytes_sent = 0
+
+    def _register_rtp_sender(self, sender, parameters) -> None: ...
+    def _unregister_rtp_sender(self, sender) -> None: ...
+    def _register_rtp_receiver(self, receiver, parameters) -> None: ...
+    def _unregister_rtp_receiver(self, receiver) -> None: ...
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.bytes_sent += len(self._srtp.protect(data))
+
+
+def vp8_packets(frames: int = 120, width: int = 1280, height: int = 720) -> list[RtpPacket]:
+    encoder = get_encoder(VP8)
+    encoder.target_bitrate = 1_500_000
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    packets: list[RtpPacket] = []
+    seq = 0
+    for i in range(frames):
+        frame = VideoFrame.from_ndarray(np.roll(base, i * 8, axis=1), format="bgr24")
+        frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
+        payloads, timestamp = encoder.encode(frame, force_keyframe=(i == 0))
+        for j, payload in enumerate(payloads):
+            p = RtpPacket(payload_type=97, marker=int(j == len(payloads) - 1), sequence_number=seq,
+                          timestamp=timestamp, ssrc=1234, payload=payload)
+            p.extensions.abs_send_time = 0
+            packets.append(p)
+            seq = (seq + 1) % 65536
+    return packets
+
+
+async def run(subscribers: int, packet_count: int) -> dict:
+    template = vp8_packets()
+    track = PublishedTrack(
+        participant_id="publisher", kind="video", transport=SrtpOnlyTransport(),
+        parameters=RTCRtpReceiveParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS,
+                                           encodings=[RTCRtpDecodingParameters(ssrc=1234, payloadType=97)],
+                                           rtcp=RTCRtcpParameters()),
+        rtcp_ssrc=1,
+    )
+    downtracks = []
+    for i in range(subscribers):
+        dt = DownTrack(subscriber_id=f"s{i}", kind="video", ssrc=1000 + i, rtx_ssrc=2000 + i)
+        await dt.start(SrtpOnlyTransport(), RTCRtpSendParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS,
+                                                                  muxId="3", rtcp=RTCRtcpParameters(cname="x")))
+        dt.attach(track)
+        downtracks.append(dt)
+
+    # pre-build the input stream so the timed loop measures only forwarding
+    stream = []
+    loops = packet_count // len(template) + 1
+    for loop in range(loops):
+        for p in template:
+            q = RtpPacket(payload_type=p.payload_type, marker=p.marker,
+                          sequence_number=(p.sequence_number + loop * len(template)) % 65536,
+                          timestamp=(p.timestamp + loop * 360000) % 2**32, ssrc=p.ssrc, payload=p.payload)
+            q.extensions.abs_send_time = 0
+            stream.append(q)
+    stream = stream[:packet_count]
+
+    started = time.process_time()
+    for packet in stream:
+        await track._handle_rtp_packet(packet, arrival_time_ms=0)
+    elapsed = time.process_time() - started
+    for dt in downtracks:
+        await dt.stop()
+    await track.stop()
+    forwarded = sum(dt.packets_sent for dt in downtracks)
+    return {
+        "subscribers": subscribers,
+        "packets_in": len(stream),
+        "packets_forwarded": forwarded,
+        "cpu_s": round(elapsed, 4),
+        "us_per_packet_in": round(elapsed / len(stream) * 1e6, 2),
+        "us_per_packet_forwarded": round(elapsed / max(1, forwarded) * 1e6, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--packets", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs per setting")
+    args = parser.parse_args()
+    results = []
+    for n in args.subscribers:
+        best = min((asyncio.run(run(n, args.packets)) for _ in range(args.repeat)), key=lambda r: r["cpu_s"])
+        results.append(best)
+        print(json.dumps(best), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Builds a down-track's RTP packets straight into bytes.
+
+Per packet only the header fields, abs-send-time and audio level change; the
+extension IDs and this subscriber's MID are fixed when the down-track starts, so
+their bytes are prepared once (RFC 8285 one-byte header extensions).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Optional
+
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+ONE_BYTE_PROFILE = 0xBEDE
+
+_header = struct.Struct("!BBHLLHH")  # fixed header + extension profile/length
+_header_no_ext = struct.Struct("!BBHLL")
+
+
+class RtpWriter:
+    def __init__(self, extensions: list[RTCRtpHeaderExtensionParameters], mid: Optional[str]) -> None:
+        ids = {e.uri: e.id for e in extensions}
+        mid_id = ids.get(MID_URI)
+        self._mid = b""
+        if mid_id and mid and 1 <= len(mid.encode()) <= 16:
+            self._mid = bytes([(mid_id << 4) | (len(mid.encode()) - 1)]) + mid.encode()
+        abs_id = ids.get(ABS_SEND_TIME_URI)
+        self._abs_prefix = bytes([(abs_id << 4) | 2]) if abs_id else None
+        level_id = ids.get(AUDIO_LEVEL_URI)
+        self._level_prefix = (level_id << 4) if level_id else None
+
+    def write(self, *, payload_type: int, marker: int, sequence_number: int, timestamp: int, ssrc: int,
+              payload: bytes, abs_send_time: int, audio_level: Optional[tuple[bool, int]] = None) -> bytes:
+        ext = self._mid
+        if self._abs_prefix is not None:
+            ext += self._abs_prefix + abs_send_time.to_bytes(3, "big")
+        if audio_level is not None and self._level_prefix is not None:
+            ext += bytes([self._level_prefix, (0x80 if audio_level[0] else 0) | (audio_level[1] & 0x7F)])
+        second = (marker << 7) | payload_type
+        if not ext:
+            return _header_no_ext.pack(0x80, second, sequence_number, timestamp, ssrc) + payload
+        pad = -len(ext) % 4
+        if pad:
+            ext += b"\x00" * pad
+        return _header.pack(0x90, second, sequence_number, timestamp, ssrc, ONE_BYTE_PROFILE, len(ext) // 4) + ext + payload
