@@ -14,6 +14,7 @@ if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
   command -v ip >/dev/null || apt_pkgs+=(iproute2)
+  command -v nft >/dev/null || apt_pkgs+=(nftables)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
