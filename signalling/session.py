@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from media.peer import AnswerRejected, MediaPeer
 
+from .live_rooms import JoinRefused
 from .outbox import Outbox
 from .protocol import (
     CLOSE_FORBIDDEN_ROOM,
@@ -133,9 +134,6 @@ class ParticipantSession:
         except TokenError as exc:
             await self._fatal(exc.code, exc.message)
             return False
-
-        from .live_rooms import JoinRefused
-
         try:
             self.room = await self._rooms.join(self)
         except JoinRefused as exc:
