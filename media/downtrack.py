@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+def abs_send_time_now() -> int:
+    """The abs-send-time header extension value for now (6.18 fixed-point seconds)."""
+    return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+
+
 # How long a starting video down-track waits for a keyframe before asking again.
 KEYFRAME_RETRY_S = 0.5
 
@@ -155,7 +160,8 @@ class DownTrack:
 
     # --- the per-packet path ----------------------------------------------------
 
-    async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool) -> None:
+    async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
+                      abs_send_time: int) -> None:
         if not self.started:
             return
         rewriter = self._rewriter
@@ -180,15 +186,15 @@ class DownTrack:
         sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level)
         if self._cache is not None:
             self._cache.put(sent)
-        await self._send(self._serialize(sent, self._ssrc, seq, payload_type, packet.payload))
+        await self._send(self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time))
         self.packets_sent += 1
         self.octets_sent += len(packet.payload)
 
-    def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes) -> bytes:
+    def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes,
+                   abs_send_time: int) -> bytes:
         return self._writer.write(
             payload_type=payload_type, marker=sent.marker, sequence_number=seq, timestamp=sent.timestamp,
-            ssrc=ssrc, payload=payload, abs_send_time=(clock.current_ntp_time() >> 14) & 0x00FFFFFF,
-            audio_level=sent.audio_level,
+            ssrc=ssrc, payload=payload, abs_send_time=abs_send_time, audio_level=sent.audio_level,
         )
 
     async def _send(self, data: bytes) -> None:
@@ -229,10 +235,10 @@ class DownTrack:
         rtx_pt = self._out_rtx_pt.get(sent.payload_type)
         if rtx_pt is not None:
             data = self._serialize(sent, self._rtx_ssrc, self._rtx_seq, rtx_pt,
-                                   seq.to_bytes(2, "big") + sent.payload)
+                                   seq.to_bytes(2, "big") + sent.payload, abs_send_time_now())
             self._rtx_seq = seq_add(self._rtx_seq, 1)
         else:
-            data = self._serialize(sent, self._ssrc, seq, sent.payload_type, sent.payload)
+            data = self._serialize(sent, self._ssrc, seq, sent.payload_type, sent.payload, abs_send_time_now())
         self.retransmitted += 1
         await self._send(data)
 

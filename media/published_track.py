@@ -36,6 +36,7 @@ from aiortc.rtp import (
 )
 
 from .codec_inspect import keyframe_detector
+from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .rtcp_io import send_rtcp
 
@@ -180,9 +181,10 @@ class PublishedTrack:
         detect = self._keyframe_detectors.get(codec.payloadType)
         keyframe_start = detect is not None and detect(packet.payload)
 
+        send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:
-                await downtrack.forward(packet, codec, keyframe_start)
+                await downtrack.forward(packet, codec, keyframe_start, send_time)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
 
