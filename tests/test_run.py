@@ -1,0 +1,81 @@
+"""run.py as an operator starts it: printed links, and HTTPS for phones on the LAN."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], timeout: float = 20.0) -> tuple[subprocess.Popen, dict[str, str]]:
+    proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    links: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(links) < 3 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = re.match(r"^\s+(patient|doctor|expert):\s+(\S+)$", line)
+        if match:
+            links[match.group(1)] = match.group(2)
+    if len(links) < 3:
+        proc.kill()
+        raise AssertionError(f"run.py did not print three join links: {proc.stdout.read()}")
+    return proc, links
+
+
+async def test_self_signed_tls_serves_pages_and_signalling_over_https(tmp_path):
+    port = free_port()
+    proc, links = start(["--port", str(port), "--data-dir", str(tmp_path), "--tls-self-signed",
+                         "--media-host-address", "127.0.0.1"])
+    try:
+        assert all(url.startswith(f"https://127.0.0.1:{port}/") for url in links.values()), links
+        assert links["patient"].split("#")[0].endswith("/patient")
+        assert links["doctor"].split("#")[0].endswith("/console")
+        cert = tmp_path / "tls-self-signed.crt"
+        assert (tmp_path / "tls-self-signed.key").stat().st_mode & 0o777 == 0o600
+        trust = ssl.create_default_context(cafile=str(cert))  # the phone accepting the certificate
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"https://127.0.0.1:{port}/api/info", ssl=trust) as response:
+                assert (await response.json())["protocol_versions"] == [1]
+            async with http.get(links["patient"].split("#")[0], ssl=trust) as response:
+                assert response.status == 200 and "<html" in (await response.text()).lower()
+            token = links["patient"].split("#token=")[1]
+            async with http.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=trust) as ws:
+                await ws.send_str(json.dumps({"type": "join", "v": 1, "token": token}))
+                joined = json.loads((await ws.receive(timeout=10)).data)
+                assert joined["type"] == "joined" and joined["participant"]["role"] == "patient"
+                assert joined["ice_servers"] == []  # no public STUN server by default
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_secrets_are_kept_private_and_reused(tmp_path):
+    port = free_port()
+    proc, first = start(["--port", str(port), "--data-dir", str(tmp_path)])
+    proc.terminate()
+    proc.wait(timeout=10)
+    for name in ("token.secret", "admin.key"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    secret = (tmp_path / "token.secret").read_text()
+    proc, second = start(["--port", str(port), "--data-dir", str(tmp_path)])
+    proc.terminate()
+    proc.wait(timeout=10)
+    assert (tmp_path / "token.secret").read_text() == secret  # links minted before a restart keep working
