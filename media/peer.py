@@ -24,7 +24,7 @@ from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_ove
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
 from .ice import IceConfig
-from .published_track import PublishedTrack
+from .published_track import DEFAULT_RTT_S, PublishedTrack
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class MediaPeer:
                 transport=transceiver.receiver.transport,
                 parameters=parameters,
                 rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
+                rtt_s=self.rtt_s,
             )
 
         def started(track: PublishedTrack) -> None:
@@ -138,6 +139,11 @@ class MediaPeer:
             self._on_track_started(self, track)
 
         take_over_receiver(transceiver, make_track, started)
+
+    def rtt_s(self) -> float:
+        """Round-trip time to this participant, measured on the down-tracks of the same transport."""
+        samples = sorted(d.rtt for p in self.pairs for d in p.downtracks.values() if d.rtt is not None)
+        return samples[len(samples) // 2] if samples else DEFAULT_RTT_S
 
     # --- receive slots ------------------------------------------------------------
 

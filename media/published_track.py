@@ -13,13 +13,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
-from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
@@ -38,12 +39,15 @@ from aiortc.rtp import (
 from .codec_inspect import keyframe_detector
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
+from .nack_generator import NackGenerator
 from .rtcp_io import send_rtcp
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_RTT_S = 0.1  # until the peer's own RTT is measured
 
 
 @dataclass(slots=True)
@@ -64,6 +68,7 @@ class PublishedTrack:
         transport: RTCDtlsTransport,
         parameters: RTCRtpReceiveParameters,
         rtcp_ssrc: int,
+        rtt_s: Callable[[], float] = lambda: DEFAULT_RTT_S,
     ) -> None:
         self.participant_id = participant_id
         self.kind = kind
@@ -84,7 +89,10 @@ class PublishedTrack:
         self._rtcp_ssrc = rtcp_ssrc
         self._downtracks: list[DownTrack] = []
         self._stats: Optional[StreamStatistics] = None
-        self._nack = NackGenerator() if kind == "video" else None
+        # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
+        self._nack = NackGenerator()
+        self._nack_timer: Optional[asyncio.TimerHandle] = None
+        self._rtt_s = rtt_s
         self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" else None
         self._keyframes = KeyframeRequester(self._send_pli)
         self.sender_report: Optional[SenderReport] = None
@@ -129,6 +137,8 @@ class PublishedTrack:
         self.stopped = True
         self.transport._unregister_rtp_receiver(self)
         self._keyframes.close()
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
             await asyncio.gather(self._rtcp_task, return_exceptions=True)
@@ -175,8 +185,10 @@ class PublishedTrack:
             self._stats = StreamStatistics(codec.clockRate)
         self._stats.add(packet)
 
-        if self._nack is not None and self._nack.add(packet):
-            await self._send_nack(sorted(self._nack.missing))
+        new_gaps = self._nack.on_packet(packet.sequence_number, time.monotonic())
+        if new_gaps:
+            await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
+            self._schedule_nack_timer()
 
         detect = self._keyframe_detectors.get(codec.payloadType)
         keyframe_start = detect is not None and detect(packet.payload)
@@ -207,6 +219,28 @@ class PublishedTrack:
                 self.transport,
                 [RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)],
             )
+
+    def _schedule_nack_timer(self) -> None:
+        if self._nack_timer is not None or self.stopped:
+            return
+        wait = self._nack.next_wakeup(time.monotonic(), self._rtt_s())
+        if wait is not None:
+            self._nack_timer = asyncio.get_running_loop().call_later(wait, self._on_nack_timer)
+
+    def _on_nack_timer(self) -> None:
+        self._nack_timer = None
+        retry, gave_up = self._nack.due(time.monotonic(), self._rtt_s())
+        if retry:
+            task = asyncio.ensure_future(self._send_nack(retry))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if gave_up and self.kind == "video":
+            # Retransmission can no longer complete those frames in time: repair the picture instead.
+            self.request_keyframe()
+        self._schedule_nack_timer()
+
+    @property
+    def nack_stats(self) -> dict[str, int]:
+        return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up}
 
     async def _send_nack(self, lost: list[int]) -> None:
         if self.media_ssrc is not None and lost:

@@ -40,3 +40,30 @@ async def test_subscriber_nacks_are_answered_from_the_cache_with_rtx(sfu):
     assert downtrack.retransmitted >= len(dropped) * 0.8
     # with every loss repaired, the doctor's decoder saw no picture loss worth a keyframe
     assert doctor.frames_from(patient.id, "video") - before >= 60
+
+
+async def test_uplink_loss_is_recovered_by_nack_retries(sfu):
+    """20 % seeded loss on the patient's uplink, retransmissions included."""
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+
+    rng = random.Random(7)
+    dropped = []
+
+    def lossy(packet) -> bool:
+        if rng.random() < 0.2:
+            dropped.append(packet.sequence_number)
+            return False
+        return True
+
+    tap_outgoing_rtp(patient.pc.getTransceivers()[0].sender.transport, lossy)
+    await doctor.wait_for_frames(patient.id, "video", 60, timeout=20)
+
+    track = sfu.services.rooms.live["r1"].media.peers[patient.id].published["video"]
+    stats = track.nack_stats
+    assert len(dropped) > 20
+    assert stats["recovered"] > 0
+    # most losses come back; what does not is repaired by a keyframe, not waited for
+    assert stats["given_up"] <= stats["recovered"] / 4, stats

@@ -1,0 +1,96 @@
+"""Which lost packets to ask the publisher for again, and when to stop asking.
+
+aiortc NACKs each gap once and never again; at 30 % loss a third of those NACKs
+or their retransmissions are lost too. Here a gap is NACKed as soon as it is
+seen, then again every retry interval (from the measured RTT) until the packet
+arrives, until it could no longer arrive in time to be useful (the deadline),
+or until the try budget is spent. Packets given up are reported so the keyframe
+policy can repair the picture instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .seqnum import seq_add, seq_diff
+
+# Gaps wider than this are a stream restart or a reordering storm, not loss worth NACKing.
+MAX_GAP = 256
+MAX_TRACKED = 512
+
+
+@dataclass(slots=True)
+class _Missing:
+    detected_at: float
+    last_nack_at: float
+    tries: int
+
+
+class NackGenerator:
+    def __init__(self, *, deadline_s: float = 0.4, max_tries: int = 8, min_retry_s: float = 0.02) -> None:
+        self.deadline_s = deadline_s
+        self.max_tries = max_tries
+        self.min_retry_s = min_retry_s
+        self._max_seq: int | None = None
+        self._missing: dict[int, _Missing] = {}
+        self.nacked = 0
+        self.recovered = 0
+        self.given_up = 0
+
+    @property
+    def missing(self) -> list[int]:
+        return sorted(self._missing, key=lambda s: seq_diff(s, self._max_seq or 0))
+
+    def on_packet(self, seq: int, now: float) -> list[int]:
+        """Record an arrival; returns the newly detected gaps (to NACK immediately)."""
+        if self._max_seq is None:
+            self._max_seq = seq
+            return []
+        ahead = seq_diff(seq, self._max_seq)
+        if ahead <= 0:
+            if self._missing.pop(seq, None) is not None:
+                self.recovered += 1
+            return []
+        self._max_seq = seq
+        if ahead > MAX_GAP:
+            self._missing.clear()  # a jump, not a gap: start over
+            return []
+        new = [seq_add(seq, -i) for i in range(ahead - 1, 0, -1)]
+        for lost in new:
+            self._missing[lost] = _Missing(detected_at=now, last_nack_at=now, tries=1)
+        self.nacked += len(new)
+        if len(self._missing) > MAX_TRACKED:
+            for old in self.missing[: len(self._missing) - MAX_TRACKED]:
+                del self._missing[old]
+        return new
+
+    def due(self, now: float, rtt_s: float) -> tuple[list[int], list[int]]:
+        """(sequence numbers to NACK again now, sequence numbers given up)."""
+        retry_after = max(self.min_retry_s, rtt_s * 1.1)
+        retry: list[int] = []
+        gave_up: list[int] = []
+        for seq, entry in list(self._missing.items()):
+            expires = entry.detected_at + self.deadline_s
+            if now >= expires:
+                del self._missing[seq]
+                gave_up.append(seq)
+            elif (now - entry.last_nack_at >= retry_after and entry.tries < self.max_tries
+                  and now + rtt_s < expires):  # an answer to this NACK could still be in time
+                entry.last_nack_at = now
+                entry.tries += 1
+                retry.append(seq)
+        self.nacked += len(retry)
+        self.given_up += len(gave_up)
+        return retry, gave_up
+
+    def next_wakeup(self, now: float, rtt_s: float) -> float | None:
+        """Seconds until due() has something to do, or None when nothing is missing."""
+        if not self._missing:
+            return None
+        retry_after = max(self.min_retry_s, rtt_s * 1.1)
+        soonest = min(
+            min(e.last_nack_at + retry_after, e.detected_at + self.deadline_s) if e.tries < self.max_tries
+            else e.detected_at + self.deadline_s
+            for e in self._missing.values()
+        )
+        return max(0.0, soonest - now)
