@@ -25,6 +25,7 @@ from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
+from .sdp_tweaks import enable_audio_resilience
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,8 @@ class MediaPeer:
         if self.closed:
             raise RuntimeError("peer closed")
         offer = await self.pc.createOffer()
-        await self.pc.setLocalDescription(offer)
+        await self.pc.setLocalDescription(
+            RTCSessionDescription(sdp=enable_audio_resilience(offer.sdp), type="offer"))
         self._offer_pending = True
         self.stats.renegotiations += 1
         return self.pc.localDescription.sdp
