@@ -36,6 +36,7 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
+from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
@@ -95,6 +96,7 @@ class PublishedTrack:
         self._rtt_s = rtt_s
         self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" else None
         self._keyframes = KeyframeRequester(self._send_pli)
+        self.uplink_estimate: Optional[int] = None  # bit/s, from abs-send-time arrival patterns
         self.sender_report: Optional[SenderReport] = None
         self._rtcp_task: Optional[asyncio.Task] = None
         self.stopped = False
@@ -163,11 +165,8 @@ class PublishedTrack:
                 ssrc=packet.ssrc,
             )
             if remb is not None:
-                await send_rtcp(
-                    self.transport,
-                    [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
-                                    media_ssrc=0, fci=pack_remb_fci(*remb))],
-                )
+                self.uplink_estimate = remb[0]
+                await self._send_remb()
 
         if is_rtx(codec):
             media_ssrc = self._rtx_to_media_ssrc.get(packet.ssrc, self.media_ssrc)
@@ -220,6 +219,13 @@ class PublishedTrack:
                 [RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)],
             )
 
+    async def _send_remb(self) -> None:
+        bitrate = publisher_bitrate(self.uplink_estimate, (d.remb_bitrate for d in self._downtracks))
+        if bitrate is not None and self.media_ssrc is not None:
+            fci = pack_remb_fci(bitrate, [self.media_ssrc])
+            await send_rtcp(self.transport, [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
+                                                            media_ssrc=0, fci=fci)])
+
     def _schedule_nack_timer(self) -> None:
         if self._nack_timer is not None or self.stopped:
             return
@@ -270,6 +276,8 @@ class PublishedTrack:
                 dlsr=dlsr,
             )
             await send_rtcp(self.transport, [RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report])])
+            if self.kind == "video":
+                await self._send_remb()  # also when only the subscribers' estimates changed
 
     def __repr__(self) -> str:
         return f"PublishedTrack({self.participant_id}, {self.kind})"
