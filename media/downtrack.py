@@ -76,7 +76,8 @@ class DownTrack:
         self.transport: Optional[RTCDtlsTransport] = None
         self.source: Optional["PublishedTrack"] = None
         self._rewriter: Optional[StreamRewriter] = None
-        self._cache = PacketCache() if kind == "video" else None
+        # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
+        self._cache = PacketCache(1024 if kind == "video" else 256)
         self._out_pt: dict[tuple, int] = {}
         # source payload type -> ours (None: not negotiated); recomputed when the source changes
         self._pt_for_source: dict[int, Optional[int]] = {}
@@ -184,8 +185,7 @@ class DownTrack:
             return  # older than where this subscriber started
         seq, ts = mapped
         sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level)
-        if self._cache is not None:
-            self._cache.put(sent)
+        self._cache.put(sent)
         await self._send(self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time))
         self.packets_sent += 1
         self.octets_sent += len(packet.payload)
@@ -227,8 +227,6 @@ class DownTrack:
                     self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
 
     async def _retransmit(self, seq: int) -> None:
-        if self._cache is None:
-            return
         sent = self._cache.get(seq)
         if sent is None:
             return

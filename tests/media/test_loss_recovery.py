@@ -67,3 +67,27 @@ async def test_uplink_loss_is_recovered_by_nack_retries(sfu):
     assert stats["recovered"] > 0
     # most losses come back; what does not is repaired by a keyframe, not waited for
     assert stats["given_up"] <= stats["recovered"] / 4, stats
+
+
+async def test_audio_nacks_are_answered_too(sfu):
+    """An audio NACK (negotiated with browsers) is answered from the down-track's cache."""
+    from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "audio", 20)
+    downtrack = sfu.services.rooms.live["r1"].media.peers[doctor.id].slot_for(patient.id).downtracks["audio"]
+    resent: list[int] = []
+
+    def watch(packet) -> bool:
+        if packet.ssrc == downtrack._ssrc:
+            resent.append(packet.sequence_number)
+        return True
+
+    recent = downtrack._rewriter._last_seq
+    tap_outgoing_rtp(downtrack.transport, watch)
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=downtrack._ssrc)
+    nack.lost = [recent]
+    await downtrack._handle_rtcp_packet(nack)
+    assert recent in resent and downtrack.retransmitted == 1
