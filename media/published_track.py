@@ -45,6 +45,7 @@ from .rtcp_io import send_rtcp
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
+    from .taps import PacketTap
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class PublishedTrack:
         }
         self._rtcp_ssrc = rtcp_ssrc
         self._downtracks: list[DownTrack] = []
+        self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
         self._nack = NackGenerator()
@@ -125,6 +127,13 @@ class PublishedTrack:
     def downtracks(self) -> list["DownTrack"]:
         return list(self._downtracks)
 
+    def add_tap(self, tap: "PacketTap") -> None:
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: "PacketTap") -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+
     def request_keyframe(self) -> None:
         if self.kind == "video" and not self.stopped:
             self._keyframes.request()
@@ -147,6 +156,9 @@ class PublishedTrack:
         for downtrack in list(self._downtracks):
             downtrack.detach(self)
         self._downtracks.clear()
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
 
     # --- called by aiortc's RTP router --------------------------------------
 
@@ -198,6 +210,15 @@ class PublishedTrack:
                 await downtrack.forward(packet, codec, keyframe_start, send_time)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
+
+        if self._taps:  # after forwarding: recording and analysis never delay the call
+            arrived_at = time.monotonic()
+            for tap in list(self._taps):
+                try:
+                    tap.on_packet(packet, codec, arrived_at)
+                except Exception:
+                    logger.exception("tap %s failed and was removed", tap)
+                    self.remove_tap(tap)
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpSrPacket):

@@ -15,6 +15,7 @@ from typing import Optional, Protocol
 from .ice import IceConfig
 from .peer import KINDS, MediaPeer
 from .published_track import PublishedTrack
+from .taps import PacketTap
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class MediaRoom:
         self._video_codec = video_codec
         self._events = events
         self.peers: dict[str, MediaPeer] = {}
+        # taps wanted on (participant, kind); attached when that track starts
+        self._taps: dict[tuple[str, str], list[PacketTap]] = {}
 
     def create_peer(self, participant_id: str, *, publish: bool, subscribe: bool) -> MediaPeer:
         if participant_id in self.peers:
@@ -60,6 +63,9 @@ class MediaRoom:
         peer = self.peers.pop(participant_id, None)
         if peer is None:
             return
+        for kind in ("audio", "video"):
+            for tap in self._taps.pop((participant_id, kind), []):
+                tap.close()
         for subscriber in self.peers.values():
             pair = subscriber.release_slot(participant_id)
             if pair is not None:
@@ -72,9 +78,28 @@ class MediaRoom:
         for participant_id in list(self.peers):
             await self.remove_peer(participant_id)
 
+    def add_tap(self, participant_id: str, kind: str, tap: PacketTap) -> None:
+        """Tap a participant's track, now if it is being published, else when it starts."""
+        self._taps.setdefault((participant_id, kind), []).append(tap)
+        peer = self.peers.get(participant_id)
+        track = peer.published.get(kind) if peer else None
+        if track is not None:
+            track.add_tap(tap)
+
+    def remove_tap(self, participant_id: str, kind: str, tap: PacketTap) -> None:
+        taps = self._taps.get((participant_id, kind), [])
+        if tap in taps:
+            taps.remove(tap)
+        peer = self.peers.get(participant_id)
+        if peer and kind in peer.published:
+            peer.published[kind].remove_tap(tap)
+        tap.close()
+
     def _track_started(self, publisher: MediaPeer, track: PublishedTrack) -> None:
         if self.peers.get(publisher.participant_id) is not publisher:
             return  # started after its participant left
+        for tap in self._taps.get((publisher.participant_id, track.kind), []):
+            track.add_tap(tap)
         for subscriber in self.peers.values():
             if subscriber is not publisher and subscriber.can_subscribe:
                 self._subscribe(subscriber, track, notify=True)
