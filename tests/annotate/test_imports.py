@@ -1,0 +1,22 @@
+"""annotate/ never imports the control plane, and the part the control plane calls on
+every message (board, model, limits) stays free of mediapipe, OpenCV and numpy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("mediapipe", "cv2", "numpy", "matplotlib")
+
+
+def loaded_after(imports: str, watched: tuple[str, ...]) -> list[str]:
+    code = f"import sys; {imports}; print(' '.join(m for m in {watched!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+
+
+def test_the_board_is_light():
+    assert loaded_after("import annotate.board", HEAVY + ("signalling",)) == []
+
+
+def test_nothing_imports_signalling():
+    assert loaded_after("import annotate.board, annotate.anchoring, annotate.render", ("signalling", "media")) == []
