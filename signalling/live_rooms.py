@@ -12,6 +12,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Optional
 
+from annotate.board import AnnotationBoard
 from media.ice import IceConfig
 from media.room import MediaRoom
 
@@ -35,8 +36,14 @@ class LiveRoom:
 
     def __init__(self, record: RoomRecord, ice: IceConfig) -> None:
         self.record = record
+        # The session clock: annotation events, analysis events and (later) recordings share it.
+        self._started = time.monotonic()
+        self.board = AnnotationBoard(now_ms=self.session_ms)
         self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec)
         self.sessions: dict[str, "ParticipantSession"] = {}
+
+    def session_ms(self) -> int:
+        return int((time.monotonic() - self._started) * 1000)
 
     def renegotiation_needed(self, participant_id: str) -> None:
         session = self.sessions.get(participant_id)

@@ -22,6 +22,9 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "kick": {"participant_id": ((str,), True)},
     "ping": {},
     "leave": {},
+    # the shape itself is validated by annotate.AnnotationBoard
+    "annotate": {"op": ((str,), True)},
+    "annotations-get": {},
 }
 
 CLIENT_MESSAGE_TYPES = tuple(_SCHEMAS)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from aiohttp import WSMsgType, web
 
+from annotate.model import AnnotationError
 from media.peer import AnswerRejected, MediaPeer
 
 from .live_rooms import JoinRefused
@@ -148,6 +149,7 @@ class ParticipantSession:
             "participants": others,
             "ice_servers": self._ice_servers,
         })
+        self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
         self.request_renegotiation()
         return True
 
@@ -215,9 +217,25 @@ class ParticipantSession:
         elif kind == "leave":
             self.close_reason = "left"
             return False
+        elif kind == "annotate":
+            self._on_annotate(message)
+        elif kind == "annotations-get":
+            self.send(self.room.board.snapshot())
         elif kind == "join":
             self.send_error("bad_state", "already joined")
         return None
+
+    def _on_annotate(self, message: dict[str, Any]) -> None:
+        if not self.grant.allows("annotate"):
+            self.send_error("forbidden", "drawing needs the 'annotate' permission")
+            return
+        try:
+            # the identity, not the participant id: undo still works after a reconnect
+            event = self.room.board.apply(self.participant.identity, message, moderator=self.grant.allows("moderate"))
+        except AnnotationError as exc:
+            self.send(exc.to_message())
+            return
+        self.room.broadcast(event)
 
     # --- negotiation ------------------------------------------------------------------
 
