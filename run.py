@@ -53,11 +53,18 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--media-host-address", action="append", default=_env_list("MEDIA_HOST_ADDRESSES"),
                    metavar="ADDR", help="offer only these local addresses as ICE host candidates (repeatable)")
     p.add_argument("--no-demo-room", action="store_true", default=_env("NO_DEMO_ROOM") == "1")
+    p.add_argument("--processors", default=_env("PROCESSORS", "face-analysis"),
+                   help="frame processors for new rooms, comma-separated ('' for none; default: face-analysis)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from media.processors.face_processor import CATALOGUE as PROCESSORS
+
+    unknown = [n for n in a.processors.split(",") if n.strip() and n.strip() not in PROCESSORS]
+    if unknown:
+        p.error(f"unknown processors {unknown}; available: {', '.join(PROCESSORS)}")
     servers = [IceServerConfig(urls=[url], username=a.ice_username, credential=a.ice_credential)
                for url in a.ice_server]
     return ServerConfig(
@@ -65,6 +72,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         tls_cert=a.tls_cert, tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
         ice=IceConfig(servers=servers, host_addresses=a.media_host_address),
         demo_room=not a.no_demo_room,
+        default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
     )
 
 
@@ -72,7 +80,8 @@ async def demo_links(services) -> dict[str, str]:
     registry = services.registry
     room = await registry.get_room(DEMO_ROOM_ID)
     if room is None or not room.open:
-        room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants)
+        room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
+                                          processors=services.config.default_processors)
     links = {}
     for role, name in DEMO_PEOPLE:
         token = services.issuer.mint(room=room.id, identity=f"demo-{role}", name=name, role=role,

@@ -32,6 +32,34 @@ class PatternVideoTrack(VideoStreamTrack):
         return frame
 
 
+class PhotoVideoTrack(VideoStreamTrack):
+    """A photograph (e.g. a face) on a canvas, drifting and turning slightly, like a patient holding a phone."""
+
+    def __init__(self, image_bgr: np.ndarray, width: int = 640, height: int = 480) -> None:
+        super().__init__()
+        import cv2  # only this source needs OpenCV
+
+        self._cv2 = cv2
+        scale = min(width / image_bgr.shape[1], height / image_bgr.shape[0]) * 0.9
+        self._photo = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        self.width, self.height = width, height
+        self.frames_sent = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        t = self.frames_sent / 30
+        self.frames_sent += 1
+        angle = 3 * math.sin(t * 0.7)
+        dx, dy = 10 * math.sin(t * 0.5), 6 * math.cos(t * 0.4)
+        h, w = self._photo.shape[:2]
+        matrix = self._cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        matrix[:, 2] += ((self.width - w) / 2 + dx, (self.height - h) / 2 + dy)
+        image = self._cv2.warpAffine(self._photo, matrix, (self.width, self.height), borderValue=(40, 40, 40))
+        frame = VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
 class ToneAudioTrack(AudioStreamTrack):
     def __init__(self, frequency: float = 440.0) -> None:
         super().__init__()

@@ -14,6 +14,10 @@ from aiohttp import web
 
 from .registry import RegistryError
 from media.peer import VIDEO_CODECS
+from media.processors.face_processor import CATALOGUE as PROCESSORS
+from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
+
+LANGUAGES = tuple(LANGUAGE_CATALOGUE)
 
 from .roles import PAGE_FOR_ROLE, ROLES
 
@@ -82,6 +86,12 @@ class AdminApi:
         video_codec = body.get("video_codec", "vp8")
         if video_codec not in VIDEO_CODECS:
             return json_error(400, "bad_request", f"'video_codec' must be one of {', '.join(VIDEO_CODECS)}")
+        processors = body.get("processors", self._services.config.default_processors)
+        if not isinstance(processors, list) or not all(p in PROCESSORS for p in processors):
+            return json_error(400, "bad_request", f"'processors' must be a list of: {', '.join(PROCESSORS)}")
+        language = body.get("language", "en")
+        if language not in LANGUAGES:
+            return json_error(400, "bad_request", f"'language' must be one of {', '.join(LANGUAGES)}")
         if not isinstance(name, str) or not (1 <= len(name) <= 120):
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
         if room_id is not None and not isinstance(room_id, str):
@@ -89,7 +99,8 @@ class AdminApi:
         if not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 2 <= max_participants <= 16:
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
         try:
-            room = await self._services.registry.create_room(name, room_id, max_participants, video_codec)
+            room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
+                                                             processors, language)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)

@@ -20,6 +20,8 @@ class ServerConfig:
     public_url: Optional[str] = None  # base of printed/minted links; derived if unset
     ice: IceConfig = field(default_factory=IceConfig)
     demo_room: bool = True
+    # processors for rooms created without an explicit list (admin API, demo room)
+    default_processors: list[str] = field(default_factory=lambda: ["face-analysis"])
     link_ttl_s: int = 12 * 3600
     max_participants: int = 8
     join_timeout_s: float = 10.0

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Optional
 
 from annotate.board import AnnotationBoard
 from media.ice import IceConfig
+from media.processing import ProcessorEvent, ProcessorHost
+from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.room import MediaRoom
 
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
@@ -41,6 +43,9 @@ class LiveRoom:
         self.board = AnnotationBoard(now_ms=self.session_ms)
         self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec)
         self.sessions: dict[str, "ParticipantSession"] = {}
+        factories = {name: PROCESSORS[name].in_language(record.language) for name in record.processors}
+        self.processors = ProcessorHost(self.media, factories, sink=self._processor_event,
+                                        on_failure=self._processor_failed)
 
     def session_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -59,6 +64,25 @@ class LiveRoom:
         session = self.sessions.get(participant_id)
         if session is not None:
             session.close_soon("disconnected")
+
+    def _processor_event(self, processor: str, participant_id: str, event: ProcessorEvent) -> None:
+        message = {"type": "analysis", "processor": processor, "participant": participant_id,
+                   "t_ms": self.session_ms(), **event.data}
+        for session in list(self.sessions.values()):
+            if event.to_roles is None or session.participant.role in event.to_roles:
+                session.send(message)
+
+    def _processor_failed(self, processor: str, participant_id: str, error: str) -> None:
+        logger.warning("processor %s failed on %s in room %s: %s", processor, participant_id, self.record.id, error)
+        message = {"type": "processor-failed", "processor": processor, "participant": participant_id,
+                   "error": error}
+        for session in list(self.sessions.values()):
+            if session.grant.allows("moderate") or session.participant.role in ("doctor", "expert"):
+                session.send(message)
+
+    async def close(self) -> None:
+        await self.processors.close()
+        await self.media.close()
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
         for pid, session in list(self.sessions.items()):
@@ -109,6 +133,8 @@ class RoomService:
         session.peer = live.media.create_peer(
             participant.id, publish=grant.allows("publish"), subscribe=grant.allows("subscribe")
         )
+        if grant.allows("publish"):
+            live.processors.participant_joined(participant.id, participant.role)
         live.broadcast({"type": "participant-joined", "participant": participant.public()}, exclude=participant.id)
         return live
 
@@ -121,6 +147,7 @@ class RoomService:
             return
         del live.sessions[participant.id]
         await self.registry.remove_participant(participant.room_id, participant.id)
+        await live.processors.participant_left(participant.id)
         await live.media.remove_peer(participant.id)
         live.broadcast({"type": "participant-left", "participant_id": participant.id, "reason": reason})
         if not live.sessions:
@@ -142,7 +169,7 @@ class RoomService:
         if live is not None:
             for session in list(live.sessions.values()):
                 await session.close("room-closed")
-            await live.media.close()
+            await live.close()
             self.live.pop(room_id, None)
         return await self.registry.close_room(room_id)
 
@@ -151,5 +178,5 @@ class RoomService:
             live = self.live[room_id]
             for session in list(live.sessions.values()):
                 await session.close("server-shutdown")
-            await live.media.close()
+            await live.close()
         self.live.clear()

@@ -27,6 +27,8 @@ class RoomRecord:
     max_participants: int = 8
     closed_at: Optional[float] = None
     video_codec: str = "vp8"  # what publishers are asked to send: vp8 or h264
+    processors: list[str] = field(default_factory=list)  # frame processors enabled, e.g. face-analysis
+    language: str = "en"  # of the prompts the patient is shown
 
 
     @property
@@ -35,7 +37,8 @@ class RoomRecord:
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "created_at": self.created_at,
-                "max_participants": self.max_participants, "video_codec": self.video_codec, "open": self.open}
+                "max_participants": self.max_participants, "video_codec": self.video_codec,
+                "processors": list(self.processors), "language": self.language, "open": self.open}
 
 
 @dataclass
@@ -57,7 +60,8 @@ class ParticipantRecord:
 
 class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
-                          video_codec: str = "vp8") -> RoomRecord: ...
+                          video_codec: str = "vp8", processors: Optional[list[str]] = None,
+                          language: str = "en") -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
     async def close_room(self, room_id: str) -> bool: ...
@@ -92,7 +96,8 @@ class InMemoryRegistry:
         tmp.replace(self._rooms_file)
 
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
-                          video_codec: str = "vp8") -> RoomRecord:
+                          video_codec: str = "vp8", processors: Optional[list[str]] = None,
+                          language: str = "en") -> RoomRecord:
         async with self._lock:
             room_id = room_id or secrets.token_urlsafe(9)
             if not ROOM_ID_PATTERN.match(room_id):
@@ -101,7 +106,7 @@ class InMemoryRegistry:
             if existing is not None and existing.open:
                 raise RegistryError(f"room {room_id} already exists")
             room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
-                              video_codec=video_codec)
+                              video_codec=video_codec, processors=list(processors or []), language=language)
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()

@@ -26,8 +26,10 @@ class ServerUnderTest:
         self.base_url = base_url
         self.participants: list[SyntheticParticipant] = []
 
-    async def room(self, room_id: str = "r1", name: str = "Test consultation", video_codec: str = "vp8"):
-        return await self.services.registry.create_room(name, room_id, video_codec=video_codec)
+    async def room(self, room_id: str = "r1", name: str = "Test consultation", video_codec: str = "vp8",
+                   processors: list[str] | None = None, language: str = "en"):
+        return await self.services.registry.create_room(name, room_id, video_codec=video_codec,
+                                                        processors=processors, language=language)
 
     def token(self, role: str, room: str = "r1", name: str | None = None, ttl_s: int = 600,
               identity: str | None = None, permissions: list[str] | None = None) -> str:
@@ -53,7 +55,7 @@ class ServerUnderTest:
 
 @pytest.fixture
 async def sfu(aiohttp_server, tmp_path) -> AsyncIterator[ServerUnderTest]:
-    config = ServerConfig(data_dir=tmp_path / "data", demo_room=False)
+    config = ServerConfig(data_dir=tmp_path / "data", demo_room=False, default_processors=[])
     services = build_services(config)
     server = await aiohttp_server(create_app(services))
     config.port = server.port
