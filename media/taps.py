@@ -72,6 +72,12 @@ class EncodedFrameTap:
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrived_at: float) -> None:
         if self.closed:
             return
+        if codec.mimeType.lower().startswith("audio/"):
+            # one packet is one frame and every frame decodes alone: nothing to assemble
+            self._codec = codec
+            self._enqueue([EncodedFrame(packet.timestamp, True, [packet.payload], packet.sequence_number,
+                                        packet.sequence_number, arrived_at)])
+            return
         if self._codec is None or codec.payloadType != self._codec.payloadType:
             self._codec = codec  # a codec change restarts assembly at the next keyframe
             self._assembler = FrameAssembler(codec.name, max_wait_s=self._max_wait_s,

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from recorder.errors import RecorderError
+
 from .registry import RegistryError
 from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
@@ -42,6 +44,7 @@ class AdminApi:
             web.post("/api/rooms/{room_id}/links", self.mint_link),
             web.get("/api/rooms/{room_id}/participants", self.list_participants),
             web.delete("/api/rooms/{room_id}/participants/{participant_id}", self.kick),
+            web.post("/api/rooms/{room_id}/recording", self.recording),
         ]
 
     @web.middleware
@@ -153,6 +156,28 @@ class AdminApi:
         if not await self._services.rooms.kick(room.id, request.match_info["participant_id"]):
             return json_error(404, "not_found", "no such participant in this room")
         return web.json_response({"kicked": request.match_info["participant_id"]})
+
+
+    async def recording(self, request: web.Request) -> web.Response:
+        """{"action": "start"|"stop"}: an integrator records a consultation (everyone is told)."""
+        room = await self._open_room(request)
+        body = await self._body(request)
+        action = body.get("action")
+        if action not in ("start", "stop"):
+            return json_error(400, "bad_request", "'action' must be 'start' or 'stop'")
+        live = self._services.rooms.live.get(room.id)
+        if live is None:
+            return json_error(409, "not_live", "nobody is in this room; there is nothing to record")
+        if action == "stop":
+            stopped = await live.stop_recording("stopped")
+            if stopped is None:
+                return json_error(409, "not_recording", "this room is not being recorded")
+            return web.json_response({"recording_id": stopped, "state": "off"})
+        try:
+            recording = await live.start_recording("admin-api")
+        except RecorderError as exc:
+            return json_error(500, "recording_failed", str(exc))
+        return web.json_response({"recording_id": recording.id, "state": "on"}, status=201)
 
 
 def _bad_request(code: str, message: str) -> web.HTTPBadRequest:

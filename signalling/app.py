@@ -41,7 +41,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
     return Services(config=config, registry=registry, issuer=issuer,
-                    rooms=RoomService(registry, config.ice), admin_key=admin_key)
+                    rooms=RoomService(registry, config.ice, config.data_dir), admin_key=admin_key)
 
 
 def create_app(services: Services) -> web.Application:

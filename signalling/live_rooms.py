@@ -7,9 +7,11 @@ to the right session. It never touches packets.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from annotate.board import AnnotationBoard
@@ -17,6 +19,8 @@ from media.ice import IceConfig
 from media.processing import ProcessorEvent, ProcessorHost
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.room import MediaRoom
+from media.taps import PacketTap
+from recorder.live import LiveRecording
 
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
 
@@ -36,8 +40,12 @@ class JoinRefused(Exception):
 class LiveRoom:
     """Implements media.room.RoomMediaEvents for one room."""
 
-    def __init__(self, record: RoomRecord, ice: IceConfig) -> None:
+    def __init__(self, record: RoomRecord, ice: IceConfig, data_dir: Path) -> None:
         self.record = record
+        self._data_dir = data_dir
+        self.recording: Optional[LiveRecording] = None
+        self._recording_taps: list[tuple[str, str, PacketTap]] = []
+        self._recording_by: Optional[str] = None
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
         self.board = AnnotationBoard(now_ms=self.session_ms)
@@ -68,6 +76,7 @@ class LiveRoom:
     def _processor_event(self, processor: str, participant_id: str, event: ProcessorEvent) -> None:
         message = {"type": "analysis", "processor": processor, "participant": participant_id,
                    "t_ms": self.session_ms(), **event.data}
+        self._record_event(message)
         for session in list(self.sessions.values()):
             if event.to_roles is None or session.participant.role in event.to_roles:
                 session.send(message)
@@ -81,22 +90,83 @@ class LiveRoom:
                 session.send(message)
 
     async def close(self) -> None:
+        await self.stop_recording("room-closed")
         await self.processors.close()
         await self.media.close()
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
+        self._record_event(message)
         for pid, session in list(self.sessions.items()):
             if pid != exclude:
                 session.send(message)
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def session_ms_at(self, monotonic_s: float) -> int:
+        return int((monotonic_s - self._started) * 1000)
+
+    def recording_state(self) -> dict:
+        if self.recording is None:
+            return {"type": "recording", "state": "off"}
+        return {"type": "recording", "state": "on", "recording_id": self.recording.id, "by": self._recording_by}
+
+    async def start_recording(self, by: "ParticipantRecord | str") -> LiveRecording:
+        """Start recording every published track and the room's events. Raises RecorderError."""
+        if self.recording is not None:
+            return self.recording
+        actor = by if isinstance(by, str) else by.identity
+        self.recording = await LiveRecording.start(
+            self._data_dir, room=self.record.id, actor=actor, session_ms_at=self.session_ms_at,
+            on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
+        self._recording_by = by if isinstance(by, str) else by.name
+        for session in list(self.sessions.values()):
+            self._record_participant(session.participant)
+        self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
+        return self.recording
+
+    def _record_participant(self, participant: "ParticipantRecord") -> None:
+        if self.recording is None or "publish" not in participant.permissions:
+            return
+        self._record_event({"type": "track-owner", "participant": participant.public(), "t_ms": self.session_ms()})
+        for kind in ("audio", "video"):
+            tap = self.recording.tap(f"{participant.id}-{kind}",
+                                     lambda pid=participant.id, k=kind: self._request_keyframe(pid, k))
+            self._recording_taps.append((participant.id, kind, tap))
+            self.media.add_tap(participant.id, kind, tap)
+
+    def _request_keyframe(self, participant_id: str, kind: str) -> None:
+        peer = self.media.peers.get(participant_id)
+        track = peer.published.get(kind) if peer else None
+        if track is not None:
+            track.request_keyframe()
+
+    def _record_event(self, message: dict) -> None:
+        if self.recording is not None:
+            self.recording.event(message.get("t_ms", self.session_ms()), message)
+
+    async def stop_recording(self, reason: str = "stopped") -> Optional[str]:
+        recording = self.recording
+        if recording is None:
+            return None
+        self.recording = None
+        for participant_id, kind, tap in self._recording_taps:
+            self.media.remove_tap(participant_id, kind, tap)
+        self._recording_taps.clear()
+        await recording.stop()
+        message = {"type": "recording", "state": "off", "recording_id": recording.id, "reason": reason,
+                   "t_ms": self.session_ms()}
+        self.broadcast(message)
+        return recording.id
 
     def by_identity(self, identity: str) -> Optional["ParticipantSession"]:
         return next((s for s in self.sessions.values() if s.participant.identity == identity), None)
 
 
 class RoomService:
-    def __init__(self, registry: RoomRegistry, ice: IceConfig) -> None:
+    def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path) -> None:
         self.registry = registry
         self.ice = ice
+        self.data_dir = data_dir
         self.live: dict[str, LiveRoom] = {}
 
     async def join(self, session: "ParticipantSession") -> LiveRoom:
@@ -108,7 +178,7 @@ class RoomService:
             raise JoinRefused("forbidden", "this token may not take part in a live consultation")
         live = self.live.get(room.id)
         if live is None:
-            live = self.live[room.id] = LiveRoom(room, self.ice)
+            live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir)
 
         # A participant reconnecting after a network drop replaces their old session.
         previous = live.by_identity(grant.identity)
@@ -135,6 +205,7 @@ class RoomService:
         )
         if grant.allows("publish"):
             live.processors.participant_joined(participant.id, participant.role)
+            live._record_participant(participant)
         live.broadcast({"type": "participant-joined", "participant": participant.public()}, exclude=participant.id)
         return live
 
@@ -152,6 +223,7 @@ class RoomService:
         live.broadcast({"type": "participant-left", "participant_id": participant.id, "reason": reason})
         if not live.sessions:
             self.live.pop(participant.room_id, None)
+            await live.close()  # the last one out ends the recording
 
     async def participants(self, room_id: str) -> list[ParticipantRecord]:
         return await self.registry.list_participants(room_id)

@@ -25,6 +25,7 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     # the shape itself is validated by annotate.AnnotationBoard
     "annotate": {"op": ((str,), True)},
     "annotations-get": {},
+    "record": {"action": ((str,), True)},
 }
 
 CLIENT_MESSAGE_TYPES = tuple(_SCHEMAS)
@@ -78,6 +79,8 @@ def parse_client_message(text: str) -> dict[str, Any]:
             raise ProtocolError("bad_message", f"'{msg_type}.{name}' must be {expected}")
     if msg_type == "mute" and message["kind"] not in ("audio", "video"):
         raise ProtocolError("bad_message", "'mute.kind' must be 'audio' or 'video'")
+    if msg_type == "record" and message["action"] not in ("start", "stop"):
+        raise ProtocolError("bad_message", "'record.action' must be 'start' or 'stop'")
     if msg_type == "answer" and len(message["sdp"]) > MAX_SDP_BYTES:
         raise ProtocolError("bad_sdp", f"SDP is limited to {MAX_SDP_BYTES} bytes")
     return message

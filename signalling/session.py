@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from aiohttp import WSMsgType, web
 
 from annotate.model import AnnotationError
+from recorder.errors import RecorderError
 from media.peer import AnswerRejected, MediaPeer
 
 from .live_rooms import JoinRefused
@@ -150,6 +151,7 @@ class ParticipantSession:
             "ice_servers": self._ice_servers,
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
+        self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded
         self.request_renegotiation()
         return True
 
@@ -221,6 +223,8 @@ class ParticipantSession:
             self._on_annotate(message)
         elif kind == "annotations-get":
             self.send(self.room.board.snapshot())
+        elif kind == "record":
+            await self._on_record(message["action"])
         elif kind == "join":
             self.send_error("bad_state", "already joined")
         return None
@@ -236,6 +240,19 @@ class ParticipantSession:
             self.send(exc.to_message())
             return
         self.room.broadcast(event)
+
+    async def _on_record(self, action: str) -> None:
+        if not self.grant.allows("record"):
+            self.send_error("forbidden", "recording needs the 'record' permission")
+            return
+        if action == "stop":
+            if await self.room.stop_recording("stopped") is None:
+                self.send_error("bad_state", "nothing is being recorded")
+            return
+        try:
+            await self.room.start_recording(self.participant)
+        except RecorderError as exc:
+            self.send_error("recording_failed", f"the recording could not start: {exc}")
 
     # --- negotiation ------------------------------------------------------------------
 
