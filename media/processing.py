@@ -53,6 +53,9 @@ class ProcessorContext(Protocol):
 
     def emit(self, data: dict, to_roles: Optional[set[str]] = None) -> None: ...
 
+    def keep(self, kind: str, data: bytes, meta: dict) -> None:
+        """Hand a result to the consultation record (e.g. a captured still), not to participants."""
+
     def request_keyframe(self) -> None: ...
 
 
@@ -66,20 +69,28 @@ class FrameProcessor(Protocol):
 
     def process(self, image: np.ndarray, timestamp: float) -> None: ...
 
+    def command(self, command: dict) -> None:
+        """A command from the control plane (e.g. start a capture), run in the worker between frames."""
+
     def close(self) -> None: ...
 
 
 EventSink = Callable[[str, str, ProcessorEvent], None]  # (processor name, participant id, event)
+KeepSink = Callable[[str, str, str, bytes, dict], None]  # (processor, participant, kind, data, meta)
 
 
 @dataclass
 class _Context:
     participant_id: str
     _emit: Callable[[ProcessorEvent], None]
+    _keep: Callable[[str, bytes, dict], None]
     _request_keyframe: Callable[[], None]
 
     def emit(self, data: dict, to_roles: Optional[set[str]] = None) -> None:
         self._emit(ProcessorEvent(data, frozenset(to_roles) if to_roles is not None else None))
+
+    def keep(self, kind: str, data: bytes, meta: dict) -> None:
+        self._keep(kind, data, meta)
 
     def request_keyframe(self) -> None:
         self._request_keyframe()
@@ -89,11 +100,13 @@ class _ProcessorRunner:
     """One processor on one participant's track: a worker thread and a newest-frame slot."""
 
     def __init__(self, processor: FrameProcessor, participant_id: str, loop: asyncio.AbstractEventLoop,
-                 sink: EventSink, request_keyframe: Callable[[], None], on_failure: Callable[[str], None]) -> None:
+                 sink: EventSink, keep: KeepSink, request_keyframe: Callable[[], None],
+                 on_failure: Callable[[str], None]) -> None:
         self.processor = processor
         self.participant_id = participant_id
         self._loop = loop
         self._slot: Optional[tuple[np.ndarray, float]] = None
+        self._commands: list[dict] = []
         self._cond = threading.Condition()
         self._stopped = False
         self._next_at = 0.0
@@ -104,6 +117,7 @@ class _ProcessorRunner:
         context = _Context(
             participant_id,
             lambda event: loop.call_soon_threadsafe(sink, processor.name, participant_id, event),
+            lambda kind, data, meta: loop.call_soon_threadsafe(keep, processor.name, participant_id, kind, data, meta),
             lambda: loop.call_soon_threadsafe(request_keyframe),
         )
         processor.start(context)
@@ -124,18 +138,26 @@ class _ProcessorRunner:
             self._slot = (image, timestamp)
             self._cond.notify()
 
+    def command(self, command: dict) -> None:
+        with self._cond:
+            self._commands.append(command)
+            self._cond.notify()
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                while self._slot is None and not self._stopped:
+                while self._slot is None and not self._commands and not self._stopped:
                     self._cond.wait()
                 if self._stopped:
                     return
-                image, timestamp = self._slot
-                self._slot = None
+                commands, self._commands = self._commands, []
+                frame, self._slot = self._slot, None
             try:
-                self.processor.process(image, timestamp)
-                self.frames_processed += 1
+                for command in commands:
+                    self.processor.command(command)
+                if frame is not None:
+                    self.processor.process(*frame)
+                    self.frames_processed += 1
             except Exception as exc:
                 logger.exception("processor %s failed on %s; stopped", self.processor.name, self.participant_id)
                 self.failed = f"{type(exc).__name__}: {exc}"
@@ -166,10 +188,12 @@ class ProcessorHost:
     """Runs a room's enabled processors on the tracks they want."""
 
     def __init__(self, media: MediaRoom, factories: dict[str, ProcessorFactory], sink: EventSink,
-                 on_failure: Callable[[str, str, str], None] = lambda name, pid, error: None) -> None:
+                 on_failure: Callable[[str, str, str], None] = lambda name, pid, error: None,
+                 keep: KeepSink = lambda name, pid, kind, data, meta: None) -> None:
         self._media = media
         self._factories = factories
         self._sink = sink
+        self._keep = keep
         self._on_failure = on_failure
         self._tracks: dict[tuple[str, str], _TrackProcessing] = {}
 
@@ -189,7 +213,7 @@ class ProcessorHost:
         tap = DecodedFrameTap(request_keyframe=request_keyframe, fps=fps, name=f"decode-{participant_id}")
         processing = _TrackProcessing(tap)
         for name, make in entries:
-            runner = _ProcessorRunner(make(), participant_id, loop, self._sink, request_keyframe,
+            runner = _ProcessorRunner(make(), participant_id, loop, self._sink, self._keep, request_keyframe,
                                       lambda error, name=name: self._on_failure(name, participant_id, error))
             processing.runners.append(runner)
             tap.add_consumer(runner.offer)
@@ -201,6 +225,16 @@ class ProcessorHost:
         track = peer.published.get(kind) if peer else None
         if track is not None:
             track.request_keyframe()
+
+    def command(self, processor: str, command: dict, participant_id: Optional[str] = None) -> int:
+        """Send a command to that processor (on one participant, or all); returns how many got it."""
+        sent = 0
+        for (pid, _), processing in self._tracks.items():
+            for runner in processing.runners:
+                if runner.processor.name == processor and participant_id in (None, pid) and runner.failed is None:
+                    runner.command(command)
+                    sent += 1
+        return sent
 
     def runners(self, participant_id: str, kind: str = "video") -> list[_ProcessorRunner]:
         processing = self._tracks.get((participant_id, kind))

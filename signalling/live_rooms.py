@@ -20,7 +20,9 @@ from media.processing import ProcessorEvent, ProcessorHost
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.room import MediaRoom
 from media.taps import PacketTap
+from recorder.errors import RecorderError
 from recorder.live import LiveRecording
+from recorder.stills import StillCapture
 
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
 
@@ -53,7 +55,8 @@ class LiveRoom:
         self.sessions: dict[str, "ParticipantSession"] = {}
         factories = {name: PROCESSORS[name].in_language(record.language) for name in record.processors}
         self.processors = ProcessorHost(self.media, factories, sink=self._processor_event,
-                                        on_failure=self._processor_failed)
+                                        on_failure=self._processor_failed, keep=self._processor_keep)
+        self.capture: Optional[StillCapture] = None
 
     def session_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -80,6 +83,41 @@ class LiveRoom:
         for session in list(self.sessions.values()):
             if event.to_roles is None or session.participant.role in event.to_roles:
                 session.send(message)
+        if event.data.get("kind") == "capture" and event.data.get("state") in ("done", "stopped"):
+            asyncio.ensure_future(self._end_capture())
+
+    # --- guided photo capture ----------------------------------------------------------------
+
+    async def start_capture(self, by: "ParticipantRecord", poses: Optional[list[str]], tolerance_deg: float) -> str:
+        """Start the photo protocol on the patient's analysed video; returns the capture's id."""
+        if self.capture is None:
+            self.capture = await StillCapture.start(self._data_dir, room=self.record.id, actor=by.identity)
+        command = {"capture": poses, "tolerance_deg": tolerance_deg}
+        if self.processors.command("face-analysis", command) == 0:
+            await self._end_capture()
+            raise LookupError("no patient video is being analysed (is the patient here, with face analysis on?)")
+        return self.capture.id
+
+    def stop_capture(self) -> bool:
+        return self.processors.command("face-analysis", {"capture": None}) > 0
+
+    def _processor_keep(self, processor: str, participant_id: str, kind: str, data: bytes, meta: dict) -> None:
+        if kind == "still" and self.capture is not None:
+            capture = self.capture
+            stamp = self.session_ms()
+
+            async def save() -> None:
+                try:
+                    await capture.save(stamp, data, {**meta, "participant": participant_id})
+                except RecorderError as exc:
+                    self._processor_failed(processor, participant_id, f"a still could not be stored: {exc}")
+
+            asyncio.ensure_future(save())
+
+    async def _end_capture(self) -> None:
+        capture, self.capture = self.capture, None
+        if capture is not None:
+            await capture.close()  # after the saves queued before it (one lock, in order)
 
     def _processor_failed(self, processor: str, participant_id: str, error: str) -> None:
         logger.warning("processor %s failed on %s in room %s: %s", processor, participant_id, self.record.id, error)
@@ -91,6 +129,7 @@ class LiveRoom:
 
     async def close(self) -> None:
         await self.stop_recording("room-closed")
+        await self._end_capture()
         await self.processors.close()
         await self.media.close()
 

@@ -26,9 +26,11 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "annotate": {"op": ((str,), True)},
     "annotations-get": {},
     "record": {"action": ((str,), True)},
+    "capture": {"action": ((str,), True), "poses": ((list,), False), "tolerance_deg": ((int, float), False)},
 }
 
 CLIENT_MESSAGE_TYPES = tuple(_SCHEMAS)
+CAPTURE_POSES = ("frontal", "left45", "right45")
 
 # WebSocket close codes used with fatal errors
 CLOSE_NORMAL = 1000
@@ -79,6 +81,14 @@ def parse_client_message(text: str) -> dict[str, Any]:
             raise ProtocolError("bad_message", f"'{msg_type}.{name}' must be {expected}")
     if msg_type == "mute" and message["kind"] not in ("audio", "video"):
         raise ProtocolError("bad_message", "'mute.kind' must be 'audio' or 'video'")
+    if msg_type == "capture":
+        if message["action"] not in ("start", "stop"):
+            raise ProtocolError("bad_message", "'capture.action' must be 'start' or 'stop'")
+        poses = message.get("poses")
+        if poses is not None and (not poses or len(poses) > 8 or not all(p in CAPTURE_POSES for p in poses)):
+            raise ProtocolError("bad_message", f"'capture.poses': 1-8 of {', '.join(CAPTURE_POSES)}")
+        if not 2 <= message.get("tolerance_deg", 8) <= 20:
+            raise ProtocolError("bad_message", "'capture.tolerance_deg' must be 2-20")
     if msg_type == "record" and message["action"] not in ("start", "stop"):
         raise ProtocolError("bad_message", "'record.action' must be 'start' or 'stop'")
     if msg_type == "answer" and len(message["sdp"]) > MAX_SDP_BYTES:

@@ -225,6 +225,8 @@ class ParticipantSession:
             self.send(self.room.board.snapshot())
         elif kind == "record":
             await self._on_record(message["action"])
+        elif kind == "capture":
+            await self._on_capture(message)
         elif kind == "join":
             self.send_error("bad_state", "already joined")
         return None
@@ -253,6 +255,21 @@ class ParticipantSession:
             await self.room.start_recording(self.participant)
         except RecorderError as exc:
             self.send_error("recording_failed", f"the recording could not start: {exc}")
+
+    async def _on_capture(self, message: dict[str, Any]) -> None:
+        if not self.grant.allows("record"):
+            self.send_error("forbidden", "capturing clinical photos needs the 'record' permission")
+            return
+        if message["action"] == "stop":
+            if not self.room.stop_capture():
+                self.send_error("bad_state", "no photo capture is running")
+            return
+        try:
+            await self.room.start_capture(self.participant, message.get("poses"), message.get("tolerance_deg", 8.0))
+        except LookupError as exc:
+            self.send_error("bad_state", str(exc))
+        except RecorderError as exc:
+            self.send_error("recording_failed", f"photos cannot be stored: {exc}")
 
     # --- negotiation ------------------------------------------------------------------
 

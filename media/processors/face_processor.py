@@ -1,12 +1,21 @@
-"""The face-analysis processor: guidance for the patient, metrics for the clinicians.
+"""The face-analysis processor: guidance for the patient, metrics for the clinicians,
+and guided capture of standard clinical photos.
 
 Runs in its own worker (media.processing) on the patient's decoded video at up to
 10 fps. The patient is told one steady prompt at a time ("lift your chin a
 little"), sent only when it changes; doctor and expert get pose, framing,
 quality and the landmark mesh (for the overlay they can toggle) at 5 Hz.
+
+Capture: the doctor starts a protocol (default frontal, left 45, right 45). The
+guidance then steers towards each pose in turn; when the patient has held it
+within tolerance for a few sharp frames, the full-resolution frame is kept for
+the record (JPEG via context.keep) and a thumbnail goes to the clinicians.
 """
 
 from __future__ import annotations
+
+import base64
+from collections import deque
 
 import cv2
 import numpy as np
@@ -14,11 +23,18 @@ import numpy as np
 from ..processing import DecodedInput, ProcessorContext
 from .analysis import FrameMetrics, analyze_frame
 from .face_landmarks import FaceLandmarkDetector, Mode
-from .guidance import Guidance
+from .guidance import Guidance, TargetPose
 
 MAX_WIDTH = 640  # landmarks are as good at 640 px and cost less
 METRICS_INTERVAL_S = 0.2
 CLINICIANS = {"doctor", "expert"}
+POSES = {"frontal": TargetPose.FRONTAL, "left45": TargetPose.LEFT_45, "right45": TargetPose.RIGHT_45}
+DEFAULT_PROTOCOL = ("frontal", "left45", "right45")
+# Wider than the guidance's 5 degrees: a still within 8 degrees is clinically
+# comparable, and the landmark model reads a level head a few degrees off in pitch.
+DEFAULT_CAPTURE_TOLERANCE_DEG = 8.0
+THUMBNAIL_WIDTH = 160
+JPEG_QUALITY = 95
 
 
 def _round(value: float, digits: int = 2) -> float:
@@ -63,14 +79,37 @@ class FaceAnalysisProcessor:
         self.guidance = Guidance(language=self.language)
         self._last_prompt = None
         self._last_metrics_at = float("-inf")
+        self._poses: deque[str] = deque()
+        self._tolerance = DEFAULT_CAPTURE_TOLERANCE_DEG
+
+    def command(self, command: dict) -> None:
+        """{"capture": [pose, ...], "tolerance_deg": 8} starts a protocol; {"capture": None} stops it."""
+        poses = command.get("capture")
+        if poses is None:
+            if self._poses:
+                self._poses.clear()
+                self._end_capture("stopped")
+            return
+        self._poses = deque(poses or DEFAULT_PROTOCOL)
+        self._tolerance = float(command.get("tolerance_deg", DEFAULT_CAPTURE_TOLERANCE_DEG))
+        self.guidance.target = POSES[self._poses[0]]
+        self._context.emit({"kind": "capture", "state": "started", "pose": self._poses[0],
+                            "remaining": list(self._poses)})
+
+    def _end_capture(self, state: str) -> None:
+        self.guidance.target = TargetPose.FRONTAL
+        self._context.emit({"kind": "capture", "state": state, "pose": None, "remaining": []})
 
     def process(self, image: np.ndarray, timestamp: float) -> None:
+        full = image
         if image.shape[1] > MAX_WIDTH:
             height = round(image.shape[0] * MAX_WIDTH / image.shape[1])
             image = cv2.resize(image, (MAX_WIDTH, height), interpolation=cv2.INTER_AREA)
         landmarks = self._detector.detect(image, timestamp_ms=round(timestamp * 1000))
         metrics = analyze_frame(image, landmarks)
         prompt = self.guidance.update(metrics, timestamp)
+        if self._poses and self.guidance.pose_reached(tolerance_deg=self._tolerance):
+            self._capture(full, metrics)
         if prompt != self._last_prompt:
             self._last_prompt = prompt
             # everyone: the patient reads it, the clinicians see what the patient is told
@@ -78,6 +117,29 @@ class FaceAnalysisProcessor:
         if timestamp - self._last_metrics_at >= METRICS_INTERVAL_S:
             self._last_metrics_at = timestamp
             self._context.emit(metrics_message(metrics), to_roles=CLINICIANS)
+
+    def _capture(self, full: np.ndarray, metrics: FrameMetrics) -> None:
+        pose = self._poses.popleft()
+        ok, jpeg = cv2.imencode(".jpg", full, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise RuntimeError("JPEG encoding of a still failed")
+        face = metrics.face
+        meta = {"pose": pose, "width": full.shape[1], "height": full.shape[0],
+                "head_pose": {"yaw": _round(face.pose.yaw_deg, 1), "pitch": _round(face.pose.pitch_deg, 1),
+                              "roll": _round(face.pose.roll_deg, 1)},
+                "sharpness": _round(face.sharpness, 1)}
+        self._context.keep("still", jpeg.tobytes(), meta)
+        scale = THUMBNAIL_WIDTH / full.shape[1]
+        thumb = cv2.resize(full, (THUMBNAIL_WIDTH, round(full.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        ok, thumb_jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        thumbnail = "data:image/jpeg;base64," + base64.b64encode(thumb_jpeg.tobytes()).decode()
+        self._context.emit({"kind": "still", **meta, "thumbnail": thumbnail}, to_roles=CLINICIANS)
+        if self._poses:
+            self.guidance.target = POSES[self._poses[0]]
+            self._context.emit({"kind": "capture", "state": "next", "pose": self._poses[0],
+                                "remaining": list(self._poses)})
+        else:
+            self._end_capture("done")
 
     def close(self) -> None:
         self._detector.close()

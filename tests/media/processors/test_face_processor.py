@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import cv2
 import matplotlib.cbook
 
@@ -52,3 +54,44 @@ async def test_a_room_without_processors_decodes_nothing(sfu):
     await doctor.wait_for_frames(patient.id, "video", 20)
     assert sfu.services.rooms.live["r1"].media._taps == {}
     assert not any(m["type"] == "analysis" for m in doctor.messages)
+
+
+async def test_guided_capture_keeps_the_frontal_still_encrypted(sfu):
+    import numpy as np
+
+    from recorder.keys import KeyStore
+    from recorder.reader import RecordingReader, writer_alive
+
+    await sfu.room(processors=["face-analysis"])
+    doctor = await sfu.join("doctor", seed=2)
+    patient = await join_patient_with_face(sfu)
+    await doctor.wait_for(lambda m: m["type"] == "analysis" and m.get("kind") == "face-metrics"
+                          and m["face"] is not None, timeout=20)
+
+    await patient.send({"type": "capture", "action": "start"})
+    assert (await patient.wait_for(lambda m: m["type"] == "error"))["code"] == "forbidden"
+
+    await doctor.send({"type": "capture", "action": "start", "poses": ["frontal", "left45"], "tolerance_deg": 10})
+    started = await patient.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "started")
+    assert started["pose"] == "frontal" and started["remaining"] == ["frontal", "left45"]
+    still = await doctor.wait_for(lambda m: m.get("kind") == "still", timeout=20)
+    assert still["pose"] == "frontal" and still["thumbnail"].startswith("data:image/jpeg;base64,")
+    assert (still["width"], still["height"]) == (640, 480)  # full resolution, not the analysis size
+    following = await patient.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "next")
+    assert following["pose"] == "left45"  # the photo cannot turn: the protocol waits here...
+    await doctor.send({"type": "capture", "action": "stop"})  # ...until the doctor stops it
+    await doctor.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "stopped")
+
+    data_dir = sfu.services.config.data_dir
+    recordings = sorted((data_dir / "recordings").iterdir())
+    for _ in range(50):  # the capture session is closed right after the stop
+        if not writer_alive(recordings[-1]):
+            break
+        await asyncio.sleep(0.1)
+    reader = RecordingReader.open(data_dir, recordings[-1].name, KeyStore.open(data_dir))
+    (frame,) = list(reader.frames("stills"))
+    image = cv2.imdecode(np.frombuffer(frame.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (480, 640, 3)
+    events = [e.data for e in reader.events() if e.data.get("type") == "still"]
+    assert events[0]["pose"] == "frontal" and events[0]["participant"] == patient.id
+    assert b"JFIF" not in (recordings[-1] / "track-1.seg").read_bytes()  # encrypted at rest
