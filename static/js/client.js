@@ -8,9 +8,15 @@
  *   tracks       - remote media changed, see remoteMedia()
  *   localmedia   - `localStream`, `facingMode` or `muted` changed
  *   servererror  - CustomEvent; `detail` is a non-fatal `error` message from the server
+ *   annotations  - `annotations` (the room's board) or `pendingAnnotations` changed
+ *   annotationerror - CustomEvent; `detail` is {code, message, op}: one of our own
+ *                  annotate operations was refused (or never answered: code 'no_reply')
+ *   analysis     - CustomEvent; `detail` is an `analysis` or `processor-failed` message
  *
  * `state` is one of connecting | connected | reconnecting | closed.
  */
+
+import {AnnotationBoard, LIMITS, shapeColor} from './annotation-board.js';
 
 const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 10_000;
@@ -37,6 +43,19 @@ const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]
 // over this identity (replaced), which re-joining would fight.
 const RETRYABLE_CLOSE_REASONS = new Set(['error']);
 
+// Error codes only an `annotate` operation gets (annotate/model.py, board.py). The
+// generic `forbidden` and `rate_limited` answer one too when one is outstanding.
+const ANNOTATION_ERRORS = new Set([
+  'bad_annotation', 'unknown_shape', 'too_many_points', 'out_of_range', 'too_long', 'board_full', 'nothing_to_undo',
+]);
+const SHARED_ERRORS = new Set(['forbidden', 'rate_limited']);
+// Our own operation's event normally comes back within a round trip; one that has not
+// after this long was lost (e.g. dropped by the server's flood guard), and its local
+// preview goes.
+const ANNOTATION_REPLY_TIMEOUT_MS = 10_000;
+// A snapshot asked for and not arrived after this long may be asked for again.
+const SNAPSHOT_RETRY_MS = 5_000;
+
 const KINDS = ['audio', 'video'];
 const AUDIO_CONSTRAINTS = {echoCancellation: true, noiseSuppression: true};
 const VIDEO_CONSTRAINTS = {width: {ideal: 1280}, height: {ideal: 720}};
@@ -60,6 +79,11 @@ export class ConsultClient extends EventTarget {
     this.localStream = new MediaStream();
     this.facingMode = 'user';
     this.muted = {audio: false, video: false};  // what the user chose
+    this.annotations = new AnnotationBoard();   // the room's drawing over the patient's video
+    this.pendingAnnotations = new Map();        // ref -> shape we sent, shown until its event arrives
+    this._annotationOps = [];                   // our operations awaiting an event or error, oldest first
+    this._annotationSeq = 0;
+    this._snapshotAsked = null;                 // {seq, at} of the snapshot we are waiting for
     this._conn = null;              // the current socket and peer connection, see _open()
     this._retryTimer = null;
     this._attempt = 0;
@@ -152,6 +176,49 @@ export class ConsultClient extends EventTarget {
     return this.localStream.getTracks().find((t) => t.kind === kind && t.readyState === 'live') ?? null;
   }
 
+  /** True while joined: signalling works (media may still be connecting). */
+  get joined() {
+    return Boolean(this._conn?.joined);
+  }
+
+  /** True when our join token grants `permission` (e.g. 'annotate', 'moderate'). */
+  can(permission) {
+    return Boolean(this.self?.permissions?.includes(permission));
+  }
+
+  /**
+   * Sends a shape to draw over the patient's video (docs/PROTOCOL.md, annotate/model.py)
+   * and shows it in `pendingAnnotations` until the server's event replaces it. Returns
+   * its `ref`, or null when it cannot be sent now (not joined, no permission).
+   */
+  annotate(shape) {
+    const entry = this._sendAnnotation('add', {shape}, `c-${this._annotationSeq + 1}`);
+    if (!entry) return null;
+    const {ref} = entry;
+    const preview = {...shape, color: shapeColor(shape)};
+    if (shape.kind !== 'text') preview.width = shape.width ?? LIMITS.defaultWidth;
+    this.pendingAnnotations.set(ref, {ref, author: this.self.identity, ...preview});
+    this._emit('annotations');
+    return ref;
+  }
+
+  /** Removes our newest shape. */
+  undoAnnotation() {
+    return Boolean(this._sendAnnotation('undo', {}));
+  }
+
+  /** Removes everyone's shapes (needs 'moderate'), or only those of `shapesOf`. */
+  clearAnnotations({shapesOf = null} = {}) {
+    return Boolean(this._sendAnnotation('clear', shapesOf === null ? {} : {shapes_of: shapesOf}));
+  }
+
+  /** Asks for the whole board again (also done by itself when events went missing). */
+  requestAnnotations() {
+    if (!this._conn?.joined) return;
+    this._snapshotAsked = {seq: this._annotationSeq, at: Date.now()};
+    this._send({type: 'annotations-get'});
+  }
+
   /** Remote media of known participants: [{mid, kind, participantId, track}]. */
   remoteMedia() {
     const pc = this._conn?.pc;
@@ -230,6 +297,12 @@ export class ConsultClient extends EventTarget {
       case 'participant-joined':
       case 'participant-updated': return this._onParticipant(msg.participant);
       case 'participant-left': return this._onParticipantLeft(msg.participant_id);
+      case 'annotation': return this._onAnnotation(msg);
+      case 'annotation-snapshot': return this._onAnnotationSnapshot(msg);
+      case 'analysis':
+      case 'processor-failed':
+        this.dispatchEvent(new CustomEvent('analysis', {detail: msg}));
+        return undefined;
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);
       case 'pong': return undefined;  // lastHeard, already updated, is all it is for
@@ -251,6 +324,8 @@ export class ConsultClient extends EventTarget {
     conn.pc = new RTCPeerConnection({iceServers: msg.ice_servers ?? []});
     conn.pc.onconnectionstatechange = () => this._onPeerState(conn);
     conn.pingTimer = setInterval(() => this._ping(conn), PING_INTERVAL_MS);
+    // The server sends the board's snapshot right after `joined`.
+    this._snapshotAsked = {seq: this._annotationSeq, at: Date.now()};
     // After a reconnect the new session must learn what the user muted before.
     this._syncMuted();
     this._emit('participants');
@@ -292,6 +367,68 @@ export class ConsultClient extends EventTarget {
     this._emit('participants');
   }
 
+  _onAnnotation(event) {
+    const {applied, gap} = this.annotations.applyEvent(event);
+    for (const done of applied) this._settleOwnOperation(done);
+    if (gap && (!this._snapshotAsked || Date.now() - this._snapshotAsked.at > SNAPSHOT_RETRY_MS)) {
+      this.requestAnnotations();
+    }
+    if (applied.length) this._emit('annotations');
+  }
+
+  _onAnnotationSnapshot(snapshot) {
+    this.annotations.applySnapshot(snapshot);
+    // Our operations sent before the request were all handled before this snapshot
+    // was taken: their events (or errors) came first, or were lost; either way the
+    // snapshot now shows the outcome, and their previews must go.
+    const asked = this._snapshotAsked;
+    this._snapshotAsked = null;
+    if (asked) {
+      for (const op of this._annotationOps.filter((o) => o.seq <= asked.seq)) this._forgetOperation(op);
+    }
+    this._emit('annotations');
+  }
+
+  /** Our own event: the operation it answers is done, its preview replaced by the shape. */
+  _settleOwnOperation(event) {
+    if (!this.self || event.author !== this.self.identity) return;
+    const op = this._annotationOps.find((o) => o.op === event.op && (event.op !== 'add' || o.ref === event.ref));
+    if (op) this._forgetOperation(op);
+  }
+
+  /** Sends one `annotate` operation and tracks it until answered; the entry, or null. */
+  _sendAnnotation(op, fields, ref = null) {
+    if (!this._conn?.joined || !this.can('annotate')) return null;
+    this._annotationSeq += 1;
+    const entry = {seq: this._annotationSeq, op, ref, timer: null};
+    entry.timer = setTimeout(() => {
+      this._forgetOperation(entry);
+      this._emit('annotations');
+      this._annotationError({code: 'no_reply', message: 'the server did not confirm the annotation'}, op);
+    }, ANNOTATION_REPLY_TIMEOUT_MS);
+    this._annotationOps.push(entry);
+    this._send({type: 'annotate', op, ...(ref === null ? {} : {ref}), ...fields});
+    return entry;
+  }
+
+  _forgetOperation(entry) {
+    clearTimeout(entry.timer);
+    this._annotationOps = this._annotationOps.filter((o) => o !== entry);
+    if (entry.ref !== null) this.pendingAnnotations.delete(entry.ref);
+  }
+
+  /** Drops every outstanding operation and its preview (the connection is gone). */
+  _forgetOperations() {
+    for (const entry of this._annotationOps) clearTimeout(entry.timer);
+    this._annotationOps = [];
+    this.pendingAnnotations.clear();
+    this._snapshotAsked = null;
+  }
+
+  _annotationError(msg, op) {
+    this.dispatchEvent(new CustomEvent('annotationerror', {detail: {code: msg.code, message: msg.message, op}}));
+  }
+
   _onError(conn, msg) {
     // A refused join (bad token, closed or full room, unsupported version) would be
     // refused again. Fatal errors later on (a flood, a missed answer) are worth a
@@ -302,6 +439,16 @@ export class ConsultClient extends EventTarget {
     }
     if (msg.fatal) conn.fatalError = msg.code;
     console.warn(`consult: server error ${msg.code}: ${msg.message}`);
+    // The server answers each operation in order, so an annotation error belongs to
+    // our oldest outstanding one.
+    const oldest = this._annotationOps[0];
+    if (oldest && (ANNOTATION_ERRORS.has(msg.code) || SHARED_ERRORS.has(msg.code))) {
+      this._forgetOperation(oldest);
+      this._emit('annotations');
+      this._annotationError(msg, oldest.op);
+    } else if (ANNOTATION_ERRORS.has(msg.code)) {
+      this._annotationError(msg, null);
+    }
     this.dispatchEvent(new CustomEvent('servererror', {detail: msg}));
   }
 
@@ -357,6 +504,8 @@ export class ConsultClient extends EventTarget {
     this._retryTimer = null;
     this.self = null;  // no longer a participant
     this._teardown();
+    this.annotations.reset();
+    this._emit('annotations');
     // Release camera and microphone: the camera light going off tells the user
     // that nobody sees them any more.
     for (const track of this.localStream.getTracks()) track.stop();
@@ -379,6 +528,11 @@ export class ConsultClient extends EventTarget {
     conn.pc?.close();
     this.participants = new Map();
     this.slots = new Map();
+    // What we sent on this socket may or may not have been applied: the next
+    // connection's snapshot tells. The board's shapes stay up until then.
+    this._forgetOperations();
+    this.annotations.resync();
+    this._emit('annotations');
     this._emit('participants');
     this._emit('tracks');
   }

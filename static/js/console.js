@@ -1,5 +1,6 @@
 // The doctor's / expert's desktop console: all remote videos (patient first and
 // largest), own preview, participant list, controls.
+import {bindPatientAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {labelledIcon, renderIcons} from './icons.js';
 import {
@@ -20,8 +21,11 @@ function start(joinToken) {
   window.consultClient = client;
 
   const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER});
+  // Marks over the patient's tile, and the drawing tools for those who may annotate.
+  const syncAnnotations = bindPatientAnnotations(client, view);
   const render = () => {
     view.render(client);
+    syncAnnotations();
     renderPeople(client);
     renderRoomName(client);
     showStageMessage($('stage-message'), client, 'Waiting for the others to join…');

@@ -13,6 +13,13 @@ const PATHS = {
     + 'M14.7 8.8v2h-2M9.3 17.2v-2h2',
   leave: 'M2.5 14.5c5.2-5.3 13.8-5.3 19 0l-2.6 2.6-3.4-1.6v-2.8c-2.3-.8-4.7-.8-7 0v2.8l-3.4 1.6z',
   sound: 'M3.5 9h4l5-4v14l-5-4h-4zM16 9a4 4 0 0 1 0 6M18.5 6.5a7.5 7.5 0 0 1 0 11',
+  // drawing tools
+  pen: 'M4 20l1.2-4.6L16.6 4a2.1 2.1 0 0 1 3 3L8.4 18.6zM14.6 6l3 3',
+  circle: 'M12 4a8 8 0 1 0 0 16a8 8 0 1 0 0-16z',
+  arrow: 'M5 19L18.5 5.5M10 5.5h8.5V14',
+  text: 'M5 7V4.5h14V7M12 4.5v15M9 19.5h6',
+  undo: 'M9 14.5L4 9.5l5-5M4 9.5h10.5a5.25 5.25 0 0 1 0 10.5H10',
+  trash: 'M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3',
 };
 // Struck through: "mic-off" is the mic icon plus this line.
 const SLASH = 'M3 3l18 18';
@@ -37,6 +44,15 @@ export function labelledIcon(name, label) {
   const title = document.createElementNS(SVG_NS, 'title');
   title.textContent = label;  // tooltip for mouse users
   svg.append(title);
+  fillIcon(svg, name);
+  return svg;
+}
+
+/** A decorative icon (aria-hidden), for a control whose label says what it does. */
+export function icon(name) {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
   fillIcon(svg, name);
   return svg;
 }

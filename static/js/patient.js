@@ -1,4 +1,5 @@
 // The patient's page: mobile first, one big picture of the doctor, big buttons.
+import {bindSelfViewAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {renderIcons} from './icons.js';
 import {
@@ -34,6 +35,8 @@ function start(joinToken) {
 
   bindSoundButton($('sound'), view, client);
   bindLocalPreview(client, $('local-video'), $('self-view'));
+  // The doctor's marks, over the patient's own preview: it is the same picture.
+  bindSelfViewAnnotations(client, $('self-view'), $('local-video'));
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
   bindFlipButton(client);

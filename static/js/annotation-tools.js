@@ -1,0 +1,496 @@
+/**
+ * Annotation on the pages: the marks over the patient's video, and on the console, for
+ * participants with the `annotate` permission, a toolbar and pointer/touch drawing.
+ *
+ * Drawing: a pointer drag on the overlay makes a freehand stroke, a circle (centre,
+ * then rim) or an arrow (tail, then tip); a tap with the text tool opens a text field
+ * there. The shape in progress is drawn locally as it is dragged; once released it is
+ * sent (`annotate` op `add` with a `ref`) and shown from client.pendingAnnotations until
+ * the server's event with that ref puts it on the board. Only screen-anchored shapes
+ * are made here (face anchoring needs landmarks in step with the frames).
+ */
+
+import {DEFAULT_ITEM, LIMITS, PALETTE, coord} from './annotation-board.js';
+import {AnnotationOverlay} from './annotation-render.js';
+import {icon} from './icons.js';
+
+const TOOLS = [
+  {id: 'freehand', label: 'Draw', icon: 'pen'},
+  {id: 'circle', label: 'Circle', icon: 'circle'},
+  {id: 'arrow', label: 'Arrow', icon: 'arrow'},
+  {id: 'text', label: 'Text', icon: 'text'},
+];
+const ITEM_LABELS = {
+  toxin: 'Toxin', filler: 'Filler', laser: 'Laser', peel: 'Peel', lesion: 'Lesion', note: 'Note',
+};
+// Freehand points closer than this (CSS px) to the previous one add nothing visible.
+const MIN_STEP_PX = 1.5;
+// A circle or arrow dragged less than this (CSS px) was a slip, not a shape.
+const MIN_SHAPE_PX = 4;
+const CLEAR_CONFIRM_MS = 4_000;
+const STATUS_MS = 6_000;
+
+const ERROR_TEXT = {
+  board_full: 'The drawing is full. Clear some marks first.',
+  rate_limited: 'Drawing too fast: a mark was not saved.',
+  nothing_to_undo: 'You have no marks to undo.',
+  too_many_points: 'That stroke was too long to save.',
+  too_long: `Text is limited to ${LIMITS.maxTextChars} characters.`,
+  forbidden: 'You are not allowed to do that.',
+  no_reply: 'A mark could not be saved (no answer from the server).',
+};
+
+/** Everything drawn over a patient video: the board, then our unconfirmed shapes. */
+function* boardShapes(client) {
+  yield* client.annotations.shapes.values();
+  yield* client.pendingAnnotations.values();
+}
+
+/**
+ * The patient page: the marks over the patient's own preview, mirrored like it.
+ * `figure` holds the preview `video`; it gets .has-annotations while there are marks.
+ */
+export function bindSelfViewAnnotations(client, figure, video) {
+  const overlay = new AnnotationOverlay(figure, {
+    shapes: () => boardShapes(client),
+    label: (n) => (n ? `Your doctor marked ${n === 1 ? 'one spot' : `${n} spots`} on your picture` : 'No marks on your picture'),
+    before: video.nextSibling,
+  });
+  overlay.setVideo(video);
+  const update = () => {
+    figure.classList.toggle('has-annotations', client.annotations.shapes.size > 0);
+    overlay.redraw();
+  };
+  client.addEventListener('annotations', update);
+  // A new stream (camera switched) or mirroring change: the picture moved.
+  client.addEventListener('localmedia', update);
+  update();
+  return overlay;
+}
+
+/**
+ * The console: an overlay on every patient tile of `view` (a RemoteMediaView), and the
+ * drawing tools on it when we may annotate. Returns `sync`, to call after each
+ * view.render(client) so overlays follow tiles and videos that come and go.
+ */
+export function bindPatientAnnotations(client, view) {
+  const layers = new Map();  // tile -> {overlay, tools}
+
+  const sync = () => {
+    for (const [tile, layer] of layers) {
+      if (!tile.isConnected || tile.dataset.role !== 'patient') {
+        layer.tools?.destroy();
+        layer.overlay.destroy();
+        layers.delete(tile);
+      }
+    }
+    for (const tile of view.tiles.values()) {
+      if (tile.dataset.role !== 'patient') continue;
+      let layer = layers.get(tile);
+      if (!layer) {
+        const overlay = new AnnotationOverlay(tile, {
+          shapes: () => layer.tools ? layer.tools.shapes() : boardShapes(client),
+          label: (n) => `${n === 1 ? 'One mark' : `${n} marks`} on the patient's video`,
+          before: tile.querySelector('.tile-placeholder'),
+        });
+        layer = {overlay, tools: null};
+        layers.set(tile, layer);
+      }
+      layer.overlay.setVideo(tile.querySelector('video.remote-video'));
+      const allowed = client.can('annotate');
+      if (allowed && !layer.tools) layer.tools = new AnnotationTools(client, layer.overlay, tile);
+      if (!allowed && layer.tools) {
+        layer.tools.destroy();
+        layer.tools = null;
+      }
+      layer.tools?.update();
+      layer.overlay.redraw();
+    }
+  };
+
+  client.addEventListener('annotations', () => {
+    for (const layer of layers.values()) {
+      layer.tools?.update();
+      layer.overlay.redraw();
+    }
+  });
+  client.addEventListener('annotationerror', (event) => {
+    for (const layer of layers.values()) layer.tools?.showError(event.detail);
+  });
+  // Escape drops the shape being drawn; Ctrl+Z / Cmd+Z undoes our newest mark
+  // (unless typing somewhere).
+  document.addEventListener('keydown', (event) => {
+    const all = [...layers.values()].map((l) => l.tools).filter(Boolean);
+    if (event.key === 'Escape') {
+      for (const tools of all) tools.cancel();
+      return;
+    }
+    if (!(event.ctrlKey || event.metaKey) || event.shiftKey || event.altKey || event.key.toLowerCase() !== 'z') return;
+    if (event.target.closest?.('input, textarea, select, [contenteditable]') || all.length === 0) return;
+    event.preventDefault();
+    all[0].undo();
+  });
+  return sync;
+}
+
+/** The toolbar and pointer drawing over one patient tile. */
+export class AnnotationTools {
+  constructor(client, overlay, tile) {
+    this.client = client;
+    this.overlay = overlay;
+    this.tile = tile;
+    this.tool = 'freehand';
+    this.item = DEFAULT_ITEM;
+    this.draft = null;        // the shape being dragged
+    this._pointer = null;     // {id, startX, startY, lastX, lastY} of the drawing pointer
+    this._textAt = null;      // where a text label goes, between press and release
+    this._textField = null;
+    this._clearTimer = null;
+    this._statusTimer = null;
+    this._buildToolbar();
+    this._bindPointer();
+    this.update();
+  }
+
+  /** What the overlay draws: the board, our unconfirmed shapes, the one being drawn. */
+  *shapes() {
+    yield* boardShapes(this.client);
+    if (this.draft) yield this.draft;
+  }
+
+  /** Reflects the client's state: connection, permissions, whether there is anything to undo. */
+  update() {
+    const {client} = this;
+    const usable = client.joined;
+    const mine = client.self?.identity;
+    const ownShapes = [...client.annotations.shapes.values()].some((s) => s.author === mine)
+      || client.pendingAnnotations.size > 0;
+    for (const button of this.toolbar.querySelectorAll('button')) button.disabled = !usable;
+    this._undo.disabled = !usable || !ownShapes;
+    this._clear.hidden = !client.can('moderate');
+    this._clear.disabled = !usable || (client.annotations.shapes.size === 0 && client.pendingAnnotations.size === 0);
+    if (this._clear.disabled) this._disarmClear();
+    for (const button of this.toolbar.querySelectorAll('[data-tool]')) {
+      button.setAttribute('aria-pressed', String(button.dataset.tool === this.tool));
+    }
+    for (const button of this.toolbar.querySelectorAll('[data-item]')) {
+      button.setAttribute('aria-pressed', String(button.dataset.item === this.item));
+    }
+    this._itemName.textContent = ITEM_LABELS[this.item];
+    this.overlay.canvas.classList.toggle('is-drawing', usable && this.tool !== null);
+    this.overlay.canvas.dataset.tool = this.tool ?? '';
+    // The toolbar's one tab stop must stay on a button that can take focus.
+    const stop = this.toolbar.querySelector('button[tabindex="0"]');
+    if (!stop || stop.disabled || stop.hidden) this._setRovingStop(this.toolbar.querySelector('[data-tool]'));
+    if (!usable) this.cancel();
+  }
+
+  selectTool(tool) {
+    // Pressing the active tool again puts it away (the video can be looked at without
+    // a stray click drawing on it).
+    this.tool = this.tool === tool ? null : tool;
+    this.cancel();
+    this.update();
+  }
+
+  selectItem(item) {
+    this.item = item;
+    this.update();
+  }
+
+  undo() {
+    this.cancel();
+    this.client.undoAnnotation();
+  }
+
+  showError({code, message}) {
+    this._status.textContent = ERROR_TEXT[code] ?? `The mark was not saved: ${message}`;
+    this._status.hidden = false;
+    clearTimeout(this._statusTimer);
+    this._statusTimer = setTimeout(() => {
+      this._status.hidden = true;
+      this._status.textContent = '';
+    }, STATUS_MS);
+  }
+
+  destroy() {
+    this.cancel();
+    clearTimeout(this._clearTimer);
+    clearTimeout(this._statusTimer);
+    this._unbindPointer();
+    this.overlay.canvas.classList.remove('is-drawing');
+    this.toolbar.remove();
+  }
+
+  // ---- toolbar -------------------------------------------------------------------
+
+  _buildToolbar() {
+    const bar = document.createElement('div');
+    bar.className = 'annotation-toolbar';
+    bar.setAttribute('role', 'toolbar');
+    bar.setAttribute('aria-label', 'Drawing on the patient\'s video');
+
+    const tools = TOOLS.map(({id, label, icon: name}) => {
+      const button = toolButton(label, name);
+      button.dataset.tool = id;
+      button.addEventListener('click', () => this.selectTool(id));
+      return button;
+    });
+
+    const items = Object.keys(PALETTE).map((item) => {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'tool swatch';
+      button.dataset.item = item;
+      button.style.setProperty('--swatch', PALETTE[item]);
+      button.setAttribute('aria-label', ITEM_LABELS[item]);
+      button.title = ITEM_LABELS[item];
+      button.addEventListener('click', () => this.selectItem(item));
+      return button;
+    });
+    const itemGroup = document.createElement('div');
+    itemGroup.className = 'annotation-items';
+    itemGroup.setAttribute('role', 'group');
+    itemGroup.setAttribute('aria-label', 'Treatment item (colour)');
+    this._itemName = document.createElement('span');
+    this._itemName.className = 'annotation-item-name';
+    this._itemName.setAttribute('aria-hidden', 'true');  // the pressed swatch says it
+    itemGroup.append(...items, this._itemName);
+
+    this._undo = toolButton('Undo my last mark (Ctrl+Z)', 'undo');
+    this._undo.classList.add('annotation-undo');
+    this._undo.addEventListener('click', () => this.undo());
+
+    // Clearing cannot be undone: the first press arms it, the second clears.
+    this._clear = toolButton('Clear all marks', 'trash');
+    this._clear.classList.add('annotation-clear');
+    this._clearText = document.createElement('span');
+    this._clearText.className = 'tool-text';
+    this._clearText.textContent = 'Clear all?';
+    this._clearText.hidden = true;
+    this._clear.append(this._clearText);
+    this._clear.addEventListener('click', () => this._onClear());
+
+    this._status = document.createElement('p');
+    this._status.className = 'annotation-status';
+    this._status.setAttribute('role', 'status');
+    this._status.hidden = true;
+
+    bar.append(...tools, separator(), itemGroup, separator(), this._undo, this._clear, this._status);
+    bar.addEventListener('keydown', (event) => this._rovingFocus(event));
+    this.toolbar = bar;
+    this.tile.append(bar);
+    this._setRovingStop(tools[0]);
+  }
+
+  _onClear() {
+    if (this._clear.dataset.confirm === undefined) {
+      this._clear.dataset.confirm = '';
+      this._clearText.hidden = false;
+      this._clear.setAttribute('aria-label', 'Press again to clear all marks for everyone');
+      this._clearTimer = setTimeout(() => this._disarmClear(), CLEAR_CONFIRM_MS);
+      return;
+    }
+    this._disarmClear();
+    this.cancel();
+    this.client.clearAnnotations();
+  }
+
+  _disarmClear() {
+    clearTimeout(this._clearTimer);
+    delete this._clear.dataset.confirm;
+    this._clearText.hidden = true;
+    this._clear.setAttribute('aria-label', 'Clear all marks');
+  }
+
+  // A toolbar is one tab stop; arrow keys, Home and End move within it.
+  _rovingFocus(event) {
+    const keys = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1, Home: 'first', End: 'last'};
+    const move = keys[event.key];
+    if (move === undefined || event.target.tagName !== 'BUTTON') return;
+    const buttons = [...this.toolbar.querySelectorAll('button')].filter((b) => !b.hidden && !b.disabled);
+    const index = buttons.indexOf(event.target);
+    if (index === -1) return;
+    const next = move === 'first' ? 0 : move === 'last' ? buttons.length - 1
+      : (index + move + buttons.length) % buttons.length;
+    event.preventDefault();
+    this._setRovingStop(buttons[next]);
+    buttons[next].focus();
+  }
+
+  _setRovingStop(target) {
+    for (const button of this.toolbar.querySelectorAll('button')) button.tabIndex = button === target ? 0 : -1;
+  }
+
+  // ---- drawing -------------------------------------------------------------------
+
+  _bindPointer() {
+    const {canvas} = this.overlay;
+    this._handlers = {
+      pointerdown: (e) => this._onDown(e),
+      pointermove: (e) => this._onMove(e),
+      pointerup: (e) => this._onUp(e),
+      pointercancel: (e) => this._onCancel(e),
+      lostpointercapture: (e) => this._onCancel(e),
+    };
+    for (const [type, handler] of Object.entries(this._handlers)) canvas.addEventListener(type, handler);
+  }
+
+  _unbindPointer() {
+    for (const [type, handler] of Object.entries(this._handlers)) this.overlay.canvas.removeEventListener(type, handler);
+  }
+
+  _onDown(event) {
+    if (!this.tool || this._pointer || !this.client.joined) return;
+    if (event.pointerType === 'mouse' && event.button !== 0) return;
+    this._commitText();
+    const point = this.overlay.toFrame(event.clientX, event.clientY);
+    if (!point) return;  // on a letterbox bar: not on the picture
+    event.preventDefault();
+    this.overlay.canvas.setPointerCapture(event.pointerId);
+    this._pointer = {id: event.pointerId, startX: event.clientX, startY: event.clientY,
+                     lastX: event.clientX, lastY: event.clientY};
+    const p = point.map(coord);
+    const style = {anchor: 'screen', item: this.item, color: PALETTE[this.item], width: LIMITS.defaultWidth};
+    if (this.tool === 'freehand') this.draft = {kind: 'freehand', points: [p], ...style};
+    else if (this.tool === 'circle') this.draft = {kind: 'circle', center: p, edge: p, ...style};
+    else if (this.tool === 'arrow') this.draft = {kind: 'arrow', from: p, to: p, ...style};
+    else this._textAt = p;  // the text field opens on release
+    this.overlay.redraw();
+  }
+
+  _onMove(event) {
+    const pointer = this._pointer;
+    if (!pointer || event.pointerId !== pointer.id || !this.draft) return;
+    const events = event.getCoalescedEvents?.() ?? [];
+    for (const e of events.length ? events : [event]) {
+      const point = this.overlay.toFrame(e.clientX, e.clientY, {clamp: true});
+      if (!point) continue;
+      const p = point.map(coord);
+      if (this.draft.kind === 'freehand') {
+        if (Math.hypot(e.clientX - pointer.lastX, e.clientY - pointer.lastY) < MIN_STEP_PX) continue;
+        this.draft.points.push(p);
+        if (this.draft.points.length >= LIMITS.maxPointsPerStroke) {
+          // The longest stroke the server takes: send it, go on with a new one.
+          this._send(this.draft);
+          this.draft = {...this.draft, points: [p]};
+        }
+      } else if (this.draft.kind === 'circle') {
+        this.draft.edge = p;
+      } else {
+        this.draft.to = p;
+      }
+      pointer.lastX = e.clientX;
+      pointer.lastY = e.clientY;
+    }
+    this.overlay.redraw();
+  }
+
+  _onUp(event) {
+    const pointer = this._pointer;
+    if (!pointer || event.pointerId !== pointer.id) return;
+    this._pointer = null;
+    if (this.overlay.canvas.hasPointerCapture(event.pointerId)) {
+      this.overlay.canvas.releasePointerCapture(event.pointerId);
+    }
+    const draft = this.draft;
+    this.draft = null;
+    if (this.tool === 'text' && this._textAt) {
+      this._openTextField(this._textAt, pointer.startX, pointer.startY);
+    } else if (draft) {
+      const moved = Math.hypot(event.clientX - pointer.startX, event.clientY - pointer.startY);
+      // A tap with the pen is a dot; a circle or arrow needs a drag.
+      if (draft.kind === 'freehand' || moved >= MIN_SHAPE_PX) this._send(draft);
+    }
+    this.overlay.redraw();
+  }
+
+  _onCancel(event) {
+    if (!this._pointer || event.pointerId !== this._pointer.id) return;
+    // After pointerup the capture is released on purpose: nothing left to cancel then.
+    this._pointer = null;
+    this.draft = null;
+    this._textAt = null;
+    this.overlay.redraw();
+  }
+
+  /** Drops the shape being drawn and any open text field. */
+  cancel() {
+    this._pointer = null;
+    this.draft = null;
+    this._textAt = null;
+    this._closeTextField();
+    this.overlay.redraw();
+  }
+
+  _send(draft) {
+    const {color, ...shape} = draft;  // the item gives the colour; the server adds it
+    if (shape.kind === 'freehand') shape.points = [...shape.points];
+    this.client.annotate(shape);
+  }
+
+  _openTextField(at, clientX, clientY) {
+    this._closeTextField();
+    const field = document.createElement('input');
+    field.type = 'text';
+    field.className = 'annotation-text-field';
+    field.maxLength = LIMITS.maxTextChars;
+    field.setAttribute('aria-label', 'Text of the label (Enter to place it, Escape to cancel)');
+    field.placeholder = 'Label, e.g. 1 ml';
+    field.style.setProperty('--swatch', PALETTE[this.item]);
+    const box = this.tile.getBoundingClientRect();
+    field.style.left = `${Math.max(0, clientX - box.left)}px`;
+    field.style.top = `${Math.max(0, clientY - box.top)}px`;
+    field.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter') {
+        event.preventDefault();
+        this._commitText();
+      } else if (event.key === 'Escape') {
+        event.preventDefault();
+        this.cancel();
+      }
+    });
+    field.addEventListener('blur', () => this._commitText());
+    this._textField = {field, at, item: this.item};
+    this.tile.append(field);
+    // Keep the field inside the tile.
+    const overflow = field.getBoundingClientRect().right - box.right;
+    if (overflow > 0) field.style.left = `${Math.max(0, parseFloat(field.style.left) - overflow - 4)}px`;
+    field.focus();
+  }
+
+  /** Sends the open text field's label, if it has one, and closes the field. */
+  _commitText() {
+    const open = this._textField;
+    if (!open) return;
+    this._textField = null;
+    // One plain line: no control or format characters (the server refuses them).
+    const text = open.field.value.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, '').trim();
+    open.field.remove();
+    if (text) this._send({kind: 'text', anchor: 'screen', at: open.at, text, item: open.item});
+    this._textAt = null;
+  }
+
+  _closeTextField() {
+    const open = this._textField;
+    this._textField = null;
+    open?.field.remove();
+  }
+}
+
+function toolButton(label, iconName) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'tool';
+  button.setAttribute('aria-label', label);
+  button.title = label;
+  button.append(icon(iconName));
+  return button;
+}
+
+function separator() {
+  const line = document.createElement('span');
+  line.className = 'toolbar-separator';
+  line.setAttribute('aria-hidden', 'true');
+  return line;
+}
