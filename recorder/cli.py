@@ -53,13 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--actor", default=argparse.SUPPRESS, help="who to name in the audit log (default cli:<user>)")
 
     p = argparse.ArgumentParser(prog="python -m recorder", parents=[common],
-                                description="Encrypted consultation recordings: list, verify, rotate the key, purge, audit.")
+                                description="Encrypted consultation recordings: list, verify, export, rotate the key, purge, audit.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ls = sub.add_parser("list", parents=[common], help="list recordings (unauthenticated summary)")
     ls.add_argument("--json", action="store_true")
     v = sub.add_parser("verify", parents=[common], help="authenticate every segment of a recording")
     v.add_argument("id")
     v.add_argument("--json", action="store_true")
+    ex = sub.add_parser("export", parents=[common],
+                        help="write a WebM of the patient's video with the drawings burned in and the audio mixed")
+    ex.add_argument("id")
+    ex.add_argument("--out", type=Path, required=True, help="output file (.webm)")
+    ex.add_argument("--track", help="the video track to export (default: the patient's)")
     sub.add_parser("rotate-key", parents=[common],
                    help="re-wrap every data key under a new KEK and retire the old one (media is not re-encrypted)")
     pg = sub.add_parser("purge", parents=[common], help="crypto-shred and delete recordings past retention")
@@ -132,6 +137,18 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
             total = sum(t.segments for t in report.tracks)
             print(f"status: {report.status} ({total} segments authenticated)")
         return {"complete": EXIT_OK, "tampered": EXIT_FAILED}.get(report.status, EXIT_INCOMPLETE)
+
+    if args.command == "export":
+        from .audit import Action
+        from .export import export_recording  # PyAV and OpenCV only for exports
+
+        keys = KeyStore.open(data_dir, kek_file=kek_file)
+        store = RecordingStore(data_dir, keys=keys, audit=_audit(data_dir, audit_key_file, create=True))
+        reader = store.open_reader(args.id, actor=actor, purpose=Action.EXPORT)
+        result = export_recording(reader, args.out, video_track=args.track)
+        print(f"exported {result.video_track}: {result.frames} frames, {result.duration_ms / 1000:.1f} s, "
+              f"{result.width}x{result.height}, {result.annotations} annotation events -> {result.path}")
+        return EXIT_OK
 
     if args.command == "rotate-key":
         keys = KeyStore.open(data_dir, kek_file=kek_file)

@@ -1,0 +1,21 @@
+from annotate.timeline import AnnotationTimeline
+
+A = {"id": "a1", "kind": "arrow"}
+B = {"id": "a2", "kind": "circle"}
+EVENTS = [
+    {"type": "annotation", "op": "add", "version": 1, "t_ms": 1000, "shape": A},
+    {"type": "participant-joined", "t_ms": 1500},
+    {"type": "annotation", "op": "add", "version": 2, "t_ms": 2000, "shape": B},
+    {"type": "annotation", "op": "undo", "version": 3, "t_ms": 3000, "ids": ["a2"]},
+    {"type": "annotation", "op": "clear", "version": 4, "t_ms": 4000, "ids": ["a1"]},
+]
+
+
+def test_shapes_at_each_moment():
+    timeline = AnnotationTimeline(reversed(EVENTS))  # order of arrival does not matter
+    assert timeline.shapes_at(999) == ()
+    assert timeline.shapes_at(1000) == (A,)
+    assert timeline.shapes_at(2500) == (A, B)
+    assert timeline.shapes_at(3000) == (A,)
+    assert timeline.shapes_at(10_000) == ()
+    assert len(timeline) == 4
