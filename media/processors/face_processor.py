@@ -15,6 +15,7 @@ the record (JPEG via context.keep) and a thumbnail goes to the clinicians.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections import deque
 
 import cv2
@@ -24,6 +25,7 @@ from ..processing import DecodedInput, ProcessorContext
 from .analysis import FrameMetrics, analyze_frame
 from .face_landmarks import FaceLandmarkDetector, Mode
 from .guidance import Guidance, TargetPose
+from .observations import observe_skin
 
 MAX_WIDTH = 640  # landmarks are as good at 640 px and cost less
 METRICS_INTERVAL_S = 0.2
@@ -128,7 +130,13 @@ class FaceAnalysisProcessor:
                 "head_pose": {"yaw": _round(face.pose.yaw_deg, 1), "pitch": _round(face.pose.pitch_deg, 1),
                               "roll": _round(face.pose.roll_deg, 1)},
                 "sharpness": _round(face.sharpness, 1)}
-        self._context.keep("still", jpeg.tobytes(), meta)
+        # The same landmarks in the full-resolution frame's pixels (normalised coordinates do not change).
+        h, w = full.shape[:2]
+        landmarks = dataclasses.replace(face.landmarks, pixels=face.landmarks.normalized[:, :2] * (w, h),
+                                        width=w, height=h)
+        observations = observe_skin(full, landmarks)
+        self._context.keep("still", jpeg.tobytes(), {**meta, "observations": observations})
+        self._context.emit({"kind": "observations", "pose": pose, "report": observations}, to_roles=CLINICIANS)
         scale = THUMBNAIL_WIDTH / full.shape[1]
         thumb = cv2.resize(full, (THUMBNAIL_WIDTH, round(full.shape[0] * scale)), interpolation=cv2.INTER_AREA)
         ok, thumb_jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])

@@ -77,6 +77,11 @@ async def test_guided_capture_keeps_the_frontal_still_encrypted(sfu):
     still = await doctor.wait_for(lambda m: m.get("kind") == "still", timeout=20)
     assert still["pose"] == "frontal" and still["thumbnail"].startswith("data:image/jpeg;base64,")
     assert (still["width"], still["height"]) == (640, 480)  # full resolution, not the analysis size
+    observations = await doctor.wait_for(lambda m: m.get("kind") == "observations", timeout=10)
+    report = observations["report"]
+    assert report["kind"] == "skin-observations" and "not a diagnosis" in report["disclaimer"]
+    assert {"forehead", "nose", "chin"} <= set(report["regions"])
+    assert not any(m.get("kind") == "observations" for m in patient.messages)  # clinicians only
     following = await patient.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "next")
     assert following["pose"] == "left45"  # the photo cannot turn: the protocol waits here...
     await doctor.send({"type": "capture", "action": "stop"})  # ...until the doctor stops it
@@ -94,4 +99,5 @@ async def test_guided_capture_keeps_the_frontal_still_encrypted(sfu):
     assert image.shape == (480, 640, 3)
     events = [e.data for e in reader.events() if e.data.get("type") == "still"]
     assert events[0]["pose"] == "frontal" and events[0]["participant"] == patient.id
+    assert events[0]["observations"]["kind"] == "skin-observations"  # kept with the still
     assert b"JFIF" not in (recordings[-1] / "track-1.seg").read_bytes()  # encrypted at rest
