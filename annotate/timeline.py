@@ -12,12 +12,15 @@ from collections.abc import Iterable
 
 class AnnotationTimeline:
     def __init__(self, events: Iterable[dict]) -> None:
-        ordered = sorted((e for e in events if e.get("type") == "annotation"), key=lambda e: (e["t_ms"], e["version"]))
+        kinds = ("annotation", "annotation-snapshot")
+        ordered = sorted((e for e in events if e.get("type") in kinds), key=lambda e: (e["t_ms"], e["version"]))
         self._times: list[int] = []
         self._states: list[tuple[dict, ...]] = []
         shapes: dict[str, dict] = {}
         for event in ordered:
-            if event["op"] == "add":
+            if event["type"] == "annotation-snapshot":  # what was on the board when recording began
+                shapes = {shape["id"]: shape for shape in event["shapes"]}
+            elif event["op"] == "add":
                 shapes[event["shape"]["id"]] = event["shape"]
             else:
                 for shape_id in event.get("ids", []):

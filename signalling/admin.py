@@ -123,11 +123,14 @@ class AdminApi:
         return web.json_response({"closed": room.id})
 
     async def mint_link(self, request: web.Request) -> web.Response:
-        room = await self._open_room(request)
         body = await self._body(request)
         role = body.get("role")
         if role not in ROLES:
             return json_error(400, "bad_request", f"'role' must be one of {', '.join(ROLES)}")
+        # recordings outlive their rooms: trainers may get links to closed rooms
+        room = await self._services.registry.get_room(request.match_info["room_id"])
+        if room is None or (not room.open and role != "trainer"):
+            return json_error(404, "not_found", "no such open room")
         name = body.get("name", role.capitalize())
         identity = body.get("identity", f"{role}-{name}".lower().replace(" ", "-"))
         ttl_s = body.get("ttl_s", self._services.config.link_ttl_s)

@@ -13,6 +13,7 @@ from .config import ServerConfig
 from .live_rooms import RoomService
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
 from .registry import InMemoryRegistry, RoomRegistry
+from .replay_api import replay_routes
 from .secrets_store import load_or_create_secret
 from .session import ParticipantSession
 from .tokens import TokenIssuer
@@ -90,6 +91,7 @@ def create_app(services: Services) -> web.Application:
         web.get("/api/info", info),
         web.get("/healthz", health),
         *admin.routes(),
+        *replay_routes(services),
         web.static("/static", STATIC_DIR),
     ])
     app.on_shutdown.append(on_shutdown)

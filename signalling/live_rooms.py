@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+RECORDING_KEYFRAME_INTERVAL_S = 5.0
+
+
 class JoinRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -48,6 +51,7 @@ class LiveRoom:
         self.recording: Optional[LiveRecording] = None
         self._recording_taps: list[tuple[str, str, PacketTap]] = []
         self._recording_by: Optional[str] = None
+        self._keyframe_timer: Optional[asyncio.Task] = None
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
         self.board = AnnotationBoard(now_ms=self.session_ms)
@@ -158,10 +162,21 @@ class LiveRoom:
             self._data_dir, room=self.record.id, actor=actor, session_ms_at=self.session_ms_at,
             on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
         self._recording_by = by if isinstance(by, str) else by.name
+        # the state at the start, so a replay shows what was already on screen
+        self._record_event(self.board.snapshot())
         for session in list(self.sessions.values()):
             self._record_participant(session.participant)
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
+        self._keyframe_timer = asyncio.ensure_future(self._keyframes_while_recording())
         return self.recording
+
+    async def _keyframes_while_recording(self) -> None:
+        """A keyframe every few seconds, so a replay can seek without decoding from the start."""
+        while self.recording is not None:
+            await asyncio.sleep(RECORDING_KEYFRAME_INTERVAL_S)
+            for participant_id, kind, _ in list(self._recording_taps):
+                if kind == "video":
+                    self._request_keyframe(participant_id, kind)
 
     def _record_participant(self, participant: "ParticipantRecord") -> None:
         if self.recording is None or "publish" not in participant.permissions:
@@ -188,6 +203,9 @@ class LiveRoom:
         if recording is None:
             return None
         self.recording = None
+        if self._keyframe_timer is not None:
+            self._keyframe_timer.cancel()
+            self._keyframe_timer = None
         for participant_id, kind, tap in self._recording_taps:
             self.media.remove_tap(participant_id, kind, tap)
         self._recording_taps.clear()

@@ -16,4 +16,4 @@ DEFAULT_PERMISSIONS: dict[str, tuple[str, ...]] = {
 ROLES = tuple(DEFAULT_PERMISSIONS)
 
 # Which page a join link opens for each role.
-PAGE_FOR_ROLE = {"patient": "/patient", "doctor": "/console", "expert": "/console", "trainer": "/console"}
+PAGE_FOR_ROLE = {"patient": "/patient", "doctor": "/console", "expert": "/console", "trainer": "/trainer"}

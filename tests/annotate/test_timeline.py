@@ -19,3 +19,10 @@ def test_shapes_at_each_moment():
     assert timeline.shapes_at(3000) == (A,)
     assert timeline.shapes_at(10_000) == ()
     assert len(timeline) == 4
+
+
+def test_a_snapshot_sets_the_board_as_it_was_when_recording_began():
+    events = [{"type": "annotation-snapshot", "version": 5, "t_ms": 0, "shapes": [A]}, EVENTS[2]]
+    timeline = AnnotationTimeline(events)
+    assert timeline.shapes_at(0) == (A,)
+    assert timeline.shapes_at(2000) == (A, B)

@@ -1,0 +1,347 @@
+"""Remuxing a recording's tracks into a playable file, in memory, without re-encoding.
+
+A recording keeps every track as the codec's own bitstream (depayloaded VP8 or H.264
+frames, Opus packets), each frame with its session-clock time and RTP timestamp. For
+replay, one participant's tracks (`<participant>-video` + `<participant>-audio`, the
+names recorder/live.py gives them) become one file a <video> element plays:
+
+    VP8 (+ Opus)      -> WebM   (video/webm; audio/webm without video)
+    H.264 (+ Opus)    -> MP4    (video/mp4; Annex B frames, the muxer writes avcC)
+
+Nothing is decoded or encoded: PyAV only muxes the recorded packets. Each stream's
+parameters come from a tiny in-memory "template" container made from the first
+packet (IVF for VP8, raw Annex B for H.264, Ogg with an OpusHead for Opus), so no
+encoder is ever opened (opening one, e.g. libx264, would put its own SPS/PPS in the
+file). The plaintext exists only in memory: the reader decrypts into bytes, the
+muxer writes into a BytesIO, and the caller gets `bytes`.
+
+Timing. A frame's session-clock time is when the server had all of it; that jitters
+with the network, and bunched timestamps make audio click and video stutter. So the
+spacing within a track comes from its RTP timestamps, and the track is placed on the
+session clock by the smallest delay seen (arrival − RTP time, over the first
+LOOKAHEAD frames, then as a running minimum): a frame is never put later than it
+arrived. A jump of the RTP clock (more than RESYNC_MS late) re-anchors at arrival.
+
+Every file starts at t = 0 (its first packet), and `start_ms` says where that is on
+the session clock. `probe_start` computes the same value from the first frames only
+(the same code path, so the two always agree), for the page's sync without remuxing.
+Video starts at its first keyframe; earlier frames cannot be decoded.
+"""
+
+from __future__ import annotations
+
+import fractions
+import heapq
+import io
+import itertools
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Optional
+
+import av
+
+from .errors import RecorderError
+from .manifest import EVENTS_TRACK_NO, Manifest, ManifestTrack
+from .reader import RecordingReader
+
+LOOKAHEAD = 50          # frames per track used to find the smallest arrival delay
+RESYNC_MS = 2000        # a frame this much later than its RTP time: the RTP clock jumped
+MS = fractions.Fraction(1, 1000)
+VIDEO_CODECS = {"vp8": "webm", "h264": "mp4"}
+AUDIO_CODECS = {"opus"}
+DEFAULT_AUDIO_MS = 20   # an Opus packet's usual duration, for a track of one packet
+DEFAULT_VIDEO_MS = 33
+
+
+class RemuxError(RecorderError):
+    """The recorded packets could not be put into a container (unsupported or corrupt)."""
+
+
+@dataclass(frozen=True)
+class MediaGroup:
+    """The tracks of one participant that replay as one file."""
+    key: str  # the participant id ("p-…"), or the track id for a track not named <key>-<kind>
+    tracks: tuple[ManifestTrack, ...]
+    container: str  # "webm" | "mp4"
+    skipped: tuple[str, ...] = ()  # track ids whose codec cannot be remuxed, with the reason
+
+    @property
+    def extension(self) -> str:
+        return self.container
+
+    @property
+    def has_video(self) -> bool:
+        return any(t.kind == "video" for t in self.tracks)
+
+    @property
+    def content_type(self) -> str:
+        if self.container == "mp4":
+            return "video/mp4"
+        return "video/webm" if self.has_video else "audio/webm"
+
+
+@dataclass
+class Remuxed:
+    data: bytes
+    content_type: str
+    start_ms: Optional[int]  # session clock at the file's t = 0; None: no packet at all
+    duration_ms: int
+    packets: dict[str, int] = field(default_factory=dict)  # per track id
+    dropped: dict[str, int] = field(default_factory=dict)  # video frames before the first keyframe
+
+
+def media_groups(manifest: Manifest) -> list[MediaGroup]:
+    """A recording's tracks by participant, in manifest order; a participant whose tracks
+    all have codecs that cannot be remuxed has a group without tracks (and `skipped`)."""
+    grouped: dict[str, list[ManifestTrack]] = {}
+    skipped: dict[str, list[str]] = {}
+    for track in manifest.tracks:
+        if track.no == EVENTS_TRACK_NO:
+            continue
+        key = track.track_id
+        suffix = f"-{track.kind}"
+        if track.kind in ("audio", "video") and key.endswith(suffix) and len(key) > len(suffix):
+            key = key[: -len(suffix)]
+        codec = track.codec.lower()
+        supported = codec in VIDEO_CODECS if track.kind == "video" else codec in AUDIO_CODECS
+        if track.kind not in ("audio", "video") or not supported:
+            skipped.setdefault(key, []).append(f"{track.track_id}: {track.kind} codec {track.codec} cannot be replayed")
+            continue
+        tracks = grouped.setdefault(key, [])
+        if any(t.kind == track.kind for t in tracks):  # two video tracks for one key: keep them apart
+            grouped.setdefault(track.track_id, []).append(track)
+        else:
+            tracks.append(track)
+    groups = []
+    for key in [*grouped, *(k for k in skipped if k not in grouped)]:
+        tracks = grouped.get(key, [])
+        video = next((t for t in tracks if t.kind == "video"), None)
+        container = VIDEO_CODECS[video.codec.lower()] if video else "webm"
+        groups.append(MediaGroup(key, tuple(tracks), container, tuple(skipped.get(key, ()))))
+    return groups
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+class _Unwrap:
+    """32-bit RTP timestamps as a continuous count from the first one."""
+
+    def __init__(self) -> None:
+        self._last: Optional[int] = None
+        self._ext = 0
+
+    def __call__(self, ts: int) -> int:
+        if self._last is not None:
+            self._ext += (ts - self._last + 2**31) % 2**32 - 2**31
+        self._last = ts
+        return self._ext
+
+
+def _vp8_keyframe(payload: bytes) -> bool:
+    return len(payload) >= 10 and not payload[0] & 0x01 and payload[3:6] == b"\x9d\x01\x2a"
+
+
+def _h264_keyframe(payload: bytes) -> bool:
+    """An Annex B access unit with an IDR slice."""
+    pos = 0
+    while True:
+        pos = payload.find(b"\x00\x00\x01", pos)
+        if pos < 0 or pos + 3 >= len(payload):
+            return False
+        if payload[pos + 3] & 0x1F == 5:
+            return True
+        pos += 3
+
+
+def _is_keyframe(track: ManifestTrack, payload: bytes) -> bool:
+    codec = track.codec.lower()
+    if codec == "vp8":
+        return _vp8_keyframe(payload)
+    if codec == "h264":
+        return _h264_keyframe(payload)
+    return True  # audio: every packet starts a decodable unit
+
+
+@dataclass(slots=True)
+class _Packet:
+    pts: int  # ms, session clock
+    keyframe: bool
+    payload: bytes
+    duration: int = 0
+
+
+def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, int]) -> Iterator[_Packet]:
+    """One track's packets on the session clock, strictly increasing, video from its first keyframe."""
+    frames = reader.frames(track.track_id)
+    if track.kind == "video":
+        skipped = 0
+        for frame in frames:
+            if _is_keyframe(track, frame.payload):
+                frames = itertools.chain([frame], frames)
+                break
+            skipped += 1
+        else:
+            frames = iter(())
+        dropped[track.track_id] = skipped
+    unwrap = _Unwrap()
+    rate = track.clock_rate
+    head = list(itertools.islice(frames, LOOKAHEAD))
+    if not head:
+        return
+    if rate:
+        media = [unwrap(f.rtp_timestamp) * 1000 / rate for f in head]
+        offset = min(f.timestamp_ms - m for f, m in zip(head, media))
+        timed = itertools.chain(zip(head, media), ((f, unwrap(f.rtp_timestamp) * 1000 / rate) for f in frames))
+    else:
+        offset = 0.0
+        timed = ((f, float(f.timestamp_ms)) for f in itertools.chain(head, frames))
+    last: Optional[_Packet] = None
+    previous_duration = 0
+    for frame, media_ms in timed:
+        if rate:
+            at = media_ms + offset
+            late = frame.timestamp_ms - at
+            if late < 0 or late > RESYNC_MS:
+                offset = frame.timestamp_ms - media_ms
+                at = float(frame.timestamp_ms)
+        else:
+            at = media_ms
+        pts = round(at)
+        if last is not None:
+            pts = max(pts, last.pts + 1)
+            last.duration = previous_duration = pts - last.pts
+            yield last
+        last = _Packet(pts, track.kind != "video" or _is_keyframe(track, frame.payload), frame.payload)
+    if last is not None:
+        last.duration = previous_duration or (DEFAULT_AUDIO_MS if track.kind == "audio" else DEFAULT_VIDEO_MS)
+        yield last
+
+
+def _peek(packets: Iterator[_Packet]) -> tuple[Optional[_Packet], Iterator[_Packet]]:
+    first = next(packets, None)
+    return first, (itertools.chain([first], packets) if first is not None else packets)
+
+
+def probe_start(reader: RecordingReader, group: MediaGroup) -> Optional[int]:
+    """The session-clock time of the group's file t = 0 (what `remux` gives as start_ms),
+    reading only the first frames of each track. None when no track has a packet."""
+    starts = []
+    for track in group.tracks:
+        packets = _packets(reader, track, {})
+        first = next(packets, None)
+        packets.close()
+        if first is not None:
+            starts.append(first.pts)
+    return min(starts) if starts else None
+
+
+# --- stream templates -----------------------------------------------------------------------------
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
+    return crc
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC_TABLE = _ogg_crc_table()
+
+
+def _ogg_page(data: bytes, seq: int, flags: int, granule: int) -> bytes:
+    lacing = bytes([255] * (len(data) // 255) + [len(data) % 255])
+    page = b"OggS" + struct.pack("<BBqIIIB", 0, flags, granule, 1, seq, 0, len(lacing)) + lacing + data
+    return page[:22] + struct.pack("<I", _ogg_crc(page)) + page[26:]
+
+
+def _template_bytes(track: ManifestTrack, first: bytes) -> tuple[bytes, str]:
+    codec = track.codec.lower()
+    if codec == "vp8":
+        # IVF: 32-byte file header (size 0x0: the demuxer reads it from the keyframe), one frame
+        header = b"DKIF" + struct.pack("<HH4sHHIIII", 0, 32, b"VP80", 0, 0, 1000, 1, 1, 0)
+        return header + struct.pack("<IQ", len(first), 0) + first, "ivf"
+    if codec == "h264":
+        return first, "h264"  # Annex B; the parser takes SPS/PPS from the keyframe
+    # Opus in Ogg: OpusHead (v1, 2 channels: WebRTC's opus/48000/2, no pre-skip), OpusTags, one packet
+    head = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 0, 48000, 0, 0)
+    tags = b"OpusTags" + struct.pack("<I", 11) + b"consult-sfu" + struct.pack("<I", 0)
+    return _ogg_page(head, 0, 0x02, 0) + _ogg_page(tags, 1, 0, 0) + _ogg_page(first, 2, 0x04, 960), "ogg"
+
+
+def _open_template(track: ManifestTrack, first: bytes) -> av.container.InputContainer:
+    data, fmt = _template_bytes(track, first)
+    try:
+        container = av.open(io.BytesIO(data), format=fmt)
+    except av.FFmpegError as exc:
+        raise RemuxError(f"track {track.track_id!r}: the first {track.codec} packet is not usable: {exc}") from None
+    if not container.streams:
+        container.close()
+        raise RemuxError(f"track {track.track_id!r}: no {track.codec} stream in the first packet")
+    return container
+
+
+# --- muxing ---------------------------------------------------------------------------------------
+
+
+def remux(reader: RecordingReader, group: MediaGroup) -> Remuxed:
+    """The group's tracks in one file, in memory. Raises RemuxError, or
+    RecordingIntegrityError (from the reader) at a segment that fails authentication."""
+    dropped: dict[str, int] = {}
+    firsts: list[tuple[ManifestTrack, _Packet, Iterator[_Packet]]] = []
+    for track in group.tracks:
+        first, packets = _peek(_packets(reader, track, dropped))
+        if first is not None:
+            firsts.append((track, first, packets))
+    if not firsts:
+        return Remuxed(b"", group.content_type, None, 0, {t.track_id: 0 for t in group.tracks}, dropped)
+    start = min(first.pts for _, first, _ in firsts)
+
+    buffer = io.BytesIO()
+    templates: list[av.container.InputContainer] = []
+    counts = {t.track_id: 0 for t in group.tracks}
+    end = 0
+    try:
+        output = av.open(buffer, mode="w", format=group.container)
+        try:
+            streams = []
+            for no, (track, first, packets) in enumerate(firsts):
+                template = _open_template(track, first.payload)
+                templates.append(template)
+                stream = output.add_stream_from_template(template.streams[0])
+                stream.time_base = MS
+                streams.append(stream)
+
+            def tagged(no: int, packets: Iterator[_Packet]) -> Iterator[tuple[int, int, _Packet]]:
+                return ((p.pts, no, p) for p in packets)
+
+            merged = heapq.merge(*(tagged(no, packets) for no, (_, _, packets) in enumerate(firsts)))
+            for _, no, item in merged:
+                packet = av.Packet(item.payload)
+                packet.stream = streams[no]
+                packet.time_base = MS
+                packet.pts = packet.dts = item.pts - start
+                packet.duration = item.duration
+                packet.is_keyframe = item.keyframe
+                output.mux(packet)
+                counts[firsts[no][0].track_id] += 1
+                end = max(end, item.pts + item.duration - start)
+        finally:
+            output.close()
+    except av.FFmpegError as exc:
+        raise RemuxError(f"cannot remux {group.key!r} into {group.container}: {exc}") from None
+    finally:
+        for template in templates:
+            template.close()
+    return Remuxed(buffer.getvalue(), group.content_type, start, end, counts, dropped)

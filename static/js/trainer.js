@@ -1,0 +1,833 @@
+/**
+ * The trainer page: the recordings of the room the link is for, and a replay of one.
+ *
+ * The join token (from #token=…, removed from the address bar at once) authorises the
+ * API calls (signalling/replay_api.py); media is loaded from the short-lived signed
+ * URLs the API hands out, one file per participant (their video and sound together).
+ *
+ * Sync: one master clock (the page's, performance.now() × speed) says where the
+ * replay is; every participant's <video> follows it. An element drifting more than
+ * RESYNC_S (as heard: media seconds ÷ speed) is moved (seeked) to the clock; a smaller
+ * drift is evened out by running it slightly faster or slower. The clock runs in
+ * phases: `starting` (after play, a seek or a stall: the elements are started and the
+ * clock waits until all of them run, then starts from where they are, so the time a
+ * browser takes to start playback does not count as drift), `running`, and `stalled`
+ * (an element ran out of data: everything holds until it has it). A participant's
+ * file starts at `start_ms` on the recording's timeline; before that (joined later)
+ * and after its end the tile says so.
+ *
+ * The drawing over the patient's video is the annotation board as it was at that
+ * moment: the recorded `annotation` events up to then, applied in order (add, undo,
+ * clear; a snapshot replaces the board), drawn by annotation-render.js per the spec
+ * in annotate/render.py. Face-anchored marks are drawn where the recorded face
+ * landmarks put them at that moment, and left out when there are none.
+ *
+ * Test hook: window.trainer.state().
+ */
+
+import {AnnotationOverlay} from './annotation-render.js';
+import {byRole, roleLabel, takeTokenFromHash} from './call-ui.js';
+
+const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
+const RESYNC_S = 0.1;           // drift that makes an element seek to the master clock
+const NUDGE_S = 0.03;           // drift that is evened out by a slightly different speed
+const NUDGE = 0.05;             // ... of ±5 %
+const PAUSED_SNAP_S = 0.04;     // paused: elements show the clock's frame to within this
+const TICK_MS = 50;
+const START_TIMEOUT_MS = 1500;  // a phase `starting` that lasts longer starts the clock anyway
+const METRICS_STALE_MS = 1500;  // face metrics older than this are not "now" (5 Hz when a face is seen)
+const LANDMARKS_STALE_MS = 500;
+const URL_REFRESH_MARGIN_S = 60;
+const MAX_MEDIA_RETRIES = 3;
+const SKIP_S = 5;
+
+const $ = (id) => document.getElementById(id);
+
+const PROBLEM_TEXT = {
+  no_token: 'This link is incomplete. Please open the full link you were sent.',
+  unauthorized: 'This link is not valid. Please ask the clinic for a new trainer link.',
+  token_expired: 'This link has expired. Please ask the clinic for a new trainer link.',
+  forbidden: 'This link does not allow replaying recordings. Please ask the clinic for a trainer link.',
+  wrong_room: 'This recording belongs to another consultation room.',
+  not_found: 'This recording no longer exists.',
+  recording_in_progress: 'This consultation is still being recorded. It can be replayed once the recording has stopped.',
+  tampered: 'This recording failed its integrity check and cannot be shown.',
+  unreadable: 'This recording cannot be opened.',
+  unavailable: 'Recordings cannot be opened right now. Please try again later.',
+  network: 'The server could not be reached. Check the connection and reload the page.',
+};
+
+const STATE_TEXT = {
+  complete: 'Complete',
+  incomplete: 'Incomplete (cut short)',
+  recording: 'Being recorded now',
+  unreadable: 'Cannot be opened',
+  shredded: 'Deleted',
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// ---- formatting ---------------------------------------------------------------------
+
+export function formatTime(seconds) {
+  const s = Math.max(0, Math.floor(seconds + 1e-6));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+function formatCreated(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return date.toLocaleString(undefined, {weekday: 'short', day: 'numeric', month: 'short', year: 'numeric',
+    hour: '2-digit', minute: '2-digit'});
+}
+
+function initials(name) {
+  return (name ?? '').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => Array.from(w)[0].toUpperCase()).join('');
+}
+
+const round1 = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
+
+/** Index of the last item with at_ms <= ms in a list sorted by at_ms, or -1. */
+function lastAtOrBefore(items, ms) {
+  let lo = 0;
+  let hi = items.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (items[mid].at_ms <= ms) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo - 1;
+}
+
+// ---- face anchors (annotate/anchoring.py: A + u·(B − A) + v·(C − A) on triangle t) -------
+
+const POINT_FIELDS = {circle: ['center', 'edge'], arrow: ['from', 'to'], text: ['at']};
+
+function resolveFaceShape(shape, landmarks, triangles) {
+  const resolve = ([t, u, v]) => {
+    const corners = triangles[t]?.map((i) => landmarks[i]);
+    if (!corners || corners.some((p) => !p)) return null;
+    const [a, b, c] = corners;
+    return [a[0] + u * (b[0] - a[0]) + v * (c[0] - a[0]), a[1] + u * (b[1] - a[1]) + v * (c[1] - a[1])];
+  };
+  const out = {...shape, anchor: 'screen'};
+  if (shape.kind === 'freehand') {
+    out.points = shape.points.map(resolve);
+    if (out.points.some((p) => !p)) return null;
+  } else {
+    for (const name of POINT_FIELDS[shape.kind] ?? []) {
+      out[name] = resolve(shape[name]);
+      if (!out[name]) return null;
+    }
+  }
+  return out;
+}
+
+// ---- one participant's media --------------------------------------------------------
+
+class TrackView {
+  constructor(media, participant, onError) {
+    this.key = media.key;
+    this.media = media;
+    this.participant = participant ?? {name: 'Unknown participant', role: null};
+    this.start = media.start_ms / 1000;
+    this.hasVideo = media.kinds.includes('video');
+    this.retries = 0;
+    this.nextUrl = null;
+    this._starting = false;
+    this.blocked = false;
+
+    const tile = document.createElement('figure');
+    tile.className = 'tile replay-tile';
+    tile.dataset.key = this.key;
+    tile.dataset.role = this.participant.role ?? '';
+    tile.classList.toggle('tile-audio-only', !this.hasVideo);
+    tile.innerHTML = `
+      <div class="tile-placeholder">
+        <span class="tile-initials" aria-hidden="true"></span>
+        <span class="tile-absence"></span>
+      </div>
+      <figcaption class="tile-label">
+        <span class="tile-name"></span>
+        <span class="tile-role"></span>
+      </figcaption>`;
+    tile.querySelector('.tile-initials').textContent = initials(this.participant.name);
+    tile.querySelector('.tile-name').textContent = this.participant.name ?? '';
+    tile.querySelector('.tile-role').textContent = roleLabel(this.participant.role);
+    const video = document.createElement('video');
+    video.className = 'replay-video';
+    video.preload = 'auto';
+    video.playsInline = true;
+    video.disableRemotePlayback = true;
+    video.dataset.key = this.key;
+    video.dataset.name = this.participant.name ?? '';
+    video.dataset.role = this.participant.role ?? '';
+    video.setAttribute('aria-label', `${this.hasVideo ? 'Video' : 'Sound'} of ${this.participant.name} (${roleLabel(this.participant.role)})`);
+    video.addEventListener('error', () => onError(this));
+    // Running: playing and producing frames ('playing' comes once playback has really
+    // started, 'waiting' when it ran out of data).
+    this.running = false;
+    video.addEventListener('playing', () => { this.running = true; });
+    for (const type of ['waiting', 'pause', 'seeking', 'emptied', 'ended']) {
+      video.addEventListener(type, () => { this.running = false; });
+    }
+    video.src = media.url;
+    tile.prepend(video);
+    this.tile = tile;
+    this.video = video;
+  }
+
+  get duration() {
+    const d = this.video.duration;
+    return Number.isFinite(d) ? d : null;
+  }
+
+  /** Where the file ends on the recording's timeline (seconds), once known. */
+  get end() {
+    return this.duration === null ? null : this.start + this.duration;
+  }
+
+  isActive(t) {
+    const local = t - this.start;
+    if (local < 0) return false;
+    const d = this.duration;
+    return d === null || local < d;
+  }
+
+  /** True while it should play at `t` but has not got the data to. */
+  isWaiting(t) {
+    const v = this.video;
+    if (v.error || !this.isActive(t)) return false;
+    const d = this.duration;
+    if (d !== null && t - this.start > d - 0.25) return false;  // at its very end
+    return v.readyState < HTMLMediaElement.HAVE_FUTURE_DATA || v.seeking;
+  }
+
+  /**
+   * Follows the clock at `t`. mode: 'play' (running: correct drift), 'start' (get
+   * playing from where the clock is, no correction yet), 'hold' or 'pause' (stand
+   * still on the clock's frame).
+   */
+  sync(t, mode, rate) {
+    const v = this.video;
+    const local = t - this.start;
+    const active = this.isActive(t);
+    this.tile.classList.toggle('is-absent', !active);
+    if (!active) {
+      this.tile.querySelector('.tile-absence').textContent = local < 0 ? 'Not in the call yet' : 'Left the call';
+      if (!v.paused) v.pause();
+      // Parked at its start, so it is ready when the clock gets there.
+      if (local < 0 && v.readyState >= HTMLMediaElement.HAVE_METADATA && !v.seeking && v.currentTime > 0.05) {
+        v.currentTime = 0;
+      }
+      return;
+    }
+    if (!this.hasVideo) this.tile.querySelector('.tile-absence').textContent = 'Sound only';
+    if (v.error || v.readyState < HTMLMediaElement.HAVE_METADATA) return;  // cannot seek yet
+    const drift = v.currentTime - local;
+    const heard = Math.abs(drift) / rate;  // how far apart it sounds and looks
+    const playing = mode === 'play' || mode === 'start';
+    if (!v.seeking) {
+      if (mode === 'play' ? heard > RESYNC_S : !this.running && Math.abs(drift) > PAUSED_SNAP_S) {
+        v.currentTime = local;
+      }
+    }
+    const nudge = mode === 'play' && !v.seeking && heard > NUDGE_S && heard <= RESYNC_S;
+    const wanted = nudge ? rate * (drift > 0 ? 1 - NUDGE : 1 + NUDGE) : rate;
+    if (v.playbackRate !== wanted) v.playbackRate = wanted;
+    if (playing && v.paused && !this._starting) {
+      this._starting = true;
+      v.play().then(() => { this.blocked = false; }, (err) => {
+        if (err.name === 'NotAllowedError') this.blocked = true;
+      }).finally(() => { this._starting = false; });
+    } else if (!playing && !v.paused) {
+      v.pause();
+    }
+  }
+
+  state(t) {
+    const v = this.video;
+    const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+    return {
+      key: this.key, name: this.participant.name, role: this.participant.role, start: this.start,
+      duration: this.duration, currentTime: v.currentTime, paused: v.paused, readyState: v.readyState,
+      seeking: v.seeking, running: this.running, active: this.isActive(t),
+      drift: this.isActive(t) ? v.currentTime - (t - this.start) : null,
+      videoWidth: v.videoWidth, frames: q ? q.totalVideoFrames : null, error: v.error ? v.error.code : null,
+      playbackRate: v.playbackRate,
+    };
+  }
+
+  destroy() {
+    this.video.pause();
+    this.video.removeAttribute('src');
+    this.video.load();  // lets go of the media and its connection
+    this.tile.remove();
+  }
+}
+
+// ---- the replay ---------------------------------------------------------------------
+
+class Player {
+  constructor(rec, api) {
+    this.rec = rec;
+    this.api = api;
+    this.rate = 1;
+    this.playing = false;
+    this.phase = 'starting';  // while playing: starting | running | stalled
+    this._phaseSince = performance.now();
+    this._base = {time: 0, wall: performance.now()};
+    this.duration = rec.duration_ms / 1000;
+    this.urlsExpireAt = rec.urls_expire_at;
+    this._refreshing = null;
+    this._dragging = false;
+
+    this.participants = new Map(rec.participants.map((p) => [p.id, p]));
+    this.names = new Map(rec.participants.map((p) => [p.identity, p.name]));
+    const events = rec.events;
+    const isAnnotation = (e) => e.event.type === 'annotation' || e.event.type === 'annotation-snapshot';
+    this.annotationEvents = events.filter(isAnnotation)
+      .map((e, i) => ({...e, i}))
+      .sort((a, b) => a.at_ms - b.at_ms || (a.event.version ?? 0) - (b.event.version ?? 0) || a.i - b.i);
+    const analysis = (kind) => events.filter((e) => e.event.type === 'analysis' && e.event.kind === kind);
+    this.guidance = analysis('guidance');
+    this.metrics = analysis('face-metrics');
+    this.triangles = rec.face_triangles ?? null;
+    this.board = new Map();
+    this._boardIndex = -1;
+    this._drawnKey = null;
+
+    const stage = $('stage');
+    stage.replaceChildren();
+    const media = [...rec.media].sort((a, b) => byRole(ROLE_ORDER)(a.participant ?? {}, b.participant ?? {}));
+    this.tracks = media.map((m) => new TrackView(m, m.participant, (track) => this._mediaFailed(track)));
+    this.overlays = [];
+    for (const track of this.tracks) {
+      stage.append(track.tile);
+      track.video.addEventListener('loadedmetadata', () => this._metadata());
+      if (track.participant.role === 'patient' && track.hasVideo) {
+        const overlay = new AnnotationOverlay(track.tile, {
+          shapes: () => this._shapesFor(track),
+          label: (n) => `${n} marks on the patient's video`,
+          before: track.tile.querySelector('.tile-placeholder'),
+        });
+        overlay.setVideo(track.video);
+        overlay.track = track;
+        this.overlays.push(overlay);
+      }
+    }
+    if (!this.tracks.length) $('status').textContent = 'This recording holds no playable media.';
+
+    this._buildEventLog();
+    this._bindControls();
+    this._metadata();
+    this._timer = setInterval(() => this.tick(), TICK_MS);
+    this._urlTimer = setInterval(() => {
+      if (Date.now() / 1000 > this.urlsExpireAt - URL_REFRESH_MARGIN_S) this._refreshUrls().catch(() => {});
+    }, 15_000);
+    this.tick();
+  }
+
+  // -- the master clock --
+
+  now() {
+    if (!this.playing || this.phase !== 'running') return this._base.time;
+    return this._base.time + ((performance.now() - this._base.wall) / 1000) * this.rate;
+  }
+
+  get stalled() {
+    return this.playing && this.phase === 'stalled';
+  }
+
+  _rebase(time) {
+    this._base = {time, wall: performance.now()};
+  }
+
+  _setPhase(phase) {
+    this.phase = phase;
+    this._phaseSince = performance.now();
+  }
+
+  play() {
+    let t = this.now();
+    if (t >= this.duration - 0.05) t = 0;
+    this._rebase(t);
+    this.playing = true;
+    this._setPhase('starting');
+    this.tick();
+  }
+
+  pause() {
+    this._rebase(this.now());
+    this.playing = false;
+    this.tick();
+  }
+
+  toggle() {
+    if (this.playing) this.pause();
+    else this.play();
+  }
+
+  seek(seconds) {
+    this._rebase(Math.min(Math.max(0, seconds), this.duration));
+    this._setPhase('starting');
+    this.tick();
+  }
+
+  setRate(rate) {
+    this._rebase(this.now());
+    this.rate = rate;
+    for (const button of document.querySelectorAll('#speeds button')) {
+      button.setAttribute('aria-pressed', String(Number(button.dataset.rate) === rate));
+    }
+    this.tick();
+  }
+
+  tick() {
+    let t = this.now();
+    if (t >= this.duration && this.playing) {
+      t = this.duration;
+      this._rebase(t);
+      this.playing = false;
+    }
+    if (this.playing) t = this._advancePhase(t);
+    const mode = !this.playing ? 'pause' : {starting: 'start', running: 'play', stalled: 'hold'}[this.phase];
+    for (const track of this.tracks) track.sync(t, mode, this.rate);
+    this._renderTime(t);
+    this._renderAnnotations(t);
+    this._renderAnalysis(t);
+    this._renderEventLog(t);
+    document.body.toggleAttribute('data-buffering', this.stalled);
+    const blocked = this.tracks.some((track) => track.blocked);
+    $('status').textContent = this.stalled ? 'Loading…' : blocked ? 'Press play to hear the sound' : '';
+  }
+
+  /** Moves between starting, running and stalled; returns the clock's time after it. */
+  _advancePhase(t) {
+    const active = this.tracks.filter((track) => track.isActive(t) && !track.video.error);
+    if (this.phase === 'starting') {
+      const started = active.every((track) => track.running && !track.video.seeking);
+      if (started || performance.now() - this._phaseSince > START_TIMEOUT_MS) {
+        // Start the clock from where the elements are (they took a moment to start).
+        const running = active.filter((track) => track.running);
+        const at = running.length
+          ? running.reduce((sum, track) => sum + track.start + track.video.currentTime, 0) / running.length
+          : t;
+        this._rebase(Math.abs(at - t) < 1 ? at : t);
+        this._setPhase('running');
+        return this.now();
+      }
+    } else if (this.phase === 'running') {
+      if (active.some((track) => track.isWaiting(t))) {
+        this._rebase(t);
+        this._setPhase('stalled');
+      }
+    } else if (!active.some((track) => track.isWaiting(t))) {  // stalled, and the data is there
+      this._setPhase('starting');
+    }
+    return t;
+  }
+
+  // -- rendering --
+
+  _metadata() {
+    const ends = this.tracks.map((track) => track.end).filter((end) => end !== null);
+    const duration = Math.max(this.rec.duration_ms / 1000, ...ends);
+    if (duration !== this.duration || !this._markersDrawn) {
+      this.duration = duration;
+      this._renderMarkers();
+    }
+    $('seek').max = String(Math.round(this.duration * 1000));
+  }
+
+  _renderTime(t) {
+    const button = $('play');
+    button.classList.toggle('is-playing', this.playing);
+    button.setAttribute('aria-label', this.playing ? 'Pause' : 'Play');
+    $('clock').textContent = `${formatTime(t)} / ${formatTime(this.duration)}`;
+    if (!this._dragging) $('seek').value = String(Math.round(t * 1000));
+    $('seek').setAttribute('aria-valuetext', `${formatTime(t)} of ${formatTime(this.duration)}`);
+  }
+
+  _renderMarkers() {
+    this._markersDrawn = true;
+    const markers = [];
+    const mark = (item, kind) => {
+      if (!this.duration) return;
+      const span = document.createElement('span');
+      span.dataset.kind = kind;
+      span.style.left = `${Math.min(100, (item.at_ms / 1000 / this.duration) * 100)}%`;
+      if (kind === 'annotation') span.style.background = item.event.shape?.color ?? '';
+      markers.push(span);
+    };
+    for (const item of this.annotationEvents) if (item.event.op === 'add') mark(item, 'annotation');
+    $('markers').replaceChildren(...markers);
+  }
+
+  /** The board at `ms`: the annotation events up to then, applied in order. */
+  _boardAt(ms) {
+    const events = this.annotationEvents;
+    let i = this._boardIndex;
+    if (i >= 0 && events[i].at_ms > ms) {  // went back: start over
+      this.board = new Map();
+      i = -1;
+    }
+    while (i + 1 < events.length && events[i + 1].at_ms <= ms) {
+      i += 1;
+      const event = events[i].event;
+      if (event.type === 'annotation-snapshot') {
+        this.board = new Map((event.shapes ?? []).map((shape) => [shape.id, shape]));
+      } else if (event.op === 'add' && event.shape?.id) {
+        this.board.delete(event.shape.id);  // a re-used id goes on top
+        this.board.set(event.shape.id, event.shape);
+      } else if (event.op === 'undo' || event.op === 'clear') {
+        for (const id of event.ids ?? []) this.board.delete(id);
+      }
+    }
+    this._boardIndex = i;
+    return i;
+  }
+
+  _landmarksAt(participantId, ms) {
+    for (let i = lastAtOrBefore(this.metrics, ms); i >= 0; i -= 1) {
+      const item = this.metrics[i];
+      if (ms - item.at_ms > LANDMARKS_STALE_MS) return null;
+      if (item.event.participant !== participantId) continue;
+      return {index: i, landmarks: item.event.face?.landmarks ?? null};
+    }
+    return null;
+  }
+
+  _shapesFor(track) {
+    const shapes = [];
+    const ms = this._nowMs ?? 0;
+    const face = this.triangles ? this._landmarksAt(track.key, ms) : null;
+    for (const shape of this.board.values()) {
+      if ((shape.anchor ?? 'screen') === 'screen') {
+        shapes.push(shape);
+      } else if (face?.landmarks) {
+        const resolved = resolveFaceShape(shape, face.landmarks, this.triangles);
+        if (resolved) shapes.push(resolved);
+      }
+      // else: no face at this moment, the mark is not drawn (as in the export)
+    }
+    return shapes;
+  }
+
+  _renderAnnotations(t) {
+    const ms = t * 1000;
+    this._nowMs = ms;
+    const index = this._boardAt(ms);
+    const hasFace = [...this.board.values()].some((s) => s.anchor === 'face');
+    const faceKeys = hasFace ? this.overlays.map((o) => this._landmarksAt(o.track.key, ms)?.index ?? -1).join(',') : '';
+    const key = `${index}|${faceKeys}`;
+    if (key !== this._drawnKey) {
+      this._drawnKey = key;
+      for (const overlay of this.overlays) overlay.redraw();
+    }
+  }
+
+  _renderAnalysis(t) {
+    const ms = t * 1000;
+    const g = this.guidance[lastAtOrBefore(this.guidance, ms)];
+    const guidance = $('guidance');
+    const text = g?.event.text ?? '—';
+    if (guidance.textContent !== text) guidance.textContent = text;
+    guidance.dataset.prompt = g?.event.prompt ?? '';
+
+    const m = this.metrics[lastAtOrBefore(this.metrics, ms)];
+    const fresh = m && ms - m.at_ms <= METRICS_STALE_MS ? m.event : null;
+    const key = fresh ? m.at_ms : null;
+    if (key === this._metricsKey) return;
+    this._metricsKey = key;
+    const rows = [];
+    const row = (label, value) => {
+      const dt = document.createElement('dt');
+      dt.textContent = label;
+      const dd = document.createElement('dd');
+      dd.textContent = value;
+      rows.push(dt, dd);
+    };
+    if (!fresh) {
+      row('Face', '—');
+    } else if (!fresh.face) {
+      row('Face', 'not found');
+    } else {
+      const {pose, framing, sharpness, exposure} = fresh.face;
+      row('Yaw', `${round1(pose?.yaw)}°`);
+      row('Pitch', `${round1(pose?.pitch)}°`);
+      row('Roll', `${round1(pose?.roll)}°`);
+      if (framing) row('Face height', `${Math.round((framing.height ?? 0) * 100)} % of frame`);
+      row('Sharpness', round1(sharpness));
+      if (exposure) row('Exposure', `median ${Math.round(exposure.p50 ?? 0)}, clipped ${round1((exposure.clipped ?? 0) * 100)} %`);
+      if (fresh.cast) row('Colour cast', round1(fresh.cast.chroma));
+    }
+    $('metrics').replaceChildren(...rows);
+  }
+
+  _describe(event) {
+    const person = (id) => this.participants.get(id);
+    const who = (identity) => this.names.get(identity) ?? identity ?? 'Someone';
+    switch (event.type) {
+      case 'recording':
+        return event.state === 'on' ? `Recording started${event.by ? ` by ${event.by}` : ''}` : 'Recording stopped';
+      case 'participant-joined':
+        return `${event.participant?.name} (${roleLabel(event.participant?.role)}) joined`;
+      case 'participant-left': {
+        const p = person(event.participant_id);
+        return `${p ? p.name : 'A participant'} left`;
+      }
+      case 'annotation':
+        if (event.op === 'add') {
+          const s = event.shape ?? {};
+          return s.kind === 'text' ? `${who(event.author)} wrote “${s.text}”` : `${who(event.author)} drew a ${s.kind}`;
+        }
+        if (event.op === 'undo') return `${who(event.author)} undid a mark`;
+        if (event.op === 'clear') return `${who(event.author)} cleared ${event.ids?.length ?? 0} mark(s)`;
+        return null;
+      case 'analysis':
+        if (event.kind === 'guidance') return `Guidance: ${event.text}`;
+        if (event.kind === 'still') return `Photo taken (${event.pose})`;
+        return null;
+      default:
+        return null;
+    }
+  }
+
+  _buildEventLog() {
+    this.logItems = [];
+    const items = [];
+    for (const item of this.rec.events) {
+      const text = this._describe(item.event);
+      if (!text) continue;
+      const li = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      const time = document.createElement('time');
+      time.textContent = formatTime(item.at_ms / 1000);
+      const label = document.createElement('span');
+      label.textContent = text;
+      button.append(time, label);
+      button.addEventListener('click', () => this.seek(item.at_ms / 1000));
+      li.append(button);
+      li.dataset.type = item.event.type;
+      items.push(li);
+      this.logItems.push({at_ms: item.at_ms, li});
+      if (items.length >= 1000) break;
+    }
+    $('events').replaceChildren(...items);
+    this._logIndex = null;
+  }
+
+  _renderEventLog(t) {
+    const index = lastAtOrBefore(this.logItems, t * 1000);
+    if (index === this._logIndex) return;
+    this._logIndex = index;
+    this.logItems.forEach(({li}, i) => {
+      li.classList.toggle('is-future', i > index);
+      if (i === index) li.setAttribute('aria-current', 'true');
+      else li.removeAttribute('aria-current');
+    });
+  }
+
+  // -- controls --
+
+  _bindControls() {
+    const seek = $('seek');
+    this._controls = new AbortController();
+    const {signal} = this._controls;
+    $('play').addEventListener('click', () => this.toggle(), {signal});
+    seek.addEventListener('input', () => this.seek(Number(seek.value) / 1000), {signal});
+    seek.addEventListener('pointerdown', () => { this._dragging = true; }, {signal});
+    window.addEventListener('pointerup', () => { this._dragging = false; }, {signal});
+    for (const button of document.querySelectorAll('#speeds button')) {
+      button.addEventListener('click', () => this.setRate(Number(button.dataset.rate)), {signal});
+    }
+    this.setRate(1);
+    document.addEventListener('keydown', (event) => {
+      if (event.target.closest?.('button, input, a, select, textarea')) return;
+      if (event.key === ' ') {
+        event.preventDefault();
+        this.toggle();
+      } else if (event.key === 'ArrowLeft' || event.key === 'ArrowRight') {
+        event.preventDefault();
+        this.seek(this.now() + (event.key === 'ArrowLeft' ? -SKIP_S : SKIP_S));
+      }
+    }, {signal});
+  }
+
+  // -- signed URLs expire: fresh ones on demand --
+
+  _refreshUrls() {
+    if (!this._refreshing) {
+      this._refreshing = this.api(`/api/replay/recordings/${encodeURIComponent(this.rec.id)}/urls`)
+        .then((fresh) => {
+          this.urlsExpireAt = fresh.urls_expire_at;
+          for (const track of this.tracks) track.nextUrl = fresh.urls[track.key] ?? null;
+          return fresh;
+        })
+        .finally(() => { this._refreshing = null; });
+    }
+    return this._refreshing;
+  }
+
+  async _mediaFailed(track) {
+    // Most often an expired URL (a <video> asks for more data long after it opened it).
+    if (track.retries >= MAX_MEDIA_RETRIES) {
+      track.tile.querySelector('.tile-absence').textContent = 'This video cannot be played';
+      return;
+    }
+    track.retries += 1;
+    try {
+      if (!track.nextUrl || Date.now() / 1000 > this.urlsExpireAt - 5) await this._refreshUrls();
+    } catch (err) {
+      if (err instanceof ApiError) showProblem(err.code);
+      return;
+    }
+    if (!track.nextUrl) return;
+    track.video.src = track.nextUrl;  // the next tick seeks it to the clock
+    track.nextUrl = null;
+  }
+
+  state() {
+    const t = this.now();
+    return {
+      id: this.rec.id, time: t, duration: this.duration, playing: this.playing, phase: this.phase,
+      stalled: this.stalled,
+      rate: this.rate, tracks: this.tracks.map((track) => track.state(t)),
+      board: [...this.board.keys()],
+      overlays: this.overlays.map((o) => ({key: o.track.key, shapes: o.canvas.dataset.shapes,
+        drawn: o.canvas.dataset.drawn, frame: o.canvas.dataset.frame ?? null})),
+      guidance: $('guidance').textContent,
+    };
+  }
+
+  destroy() {
+    clearInterval(this._timer);
+    clearInterval(this._urlTimer);
+    this._controls.abort();
+    for (const overlay of this.overlays) overlay.destroy();
+    for (const track of this.tracks) track.destroy();
+    document.body.removeAttribute('data-buffering');
+  }
+}
+
+// ---- the page -------------------------------------------------------------------------
+
+const token = takeTokenFromHash();
+const page = {player: null, recordings: null, state: () => page.player?.state() ?? null};
+window.trainer = page;
+
+async function api(path) {
+  let response;
+  try {
+    response = await fetch(path, {headers: {Authorization: `Bearer ${token}`}, cache: 'no-store'});
+  } catch {
+    throw new ApiError(0, 'network', 'the server could not be reached');
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, body?.error ?? 'unavailable', body?.message);
+  return body;
+}
+
+function showView(view) {
+  document.body.dataset.view = view;
+  $('list-view').hidden = view !== 'list';
+  $('player-view').hidden = view !== 'player';
+  $('problem').hidden = view !== 'problem';
+  $('back').hidden = view !== 'player';
+}
+
+function showProblem(code, message) {
+  page.player?.destroy();
+  page.player = null;
+  $('problem-text').textContent = PROBLEM_TEXT[code] ?? message ?? PROBLEM_TEXT.unavailable;
+  $('problem').dataset.code = code;
+  $('status').textContent = '';
+  showView('problem');
+}
+
+async function showList() {
+  page.player?.destroy();
+  page.player = null;
+  document.title = 'Consultation recordings';
+  $('title').textContent = 'Consultation recordings';
+  $('status').textContent = 'Loading…';
+  let listing;
+  try {
+    listing = await api('/api/replay/recordings');
+  } catch (err) {
+    showProblem(err.code, err.message);
+    return;
+  }
+  page.recordings = listing.recordings;
+  $('title').textContent = `Recordings of room ${listing.room}`;
+  $('status').textContent = '';
+  $('recordings').replaceChildren(...listing.recordings.map(recordingItem));
+  $('list-empty').hidden = listing.recordings.length > 0;
+  showView('list');
+}
+
+function recordingItem(rec) {
+  const li = document.createElement('li');
+  li.className = 'recording';
+  li.dataset.id = rec.id;
+  li.dataset.state = rec.state;
+  const info = document.createElement('div');
+  const when = document.createElement('p');
+  when.className = 'recording-when';
+  when.textContent = formatCreated(rec.created);
+  const state = document.createElement('span');
+  state.className = 'recording-state';
+  state.textContent = STATE_TEXT[rec.state] ?? rec.state;
+  when.append(state);
+  const meta = document.createElement('p');
+  meta.className = 'recording-meta';
+  const people = rec.participants.map((p) => `${p.name} (${roleLabel(p.role)})`).join(', ');
+  const parts = [rec.duration_ms != null ? formatTime(rec.duration_ms / 1000) : null, people || null];
+  meta.textContent = parts.filter(Boolean).join(' · ') || `${rec.tracks} tracks`;
+  info.append(when, meta);
+  const open = document.createElement('button');
+  open.type = 'button';
+  open.className = 'button';
+  open.textContent = 'Replay';
+  open.disabled = !['complete', 'incomplete'].includes(rec.state);
+  open.setAttribute('aria-label', `Replay the recording of ${formatCreated(rec.created)}`);
+  open.addEventListener('click', () => openRecording(rec.id));
+  li.append(info, open);
+  return li;
+}
+
+async function openRecording(id) {
+  $('status').textContent = 'Opening…';
+  let rec;
+  try {
+    rec = await api(`/api/replay/recordings/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (err.code === 'recording_in_progress' || err.code === 'not_found') {
+      $('status').textContent = PROBLEM_TEXT[err.code];
+      return;
+    }
+    showProblem(err.code, err.message);
+    return;
+  }
+  $('status').textContent = '';
+  const title = `Replay · ${formatCreated(rec.created)}`;
+  $('title').textContent = title;
+  document.title = `${title} · Consultation recordings`;
+  showView('player');
+  page.player = new Player(rec, api);
+}
+
+$('back').addEventListener('click', () => showList());
+if (token) showList();
+else showProblem('no_token');

@@ -1,0 +1,399 @@
+"""The replay API (signalling/replay_api.py): a trainer lists a room's recordings, opens one
+and plays each participant's media through short-lived signed URLs with HTTP Range;
+every refusal is audited; a recording replays while another one is being made.
+
+Recordings are made by recording live calls of real aiortc peers through the server
+(the `sfu` fixture); the replay API runs as a second app on the same services, so these
+tests do not depend on how signalling/app.py wires it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import aiohttp
+import av
+import pytest
+
+from recorder.audit import Action, AuditLog
+from signalling.replay_api import MediaCache, ReplayService, parse_range, replay_routes
+
+STROKE = {"kind": "freehand", "points": [[0.4, 0.5], [0.45, 0.52], [0.5, 0.55]], "item": "filler"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        import time
+        self.offset = 0.0
+        self._time = time.time
+
+    def __call__(self) -> float:
+        return self._time() + self.offset
+
+
+class Replay:
+    """The replay API served next to the `sfu` server, sharing its services (data dir, token secret)."""
+
+    def __init__(self, sfu, server, service: ReplayService, clock: Clock) -> None:
+        self.sfu = sfu
+        self.server = server
+        self.service = service
+        self.clock = clock
+        self.base_url = str(server.make_url("")).rstrip("/")
+        self.data_dir = sfu.services.config.data_dir
+
+    def trainer(self, room: str = "r1", **kwargs) -> str:
+        return self.sfu.token("trainer", room=room, name=kwargs.pop("name", "Dr Trainer"), **kwargs)
+
+    async def get(self, path: str, token: str | None = None, headers: dict | None = None, method: str = "GET"):
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as http:
+            async with http.request(method, self.base_url + path, headers=headers) as response:
+                body = await response.read()
+                return response.status, response.headers, body
+
+    async def json(self, path: str, token: str | None = None):
+        import json
+        status, headers, body = await self.get(path, token)
+        return status, json.loads(body) if body else None
+
+    def audit(self) -> list[dict]:
+        return list(AuditLog.open(self.data_dir).authentic_entries())
+
+    def failures(self) -> list[dict]:
+        return [e for e in self.audit() if e["action"] == Action.ACCESS_FAILED]
+
+
+@pytest.fixture
+async def replay(sfu, aiohttp_server):
+    from aiohttp import web
+
+    clock = Clock()
+    service = ReplayService(sfu.services.config.data_dir, sfu.services.issuer, wall_clock=clock)
+    app = web.Application()
+    app.add_routes(replay_routes(sfu.services, service=service))
+    server = await aiohttp_server(app)
+    return Replay(sfu, server, service, clock)
+
+
+async def record(sfu, *, frames: int = 45, stop: bool = True, annotate: bool = True, people=None):
+    """Records the room's live call; returns (recording id, {role: participant})."""
+    if people is None:
+        await sfu.room()
+        people = {"patient": await sfu.join("patient", seed=1), "doctor": await sfu.join("doctor", seed=2)}
+    patient, doctor = people["patient"], people["doctor"]
+    await doctor.wait_for_frames(patient.id, "video", 5)
+    start = len(doctor.messages)
+    await doctor.send({"type": "record", "action": "start"})
+    on = await doctor.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on", start=start)
+    if annotate:
+        await doctor.send({"type": "annotate", "op": "add", "shape": STROKE})
+    await doctor.wait_for_frames(patient.id, "video", frames, timeout=15)
+    if stop:
+        await doctor.send({"type": "record", "action": "stop"})
+        await doctor.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off"
+                              and m.get("recording_id") == on["recording_id"])
+    return on["recording_id"], people
+
+
+def decode_video_frames(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+async def test_trainer_lists_opens_and_plays(replay):
+    recording_id, people = await record(replay.sfu)
+    trainer = replay.trainer()
+
+    status, listing = await replay.json("/api/replay/recordings", trainer)
+    assert status == 200 and listing["room"] == "r1"
+    (item,) = listing["recordings"]
+    assert item["id"] == recording_id and item["state"] == "complete" and item["duration_ms"] > 1000
+    assert sorted((p["name"], p["role"]) for p in item["participants"]) == [("Doctor", "doctor"), ("Patient", "patient")]
+    listed = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["details"].get("what") == "list"]
+    assert listed[-1]["actor"] == "trainer-dr trainer" and listed[-1]["details"]["recordings"] == [recording_id]
+
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", trainer)
+    assert status == 200 and rec["id"] == recording_id and rec["state"] == "complete"
+    opened = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["target"] == recording_id]
+    assert [e["actor"] for e in opened] == ["trainer-dr trainer"]  # the open is audited, with who
+    roles = {m["participant"]["role"]: m for m in rec["media"]}
+    assert set(roles) == {"patient", "doctor"}
+    patient = roles["patient"]
+    assert patient["key"] == people["patient"].id and patient["kinds"] == ["audio", "video"]
+    assert patient["content_type"] == "video/webm" and 0 <= patient["start_ms"] < 2000
+    assert rec["duration_ms"] >= 1000
+    kinds = [item["event"]["type"] for item in rec["events"]]
+    assert {"track-owner", "recording", "annotation"} <= set(kinds) and "recording.stop" not in kinds
+    annotation = next(i for i in rec["events"] if i["event"]["type"] == "annotation")
+    assert annotation["event"]["shape"]["points"] == STROKE["points"]
+    assert 0 <= annotation["at_ms"] <= rec["duration_ms"]
+    assert "face_triangles" not in rec  # no face-anchored marks
+    assert rec["urls_expire_at"] > replay.clock()
+
+    # the media URL plays: whole file, and ranges as a <video> element asks for them
+    status, headers, body = await replay.get(patient["url"])
+    assert status == 200 and headers["Content-Type"] == "video/webm" and headers["Accept-Ranges"] == "bytes"
+    assert headers["Cache-Control"] == "no-store"
+    assert decode_video_frames(body) >= 40
+    size = len(body)
+    status, headers, part = await replay.get(patient["url"], headers={"Range": "bytes=0-"})
+    assert status == 206 and part == body and headers["Content-Range"] == f"bytes 0-{size - 1}/{size}"
+    status, headers, part = await replay.get(patient["url"], headers={"Range": "bytes=100-199"})
+    assert status == 206 and part == body[100:200] and headers["Content-Range"] == f"bytes 100-199/{size}"
+    status, headers, part = await replay.get(patient["url"], headers={"Range": "bytes=-64"})
+    assert status == 206 and part == body[-64:]
+    status, headers, part = await replay.get(patient["url"], headers={"Range": f"bytes={size - 10}-{size + 500}"})
+    assert status == 206 and part == body[-10:]
+    status, headers, _ = await replay.get(patient["url"], headers={"Range": f"bytes={size}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+    status, headers, head = await replay.get(patient["url"], method="HEAD")
+    assert status == 200 and int(headers["Content-Length"]) == size and head == b""
+    # decrypted once, served from memory after: one remux and one audited decryption of the media
+    assert replay.service.remux_count == 1
+    opened = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["target"] == recording_id]
+    assert len(opened) == 2
+
+    # the doctor's file too; fresh URLs replace expiring ones
+    status, headers, body = await replay.get(roles["doctor"]["url"], headers={"Range": "bytes=0-"})
+    assert status == 206 and decode_video_frames(body) >= 10
+    status, fresh = await replay.json(f"/api/replay/recordings/{recording_id}/urls", trainer)
+    assert status == 200 and set(fresh["urls"]) == {people["patient"].id, people["doctor"].id}
+    status, _, again = await replay.get(fresh["urls"][people["patient"].id])
+    assert status == 200 and len(again) == size
+    assert replay.failures() == []
+
+
+async def test_a_doctor_token_with_the_replay_permission_may_replay(replay):
+    recording_id, _ = await record(replay.sfu, frames=20, annotate=False)
+    token = replay.sfu.token("doctor", name="Dr Lee", permissions=["publish", "subscribe", "replay"])
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", token)
+    assert status == 200 and rec["media"]
+
+
+async def test_refusals_are_clear_and_audited(replay):
+    recording_id, people = await record(replay.sfu, frames=20)
+    await replay.sfu.services.registry.create_room("Other", "r2")
+    trainer = replay.trainer()
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", trainer)
+    url = rec["media"][0]["url"]
+    assert replay.failures() == []
+
+    cases = []
+
+    async def refused(path, token=None, *, status, code, headers=None):
+        got, response_headers, body = await replay.get(path, token, headers=headers)
+        import json
+        error = json.loads(body)
+        assert (got, error["error"]) == (status, code), (path, got, error)
+        assert error["message"]
+        cases.append(code)
+        return response_headers
+
+    # no token, a forged one, one without the replay permission
+    headers = await refused("/api/replay/recordings", status=401, code="unauthorized")
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    await refused("/api/replay/recordings", "not-a-jwt", status=401, code="unauthorized")
+    await refused(f"/api/replay/recordings/{recording_id}", headers={"Authorization": "Basic abc"},
+                  status=401, code="unauthorized")
+    doctor = replay.sfu.token("doctor", name="Dr Lee")  # record, annotate ... but not replay
+    await refused("/api/replay/recordings", doctor, status=403, code="forbidden")
+    await refused(f"/api/replay/recordings/{recording_id}", doctor, status=403, code="forbidden")
+    expired = replay.sfu.token("trainer", ttl_s=1)
+    replay.sfu.services.issuer._leeway = 0
+    await asyncio.sleep(2.1)
+    await refused("/api/replay/recordings", expired, status=401, code="token_expired")
+    # a trainer of another room: sees none of r1's recordings and may not open them
+    other = replay.trainer(room="r2", name="Other Trainer")
+    status, listing = await replay.json("/api/replay/recordings", other)
+    assert status == 200 and listing == {"room": "r2", "recordings": []}
+    await refused(f"/api/replay/recordings/{recording_id}", other, status=403, code="wrong_room")
+    await refused(f"/api/replay/recordings/{recording_id}/urls", other, status=403, code="wrong_room")
+    await refused("/api/replay/recordings/20260101T000000Z-000000000000", trainer, status=404, code="not_found")
+    await refused("/api/replay/recordings/..%2F..%2Fetc", trainer, status=404, code="not_found")
+
+    # media: no signature, a tampered one, another identity or participant, an expired URL
+    parsed = urlparse(url)
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+
+    def with_query(path=parsed.path, **changes):
+        return f"{path}?{urlencode({**query, **changes})}"
+
+    await refused(parsed.path, status=401, code="unauthorized")
+    sig = query["sig"]
+    await refused(with_query(sig=sig[:-2] + ("AA" if sig[-2:] != "AA" else "BB")), status=403, code="bad_signature")
+    await refused(with_query(sub="somebody-else"), status=403, code="bad_signature")
+    await refused(with_query(exp=str(int(query["exp"]) + 3600)), status=403, code="bad_signature")
+    other_key = next(m["key"] for m in rec["media"] if m["url"] != url)
+    await refused(with_query(path=parsed.path.rsplit("/", 1)[0] + f"/{other_key}.webm"), status=403,
+                  code="bad_signature")
+    await refused(with_query(path=parsed.path.replace(".webm", ".mp4")), status=403, code="bad_signature")
+    replay.clock.offset = replay.service.url_ttl_s + 1
+    await refused(url, status=401, code="url_expired")
+    replay.clock.offset = 0
+    status, _, _ = await replay.get(url)
+    assert status == 200  # the same URL before it expires
+
+    failed = replay.failures()
+    assert [e["details"]["error"] for e in failed] == cases  # every refusal, in order
+    by_code = {e["details"]["error"]: e for e in failed}
+    assert by_code["forbidden"]["actor"] == "doctor-dr lee"
+    assert by_code["wrong_room"]["actor"] == "trainer-other trainer" and by_code["wrong_room"]["target"] == recording_id
+    assert by_code["bad_signature"]["target"] == recording_id
+    assert by_code["url_expired"]["actor"] == "trainer-dr trainer"
+    assert all(e["details"]["purpose"] == Action.REPLAY for e in failed)
+    # a refusal never decrypted anything: the only replay entries are the trainer's open and media fetch
+    replays = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["target"] == recording_id]
+    assert [e["actor"] for e in replays] == ["trainer-dr trainer"] * 2
+    # the audit chain is intact
+    assert AuditLog.open(replay.data_dir).verify().ok
+
+
+async def test_a_flood_of_refusals_does_not_flood_the_audit_log(replay):
+    await asyncio.gather(*(replay.get("/api/replay/recordings") for _ in range(120)))
+    failed = replay.failures()
+    assert 50 <= len(failed) < 120
+    await asyncio.sleep(1.0)
+    await replay.get("/api/replay/recordings")
+    last = replay.failures()[-1]
+    assert last["details"]["suppressed_before"] == 120 - len(failed)
+
+
+async def test_replay_while_another_recording_is_being_made(replay):
+    first, people = await record(replay.sfu, frames=20)
+    second, _ = await record(replay.sfu, frames=15, stop=False, people=people)
+    live = replay.sfu.services.rooms.live["r1"]
+    assert live.recording is not None and live.recording.id == second
+    trainer = replay.trainer()
+
+    status, listing = await replay.json("/api/replay/recordings", trainer)
+    assert status == 200
+    states = {r["id"]: r["state"] for r in listing["recordings"]}
+    assert states == {first: "complete", second: "recording"}
+    assert [r["id"] for r in listing["recordings"]] == [second, first]  # newest first
+    status, error = await replay.json(f"/api/replay/recordings/{second}", trainer)
+    assert status == 409 and error["error"] == "recording_in_progress"
+
+    # the finished one plays while the other is still being written
+    status, rec = await replay.json(f"/api/replay/recordings/{first}", trainer)
+    assert status == 200
+    for media in rec["media"]:
+        status, _, body = await replay.get(media["url"], headers={"Range": "bytes=0-"})
+        assert status == 206 and decode_video_frames(body) > 0
+    assert replay.sfu.services.rooms.live["r1"].recording.id == second
+    await people["patient"].wait_for_frames(people["doctor"].id, "video", 10)  # the call goes on
+
+    await people["doctor"].send({"type": "record", "action": "stop"})
+    await people["doctor"].wait_for(lambda m: m["type"] == "recording" and m["state"] == "off"
+                                    and m.get("recording_id") == second)
+    status, rec = await replay.json(f"/api/replay/recordings/{second}", trainer)
+    assert status == 200 and rec["state"] == "complete"
+    failed = replay.failures()
+    assert [(e["details"]["error"], e["target"]) for e in failed] == [("recording_in_progress", second)]
+
+
+async def test_trainer_page_is_served(replay):
+    status, headers, body = await replay.get("/trainer")
+    assert status == 200 and headers["Cache-Control"] == "no-store" and headers["Referrer-Policy"] == "no-referrer"
+    assert b"/static/js/trainer.js" in body and b"https://" not in body  # nothing from a CDN
+
+
+def test_parse_range():
+    assert parse_range("", 1000) is None
+    assert parse_range("bytes=0-", 1000) == (0, 999)
+    assert parse_range("bytes=0-0", 1000) == (0, 0)
+    assert parse_range("bytes=10-19", 1000) == (10, 19)
+    assert parse_range("bytes=990-5000", 1000) == (990, 999)
+    assert parse_range("bytes=-100", 1000) == (900, 999)
+    assert parse_range("bytes=-5000", 1000) == (0, 999)
+    assert parse_range("bytes=0-1,5-6", 1000) is None  # several ranges: the whole body
+    assert parse_range("items=0-1", 1000) is None
+    for bad in ("bytes=1000-", "bytes=20-10", "bytes=-0"):
+        with pytest.raises(ValueError):
+            parse_range(bad, 1000)
+
+
+def test_media_cache_is_bounded():
+    from recorder.webm import Remuxed
+
+    now = [0.0]
+    cache = MediaCache(max_bytes=100, ttl_s=10, clock=lambda: now[0])
+
+    def item(n: int) -> Remuxed:
+        return Remuxed(b"x" * n, "video/webm", 0, 0)
+
+    assert cache.put(("r", "a"), item(40)) and cache.put(("r", "b"), item(40))
+    assert cache.get(("r", "a")) is not None  # a is now the most recently used
+    assert cache.put(("r", "c"), item(40))  # evicts b
+    assert cache.get(("r", "b")) is None and cache.get(("r", "a")) and cache.get(("r", "c"))
+    assert cache.bytes == 80
+    assert not cache.put(("r", "big"), item(101)) and cache.bytes == 80
+    now[0] = 11
+    assert cache.get(("r", "a")) is None and len(cache) == 0 and cache.bytes == 0
+
+
+async def test_face_anchored_marks_bring_their_landmarks(replay):
+    """Landmarks (478 points at 5 Hz) are sent only around face-anchored marks, which need
+    them to be drawn, together with the face mesh's triangles; otherwise they are dropped."""
+    from recorder.keys import KeyStore
+    from recorder.writer import RecordingWriter
+
+    data_dir = replay.data_dir
+    writer = RecordingWriter.start(data_dir, KeyStore.open(data_dir, create=True), room="r1",
+                                   audit=AuditLog.open(data_dir, create=True), actor="doctor-1", fsync=False)
+    landmarks = [[0.5, 0.5]] * 478
+
+    def metrics(t):
+        return {"type": "analysis", "kind": "face-metrics", "participant": "p-1", "t_ms": t,
+                "face": {"pose": {"yaw": 1.0, "pitch": 0.0, "roll": 0.0}, "sharpness": 40.0, "landmarks": landmarks}}
+
+    writer.write_event(1000, {"type": "track-owner", "participant": {"id": "p-1", "name": "P", "role": "patient"}})
+    for t in range(1000, 12000, 200):
+        if t == 5000:
+            writer.write_event(t, {"type": "annotation", "op": "add", "version": 1, "t_ms": t, "author": "doctor-1",
+                                   "shape": {"id": "a1", "kind": "circle", "anchor": "face", "center": [10, 0.2, 0.2],
+                                             "edge": [11, 0.3, 0.3], "color": "#ff2fd0", "width": 4.0}})
+        if t == 8000:
+            writer.write_event(t, {"type": "annotation", "op": "undo", "version": 2, "t_ms": t, "author": "doctor-1",
+                                   "ids": ["a1"]})
+        writer.write_event(t, metrics(t))
+    writer.close()
+
+    status, rec = await replay.json(f"/api/replay/recordings/{writer.id}", replay.trainer())
+    assert status == 200 and rec["media"] == []
+    assert len(rec["face_triangles"]) == 852 and all(len(t) == 3 for t in rec["face_triangles"])
+    kept = [i["at_ms"] for i in rec["events"] if i["event"].get("kind") == "face-metrics" and "landmarks" in i["event"]["face"]]
+    dropped = [i["at_ms"] for i in rec["events"] if i["event"].get("kind") == "face-metrics"
+               and "landmarks" not in i["event"]["face"]]
+    # the mark lived 4000..7000 ms on the recording's clock (it starts at 1000); one second either side
+    assert kept and min(kept) == 3000 and max(kept) == 8000
+    assert dropped and all(t < 3000 or t > 8000 for t in dropped)
+    assert all(i["event"]["face"]["sharpness"] == 40.0 for i in rec["events"] if i["event"].get("kind") == "face-metrics")
+
+
+async def test_a_recording_cut_short_replays_as_incomplete(replay):
+    """A writer that died (no final segments, no stop summary) leaves a recording that is
+    listed and replayed as incomplete, up to its last whole segment."""
+    from recorder.keys import KeyStore
+    from recorder.writer import RecordingWriter
+
+    data_dir = replay.data_dir
+    writer = RecordingWriter.start(data_dir, KeyStore.open(data_dir, create=True), room="r1",
+                                   audit=AuditLog.open(data_dir, create=True), actor="doctor-1", fsync=False,
+                                   segment_max_ms=100)
+    writer.write_event(500, {"type": "track-owner", "participant": {"id": "p-1", "name": "Mrs Chen", "role": "patient"}})
+    for t in range(600, 3000, 100):
+        writer.write_event(t, {"type": "participant-updated", "t_ms": t, "participant": {"id": "p-1", "name": "Mrs Chen",
+                                                                                          "role": "patient"}})
+    writer._release()  # the process died: the lock is gone, the last buffered events with it
+
+    trainer = replay.trainer()
+    status, listing = await replay.json("/api/replay/recordings", trainer)
+    (item,) = listing["recordings"]
+    assert item["state"] == "incomplete" and item["participants"] == [{"name": "Mrs Chen", "role": "patient"}]
+    status, rec = await replay.json(f"/api/replay/recordings/{writer.id}", trainer)
+    assert status == 200 and rec["state"] == "incomplete" and 2000 <= rec["duration_ms"] < 2500
