@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, is_rtcp, pack_remb_fci, unpack_remb_fci
 
-LOW = 300_000
+LOW = 300_000  # above aiortc's encoder floor (250 kbit/s), so the encoder can follow it
+WEAK = 60_000  # far below any uplink estimate, so following the weak subscriber would show
+HIGH = 5_000_000
 
 
 def publisher_target(participant) -> int | None:
@@ -19,8 +21,25 @@ def publisher_target(participant) -> int | None:
     return None
 
 
-async def report_low_bandwidth(subscriber, publisher_id: str, seconds: float) -> None:
-    """The subscriber tells the SFU, again and again, that its downlink carries only LOW bit/s."""
+def remb_sent_to(track) -> list[tuple[int, int | None]]:
+    """Every REMB the server sends the publisher, with the server's uplink estimate at that moment."""
+    sent: list[tuple[int, int | None]] = []
+    transport = track.transport
+    original = transport._send_rtp
+
+    async def watching(data: bytes) -> None:
+        if is_rtcp(data):
+            for packet in RtcpPacket.parse(data):
+                if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                    sent.append((unpack_remb_fci(packet.fci)[0], track.uplink_estimate))
+        await original(data)
+
+    transport._send_rtp = watching
+    return sent
+
+
+async def report_bandwidth(subscriber, publisher_id: str, seconds: float, bitrate: int = LOW) -> None:
+    """The subscriber tells the SFU, again and again, that its downlink carries `bitrate` bit/s."""
     mid = next(m for m, info in subscriber.tracks_map.items()
                if info and info["participant"] == publisher_id and info["kind"] == "video")
     transceiver = next(t for t in subscriber.pc.getTransceivers() if t.mid == mid)
@@ -28,7 +47,7 @@ async def report_low_bandwidth(subscriber, publisher_id: str, seconds: float) ->
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=transceiver.sender._ssrc, media_ssrc=0,
-                              fci=pack_remb_fci(LOW, [remote_ssrc]))
+                              fci=pack_remb_fci(bitrate, [remote_ssrc]))
         await transceiver.receiver.transport._send_rtp(bytes(remb))
         await asyncio.sleep(0.05)
 
@@ -50,14 +69,22 @@ async def test_publisher_is_capped_only_when_every_subscriber_is_constrained(sfu
     for viewer in (doctor, expert):
         await viewer.wait_for_frames(patient.id, "video", 10)
 
-    # only the expert is constrained: the patient keeps its bitrate for the doctor
-    weak_expert = asyncio.ensure_future(report_low_bandwidth(expert, patient.id, 3.0))
-    target = await wait_for_target(patient, lambda t: t is not None and t <= LOW, timeout=3.0)
-    await weak_expert
-    assert target is not None and target > LOW, "one weak subscriber capped the publisher for everyone"
+    track = sfu.services.rooms.live["r1"].media.peers[patient.id].published["video"]
+    sent = remb_sent_to(track)
+
+    # only the expert is constrained: what the server asks of the patient ignores the expert
+    await asyncio.gather(report_bandwidth(expert, patient.id, 3.0, WEAK),
+                         report_bandwidth(doctor, patient.id, 3.0, HIGH))
+    assert len(sent) >= 2, "the server sent the publisher no REMB"
+    for bitrate, uplink in sent[len(sent) // 2:]:  # once both reports are in
+        assert bitrate > WEAK * 1.5, f"REMB {bitrate}: the server followed the weak expert"
+        expected = HIGH if uplink is None else min(uplink, HIGH)
+        # REMB carries an 18-bit mantissa: the value on the wire is within 0.1 % of the estimate
+        assert abs(bitrate - expected) <= expected * 0.001, \
+            f"REMB {bitrate} with uplink estimate {uplink}: the weak expert capped the publisher"
 
     # both constrained: the publisher's encoder follows
-    both = [asyncio.ensure_future(report_low_bandwidth(v, patient.id, 4.0)) for v in (doctor, expert)]
+    both = [asyncio.ensure_future(report_bandwidth(v, patient.id, 4.0)) for v in (doctor, expert)]
     target = await wait_for_target(patient, lambda t: t is not None and t <= LOW, timeout=4.0)
     await asyncio.gather(*both)
     assert target is not None and target <= LOW, target
