@@ -236,6 +236,11 @@ class ProcessorHost:
                     sent += 1
         return sent
 
+    def running(self, processor: str) -> bool:
+        """Whether that processor still runs on anyone's track."""
+        return any(r.processor.name == processor and r.failed is None
+                   for processing in self._tracks.values() for r in processing.runners)
+
     def runners(self, participant_id: str, kind: str = "video") -> list[_ProcessorRunner]:
         processing = self._tracks.get((participant_id, kind))
         return list(processing.runners) if processing else []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from annotate.board import AnnotationBoard
 from media.ice import IceConfig
 from media.processing import ProcessorEvent, ProcessorHost
-from media.processors.face_processor import CATALOGUE as PROCESSORS
+from media.processors.face_processor import CATALOGUE as PROCESSORS, DEFAULT_PROTOCOL
 from media.room import MediaRoom
 from media.taps import PacketTap
 from recorder.errors import RecorderError
@@ -96,7 +96,8 @@ class LiveRoom:
         """Start the photo protocol on the patient's analysed video; returns the capture's id."""
         if self.capture is None:
             self.capture = await StillCapture.start(self._data_dir, room=self.record.id, actor=by.identity)
-        command = {"capture": poses, "tolerance_deg": tolerance_deg}
+        # None would read as "stop" to the processor: an omitted list means the standard protocol
+        command = {"capture": list(poses or DEFAULT_PROTOCOL), "tolerance_deg": tolerance_deg}
         if self.processors.command("face-analysis", command) == 0:
             await self._end_capture()
             raise LookupError("no patient video is being analysed (is the patient here, with face analysis on?)")
@@ -276,6 +277,12 @@ class RoomService:
         del live.sessions[participant.id]
         await self.registry.remove_participant(participant.room_id, participant.id)
         await live.processors.participant_left(participant.id)
+        if live.capture is not None and not live.processors.running("face-analysis"):
+            # the patient whose photos were being taken left: end the protocol where everyone sees it
+            live.broadcast({"type": "analysis", "processor": "face-analysis", "participant": participant.id,
+                            "t_ms": live.session_ms(), "kind": "capture", "state": "stopped", "pose": None,
+                            "remaining": []})
+            await live._end_capture()
         await live.media.remove_peer(participant.id)
         live.broadcast({"type": "participant-left", "participant_id": participant.id, "reason": reason})
         if not live.sessions:

@@ -101,3 +101,16 @@ async def test_guided_capture_keeps_the_frontal_still_encrypted(sfu):
     assert events[0]["pose"] == "frontal" and events[0]["participant"] == patient.id
     assert events[0]["observations"]["kind"] == "skin-observations"  # kept with the still
     assert b"JFIF" not in (recordings[-1] / "track-1.seg").read_bytes()  # encrypted at rest
+
+
+async def test_default_protocol_and_a_patient_leaving_mid_capture(sfu):
+    await sfu.room(processors=["face-analysis"])
+    doctor = await sfu.join("doctor", seed=2)
+    patient = await join_patient_with_face(sfu)
+    await doctor.wait_for(lambda m: m.get("kind") == "face-metrics", timeout=20)
+    await doctor.send({"type": "capture", "action": "start"})  # no poses: the standard three
+    started = await doctor.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "started")
+    assert started["remaining"] == ["frontal", "left45", "right45"]
+    await patient.close()
+    await doctor.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "stopped")
+    assert sfu.services.rooms.live["r1"].capture is None  # the capture record was closed
