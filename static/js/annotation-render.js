@@ -195,6 +195,35 @@ export function pictureRect(video) {
   return {left, top, width, height, mirrorSum};
 }
 
+/**
+ * Sizes `canvas` to its box in device pixels (which clears it when the size changes) and
+ * returns where `video`'s picture is on it, in canvas pixels: {frame: {x, y, width,
+ * height}, mirror} as drawShapes takes them, or null while there is no picture. The
+ * canvas must lie over the video (e.g. both filling the same positioned container).
+ */
+export function fitCanvasToPicture(canvas, video) {
+  const rect = canvas.getBoundingClientRect();
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.round(rect.width * ratio);
+  const height = Math.round(rect.height * ratio);
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;  // also clears it
+    canvas.height = height;
+  }
+  const picture = rect.width > 0 ? pictureRect(video) : null;
+  if (!picture) return null;
+  const k = canvas.width / rect.width;  // CSS → canvas pixels
+  return {
+    frame: {
+      x: (picture.left - rect.left) * k,
+      y: (picture.top - rect.top) * k,
+      width: picture.width * k,
+      height: picture.height * k,
+    },
+    mirror: picture.mirrorSum === null ? null : (picture.mirrorSum - 2 * rect.left) * k,
+  };
+}
+
 // ---- the overlay --------------------------------------------------------------------
 
 /**
@@ -254,28 +283,13 @@ export class AnnotationOverlay {
 
   draw() {
     const {canvas} = this;
-    const rect = canvas.getBoundingClientRect();
-    const ratio = window.devicePixelRatio || 1;
-    const width = Math.round(rect.width * ratio);
-    const height = Math.round(rect.height * ratio);
-    if (canvas.width !== width || canvas.height !== height) {
-      canvas.width = width;  // also clears it
-      canvas.height = height;
-    }
+    const fit = fitCanvasToPicture(canvas, this.video);
     const ctx = canvas.getContext('2d');
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const shapes = [...this._shapes()];
-    const picture = rect.width > 0 ? pictureRect(this.video) : null;
     let drawn = 0;
-    if (picture) {
-      const k = canvas.width / rect.width;  // CSS → canvas pixels
-      const frame = {
-        x: (picture.left - rect.left) * k,
-        y: (picture.top - rect.top) * k,
-        width: picture.width * k,
-        height: picture.height * k,
-      };
-      const mirror = picture.mirrorSum === null ? null : (picture.mirrorSum - 2 * rect.left) * k;
+    if (fit) {
+      const {frame, mirror} = fit;
       this._loadFontFor(shapes);
       drawn = drawShapes(ctx, shapes, frame, {mirror});
       canvas.dataset.frame = `${Math.round(frame.width)}×${Math.round(frame.height)}`;

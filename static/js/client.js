@@ -7,11 +7,15 @@
  *   participants - `self`, `room` or `participants` changed
  *   tracks       - remote media changed, see remoteMedia()
  *   localmedia   - `localStream`, `facingMode` or `muted` changed
- *   servererror  - CustomEvent; `detail` is a non-fatal `error` message from the server
+ *   servererror  - CustomEvent; `detail` is a non-fatal `error` message from the server,
+ *                  plus `about`: what of ours it refuses ('annotate', 'record',
+ *                  'capture') or null, and then `action` (e.g. 'start')
  *   annotations  - `annotations` (the room's board) or `pendingAnnotations` changed
  *   annotationerror - CustomEvent; `detail` is {code, message, op}: one of our own
  *                  annotate operations was refused (or never answered: code 'no_reply')
  *   analysis     - CustomEvent; `detail` is an `analysis` or `processor-failed` message
+ *   recording    - `recording` changed (the server tells everyone whether the room is
+ *                  being recorded: right after joining and on every change)
  *
  * `state` is one of connecting | connected | reconnecting | closed.
  */
@@ -56,6 +60,15 @@ const ANNOTATION_REPLY_TIMEOUT_MS = 10_000;
 // A snapshot asked for and not arrived after this long may be asked for again.
 const SNAPSHOT_RETRY_MS = 5_000;
 
+// Errors a `record` or `capture` request is refused with (signalling/session.py). The
+// server answers only refusals and confirms by broadcasting the new state, so a request
+// counts as outstanding until that state arrives, an error takes it, or this long.
+const CONTROL_ERRORS = new Set(['recording_failed', 'bad_state', 'forbidden', 'rate_limited', 'bad_message', 'internal']);
+const CONTROL_REPLY_MS = 10_000;
+const NOT_RECORDING = Object.freeze({type: 'recording', state: 'off'});
+// The server's default photo protocol (media/processors/face_processor.py DEFAULT_PROTOCOL).
+const DEFAULT_CAPTURE_POSES = Object.freeze(['frontal', 'left45', 'right45']);
+
 const KINDS = ['audio', 'video'];
 const AUDIO_CONSTRAINTS = {echoCancellation: true, noiseSuppression: true};
 const VIDEO_CONSTRAINTS = {width: {ideal: 1280}, height: {ideal: 720}};
@@ -84,6 +97,11 @@ export class ConsultClient extends EventTarget {
     this._annotationOps = [];                   // our operations awaiting an event or error, oldest first
     this._annotationSeq = 0;
     this._snapshotAsked = null;                 // {seq, at} of the snapshot we are waiting for
+    // The room's `recording` message as last heard: {state: 'on', by, recording_id, t_ms}
+    // or {state: 'off', reason?}. Kept through a reconnect (better to over-tell than to
+    // hide a recording); the new session's message follows `joined`.
+    this.recording = NOT_RECORDING;
+    this._controls = [];                        // our record/capture requests awaiting an outcome
     this._conn = null;              // the current socket and peer connection, see _open()
     this._retryTimer = null;
     this._attempt = 0;
@@ -212,6 +230,31 @@ export class ConsultClient extends EventTarget {
     return Boolean(this._sendAnnotation('clear', shapesOf === null ? {} : {shapes_of: shapesOf}));
   }
 
+  /** Starts or stops recording the room (needs 'record'); false when it cannot be sent now. */
+  setRecording(on) {
+    return this._sendControl('record', on ? 'start' : 'stop', {});
+  }
+
+  /**
+   * Starts the guided photo protocol on the patient's video (needs 'record'): `poses`
+   * (1-8 of frontal, left45, right45; default all three), `toleranceDeg` (2-20; default
+   * the server's, 8). Progress comes as `analysis` events of kind `capture`, photos as
+   * kind `still`.
+   */
+  startCapture({poses = DEFAULT_CAPTURE_POSES, toleranceDeg = null} = {}) {
+    // The poses are always sent: a start without them reaches the server's processor as
+    // {"capture": null}, which it takes for "stop" (signalling/live_rooms.py), so
+    // nothing would start.
+    const fields = {poses: [...poses]};
+    if (toleranceDeg !== null) fields.tolerance_deg = toleranceDeg;
+    return this._sendControl('capture', 'start', fields);
+  }
+
+  /** Stops the photo protocol; photos already taken are kept. */
+  stopCapture() {
+    return this._sendControl('capture', 'stop', {});
+  }
+
   /** Asks for the whole board again (also done by itself when events went missing). */
   requestAnnotations() {
     if (!this._conn?.joined) return;
@@ -301,8 +344,11 @@ export class ConsultClient extends EventTarget {
       case 'annotation-snapshot': return this._onAnnotationSnapshot(msg);
       case 'analysis':
       case 'processor-failed':
+        if (msg.kind === 'capture' && msg.state === 'started') this._settleControl('capture', 'start');
+        if (msg.kind === 'capture' && msg.state === 'stopped') this._settleControl('capture', 'stop');
         this.dispatchEvent(new CustomEvent('analysis', {detail: msg}));
         return undefined;
+      case 'recording': return this._onRecording(msg);
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);
       case 'pong': return undefined;  // lastHeard, already updated, is all it is for
@@ -429,6 +475,31 @@ export class ConsultClient extends EventTarget {
     this.dispatchEvent(new CustomEvent('annotationerror', {detail: {code: msg.code, message: msg.message, op}}));
   }
 
+  _onRecording(msg) {
+    this.recording = msg;
+    this._settleControl('record', msg.state === 'on' ? 'start' : 'stop');
+    this._emit('recording');
+  }
+
+  /** Sends a `record` or `capture` request and remembers it until its outcome is known. */
+  _sendControl(about, action, fields) {
+    if (!this._conn?.joined || !this.can('record')) return false;
+    this._expireControls();
+    this._controls.push({about, action, at: Date.now()});
+    this._send({type: about, action, ...fields});
+    return true;
+  }
+
+  _settleControl(about, action) {
+    const index = this._controls.findIndex((c) => c.about === about && c.action === action);
+    if (index !== -1) this._controls.splice(index, 1);
+  }
+
+  _expireControls() {
+    const now = Date.now();
+    this._controls = this._controls.filter((c) => now - c.at < CONTROL_REPLY_MS);
+  }
+
   _onError(conn, msg) {
     // A refused join (bad token, closed or full room, unsupported version) would be
     // refused again. Fatal errors later on (a flood, a missed answer) are worth a
@@ -442,14 +513,22 @@ export class ConsultClient extends EventTarget {
     // The server answers each operation in order, so an annotation error belongs to
     // our oldest outstanding one.
     const oldest = this._annotationOps[0];
+    let about = {about: null};
     if (oldest && (ANNOTATION_ERRORS.has(msg.code) || SHARED_ERRORS.has(msg.code))) {
       this._forgetOperation(oldest);
       this._emit('annotations');
       this._annotationError(msg, oldest.op);
+      about = {about: 'annotate', action: oldest.op};
     } else if (ANNOTATION_ERRORS.has(msg.code)) {
       this._annotationError(msg, null);
+      about = {about: 'annotate', action: null};
+    } else if (CONTROL_ERRORS.has(msg.code)) {
+      // Otherwise it answers our oldest record/capture request, if one is waiting.
+      this._expireControls();
+      const control = this._controls.shift();
+      if (control) about = {about: control.about, action: control.action};
     }
-    this.dispatchEvent(new CustomEvent('servererror', {detail: msg}));
+    this.dispatchEvent(new CustomEvent('servererror', {detail: {...msg, ...about}}));
   }
 
   _onClosed(reason) {
@@ -506,6 +585,8 @@ export class ConsultClient extends EventTarget {
     this._teardown();
     this.annotations.reset();
     this._emit('annotations');
+    this.recording = NOT_RECORDING;
+    this._emit('recording');
     // Release camera and microphone: the camera light going off tells the user
     // that nobody sees them any more.
     for (const track of this.localStream.getTracks()) track.stop();
@@ -531,6 +612,7 @@ export class ConsultClient extends EventTarget {
     // What we sent on this socket may or may not have been applied: the next
     // connection's snapshot tells. The board's shapes stay up until then.
     this._forgetOperations();
+    this._controls = [];  // their outcome, if any, is in the next session's state
     this.annotations.resync();
     this._emit('annotations');
     this._emit('participants');

@@ -1,7 +1,10 @@
 // The doctor's / expert's desktop console: all remote videos (patient first and
-// largest), own preview, participant list, controls.
+// largest), own preview, participant list, controls; recording, the analysis of the
+// patient's video and the clinical photos (console-analysis.js).
+import {AnalysisState} from './analysis-state.js';
 import {bindPatientAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
+import {bindAnalysisPanel, bindCapturePanel, bindConsoleAlert, bindRecording} from './console-analysis.js';
 import {labelledIcon, renderIcons} from './icons.js';
 import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
@@ -23,9 +26,15 @@ function start(joinToken) {
   const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER});
   // Marks over the patient's tile, and the drawing tools for those who may annotate.
   const syncAnnotations = bindPatientAnnotations(client, view);
+  const analysis = new AnalysisState(client);
+  const alert = bindConsoleAlert(client);
+  bindRecording(client, alert);
+  const syncMesh = bindAnalysisPanel(client, analysis, view);
+  bindCapturePanel(client, analysis);
   const render = () => {
     view.render(client);
     syncAnnotations();
+    syncMesh();
     renderPeople(client);
     renderRoomName(client);
     showStageMessage($('stage-message'), client, 'Waiting for the others to join…');

@@ -20,6 +20,10 @@ const PATHS = {
   text: 'M5 7V4.5h14V7M12 4.5v15M9 19.5h6',
   undo: 'M9 14.5L4 9.5l5-5M4 9.5h10.5a5.25 5.25 0 0 1 0 10.5H10',
   trash: 'M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3',
+  // recording and photos
+  rec: 'M12 5.5a6.5 6.5 0 1 0 0 13a6.5 6.5 0 1 0 0-13z',
+  stop: 'M7 7h10v10H7z',
+  check: 'M4.5 12.5l5 5L19.5 7',
 };
 // Struck through: "mic-off" is the mic icon plus this line.
 const SLASH = 'M3 3l18 18';

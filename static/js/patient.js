@@ -1,7 +1,9 @@
 // The patient's page: mobile first, one big picture of the doctor, big buttons.
+import {AnalysisState} from './analysis-state.js';
 import {bindSelfViewAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {renderIcons} from './icons.js';
+import {bindCoach, bindRecordingNotice} from './patient-coach.js';
 import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
@@ -40,6 +42,15 @@ function start(joinToken) {
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
   bindFlipButton(client);
+  // Consent first: whether the consultation is recorded, and by whom.
+  bindRecordingNotice(client, {region: $('recording'), strip: $('recording-strip'), text: $('recording-text')}, {
+    onStopped: () => showToast('The recording has stopped.'),
+  });
+  // The face analysis' prompts and the doctor's photo protocol, over the stage.
+  bindCoach(client, new AnalysisState(client), {
+    coach: $('coach'), step: $('capture-step'), count: $('capture-count'), pose: $('capture-pose'),
+    taken: $('photo-taken'), guidance: $('guidance'),
+  });
   const startMedia = bindMediaNotice(client, {
     box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'the doctor',
   });

@@ -1,0 +1,112 @@
+/**
+ * The patient page's consultation prompts: the recording notice (consent: whenever the
+ * room is recorded the patient is told, by whom), and the coach over the stage: which
+ * pose the doctor's photo protocol wants, "Photo taken" when one is done, and the one
+ * steady prompt of the server's face analysis ("Please face the camera").
+ *
+ * Test hooks: #recording[data-recording=on|off]; #guidance[data-prompt]; #capture-step
+ * [data-capture-state=idle|running|done][data-pose]; #photo-taken[data-pose].
+ */
+
+import {poseInstruction} from './analysis-state.js';
+
+const PHOTO_TAKEN_MS = 3_000;  // how long "Photo taken" shows
+const ALL_DONE_MS = 6_000;     // how long the thank-you shows after the last photo
+// "Perfect, hold still" needs no action: outside a photo protocol it goes after a while,
+// so the doctor's picture is not covered all consultation long.
+const PERFECT_SHOWN_MS = 4_000;
+
+/**
+ * Shows the recording strip while the server says the room is recorded. `onStopped`
+ * is called when a recording the patient was told about ends.
+ */
+export function bindRecordingNotice(client, {region, strip, text}, {onStopped = () => {}} = {}) {
+  let wasOn = false;
+  const update = () => {
+    const recording = client.recording;
+    const on = recording.state === 'on' && client.state !== 'closed';
+    region.dataset.recording = on ? 'on' : 'off';
+    document.body.dataset.recording = on ? 'on' : 'off';
+    strip.hidden = !on;
+    if (on) {
+      setText(text, recording.by
+        ? `This consultation is being recorded by ${recording.by}`
+        : 'This consultation is being recorded');
+    }
+    if (wasOn && !on && client.state !== 'closed') onStopped(recording);
+    wasOn = on;
+  };
+  client.addEventListener('recording', update);
+  client.addEventListener('statechange', update);
+  update();
+}
+
+// Text in a live region is only replaced when it changes: some screen readers announce a
+// new text node even when it says the same.
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+/** Binds the coach (see the module comment) to the analysis of the patient's own video. */
+export function bindCoach(client, analysis, els) {
+  let timer = null;
+
+  const render = () => {
+    clearTimeout(timer);
+    timer = null;
+    const live = client.state === 'connected';
+    const entry = live ? analysis.get(client.self?.id) : null;
+    const now = performance.now();
+    const capture = entry?.capture ?? null;
+    const cameraOff = client.isOff('video');
+    let nextCheck = Infinity;
+
+    // The photo protocol.
+    const lastTaken = capture?.lastTaken ?? null;
+    const takenShown = Boolean(lastTaken) && now - lastTaken.at < PHOTO_TAKEN_MS;
+    const allDone = capture?.state === 'done' && Boolean(lastTaken) && now - lastTaken.at < ALL_DONE_MS;
+    if (takenShown) nextCheck = Math.min(nextCheck, lastTaken.at + PHOTO_TAKEN_MS);
+    if (allDone) nextCheck = Math.min(nextCheck, lastTaken.at + ALL_DONE_MS);
+    const running = capture?.state === 'running';
+    els.step.hidden = !(running || allDone);
+    els.step.dataset.captureState = running ? 'running' : allDone ? 'done' : 'idle';
+    els.step.dataset.pose = running ? capture.pose ?? '' : '';
+    if (running) {
+      const total = capture.poses.length;
+      els.count.hidden = total < 2;
+      setText(els.count, `Photo ${Math.min(capture.taken + 1, total)} of ${total}`);
+      setText(els.pose, poseInstruction(capture.pose));
+    } else if (allDone) {
+      els.count.hidden = true;
+      setText(els.pose, 'All photos taken. Thank you!');
+    }
+    els.taken.hidden = !takenShown;
+    els.taken.dataset.pose = takenShown ? lastTaken.pose ?? '' : '';
+
+    // The analysis' prompt: about the camera picture, so not while the camera is off.
+    // A prompt from before the photo just taken was about the previous pose: it waits
+    // for the server's next one ("Photo taken" shows meanwhile).
+    let guidance = entry?.guidance ?? null;
+    if (guidance && takenShown && guidance.at < lastTaken.at) guidance = null;
+    if (guidance?.prompt === 'perfect' && !running) {
+      const until = guidance.at + PERFECT_SHOWN_MS;
+      if (now >= until) guidance = null;
+      else nextCheck = Math.min(nextCheck, until);
+    }
+    let text = null;
+    if (cameraOff) text = running ? 'Turn your camera on for the photos' : null;
+    else if (guidance) text = guidance.text;
+    els.guidance.hidden = !text;
+    setText(els.guidance, text ?? '');
+    els.guidance.dataset.prompt = cameraOff ? 'camera_off' : guidance?.prompt ?? '';
+
+    els.coach.hidden = els.step.hidden && els.guidance.hidden;
+    if (nextCheck !== Infinity) timer = setTimeout(render, Math.max(50, nextCheck - now + 20));
+  };
+
+  analysis.addEventListener('change', render);
+  client.addEventListener('statechange', render);
+  client.addEventListener('participants', render);
+  client.addEventListener('localmedia', render);
+  render();
+}
