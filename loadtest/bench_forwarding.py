@@ -37,97 +37,36 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import queue
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("ours", "relay")
-ROLES = ("patient", "doctor", "expert")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# --- /proc sampling ------------------------------------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3 of stat); utime, stime are fields 14, 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_memory_mb(pid: int) -> dict[str, float]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024
-    return {"rss_mb": round(out.get("VmRSS", 0.0), 1), "peak_rss_mb": round(out.get("VmHWM", 0.0), 1)}
-
-
-def machine_cpu_ticks() -> dict[str, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-    ticks = dict(zip(names, values))
-    ticks["total"] = sum(values[:8])
-    return ticks
-
-
-def machine_usage(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
-    total = max(1, after["total"] - before["total"])
-    idle = (after["idle"] - before["idle"]) + (after["iowait"] - before["iowait"])
-    steal = after["steal"] - before["steal"]
-    return {"busy_share_of_all_cores": round(1 - idle / total, 3), "steal_share": round(steal / total, 3)}
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {}
-    for name in ("aiortc", "av", "aiohttp", "aioice", "pylibsrtp", "numpy"):
-        try:
-            from importlib.metadata import version
-            versions[name] = version(name)
-        except Exception:
-            versions[name] = None
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions, "source": source_revision()}
-
-
-def source_revision() -> dict[str, Any]:
-    """The commit measured, and whether the server's code had uncommitted changes."""
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    dirty = git("status", "--porcelain", "--", "media", "signalling", "run.py", "loadtest")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": None if dirty is None else dirty.splitlines()}
+# The process machinery lives in loadtest.harness, shared with `python -m loadtest`.
+from loadtest.harness import (
+    KINDS,
+    REPO_ROOT,
+    LineReader,
+    free_port,
+    machine_cpu_ticks,
+    machine_info,
+    machine_usage,
+    make_tokens,
+    proc_cpu_seconds,
+    proc_memory_mb,
+    start_server,
+    wait_healthy,
+)
+from loadtest.harness import child_env as _child_env
+from loadtest.harness import emit as _emit
+from loadtest.harness import stop_process as _stop_process
+from loadtest.harness import tail as _tail
 
 
 # --- the client process -----------------------------------------------------------------------
@@ -196,11 +135,6 @@ def _bench_participant_class():
                 pass
 
     return BenchParticipant
-
-
-def _emit(event: dict) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 class BenchClient:
@@ -339,130 +273,6 @@ def _client_entry() -> None:
 
 
 # --- the orchestrator -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _http(method: str, url: str, body: Optional[dict] = None, key: Optional[str] = None, timeout: float = 5) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def _child_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSULT_")}
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class LineReader:
-    """JSON lines from a child's stdout, read by a thread, taken with a timeout."""
-
-    def __init__(self, stream) -> None:
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream) -> None:
-        for line in stream:
-            line = line.strip()
-            if line:
-                try:
-                    self._queue.put(json.loads(line))
-                except ValueError:
-                    pass
-        self._queue.put(None)
-
-    def expect(self, event: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"the client sent no '{event}' within {timeout:g} s")
-            try:
-                message = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if message is None:
-                raise RuntimeError(f"the client exited before '{event}'")
-            if message.get("event") == "error":
-                raise RuntimeError(f"the client failed: {message.get('message')}")
-            if message.get("event") == event:
-                return message
-
-
-def _stop_process(proc: Optional[subprocess.Popen], sig=signal.SIGINT, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(sig)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
-    log = open(workdir / "server.log", "wb")
-    if kind == "ours":
-        cmd = [sys.executable, str(REPO_ROOT / "run.py"), "--host", "127.0.0.1", "--port", str(port),
-               "--media-host-address", "127.0.0.1", "--data-dir", str(workdir / "data"), "--no-demo-room",
-               "--log-level", "WARNING"]
-    elif kind == "relay":
-        cmd = [sys.executable, "-m", "loadtest.relay_baseline", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "WARNING"]
-    else:
-        raise ValueError(f"unknown server kind {kind!r}")
-    try:
-        return subprocess.Popen(cmd, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
-def wait_healthy(proc: subprocess.Popen, base_url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
-        try:
-            if _http("GET", base_url + "/healthz", timeout=1).get("ok"):
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the server did not answer /healthz within {timeout:g} s")
-
-
-def make_tokens(kind: str, base_url: str, workdir: Path, rooms: int) -> list[list[str]]:
-    tokens = []
-    if kind == "relay":
-        return [[f"bench-{r}/bench-{r}-{role}/{role}" for role in ROLES] for r in range(rooms)]
-    key = (workdir / "data" / "admin.key").read_text().strip()
-    for r in range(rooms):
-        room = _http("POST", base_url + "/api/rooms",
-                     {"id": f"bench-{r}", "name": f"Benchmark room {r}", "max_participants": 3, "video_codec": "vp8"}, key)
-        tokens.append([
-            _http("POST", f"{base_url}/api/rooms/{room['id']}/links",
-                  {"role": role, "name": role.capitalize(), "identity": f"bench-{r}-{role}"}, key)["token"]
-            for role in ROLES
-        ])
-    return tokens
 
 
 def summarize(kind: str, rooms: int, fps: int, server_cpu: dict, window: dict) -> dict:

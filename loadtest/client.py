@@ -1,0 +1,280 @@
+"""The load-test client process: every participant of every room, impaired, measuring.
+
+    python -m loadtest.client < config.json      (started by `python -m loadtest`)
+
+Reads one JSON config line on stdin, then runs by itself: joins the rooms
+(patient, doctor, expert each; real aiortc peer connections, impairment
+installed on each one's DTLS transport), waits until everyone receives video
+from both others, warms up, measures for the window, drains late frames, writes
+everything it recorded to `config["record_path"]` and exits. It reports
+progress as JSON lines on stdout (loadtest.harness.emit). A watchdog ends the
+process if the whole run overstays its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from loadtest.harness import ROLES, emit
+
+PROGRESS_EVERY_S = 1.0
+PRE_WINDOW_KEEP_S = 5.0  # events this long before the window are kept (matching needs a little history)
+LAG_PROBE_S = 0.01
+
+
+def _participant_class():
+    from loadtest.impaired_transport import impair
+    from loadtest.participant import SyntheticParticipant
+    from loadtest.receiver import StreamRecord, buffer_of
+
+    class LoadParticipant(SyntheticParticipant):
+        """A synthetic participant whose transport is impaired and whose receivers record."""
+
+        def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
+                  keys: dict[str, dict[bytes, int]]) -> None:
+            self.room, self.role, self.links, self.probe = room, role, links, probe
+            self.codec, self.by_marker, self.keys = codec, by_marker, keys
+            self.records: dict[str, StreamRecord] = {}
+            self.impairment = None
+            self.join_started: Optional[float] = None
+
+        async def join(self, timeout: float = 10.0) -> dict:
+            self.join_started = time.monotonic()
+            return await super().join(timeout)
+
+        async def _answer(self, offer: dict) -> None:
+            await super()._answer(offer)
+            if self.impairment is None:
+                transports = {t.receiver.transport for t in self.pc.getTransceivers()} | \
+                             {t.sender.transport for t in self.pc.getTransceivers()}
+                for transport in transports:  # max-bundle: one
+                    self.impairment = impair(transport, *self.links) or self.impairment
+
+        def _on_track(self, track) -> None:
+            super()._on_track(track)
+            transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
+            buffer = buffer_of(transceiver.receiver)
+            if buffer is not None:
+                record = StreamRecord(subscriber=self.id, mid=transceiver.mid, kind=track.kind, codec=self.codec,
+                                      probe=self.probe and track.kind == "video",
+                                      by_marker=self.by_marker and track.kind == "video", keys=self.keys[track.kind])
+                self.records[transceiver.mid] = record
+                buffer.attach(record)
+
+    return LoadParticipant
+
+
+class LoadClient:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.rooms: list[list] = []
+        self.tracks: dict[str, dict[str, Any]] = {}  # participant id -> {"audio", "video"}
+        self.window: Optional[tuple[float, float]] = None
+
+    async def prepare(self) -> None:
+        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, load_or_encode,
+                                    load_or_encode_variants)
+
+        cache = Path(self.config["cache_dir"]) if self.config.get("cache_dir") else None
+        self.video_spec = ClipSpec(**self.config["video"])
+        self.video_clip = load_or_encode(self.video_spec, cache)
+        self.keyframe_clip = None
+        if self.config["keyframe_on_pli"]:
+            self.keyframe_clip = load_or_encode_variants(self.video_spec, self.video_clip, cache)
+        self.audio_clip = load_or_encode(SweepAudioSpec(**self.config["audio"]), cache)
+        variants = [frame_keys(self.keyframe_clip)] if self.keyframe_clip else []
+        video_keys, video_dups = key_table(frame_keys(self.video_clip), *variants)
+        audio_keys, audio_dups = key_table(frame_keys(self.audio_clip))
+        self.keys = {"video": video_keys, "audio": audio_keys}
+        self.clip_info = {"video_frames": len(self.video_clip.packets), "video_duplicate_keys": video_dups,
+                          "audio_packets": len(self.audio_clip.packets), "audio_duplicate_keys": audio_dups,
+                          "video_kbps": round(self.video_clip.bitrate / 1000, 1),
+                          "audio_kbps": round(self.audio_clip.bitrate / 1000, 1),
+                          "video_keyframes": sum(self.video_clip.keyframes)}
+
+    async def connect(self) -> None:
+        from loadtest.impairment import Link, Profile, derive_seed
+        from loadtest.publisher import StampedClipTrack
+
+        Participant = _participant_class()
+        profile = Profile.from_json(self.config["profile"])
+        seed = self.config["seed"]
+        probe_roles = set(self.config["probe_roles"])
+
+        async def join_room(r: int, tokens: list[str]) -> list:
+            people = []
+            for i, (role, token) in enumerate(zip(ROLES, tokens)):
+                up, down = profile.links_for(role)
+                links = (Link(up, derive_seed(seed, profile.name, r, role, "up")),
+                         Link(down, derive_seed(seed, profile.name, r, role, "down")))
+                # stagger publishers over the clip so their keyframes do not coincide
+                offset = (r * len(tokens) + i) * self.video_spec.keyframe_every
+                video = StampedClipTrack(self.video_clip, start_index=offset, keyframes=self.keyframe_clip)
+                audio = StampedClipTrack(self.audio_clip, start_index=offset * 5 // 3)
+                p = Participant(self.config["base_url"], token, audio=audio, video=video)
+                p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
+                        by_marker=self.config["identify_by_marker"], keys=self.keys)
+                await p.join(timeout=15)
+                self.tracks[p.id] = {"video": video, "audio": audio}
+                people.append(p)
+            return people
+
+        self.rooms = list(await asyncio.gather(*(join_room(r, t) for r, t in enumerate(self.config["rooms"]))))
+
+    async def watch_loop_lag(self) -> None:
+        """How late this process's event loop wakes up: if it lags, the client (not the server) adds latency."""
+        self.lags: list[tuple[float, float]] = []
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            now = time.monotonic()
+            self.lags.append((now, now - before - LAG_PROBE_S))
+
+    def participants(self) -> list:
+        return [p for room in self.rooms for p in room]
+
+    def pairs(self):
+        for people in self.rooms:
+            for sub in people:
+                for pub in people:
+                    if sub is not pub:
+                        yield sub, pub
+
+    def frames_rendered(self) -> int:
+        return sum(len(r.rendered) for p in self.participants() for r in p.records.values() if r.kind == "video")
+
+    async def wait_flowing(self, timeout: float) -> dict:
+        start = time.monotonic()
+        total = sum(1 for _ in self.pairs())
+        while True:
+            flowing = sum(1 for sub, pub in self.pairs() if sub.frames_from(pub.id, "video") > 0)
+            elapsed = time.monotonic() - start
+            if flowing == total or elapsed > timeout:
+                return {"video_pairs_flowing": flowing, "video_pairs": total, "complete": flowing == total,
+                        "settle_s": round(elapsed, 2)}
+            emit({"event": "progress", "phase": "settle", "elapsed": round(elapsed, 1), "flowing": flowing,
+                  "pairs": total})
+            await asyncio.sleep(0.5)
+
+    async def run_phase(self, phase: str, seconds: float) -> None:
+        start = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds:
+                return
+            emit({"event": "progress", "phase": phase, "elapsed": round(elapsed, 1), "seconds": seconds,
+                  "frames_rendered": self.frames_rendered()})
+            await asyncio.sleep(min(PROGRESS_EVERY_S, seconds - elapsed))
+
+    def record(self) -> dict:
+        keep_from = self.window[0] - PRE_WINDOW_KEEP_S
+
+        def recent(events: list) -> list:
+            return [e for e in events if e[1] >= keep_from]
+
+        streams = []
+        for sub in self.participants():
+            for mid, rec in sub.records.items():
+                info = sub.tracks_map.get(mid)
+                if not info:
+                    continue  # an idle slot
+                data = rec.to_json()
+                first_ok = next((e[1] for e in data["rendered"] if e[2]), None) if rec.kind == "video" else None
+                for key in ("complete", "rendered", "decoded", "arrivals"):
+                    data[key] = recent(data[key])
+                streams.append({**data, "publisher": info["participant"], "first_render": first_ok})
+        sends = {pid: {kind: [[i, t] for i, t in track.sends if t >= keep_from] for kind, track in tracks.items()}
+                 for pid, tracks in self.tracks.items()}
+        lags = sorted(lag for t, lag in getattr(self, "lags", []) if self.window[0] <= t <= self.window[1])
+        return {
+            "window": {"start": self.window[0], "end": self.window[1]},
+            "client_loop_lag_ms": {"p50": round(lags[len(lags) // 2] * 1000, 1) if lags else None,
+                                   "p99": round(lags[int(len(lags) * 0.99)] * 1000, 1) if lags else None,
+                                   "max": round(lags[-1] * 1000, 1) if lags else None},
+            "clip": self.clip_info,
+            "participants": [{"id": p.id, "room": p.room, "role": p.role, "join_started": p.join_started,
+                              "probe": p.probe, "closed_reason": p.closed_reason} for p in self.participants()],
+            "sends": sends,
+            "streams": streams,
+            "publishers": {pid: {kind: t.counters() for kind, t in tracks.items()}
+                           for pid, tracks in self.tracks.items()},
+            "impairment": {p.id: (p.impairment.counters() if p.impairment else None) for p in self.participants()},
+            "receivers": {p.id: {mid: {"decode_errors": r.decode_errors, "keyframe_requests": r.keyframe_requests}
+                                 for mid, r in p.records.items() if r.kind == "video"}
+                          for p in self.participants()},
+        }
+
+    async def close(self) -> None:
+        people = self.participants()
+        await asyncio.wait_for(asyncio.gather(*(p.close() for p in people), return_exceptions=True), 15)
+
+
+async def client_main(config: dict[str, Any]) -> None:
+    from loadtest import receiver
+    from loadtest.publisher import install_keyframe_hook
+    from media.ice import restrict_host_addresses
+
+    restrict_host_addresses(["127.0.0.1"])
+    receiver.install(config["receiver"])
+    install_keyframe_hook()
+    client = LoadClient(config)
+    lag_watch = asyncio.ensure_future(client.watch_loop_lag())
+    try:
+        await client.prepare()
+        emit({"event": "clips", **client.clip_info})
+        await client.connect()
+        emit({"event": "joined", "participants": len(client.participants())})
+        ready = await client.wait_flowing(config["settle_timeout"])
+        emit({"event": "ready", **ready})
+        await client.run_phase("warmup", config["warmup"])
+        start = time.monotonic()
+        emit({"event": "window_start", "t": start})
+        await client.run_phase("measure", config["duration"])
+        end = time.monotonic()
+        client.window = (start, end)
+        emit({"event": "window_end", "t": end})
+        await client.run_phase("drain", config["drain"])
+        Path(config["record_path"]).write_text(json.dumps(client.record()))
+        emit({"event": "done", "record_path": config["record_path"]})
+    except Exception as exc:  # the orchestrator shows this and the stderr log
+        emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        lag_watch.cancel()
+        try:
+            await client.close()
+        except Exception:
+            pass
+
+
+def _watchdog(seconds: float) -> None:
+    def expire() -> None:
+        emit({"event": "error", "message": f"client watchdog: the run took more than {seconds:.0f} s"})
+        os._exit(3)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = json.loads(sys.stdin.readline())
+    _watchdog(config["budget_s"])
+    try:
+        asyncio.run(client_main(config))
+    finally:
+        sys.stdout.flush()
+        os._exit(0)  # aiortc's worker threads must not keep a finished client alive
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Network impairment in our own code: loss, bursty loss, delay, jitter, a rate cap.
+
+No root, no netem: the load-test client applies these to each of its peer
+connections' RTP and RTCP (loadtest.impaired_transport wires them into aiortc).
+Everything here is pure: a `Link` is asked `admit(now, size)` for each packet
+and answers the time the packet comes out of the link, or None when the link
+drops it. Given its seed, a link makes the same decisions for the same packet
+sequence every time, so runs are repeatable and the stages unit-testable.
+
+A link is a chain, in the order a real path has them:
+
+1. loss: independent (Bernoulli) or bursty (Gilbert-Elliott: a Good state that
+   loses nothing, a Bad state that loses every packet, mean burst length given);
+2. a bottleneck: a token bucket at the capped rate feeding from a bounded FIFO
+   queue; a packet that does not fit in the queue is dropped (drop-tail);
+3. propagation: a fixed delay plus uniform jitter. Jitter keeps packets in order
+   by default (a packet never overtakes the one before it, as in a queueing
+   network); `reorder=True` lets it, as netem does.
+
+Profiles give each participant an uplink and a downlink link. RTT in a profile
+is split half each way; jitter applies to each direction on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Bytes a packet occupies on the wire beyond the RTP/RTCP bytes we see: SRTP
+# auth tag (10; SRTCP adds a 4-byte index) + UDP (8) + IPv4 (20).
+WIRE_OVERHEAD = 40
+MAX_PACKET = 1500
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One direction of one participant's network path."""
+
+    loss: float = 0.0  # independent loss probability per packet
+    burst_loss: float = 0.0  # Gilbert-Elliott long-run loss rate (0: off; exclusive with `loss`)
+    mean_burst: float = 3.0  # Gilbert-Elliott mean loss-burst length, packets
+    delay_ms: float = 0.0  # one-way base delay
+    jitter_ms: float = 0.0  # uniform in [-jitter, +jitter] around the base delay
+    rate_kbps: Optional[float] = None  # bottleneck rate (None: no cap)
+    queue_ms: float = 500.0  # bottleneck queue limit, in milliseconds' worth of the rate
+    burst_bytes: int = 2 * (MAX_PACKET + WIRE_OVERHEAD)  # token bucket depth
+    reorder: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.burst_loss < 1.0:
+            raise ValueError("loss rates must be in [0, 1)")
+        if self.loss and self.burst_loss:
+            raise ValueError("use either random loss or bursty loss on one link, not both")
+        if self.mean_burst < 1.0:
+            raise ValueError("mean_burst is in packets and at least 1")
+        if self.delay_ms < 0 or self.jitter_ms < 0 or self.jitter_ms > self.delay_ms:
+            raise ValueError("need 0 <= jitter_ms <= delay_ms (a packet cannot leave before it was sent)")
+        if self.rate_kbps is not None and self.rate_kbps <= 0:
+            raise ValueError("rate_kbps must be positive")
+
+    @property
+    def is_clean(self) -> bool:
+        return not (self.loss or self.burst_loss or self.delay_ms or self.rate_kbps)
+
+    def describe(self) -> str:
+        parts = []
+        if self.loss:
+            parts.append(f"{self.loss * 100:g} % loss")
+        if self.burst_loss:
+            parts.append(f"{self.burst_loss * 100:g} % bursty loss (GE, mean burst {self.mean_burst:g} packets)")
+        if self.delay_ms:
+            parts.append(f"{self.delay_ms:g} ms delay" + (f" ±{self.jitter_ms:g} ms" if self.jitter_ms else ""))
+        if self.rate_kbps:
+            parts.append(f"{self.rate_kbps:g} kbit/s cap, {self.queue_ms:g} ms queue")
+        return ", ".join(parts) or "clean"
+
+
+CLEAN = LinkSpec()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Impairments for every participant's uplink and downlink, with per-role exceptions."""
+
+    name: str
+    description: str
+    uplink: LinkSpec = CLEAN
+    downlink: LinkSpec = CLEAN
+    # role -> (uplink, downlink), replacing the defaults for that role
+    roles: tuple[tuple[str, LinkSpec, LinkSpec], ...] = field(default=())
+
+    def links_for(self, role: str) -> tuple[LinkSpec, LinkSpec]:
+        for name, up, down in self.roles:
+            if name == role:
+                return up, down
+        return self.uplink, self.downlink
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return {"name": self.name, "description": self.description, "uplink": asdict(self.uplink),
+                "downlink": asdict(self.downlink),
+                "roles": {role: {"uplink": asdict(up), "downlink": asdict(down)} for role, up, down in self.roles}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Profile":
+        return cls(name=data["name"], description=data["description"], uplink=LinkSpec(**data["uplink"]),
+                   downlink=LinkSpec(**data["downlink"]),
+                   roles=tuple((role, LinkSpec(**v["uplink"]), LinkSpec(**v["downlink"]))
+                               for role, v in data.get("roles", {}).items()))
+
+
+def symmetric(name: str, description: str, *, rtt_ms: float = 0.0, **link) -> Profile:
+    """The same impairment on every participant's uplink and downlink, RTT split half each way."""
+    spec = LinkSpec(delay_ms=rtt_ms / 2, **link)
+    return Profile(name, description, uplink=spec, downlink=spec)
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile("clean", "no impairment (loopback)"),
+    symmetric("4g", "2 % random loss, 60 ms RTT, ±20 ms jitter each way", rtt_ms=60, loss=0.02, jitter_ms=20),
+    symmetric("bad-wifi", "10 % bursty loss (Gilbert-Elliott, mean burst 3 packets), 100 ms RTT, ±30 ms jitter "
+              "each way", rtt_ms=100, burst_loss=0.10, mean_burst=3.0, jitter_ms=30),
+    symmetric("loss-30", "30 % random loss, 100 ms RTT", rtt_ms=100, loss=0.30),
+    Profile("narrow", "800 kbit/s cap on the patient's uplink (500 ms drop-tail queue); everything else clean",
+            roles=(("patient", LinkSpec(rate_kbps=800), CLEAN),)),
+)}
+
+
+def parse_profiles(values: list[str]) -> list[Profile]:
+    """--profile values (repeatable, each may be a comma list) -> profiles, in order, without repeats."""
+    names: list[str] = []
+    for value in values:
+        for name in (n.strip() for n in value.split(",")):
+            if name and name not in names:
+                names.append(name)
+    unknown = [n for n in names if n not in PROFILES]
+    if unknown:
+        raise ValueError(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(PROFILES)}")
+    return [PROFILES[n] for n in names]
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 64-bit seed from any parts (run seed, room, role, direction, stage)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
+
+
+# --- stages -------------------------------------------------------------------------------------
+
+
+class BernoulliLoss:
+    def __init__(self, p: float, rng: random.Random) -> None:
+        self.p = p
+        self._rng = rng
+
+    def lost(self) -> bool:
+        return self._rng.random() < self.p
+
+
+class GilbertElliott:
+    """Two-state Markov loss, one step per packet.
+
+    Good loses nothing, Bad loses every packet (Gilbert's model). Leaving Bad has
+    probability r = 1 / mean_burst, so loss bursts are geometric with that mean;
+    entering Bad has p = r * loss / (1 - loss), so the long-run loss rate is `loss`.
+    """
+
+    def __init__(self, loss: float, mean_burst: float, rng: random.Random) -> None:
+        self.r = 1.0 / mean_burst
+        self.p = self.r * loss / (1.0 - loss)
+        self.bad = False
+        self._rng = rng
+
+    def lost(self) -> bool:
+        # the state moves first, then decides this packet
+        if self.bad:
+            self.bad = self._rng.random() >= self.r
+        else:
+            self.bad = self._rng.random() < self.p
+        return self.bad
+
+
+class TokenBucketQueue:
+    """A bottleneck: FIFO queue of at most `queue_bytes`, served by a token bucket at `rate_bps`.
+
+    Time is given, not read: admit() computes when the packet leaves the
+    bottleneck (None: the queue was full, drop-tail).
+    """
+
+    def __init__(self, rate_bps: float, queue_bytes: int, burst_bytes: int) -> None:
+        self.rate = rate_bps / 8.0  # bytes per second
+        self.queue_bytes = queue_bytes
+        self.burst = burst_bytes
+        self._tokens = float(burst_bytes)
+        self._tokens_at = float("-inf")
+        self._last_departure = float("-inf")
+        self._queue: deque[tuple[float, int]] = deque()  # (departure, size) of packets not yet out
+        self._queued = 0
+        self.dropped = 0
+        self.max_queued = 0
+
+    def queued_bytes(self, now: float) -> int:
+        while self._queue and self._queue[0][0] <= now:
+            self._queued -= self._queue.popleft()[1]
+        return self._queued
+
+    def admit(self, now: float, size: int) -> Optional[float]:
+        if self.queued_bytes(now) + size > self.queue_bytes:
+            self.dropped += 1
+            return None
+        start = max(now, self._last_departure)
+        tokens = self.burst if self._tokens_at == float("-inf") else \
+            min(self.burst, self._tokens + self.rate * (start - self._tokens_at))
+        departure = start if tokens >= size else start + (size - tokens) / self.rate
+        self._tokens = tokens - size if tokens >= size else 0.0  # a waiting packet spends what accrued
+        self._tokens_at = departure
+        self._last_departure = departure
+        self._queue.append((departure, size))
+        self._queued += size
+        self.max_queued = max(self.max_queued, self._queued)
+        return departure
+
+
+class DelayJitter:
+    def __init__(self, delay_s: float, jitter_s: float, rng: random.Random, reorder: bool = False) -> None:
+        self.delay = delay_s
+        self.jitter = jitter_s
+        self.reorder = reorder
+        self._rng = rng
+        self._last = float("-inf")
+
+    def exit_time(self, now: float) -> float:
+        t = now + self.delay
+        if self.jitter:
+            t += self._rng.uniform(-self.jitter, self.jitter)
+        if not self.reorder:
+            t = max(t, self._last)  # FIFO: never overtake the previous packet
+        self._last = t
+        return t
+
+
+@dataclass
+class LinkCounters:
+    packets: int = 0
+    lost: int = 0  # by the loss stage
+    dropped: int = 0  # by the full bottleneck queue
+    delivered: int = 0
+
+    def as_dict(self) -> dict:
+        return {"packets": self.packets, "lost": self.lost, "queue_dropped": self.dropped,
+                "delivered": self.delivered,
+                "loss_ratio": round((self.lost + self.dropped) / self.packets, 4) if self.packets else 0.0}
+
+
+class Link:
+    """loss -> bottleneck -> delay/jitter, each stage with its own seeded generator."""
+
+    def __init__(self, spec: LinkSpec, seed: int) -> None:
+        self.spec = spec
+        self.loss: Optional[BernoulliLoss | GilbertElliott] = None
+        if spec.loss:
+            self.loss = BernoulliLoss(spec.loss, random.Random(derive_seed(seed, "loss")))
+        elif spec.burst_loss:
+            self.loss = GilbertElliott(spec.burst_loss, spec.mean_burst, random.Random(derive_seed(seed, "ge")))
+        self.bottleneck: Optional[TokenBucketQueue] = None
+        if spec.rate_kbps:
+            rate = spec.rate_kbps * 1000
+            self.bottleneck = TokenBucketQueue(rate, max(MAX_PACKET + WIRE_OVERHEAD, int(rate / 8 * spec.queue_ms / 1000)),
+                                               max(spec.burst_bytes, MAX_PACKET + WIRE_OVERHEAD))
+        self.delay: Optional[DelayJitter] = None
+        if spec.delay_ms:
+            self.delay = DelayJitter(spec.delay_ms / 1000, spec.jitter_ms / 1000,
+                                     random.Random(derive_seed(seed, "jitter")), spec.reorder)
+        self.counters = LinkCounters()
+
+    def admit(self, now: float, size: int) -> Optional[float]:
+        """When a packet of `size` wire bytes sent at `now` leaves the link; None if it is lost."""
+        self.counters.packets += 1
+        if self.loss is not None and self.loss.lost():
+            self.counters.lost += 1
+            return None
+        t = now
+        if self.bottleneck is not None:
+            out = self.bottleneck.admit(t, size)
+            if out is None:
+                self.counters.dropped += 1
+                return None
+            t = out
+        if self.delay is not None:
+            t = self.delay.exit_time(t)
+        self.counters.delivered += 1
+        return t
+

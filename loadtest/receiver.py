@@ -1,0 +1,334 @@
+"""Receive-side instrumentation for the load-test client (one process, all participants).
+
+aiortc's RTCRtpReceiver is kept (it parses, unwraps RTX, sends NACK/PLI and
+receiver reports), but three of the names it looks up are replaced in this
+process:
+
+- `JitterBuffer` -> InstrumentedBuffer: every video packet also goes to a
+  FrameAssembler (loadtest.frames) that records when each frame became complete
+  and whether its reference chain is intact; every audio packet's arrival is
+  recorded. What the receiver then releases to its decoder depends on the mode:
+    * "aiortc": aiortc's own jitter buffer, unchanged. It waits for the first
+      packet of the next frame before releasing one, stalls on a missing packet
+      until 512 packets later, then drops what it has and releases frames whose
+      references are gone; it NACKs a gap when it appears and again only when a
+      newer gap appears, and sends PLI only when its buffer overflows.
+    * "browser": a frame buffer like libwebrtc's: a frame is released as soon as
+      it and its references are complete; NACKs are retried every RTT (100 ms,
+      libwebrtc's default before it has a measurement) up to 10 times
+      (kMaxNackRetries); a keyframe is requested after 3 s without a decodable
+      frame (kMaxWaitForFrame) and every 200 ms while one is awaited
+      (kMaxWaitForKeyFrame). Audio: like aiortc, no NACK, and no jitter-buffer
+      model (arrival times are measured against a playout deadline instead).
+- `get_decoder` -> MeasuringDecoder: records when each released frame reached
+  the decoder thread, whether its reference chain was intact (frames released
+  with a broken chain count as not delivered), and, on probe receivers, really
+  decodes (aiortc's decoder) and records the decoded time.
+- `NackGenerator` (browser mode only) -> RetryingNackGenerator.
+
+Frames are identified by the hash of their reassembled bytes (our SFU forwards
+payloads bit-exact) or, where the server re-encodes (the MediaRelay baseline),
+by the index drawn into the picture, read after decoding.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import av
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+
+from loadtest.clips import frame_key, luma_of, read_marker
+from loadtest.frames import CODEC_HELPERS, AssembledFrame, FrameAssembler
+
+MODES = ("aiortc", "browser")
+NACK_RETRY_S = 0.100  # libwebrtc kDefaultRttMs
+NACK_MAX_RETRIES = 10  # libwebrtc kMaxNackRetries
+MAX_WAIT_FOR_FRAME_S = 3.0  # libwebrtc kMaxWaitForFrame
+MAX_WAIT_FOR_KEYFRAME_S = 0.2  # libwebrtc kMaxWaitForKeyFrame
+
+
+@dataclass
+class StreamRecord:
+    """What one subscriber saw of one mid. Event lists hold [clip index, monotonic time, ...]."""
+
+    subscriber: str
+    mid: str
+    kind: str
+    codec: str
+    probe: bool
+    by_marker: bool  # identify frames by the drawn index (re-encoding server)
+    keys: dict[bytes, int]
+    complete: list[list] = field(default_factory=list)  # [index, t, keyframe]
+    rendered: list[list] = field(default_factory=list)  # [index, t, chain_ok]
+    decoded: list[list] = field(default_factory=list)  # [index, t]
+    arrivals: list[list] = field(default_factory=list)  # audio: [index, t]
+    decode_errors: int = 0
+    keyframe_requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def index_of(self, data: bytes) -> int:
+        return self.keys.get(frame_key(data), -1)
+
+    def to_json(self) -> dict[str, Any]:
+        with self.lock:
+            return {"subscriber": self.subscriber, "mid": self.mid, "kind": self.kind, "probe": self.probe,
+                    "complete": list(self.complete), "rendered": list(self.rendered),
+                    "decoded": list(self.decoded), "arrivals": list(self.arrivals),
+                    "decode_errors": self.decode_errors, "keyframe_requests": self.keyframe_requests}
+
+
+@dataclass
+class Settings:
+    mode: str = "aiortc"
+
+
+SETTINGS = Settings()
+
+
+# --- the buffer aiortc's receiver talks to ------------------------------------------------------------
+
+
+class _ObservingAssembler(FrameAssembler):
+    def __init__(self, record: StreamRecord, is_keyframe) -> None:
+        super().__init__(is_keyframe)
+        self.record = record
+
+    def on_complete(self, frame: AssembledFrame) -> None:
+        self.record.complete.append([self.record.index_of(frame.data), frame.completed_at, frame.keyframe])
+
+
+class FrameBundle:
+    """Several frames released at once (aiortc's receiver hands one object per packet to the decoder)."""
+
+    def __init__(self, frames: list[JitterFrame]) -> None:
+        self.frames = frames
+        self.timestamp = frames[0].timestamp
+        self.data = b""
+
+
+class InstrumentedBuffer:
+    """Stands in for aiortc's JitterBuffer; `attach()` gives it its stream once the track is known."""
+
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+        self.is_video = is_video
+        self.stock = JitterBuffer(capacity=capacity, prefetch=prefetch, is_video=is_video)
+        self.record: Optional[StreamRecord] = None
+        self.assembler: Optional[_ObservingAssembler] = None
+        self._starts_frame = None
+        self.mode = SETTINGS.mode
+        now = time.monotonic()
+        self._last_progress = now
+        self._keyframe_required = True
+        self._last_request = float("-inf")
+
+    @property
+    def capacity(self) -> int:
+        return self.stock.capacity
+
+    def attach(self, record: StreamRecord) -> None:
+        self.record = record
+        if self.is_video:
+            is_keyframe, self._starts_frame = CODEC_HELPERS[record.codec]
+            self.assembler = _ObservingAssembler(record, is_keyframe)
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Optional[Any]]:
+        record = self.record
+        now = time.monotonic()
+        if record is None:
+            return self.stock.add(packet)
+        if not self.is_video:
+            record.arrivals.append([record.index_of(packet._data), now])
+            return self.stock.add(packet)
+        released = self.assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data,
+                                      now, starts_frame=self._starts_frame(packet.payload))
+        if self.mode == "browser":
+            return self._browser_release(released, now)
+        pli, frame = self.stock.add(packet)
+        if frame is not None:
+            index = record.index_of(frame.data)
+            # aiortc's buffer can release a frame missing packets (after it dropped some): not decodable either
+            ok = self.assembler.decodable_timestamp(frame.timestamp) and (index >= 0 or record.by_marker)
+            frame.loadtest = (record, index, ok)
+        if pli:
+            record.keyframe_requests += 1
+        return pli, frame
+
+    def _browser_release(self, released: list[AssembledFrame], now: float) -> tuple[bool, Optional[Any]]:
+        record = self.record
+        if released:
+            self._last_progress = now
+            if any(f.keyframe for f in released):
+                self._keyframe_required = False
+        wait = MAX_WAIT_FOR_KEYFRAME_S if self._keyframe_required else MAX_WAIT_FOR_FRAME_S
+        pli = False
+        if now - self._last_progress >= wait and now - self._last_request >= MAX_WAIT_FOR_KEYFRAME_S:
+            pli = True
+            self._last_request = now
+            self._keyframe_required = True
+            record.keyframe_requests += 1
+        if not released:
+            return pli, None
+        frames = []
+        for f in released:
+            jf = JitterFrame(data=f.data, timestamp=f.timestamp)
+            jf.loadtest = (record, record.index_of(f.data), True)
+            frames.append(jf)
+        return pli, frames[0] if len(frames) == 1 else FrameBundle(frames)
+
+
+# --- the decoder aiortc's receiver thread calls ------------------------------------------------------
+
+
+class DeliveredFrame:
+    """What the measuring decoder hands to the track instead of pixels."""
+
+    __slots__ = ("index", "width", "height", "keyframe")
+
+    def __init__(self, index: int, width: int = 0, height: int = 0) -> None:
+        self.index, self.width, self.height = index, width, height
+
+
+class MeasuringDecoder:
+    def __init__(self, codec, real_factory) -> None:
+        self.codec = codec
+        self.kind = codec.mimeType.split("/")[0].lower()
+        self._real_factory = real_factory
+        self._real = None
+
+    def decode(self, encoded_frame) -> list:
+        frames = encoded_frame.frames if isinstance(encoded_frame, FrameBundle) else [encoded_frame]
+        out = []
+        for frame in frames:
+            out.extend(self._one(frame))
+        return out
+
+    def _one(self, frame) -> list:
+        tag = getattr(frame, "loadtest", None)
+        if tag is None:  # audio, or a stream not attached: count, decode nothing
+            return [DeliveredFrame(-1)]
+        record, index, chain_ok = tag
+        now = time.monotonic()
+        if not (record.probe or record.by_marker):
+            with record.lock:
+                record.rendered.append([index, now, chain_ok])
+            return [DeliveredFrame(index)]
+        if self._real is None:
+            self._real = self._real_factory(self.codec)
+        try:
+            pictures = self._real.decode(frame)
+        except av.FFmpegError:
+            with record.lock:
+                record.decode_errors += 1
+                record.rendered.append([index, now, False])
+            raise  # aiortc's worker logs it and sends PLI
+        decoded_at = time.monotonic()
+        out = []
+        for picture in pictures:
+            shown = index
+            if record.by_marker:
+                marked = read_marker(luma_of(picture))
+                shown = -1 if marked is None else marked
+            with record.lock:
+                record.rendered.append([shown, now, chain_ok])
+                record.decoded.append([shown, decoded_at])
+            out.append(DeliveredFrame(shown, picture.width, picture.height))
+        return out
+
+
+# --- NACK like a browser ----------------------------------------------------------------------------
+
+
+class RetryingNackGenerator:
+    """Drop-in for aiortc's NackGenerator: `add()` True means "send a NACK for `missing` now".
+
+    New gaps are NACKed at once; each missing packet again every NACK_RETRY_S, at
+    most NACK_MAX_RETRIES times; then it is given up.
+    """
+
+    def __init__(self) -> None:
+        self.max_seq: Optional[int] = None
+        self._tries: dict[int, tuple[int, float]] = {}  # seq -> (tries, last sent)
+        self.missing: list[int] = []
+        self.given_up = 0
+
+    def add(self, packet: RtpPacket) -> bool:
+        seq, now = packet.sequence_number, time.monotonic()
+        if self.max_seq is None:
+            self.max_seq = seq
+            return False
+        ahead = (seq - self.max_seq) & 0xFFFF
+        due: list[int] = []
+        if 0 < ahead < 0x8000:
+            for k in range(1, min(ahead, 1000)):
+                lost = (self.max_seq + k) & 0xFFFF
+                self._tries[lost] = (1, now)
+                due.append(lost)
+            self.max_seq = seq
+        else:
+            self._tries.pop(seq, None)
+        for lost, (tries, last) in list(self._tries.items()):
+            if lost in due or now - last < NACK_RETRY_S:
+                continue
+            if tries >= NACK_MAX_RETRIES:
+                del self._tries[lost]
+                self.given_up += 1
+                continue
+            self._tries[lost] = (tries + 1, now)
+            due.append(lost)
+        self.missing = due
+        return bool(due)
+
+
+# --- installing -------------------------------------------------------------------------------------
+
+
+def install(mode: str) -> None:
+    """Patch aiortc's receiver module in this process (the load-test client only)."""
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    if mode not in MODES:
+        raise ValueError(f"receiver mode must be one of {MODES}")
+    SETTINGS.mode = mode
+    real_factory = getattr(receiver_module, "_loadtest_real_get_decoder", receiver_module.get_decoder)
+    receiver_module._loadtest_real_get_decoder = real_factory
+    receiver_module.JitterBuffer = InstrumentedBuffer
+    receiver_module.get_decoder = lambda codec: MeasuringDecoder(codec, real_factory)
+    if mode == "browser":
+        receiver_module.NackGenerator = RetryingNackGenerator
+    _route_rtx_by_ssrc()
+
+
+def _route_rtx_by_ssrc() -> None:
+    """Fix an aiortc 1.16 client bug that would hide every downlink retransmission.
+
+    aiortc's RTP router registers a receiver's media SSRC but not its RTX SSRC;
+    an RTX packet is then routed by payload type only when exactly one receiver
+    has that payload type. A subscriber in a three-party room has two video
+    receivers with the same RTX payload type, so aiortc discards every RTX
+    packet the server sends it. Browsers route RTX by its SSRC (the FID group
+    the offer declares); so does this client.
+    """
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    original = RTCDtlsTransport._register_rtp_receiver
+    if getattr(original, "_loadtest_hook", False):
+        return
+
+    def register(self: RTCDtlsTransport, receiver, parameters) -> None:
+        original(self, receiver, parameters)
+        for encoding in parameters.encodings:
+            if encoding.rtx is not None and encoding.rtx.ssrc:
+                self._rtp_router.ssrc_table[encoding.rtx.ssrc] = receiver
+
+    register._loadtest_hook = True
+    RTCDtlsTransport._register_rtp_receiver = register
+
+
+def buffer_of(receiver) -> Optional[InstrumentedBuffer]:
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    return buffer if isinstance(buffer, InstrumentedBuffer) else None

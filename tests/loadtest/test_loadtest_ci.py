@@ -1,0 +1,67 @@
+"""A short load test at 30 % packet loss against our server: loss recovery must work.
+
+One three-party room, 480p VP8, `loss-30` (30 % random loss and 100 ms RTT on
+every participant's uplink and downlink), the browser-like client receiver
+(NACK retries, decodability-aware frame buffer). This checks correctness, not
+timing: what the receivers could show, and for how long they froze.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def loss_30_run(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("loadtest")
+    out = tmp / "loadtest.json"
+    command = [
+        sys.executable, "-m", "loadtest", "--server", "ours", "--profile", "loss-30", "--rooms", "1",
+        "--duration", "8", "--warmup", "2", "--settle-timeout", "25",
+        "--resolution", "480p", "--codec", "vp8", "--clip-seconds", "6", "--receiver", "browser",
+        "--cache-dir", str(tmp / "clips"), "--json", str(out), "--no-progress",
+    ]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=170)
+    assert out.exists(), f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "error" not in run, run
+    return run
+
+
+@pytest.mark.timeout(180)
+def test_the_run_is_impaired_and_measured(loss_30_run):
+    run = loss_30_run
+    assert run["server"] == "ours" and run["profile"] == "loss-30"
+    assert run["ready"]["video_pairs"] == 6
+    # every peer's traffic really lost ~30 % in both directions
+    for counters in run["impairment_counters"].values():
+        for direction in ("uplink", "downlink"):
+            assert 0.25 < counters[direction]["loss_ratio"] < 0.35, counters
+    assert run["video_streams"] == 6 and run["probe_streams"] == 2 and run["audio_streams"] == 6
+    for field in ("latency_ms", "transport_ms", "frames_delivered_ratio", "freeze_count", "frozen_ratio",
+                  "first_frame_ms", "audio_in_time_ratio", "server_cpu_core_share", "server_rss_mb"):
+        assert field in run, field
+    assert run["server_cpu_core_share"] > 0 and run["server_rss_mb"] > 0
+    assert run["parameters"]["receiver"] == "browser" and run["source"]["commit"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.xfail(strict=False, reason=(
+    "server loss recovery not there yet. Measured with this test's settings at ec54899 (two runs, a busy "
+    "2-core machine): frames delivered 26-32 % (frames complete 86 %), longest freeze 1.7-3.6 s, 38-52 freezes "
+    "over 6 streams x 8 s, audio in time 49-50 %"))
+def test_the_server_recovers_from_30_percent_loss(loss_30_run):
+    run = loss_30_run
+    figures = (f"delivered {run['frames_delivered_ratio']}, longest freeze {run['longest_freeze_ms']} ms, "
+               f"{run['freeze_count']} freezes, complete {run['frames_complete_ratio']}, "
+               f"audio in time {run['audio_in_time_ratio']}")
+    assert run["frames_delivered_ratio"] >= 0.90, figures
+    assert run["longest_freeze_ms"] <= 1000, figures
+    assert run["first_frame_ms"]["streams_without_frames"] == 0, figures
