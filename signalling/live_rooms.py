@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 RECORDING_KEYFRAME_INTERVAL_S = 5.0
+STATEFUL_ANALYSIS = ("guidance", "capture")  # replayed to late joiners; metrics are not (they stream)
 
 
 class JoinRefused(Exception):
@@ -61,6 +62,8 @@ class LiveRoom:
         self.processors = ProcessorHost(self.media, factories, sink=self._processor_event,
                                         on_failure=self._processor_failed, keep=self._processor_keep)
         self.capture: Optional[StillCapture] = None
+        # the latest state-like analysis messages, replayed to late joiners (by processor, kind)
+        self._analysis_state: dict[tuple[str, str], tuple[dict, Optional[frozenset[str]]]] = {}
 
     def session_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -84,6 +87,8 @@ class LiveRoom:
         message = {"type": "analysis", "processor": processor, "participant": participant_id,
                    "t_ms": self.session_ms(), **event.data}
         self._record_event(message)
+        if event.data.get("kind") in STATEFUL_ANALYSIS:
+            self._analysis_state[(processor, event.data["kind"])] = (message, event.to_roles)
         for session in list(self.sessions.values()):
             if event.to_roles is None or session.participant.role in event.to_roles:
                 session.send(message)
@@ -123,6 +128,10 @@ class LiveRoom:
         capture, self.capture = self.capture, None
         if capture is not None:
             await capture.close()  # after the saves queued before it (one lock, in order)
+
+    def analysis_state_for(self, role: str) -> list[dict]:
+        """What a page that joins now must know: the current prompt, the photo protocol's step."""
+        return [message for message, roles in self._analysis_state.values() if roles is None or role in roles]
 
     def _processor_failed(self, processor: str, participant_id: str, error: str) -> None:
         logger.warning("processor %s failed on %s in room %s: %s", processor, participant_id, self.record.id, error)

@@ -152,6 +152,8 @@ class ParticipantSession:
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
         self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded
+        for message in self.room.analysis_state_for(self.participant.role):
+            self.send(message)
         self.request_renegotiation()
         return True
 

@@ -114,3 +114,12 @@ async def test_default_protocol_and_a_patient_leaving_mid_capture(sfu):
     await patient.close()
     await doctor.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "stopped")
     assert sfu.services.rooms.live["r1"].capture is None  # the capture record was closed
+
+
+async def test_a_late_console_gets_the_current_prompt(sfu):
+    await sfu.room(processors=["face-analysis"])
+    patient = await join_patient_with_face(sfu)
+    prompt = await patient.wait_for(lambda m: m.get("kind") == "guidance", timeout=20)
+    expert = await sfu.join("expert", seed=3)
+    caught_up = await expert.wait_for(lambda m: m.get("kind") == "guidance", timeout=2)
+    assert caught_up["participant"] == prompt["participant"] and caught_up["text"]
