@@ -133,6 +133,11 @@ class LiveRoom:
         """What a page that joins now must know: the current prompt, the photo protocol's step."""
         return [message for message, roles in self._analysis_state.values() if roles is None or role in roles]
 
+    def forget_analysis(self, participant_id: str) -> None:
+        for key, (message, _) in list(self._analysis_state.items()):
+            if message["participant"] == participant_id:
+                del self._analysis_state[key]
+
     def _processor_failed(self, processor: str, participant_id: str, error: str) -> None:
         logger.warning("processor %s failed on %s in room %s: %s", processor, participant_id, self.record.id, error)
         message = {"type": "processor-failed", "processor": processor, "participant": participant_id,
@@ -286,6 +291,7 @@ class RoomService:
         del live.sessions[participant.id]
         await self.registry.remove_participant(participant.room_id, participant.id)
         await live.processors.participant_left(participant.id)
+        live.forget_analysis(participant.id)
         if live.capture is not None and not live.processors.running("face-analysis"):
             # the patient whose photos were being taken left: end the protocol where everyone sees it
             live.broadcast({"type": "analysis", "processor": "face-analysis", "participant": participant.id,
