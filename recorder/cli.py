@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+from . import trace
 from .audit import AuditLog
 from .errors import KeyUnavailableError, RecorderError, RecordingIntegrityError
 from .keys import KeyStore
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--actor", default=argparse.SUPPRESS, help="who to name in the audit log (default cli:<user>)")
 
     p = argparse.ArgumentParser(prog="python -m recorder", parents=[common],
-                                description="Encrypted consultation recordings: list, verify, export, rotate the key, purge, audit.")
+                                description="Encrypted consultation recordings: list, verify, export, trace a leak, rotate the key, purge, audit.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ls = sub.add_parser("list", parents=[common], help="list recordings (unauthenticated summary)")
     ls.add_argument("--json", action="store_true")
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("id")
     ex.add_argument("--out", type=Path, required=True, help="output file (.webm)")
     ex.add_argument("--track", help="the video track to export (default: the patient's)")
+    ex.add_argument("--viewer", help="who receives the export; their identity is watermarked in (default: the actor)")
+    ex.add_argument("--viewer-name", help="display name shown in the visible watermark")
+    tr = sub.add_parser("trace", parents=[common],
+                        help="name the viewer/export a leaked clip came from (exit 0 identified, 1 no watermark, "
+                             "3 watermark unreadable or never issued here, 2 error)")
+    trace.add_arguments(tr)
     sub.add_parser("rotate-key", parents=[common],
                    help="re-wrap every data key under a new KEK and retire the old one (media is not re-encrypted)")
     pg = sub.add_parser("purge", parents=[common], help="crypto-shred and delete recordings past retention")
@@ -144,11 +151,20 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
 
         keys = KeyStore.open(data_dir, kek_file=kek_file)
         store = RecordingStore(data_dir, keys=keys, audit=_audit(data_dir, audit_key_file, create=True))
+        from .watermarks import export_hook
+
         reader = store.open_reader(args.id, actor=actor, purpose=Action.EXPORT)
-        result = export_recording(reader, args.out, video_track=args.track)
+        # every export carries its viewer, visibly and invisibly, so a leak can be traced
+        issued, hook = export_hook(data_dir, recording_id=args.id, viewer=args.viewer or actor,
+                                   viewer_name=args.viewer_name, actor=actor, audit_key_file=audit_key_file)
+        result = export_recording(reader, args.out, video_track=args.track, frame_hook=hook)
         print(f"exported {result.video_track}: {result.frames} frames, {result.duration_ms / 1000:.1f} s, "
-              f"{result.width}x{result.height}, {result.annotations} annotation events -> {result.path}")
+              f"{result.width}x{result.height}, {result.annotations} annotation events, "
+              f"watermark {issued.hex_id} -> {result.path}")
         return EXIT_OK
+
+    if args.command == "trace":
+        return trace.run(args, data_dir, audit_key_file, actor)
 
     if args.command == "rotate-key":
         keys = KeyStore.open(data_dir, kek_file=kek_file)

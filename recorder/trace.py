@@ -1,0 +1,222 @@
+"""`python -m recorder trace CLIP`: which viewer or export a leaked clip came from.
+
+Reads the clip (any container/codec FFmpeg decodes: WebM, MP4, MKV, MOV ...), averages
+the luma of up to --max-seconds of it, looks for the forensic watermark under the data
+directory's watermark key (media/processors/watermark_detect.py) and looks the decoded
+id up in the registry (the audit log, recorder/watermarks.py). Every trace is itself
+audited (action "watermark.trace", target = the clip's SHA-256).
+
+Verdicts and exit codes
+    0  identified: a payload with a valid CRC whose id this registry issued
+    1  no watermark found
+    3  a watermark is there but not identified: its payload could not be read (clip too
+       short or too degraded), or it decodes to an id this registry never issued (another
+       deployment's key, or a chance decode)
+    2  error (unreadable clip, no key)
+
+Confidence. For an identification, the chance that a clip *without* this viewer's mark
+decodes to it: every decoding attempt passes the CRC-16 by chance with probability
+2^-16, and a chance 32-bit value is one of the N issued ids with probability N / 2^32,
+so P(false identification) <= attempts * 2^-16 * N / 2^32 (measured false positives on
+clean clips: docs/BENCHMARKS.md). `sync z` is how strongly the pilots were found (~N(0,1)
+per hypothesis under no mark; >= 7.5 means a mark is present whatever the payload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import RecorderError
+from .watermarks import TRACE_ACTION, IssuedWatermark, WatermarkRegistry, format_id
+
+EXIT_IDENTIFIED, EXIT_NOT_FOUND, EXIT_ERROR, EXIT_UNIDENTIFIED = 0, 1, 2, 3
+DEFAULT_MAX_SECONDS = 60.0
+CRC_CHANCE = 2.0 ** -16
+
+
+@dataclass
+class TraceResult:
+    clip: str
+    sha256: str
+    frames: int
+    size: tuple[int, int]
+    verdict: str                         # identified | no watermark found | unidentified watermark | unreadable watermark
+    wm_id: Optional[int]
+    issued: Optional[IssuedWatermark]
+    false_match_p: Optional[float]       # identified only: upper bound of P(false identification)
+    sync_z: float
+    sync_p: float
+    code_ber: float
+    scale: tuple[float, float]           # clip period / nominal period for the clip's size
+    registry_problems: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return {"identified": EXIT_IDENTIFIED, "no watermark found": EXIT_NOT_FOUND}.get(self.verdict, EXIT_UNIDENTIFIED)
+
+    def as_dict(self) -> dict:
+        return {"clip": self.clip, "sha256": self.sha256, "frames": self.frames, "size": list(self.size),
+                "verdict": self.verdict, "watermark_id": format_id(self.wm_id) if self.wm_id is not None else None,
+                "issued": None if self.issued is None else {
+                    "viewer": self.issued.viewer, "viewer_name": self.issued.viewer_name,
+                    "purpose": self.issued.purpose, "recording": self.issued.recording_id,
+                    "issued_at": self.issued.issued_at, "issued_by": self.issued.issued_by,
+                    "audit_seq": self.issued.seq},
+                "false_match_probability": self.false_match_p, "confidence": self.confidence,
+                "sync_z": round(self.sync_z, 2), "sync_p": self.sync_p,
+                "code_bit_error_rate": None if self.code_ber != self.code_ber else round(self.code_ber, 4),
+                "scale": [round(s, 4) for s in self.scale], "registry_problems": self.registry_problems}
+
+    @property
+    def confidence(self) -> Optional[float]:
+        return None if self.false_match_p is None else 1.0 - self.false_match_p
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_clip(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS):
+    """(accumulator, (width, height)) of the clip's first video stream, luma averaged."""
+    import av
+
+    from media.processors.watermark_detect import ClipAccumulator
+
+    acc = ClipAccumulator()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise RecorderError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            start = None
+            for frame in container.decode(stream):
+                t = frame.time
+                if t is not None:
+                    start = t if start is None else start
+                    if t - start > max_seconds:
+                        break
+                acc.add(frame.to_ndarray(format="gray"))
+    except av.FFmpegError as exc:
+        if acc.frames == 0:
+            raise RecorderError(f"{path}: cannot decode: {exc}") from exc
+    if acc.frames == 0:
+        raise RecorderError(f"{path}: no decodable video frame")
+    h, w = acc.mean.shape
+    return acc, (w, h)
+
+
+def trace_clip(path: Path, registry: WatermarkRegistry, *, max_seconds: float = DEFAULT_MAX_SECONDS,
+               check_log: bool = True) -> TraceResult:
+    from media.processors.watermark import CANONICAL_SIDE, Pattern
+    from media.processors.watermark_detect import detect_image
+
+    acc, (w, h) = read_clip(path, max_seconds)
+    pattern = Pattern(registry.key)
+    det = detect_image(pattern, acc.mean, frames=acc.frames)
+    nominal = pattern.tile * min(w, h) / CANONICAL_SIDE
+    issued_ids = registry.issued()
+    problems = registry.audit.verify().problems if check_log else []
+    issued = issued_ids.get(det.wm_id) if det.wm_id is not None else None
+    p_false = None
+    if issued is not None:
+        verdict = "identified"
+        p_false = min(1.0, det.attempts * CRC_CHANCE * max(1, len(issued_ids)) / 2.0 ** 32)
+    elif det.wm_id is not None:
+        verdict = "unidentified watermark"      # valid CRC, id never issued here
+    elif det.present:
+        verdict = "unreadable watermark"
+    else:
+        verdict = "no watermark found"
+    return TraceResult(str(path), _sha256(path), acc.frames, (w, h), verdict, det.wm_id, issued, p_false,
+                       det.sync_z, det.sync_p, det.code_ber, (det.period[0] / nominal, det.period[1] / nominal),
+                       problems)
+
+
+def format_report(r: TraceResult) -> str:
+    lines = [f"clip {r.clip}: {r.frames} frames {r.size[0]}x{r.size[1]}, sha256 {r.sha256[:16]}…"]
+    if r.verdict == "identified":
+        i = r.issued
+        lines += [f"IDENTIFIED: watermark {format_id(r.wm_id)} issued to {i.viewer_name}"
+                  + (f" ({i.viewer})" if i.viewer != i.viewer_name else "")
+                  + f" for {i.purpose} of {i.recording_id} at {i.issued_at} by {i.issued_by} (audit entry {i.seq})",
+                  f"confidence: 1 - {r.false_match_p:.1e} (chance that a clip without this mark is identified so: "
+                  f"<= {r.false_match_p:.1e}); "
+                  f"sync z {r.sync_z:.1f}, {100 * r.code_ber:.1f} % code-bit errors corrected, "
+                  f"scale {r.scale[0]:.3f} x {r.scale[1]:.3f}"]
+    elif r.verdict == "unidentified watermark":
+        lines += [f"a watermark with id {format_id(r.wm_id)} (valid CRC) that this registry never issued: "
+                  "another deployment's key, or a chance decode (probability 2^-16 per clip)",
+                  f"sync z {r.sync_z:.1f}"]
+    elif r.verdict == "unreadable watermark":
+        lines += [f"a watermark is present (sync z {r.sync_z:.1f}, chance p <= {r.sync_p:.1e}) but its payload could "
+                  "not be read: try a longer or less degraded clip"]
+    else:
+        lines += [f"no watermark found (sync z {r.sync_z:.1f}: no more than chance)"]
+    for problem in r.registry_problems:
+        lines.append(f"WARNING: the audit log (registry) fails verification: {problem}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `trace` subcommand's own arguments (recorder/cli.py adds --data-dir etc.)."""
+    p.add_argument("clip", type=Path, help="the video file to examine")
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                   help=f"examine at most this much of the clip (default {DEFAULT_MAX_SECONDS:g} s)")
+    p.add_argument("--watermark-key-file", type=Path, default=None,
+                   help="watermark key (env CONSULT_WATERMARK_KEY / CONSULT_WATERMARK_KEY_FILE; "
+                        "default DATA_DIR/watermark.key)")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace, data_dir: Path, audit_key_file: Optional[Path], actor: str) -> int:
+    """The body of `python -m recorder trace` (recorder/cli.py dispatches here)."""
+    try:
+        registry = WatermarkRegistry.open(data_dir, audit_key_file=audit_key_file,
+                                          watermark_key_file=args.watermark_key_file)
+        if not args.clip.is_file():
+            raise RecorderError(f"{args.clip}: no such file")
+        result = trace_clip(args.clip, registry, max_seconds=args.max_seconds)
+    except RecorderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        registry.audit.append(actor, TRACE_ACTION, result.sha256, {
+            "clip": args.clip.name[:200], "verdict": result.verdict,
+            "watermark_id": format_id(result.wm_id) if result.wm_id is not None else None,
+            "sync_z": round(result.sync_z, 2)})
+    except RecorderError as exc:
+        print(f"warning: could not audit this trace: {exc}", file=sys.stderr)
+    print(json.dumps(result.as_dict(), indent=1) if args.json else format_report(result))
+    return result.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Standalone entry (`python -m recorder.trace CLIP`) until `trace` is wired into recorder/cli.py."""
+    import os
+
+    from .cli import _default_actor
+
+    p = argparse.ArgumentParser(prog="python -m recorder.trace", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CONSULT_DATA_DIR", "data")))
+    p.add_argument("--audit-key-file", type=Path,
+                   default=Path(os.environ["CONSULT_AUDIT_KEY_FILE"]) if os.environ.get("CONSULT_AUDIT_KEY_FILE") else None)
+    p.add_argument("--actor", default=None)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return run(args, args.data_dir, args.audit_key_file, args.actor or _default_actor())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
