@@ -102,6 +102,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds to wait for every participant to receive video from both others")
     p.add_argument("--audio-deadline-ms", type=float, default=AUDIO_DEADLINE_S * 1000,
                    help="an audio packet is played in time if it arrives this soon after it was sent")
+    p.add_argument("--processors", type=lambda v: [x for x in v.split(",") if x], default=[],
+                   help="frame processors for our rooms, comma-separated (default none: forwarding only)")
     p.add_argument("--seed", type=int, default=1, help="impairment seed (same seed, same loss pattern)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--bitrate", type=int, help="video clip bitrate, bit/s (default: per resolution)")
@@ -223,7 +225,8 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                 server_pid = server.pid
                 wait_healthy(server, base_url)
                 admin_key = None if kind == "relay" else (workdir / "data" / "admin.key").read_text().strip()
-            rooms = make_rooms(kind, base_url, admin_key, args.rooms, video_codec=args.codec, prefix="load")
+            rooms = make_rooms(kind, base_url, admin_key, args.rooms, video_codec=args.codec, prefix="load",
+                               processors=tuple(args.processors))
             room_ids = [room_id for room_id, _ in rooms]
             if server_pid:
                 sampler = ProcessSampler(server_pid).start()

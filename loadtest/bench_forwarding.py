@@ -57,7 +57,9 @@ from loadtest.harness import (
     machine_cpu_ticks,
     machine_info,
     machine_usage,
-    make_tokens,
+    admin_key_of,
+    http_json,
+    make_rooms,
     proc_cpu_seconds,
     proc_memory_mb,
     start_server,
@@ -310,7 +312,10 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
         try:
             server = start_server(kind, port, workdir)
             wait_healthy(server, base_url)
-            tokens = make_tokens(kind, base_url, workdir, rooms)
+            admin_key = admin_key_of(kind, workdir)
+            made = make_rooms(kind, base_url, admin_key, rooms, processors=tuple(args.processors))
+            tokens = [t for _, t in made]
+            result["processors"], result["recording"] = list(args.processors), bool(args.record)
             client_log = open(workdir / "client.log", "wb")
             try:
                 client = subprocess.Popen([sys.executable, "-m", "loadtest.bench_forwarding", "_client"],
@@ -325,6 +330,9 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
             client.stdin.write(json.dumps(config) + "\n")
             client.stdin.flush()
             result["ready"] = reader.expect("ready", args.settle_timeout + 15 * rooms + 30)
+            if args.record and kind == "ours":
+                for room_id, _ in made:  # every track of every room, encrypted, as in a recorded consultation
+                    http_json("POST", f"{base_url}/api/rooms/{room_id}/recording", {"action": "start"}, admin_key)
             time.sleep(args.warmup)
 
             client.stdin.write("start\n")
@@ -453,6 +461,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds to wait for every participant to receive video from both others")
     p.add_argument("--repeat", type=int, default=1, help="measure every (rooms, server) this many times, interleaved")
     p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--processors", type=lambda v: [x for x in v.split(",") if x], default=[],
+                   help="frame processors for our rooms, comma-separated (default none: forwarding only)")
+    p.add_argument("--record", action="store_true", help="record every room on our server during the window")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=30)

@@ -279,7 +279,7 @@ def wait_healthy(proc: Optional[subprocess.Popen], base_url: str, timeout: float
 
 
 def make_rooms(kind: str, base_url: str, admin_key: Optional[str], rooms: int, *, video_codec: str = "vp8",
-               prefix: str = "bench") -> list[tuple[str, list[str]]]:
+               prefix: str = "bench", processors: tuple[str, ...] = ()) -> list[tuple[str, list[str]]]:
     """(room id, join tokens in ROLES order) for `rooms` three-party rooms.
 
     Ours: rooms and signed links through the admin REST API. The relay baseline
@@ -294,7 +294,8 @@ def make_rooms(kind: str, base_url: str, admin_key: Optional[str], rooms: int, *
     for r in range(rooms):
         room = http_json("POST", base_url + "/api/rooms",
                          {"id": f"{tag}-{r}", "name": f"Load test room {r}", "max_participants": 3,
-                          "video_codec": video_codec}, admin_key)
+                          # explicit: the server's default turns face analysis on, which is not forwarding
+                          "video_codec": video_codec, "processors": list(processors)}, admin_key)
         made.append((room["id"], [
             http_json("POST", f"{base_url}/api/rooms/{room['id']}/links",
                       {"role": role, "name": role.capitalize(), "identity": f"{tag}-{r}-{role}"}, admin_key)["token"]
@@ -303,10 +304,9 @@ def make_rooms(kind: str, base_url: str, admin_key: Optional[str], rooms: int, *
     return made
 
 
-def make_tokens(kind: str, base_url: str, workdir: Path, rooms: int, video_codec: str = "vp8") -> list[list[str]]:
-    """Tokens for a server this process started in `workdir` (its admin key is in the data dir)."""
-    key = None if kind == "relay" else (workdir / "data" / "admin.key").read_text().strip()
-    return [tokens for _, tokens in make_rooms(kind, base_url, key, rooms, video_codec=video_codec)]
+def admin_key_of(kind: str, workdir: Path) -> Optional[str]:
+    """The admin key of a server this process started in `workdir` (none for the relay)."""
+    return None if kind == "relay" else (workdir / "data" / "admin.key").read_text().strip()
 
 
 def close_rooms(base_url: str, admin_key: Optional[str], room_ids: list[str]) -> None:
