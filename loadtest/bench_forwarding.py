@@ -146,12 +146,13 @@ class BenchClient:
         self.publishers: list[dict] = []
 
     async def connect(self) -> None:
-        from loadtest.preencoded import AudioClipSpec, PreEncodedTrack, VideoClipSpec, load_or_encode
+        from loadtest.clips import ClipSpec, SweepAudioSpec, load_or_encode
+        from loadtest.preencoded import PreEncodedTrack
 
         cache_dir = Path(self.config["cache_dir"])
-        video_spec = VideoClipSpec(**self.config["video"])
+        video_spec = ClipSpec(**self.config["video"])
         video = load_or_encode(video_spec, cache_dir)
-        audio = load_or_encode(AudioClipSpec(**self.config["audio"]), cache_dir)
+        audio = load_or_encode(SweepAudioSpec(**self.config["audio"]), cache_dir)
         Participant = _bench_participant_class()
         for r, tokens in enumerate(self.config["rooms"]):
             people = []
@@ -485,11 +486,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     from dataclasses import asdict
 
-    from loadtest.preencoded import AudioClipSpec, VideoClipSpec, load_or_encode
+    from loadtest.clips import ClipSpec, SweepAudioSpec, load_or_encode
 
-    video_spec = VideoClipSpec(width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate,
-                               seconds=args.clip_seconds, keyframe_interval_s=args.keyframe_interval)
-    audio_spec = AudioClipSpec(seconds=args.clip_seconds)
+    video_spec = ClipSpec(codec="vp8", width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate,
+                          seconds=args.clip_seconds, keyframe_interval_s=args.keyframe_interval)
+    audio_spec = SweepAudioSpec(seconds=args.clip_seconds)
     t = time.monotonic()
     video_clip = load_or_encode(video_spec, args.cache_dir)
     audio_clip = load_or_encode(audio_spec, args.cache_dir)

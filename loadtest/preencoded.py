@@ -1,8 +1,8 @@
 """Pre-encoded media for cheap publishers: encode a clip once, replay it forever.
 
 A benchmark of the server must not spend the client machine's CPU on encoding,
-so a clip is encoded once (VP8 with PyAV's libvpx, Opus with libopus), kept in
-memory and optionally in a cache directory, and replayed by PreEncodedTrack.
+so a clip is encoded once (loadtest.clips: VP8 or H.264, Opus), kept in memory
+and in a cache directory as an EncodedClip, and replayed by PreEncodedTrack.
 Its recv() returns av.Packet objects with pts/time_base paced in real time;
 aiortc's RTCRtpSender sends those through the codec's pack() path (packetize
 only, no encoding). Consequence: aiortc ignores PLI/FIR for such a track, so a
@@ -15,48 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import hashlib
 import json
-import math
 import os
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 _MAGIC = b"CSFU-CLIP-1\n"
 _RECORD = struct.Struct(">IqB")  # payload length, pts, flags (bit 0: keyframe)
-
-
-@dataclass(frozen=True)
-class VideoClipSpec:
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    bitrate: int = 1_500_000
-    seconds: float = 10.0
-    keyframe_interval_s: float = 2.0
-    seed: int = 1
-
-    @property
-    def frames(self) -> int:
-        return max(1, round(self.seconds * self.fps))
-
-    @property
-    def keyframe_every(self) -> int:
-        return max(1, round(self.keyframe_interval_s * self.fps))
-
-
-@dataclass(frozen=True)
-class AudioClipSpec:
-    seconds: float = 10.0
-    bitrate: int = 32_000
-    frequency: float = 440.0
 
 
 @dataclass
@@ -118,115 +89,9 @@ class EncodedClip:
                    packets=packets, pts=pts_list, keyframes=keyframes, meta=header["meta"])
 
 
-# --- encoding -------------------------------------------------------------------------
-
-
-def _synthetic_frames(spec: VideoClipSpec):
-    """RGB frames with real motion: a scrolling textured background and a moving box."""
-    w, h = spec.width, spec.height
-    rng = np.random.default_rng(spec.seed)
-    margin = 320
-    coarse = rng.integers(0, 255, size=((h + margin) // 8 + 1, (w + margin) // 8 + 1, 3), dtype=np.uint8)
-    texture = np.kron(coarse, np.ones((8, 8, 1), dtype=np.uint8))[: h + margin, : w + margin]
-    fine = rng.integers(0, 64, size=texture.shape, dtype=np.uint8)
-    texture = (texture // 2 + fine).astype(np.uint8)
-    box = max(16, min(w, h) // 4)
-    for i in range(spec.frames):
-        dx, dy = (i * 3) % margin, (i * 2) % margin
-        image = texture[dy:dy + h, dx:dx + w].copy()
-        bx = int((w - box) * (0.5 + 0.5 * math.sin(i / 20)))
-        by = int((h - box) * (0.5 + 0.5 * math.cos(i / 27)))
-        image[by:by + box, bx:bx + box] = (255 * ((i // 15) % 2), 128, 255 - (i * 4) % 255)
-        yield image
-
-
-def encode_video_clip(spec: VideoClipSpec) -> EncodedClip:
-    """VP8 at ~spec.bitrate (CBR, realtime settings like aiortc's), a keyframe every spec.keyframe_interval_s."""
-    time_base = fractions.Fraction(1, spec.fps)
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height = spec.width, spec.height
-    codec.pix_fmt = "yuv420p"
-    codec.time_base = time_base
-    codec.framerate = spec.fps
-    codec.bit_rate = spec.bitrate
-    codec.gop_size = spec.keyframe_every
-    codec.thread_count = min(4, os.cpu_count() or 1)
-    codec.options = {
-        "deadline": "realtime", "cpu-used": "4", "lag-in-frames": "0", "auto-alt-ref": "0",
-        "minrate": str(spec.bitrate), "maxrate": str(spec.bitrate), "bufsize": str(spec.bitrate),
-        "undershoot-pct": "100", "overshoot-pct": "15", "partitions": "0",
-    }
-    encoded: list[av.Packet] = []
-    for index, image in enumerate(_synthetic_frames(spec)):
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = index, time_base
-        if index % spec.keyframe_every == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        encoded.extend(codec.encode(frame))
-    encoded.extend(codec.encode(None))
-    if not encoded or not encoded[0].is_keyframe:
-        raise RuntimeError("the VP8 clip does not start with a keyframe")
-    return EncodedClip(
-        kind="video", codec="vp8", time_base=time_base, duration=spec.frames,
-        packets=[bytes(p) for p in encoded], pts=[int(p.pts) for p in encoded],
-        keyframes=[bool(p.is_keyframe) for p in encoded], meta=asdict(spec),
-    )
-
-
-def encode_audio_clip(spec: AudioClipSpec) -> EncodedClip:
-    """Opus, 48 kHz mono, 20 ms packets of a quiet tone."""
-    sample_rate, frame_size = 48_000, 960
-    time_base = fractions.Fraction(1, sample_rate)
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate = sample_rate
-    codec.layout = "mono"
-    codec.format = "s16"
-    codec.bit_rate = spec.bitrate
-    codec.time_base = time_base
-    count = max(1, round(spec.seconds * sample_rate / frame_size))
-    encoded: list[av.Packet] = []
-    for index in range(count):
-        t = (np.arange(frame_size) + index * frame_size) / sample_rate
-        samples = (np.sin(2 * math.pi * spec.frequency * t) * 3000).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = sample_rate, index * frame_size, time_base
-        encoded.extend(codec.encode(frame))
-    encoded.extend(codec.encode(None))
-    packets = [bytes(p) for p in encoded][:count]
-    # Opus packets are independent: pts is just the packet index times 20 ms.
-    return EncodedClip(
-        kind="audio", codec="opus", time_base=time_base, duration=count * frame_size,
-        packets=packets, pts=[i * frame_size for i in range(len(packets))],
-        keyframes=[True] * len(packets), meta=asdict(spec),
-    )
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "consult-sfu" / "clips"
-
-
-def _cache_path(cache_dir: Path, spec) -> Path:
-    key = json.dumps({"type": type(spec).__name__, **asdict(spec), "av": av.__version__}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir / f"{type(spec).__name__}-{digest}.clip"
-
-
-def load_or_encode(spec, cache_dir: Optional[Path] = None) -> EncodedClip:
-    """The clip for this spec, from the cache directory if encoded before (cache_dir None: no cache)."""
-    encode = encode_video_clip if isinstance(spec, VideoClipSpec) else encode_audio_clip
-    if cache_dir is None:
-        return encode(spec)
-    path = _cache_path(Path(cache_dir), spec)
-    if path.exists():
-        try:
-            return EncodedClip.load(path)
-        except (ValueError, OSError, struct.error, json.JSONDecodeError):
-            pass  # re-encode a damaged cache file
-    clip = encode(spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clip.dump(path)
-    return clip
 
 
 # --- replay -----------------------------------------------------------------------------
