@@ -224,39 +224,30 @@ export function fitCanvasToPicture(canvas, video) {
   };
 }
 
-// ---- the overlay --------------------------------------------------------------------
+// ---- a canvas over the patient's video --------------------------------------------------
 
 /**
- * A canvas over a <video> of the patient that draws `shapes()` per the spec, again
- * whenever asked (redraw), the element or picture changes size, or the window does
- * (which covers a change of devicePixelRatio). The canvas fills `container`, which
- * must be positioned and hold the video.
- *
- * Test hooks on the canvas: data-shapes (shapes given), data-drawn (drawn: face-
- * anchored ones are skipped), data-frame ("W×H" of the picture in device pixels).
+ * The plumbing every overlay shares: a canvas that fills `container` (positioned, holding
+ * the video), inserted before `before`, redrawn (once per animation frame, however many
+ * times asked) whenever the canvas, the video element, the picture or the window changes
+ * size (a window resize covers a change of devicePixelRatio), and following the video
+ * element when it is replaced (e.g. after a reconnect). Subclasses implement draw().
  */
-export class AnnotationOverlay {
-  constructor(container, {shapes, label = (n) => `${n} marks on the picture`, before = null}) {
+export class VideoCanvasLayer {
+  constructor(container, className, {before = null} = {}) {
     this.container = container;
     this.video = null;
-    this._shapes = shapes;
-    this._label = label;
     this._frameRequest = 0;
-    this._fontWanted = false;
     this.canvas = document.createElement('canvas');
-    this.canvas.className = 'annotation-layer';
-    this.canvas.setAttribute('role', 'img');
-    this.canvas.dataset.shapes = '0';
-    this.canvas.dataset.drawn = '0';
+    this.canvas.className = className;
     container.insertBefore(this.canvas, before);
     this._onChange = () => this.redraw();
     this._resizeObserver = new ResizeObserver(this._onChange);
     this._resizeObserver.observe(this.canvas);
     window.addEventListener('resize', this._onChange);
-    this.redraw();
   }
 
-  /** The video the marks belong to (the element may be replaced, e.g. after a reconnect). */
+  /** The video the drawing belongs to. */
   setVideo(video) {
     if (video === this.video) return;
     if (this.video) {
@@ -279,6 +270,42 @@ export class AnnotationOverlay {
       this._frameRequest = 0;
       this.draw();
     });
+  }
+
+  draw() {
+    throw new Error('a VideoCanvasLayer subclass draws');
+  }
+
+  destroy() {
+    cancelAnimationFrame(this._frameRequest);
+    this._resizeObserver.disconnect();
+    window.removeEventListener('resize', this._onChange);
+    this.setVideo(null);
+    this.canvas.remove();
+  }
+}
+
+// ---- the overlay --------------------------------------------------------------------
+
+/**
+ * A canvas over a <video> of the patient that draws `shapes()` per the spec, again
+ * whenever asked (redraw), the element or picture changes size, or the window does
+ * (which covers a change of devicePixelRatio). The canvas fills `container`, which
+ * must be positioned and hold the video.
+ *
+ * Test hooks on the canvas: data-shapes (shapes given), data-drawn (drawn: face-
+ * anchored ones are skipped), data-frame ("W×H" of the picture in device pixels).
+ */
+export class AnnotationOverlay extends VideoCanvasLayer {
+  constructor(container, {shapes, label = (n) => `${n} marks on the picture`, before = null}) {
+    super(container, 'annotation-layer', {before});
+    this._shapes = shapes;
+    this._label = label;
+    this._fontWanted = false;
+    this.canvas.setAttribute('role', 'img');
+    this.canvas.dataset.shapes = '0';
+    this.canvas.dataset.drawn = '0';
+    this.redraw();
   }
 
   draw() {
@@ -320,14 +347,6 @@ export class AnnotationOverlay {
   pictureSize() {
     const picture = pictureRect(this.video);
     return picture ? {width: picture.width, height: picture.height} : null;
-  }
-
-  destroy() {
-    cancelAnimationFrame(this._frameRequest);
-    this._resizeObserver.disconnect();
-    window.removeEventListener('resize', this._onChange);
-    this.setVideo(null);
-    this.canvas.remove();
   }
 
   // Text is measured and drawn in the web font once it is there: ask for it the first

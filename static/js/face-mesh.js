@@ -12,56 +12,26 @@
  * of the picture in device pixels, absent without a picture).
  */
 
-import {fitCanvasToPicture} from './annotation-render.js';
+import {VideoCanvasLayer, fitCanvasToPicture} from './annotation-render.js';
 import {FEATURES, TESSELATION} from './face-mesh-edges.js';
 
 const MESH_COLOR = 'rgba(130, 225, 255, 0.32)';
 const FEATURE_COLOR = 'rgba(130, 225, 255, 0.85)';
 const REF_HEIGHT = 720;  // line widths are for a 720-line picture, scaled like the marks
 
-export class FaceMeshOverlay {
+export class FaceMeshOverlay extends VideoCanvasLayer {
   /** The canvas fills `container` (positioned, holding the video), inserted before `before`. */
   constructor(container, {before = null} = {}) {
-    this.video = null;
+    super(container, 'face-mesh-layer', {before});
     this.landmarks = null;
-    this._frameRequest = 0;
-    this.canvas = document.createElement('canvas');
-    this.canvas.className = 'face-mesh-layer';
     this.canvas.setAttribute('aria-hidden', 'true');  // the analysis panel says it in words
     this.canvas.dataset.points = '0';
-    container.insertBefore(this.canvas, before);
-    this._onChange = () => this.redraw();
-    this._resizeObserver = new ResizeObserver(this._onChange);
-    this._resizeObserver.observe(this.canvas);
-    window.addEventListener('resize', this._onChange);
-  }
-
-  setVideo(video) {
-    if (video === this.video) return;
-    if (this.video) {
-      this._resizeObserver.unobserve(this.video);
-      for (const type of ['resize', 'loadedmetadata']) this.video.removeEventListener(type, this._onChange);
-    }
-    this.video = video ?? null;
-    if (this.video) {
-      this._resizeObserver.observe(this.video);
-      for (const type of ['resize', 'loadedmetadata']) this.video.addEventListener(type, this._onChange);
-    }
-    this.redraw();
   }
 
   /** [[x, y], …] normalised to the video frame, or null to clear. */
   setLandmarks(landmarks) {
     this.landmarks = Array.isArray(landmarks) && landmarks.length ? landmarks : null;
     this.redraw();
-  }
-
-  redraw() {
-    if (this._frameRequest) return;
-    this._frameRequest = requestAnimationFrame(() => {
-      this._frameRequest = 0;
-      this.draw();
-    });
   }
 
   draw() {
@@ -99,14 +69,6 @@ export class FaceMeshOverlay {
     strokeEdges(ctx, FEATURES, xs, ys, FEATURE_COLOR, Math.max(1, 1.75 * scale));
     ctx.restore();
     canvas.dataset.points = String(landmarks.length);
-  }
-
-  destroy() {
-    cancelAnimationFrame(this._frameRequest);
-    this._resizeObserver.disconnect();
-    window.removeEventListener('resize', this._onChange);
-    this.setVideo(null);
-    this.canvas.remove();
   }
 }
 
