@@ -196,6 +196,7 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         # the relay re-encodes: bytes cannot identify frames there, the drawn index can (after decoding)
         "identify_by_marker": kind == "relay",
         "keyframe_on_pli": args.publisher_pli == "keyframe",
+        "audio_deadline_s": args.audio_deadline_ms / 1000,
         "settle_timeout": args.settle_timeout, "warmup": args.warmup, "duration": args.duration,
         "drain": args.drain, "record_path": str(record_path),
         "budget_s": args.settle_timeout + args.warmup + args.duration + args.drain + 60 + 20 * args.rooms,

@@ -33,14 +33,15 @@ LAG_PROBE_S = 0.01
 def _participant_class():
     from loadtest.impaired_transport import impair
     from loadtest.participant import SyntheticParticipant
-    from loadtest.receiver import StreamRecord, buffer_of
+    from loadtest.receiver import StreamRecord, buffer_of, equip
 
     class LoadParticipant(SyntheticParticipant):
         """A synthetic participant whose transport is impaired and whose receivers record."""
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
-                  keys: dict[str, dict[bytes, int]]) -> None:
+                  keys: dict[str, dict[bytes, int]], audio_deadline_s: float) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
+            self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
             self.records: dict[str, StreamRecord] = {}
             self.impairment = None
@@ -68,6 +69,7 @@ def _participant_class():
                                       by_marker=self.by_marker and track.kind == "video", keys=self.keys[track.kind])
                 self.records[transceiver.mid] = record
                 buffer.attach(record)
+                equip(transceiver.receiver, buffer, self.audio_deadline_s)
 
     return LoadParticipant
 
@@ -121,7 +123,8 @@ class LoadClient:
                 audio = StampedClipTrack(self.audio_clip, start_index=offset * 5 // 3)
                 p = Participant(self.config["base_url"], token, audio=audio, video=video)
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
-                        by_marker=self.config["identify_by_marker"], keys=self.keys)
+                        by_marker=self.config["identify_by_marker"], keys=self.keys,
+                        audio_deadline_s=self.config["audio_deadline_s"])
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)

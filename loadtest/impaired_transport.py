@@ -1,16 +1,18 @@
 """Applies loadtest.impairment links to a client peer connection's DTLS transport.
 
 Uplink: `RTCDtlsTransport._send_rtp` (RTP and RTCP, after aiortc decided to
-send, before SRTP protects it). Downlink: `_handle_rtp_data` and
-`_handle_rtcp_data` (after SRTP unprotect, before aiortc parses and routes).
-Working on the clear side of SRTP keeps its replay window and packet index out
-of the picture: a delayed packet is protected when it leaves the link, and a
-received one was unprotected when it arrived. ICE and DTLS handshake packets
-and the signalling WebSocket are not impaired.
+send, before SRTP protects it): a delayed packet is protected when it leaves
+the link, so SRTP's packet index stays in order. Downlink: the datagrams the
+ICE transport hands to the DTLS transport, before SRTP unprotects them, as on a
+real network: each copy of a packet the server sends twice is lost or delivered
+on its own (on the clear side, SRTP's replay check would drop every copy after
+the first before the link decided, and duplicate sends could never help). DTLS
+and other non-SRTP datagrams, ICE checks and the signalling WebSocket are not
+impaired.
 
 Packets that leave a link later than now are delivered by one timer per
-direction, in (time, arrival) order; `arrival_time_ms` (used by aiortc's
-bandwidth estimator) is the time the packet leaves the link.
+direction, in (time, arrival) order; aiortc stamps a downlink packet's
+`arrival_time_ms` (used by its bandwidth estimator) when it leaves the link.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Optional
 
-from aiortc import clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from loadtest.impairment import WIRE_OVERHEAD, Link
+from loadtest.impairment import DATAGRAM_OVERHEAD, WIRE_OVERHEAD, Link
 
 Job = Callable[[], Awaitable[None]]
 
@@ -91,6 +92,7 @@ class ImpairedTransport:
         self._loop = loop
         self._up_delivery = TimedDelivery(loop)
         self._down_delivery = TimedDelivery(loop)
+        self._pump: Optional[asyncio.Task] = None
         if uplink is not None:
             self._wrap_uplink()
         if downlink is not None:
@@ -113,32 +115,43 @@ class ImpairedTransport:
         self.transport._send_rtp = impaired_send_rtp
 
     def _wrap_downlink(self) -> None:
-        handle_rtp = self.transport._handle_rtp_data
-        handle_rtcp = self.transport._handle_rtcp_data
+        ice = self.transport.transport
+        recv = ice._recv
         link, delivery, loop = self.downlink, self._down_delivery, self._loop
+        arrived: asyncio.Queue = asyncio.Queue()
 
-        async def impaired_rtp(data: bytes, arrival_time_ms: int) -> None:
-            now = loop.time()
-            out = link.admit(now, len(data) + WIRE_OVERHEAD)
-            if out is None:
-                return
-            if out <= now:
-                await handle_rtp(data, arrival_time_ms)
-            else:
-                delivery.schedule(out, lambda: handle_rtp(data, clock.current_ms()))
+        async def deliver(data: bytes) -> None:
+            arrived.put_nowait(data)
 
-        async def impaired_rtcp(data: bytes) -> None:
-            now = loop.time()
-            out = link.admit(now, len(data) + WIRE_OVERHEAD)
-            if out is None:
-                return
-            if out <= now:
-                await handle_rtcp(data)
-            else:
-                delivery.schedule(out, lambda: handle_rtcp(data))
+        async def pump() -> None:
+            while True:
+                try:
+                    data = await recv()
+                except BaseException as exc:  # closed: hand the end to the reader
+                    arrived.put_nowait(exc)
+                    return
+                if not data or not 127 < data[0] < 192:
+                    arrived.put_nowait(data)  # DTLS and the like: not impaired
+                    continue
+                now = loop.time()
+                out = link.admit(now, len(data) + DATAGRAM_OVERHEAD)
+                if out is None:
+                    continue
+                if out <= now:
+                    arrived.put_nowait(data)
+                else:
+                    delivery.schedule(out, lambda data=data: deliver(data))
 
-        self.transport._handle_rtp_data = impaired_rtp
-        self.transport._handle_rtcp_data = impaired_rtcp
+        async def impaired_recv() -> bytes:
+            if self._pump is None:  # read only once the DTLS transport reads: ICE is up by then
+                self._pump = loop.create_task(pump())
+            item = await arrived.get()
+            if isinstance(item, BaseException):
+                arrived.put_nowait(item)  # every later read ends the same way
+                raise item
+            return item
+
+        ice._recv = impaired_recv
 
     def counters(self) -> dict:
         return {"uplink": self.uplink.counters.as_dict() if self.uplink else None,
@@ -147,6 +160,8 @@ class ImpairedTransport:
     def close(self) -> None:
         self._up_delivery.close()
         self._down_delivery.close()
+        if self._pump is not None:
+            self._pump.cancel()
 
 
 def impair(transport: RTCDtlsTransport, uplink: Optional[Link], downlink: Optional[Link]) -> Optional[ImpairedTransport]:

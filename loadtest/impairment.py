@@ -32,6 +32,8 @@ from typing import Optional
 # Bytes a packet occupies on the wire beyond the RTP/RTCP bytes we see: SRTP
 # auth tag (10; SRTCP adds a 4-byte index) + UDP (8) + IPv4 (20).
 WIRE_OVERHEAD = 40
+# The same for a datagram that is already SRTP-protected (the downlink side): UDP + IPv4.
+DATAGRAM_OVERHEAD = 28
 MAX_PACKET = 1500
 
 

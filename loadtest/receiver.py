@@ -18,8 +18,13 @@ process:
       libwebrtc's default before it has a measurement) up to 10 times
       (kMaxNackRetries); a keyframe is requested after 3 s without a decodable
       frame (kMaxWaitForFrame) and every 200 ms while one is awaited
-      (kMaxWaitForKeyFrame). Audio: like aiortc, no NACK, and no jitter-buffer
-      model (arrival times are measured against a playout deadline instead).
+      (kMaxWaitForKeyFrame); NACKs stop for packets older than a released frame
+      (ClearUpTo). Each released frame is shown at its playout time
+      (loadtest.playout: capture time + a target delay that follows the jitter),
+      which is what freezes and glass-to-glass latency are measured on, as in
+      Chrome. Audio: NACKed like libwebrtc's voice engine does when the server
+      negotiated it, while the packet can still be played; arrival times are
+      measured against a playout deadline (no NetEq model).
 - `get_decoder` -> MeasuringDecoder: records when each released frame reached
   the decoder thread, whether its reference chain was intact (frames released
   with a broken chain count as not delivered), and, on probe receivers, really
@@ -44,6 +49,7 @@ from aiortc.rtp import RtpPacket
 
 from loadtest.clips import frame_key, luma_of, read_marker
 from loadtest.frames import CODEC_HELPERS, AssembledFrame, FrameAssembler
+from loadtest.playout import PlayoutClock
 
 MODES = ("aiortc", "browser")
 NACK_RETRY_S = 0.100  # libwebrtc kDefaultRttMs
@@ -125,6 +131,8 @@ class InstrumentedBuffer:
         self._last_progress = now
         self._keyframe_required = True
         self._last_request = float("-inf")
+        self.nack: Optional[RetryingNackGenerator] = None  # browser mode, video: set by equip()
+        self.playout = PlayoutClock()  # browser mode: when each released frame is shown
 
     @property
     def capacity(self) -> int:
@@ -173,10 +181,12 @@ class InstrumentedBuffer:
             record.keyframe_requests += 1
         if not released:
             return pli, None
+        if self.nack is not None:
+            self.nack.clear_up_to(released[-1].last_seq & 0xFFFF)
         frames = []
         for f in released:
             jf = JitterFrame(data=f.data, timestamp=f.timestamp)
-            jf.loadtest = (record, record.index_of(f.data), True)
+            jf.loadtest = (record, record.index_of(f.data), True, self.playout.render_time(f.timestamp, now))
             frames.append(jf)
         return pli, frames[0] if len(frames) == 1 else FrameBundle(frames)
 
@@ -211,8 +221,12 @@ class MeasuringDecoder:
         tag = getattr(frame, "loadtest", None)
         if tag is None:  # audio, or a stream not attached: count, decode nothing
             return [DeliveredFrame(-1)]
-        record, index, chain_ok = tag
+        record, index, chain_ok = tag[:3]
         now = time.monotonic()
+        # browser mode: a frame is shown at its playout time, not when it became decodable
+        shown_at = tag[3] if len(tag) > 3 else None
+        if shown_at is not None:
+            now = max(now, shown_at)
         if not (record.probe or record.by_marker):
             with record.lock:
                 record.rendered.append([index, now, chain_ok])
@@ -226,7 +240,7 @@ class MeasuringDecoder:
                 record.decode_errors += 1
                 record.rendered.append([index, now, False])
             raise  # aiortc's worker logs it and sends PLI
-        decoded_at = time.monotonic()
+        decoded_at = time.monotonic() if shown_at is None else max(time.monotonic(), shown_at)
         out = []
         for picture in pictures:
             shown = index
@@ -247,14 +261,28 @@ class RetryingNackGenerator:
     """Drop-in for aiortc's NackGenerator: `add()` True means "send a NACK for `missing` now".
 
     New gaps are NACKed at once; each missing packet again every NACK_RETRY_S, at
-    most NACK_MAX_RETRIES times; then it is given up.
+    most NACK_MAX_RETRIES times; then it is given up. `clear_up_to()` stops asking
+    for packets older than a frame that was released (libwebrtc's
+    NackRequester::ClearUpTo after a decoded frame): after a keyframe the packets
+    of the broken chain are no longer wanted.
+
+    Audio uses it too when the server negotiated "nack" for Opus, as libwebrtc's
+    voice engine does (NetEq's NackTracker): `max_age_s` then bounds the retries to
+    packets that can still be played out.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_age_s: Optional[float] = None) -> None:
         self.max_seq: Optional[int] = None
         self._tries: dict[int, tuple[int, float]] = {}  # seq -> (tries, last sent)
+        self._first_seen: dict[int, float] = {}
+        self.max_age_s = max_age_s
         self.missing: list[int] = []
         self.given_up = 0
+
+    def clear_up_to(self, seq: int) -> None:
+        for lost in [s for s in self._tries if ((seq - s) & 0xFFFF) < 0x8000]:
+            del self._tries[lost]
+            self._first_seen.pop(lost, None)
 
     def add(self, packet: RtpPacket) -> bool:
         seq, now = packet.sequence_number, time.monotonic()
@@ -267,15 +295,19 @@ class RetryingNackGenerator:
             for k in range(1, min(ahead, 1000)):
                 lost = (self.max_seq + k) & 0xFFFF
                 self._tries[lost] = (1, now)
+                self._first_seen[lost] = now
                 due.append(lost)
             self.max_seq = seq
         else:
             self._tries.pop(seq, None)
+            self._first_seen.pop(seq, None)
         for lost, (tries, last) in list(self._tries.items()):
             if lost in due or now - last < NACK_RETRY_S:
                 continue
-            if tries >= NACK_MAX_RETRIES:
+            too_old = self.max_age_s is not None and now + NACK_RETRY_S - self._first_seen[lost] > self.max_age_s
+            if tries >= NACK_MAX_RETRIES or too_old:
                 del self._tries[lost]
+                del self._first_seen[lost]
                 self.given_up += 1
                 continue
             self._tries[lost] = (tries + 1, now)
@@ -327,6 +359,16 @@ def _route_rtx_by_ssrc() -> None:
 
     register._loadtest_hook = True
     RTCDtlsTransport._register_rtp_receiver = register
+
+
+def equip(receiver, buffer: InstrumentedBuffer, audio_deadline_s: float) -> None:
+    """Browser mode: audio NACK (negotiated by the server), and NACK cleanup after released frames."""
+    if SETTINGS.mode != "browser":
+        return
+    if buffer.is_video:
+        buffer.nack = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+    else:
+        receiver._RTCRtpReceiver__nack_generator = RetryingNackGenerator(max_age_s=audio_deadline_s)
 
 
 def buffer_of(receiver) -> Optional[InstrumentedBuffer]:

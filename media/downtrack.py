@@ -38,10 +38,11 @@ from aiortc.rtp import (
 )
 
 from .packet_cache import PacketCache, SentPacket
+from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
 from .rtp_writer import RtpWriter
 from .rtcp_io import send_rtcp
-from .seqnum import seq_add
+from .seqnum import seq_add, seq_diff
 
 if TYPE_CHECKING:
     from .published_track import PublishedTrack
@@ -55,6 +56,12 @@ def abs_send_time_now() -> int:
 
 # How long a starting video down-track waits for a keyframe before asking again.
 KEYFRAME_RETRY_S = 0.5
+# A subscriber still NACKing a video packet this long after it was first sent has
+# a frame too late to be worth completing (the uplink gives up at the same age,
+# see nack_generator): a keyframe repairs its picture sooner than more retries.
+STALE_NACK_S = 0.4
+# Video packets per downlink-loss sample (a few per second at 480p-720p).
+LOSS_SAMPLE_PACKETS = 50
 
 
 def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
@@ -68,7 +75,8 @@ def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
 
 
 class DownTrack:
-    def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int) -> None:
+    def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int,
+                 downlink_loss: Optional[LossEstimate] = None) -> None:
         self.subscriber_id = subscriber_id
         self.kind = kind
         self._ssrc = ssrc  # the key aiortc's RTP router files senders under
@@ -99,6 +107,15 @@ class DownTrack:
         self.plis_received = 0
         self.remb_bitrate: Optional[int] = None
         self.rtt: Optional[float] = None
+        # First-transmission loss toward this subscriber, shared by its down-tracks (one
+        # transport). Measured from video NACKs, not RTCP RR: the copies sent below count
+        # as received in an RR and would hide the very loss that made them necessary.
+        self.downlink_loss = downlink_loss if downlink_loss is not None else LossEstimate()
+        self._loss_sample_sent = 0
+        self._loss_sample_nacked = 0
+        self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
+        self.stale_nack_keyframes = 0
+        self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
         self._last_sr: Optional[tuple[int, float]] = None  # (lsr, sent at)
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
@@ -162,7 +179,9 @@ class DownTrack:
     # --- the per-packet path ----------------------------------------------------
 
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
-                      abs_send_time: int) -> None:
+                      abs_send_time: int, late: bool = False) -> None:
+        """Send one packet on. `late`: it was recovered from the publisher and the
+        subscriber has been waiting for it (a NACK it sent for it found nothing)."""
         if not self.started:
             return
         rewriter = self._rewriter
@@ -184,11 +203,23 @@ class DownTrack:
         if mapped is None:
             return  # older than where this subscriber started
         seq, ts = mapped
-        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level)
+        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level,
+                          time.monotonic())
         self._cache.put(sent)
-        await self._send(self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time))
+        data = self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time)
+        await self._send(data)
         self.packets_sent += 1
         self.octets_sent += len(packet.payload)
+        if self.kind == "video" and not late:
+            self._loss_sample_sent += 1
+            if self._loss_sample_sent >= LOSS_SAMPLE_PACKETS:
+                self.downlink_loss.add(min(self._loss_sample_nacked, self._loss_sample_sent), self._loss_sample_sent)
+                self._loss_sample_sent = self._loss_sample_nacked = 0
+        if (late or self.kind == "audio") and self.downlink_loss.copies > 1:
+            # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
+            # audio (small; no retransmission arrives before its playout deadline) and
+            # packets already late (a lost one costs the subscriber another NACK round).
+            self._send_copies(data)
 
     def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes,
                    abs_send_time: int) -> bytes:
@@ -223,13 +254,21 @@ class DownTrack:
                 self.remb_bitrate = bitrate
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
-                if report.ssrc == self._ssrc and self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
+                if report.ssrc != self._ssrc:
+                    continue
+                if self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
                     self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
 
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)
         if sent is None:
             return
+        if self.kind == "video":
+            if not sent.nacked:
+                sent.nacked = True
+                self._loss_sample_nacked += 1
+            if time.monotonic() - sent.sent_at > STALE_NACK_S:
+                self._escalate_stale(seq)
         rtx_pt = self._out_rtx_pt.get(sent.payload_type)
         if rtx_pt is not None:
             data = self._serialize(sent, self._rtx_ssrc, self._rtx_seq, rtx_pt,
@@ -239,6 +278,30 @@ class DownTrack:
             data = self._serialize(sent, self._ssrc, seq, sent.payload_type, sent.payload, abs_send_time_now())
         self.retransmitted += 1
         await self._send(data)
+        # a lost retransmission costs the subscriber a whole retry interval (an RTT in
+        # browsers): on a lossy downlink send a few copies
+        self._send_copies(data)
+
+    def _send_copies(self, data: bytes) -> None:
+        """The extra copies the downlink's loss calls for, spaced past a short loss burst."""
+        loop = asyncio.get_running_loop()
+        for k in range(1, self.downlink_loss.copies):
+            loop.call_later(k * COPY_SPACING_S, self._send_copy, data)
+
+    def _send_copy(self, data: bytes) -> None:
+        if not self.stopped and self.transport is not None:
+            self.copies_sent += 1
+            task = asyncio.ensure_future(self._send(data))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _escalate_stale(self, seq: int) -> None:
+        """One keyframe request per late stretch, not one per NACK of it."""
+        if self._stale_after_seq is not None and seq_diff(seq, self._stale_after_seq) <= 0:
+            return
+        self._stale_after_seq = self._cache.newest_sequence_number
+        self.stale_nack_keyframes += 1
+        if self.source is not None:
+            self.source.request_keyframe()
 
     async def _run_rtcp(self) -> None:
         """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""

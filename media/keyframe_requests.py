@@ -3,7 +3,12 @@
 Every subscriber that starts, loses a picture or sends PLI/FIR asks for a
 keyframe; the publisher should see one PLI per interval, not one per subscriber.
 A request inside the interval is remembered and sent when the interval ends, so
-nobody who asked is left waiting for the publisher's next periodic keyframe.
+nobody who asked is left waiting for the publisher's next periodic keyframe --
+unless a keyframe starts arriving before then: a keyframe that begins after a
+request answers it, whoever asked for it. At 30 % loss a keyframe takes several
+round trips to complete, and a second PLI while the first one's keyframe is still
+in flight would only make the publisher send another large frame into the same
+lossy link.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class KeyframeRequester:
         self._deferred: Optional[asyncio.TimerHandle] = None
         self.sent_count = 0
         self.requested_count = 0
+        self.satisfied_count = 0  # deferred requests a keyframe answered before their PLI was due
 
     def request(self) -> None:
         self.requested_count += 1
@@ -41,6 +47,13 @@ class KeyframeRequester:
         else:
             delay = self._min_interval - (now - self._last_sent)
             self._deferred = asyncio.get_running_loop().call_later(delay, self._fire_deferred)
+
+    def keyframe_started(self) -> None:
+        """A keyframe began arriving from the publisher: it answers every request made so far."""
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
+            self.satisfied_count += 1
 
     def _fire_deferred(self) -> None:
         self._deferred = None

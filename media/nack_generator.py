@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .redundancy import LossEstimate
 from .seqnum import seq_add, seq_diff
 
 # Gaps wider than this are a stream restart or a reordering storm, not loss worth NACKing.
@@ -40,6 +41,9 @@ class NackGenerator:
         self.nacked = 0
         self.recovered = 0
         self.given_up = 0
+        # first-transmission loss on the uplink: how many copies each NACK needs
+        self.loss = LossEstimate()
+        self.last_was_recovered = False  # the packet just seen filled a gap (arrives late)
 
     @property
     def missing(self) -> list[int]:
@@ -51,14 +55,17 @@ class NackGenerator:
             self._max_seq = seq
             return []
         ahead = seq_diff(seq, self._max_seq)
+        self.last_was_recovered = False
         if ahead <= 0:
             if self._missing.pop(seq, None) is not None:
                 self.recovered += 1
+                self.last_was_recovered = True
             return []
         self._max_seq = seq
         if ahead > MAX_GAP:
             self._missing.clear()  # a jump, not a gap: start over
             return []
+        self.loss.add(ahead - 1, ahead)
         new = [seq_add(seq, -i) for i in range(ahead - 1, 0, -1)]
         for lost in new:
             self._missing[lost] = _Missing(detected_at=now, last_nack_at=now, tries=1)

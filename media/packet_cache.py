@@ -18,15 +18,19 @@ class SentPacket:
     payload_type: int
     payload: bytes
     audio_level: Optional[tuple[bool, int]] = None
+    sent_at: float = 0.0  # monotonic time of the first transmission
+    nacked: bool = False  # the subscriber has asked for it at least once
 
 
 class PacketCache:
     def __init__(self, size: int = 1024) -> None:
         self._size = size
         self._slots: list[Optional[SentPacket]] = [None] * size
+        self.newest_sequence_number: Optional[int] = None  # of the last packet put
 
     def put(self, packet: SentPacket) -> None:
         self._slots[packet.sequence_number % self._size] = packet
+        self.newest_sequence_number = packet.sequence_number
 
     def get(self, sequence_number: int) -> Optional[SentPacket]:
         packet = self._slots[sequence_number % self._size]
@@ -36,3 +40,4 @@ class PacketCache:
 
     def clear(self) -> None:
         self._slots = [None] * self._size
+        self.newest_sequence_number = None

@@ -23,6 +23,7 @@ from aiortc import sdp as aiortc_sdp
 from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
+from .redundancy import LossEstimate
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .sdp_tweaks import enable_audio_resilience
@@ -96,6 +97,7 @@ class MediaPeer:
         self.publish_transceivers: dict[str, RTCRtpTransceiver] = {}
         self.published: dict[str, PublishedTrack] = {}
         self.pairs: list[SlotPair] = []
+        self.downlink_loss = LossEstimate()  # one transport: shared by every down-track of this peer
         self.stats = PeerStats()
         self.closed = False
         self._offer_pending = False
@@ -186,6 +188,7 @@ class MediaPeer:
                 kind=kind,
                 ssrc=transceiver.sender._ssrc,
                 rtx_ssrc=transceiver.sender._rtx_ssrc,
+                downlink_loss=self.downlink_loss,
             )
             take_over_sender(transceiver, downtrack)
             transceivers[kind] = transceiver

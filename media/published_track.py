@@ -41,6 +41,7 @@ from .codec_inspect import keyframe_detector
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import NackGenerator
+from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class PublishedTrack:
         # counters an operator (and the tests) can read
         self.packets_received = 0
         self.packets_dropped = 0
+        self.nack_copies_sent = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
 
     # --- wiring -------------------------------------------------------------
@@ -197,17 +199,20 @@ class PublishedTrack:
         self._stats.add(packet)
 
         new_gaps = self._nack.on_packet(packet.sequence_number, time.monotonic())
+        recovered = self._nack.last_was_recovered
         if new_gaps:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
             self._schedule_nack_timer()
 
         detect = self._keyframe_detectors.get(codec.payloadType)
         keyframe_start = detect is not None and detect(packet.payload)
+        if keyframe_start:
+            self._keyframes.keyframe_started()
 
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:
-                await downtrack.forward(packet, codec, keyframe_start, send_time)
+                await downtrack.forward(packet, codec, keyframe_start, send_time, late=recovered)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
 
@@ -274,6 +279,16 @@ class PublishedTrack:
             nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)
             nack.lost = lost
             await send_rtcp(self.transport, [nack])
+            # on a lossy uplink a lost NACK costs a retry interval: send a few copies, spaced
+            loop = asyncio.get_running_loop()
+            for k in range(1, self._nack.loss.copies):
+                loop.call_later(k * COPY_SPACING_S, self._send_nack_copy, nack)
+
+    def _send_nack_copy(self, nack: RtcpRtpfbPacket) -> None:
+        if not self.stopped:
+            self.nack_copies_sent += 1
+            task = asyncio.ensure_future(send_rtcp(self.transport, [nack]))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _run_rtcp(self) -> None:
         """Receiver reports: the publisher's congestion control and RTT need them."""

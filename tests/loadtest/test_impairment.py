@@ -185,22 +185,26 @@ async def test_timed_delivery_runs_jobs_in_time_order_then_submission_order():
     delivery.close()
 
 
+class FakeIce:
+    """The ICE transport's datagram source the downlink impairment reads from."""
+
+    def __init__(self) -> None:
+        self.datagrams: asyncio.Queue = asyncio.Queue()
+
+    async def _recv(self) -> bytes:
+        return await self.datagrams.get()
+
+
 class FakeTransport:
-    """The three methods impaired_transport wraps, recording what gets through and when."""
+    """What impaired_transport wraps: the uplink send and the ICE datagrams below SRTP."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.sent: list[tuple[bytes, float]] = []
-        self.received: list[tuple[bytes, float]] = []
+        self.transport = FakeIce()
 
     async def _send_rtp(self, data: bytes) -> None:
         self.sent.append((data, self.loop.time()))
-
-    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
-        self.received.append((data, self.loop.time()))
-
-    async def _handle_rtcp_data(self, data: bytes) -> None:
-        self.received.append((data, self.loop.time()))
 
 
 async def test_impair_wraps_both_directions_of_a_transport():
@@ -212,18 +216,29 @@ async def test_impair_wraps_both_directions_of_a_transport():
     down = Link(LinkSpec(delay_ms=30), seed=2)
     handle = impair(transport, up, down)
     assert impair(transport, up, down) is handle  # installed once
+    received: list[tuple[bytes, float]] = []
+
+    async def reader() -> None:  # the DTLS transport's read loop
+        while True:
+            received.append((await transport.transport._recv(), loop.time()))
+
+    task = asyncio.ensure_future(reader())
     start = loop.time()
     for i in range(200):
         await transport._send_rtp(bytes([0x80, i]))
-    for i in range(5):
-        await transport._handle_rtp_data(bytes([0x80, i]), 0)
-    await transport._handle_rtcp_data(b"\x81\xc9rtcp")
-    assert transport.received == []  # all still on the wire
+    datagrams = [bytes([0x80, i]) for i in range(5)] + [b"\x81\xc9rtcp", b"\x80\x00"]  # the last: a duplicate
+    dtls = b"\x16\xfe\xfd"
+    for d in datagrams + [dtls]:
+        transport.transport.datagrams.put_nowait(d)
+    await asyncio.sleep(0.005)
+    assert received and received[0][0] == dtls  # DTLS is not impaired; SRTP is still on the wire
     await asyncio.sleep(0.06)
     assert 70 < len(transport.sent) < 130  # half lost, the rest at once
-    assert [d for d, _ in transport.received] == [bytes([0x80, i]) for i in range(5)] + [b"\x81\xc9rtcp"]
-    assert all(t - start >= 0.029 for _, t in transport.received)
-    assert handle.counters()["uplink"]["packets"] == 200 and handle.counters()["downlink"]["delivered"] == 6
+    # below SRTP each datagram is delivered on its own, duplicates included (SRTP drops them later)
+    assert [d for d, _ in received[1:]] == datagrams
+    assert all(t - start >= 0.029 for _, t in received[1:])
+    assert handle.counters()["uplink"]["packets"] == 200 and handle.counters()["downlink"]["delivered"] == 7
+    task.cancel()
     handle.close()
 
 

@@ -56,3 +56,24 @@ async def test_a_failing_send_does_not_break_later_requests():
     requester.request()
     await asyncio.sleep(0.01)
     assert len(calls) == 2
+
+
+async def test_a_keyframe_arriving_answers_a_deferred_request():
+    """A keyframe still in flight must not be followed by a second PLI that nobody needs."""
+    sent: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def send_pli() -> None:
+        sent.append(loop.time())
+
+    requester = KeyframeRequester(send_pli, min_interval=0.1, clock=loop.time)
+    requester.request()  # sent at once
+    requester.request()  # deferred to the end of the interval
+    await asyncio.sleep(0.02)
+    requester.keyframe_started()  # the first PLI's keyframe starts arriving
+    await asyncio.sleep(0.15)
+    assert len(sent) == 1 and requester.satisfied_count == 1
+    requester.request()  # a later loss still gets its own PLI
+    await asyncio.sleep(0.01)
+    assert len(sent) == 2
+    requester.close()

@@ -91,3 +91,61 @@ async def test_audio_nacks_are_answered_too(sfu):
     nack.lost = [recent]
     await downtrack._handle_rtcp_packet(nack)
     assert recent in resent and downtrack.retransmitted == 1
+
+
+async def test_a_lossy_downlink_gets_copies_of_retransmissions_and_audio(sfu):
+    """25 % seeded loss on the doctor's downlink: the loss is measured from NACKs and
+    retransmissions (and the small audio packets) go out in copies; a clean link gets none."""
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+    peer = sfu.services.rooms.live["r1"].media.peers[doctor.id]
+    video = peer.slot_for(patient.id).downtracks["video"]
+    audio = peer.slot_for(patient.id).downtracks["audio"]
+    patient_video = sfu.services.rooms.live["r1"].media.peers[patient.id].slot_for(doctor.id).downtracks["video"]
+    dropped = drop_video_packets(video, rate=0.25, seed=7)
+
+    await doctor.wait_for_frames(patient.id, "video", 90, timeout=20)
+
+    assert len(dropped) > 20
+    assert video.downlink_loss is audio.downlink_loss  # one transport, one estimate
+    assert 0.1 < video.downlink_loss.value < 0.4, video.downlink_loss.value
+    assert video.downlink_loss.copies >= 2
+    assert video.copies_sent > 0 and audio.copies_sent > 0
+    # the patient's own downlink is clean: no copies at all
+    assert patient_video.downlink_loss.copies == 1 and patient_video.copies_sent == 0
+
+
+async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
+    import asyncio
+    import time
+
+    from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+    from media.downtrack import STALE_NACK_S
+
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+    downtrack = sfu.services.rooms.live["r1"].media.peers[doctor.id].slot_for(patient.id).downtracks["video"]
+    old_seq = downtrack._cache.newest_sequence_number
+    await asyncio.sleep(STALE_NACK_S + 0.1)
+    fresh_seq = downtrack._cache.newest_sequence_number
+    asked = downtrack.source._keyframes.requested_count
+
+    def nack(seq: int) -> RtcpRtpfbPacket:
+        packet = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=downtrack._ssrc)
+        packet.lost = [seq]
+        return packet
+
+    await downtrack._handle_rtcp_packet(nack(fresh_seq))  # recent: retransmit, nothing more
+    assert downtrack.stale_nack_keyframes == 0
+    assert time.monotonic() - downtrack._cache.get(old_seq).sent_at > STALE_NACK_S
+    await downtrack._handle_rtcp_packet(nack(old_seq))
+    await downtrack._handle_rtcp_packet(nack(old_seq))  # the browser retries: still one request
+    await downtrack._handle_rtcp_packet(nack((old_seq - 1) & 0xFFFF))  # the same late stretch
+    assert downtrack.stale_nack_keyframes == 1
+    assert downtrack.source._keyframes.requested_count == asked + 1
+    assert downtrack.retransmitted >= 4  # every NACK was still answered

@@ -1,0 +1,65 @@
+"""The browser-like receiver's playout clock and NACK bookkeeping, on synthetic timings."""
+
+from __future__ import annotations
+
+import random
+
+from loadtest.metrics import detect_freezes
+from loadtest.playout import RENDER_DELAY_S, PlayoutClock
+from loadtest.receiver import NACK_RETRY_S, RetryingNackGenerator
+
+FRAME_S = 1 / 30
+TICKS = 3000  # 90 kHz RTP ticks per frame at 30 fps
+
+
+def test_jittery_arrivals_are_shown_evenly_after_a_delay_that_covers_them():
+    rng = random.Random(5)
+    clock = PlayoutClock()
+    shown, released = [], []
+    for i in range(600):
+        extra = rng.choice([0.0] * 8 + [0.15, 0.3])  # a fifth of the frames wait for retransmissions
+        decodable = 1.0 + i * FRAME_S + 0.05 + extra
+        released.append(max(decodable, released[-1]) if released else decodable)  # in decode order
+        shown.append(clock.render_time((i * TICKS) & 0xFFFFFFFF, released[-1]))
+    # released as they complete: bursty, frozen most of the time; shown on schedule: no freezes
+    assert detect_freezes(released).count > 20
+    late = shown[300:]
+    assert detect_freezes(late).count <= 3
+    # the delay the clock settled on covers the retransmitted frames, and no more than that
+    assert 0.3 <= clock.target_s <= 0.3 + RENDER_DELAY_S + 0.01
+    assert all(b >= a for a, b in zip(shown, shown[1:]))
+
+
+def test_a_clean_stream_is_shown_as_soon_as_it_is_decodable():
+    clock = PlayoutClock()
+    for i in range(100):
+        t = 2.0 + i * FRAME_S
+        assert abs(clock.render_time(i * TICKS + 0xFFFFF000, t) - (t + RENDER_DELAY_S)) < 1e-6  # across a wrap
+
+
+class Packet:
+    def __init__(self, seq: int) -> None:
+        self.sequence_number = seq
+
+
+def test_nacks_stop_for_packets_older_than_a_released_frame(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("loadtest.receiver.time.monotonic", lambda: now[0])
+    nack = RetryingNackGenerator()
+    nack.add(Packet(10))
+    assert nack.add(Packet(14)) and nack.missing == [11, 12, 13]
+    nack.clear_up_to(12)  # a keyframe from 13 on was released: 11 and 12 are no longer wanted
+    now[0] += NACK_RETRY_S + 0.001
+    assert nack.add(Packet(15)) is True and nack.missing == [13]
+
+
+def test_audio_nacks_end_when_the_packet_could_no_longer_be_played(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("loadtest.receiver.time.monotonic", lambda: now[0])
+    nack = RetryingNackGenerator(max_age_s=0.25)
+    nack.add(Packet(1))
+    assert nack.add(Packet(3)) and nack.missing == [2]
+    now[0] += NACK_RETRY_S + 0.001
+    assert nack.add(Packet(4)) and nack.missing == [2]  # an answer could still be in time
+    now[0] += NACK_RETRY_S + 0.001
+    assert nack.add(Packet(5)) is False and nack.given_up == 1  # it could not: stop asking
