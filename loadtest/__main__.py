@@ -291,6 +291,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
             if kind == "relay":
                 # re-encoded audio cannot be matched to what was sent, nor frames before decoding
                 summary["audio_in_time_ratio"] = None
+                summary["audio_in_time_by_deadline_ms"] = None
                 summary["frames_complete_ratio"] = None
                 summary["relay_note"] = ("the relay re-encodes: frames are identified only after decoding, so "
                                          "transport latency, frames complete and audio in time are not measurable")

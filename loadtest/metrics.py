@@ -45,6 +45,9 @@ AUDIO_DEADLINE_S = 0.200
 # see loadtest.publisher), so a receive matches the latest send of that frame;
 # a frame arriving later than this after it was sent counts as not delivered.
 REUSE_HORIZON_S = 4.0
+# Also reported: the share in time for other playout deadlines, so a reader can see what
+# a larger jitter buffer would buy (400 ms: G.114's limit of acceptable mouth-to-ear delay).
+AUDIO_DEADLINES_REPORTED_MS = (100, 200, 300, 400)
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -203,8 +206,10 @@ def audio_stream_metrics(stream: dict, log: SendLog, window: Window, deadline_s:
     arrivals = first_by_send(stream.get("arrivals", []), log)
     delays = [t - s for s, t in arrivals.items() if s in window]
     in_time = sum(1 for d in delays if d <= deadline_s)
+    by_deadline = {ms: sum(1 for d in delays if d <= ms / 1000) for ms in AUDIO_DEADLINES_REPORTED_MS}
     return {"packets_sent": sent, "packets_arrived": len(delays), "packets_in_time": in_time,
-            "in_time_ratio": round(in_time / sent, 4) if sent else None, "delay_s": delays}
+            "in_time_ratio": round(in_time / sent, 4) if sent else None, "delay_s": delays,
+            "in_time_by_deadline": by_deadline}
 
 
 # --- a whole run ------------------------------------------------------------------------------------
@@ -257,6 +262,9 @@ def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float
                            "max": None if not firsts else round(max(firsts) * 1000),
                            "streams_without_frames": len(video) - len(firsts)},
         "audio_in_time_ratio": round(audio_in_time / audio_sent, 4) if audio_sent else None,
+        "audio_in_time_by_deadline_ms": {
+            str(ms): round(sum(s["in_time_by_deadline"][ms] for s in audio) / audio_sent, 4) if audio_sent else None
+            for ms in AUDIO_DEADLINES_REPORTED_MS},
         "audio_delay_ms": summary_ms(gather("delay_s", audio)),
         "audio_deadline_ms": round(deadline_s * 1000),
         "video_streams": len(video),
