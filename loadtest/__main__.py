@@ -94,6 +94,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="whose receivers really decode (glass-to-glass latency): a role, 'all' or 'none'")
     p.add_argument("--publisher-pli", choices=("keyframe", "ignore"), default="keyframe",
                    help="publishers answer PLI with a keyframe (as browsers do) or ignore it")
+    p.add_argument("--publisher-adapt", choices=("auto", "always", "off"), default="auto",
+                   help="publishers follow the server's REMB by switching between encodings of the clip at "
+                        "100/60/35/20 %% of its bitrate (the last two at 2/3 and 1/2 of its size), as a browser "
+                        "encoder adapts; auto: in profiles with a "
+                        "bandwidth cap (encoding the ladder once takes a while; clips are cached)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds between 'media flows' and the window")
     p.add_argument("--drain", type=float, default=REUSE_HORIZON_S,
                    help="seconds after the window for late frames (a frame counts as delivered if shown within "
@@ -181,6 +186,11 @@ class Progress:
             self.bar.close()
 
 
+def profile_caps_rate(profile: Profile) -> bool:
+    links = [profile.uplink, profile.downlink] + [spec for _, up, down in profile.roles for spec in (up, down)]
+    return any(spec.rate_kbps for spec in links)
+
+
 def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], base_url: str,
                   record_path: Path) -> dict[str, Any]:
     width, height, default_bitrate = RESOLUTIONS[args.resolution]
@@ -197,6 +207,8 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         "identify_by_marker": kind == "relay",
         "keyframe_on_pli": args.publisher_pli == "keyframe",
         "audio_deadline_s": args.audio_deadline_ms / 1000,
+        # publishers follow REMB over a bitrate ladder where a link is capped (or when asked to)
+        "adaptive": args.publisher_adapt == "always" or (args.publisher_adapt == "auto" and profile_caps_rate(profile)),
         "settle_timeout": args.settle_timeout, "warmup": args.warmup, "duration": args.duration,
         "drain": args.drain, "record_path": str(record_path),
         "budget_s": args.settle_timeout + args.warmup + args.duration + args.drain + 60 + 20 * args.rooms,
@@ -368,7 +380,7 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "resolution": args.resolution, "width": width, "height": height, "fps": args.fps, "codec": args.codec,
         "bitrate": args.bitrate or default_bitrate, "clip_seconds": args.clip_seconds,
         "keyframe_interval_s": args.keyframe_interval, "receiver": args.receiver, "probe_role": args.probe_role,
-        "publisher_pli": args.publisher_pli, "audio_deadline_ms": args.audio_deadline_ms, "seed": args.seed,
+        "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt, "audio_deadline_ms": args.audio_deadline_ms, "seed": args.seed,
         "url": args.url,
     }
 

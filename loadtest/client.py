@@ -82,7 +82,7 @@ class LoadClient:
         self.window: Optional[tuple[float, float]] = None
 
     async def prepare(self) -> None:
-        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, load_or_encode,
+        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, ladder_specs, load_or_encode,
                                     load_or_encode_variants)
 
         cache = Path(self.config["cache_dir"]) if self.config.get("cache_dir") else None
@@ -93,6 +93,13 @@ class LoadClient:
             self.keyframe_clip = load_or_encode_variants(self.video_spec, self.video_clip, cache)
         self.audio_clip = load_or_encode(SweepAudioSpec(**self.config["audio"]), cache)
         variants = [frame_keys(self.keyframe_clip)] if self.keyframe_clip else []
+        self.ladder: list[tuple] = []  # lower rungs: (clip, keyframe variants or None)
+        if self.config.get("adaptive"):
+            for spec in ladder_specs(self.video_spec)[1:]:
+                rung = load_or_encode(spec, cache)
+                keys = load_or_encode_variants(spec, rung, cache) if self.config["keyframe_on_pli"] else None
+                self.ladder.append((rung, keys))
+                variants += [frame_keys(rung)] + ([frame_keys(keys)] if keys else [])
         video_keys, video_dups = key_table(frame_keys(self.video_clip), *variants)
         audio_keys, audio_dups = key_table(frame_keys(self.audio_clip))
         self.keys = {"video": video_keys, "audio": audio_keys}
@@ -100,7 +107,9 @@ class LoadClient:
                           "audio_packets": len(self.audio_clip.packets), "audio_duplicate_keys": audio_dups,
                           "video_kbps": round(self.video_clip.bitrate / 1000, 1),
                           "audio_kbps": round(self.audio_clip.bitrate / 1000, 1),
-                          "video_keyframes": sum(self.video_clip.keyframes)}
+                          "video_keyframes": sum(self.video_clip.keyframes),
+                          "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
+                          if self.ladder else None}
 
     async def connect(self) -> None:
         from loadtest.impairment import Link, Profile, derive_seed
@@ -119,7 +128,8 @@ class LoadClient:
                          Link(down, derive_seed(seed, profile.name, r, role, "down")))
                 # stagger publishers over the clip so their keyframes do not coincide
                 offset = (r * len(tokens) + i) * self.video_spec.keyframe_every
-                video = StampedClipTrack(self.video_clip, start_index=offset, keyframes=self.keyframe_clip)
+                video = StampedClipTrack(self.video_clip, start_index=offset, keyframes=self.keyframe_clip,
+                                         ladder=self.ladder)
                 audio = StampedClipTrack(self.audio_clip, start_index=offset * 5 // 3)
                 p = Participant(self.config["base_url"], token, audio=audio, video=video)
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
@@ -222,12 +232,13 @@ class LoadClient:
 
 async def client_main(config: dict[str, Any]) -> None:
     from loadtest import receiver
-    from loadtest.publisher import install_keyframe_hook
+    from loadtest.publisher import install_keyframe_hook, install_bandwidth_hook
     from media.ice import restrict_host_addresses
 
     restrict_host_addresses(["127.0.0.1"])
     receiver.install(config["receiver"])
     install_keyframe_hook()
+    install_bandwidth_hook()
     client = LoadClient(config)
     lag_watch = asyncio.ensure_future(client.watch_loop_lag())
     try:

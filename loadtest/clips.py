@@ -44,6 +44,11 @@ RESOLUTIONS: dict[str, tuple[int, int, int]] = {
     "1080p": (1920, 1080, 3_000_000),
 }
 MARKER_BITS = 14  # clip index up to 16383 (9 minutes at 30 fps)
+# A publisher that follows the bandwidth estimate switches between encodings of the
+# same clip at these shares of its full bitrate, as a browser's encoder steps down.
+# (share of the full bitrate, share of the full resolution): below ~40 % a browser's
+# encoder also scales the picture down (WebRTC's "maintain framerate" for camera video).
+LADDER = ((1.0, 1.0), (0.6, 1.0), (0.35, 2 / 3), (0.2, 1 / 2))
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ def _video_codec_context(spec: ClipSpec) -> av.CodecContext:
             "deadline": "realtime", "cpu-used": "4", "lag-in-frames": "0", "auto-alt-ref": "0",
             "minrate": str(spec.bitrate), "maxrate": str(spec.bitrate), "bufsize": str(spec.bitrate),
             "undershoot-pct": "100", "overshoot-pct": "15", "partitions": "0",
+            # aiortc's quantizer range (ffmpeg's default qmax 31 sets a bitrate floor)
+            "qmin": "2", "qmax": "56",
         }
     elif spec.codec == "h264":
         codec = av.CodecContext.create("libx264", "w")
@@ -251,7 +258,7 @@ def encode_keyframe_variants(spec: ClipSpec, regular: EncodedClip) -> EncodedCli
 def _cached(name: str, spec: Any, encode: Callable[[], EncodedClip], cache_dir: Optional[Path]) -> EncodedClip:
     if cache_dir is None:
         return encode()
-    key = json.dumps({"type": name, **asdict(spec), "av": av.__version__, "v": 2}, sort_keys=True)
+    key = json.dumps({"type": name, **asdict(spec), "av": av.__version__, "v": 3}, sort_keys=True)
     path = Path(cache_dir) / f"loadtest-{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.clip"
     if path.exists():
         try:
@@ -268,6 +275,15 @@ def load_or_encode(spec: ClipSpec | SweepAudioSpec, cache_dir: Optional[Path]) -
     if isinstance(spec, ClipSpec):
         return _cached("video", spec, lambda: encode_video(spec), cache_dir)
     return _cached("audio", spec, lambda: encode_audio(spec), cache_dir)
+
+
+def ladder_specs(spec: ClipSpec) -> list[ClipSpec]:
+    """The same clip at each rung of LADDER, full bitrate first (same frames, same keyframe positions)."""
+    def even(x: float) -> int:
+        return max(2, int(round(x / 2)) * 2)
+
+    return [replace(spec, bitrate=int(spec.bitrate * rate), width=even(spec.width * scale),
+                    height=even(spec.height * scale)) for rate, scale in LADDER]
 
 
 def load_or_encode_variants(spec: ClipSpec, regular: EncodedClip, cache_dir: Optional[Path]) -> EncodedClip:

@@ -12,12 +12,22 @@ in real time, which aiortc's RTCRtpSender packetizes without encoding. On top:
   ignores PLI for pre-encoded packets, so install_keyframe_hook() passes it to
   the track, which sends the keyframe variant of its next frame (clips.py)
   when `keyframes` were given, and then carries on with the regular clip.
+- bandwidth: a browser's encoder follows its congestion controller, which takes
+  the smaller of the receiver's delay-based estimate (REMB) and a loss-based one
+  (GoogCC: x (1 - loss / 2) above 10 % loss, then +8 % per report under 2 %),
+  starting low and probing one rung up when the estimate shows headroom, backing
+  off from a rung that failed. With `ladder` (the same clip encoded at lower bitrates and sizes,
+  clips.ladder_specs), install_bandwidth_hook() passes REMB and receiver reports to
+  the track, which moves to the highest rung at most TARGET_SHARE of that target;
+  a switch starts on a keyframe of the new rung (its keyframe variant, or else
+  its next regular keyframe), as an encoder's resolution/bitrate change does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import av
@@ -26,12 +36,42 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from loadtest.preencoded import EncodedClip
 
 
+# Aim below the estimate, as congestion controllers do, so queues can drain.
+TARGET_SHARE = 0.85
+# The estimate under this share of the current rate means the rung is too much.
+OVERUSE_SHARE = 0.95
+PROBE_GRACE_S = 3.0
+# After a rung proved too much, wait this long before trying it again (doubling, capped).
+PROBE_BACKOFF_S = 5.0
+MAX_PROBE_BACKOFF_S = 40.0
+
+
+@dataclass
+class Rung:
+    clip: EncodedClip
+    keyframes: Optional[EncodedClip]
+    bitrate: float  # bit/s the clip really averages
+
+
 class StampedClipTrack(MediaStreamTrack):
-    def __init__(self, clip: EncodedClip, start_index: int = 0, keyframes: Optional[EncodedClip] = None) -> None:
+    def __init__(self, clip: EncodedClip, start_index: int = 0, keyframes: Optional[EncodedClip] = None,
+                 ladder: Optional[list[tuple[EncodedClip, Optional[EncodedClip]]]] = None) -> None:
         super().__init__()
+        # rung 0 is the clip itself; lower rungs only when the publisher adapts
+        self._rungs = [Rung(clip, keyframes, clip.bitrate)] + [Rung(c, k, c.bitrate) for c, k in (ladder or [])]
+        # an adaptive publisher starts on its lowest rung and climbs as the estimate allows,
+        # as a browser's congestion control starts low (Chrome: 300 kbit/s) and ramps up
+        self._rung = self._wanted_rung = len(self._rungs) - 1
+        self.rung_switches = 0
+        self.remb_bitrate: Optional[int] = None
+        self._loss_based = float("inf")
+        self._retry_at: dict[int, float] = {}  # rung -> when it may be probed again after failing
+        self._switched_at = float("-inf")
+        self._peak = 0.0  # highest estimate since the last switch
+        self._backoff_s: dict[int, float] = {}
         self.kind = clip.kind
-        self._clip = clip
-        self._keyframes = keyframes
+        self._clip = self._rungs[self._rung].clip
+        self._keyframes = self._rungs[self._rung].keyframes
         n = len(clip.packets)
         if keyframes is not None and len(keyframes.packets) != n:
             raise ValueError("keyframe variants must match the clip frame for frame")
@@ -52,6 +92,45 @@ class StampedClipTrack(MediaStreamTrack):
         self.keyframe_requests += 1
         self._keyframe_wanted = self._keyframes is not None
 
+    def set_target_bitrate(self, bitrate: int) -> None:
+        """The receiver's delay-based estimate (REMB)."""
+        self.remb_bitrate = bitrate
+        self._choose_rung()
+
+    def on_loss_report(self, fraction_lost: float) -> None:
+        """A receiver report's loss fraction: GoogCC's loss-based limit (a cut, then +8 % per clean report)."""
+        if fraction_lost > 0.10:
+            self._loss_based = self._rungs[self._rung].bitrate * (1 - fraction_lost / 2)
+        elif fraction_lost < 0.02:
+            self._loss_based *= 1.08
+        self._choose_rung()
+
+    def _choose_rung(self) -> None:
+        now = time.monotonic()
+        target = min(self._loss_based, self.remb_bitrate or 0)
+        current = self._rung
+        rate = self._rungs[current].bitrate
+        self._peak = max(self._peak, target)
+        # Right after a step up the estimate still reflects the old rate and climbs for a
+        # while; only a drop from its peak (the estimator's over-use cut) means too much then.
+        settled = now - self._switched_at > PROBE_GRACE_S or target < self._peak * 0.9
+        if target < rate * OVERUSE_SHARE and settled and current < len(self._rungs) - 1:
+            # the estimate fell below what is sent: step down to what fits, and wait
+            # longer before trying this rung again
+            fitting = [i for i, r in enumerate(self._rungs) if r.bitrate <= target * TARGET_SHARE]
+            backoff = self._backoff_s.get(current, PROBE_BACKOFF_S)
+            self._retry_at[current] = now + backoff
+            self._backoff_s[current] = min(backoff * 2, MAX_PROBE_BACKOFF_S)
+            self._wanted_rung = fitting[0] if fitting else len(self._rungs) - 1
+        elif current > 0 and target * TARGET_SHARE >= rate and now >= self._retry_at.get(current - 1, 0.0):
+            # headroom above the current rate: probe the next rung up (a browser probes with
+            # padding; the estimate here cannot exceed ~1.5x what is sent, so it must try)
+            self._wanted_rung = current - 1
+
+    @property
+    def rung(self) -> int:
+        return self._rung
+
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
@@ -67,6 +146,15 @@ class StampedClipTrack(MediaStreamTrack):
         else:
             self.max_late_s = max(self.max_late_s, now - due)
         index = self._index
+        if self._wanted_rung != self._rung:
+            target = self._rungs[self._wanted_rung]
+            if target.keyframes is not None or target.clip.keyframes[index]:
+                self._rung = self._wanted_rung  # switch on a keyframe of the new rung
+                self._clip, self._keyframes = target.clip, target.keyframes
+                clip = self._clip
+                self.rung_switches += 1
+                self._switched_at, self._peak = time.monotonic(), 0.0
+                self._keyframe_wanted = target.keyframes is not None and not target.clip.keyframes[index]
         data = clip.packets[index]
         if self._keyframe_wanted:
             self._keyframe_wanted = False
@@ -82,8 +170,13 @@ class StampedClipTrack(MediaStreamTrack):
         return packet
 
     def counters(self) -> dict:
-        return {"sent": len(self.sends), "keyframe_requests": self.keyframe_requests,
-                "keyframes_on_request": self.keyframes_on_request, "max_late_ms": round(self.max_late_s * 1000, 1)}
+        out = {"sent": len(self.sends), "keyframe_requests": self.keyframe_requests,
+               "keyframes_on_request": self.keyframes_on_request, "max_late_ms": round(self.max_late_s * 1000, 1)}
+        if len(self._rungs) > 1:
+            out |= {"rung": self._rung, "rung_kbps": round(self._rungs[self._rung].bitrate / 1000),
+                    "rung_switches": self.rung_switches,
+                    "remb_kbps": None if self.remb_bitrate is None else round(self.remb_bitrate / 1000)}
+        return out
 
 
 def install_keyframe_hook() -> None:
@@ -102,3 +195,33 @@ def install_keyframe_hook() -> None:
 
     _send_keyframe._loadtest_hook = True
     RTCRtpSender._send_keyframe = _send_keyframe
+
+
+def install_bandwidth_hook() -> None:
+    """In this process, aiortc senders pass REMB and receiver-report loss to tracks that adapt."""
+    from aiortc.rtcrtpsender import RTCRtpSender
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
+
+    if getattr(RTCRtpSender._handle_rtcp_packet, "_loadtest_hook", False):
+        return
+    original = RTCRtpSender._handle_rtcp_packet
+
+    async def _handle_rtcp_packet(self: RTCRtpSender, packet) -> None:
+        await original(self, packet)
+        track = self.track
+        if track is None or not hasattr(track, "set_target_bitrate"):
+            return
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self._ssrc in ssrcs:
+                track.set_target_bitrate(bitrate)
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self._ssrc:
+                    track.on_loss_report(report.fraction_lost / 256)
+
+    _handle_rtcp_packet._loadtest_hook = True
+    RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet
