@@ -26,7 +26,7 @@ from typing import Any
 
 from annotate import limits
 from annotate.limits import AuthorRateLimiter
-from annotate.model import AnnotationError, parse_shape, point_count
+from annotate.model import AnnotationError, parse_shape, point_count, shape_points
 
 
 def _session_clock() -> Callable[[], int]:
@@ -44,6 +44,7 @@ class AnnotationBoard:
         self._points = 0
         self._next_id = 1
         self.version = 0
+        self._face_triangles: tuple[int, frozenset[int]] = (0, frozenset())  # (version, triangles)
 
     def apply(self, author: str, message: dict, *, moderator: bool = False) -> dict:
         """The event to broadcast, or AnnotationError. `author` is the sender's stable
@@ -64,6 +65,17 @@ class AnnotationBoard:
         """The whole drawing for a late joiner (or a reconnecting page)."""
         return {"type": "annotation-snapshot", "version": self.version, "t_ms": self._now_ms(),
                 "shapes": [dict(shape) for shape in self._shapes.values()]}
+
+    def face_triangles(self) -> frozenset[int]:
+        """The face-mesh triangles the face-anchored shapes lie on: what a page needs of
+        the landmarks to draw them (annotate/face_relay.py). Cached per version, since it
+        is asked at the landmark rate and the board changes far less often."""
+        version, triangles = self._face_triangles
+        if version != self.version:
+            triangles = frozenset(point[0] for shape in self._shapes.values() if shape["anchor"] == "face"
+                                  for point in shape_points(shape))
+            self._face_triangles = (self.version, triangles)
+        return triangles
 
     def _add(self, author: str, message: dict) -> dict:
         ref = message.get("ref")

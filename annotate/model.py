@@ -181,3 +181,11 @@ def parse_shape(raw: Any) -> dict:
 def point_count(shape: dict) -> int:
     """How many points a canonical shape stores (the board's size budget)."""
     return len(shape["points"]) if shape["kind"] == "freehand" else len(_POINT_FIELDS[shape["kind"]])
+
+
+def shape_points(shape: dict) -> list:
+    """Every point of a canonical shape, in the shape's own anchoring, in a fixed order
+    (freehand: its points; circle: centre, edge; arrow: from, to; text: at)."""
+    if shape["kind"] == "freehand":
+        return list(shape["points"])
+    return [shape[name] for name in _POINT_FIELDS[shape["kind"]]]

@@ -43,6 +43,7 @@ import numpy as np
 from matplotlib.ft2font import FT2Font
 
 from annotate.anchoring import resolve_points
+from annotate.model import shape_points
 
 REF_HEIGHT = 720
 FONT_REF_PX = 20.0
@@ -86,20 +87,9 @@ def _bgr(color: str) -> tuple[int, int, int]:
     return int(color[5:7], 16), int(color[3:5], 16), int(color[1:3], 16)
 
 
-def _points(shape: dict) -> list:
-    kind = shape["kind"]
-    if kind == "freehand":
-        return list(shape["points"])
-    if kind == "circle":
-        return [shape["center"], shape["edge"]]
-    if kind == "arrow":
-        return [shape["from"], shape["to"]]
-    return [shape["at"]]
-
-
 def _pixels(shape: dict, landmarks: np.ndarray | None, width: int, height: int) -> np.ndarray | None:
     """The shape's points in canvas pixel coordinates, or None (face-anchored, no face)."""
-    points = _points(shape)
+    points = shape_points(shape)
     if shape["anchor"] == "face":
         if landmarks is None:
             return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from annotate.board import AnnotationBoard
+from annotate.face_relay import FaceLandmarkRelay, mesh_message
 from media.ice import IceConfig
 from media.processing import ProcessorEvent, ProcessorHost
 from media.processors.face_processor import CATALOGUE as PROCESSORS, DEFAULT_PROTOCOL
@@ -56,6 +57,10 @@ class LiveRoom:
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
         self.board = AnnotationBoard(now_ms=self.session_ms)
+        # face-anchored marks on the pages: the landmarks they need, and who has the mesh table
+        self._face_relay = FaceLandmarkRelay(self.board)
+        self._face_mesh_sent: set[str] = set()
+        self._face_metrics: Optional[tuple[dict, Optional[frozenset[str]]]] = None  # the newest, and its roles
         self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec)
         self.sessions: dict[str, "ParticipantSession"] = {}
         factories = {name: PROCESSORS[name].in_language(record.language) for name in record.processors}
@@ -89,11 +94,38 @@ class LiveRoom:
         self._record_event(message)
         if event.data.get("kind") in STATEFUL_ANALYSIS:
             self._analysis_state[(processor, event.data["kind"])] = (message, event.to_roles)
+        if event.data.get("kind") == "face-metrics":
+            self._send_face_metrics(message, event.to_roles)
+            return
         for session in list(self.sessions.values()):
             if event.to_roles is None or session.participant.role in event.to_roles:
                 session.send(message)
         if event.data.get("kind") == "capture" and event.data.get("state") in ("done", "stopped"):
             asyncio.ensure_future(self._end_capture())
+
+    def _send_face_metrics(self, message: dict, to_roles: Optional[frozenset[str]], *,
+                           only_landmarks: bool = False) -> None:
+        """Metrics (all landmarks) to their roles; to everyone else, only while face-anchored
+        marks exist, the few landmarks those marks need (annotate/face_relay.py). Not recorded:
+        the recording keeps the metrics, which hold every landmark."""
+        self._face_metrics = (message, to_roles)
+        landmarks_only = self._face_relay.landmarks_message(message)
+        for session in list(self.sessions.values()):
+            metrics_role = to_roles is None or session.participant.role in to_roles
+            wanted = (None if only_landmarks else message) if metrics_role else landmarks_only
+            if wanted is None:
+                continue
+            if session.participant.id not in self._face_mesh_sent:  # the table, once, before any landmarks
+                self._face_mesh_sent.add(session.participant.id)
+                session.send(mesh_message(message["processor"], message["participant"], message["t_ms"]))
+            session.send(wanted)
+
+    def _face_mark_added(self) -> None:
+        """A new face-anchored mark (already on the board) may use landmarks the patient's
+        page was not sent: send them now, from the newest metrics, rather than up to 200 ms
+        later with the next."""
+        if self._face_metrics is not None and self.session_ms() - self._face_metrics[0]["t_ms"] < 1000:
+            self._send_face_metrics(*self._face_metrics, only_landmarks=True)
 
     # --- guided photo capture ----------------------------------------------------------------
 
@@ -134,6 +166,7 @@ class LiveRoom:
         return [message for message, roles in self._analysis_state.values() if roles is None or role in roles]
 
     def forget_analysis(self, participant_id: str) -> None:
+        self._face_mesh_sent.discard(participant_id)
         for key, (message, _) in list(self._analysis_state.items()):
             if message["participant"] == participant_id:
                 del self._analysis_state[key]
@@ -154,6 +187,8 @@ class LiveRoom:
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
         self._record_event(message)
+        if message["type"] == "annotation" and message["op"] == "add" and message["shape"]["anchor"] == "face":
+            self._face_mark_added()  # first: the patient's page can then draw the mark as it arrives
         for pid, session in list(self.sessions.items()):
             if pid != exclude:
                 session.send(message)

@@ -13,9 +13,14 @@
  * A video shown mirrored (CSS transform scaleX(-1), the front-camera self-view) gets
  * its marks mirrored the same way, so they cover the same spot of the picture; text
  * stays readable (its box is mirrored, its glyphs are not).
+ *
+ * Face-anchored marks are drawn where the newest face landmarks put them (resolved by
+ * annotation-face.js, as the export resolves them with each frame's landmarks) and left
+ * out while no face is known, as the export leaves them out of frames without a face.
  */
 
 import {shapeColor} from './annotation-board.js';
+import {resolveShape} from './annotation-face.js';
 
 const REF_HEIGHT = 720;
 const FONT_REF_PX = 20;
@@ -38,9 +43,12 @@ function font(sizePx) {
  * Draws `shapes` into `ctx` and returns how many were drawn.
  * frame: the picture in canvas pixels, {x, y, width, height} (it may reach beyond the
  * canvas when the video is cropped); mirror: null, or the sum of the left and right
- * edges (canvas pixels) of the box the picture is mirrored within.
+ * edges (canvas pixels) of the box the picture is mirrored within; face: null, or
+ * {landmarks, triangles} of the picture's face (annotation-face.js) to draw the
+ * face-anchored shapes with (without it they are skipped); stats: null, or an object
+ * whose `face` is increased by the face-anchored shapes drawn.
  */
-export function drawShapes(ctx, shapes, frame, {mirror = null} = {}) {
+export function drawShapes(ctx, shapes, frame, {mirror = null, face = null, stats = null} = {}) {
   const scale = frame.height / REF_HEIGHT;
   const flip = mirror === null ? (x) => x : (x) => mirror - x;
   const toPx = ([x, y]) => [flip(frame.x + x * frame.width), frame.y + y * frame.height];
@@ -52,14 +60,13 @@ export function drawShapes(ctx, shapes, frame, {mirror = null} = {}) {
   ctx.lineCap = 'round';
   ctx.lineJoin = 'round';
   let drawn = 0;
-  for (const shape of shapes) {
-    // Face-anchored points are [triangle, u, v] on the face mesh and follow the face:
-    // resolving them needs the landmarks of the very frame on screen
-    // (annotate/anchoring.py). Pages have none in step with their video (the
-    // consoles' 5 Hz `face-metrics` landmarks lag the picture, the patient gets none),
-    // so these are skipped here; the export draws them. The console only creates
-    // screen-anchored shapes.
-    if ((shape.anchor ?? 'screen') !== 'screen') continue;
+  for (let shape of shapes) {
+    const onFace = (shape.anchor ?? 'screen') !== 'screen';
+    if (onFace) {
+      // [triangle, u, v] on the face mesh: where the face is now, if it is known.
+      shape = face?.landmarks ? resolveShape(shape, face.landmarks, face.triangles) : null;
+      if (!shape) continue;
+    }
     const color = shapeColor(shape);
     ctx.strokeStyle = color;
     ctx.fillStyle = color;
@@ -79,6 +86,7 @@ export function drawShapes(ctx, shapes, frame, {mirror = null} = {}) {
       continue;  // a kind from a newer server
     }
     drawn += 1;
+    if (onFace && stats) stats.face += 1;
   }
   ctx.restore();
   return drawn;
@@ -293,13 +301,21 @@ export class VideoCanvasLayer {
  * (which covers a change of devicePixelRatio). The canvas fills `container`, which
  * must be positioned and hold the video.
  *
+ * `face()`, if given, returns the picture's newest face ({landmarks, triangles, tMs} from
+ * annotation-face.js' FaceTracker, or null) for the face-anchored shapes; call redraw()
+ * when it changes.
+ *
  * Test hooks on the canvas: data-shapes (shapes given), data-drawn (drawn: face-
- * anchored ones are skipped), data-frame ("W×H" of the picture in device pixels).
+ * anchored ones without a face are skipped), data-face-drawn (face-anchored ones drawn),
+ * data-face ("t_ms" of the landmarks they were drawn with, "none" without a face; absent
+ * when there is no face-anchored shape), data-frame ("W×H" of the picture in device
+ * pixels).
  */
 export class AnnotationOverlay extends VideoCanvasLayer {
-  constructor(container, {shapes, label = (n) => `${n} marks on the picture`, before = null}) {
+  constructor(container, {shapes, label = (n) => `${n} marks on the picture`, before = null, face = null}) {
     super(container, 'annotation-layer', {before});
     this._shapes = shapes;
+    this._face = face;
     this._label = label;
     this._fontWanted = false;
     this.canvas.setAttribute('role', 'img');
@@ -314,17 +330,25 @@ export class AnnotationOverlay extends VideoCanvasLayer {
     const ctx = canvas.getContext('2d');
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const shapes = [...this._shapes()];
+    const faceShapes = shapes.filter((s) => (s.anchor ?? 'screen') !== 'screen');
+    const face = faceShapes.length && this._face ? this._face() : null;
     let drawn = 0;
+    let faceDrawn = 0;
     if (fit) {
       const {frame, mirror} = fit;
       this._loadFontFor(shapes);
-      drawn = drawShapes(ctx, shapes, frame, {mirror});
+      const stats = {face: 0};
+      drawn = drawShapes(ctx, shapes, frame, {mirror, face, stats});
+      faceDrawn = stats.face;
       canvas.dataset.frame = `${Math.round(frame.width)}×${Math.round(frame.height)}`;
     } else {
       delete canvas.dataset.frame;
     }
     canvas.dataset.shapes = String(shapes.length);
     canvas.dataset.drawn = String(drawn);
+    canvas.dataset.faceDrawn = String(faceDrawn);
+    if (!faceShapes.length) delete canvas.dataset.face;
+    else canvas.dataset.face = face?.landmarks ? String(face.tMs) : 'none';
     canvas.setAttribute('aria-label', this._label(shapes.length));
   }
 

@@ -6,11 +6,18 @@
  * then rim) or an arrow (tail, then tip); a tap with the text tool opens a text field
  * there. The shape in progress is drawn locally as it is dragged; once released it is
  * sent (`annotate` op `add` with a `ref`) and shown from client.pendingAnnotations until
- * the server's event with that ref puts it on the board. Only screen-anchored shapes
- * are made here (face anchoring needs landmarks in step with the frames).
+ * the server's event with that ref puts it on the board.
+ *
+ * Pin to face (on by default, usable while the patient's face is known): each point is
+ * anchored to the face mesh (annotation-face.js) with the newest landmarks as it is
+ * drawn, and the shape is sent face-anchored, so it follows the face on every page and
+ * in the export. A shape with a point off the face, or drawn while the face was lost,
+ * is sent screen-anchored instead (the server's OffFaceError rule) and the toolbar says
+ * so. Every page draws face-anchored marks where the newest landmarks put them.
  */
 
 import {DEFAULT_ITEM, LIMITS, PALETTE, coord} from './annotation-board.js';
+import {FaceTracker, anchorPoints, roundAnchor} from './annotation-face.js';
 import {AnnotationOverlay} from './annotation-render.js';
 import {icon} from './icons.js';
 
@@ -39,6 +46,20 @@ const ERROR_TEXT = {
   forbidden: 'You are not allowed to do that.',
   no_reply: 'A mark could not be saved (no answer from the server).',
 };
+const FALLBACK_TEXT = {
+  'off-face': 'Part of that mark is off the face: it stays where you drew it on the screen.',
+  'no-face': 'The face was lost while drawing: that mark stays where you drew it on the screen.',
+};
+const PIN_TITLE = {
+  on: 'Marks follow the patient\'s face (press to keep marks where they are drawn on the screen)',
+  off: 'Marks stay where they are drawn on the screen (press to pin them to the face)',
+  unavailable: 'No face found in the patient\'s video: marks stay where they are drawn on the screen',
+};
+
+function hasFaceShapes(shapes) {
+  for (const shape of shapes) if ((shape.anchor ?? 'screen') !== 'screen') return true;
+  return false;
+}
 
 /** Everything drawn over a patient video: the board, then our unconfirmed shapes. */
 function* boardShapes(client) {
@@ -51,12 +72,18 @@ function* boardShapes(client) {
  * `figure` holds the preview `video`; it gets .has-annotations while there are marks.
  */
 export function bindSelfViewAnnotations(client, figure, video) {
+  // Our own face: the server sends the landmarks the face-anchored marks need.
+  const faces = new FaceTracker(client);
   const overlay = new AnnotationOverlay(figure, {
     shapes: () => boardShapes(client),
     label: (n) => (n ? `Your doctor marked ${n === 1 ? 'one spot' : `${n} spots`} on your picture` : 'No marks on your picture'),
     before: video.nextSibling,
+    face: () => faces.face(client.self?.id),
   });
   overlay.setVideo(video);
+  faces.addEventListener('change', () => {
+    if (hasFaceShapes(boardShapes(client))) overlay.redraw();
+  });
   const update = () => {
     figure.classList.toggle('has-annotations', client.annotations.shapes.size > 0);
     overlay.redraw();
@@ -75,6 +102,16 @@ export function bindSelfViewAnnotations(client, figure, video) {
  */
 export function bindPatientAnnotations(client, view) {
   const layers = new Map();  // tile -> {overlay, tools}
+  // The patients' faces, from the analysis' `face-metrics`: for drawing face-anchored
+  // marks and for pinning new ones.
+  const faces = new FaceTracker(client);
+  faces.addEventListener('change', () => {
+    const redraw = hasFaceShapes(boardShapes(client));
+    for (const layer of layers.values()) {
+      layer.tools?.updateFace();
+      if (redraw || layer.tools?.draft) layer.overlay.redraw();
+    }
+  });
 
   const sync = () => {
     for (const [tile, layer] of layers) {
@@ -88,17 +125,21 @@ export function bindPatientAnnotations(client, view) {
       if (tile.dataset.role !== 'patient') continue;
       let layer = layers.get(tile);
       if (!layer) {
+        const face = () => faces.face(tile.dataset.participantId);
         const overlay = new AnnotationOverlay(tile, {
           shapes: () => layer.tools ? layer.tools.shapes() : boardShapes(client),
           label: (n) => `${n === 1 ? 'One mark' : `${n} marks`} on the patient's video`,
           before: tile.querySelector('.tile-placeholder'),
+          face,
         });
         layer = {overlay, tools: null};
         layers.set(tile, layer);
       }
       layer.overlay.setVideo(tile.querySelector('video.remote-video'));
       const allowed = client.can('annotate');
-      if (allowed && !layer.tools) layer.tools = new AnnotationTools(client, layer.overlay, tile);
+      if (allowed && !layer.tools) {
+        layer.tools = new AnnotationTools(client, layer.overlay, tile, () => faces.face(tile.dataset.participantId));
+      }
       if (!allowed && layer.tools) {
         layer.tools.destroy();
         layer.tools = null;
@@ -133,15 +174,24 @@ export function bindPatientAnnotations(client, view) {
   return sync;
 }
 
-/** The toolbar and pointer drawing over one patient tile. */
+/**
+ * The toolbar and pointer drawing over one patient tile. `face()` gives the tile's
+ * newest face ({landmarks, triangles, tMs} or null, annotation-face.js' FaceTracker);
+ * call updateFace() when it changes.
+ */
 export class AnnotationTools {
-  constructor(client, overlay, tile) {
+  constructor(client, overlay, tile, face = () => null) {
     this.client = client;
     this.overlay = overlay;
     this.tile = tile;
+    this._face = face;
     this.tool = 'freehand';
     this.item = DEFAULT_ITEM;
+    this.pinToFace = true;    // the clinician's choice; it applies while a face is known
     this.draft = null;        // the shape being dragged
+    // Per point of the draft (or of a text label's corner): its face anchor, or why it
+    // has none ('off-face', 'no-face'); null when the shape is not being pinned.
+    this._anchors = null;
     this._pointer = null;     // {id, startX, startY, lastX, lastY} of the drawing pointer
     this._textAt = null;      // where a text label goes, between press and release
     this._textField = null;
@@ -182,7 +232,27 @@ export class AnnotationTools {
     // The toolbar's one tab stop must stay on a button that can take focus.
     const stop = this.toolbar.querySelector('button[tabindex="0"]');
     if (!stop || stop.disabled || stop.hidden) this._setRovingStop(this.toolbar.querySelector('[data-tool]'));
+    this.updateFace();
     if (!usable) this.cancel();
+  }
+
+  /** The "Pin to face" toggle: pressed while new marks will follow the face. */
+  updateFace() {
+    const available = this._faceNow() !== null;
+    const state = !available ? 'unavailable' : this.pinToFace ? 'on' : 'off';
+    const pin = this._pin;
+    pin.dataset.state = state;
+    pin.setAttribute('aria-pressed', String(state === 'on'));
+    pin.title = PIN_TITLE[state];
+    pin.disabled = !this.client.joined || !available;
+    this.toolbar.dataset.anchor = state === 'on' ? 'face' : 'screen';
+    if (pin.disabled && pin.tabIndex === 0) this._setRovingStop(this.toolbar.querySelector('[data-tool]'));
+  }
+
+  /** The face to anchor to now: full landmarks and the triangle table, or null. */
+  _faceNow() {
+    const face = this._face();
+    return face?.landmarks && face.triangles ? face : null;
   }
 
   selectTool(tool) {
@@ -204,7 +274,11 @@ export class AnnotationTools {
   }
 
   showError({code, message}) {
-    this._status.textContent = ERROR_TEXT[code] ?? `The mark was not saved: ${message}`;
+    this._showStatus(ERROR_TEXT[code] ?? `The mark was not saved: ${message}`);
+  }
+
+  _showStatus(text) {
+    this._status.textContent = text;
     this._status.hidden = false;
     clearTimeout(this._statusTimer);
     this._statusTimer = setTimeout(() => {
@@ -276,7 +350,20 @@ export class AnnotationTools {
     this._status.setAttribute('role', 'status');
     this._status.hidden = true;
 
-    bar.append(...tools, separator(), itemGroup, separator(), this._undo, this._clear, this._status);
+    // Pin to face: a toggle button (aria-pressed), on by default while a face is known.
+    this._pin = document.createElement('button');
+    this._pin.type = 'button';
+    this._pin.className = 'tool annotation-pin';
+    const pinText = document.createElement('span');
+    pinText.className = 'tool-text';
+    pinText.textContent = 'Pin to face';
+    this._pin.append(pinText);
+    this._pin.addEventListener('click', () => {
+      this.pinToFace = !this.pinToFace;
+      this.updateFace();
+    });
+
+    bar.append(...tools, this._pin, separator(), itemGroup, separator(), this._undo, this._clear, this._status);
     bar.addEventListener('keydown', (event) => this._rovingFocus(event));
     this.toolbar = bar;
     this.tile.append(bar);
@@ -352,10 +439,14 @@ export class AnnotationTools {
                      lastX: event.clientX, lastY: event.clientY};
     const p = point.map(coord);
     const style = {anchor: 'screen', item: this.item, color: PALETTE[this.item], width: LIMITS.defaultWidth};
+    // Decided once per shape: a mark is pinned as a whole or not at all.
+    this._anchors = this.pinToFace && this._faceNow() ? [] : null;
+    const anchor = this._anchor(p);
     if (this.tool === 'freehand') this.draft = {kind: 'freehand', points: [p], ...style};
     else if (this.tool === 'circle') this.draft = {kind: 'circle', center: p, edge: p, ...style};
     else if (this.tool === 'arrow') this.draft = {kind: 'arrow', from: p, to: p, ...style};
     else this._textAt = p;  // the text field opens on release
+    this._anchors?.push(anchor, ...(this.tool === 'circle' || this.tool === 'arrow' ? [anchor] : []));
     this.overlay.redraw();
   }
 
@@ -370,15 +461,19 @@ export class AnnotationTools {
       if (this.draft.kind === 'freehand') {
         if (Math.hypot(e.clientX - pointer.lastX, e.clientY - pointer.lastY) < MIN_STEP_PX) continue;
         this.draft.points.push(p);
+        this._anchors?.push(this._anchor(p));
         if (this.draft.points.length >= LIMITS.maxPointsPerStroke) {
           // The longest stroke the server takes: send it, go on with a new one.
           this._send(this.draft);
           this.draft = {...this.draft, points: [p]};
+          if (this._anchors) this._anchors = [this._anchors[this._anchors.length - 1]];
         }
       } else if (this.draft.kind === 'circle') {
         this.draft.edge = p;
+        if (this._anchors) this._anchors[1] = this._anchor(p);
       } else {
         this.draft.to = p;
+        if (this._anchors) this._anchors[1] = this._anchor(p);
       }
       pointer.lastX = e.clientX;
       pointer.lastY = e.clientY;
@@ -396,12 +491,13 @@ export class AnnotationTools {
     const draft = this.draft;
     this.draft = null;
     if (this.tool === 'text' && this._textAt) {
-      this._openTextField(this._textAt, pointer.startX, pointer.startY);
+      this._openTextField(this._textAt, this._anchors, pointer.startX, pointer.startY);
     } else if (draft) {
       const moved = Math.hypot(event.clientX - pointer.startX, event.clientY - pointer.startY);
       // A tap with the pen is a dot; a circle or arrow needs a drag.
       if (draft.kind === 'freehand' || moved >= MIN_SHAPE_PX) this._send(draft);
     }
+    this._anchors = null;  // a text label's went with its field
     this.overlay.redraw();
   }
 
@@ -411,6 +507,7 @@ export class AnnotationTools {
     this._pointer = null;
     this.draft = null;
     this._textAt = null;
+    this._anchors = null;
     this.overlay.redraw();
   }
 
@@ -419,17 +516,40 @@ export class AnnotationTools {
     this._pointer = null;
     this.draft = null;
     this._textAt = null;
+    this._anchors = null;
     this._closeTextField();
     this.overlay.redraw();
   }
 
-  _send(draft) {
+  /** Point p's face anchor, or why it has none; null when the shape is not pinned. */
+  _anchor(p) {
+    if (this._anchors === null) return null;
+    const face = this._faceNow();
+    if (!face) return 'no-face';
+    const found = anchorPoints([p], face.landmarks, face.triangles);
+    return (found && roundAnchor(found[0])) ?? 'off-face';
+  }
+
+  /** Sends a drawn shape: face-anchored when every point of it has an anchor. */
+  _send(draft, anchors = this._anchors) {
     const {color, ...shape} = draft;  // the item gives the colour; the server adds it
     if (shape.kind === 'freehand') shape.points = [...shape.points];
+    if (anchors) {
+      const problem = anchors.find((a) => typeof a === 'string');
+      if (problem) {
+        this._showStatus(FALLBACK_TEXT[problem]);  // the screen-anchored shape it stays
+      } else {
+        shape.anchor = 'face';
+        if (shape.kind === 'freehand') shape.points = [...anchors];
+        else if (shape.kind === 'circle') [shape.center, shape.edge] = anchors;
+        else if (shape.kind === 'arrow') [shape.from, shape.to] = anchors;
+        else shape.at = anchors[0];
+      }
+    }
     this.client.annotate(shape);
   }
 
-  _openTextField(at, clientX, clientY) {
+  _openTextField(at, anchors, clientX, clientY) {
     this._closeTextField();
     const field = document.createElement('input');
     field.type = 'text';
@@ -451,7 +571,7 @@ export class AnnotationTools {
       }
     });
     field.addEventListener('blur', () => this._commitText());
-    this._textField = {field, at, item: this.item};
+    this._textField = {field, at, anchors, item: this.item};
     this.tile.append(field);
     // Keep the field inside the tile.
     const overflow = field.getBoundingClientRect().right - box.right;
@@ -467,8 +587,9 @@ export class AnnotationTools {
     // One plain line: no control or format characters (the server refuses them).
     const text = open.field.value.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, '').trim();
     open.field.remove();
-    if (text) this._send({kind: 'text', anchor: 'screen', at: open.at, text, item: open.item});
+    if (text) this._send({kind: 'text', anchor: 'screen', at: open.at, text, item: open.item}, open.anchors);
     this._textAt = null;
+    this._anchors = null;
   }
 
   _closeTextField() {

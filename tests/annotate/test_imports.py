@@ -16,7 +16,10 @@ def loaded_after(imports: str, watched: tuple[str, ...]) -> list[str]:
 
 def test_the_board_is_light():
     assert loaded_after("import annotate.board", HEAVY + ("signalling",)) == []
+    # the landmark relay loads the face mesh (mediapipe) only once a page needs the table
+    assert loaded_after("import annotate.face_relay", HEAVY + ("signalling",)) == []
 
 
 def test_nothing_imports_signalling():
-    assert loaded_after("import annotate.board, annotate.anchoring, annotate.render", ("signalling", "media")) == []
+    assert loaded_after("import annotate.board, annotate.anchoring, annotate.render, annotate.face_relay",
+                        ("signalling", "media")) == []

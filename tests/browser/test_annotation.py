@@ -1,6 +1,8 @@
 """Annotation in real browsers: the doctor draws on the patient's tile with real pointer
 input, the server relays it, and the patient page draws it over the patient's own
-(mirrored) preview, at the right spot, in the treatment item's colour.
+(mirrored) preview, at the right spot, in the treatment item's colour. Pinned to the
+face, a mark follows the patient's face as it moves (a camera clip whose face jumps
+between two heights).
 
 Pixel checks map frame coordinates to the page with their own, simpler copy of the
 object-fit / mirroring arithmetic (centred picture, no borders), so a mistake in the
@@ -122,10 +124,10 @@ def click_at(driver, x: float, y: float) -> None:
     actions.perform()
 
 
-def start_call(sfu_server, chromium, browser_diagnostics):
+def start_call(sfu_server, chromium, browser_diagnostics, patient_args=()):
     """Patient and doctor in a call, the doctor's console showing the patient's live
     video with the drawing tools, the patient page showing its own preview."""
-    patient = chromium("patient")
+    patient = chromium("patient", extra_args=patient_args)
     doctor = chromium("doctor")
     patient.get(sfu_server.patient_url)
     doctor.get(sfu_server.doctor_url)
@@ -291,22 +293,26 @@ def test_late_joiner_snapshot_text_undo_and_clear(sfu_server, chromium, browser_
         assert ok, browser_diagnostics(f"clear did not reach the {label}: {after}")
 
 
-# The page's renderer on a 1280x720 grey canvas, one PNG (data URL) per shape.
+# The page's renderer on a 1280x720 grey canvas, one PNG (data URL) per [shape, with
+# the face or not]; and the page's face anchors for `points` (null: off the face).
 PAGE_RENDER_JS = r"""
-const [shapes, done] = arguments;
+const [items, face, points, done] = arguments;
 (async () => {
   await document.fonts.load('20px "DejaVu Sans"');
   const {drawShapes} = await import('/static/js/annotation-render.js');
-  return shapes.map((shape) => {
+  const {anchorPoints} = await import('/static/js/annotation-face.js');
+  const renders = items.map(([shape, withFace]) => {
     const canvas = document.createElement('canvas');
     canvas.width = 1280;
     canvas.height = 720;
     const ctx = canvas.getContext('2d');
     ctx.fillStyle = 'rgb(128, 128, 128)';
     ctx.fillRect(0, 0, 1280, 720);
-    const drawn = drawShapes(ctx, [shape], {x: 0, y: 0, width: 1280, height: 720});
+    const drawn = drawShapes(ctx, [shape], {x: 0, y: 0, width: 1280, height: 720}, {face: withFace ? face : null});
     return {drawn, png: canvas.toDataURL('image/png')};
   });
+  const anchors = points.map((p) => anchorPoints([p], face.landmarks, face.triangles)?.[0] ?? null);
+  return {renders, anchors};
 })().then(done, (e) => done(String(e)));
 """
 
@@ -324,38 +330,89 @@ SPEC_SHAPES = [
 ]
 
 
+def face_spec_shapes(landmarks: np.ndarray) -> list[dict]:
+    """Face-anchored marks of each kind on the portrait's face (anchored by the server's
+    own anchoring), drawn by both renderers with the same landmarks."""
+    from annotate.anchoring import anchor_points
+
+    def on_face(*points):
+        return [[t, round(u, 5), round(v, 5)] for t, u, v in anchor_points(points, landmarks)]
+
+    eye, mouth, nose, chin = (landmarks[i, :2] for i in (263, 291, 1, 152))
+    cheek = [eye + (mouth - eye) * k / 9 + (0.01 * np.sin(k), 0) for k in range(10)]
+    return [
+        {"kind": "freehand", "anchor": "face", "points": on_face(*cheek), "width": 5, "color": "#ff00ff"},
+        {"kind": "circle", "anchor": "face", "center": on_face(nose)[0], "edge": on_face(nose + (0.02, 0.01))[0],
+         "width": 3, "color": "#00ff00"},
+        {"kind": "arrow", "anchor": "face", "from": on_face(chin + (0.05, 0.02))[0], "to": on_face(mouth)[0],
+         "width": 6, "color": "#ffff00"},
+        {"kind": "text", "anchor": "face", "at": on_face(eye)[0], "text": "Toxin 4 U", "color": "#00ffff"},
+    ]
+
+
 def _changed(image: np.ndarray) -> np.ndarray:
     """Pixels clearly changed from the grey background (coverage over ~1/3)."""
     return np.abs(image.astype(np.int16) - 128).max(axis=2) > 40
 
 
 @pytest.mark.browser
-def test_page_drawing_matches_the_export_renderer(sfu_server, chromium, browser_diagnostics):
+def test_page_drawing_and_face_anchoring_match_the_server(sfu_server, chromium, browser_diagnostics):
     """annotate/render.py is the drawing spec's reference: the page's marks cover the
-    same pixels, give or take a pixel of anti-aliasing."""
+    same pixels, give or take a pixel of anti-aliasing, face-anchored ones too (resolved
+    with the same landmarks; without landmarks neither draws them). And the page anchors
+    a point to the face exactly as annotate/anchoring.py does (same triangle, same
+    weights), so a mark pinned on a console is where the doctor put it everywhere."""
+    from annotate.anchoring import FACE_TRIANGLES, OffFaceError, anchor_points
     from annotate.render import render
+    from tests.annotate.conftest import Pose, detect_face_px, load_portrait
 
+    # A real face (MediaPipe on the sample portrait), turned and placed in the frame, its
+    # landmarks as the pages get them: (x, y), 4 decimals.
+    landmarks = np.round(Pose(detect_face_px(load_portrait()), angle_deg=12, scale=1.2,
+                              centre=(700, 380)).landmarks()[:, :2], 4)
     board = AnnotationBoard(limiter=AuthorRateLimiter(rate=1e9, burst=1e9))
-    for shape in SPEC_SHAPES:
+    for shape in [*SPEC_SHAPES, *face_spec_shapes(landmarks)]:
         board.apply("doctor", {"op": "add", "shape": shape})
     shapes = json.loads(json.dumps(board.snapshot()))["shapes"]
+    # The last of SPEC_SHAPES is face-anchored and drawn without a face; the rest with it.
+    with_face = [i >= len(SPEC_SHAPES) for i in range(len(shapes))]
+    rng = np.random.default_rng(7)
+    points = [*rng.uniform(landmarks[:468].min(axis=0) - 0.05, landmarks[:468].max(axis=0) + 0.05, (400, 2)),
+              (0.02, 0.02), (0.98, 0.5)]
 
     page = chromium("page")
     page.get(sfu_server.url("/patient"))  # no token: an idle page is all that is needed
-    results = page.execute_async_script(PAGE_RENDER_JS, shapes)
-    assert isinstance(results, list), browser_diagnostics(f"the page could not render: {results}")
+    face = {"landmarks": landmarks.tolist(), "triangles": FACE_TRIANGLES.tolist()}
+    result = page.execute_async_script(PAGE_RENDER_JS, [[s, f] for s, f in zip(shapes, with_face)], face,
+                                       [list(map(float, p)) for p in points])
+    assert isinstance(result, dict), browser_diagnostics(f"the page could not render: {result}")
+
+    # Anchoring: identical choice; weights equal to the last bit or so (same formulas).
+    off_face = 0
+    for point, theirs in zip(points, result["anchors"]):
+        try:
+            ours = list(anchor_points([point], landmarks)[0])
+        except OffFaceError:
+            ours = None
+        if ours is None or theirs is None:
+            assert ours is None and theirs is None, (point, ours, theirs)
+            off_face += 1
+            continue
+        assert theirs[0] == ours[0] and np.allclose(theirs[1:], ours[1:], rtol=0, atol=1e-12), (point, ours, theirs)
+    assert 2 <= off_face < len(points) / 2, off_face  # both cases were exercised
 
     kernel = np.ones((3, 3), np.uint8)
-    for shape, result in zip(shapes, results):
-        expected = render(np.full((720, 1280, 3), 128, np.uint8), [shape])
-        png = base64.b64decode(result["png"].split(",", 1)[1])
+    for shape, face_known, rendered in zip(shapes, with_face, result["renders"]):
+        expected = render(np.full((720, 1280, 3), 128, np.uint8), [shape], landmarks if face_known else None)
+        png = base64.b64decode(rendered["png"].split(",", 1)[1])
         drawn = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         ours, theirs = _changed(drawn), _changed(expected)
         label = f"{shape['kind']} {shape.get('anchor')} {shape.get('text', '')}".strip()
-        if shape["anchor"] == "face":
-            assert result["drawn"] == 0 and not ours.any() and not theirs.any(), label
+        if not face_known and shape["anchor"] == "face":
+            assert rendered["drawn"] == 0 and not ours.any() and not theirs.any(), label
             continue
-        assert result["drawn"] == 1 and theirs.any(), label
+        result_drawn = rendered["drawn"]
+        assert result_drawn == 1 and theirs.any(), label
         # every changed pixel of one lies within a pixel of the other's
         near_theirs = cv2.dilate(theirs.astype(np.uint8), kernel).astype(bool)
         near_ours = cv2.dilate(ours.astype(np.uint8), kernel).astype(bool)
@@ -370,3 +427,189 @@ def test_page_drawing_matches_the_export_renderer(sfu_server, chromium, browser_
             pytest.fail(f"{label}: {stray:.1%} of the page's pixels are off the export's, "
                         f"{missing:.1%} of the export's missing on the page "
                         f"(images in {chromium.artifact_dir})", pytrace=False)
+
+
+# --- face-anchored marks follow the face ------------------------------------------------
+
+FACE_PHASES = (0.38, 0.60)  # the face's centre (share of the frame height) in each half of the clip
+TOXIN = PALETTE["toxin"]
+
+
+def write_moving_face_y4m(path, width: int = 480, height: int = 360, seconds_per_phase: float = 2.5,
+                          fps: int = 15):
+    """The sample portrait as a camera clip (looped by Chromium) whose face jumps between
+    two heights every `seconds_per_phase`, for --use-file-for-fake-video-capture."""
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        photo = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
+    scale = 0.6 * height / photo.shape[0]
+    photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ph, pw = photo.shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for centre in FACE_PHASES:
+            image = np.full((height, width, 3), 40, np.uint8)
+            y0, x0 = round(centre * height - ph / 2), (width - pw) // 2
+            image[y0:y0 + ph, x0:x0 + pw] = photo
+            frame = b"FRAME\n" + cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).tobytes()
+            out.write(frame * round(seconds_per_phase * fps))
+    return path
+
+
+# The patient's preview: the landmarks the page was sent ({t_ms: [[i, x, y], …]}).
+PATIENT_FACE_LISTENER_JS = r"""
+window.__face = {};
+window.consultClient.addEventListener('analysis', (e) => {
+  if (e.detail.kind === 'face-landmarks') window.__face[e.detail.t_ms] = e.detail.landmarks;
+});
+"""
+
+# The doctor's newest landmarks of the patient ({t_ms, landmarks} or null).
+DOCTOR_FACE_LISTENER_JS = r"""
+window.__latestFace = null;
+window.consultClient.addEventListener('analysis', (e) => {
+  const {kind, face, t_ms} = e.detail;
+  if (kind === 'face-metrics' && face) window.__latestFace = {t_ms, landmarks: face.landmarks};
+});
+"""
+
+# Where the mark of colour `rgb` is painted over the patient's preview, as a box in frame
+# coordinates by this test's own arithmetic (object-fit: cover, centred, mirrored), and
+# the `t_ms` of the landmarks the page drew it with.
+PATIENT_MARK_JS = r"""
+const rgb = arguments[0];
+const video = document.getElementById('local-video');
+const canvas = document.querySelector('#self-view canvas.annotation-layer');
+if (!video || !canvas || !video.videoWidth || !canvas.width) return null;
+const r = video.getBoundingClientRect();
+const k = Math.max(r.width / video.videoWidth, r.height / video.videoHeight);
+const w = video.videoWidth * k, h = video.videoHeight * k;
+const left = r.left + (r.width - w) / 2, top = r.top + (r.height - h) / 2;
+const cs = getComputedStyle(video);
+const mirrored = cs.transform !== 'none' && new DOMMatrix(cs.transform).a < 0;
+const cr = canvas.getBoundingClientRect();
+const ratio = canvas.width / cr.width;
+const data = canvas.getContext('2d', {willReadFrequently: true}).getImageData(0, 0, canvas.width, canvas.height).data;
+let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity, count = 0;
+for (let y = 0; y < canvas.height; y++) {
+  for (let x = 0; x < canvas.width; x++) {
+    const i = (y * canvas.width + x) * 4;
+    const off = Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1]) + Math.abs(data[i + 2] - rgb[2]);
+    if (data[i + 3] < 100 || off > 90) continue;
+    count++;
+    if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+  }
+}
+const fx = (px) => { const cx = cr.left + px / ratio; return ((mirrored ? r.left + r.right - cx : cx) - left) / w; };
+const fy = (py) => (cr.top + py / ratio - top) / h;
+const xs = [fx(x0), fx(x1 + 1)].sort((a, b) => a - b);
+return {face: canvas.dataset.face ?? null, faceDrawn: canvas.dataset.faceDrawn ?? null, count,
+        box: count ? [xs[0], fy(y0), xs[1], fy(y1 + 1)] : null, picture: [w, h], mirrored};
+"""
+
+
+def distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Each point's distance to the polyline through `line`'s points."""
+    a, b = line[:-1], line[1:]
+    ab = b - a
+    t = np.clip(((points[:, None] - a) * ab).sum(axis=2) / (ab * ab).sum(axis=1), 0, 1)
+    return np.linalg.norm(points[:, None] - (a + t[..., None] * ab), axis=2).min(axis=1)
+
+
+@pytest.mark.browser
+def test_a_mark_pinned_to_the_face_follows_it_on_the_patients_page(sfu_server, chromium, browser_diagnostics,
+                                                                    tmp_path):
+    from annotate.anchoring import resolve_points
+
+    clip = write_moving_face_y4m(tmp_path / "moving-face.y4m")
+    patient, doctor = start_call(sfu_server, chromium, browser_diagnostics,
+                                 patient_args=[f"--use-file-for-fake-video-capture={clip}"])
+    patient.execute_script(PATIENT_FACE_LISTENER_JS)
+    doctor.execute_script(DOCTOR_FACE_LISTENER_JS)
+    toolbar = f"{PATIENT_TILE} .annotation-toolbar"
+    tile_video = f"{PATIENT_TILE} video.remote-video"
+    tile_canvas = f"{PATIENT_TILE} canvas.annotation-layer"
+
+    # With the patient's face known, "Pin to face" is on by default.
+    pin = poll(lambda: doctor.execute_script(f"return document.querySelector('{toolbar} .annotation-pin').dataset.state"
+                                             f" === 'on' && document.querySelector('{toolbar}').dataset.anchor"), 30)
+    assert pin == "face", browser_diagnostics(f"'Pin to face' never came on: {pin}")
+    doctor.find_element(By.CSS_SELECTOR, f"{toolbar} [data-item=toxin]").click()
+
+    # Draw right after the face moved, so the picture holds still while the stroke is drawn.
+    def just_moved():
+        nonlocal before
+        latest = doctor.execute_script("return window.__latestFace")
+        if not latest:
+            return None
+        y = latest["landmarks"][1][1]  # the nose tip
+        moved = before is not None and abs(y - before) > 0.1
+        before = y
+        return latest if moved else None
+
+    before = None
+    latest = poll(just_moved, 15, interval=0.05)
+    assert latest, browser_diagnostics("the doctor's landmarks never showed the face moving")
+    lm = np.array(latest["landmarks"])
+    eye, mouth = lm[263], lm[291]  # the patient's left cheek, between eye and mouth corner
+    stroke = [tuple(eye + (mouth - eye) * (0.25 + 0.5 * k / 7)) for k in range(8)]
+    where = probe(doctor, tile_video, tile_canvas, stroke)
+    drag(doctor, [(p["clientX"], p["clientY"]) for p in where])
+
+    ok, state = wait_for_board(doctor, lambda s: len(s["shapes"]) == 1 and not s["pending"])
+    assert ok, browser_diagnostics(f"the pinned stroke never reached the board: {state}")
+    shape = state["shapes"][0]
+    assert shape["anchor"] == "face" and all(len(p) == 3 for p in shape["points"]), shape
+    # Pinned where it was drawn (the landmarks may have moved on by a frame or two).
+    drawn_at = resolve_points(shape["points"], lm)
+    assert np.abs(drawn_at[[0, -1]] - np.array(stroke)[[0, -1]]).max() < 0.01, (drawn_at, stroke)
+    assert distance_to_polyline(drawn_at, np.array(stroke)).max() < 0.01, (drawn_at, stroke)
+    ok, doc = wait_for_board(doctor, lambda s: any(c["drawn"] == "1" for c in s["canvases"]))
+    assert ok and doctor.execute_script(f"return document.querySelector('{tile_canvas}').dataset.faceDrawn") == "1", \
+        browser_diagnostics(f"the doctor's tile does not draw the pinned mark: {doc}")
+
+    # The patient's preview draws it with the landmarks the server sends, over ~2.5 face moves.
+    rgb = list(hex_rgb(TOXIN))
+    samples = []
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        sample = patient.execute_script(PATIENT_MARK_JS, rgb)
+        if sample and sample["face"] not in (None, "none") and sample["box"]:
+            samples.append(sample)
+        time.sleep(0.15)
+    sent = patient.execute_script("return window.__face")
+    patient.save_screenshot(str(tmp_path / "patient-face-mark.png"))  # for a human look
+    doctor.save_screenshot(str(tmp_path / "doctor-face-mark.png"))
+    assert len(samples) >= 15, browser_diagnostics(f"the patient's preview rarely drew the mark: {samples[-3:]}")
+    assert all(s["mirrored"] for s in samples)
+
+    centres, errors = [], []
+    for sample in samples:
+        landmarks = np.full((478, 2), np.nan)
+        for i, x, y in sent[sample["face"]]:
+            landmarks[i] = (x, y)
+        expected = resolve_points(shape["points"], landmarks)
+        assert not np.isnan(expected).any(), "the page was not sent every landmark the mark needs"
+        mid = (expected.min(axis=0) + expected.max(axis=0)) / 2  # round caps: the paint's box has the same centre
+        box = np.array(sample["box"])
+        painted = (box[:2] + box[2:]) / 2
+        errors.append(float(np.abs((painted - mid) * sample["picture"]).max()))  # CSS px
+        centres.append(mid)
+    centres = np.array(centres)
+    assert max(errors) < 3, browser_diagnostics(f"the mark is not where its landmarks put it: {errors}")
+    span = np.ptp(centres[:, 1])
+    assert span > 0.7 * (FACE_PHASES[1] - FACE_PHASES[0]), \
+        browser_diagnostics(f"the mark did not move with the face: its centre spans {span:.3f} of the height "
+                            f"(the face moves {FACE_PHASES[1] - FACE_PHASES[0]:.2f}): {centres.tolist()}")
+
+    # A stroke off the face is not pinned: it stays where drawn, and the doctor is told.
+    pin = poll(lambda: doctor.execute_script(f"return document.querySelector('{toolbar}').dataset.anchor"
+                                             " === 'face'"), 10)
+    assert pin, browser_diagnostics("the console lost the patient's face")
+    corner = probe(doctor, tile_video, tile_canvas, [(0.90 + 0.01 * i, 0.5) for i in range(5)])  # right of the face
+    drag(doctor, [(p["clientX"], p["clientY"]) for p in corner])
+    ok, state = wait_for_board(doctor, lambda s: len(s["shapes"]) == 2 and not s["pending"])
+    assert ok and state["shapes"][1]["anchor"] == "screen", browser_diagnostics(f"off-face stroke: {state}")
+    status = doctor.find_element(By.CSS_SELECTOR, f"{toolbar} .annotation-status")
+    assert status.is_displayed() and "off the face" in status.text, status.text
