@@ -19,6 +19,7 @@ from aiohttp import web
 from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
 from signalling.app import build_services, create_app
 from signalling.config import ServerConfig
+from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
 
@@ -55,6 +56,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--no-demo-room", action="store_true", default=_env("NO_DEMO_ROOM") == "1")
     p.add_argument("--processors", default=_env("PROCESSORS", "face-analysis"),
                    help="frame processors for new rooms, comma-separated ('' for none; default: face-analysis)")
+    p.add_argument("--live-watermark", default=_env("LIVE_WATERMARK", "off"), choices=LIVE_WATERMARK_MODES,
+                   help="live video watermark for new rooms and the demo room: off, page (the page draws the "
+                        "viewer's label) or server (visible + forensic marks burned in per viewer; default: off)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -73,6 +77,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         ice=IceConfig(servers=servers, host_addresses=a.media_host_address),
         demo_room=not a.no_demo_room,
         default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
+        default_live_watermark=a.live_watermark,
     )
 
 
@@ -81,7 +86,8 @@ async def demo_links(services) -> dict[str, str]:
     room = await registry.get_room(DEMO_ROOM_ID)
     if room is None or not room.open:
         room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
-                                          processors=services.config.default_processors)
+                                          processors=services.config.default_processors,
+                                          live_watermark=services.config.default_live_watermark)
     links = {}
     for role, name in DEMO_PEOPLE:
         token = services.issuer.mint(room=room.id, identity=f"demo-{role}", name=name, role=role,

@@ -241,6 +241,11 @@ class ProcessorHost:
         return any(r.processor.name == processor and r.failed is None
                    for processing in self._tracks.values() for r in processing.runners)
 
+    def decoded_tap(self, participant_id: str, kind: str = "video") -> Optional[DecodedFrameTap]:
+        """The decoder already running on that track, for others to share (live watermarking)."""
+        processing = self._tracks.get((participant_id, kind))
+        return processing.tap if processing else None
+
     def runners(self, participant_id: str, kind: str = "video") -> list[_ProcessorRunner]:
         processing = self._tracks.get((participant_id, kind))
         return list(processing.runners) if processing else []

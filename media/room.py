@@ -10,7 +10,7 @@ the control plane.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from .ice import IceConfig
 from .peer import KINDS, MediaPeer
@@ -28,12 +28,21 @@ class RoomMediaEvents(Protocol):
     def connection_failed(self, participant_id: str) -> None: ...
 
 
+class SourceChooser(Protocol):
+    """What a subscriber's down-track carries of a track: the track itself (forwarded), a
+    source made from it (e.g. a watermarked copy, media/watermark_host.py), or None (nothing)."""
+
+    def source_for(self, track: PublishedTrack, subscriber_id: str) -> Optional[Any]: ...
+
+
 class MediaRoom:
-    def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents, video_codec: str = "vp8") -> None:
+    def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents, video_codec: str = "vp8",
+                 sources: Optional[SourceChooser] = None) -> None:
         self.room_id = room_id
         self._ice = ice
         self._video_codec = video_codec
         self._events = events
+        self._sources = sources
         self.peers: dict[str, MediaPeer] = {}
         # taps wanted on (participant, kind); attached when that track starts
         self._taps: dict[tuple[str, str], list[PacketTap]] = {}
@@ -110,7 +119,11 @@ class MediaRoom:
         except RuntimeError as exc:
             logger.warning("not forwarding %s to %s: %s", track, subscriber, exc)
             return
-        pair.downtracks[track.kind].attach(track)
+        source = track if self._sources is None else self._sources.source_for(track, subscriber.participant_id)
+        if source is not None:
+            pair.downtracks[track.kind].attach(source)
+        else:
+            pair.downtracks[track.kind].detach()  # withheld: nothing rather than something unmarked
         if not notify:
             return
         if created:

@@ -10,7 +10,8 @@ and reported; the call goes on.
   decoding), for the recorder.
 - DecodedFrameTap: the track decoded once in a worker thread, delivered as
   numpy images at a chosen rate and size to any number of consumers, for
-  processors such as face analysis.
+  processors such as face analysis; and every decoded frame as it is (with its
+  RTP timestamp) to frame consumers, for live watermark variants.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
+from av import VideoFrame
 from aiortc.codecs import depayload, get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -129,6 +131,8 @@ class EncodedFrameTap:
 
 
 FrameConsumer = Callable[[np.ndarray, float], None]
+# Every decoded frame, unconverted, with the RTP timestamp of the frame it came from.
+RawFrameConsumer = Callable[[VideoFrame, int], None]
 
 
 class DecodedFrameTap:
@@ -147,6 +151,7 @@ class DecodedFrameTap:
         self._fps = fps
         self._size = size
         self._consumers: list[FrameConsumer] = []
+        self._raw_consumers: list[RawFrameConsumer] = []
         self._lock = threading.Lock()
         self._encoded = EncodedFrameTap(self._to_worker, request_keyframe=request_keyframe, name=name)
         self._inbox: "queue.Queue[Optional[TappedFrame]]" = queue.Queue(maxsize=8)
@@ -168,6 +173,16 @@ class DecodedFrameTap:
         with self._lock:
             if consumer in self._consumers:
                 self._consumers.remove(consumer)
+
+    def add_frame_consumer(self, consumer: RawFrameConsumer) -> None:
+        """Every decoded frame (no rate limit, no conversion): must return quickly (hand off)."""
+        with self._lock:
+            self._raw_consumers.append(consumer)
+
+    def remove_frame_consumer(self, consumer: RawFrameConsumer) -> None:
+        with self._lock:
+            if consumer in self._raw_consumers:
+                self._raw_consumers.remove(consumer)
 
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrived_at: float) -> None:
         self._encoded.on_packet(packet, codec, arrived_at)
@@ -204,16 +219,19 @@ class DecodedFrameTap:
                 self._loop.call_soon_threadsafe(self._request_keyframe)
                 continue
             self.frames_decoded += len(images)
+            with self._lock:
+                raw_consumers = list(self._raw_consumers)
+                consumers = list(self._consumers)
+            if images and raw_consumers:
+                self._deliver_raw(raw_consumers, images[-1], item.frame.rtp_timestamp)
             now = time.monotonic()
-            if not images or now < next_output:
+            if not images or now < next_output or not consumers:
                 continue
             next_output = now + 1.0 / self._fps
             image = images[-1]
             if self._size is not None:
                 image = image.reformat(width=self._size[0], height=self._size[1])
             array = image.to_ndarray(format="bgr24")
-            with self._lock:
-                consumers = list(self._consumers)
             for consumer in consumers:
                 try:
                     consumer(array, now)
@@ -221,6 +239,14 @@ class DecodedFrameTap:
                     logger.exception("%s: a frame consumer failed and was removed", self.name)
                     self.remove_consumer(consumer)
             self.frames_delivered += 1
+
+    def _deliver_raw(self, consumers: list[RawFrameConsumer], frame: VideoFrame, rtp_timestamp: int) -> None:
+        for consumer in consumers:
+            try:
+                consumer(frame, rtp_timestamp)
+            except Exception:
+                logger.exception("%s: a frame consumer failed and was removed", self.name)
+                self.remove_frame_consumer(consumer)
 
     def close(self) -> None:
         self._encoded.close()

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from recorder.errors import RecorderError
 
-from .registry import RegistryError
+from .registry import LIVE_WATERMARK_MODES, RegistryError
 from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
@@ -95,6 +95,10 @@ class AdminApi:
         language = body.get("language", "en")
         if language not in LANGUAGES:
             return json_error(400, "bad_request", f"'language' must be one of {', '.join(LANGUAGES)}")
+        live_watermark = body.get("live_watermark", self._services.config.default_live_watermark)
+        if not isinstance(live_watermark, str) or live_watermark not in LIVE_WATERMARK_MODES:
+            return json_error(400, "bad_request",
+                              f"'live_watermark' must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         if not isinstance(name, str) or not (1 <= len(name) <= 120):
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
         if room_id is not None and not isinstance(room_id, str):
@@ -103,7 +107,7 @@ class AdminApi:
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
         try:
             room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
-                                                             processors, language)
+                                                             processors, language, live_watermark)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)

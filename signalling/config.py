@@ -22,6 +22,8 @@ class ServerConfig:
     demo_room: bool = True
     # processors for rooms created without an explicit list (admin API, demo room)
     default_processors: list[str] = field(default_factory=lambda: ["face-analysis"])
+    # live video watermarking for rooms created without an explicit setting: off | page | server
+    default_live_watermark: str = "off"
     link_ttl_s: int = 12 * 3600
     max_participants: int = 8
     join_timeout_s: float = 10.0

@@ -25,6 +25,7 @@ from recorder.errors import RecorderError
 from recorder.live import LiveRecording
 from recorder.stills import StillCapture
 
+from .live_watermark import LiveWatermarks, WatermarkUnavailable
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
 
 if TYPE_CHECKING:
@@ -61,7 +62,11 @@ class LiveRoom:
         self._face_relay = FaceLandmarkRelay(self.board)
         self._face_mesh_sent: set[str] = set()
         self._face_metrics: Optional[tuple[dict, Optional[frozenset[str]]]] = None  # the newest, and its roles
-        self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec)
+        # live watermarking ("server" rooms: a marked copy per viewer, sharing the processors' decoder)
+        self.watermarks = LiveWatermarks(
+            record, data_dir, lambda pid: self.sessions[pid].participant.role if pid in self.sessions else None)
+        self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec,
+                               sources=self.watermarks.start_host(lambda pid: self.processors.decoded_tap(pid)))
         self.sessions: dict[str, "ParticipantSession"] = {}
         factories = {name: PROCESSORS[name].in_language(record.language) for name in record.processors}
         self.processors = ProcessorHost(self.media, factories, sink=self._processor_event,
@@ -184,6 +189,7 @@ class LiveRoom:
         await self._end_capture()
         await self.processors.close()
         await self.media.close()
+        self.watermarks.close()
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
         self._record_event(message)
@@ -302,6 +308,10 @@ class RoomService:
             joined_at=time.time(),
         )
         try:
+            await live.watermarks.admit(participant)  # a viewer's watermark id before any marked video
+        except WatermarkUnavailable as exc:
+            raise JoinRefused("internal", f"this room watermarks video and that is unavailable: {exc}") from exc
+        try:
             await self.registry.add_participant(participant)
         except RegistryError as exc:
             raise JoinRefused("room_full", str(exc)) from exc
@@ -334,6 +344,7 @@ class RoomService:
                             "remaining": []})
             await live._end_capture()
         await live.media.remove_peer(participant.id)
+        live.watermarks.forget(participant.id)
         live.broadcast({"type": "participant-left", "participant_id": participant.id, "reason": reason})
         if not live.sessions:
             self.live.pop(participant.room_id, None)

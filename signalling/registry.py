@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 ROOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Live video watermarking (exports and replays are always marked): none; a label the
+# page draws over the video; or visible + forensic marks burned in per viewer on the
+# server (signalling/live_watermark.py).
+LIVE_WATERMARK_MODES = ("off", "page", "server")
 
 
 @dataclass
@@ -29,7 +33,7 @@ class RoomRecord:
     video_codec: str = "vp8"  # what publishers are asked to send: vp8 or h264
     processors: list[str] = field(default_factory=list)  # frame processors enabled, e.g. face-analysis
     language: str = "en"  # of the prompts the patient is shown
-
+    live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
 
     @property
     def open(self) -> bool:
@@ -38,7 +42,8 @@ class RoomRecord:
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "created_at": self.created_at,
                 "max_participants": self.max_participants, "video_codec": self.video_codec,
-                "processors": list(self.processors), "language": self.language, "open": self.open}
+                "processors": list(self.processors), "language": self.language,
+                "live_watermark": self.live_watermark, "open": self.open}
 
 
 @dataclass
@@ -61,7 +66,7 @@ class ParticipantRecord:
 class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: str = "en") -> RoomRecord: ...
+                          language: str = "en", live_watermark: str = "off") -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
     async def close_room(self, room_id: str) -> bool: ...
@@ -97,7 +102,9 @@ class InMemoryRegistry:
 
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: str = "en") -> RoomRecord:
+                          language: str = "en", live_watermark: str = "off") -> RoomRecord:
+        if live_watermark not in LIVE_WATERMARK_MODES:
+            raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         async with self._lock:
             room_id = room_id or secrets.token_urlsafe(9)
             if not ROOM_ID_PATTERN.match(room_id):
@@ -106,7 +113,8 @@ class InMemoryRegistry:
             if existing is not None and existing.open:
                 raise RegistryError(f"room {room_id} already exists")
             room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
-                              video_codec=video_codec, processors=list(processors or []), language=language)
+                              video_codec=video_codec, processors=list(processors or []), language=language,
+                              live_watermark=live_watermark)
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()

@@ -146,7 +146,8 @@ class ParticipantSession:
             "type": "joined",
             "v": PROTOCOL_VERSIONS[-1],
             "participant": self.participant.public(),
-            "room": {"id": self.room.record.id, "name": self.room.record.name},
+            "room": {"id": self.room.record.id, "name": self.room.record.name,
+                     "live_watermark": self.room.record.live_watermark},
             "participants": others,
             "ice_servers": self._ice_servers,
         })

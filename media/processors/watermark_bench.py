@@ -2,6 +2,7 @@
 
     .venv/bin/python -m media.processors.watermark_bench [--size 1280x720] [--fps 30] [--seconds 10]
         [--clean 20] [--json out.json] [--markdown]
+    .venv/bin/python -m media.processors.watermark_bench --live-cost [--markdown]   # the live path only
 
 The pipeline is the real one: frames of a photograph in motion (matplotlib's Grace Hopper
 portrait, slowly drifting and zooming, with a little sensor noise) -> visible + invisible
@@ -334,13 +335,21 @@ def _time_embed(key: bytes, width: int, height: int, n: int = 60) -> dict:
             "pattern_setup_ms": setup}
 
 
-def _live_viewer_cost(key: bytes, width: int = 1280, height: int = 720, fps: int = 30, seconds: float = 10.0) -> dict:
-    """CPU per second of video (% of one core) for a live viewer who gets a watermarked copy:
-    the publisher's VP8 is decoded once (shared by all such viewers), and each viewer gets its own
-    marks + its own realtime VP8 encode (1.5 Mbit/s, the settings aiortc's sender uses)."""
+def _live_viewer_cost(key: bytes, width: int = 1280, height: int = 720, fps: int = 30, seconds: float = 10.0,
+                      bitrate: int = 1_000_000) -> dict:
+    """CPU per second of video (% of one core) of the live watermark's server path, stage by stage,
+    as media/watermark_variant.py runs it: the publisher's VP8 decoded once (shared by all marked
+    viewers of that publisher), then per viewer: the decoder's I420 copied, both marks drawn into
+    it, and a VP8 encode (media/variant_encoder.py) at the start bitrate for 720p. For comparison,
+    the same frames through aiortc's own Vp8Encoder (what its RTCRtpSender would use), and the
+    luma PSNR each encoder keeps against the marked frames. The end-to-end figure with a real
+    server and a real viewer is media/processors/watermark_live_bench.py."""
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from media.variant_encoder import VariantEncoder
+
     n = int(seconds * fps)
     source = encode(moving_photo(width, height, n, seed=5, fps=fps), "vp8", 1_500_000, fps)
-    packets = []
     with av.open(io.BytesIO(source)) as container:
         packets = [bytes(p) for p in container.demux(video=0) if p.size]
     threads = cv2.getNumThreads()
@@ -348,34 +357,50 @@ def _live_viewer_cost(key: bytes, width: int = 1280, height: int = 720, fps: int
     try:
         dec = av.CodecContext.create("libvpx", "r")
         dec.thread_count = 1
-        t0 = time.thread_time()
-        images = []
-        for data in packets:
-            for frame in dec.decode(av.Packet(data)):
-                images.append(frame.to_ndarray(format="bgr24"))
-        decode_s = time.thread_time() - t0
+        t0 = time.process_time()
+        decoded = [f for data in packets for f in dec.decode(av.Packet(data))]
+        decode_s = time.process_time() - t0
         marker = Watermarker(key, 0x0BADCAFE, viewer_label("Dr. Example", 0x0BADCAFE))
-        marker.frame_hook(images[0].copy(), 0)
-        enc = av.CodecContext.create("libvpx", "w")
-        enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
-        enc.time_base, enc.framerate, enc.bit_rate = fractions.Fraction(1, fps), fps, 1_500_000
-        enc.thread_count = 1
-        enc.options = {"deadline": "realtime", "cpu-used": "4", "lag-in-frames": "0", "auto-alt-ref": "0"}
-        mark_s = encode_s = 0.0
-        for i, img in enumerate(images):
-            t0 = time.thread_time()
-            out = marker.frame_hook(img, int(i * 1000 / fps))
-            t1 = time.thread_time()
-            vf = av.VideoFrame.from_ndarray(out, format="bgr24").reformat(format="yuv420p")
-            vf.pts = i
-            enc.encode(vf)
-            encode_s += time.thread_time() - t1
-            mark_s += t1 - t0
+        ours, theirs = VariantEncoder("VP8", bitrate), Vp8Encoder()
+        theirs.target_bitrate = bitrate
+        copy_s = mark_s = encode_s = aiortc_s = 0.0
+        psnr: dict[str, list[float]] = {"ours": [], "aiortc": []}
+        check = {"ours": av.CodecContext.create("libvpx", "r"), "aiortc": av.CodecContext.create("libvpx", "r")}
+        clock = time.process_time  # all threads: aiortc's encoder runs libvpx multi-threaded
+        for i, frame in enumerate(decoded):
+            t0 = clock()
+            i420 = frame.to_ndarray(format="yuv420p")
+            t1 = clock()
+            marker.mark_i420(i420, int(i * 1000 / fps))
+            t2 = clock()
+            out = ours.encode(av.VideoFrame.from_ndarray(i420, format="yuv420p"), i * 3000, i == 0)
+            t3 = clock()
+            same = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+            same.pts, same.time_base = i * 3000, fractions.Fraction(1, 90000)
+            t4 = clock()
+            payloads, _ = theirs.encode(same, i == 0)
+            t5 = clock()
+            copy_s, mark_s = copy_s + t1 - t0, mark_s + t2 - t1
+            encode_s, aiortc_s = encode_s + t3 - t2, aiortc_s + t5 - t4
+            for name, sent in (("ours", out.payloads if out else []), ("aiortc", payloads)):
+                data = b"".join(p[_vp8_descriptor_len(p):] for p in sent)
+                for f in check[name].decode(av.Packet(data)) if data else []:
+                    if i % 10 == 0:
+                        psnr[name].append(cv2.PSNR(f.to_ndarray(format="yuv420p")[:height], i420[:height]))
     finally:
         cv2.setNumThreads(threads)
-    pct = lambda s: 100 * s / (len(images) / fps)  # noqa: E731
-    return {"frames": len(images), "decode_shared_pct": pct(decode_s), "marks_pct": pct(mark_s),
-            "encode_pct": pct(encode_s), "per_viewer_pct": pct(mark_s + encode_s)}
+    pct = lambda s: 100 * s / (len(decoded) / fps)  # noqa: E731
+    return {"frames": len(decoded), "bitrate": bitrate, "decode_shared_pct": pct(decode_s), "copy_pct": pct(copy_s),
+            "marks_pct": pct(mark_s), "encode_pct": pct(encode_s), "per_viewer_pct": pct(copy_s + mark_s + encode_s),
+            "aiortc_encode_pct": pct(aiortc_s),
+            "luma_psnr_db": {k: round(statistics.mean(v), 2) for k, v in psnr.items() if v}}
+
+
+def _vp8_descriptor_len(payload: bytes) -> int:
+    """Length of the VP8 RTP payload descriptor in front of the frame data (RFC 7741)."""
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+    return len(payload) - len(VpxPayloadDescriptor.parse(payload)[1])
 
 
 def _row(pattern: Pattern, truth: np.ndarray, wm_id: int, name: str, data: bytes) -> dict:
@@ -487,10 +512,17 @@ def markdown(r: dict) -> str:
                  f"{e['visible_ms']:.2f}); " if r["size"] != "1280x720" else "")
               + f"1280x720 {e7['total_ms']:.2f} ms (invisible {e7['invisible_ms']:.2f}, visible "
               f"{e7['visible_ms']:.2f}); pattern set-up once per frame size {e7['pattern_setup_ms']:.0f} ms.",
-              "", f"Live 720p30 viewer with marks: decode {lv['decode_shared_pct']:.1f} % of a core (once per "
-              f"publisher), then per viewer marks {lv['marks_pct']:.1f} % + VP8 encode {lv['encode_pct']:.1f} % = "
-              f"{lv['per_viewer_pct']:.1f} % of a core."]
+              "", live_markdown(lv)]
     return "\n".join(lines)
+
+
+def live_markdown(lv: dict) -> str:
+    return (f"Live 720p30 viewer marked on the server ({lv['bitrate'] / 1e6:g} Mbit/s): decode "
+            f"{lv['decode_shared_pct']:.1f} % of a core (once per publisher), then per viewer I420 copy "
+            f"{lv['copy_pct']:.1f} % + marks {lv['marks_pct']:.1f} % + VP8 encode {lv['encode_pct']:.1f} % = "
+            f"{lv['per_viewer_pct']:.1f} % of a core (aiortc's Vp8Encoder on the same frames: "
+            f"{lv['aiortc_encode_pct']:.1f} %); luma PSNR after encoding {lv['luma_psnr_db'].get('ours')} dB "
+            f"(aiortc's: {lv['luma_psnr_db'].get('aiortc')} dB).")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -506,7 +538,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the docs/BENCHMARKS.md section")
     parser.add_argument("--null-decodes", type=int, metavar="N",
                         help="only measure how often N noise inputs pass the payload CRC, and exit")
+    parser.add_argument("--live-cost", action="store_true",
+                        help="only measure the live server path stage by stage (720p30, ~1 min), and exit")
     args = parser.parse_args(argv)
+    if args.live_cost:
+        live = _live_viewer_cost(bytes(range(32)))
+        print(json.dumps(live) if not args.markdown else live_markdown(live))
+        return 0
     if args.null_decodes:
         print(json.dumps(null_decodes(args.null_decodes)))
         return 0

@@ -18,6 +18,13 @@ Visible mark. The viewer's label (name / id and UTC time) in DejaVu Sans, white 
 dark outline at VISIBLE_OPACITY, drifting slowly along a closed Lissajous path over
 the whole frame (one lap in ~VISIBLE_PERIOD_S), so no fixed crop removes it and it
 never stays over the same part of the lesion.
+
+Live video (media/watermark_variant.py) is marked in the decoder's own I420 planes
+(`Watermarker.mark_i420`), not in BGR: the same marks at a third of the cost, with no
+colour conversion either way. The forensic delta goes onto Y scaled by 219/255
+(limited-range luma: a change of d in Y' reads as ~d/0.86 in decoded RGB, so the
+strength measured on the decoded picture is the same as for an export); the visible
+label is blended into Y and, at half resolution, towards neutral chroma.
 """
 
 from __future__ import annotations
@@ -70,8 +77,11 @@ class ForensicEmbedder:
 
     def delta(self, image_bgr: np.ndarray) -> np.ndarray:
         """The luma change for this frame (float32, height x width)."""
-        h, w = image_bgr.shape[:2]
-        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        return self.delta_for_luma(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY))
+
+    def delta_for_luma(self, gray: np.ndarray) -> np.ndarray:
+        """The luma change for a frame given its luma (uint8, height x width)."""
+        h, w = gray.shape[:2]
         small = cv2.resize(gray, (max(8, w // 4), max(8, h // 4)), interpolation=cv2.INTER_AREA).astype(np.float32)
         mean = cv2.blur(small, (5, 5))
         var = np.maximum(cv2.blur(small * small, (5, 5)) - mean * mean, 0)
@@ -86,6 +96,24 @@ class ForensicEmbedder:
         """A new BGR uint8 frame with the mark added."""
         d = self.delta(image_bgr)
         return cv2.add(image_bgr, cv2.merge([d, d, d]), dtype=cv2.CV_8U)   # rounds and saturates
+
+    def embed_i420(self, i420: np.ndarray) -> None:
+        """Adds the mark in place to an I420 frame (PyAV's (h*3/2, w) yuv420p array): Y only."""
+        y = i420[: i420.shape[0] * 2 // 3]
+        d = self.delta_for_luma(y)
+        d *= Y_PER_RGB
+        cv2.add(y, d, dst=y, dtype=cv2.CV_8U)   # in place, rounds and saturates
+
+
+Y_PER_RGB = 219.0 / 255.0      # limited-range luma step per RGB level
+
+
+def chroma_planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Views of the U and V planes (h/2 x w/2 each) of a C-contiguous I420 array."""
+    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    flat = i420.reshape(-1)
+    n = (h // 2) * (w // 2)
+    return flat[h * w: h * w + n].reshape(h // 2, w // 2), flat[h * w + n: h * w + 2 * n].reshape(h // 2, w // 2)
 
 
 # -- visible mark ----------------------------------------------------------------------------------
@@ -154,6 +182,36 @@ class VisibleMark:
         image_bgr[y:y1, x:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
         return image_bgr
 
+    def draw_i420(self, i420: np.ndarray, at_ms: int) -> None:
+        """The same label, in place on an I420 frame: white text (Y 235) over a dark ring (Y ~33),
+        chroma pulled towards neutral under both at half resolution."""
+        h = i420.shape[0] * 2 // 3
+        w = i420.shape[1]
+        size = max(10, int(round(VISIBLE_REF_PX * h / 720)))
+        fill, ring = _label_alpha(self._text(at_ms), size)
+        lh, lw = fill.shape
+        if lw > w:
+            size = max(8, int(size * w / lw))
+            fill, ring = _label_alpha(self._text(at_ms), size)
+            lh, lw = fill.shape
+        x, y = drift_position(at_ms / 1000.0, w - lw, h - lh)
+        x, y = x & ~1, y & ~1                     # even: the chroma block grid
+        x1, y1 = min(w, x + lw), min(h, y + lh)
+        f = fill[: y1 - y, : x1 - x] * self.opacity
+        r = ring[: y1 - y, : x1 - x] * self.opacity * 0.8
+        luma = i420[y:y1, x:x1].astype(np.float32)
+        luma = luma * (1 - r) + (16 + 20 * Y_PER_RGB) * r
+        luma = luma * (1 - f) + 235.0 * f
+        i420[y:y1, x:x1] = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+        cx, cy, cx1, cy1 = x // 2, y // 2, x1 // 2, y1 // 2
+        if cx1 <= cx or cy1 <= cy:
+            return
+        cover = 1 - (1 - f) * (1 - r)             # how much of the pixel the label replaced
+        cover = cv2.resize(cover, (cx1 - cx, cy1 - cy), interpolation=cv2.INTER_AREA)
+        for plane in chroma_planes(i420):
+            c = plane[cy:cy1, cx:cx1].astype(np.float32)
+            plane[cy:cy1, cx:cx1] = np.clip(c + (128.0 - c) * cover + 0.5, 0, 255).astype(np.uint8)
+
 
 def viewer_label(viewer: str, wm_id: int, when: Optional[dt.datetime] = None) -> Callable[[int], str]:
     """'<viewer> · WM 1a2b3c4d · 2025-01-31 14:02 UTC': the current UTC time (a replay or a
@@ -178,3 +236,9 @@ class Watermarker:
         if self.visible is not None:
             image_bgr = self.visible.draw(image_bgr, at_ms)
         return self.forensic.embed(image_bgr)
+
+    def mark_i420(self, i420: np.ndarray, at_ms: int) -> None:
+        """Both marks, in place, on an I420 frame (live video: the decoder's planes, no BGR)."""
+        if self.visible is not None:
+            self.visible.draw_i420(i420, at_ms)
+        self.forensic.embed_i420(i420)

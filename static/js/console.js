@@ -10,6 +10,7 @@ import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   byRole, roleLabel, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
+import {bindViewerMark} from './viewer-mark.js';
 
 const $ = (id) => document.getElementById(id);
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
@@ -49,6 +50,7 @@ function start(joinToken) {
   });
 
   bindSoundButton($('sound'), view, client);
+  bindViewerMark(client, $('remote'));  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});

@@ -8,6 +8,7 @@ import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
+import {bindViewerMark} from './viewer-mark.js';
 
 const $ = (id) => document.getElementById(id);
 const TOAST_MS = 6_000;
@@ -36,6 +37,7 @@ function start(joinToken) {
   });
 
   bindSoundButton($('sound'), view, client);
+  bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));
   // The doctor's marks, over the patient's own preview: it is the same picture.
   bindSelfViewAnnotations(client, $('self-view'), $('local-video'));

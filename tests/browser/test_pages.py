@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .harness import connection_state, remote_videos
+from .harness import connection_state, poll, remote_videos, start_sfu_server
 
 MEDIA_TIMEOUT = 20.0  # from opening the pages until both show live remote video
 FRAME_WINDOW = 2.0  # frames must advance over at least this long
@@ -88,3 +88,36 @@ def test_patient_and_doctor_see_each_others_live_video(sfu_server, chromium, bro
     states = {label: connection_state(driver) for label, (driver, _) in pages.items()}
     if any(s != "connected" for s in states.values()):
         pytest.fail(browser_diagnostics(f"connection state after media started: {states}"), pytrace=False)
+
+
+VIEWER_MARK_JS = r"""
+const canvas = document.querySelector('canvas.viewer-mark-layer');
+const notice = document.getElementById('viewer-mark-notice');
+if (!canvas || !canvas.dataset.label) return null;
+const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let inked = 0;
+for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) inked += 1;
+return {label: canvas.dataset.label, at: canvas.dataset.at, inked,
+        notice: notice && !notice.hidden ? notice.dataset.mode : null};
+"""
+
+
+@pytest.mark.browser
+def test_page_watermark_draws_each_viewers_label_over_remote_video(netns, chromium, tmp_path):
+    """live_watermark "page": each page draws its own viewer's name and the time over the remote video."""
+    server = start_sfu_server(netns, tmp_path / "wm-data", extra_args=["--live-watermark", "page", "--processors", ""])
+    patient = chromium("patient")
+    doctor = chromium("doctor")
+    patient.get(server.patient_url)
+    doctor.get(server.doctor_url)
+    pages = {"patient": (patient, "doctor"), "doctor": (doctor, "patient")}
+    live, last = wait_for_live_remote_video(pages)
+    assert set(live) == set(pages), f"no live remote video: {json.dumps(last, default=str)}\n{server.output()}"
+
+    for driver, who in ((patient, "Patient (demo-patient)"), (doctor, "Doctor (demo-doctor)")):
+        first = poll(lambda: driver.execute_script(VIEWER_MARK_JS), 10)
+        assert first and first["label"].startswith(who) and first["label"].endswith(" UTC"), first
+        assert first["inked"] > 200 and first["notice"] == "page", first
+        time.sleep(2.0)
+        later = driver.execute_script(VIEWER_MARK_JS)
+        assert later["at"] != first["at"], "the label does not drift"

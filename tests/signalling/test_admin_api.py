@@ -80,3 +80,64 @@ async def test_rejects_bad_requests(sfu):
 async def test_info_is_public(sfu):
     status, info = await api(sfu, "GET", "/api/info", key=None)
     assert status == 200 and info["protocol_versions"] == [1]
+
+
+async def test_live_watermark_setting(sfu):
+    status, room = await api(sfu, "POST", "/api/rooms", json={"id": "plain"})
+    assert status == 201 and room["live_watermark"] == "off"  # the server's default
+    for mode in ("off", "page", "server"):
+        status, room = await api(sfu, "POST", "/api/rooms", json={"id": f"wm-{mode}", "live_watermark": mode})
+        assert status == 201 and room["live_watermark"] == mode
+        assert (await api(sfu, "GET", f"/api/rooms/wm-{mode}"))[1]["live_watermark"] == mode
+    for bad in ("on", "Server", "", True, None, 1, ["server"]):
+        status, body = await api(sfu, "POST", "/api/rooms", json={"id": "bad", "live_watermark": bad})
+        assert status == 400 and body["error"] == "bad_request" and "live_watermark" in body["message"], bad
+    assert (await api(sfu, "GET", "/api/rooms/bad"))[0] == 404
+
+    sfu.services.config.default_live_watermark = "page"  # what run.py --live-watermark page sets
+    assert (await api(sfu, "POST", "/api/rooms", json={"id": "by-default"}))[1]["live_watermark"] == "page"
+
+    # every page is told, in `joined`, so it can show that (and how) the video is watermarked
+    for mode in ("page", "server"):
+        doctor = sfu.participant("doctor", room=f"wm-{mode}", publish=False)
+        joined = await doctor.join()
+        assert joined["room"]["live_watermark"] == mode
+
+
+async def test_live_watermark_persists_with_the_room_list(tmp_path):
+    from signalling.registry import InMemoryRegistry, RegistryError
+
+    registry = InMemoryRegistry(tmp_path / "rooms.json")
+    await registry.create_room("A", "a", live_watermark="server")
+    await registry.create_room("B", "b")
+    again = InMemoryRegistry(tmp_path / "rooms.json")
+    assert (await again.get_room("a")).live_watermark == "server"
+    assert (await again.get_room("b")).live_watermark == "off"
+    try:
+        await registry.create_room("C", "c", live_watermark="maybe")
+    except RegistryError:
+        pass
+    else:
+        raise AssertionError("an unknown live_watermark mode was accepted")
+
+
+async def test_server_watermarked_room_issues_an_audited_id_or_refuses_the_join(sfu, monkeypatch):
+    from recorder.watermarks import WatermarkRegistry
+
+    await sfu.services.registry.create_room("Marked", "m1", live_watermark="server")
+    doctor = sfu.participant("doctor", room="m1", publish=False, name="Dr Wu", identity="dr-wu")
+    await doctor.join()
+    issued = [w for w in WatermarkRegistry.open(sfu.services.config.data_dir).entries() if w.viewer == "dr-wu"]
+    assert [(w.purpose, w.recording_id, w.viewer_name) for w in issued] == [("live", "m1", "Dr Wu")]
+
+    # without a usable watermark key nobody may watch unmarked: the join is refused
+    monkeypatch.setenv("CONSULT_WATERMARK_KEY", "not a key")
+    await sfu.services.registry.create_room("Marked too", "m2", live_watermark="server")
+    expert = sfu.participant("expert", room="m2", publish=False)
+    try:
+        await expert.join()
+    except RuntimeError as exc:
+        assert "watermark" in str(exc)
+    else:
+        raise AssertionError("joined a server-watermarked room without a watermark")
+    assert await sfu.services.registry.list_participants("m2") == []
