@@ -19,6 +19,7 @@ from .errors import KeyUnavailableError, RecorderError, RecordingIntegrityError,
 from .keys import DATA_KEY_FILE, KeyStore, RotationResult, destroy_data_key
 from .manifest import MANIFEST_FILE, Manifest, is_recording_id, parse_iso
 from .reader import RecordingReader, VerifyReport, writer_alive
+from .replay_cache import remove_recording_cache
 from .segments import SegmentScanner
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,13 @@ class RecordingStore:
                 result.purged.append(rid)
                 continue
             shredded = destroy_data_key(path)  # from here on the media is undecryptable
+            # Watermarked replays rendered from it (encrypted, but still its pictures) go too;
+            # a running server notices the data key is gone and stops serving and rendering them.
+            cached = remove_recording_cache(self.data_dir, rid)
             if self.audit is not None:
                 self.audit.append(actor, Action.PURGE, rid, {
                     "created": created.isoformat() if created else None, "older_than_days": older_than_days,
-                    "data_key_destroyed": shredded})
+                    "data_key_destroyed": shredded, "replay_cache_removed": cached})
             shutil.rmtree(path)
             result.purged.append(rid)
         return result

@@ -1,5 +1,9 @@
 """Remuxing a recording's tracks into a playable file, in memory, without re-encoding.
 
+Internal use only (tests, tooling): a file made here carries no watermark, so the trainer
+page never gets one. Replays are rendered by recorder/replay_render.py, which decodes,
+marks for the viewer and re-encodes on exactly this module's timeline (`merged_packets`).
+
 A recording keeps every track as the codec's own bitstream (depayloaded VP8 or H.264
 frames, Opus packets), each frame with its session-clock time and RTP timestamp. For
 replay, one participant's tracks (`<participant>-video` + `<participant>-audio`, the
@@ -165,14 +169,15 @@ def _is_keyframe(track: ManifestTrack, payload: bytes) -> bool:
 
 
 @dataclass(slots=True)
-class _Packet:
-    pts: int  # ms, session clock
+class TimedPacket:
+    pts: int  # ms, session clock (relative to the file's start once merged)
     keyframe: bool
     payload: bytes
     duration: int = 0
 
 
-def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, int]) -> Iterator[_Packet]:
+
+def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, int]) -> Iterator[TimedPacket]:
     """One track's packets on the session clock, strictly increasing, video from its first keyframe."""
     frames = reader.frames(track.track_id)
     if track.kind == "video":
@@ -197,7 +202,7 @@ def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, i
     else:
         offset = 0.0
         timed = ((f, float(f.timestamp_ms)) for f in itertools.chain(head, frames))
-    last: Optional[_Packet] = None
+    last: Optional[TimedPacket] = None
     previous_duration = 0
     for frame, media_ms in timed:
         if rate:
@@ -213,13 +218,13 @@ def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, i
             pts = max(pts, last.pts + 1)
             last.duration = previous_duration = pts - last.pts
             yield last
-        last = _Packet(pts, track.kind != "video" or _is_keyframe(track, frame.payload), frame.payload)
+        last = TimedPacket(pts, track.kind != "video" or _is_keyframe(track, frame.payload), frame.payload)
     if last is not None:
         last.duration = previous_duration or (DEFAULT_AUDIO_MS if track.kind == "audio" else DEFAULT_VIDEO_MS)
         yield last
 
 
-def _peek(packets: Iterator[_Packet]) -> tuple[Optional[_Packet], Iterator[_Packet]]:
+def _peek(packets: Iterator[TimedPacket]) -> tuple[Optional[TimedPacket], Iterator[TimedPacket]]:
     first = next(packets, None)
     return first, (itertools.chain([first], packets) if first is not None else packets)
 
@@ -280,7 +285,8 @@ def _template_bytes(track: ManifestTrack, first: bytes) -> tuple[bytes, str]:
     return _ogg_page(head, 0, 0x02, 0) + _ogg_page(tags, 1, 0, 0) + _ogg_page(first, 2, 0x04, 960), "ogg"
 
 
-def _open_template(track: ManifestTrack, first: bytes) -> av.container.InputContainer:
+def open_template(track: ManifestTrack, first: bytes) -> av.container.InputContainer:
+    """A tiny demuxer over the track's first packet: its stream is the template of an output stream."""
     data, fmt = _template_bytes(track, first)
     try:
         container = av.open(io.BytesIO(data), format=fmt)
@@ -295,18 +301,47 @@ def _open_template(track: ManifestTrack, first: bytes) -> av.container.InputCont
 # --- muxing ---------------------------------------------------------------------------------------
 
 
-def remux(reader: RecordingReader, group: MediaGroup) -> Remuxed:
-    """The group's tracks in one file, in memory. Raises RemuxError, or
-    RecordingIntegrityError (from the reader) at a segment that fails authentication."""
+@dataclass
+class MergedTracks:
+    """A group's tracks on one timeline: `packets` yields (index into `tracks`, packet) in
+    time order, pts relative to `start` (the session-clock time of the file's t = 0)."""
+    start: Optional[int]  # None: no track has a packet
+    tracks: list[tuple[ManifestTrack, TimedPacket]]  # the tracks that have packets, with their first (session clock)
+    packets: Iterator[tuple[int, TimedPacket]]
+    dropped: dict[str, int]  # video frames before the first keyframe, per track id (filled as read)
+
+
+def merged_packets(reader: RecordingReader, group: MediaGroup) -> MergedTracks:
+    """Every packet of the group in time order, as `remux` muxes them (and the watermarked
+    replay encodes them): the one place the replay timeline is made."""
     dropped: dict[str, int] = {}
-    firsts: list[tuple[ManifestTrack, _Packet, Iterator[_Packet]]] = []
+    firsts: list[tuple[ManifestTrack, TimedPacket, Iterator[TimedPacket]]] = []
     for track in group.tracks:
         first, packets = _peek(_packets(reader, track, dropped))
         if first is not None:
             firsts.append((track, first, packets))
     if not firsts:
-        return Remuxed(b"", group.content_type, None, 0, {t.track_id: 0 for t in group.tracks}, dropped)
+        return MergedTracks(None, [], iter(()), dropped)
     start = min(first.pts for _, first, _ in firsts)
+
+    def tagged(no: int, packets: Iterator[TimedPacket]) -> Iterator[tuple[int, int, TimedPacket]]:
+        for p in packets:
+            yield p.pts - start, no, TimedPacket(p.pts - start, p.keyframe, p.payload, p.duration)
+
+    merged = heapq.merge(*(tagged(no, packets) for no, (_, _, packets) in enumerate(firsts)))
+    return MergedTracks(start, [(track, first) for track, first, _ in firsts],
+                        ((no, p) for _, no, p in merged), dropped)
+
+
+def remux(reader: RecordingReader, group: MediaGroup) -> Remuxed:
+    """The group's tracks in one file, in memory. Raises RemuxError, or
+    RecordingIntegrityError (from the reader) at a segment that fails authentication."""
+    merged = merged_packets(reader, group)
+    dropped = merged.dropped
+    if merged.start is None:
+        return Remuxed(b"", group.content_type, None, 0, {t.track_id: 0 for t in group.tracks}, dropped)
+    start = merged.start
+    firsts = merged.tracks
 
     buffer = io.BytesIO()
     templates: list[av.container.InputContainer] = []
@@ -316,27 +351,23 @@ def remux(reader: RecordingReader, group: MediaGroup) -> Remuxed:
         output = av.open(buffer, mode="w", format=group.container)
         try:
             streams = []
-            for no, (track, first, packets) in enumerate(firsts):
-                template = _open_template(track, first.payload)
+            for track, first in firsts:
+                template = open_template(track, first.payload)
                 templates.append(template)
                 stream = output.add_stream_from_template(template.streams[0])
                 stream.time_base = MS
                 streams.append(stream)
 
-            def tagged(no: int, packets: Iterator[_Packet]) -> Iterator[tuple[int, int, _Packet]]:
-                return ((p.pts, no, p) for p in packets)
-
-            merged = heapq.merge(*(tagged(no, packets) for no, (_, _, packets) in enumerate(firsts)))
-            for _, no, item in merged:
+            for no, item in merged.packets:
                 packet = av.Packet(item.payload)
                 packet.stream = streams[no]
                 packet.time_base = MS
-                packet.pts = packet.dts = item.pts - start
+                packet.pts = packet.dts = item.pts
                 packet.duration = item.duration
                 packet.is_keyframe = item.keyframe
                 output.mux(packet)
                 counts[firsts[no][0].track_id] += 1
-                end = max(end, item.pts + item.duration - start)
+                end = max(end, item.pts + item.duration)
         finally:
             output.close()
     except av.FFmpegError as exc:

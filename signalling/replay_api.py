@@ -10,25 +10,37 @@ with `Authorization: Bearer <join token>`:
                                             recording on/off) on the recording's own
                                             clock (0 = its start) and one signed media
                                             URL per participant
-    GET /api/replay/recordings/{id}/urls    fresh signed media URLs (they expire)
-    GET /api/replay/media/{id}/{key}.{webm|mp4}?exp=…&sub=…&sig=…
-                                            one participant's tracks remuxed (no
-                                            re-encoding, recorder/webm.py), HTTP Range
+    GET /api/replay/recordings/{id}/urls    fresh signed media and status URLs (they expire)
+    GET /api/replay/media/{id}/{key}.webm/status?exp=…&sub=…&sig=…[&since=N]
+                                            the viewer's watermarked replay of one
+                                            participant: starts preparing it, reports
+                                            progress, what may be fetched, and where
+                                            playback may start (keyframe clusters)
+    GET /api/replay/media/{id}/{key}.webm?exp=…&sub=…&sig=…
+                                            that replay's bytes, HTTP Range; while it is
+                                            prepared, ranges within what is ready
+                                            (`Content-Range: bytes a-b/*`), 503 beyond
 
 Media URLs are signed (HMAC-SHA256 over recording, participant, expiry and identity)
 with a key made at start-up that never leaves the process: a <video> element cannot
 send an Authorization header, and the join token must not go into URLs. They live
 MEDIA_URL_TTL_S; the page asks for fresh ones when they are about to expire.
 
-Media is decrypted on the fly into memory, never to disk, and cached in memory for a
-short time (size-capped LRU) so a <video> element's many Range requests do not each
-decrypt the recording again.
+Every replay is watermarked for its viewer (issue 6): a trainer is never served the
+recorded bitstreams, only a file rendered for them (recorder/replay_cache.py,
+recorder/replay_render.py): decoded, marked with a visible drifting label (their name,
+the watermark id, the time) and an invisible forensic mark carrying a watermark id
+issued to them in the audit log, and re-encoded (VP8 + Opus WebM). It is rendered in
+the background at low CPU priority on the first request, served while it grows (the
+page plays it through a MediaSource), kept encrypted on disk under a key that only
+this process holds, for an hour after its last use, and deleted by a purge.
 
 Auditing (recorder/audit.py): opening a recording and each decryption of a
 participant's media go through RecordingStore.open_reader(purpose=replay), so they are
 audited with the trainer's identity as actor (and refused if the entry cannot be
-written); a listing writes one `replay` entry naming the room and the recordings whose
-participants it revealed. Every refusal (no or bad token, no `replay` permission,
+written); each render also issues its watermark id (`watermark.issue`, the registry
+`python -m recorder trace` reads) before a frame is marked; a listing writes one
+`replay` entry naming the room and the recordings whose participants it revealed. Every refusal (no or bad token, no `replay` permission,
 another room's recording, a missing, forged or expired media signature, a recording
 still being made) is audited as `access.failed`, at most FAILED_AUDIT_RATE per second
 sustained; refusals over that are counted into the next entry.
@@ -64,8 +76,10 @@ from recorder.errors import KeyUnavailableError, RecorderError, RecordingIntegri
 from recorder.keys import KeyStore
 from recorder.manifest import Manifest, is_recording_id
 from recorder.reader import RecordingReader, writer_alive
+from recorder.replay_cache import ReplayJob, ReplayRenders
+from recorder.replay_render import mime_for
 from recorder.store import RecordingStore
-from recorder.webm import MediaGroup, Remuxed, RemuxError, media_groups, probe_start, remux
+from recorder.webm import MediaGroup, media_groups, probe_start
 from recorder.writer import RESERVED_EVENT_PREFIX, STOP_EVENT
 
 from .rate_limit import TokenBucket
@@ -76,12 +90,15 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PERMISSION = "replay"
 MEDIA_URL_TTL_S = 300
-CACHE_MAX_BYTES = 512 * 1024 * 1024
-CACHE_TTL_S = 600.0
 SUMMARY_CACHE_ITEMS = 1000
+SWEEP_S = 30.0          # how often finished, abandoned and purged replays are cleaned up
+SEND_CHUNK = 1 << 20    # bytes decrypted per write of a media response
+PREPARING_RETRY_S = 1
 FAILED_AUDIT_RATE = 5.0  # access.failed entries per second, sustained
 FAILED_AUDIT_BURST = 50
 FACE_MARGIN_MS = 1000  # landmarks are kept this long around a face-anchored mark's life
+# Only .webm names are signed now; another extension still goes through (and fails) the
+# signature check, so a forged URL is audited like any other.
 _MEDIA_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,80})\.(?P<ext>webm|mp4)$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -113,66 +130,13 @@ class _Summary:
     participants: dict[str, dict]  # participant id -> {id, identity, name, role}
 
 
-@dataclass
-class _CacheEntry:
-    media: Remuxed
-    used: float
-
-
-class MediaCache:
-    """Remuxed media in memory: least recently used out first, at most `max_bytes`, each
-    entry at most `ttl_s` after its last use. An item larger than the cap is not kept."""
-
-    def __init__(self, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_bytes = max_bytes
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._items: OrderedDict[tuple[str, str], _CacheEntry] = OrderedDict()
-        self.bytes = 0
-
-    def _expire(self) -> None:
-        now = self._clock()
-        for key in [k for k, e in self._items.items() if now - e.used > self.ttl_s]:
-            self._drop(key)
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        entry = self._items.pop(key)
-        self.bytes -= len(entry.media.data)
-
-    def get(self, key: tuple[str, str]) -> Optional[Remuxed]:
-        self._expire()
-        entry = self._items.get(key)
-        if entry is None:
-            return None
-        entry.used = self._clock()
-        self._items.move_to_end(key)
-        return entry.media
-
-    def put(self, key: tuple[str, str], media: Remuxed) -> bool:
-        self._expire()
-        size = len(media.data)
-        if size > self.max_bytes:
-            return False
-        if key in self._items:
-            self._drop(key)
-        while self._items and self.bytes + size > self.max_bytes:
-            self._drop(next(iter(self._items)))
-        self._items[key] = _CacheEntry(media, self._clock())
-        self.bytes += size
-        return True
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class ReplayService:
     def __init__(self, data_dir: Path, issuer: TokenIssuer, *, url_ttl_s: int = MEDIA_URL_TTL_S,
-                 cache_max_bytes: int = CACHE_MAX_BYTES, cache_ttl_s: float = CACHE_TTL_S,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 renders: Optional[ReplayRenders] = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.data_dir = data_dir
         self.issuer = issuer
         self.url_ttl_s = url_ttl_s
-        self.cache = MediaCache(cache_max_bytes, cache_ttl_s)
+        self.renders = renders or ReplayRenders(data_dir)
         self._now = wall_clock
         # Signs media URLs only; made per process, so a restart invalidates every URL
         # (they live minutes) and the join-token secret is never used for anything else.
@@ -180,10 +144,10 @@ class ReplayService:
         self._summaries: OrderedDict[str, _Summary] = OrderedDict()  # used from executor threads: _lock
         self._lock = threading.Lock()
         self._rooms: dict[str, str] = {}  # recording id -> room, from an authenticated manifest
-        self._remuxing: dict[tuple[str, str], asyncio.Future] = {}
+        self._viewer_names: dict[str, str] = {}  # identity -> display name, for the visible mark
+        self._sweeper: Optional[asyncio.TimerHandle] = None
         self._failed_bucket = TokenBucket(FAILED_AUDIT_RATE, FAILED_AUDIT_BURST)
         self._failed_suppressed = 0
-        self.remux_count = 0  # for tests and monitoring: cache misses that decrypted media
 
     # --- keys, audit, store (opened per use: the KEK and audit key appear with the first recording) --
 
@@ -264,10 +228,16 @@ class ReplayService:
         message = "\0".join(("replay-media/v1", recording_id, name, str(exp), sub)).encode()
         return base64.urlsafe_b64encode(hmac.new(self._url_key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
 
-    def media_url(self, recording_id: str, group: MediaGroup, sub: str, exp: int) -> str:
-        name = f"{group.key}.{group.extension}"
+    def media_url(self, recording_id: str, group: MediaGroup, sub: str, exp: int, *, status: bool = False) -> str:
+        """The signed URL of the viewer's watermarked replay of `group` (or of its status: the
+        same signature, since both reveal the same replay to the same viewer)."""
+        name = f"{group.key}.webm"
         query = urlencode({"exp": exp, "sub": sub, "sig": self._signature(recording_id, name, exp, sub)})
-        return f"/api/replay/media/{recording_id}/{name}?{query}"
+        return f"/api/replay/media/{recording_id}/{name}{'/status' if status else ''}?{query}"
+
+    def _remember_viewer(self, grant) -> None:
+        # Media URLs carry the identity only; the visible mark also shows the name.
+        self._viewer_names[grant.identity] = grant.name or grant.identity
 
     def check_signature(self, request: web.Request, recording_id: str, name: str) -> str:
         """The identity the URL was made for; Refused when it is missing, forged or expired."""
@@ -362,20 +332,25 @@ class ReplayService:
                     if not str(e.data.get("type", "")).startswith(RESERVED_EVENT_PREFIX)]
         face_marks = _trim_landmarks(timeline)
         exp = int(self._now()) + self.url_ttl_s
+        self._remember_viewer(grant)
         media = []
         for group in groups:
             start = starts[group.key]
             if start is None:
                 continue
             participant = participants.get(group.key)
+            kinds = sorted(t.kind for t in group.tracks)
             media.append({
                 "key": group.key,
                 "participant": participant,
-                "kinds": sorted(t.kind for t in group.tracks),
-                "codecs": {t.kind: t.codec for t in group.tracks},
-                "content_type": group.content_type,
+                "kinds": kinds,
+                "codecs": {t.kind: t.codec for t in group.tracks},  # as recorded; replays are VP8 + Opus
+                "content_type": "video/webm" if "video" in kinds else "audio/webm",
+                "mime": mime_for("video" in kinds, "audio" in kinds),
+                "watermarked": "video" in kinds,
                 "start_ms": start - origin,
                 "url": self.media_url(recording_id, group, grant.identity, exp),
+                "status_url": self.media_url(recording_id, group, grant.identity, exp, status=True),
             })
         result: dict[str, Any] = {
             "id": reader.id,
@@ -407,7 +382,10 @@ class ReplayService:
             raise Refused(403, "wrong_room", "this recording belongs to another room", actor=grant.identity,
                           target=recording_id)
         exp = int(self._now()) + self.url_ttl_s
+        self._remember_viewer(grant)
         return {"urls": {g.key: self.media_url(recording_id, g, grant.identity, exp) for g in groups},
+                "status_urls": {g.key: self.media_url(recording_id, g, grant.identity, exp, status=True)
+                                for g in groups},
                 "urls_expire_at": exp}
 
     def _open_reader(self, actor: str, recording_id: str, room: Optional[str]) -> RecordingReader:
@@ -426,42 +404,37 @@ class ReplayService:
                           target=recording_id)
         return reader
 
-    # --- media ------------------------------------------------------------------------------------
+    # --- media: the viewer's watermarked replay ---------------------------------------------------
 
-    async def media(self, recording_id: str, key: str, actor: str) -> Remuxed:
-        cache_key = (recording_id, key)
-        cached = self.cache.get(cache_key)
-        if cached is not None:
-            return cached
-        pending = self._remuxing.get(cache_key)
-        if pending is None:  # one decryption per item, however many Range requests wait for it
-            pending = asyncio.ensure_future(self._remux_and_cache(recording_id, key, actor))
-            self._remuxing[cache_key] = pending
-            pending.add_done_callback(lambda _: self._remuxing.pop(cache_key, None))
-        return await asyncio.shield(pending)
-
-    async def _remux_and_cache(self, recording_id: str, key: str, actor: str) -> Remuxed:
-        media = await self._run(self._remux, recording_id, key, actor)
-        if not self.cache.put((recording_id, key), media):  # the cache is only touched on the event loop
-            logger.warning("replay media %s/%s (%d bytes) is larger than the cache (%d bytes): not cached",
-                           recording_id, key, len(media.data), self.cache.max_bytes)
-        return media
-
-    def _remux(self, recording_id: str, key: str, actor: str) -> Remuxed:
-        reader = self._open_reader(actor, recording_id, None)
-        group = next((g for g in media_groups(reader.manifest) if g.key == key), None)
-        if group is None:
-            raise Refused(404, "not_found", "no such media in this recording", actor=actor, target=recording_id,
-                          audit=False)
+    def job(self, recording_id: str, key: str, actor: str) -> ReplayJob:
+        """The viewer's replay of one participant, started if need be (in its own thread)."""
+        self._arm_sweeper()
         try:
-            media = remux(reader, group)
-        except RecordingIntegrityError as exc:
-            raise Refused(409, "tampered", f"the recording fails authentication: {exc}", actor=actor,
-                          target=recording_id) from None
-        except RemuxError as exc:
-            raise Refused(500, "remux_failed", str(exc), actor=actor, target=recording_id, audit=False) from None
-        self.remux_count += 1
-        return media
+            return self.renders.job(recording_id, key, actor, self._viewer_names.get(actor, actor))
+        except RecordingNotFoundError:
+            raise Refused(404, "not_found", "no such recording", actor=actor, target=recording_id,
+                          audit=False) from None
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        try:
+            self.renders.sweep()
+        except (OSError, RecorderError) as exc:
+            logger.error("cleaning up replays failed: %s", exc)
+        if self.renders.jobs():
+            self._arm_sweeper()
+
+    @staticmethod
+    def failure(job: ReplayJob, actor: str) -> Refused:
+        failure = job.failure
+        code = failure.code if failure else "render_failed"
+        status = {"not_found": 404, "tampered": 409, "unreadable": 409, "unavailable": 503}.get(code, 500)
+        return Refused(status, code, failure.message if failure else "the replay could not be prepared",
+                       actor=actor, target=job.recording_id, audit=code == "tampered")
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -553,21 +526,68 @@ def parse_range(header: str, size: int) -> Optional[tuple[int, int]]:
     return start, end
 
 
-def _media_response(request: web.Request, media: Remuxed) -> web.Response:
-    data = media.data
-    size = len(data)
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store", "Content-Type": media.content_type,
-               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-               "Content-Disposition": "inline"}
-    try:
-        wanted = parse_range(request.headers.get("Range", ""), size)
-    except ValueError:
-        return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-    if wanted is None:
-        return web.Response(body=data, headers=headers)
-    first, last = wanted
-    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    return web.Response(status=206, body=memoryview(data)[first:last + 1], headers=headers)
+def _media_headers(job: ReplayJob) -> dict[str, str]:
+    return {"Accept-Ranges": "bytes", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "Content-Disposition": "inline",
+            "Content-Type": job.plan.content_type if job.plan is not None else "video/webm"}
+
+
+def _preparing(job: ReplayJob) -> web.Response:
+    progress = round(100 * job.status()["progress"])
+    return _error(503, "preparing", f"the watermarked replay is being prepared ({progress} %)",
+                  {"Retry-After": str(PREPARING_RETRY_S)})
+
+
+async def _media_response(request: web.Request, service: ReplayService, job: ReplayJob) -> web.StreamResponse:
+    """The replay's bytes with HTTP Range. Finished: as any file. While it is prepared: only
+    ranges starting within what is ready, with an unknown total (`bytes a-b/*`)."""
+    ready, size = job.readable()
+    headers = _media_headers(job)
+    header = request.headers.get("Range", "")
+    if size is not None:
+        try:
+            wanted = parse_range(header, size)
+        except ValueError:
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            return await _send(request, service, job, 200, 0, size - 1, headers)
+        first, last = wanted
+        return await _send(request, service, job, 206, first, last,
+                           {**headers, "Content-Range": f"bytes {first}-{last}/{size}"})
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None or not match.group(1) or int(match.group(1)) >= ready:
+        return _preparing(job)  # the whole file, its end, or bytes not rendered yet
+    first = int(match.group(1))
+    last = min(int(match.group(2)), ready - 1) if match.group(2) else ready - 1
+    if last < first:
+        return web.Response(status=416, headers={**headers, "Content-Range": "bytes */*"})
+    return await _send(request, service, job, 206, first, last, {**headers, "Content-Range": f"bytes {first}-{last}/*"})
+
+
+async def _send(request: web.Request, service: ReplayService, job: ReplayJob, status: int, first: int, last: int,
+                headers: dict[str, str]) -> web.StreamResponse:
+    """Decrypts and sends bytes [first, last] piecewise (a finished replay may be hundreds of MB).
+    The first piece is read before the headers go out, so a failure still gets an error response."""
+    length = max(0, last - first + 1)
+    head = request.method == "HEAD"
+    piece = b"" if head or not length else await service._run(job.read, first, min(last + 1, first + SEND_CHUNK))
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    if not head and length:
+        await response.write(piece)
+        pos = first + len(piece)
+        while pos <= last:
+            try:
+                piece = await service._run(job.read, pos, min(last + 1, pos + SEND_CHUNK))
+            except RecorderError as exc:  # purged or dropped mid-response: nothing more to send
+                logger.info("replay media %s ended early: %s", request.path, exc)
+                request.transport and request.transport.close()
+                return response
+            await response.write(piece)
+            pos += len(piece)
+    await response.write_eof()
+    return response
 
 
 def _guarded(service: ReplayService, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
@@ -610,16 +630,28 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         service.check_recording(grant, recording_id)
         return _json(await service._run(service.fresh_urls, grant, recording_id))
 
-    async def media(request: web.Request) -> web.Response:
+    def media_job(request: web.Request) -> tuple[Optional[ReplayJob], str]:
         recording_id = request.match_info["recording_id"]
         match = _MEDIA_NAME.match(request.match_info["name"])
         if not is_recording_id(recording_id) or match is None:
-            return _error(404, "not_found", "no such media")
+            return None, ""
         actor = service.check_signature(request, recording_id, match.group(0))
-        remuxed = await service.media(recording_id, match["key"], actor)
-        if remuxed.start_ms is None:
-            return _error(404, "not_found", "this participant's tracks hold no playable media")
-        return _media_response(request, remuxed)
+        return service.job(recording_id, match["key"], actor), actor
+
+    async def media(request: web.Request) -> web.StreamResponse:
+        job, actor = media_job(request)
+        if job is None:
+            return _error(404, "not_found", "no such media")
+        if job.state == "failed":
+            raise service.failure(job, actor)
+        return await _media_response(request, service, job)
+
+    async def status(request: web.Request) -> web.Response:
+        job, actor = media_job(request)
+        if job is None:
+            return _error(404, "not_found", "no such media")
+        since = request.query.get("since", "0")
+        return _json(job.status(int(since) if since.isdigit() and len(since) < 9 else 0))
 
     return [
         web.get("/trainer", page),
@@ -627,4 +659,5 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         web.get("/api/replay/recordings/{recording_id}", _guarded(service, get_recording)),
         web.get("/api/replay/recordings/{recording_id}/urls", _guarded(service, urls)),
         web.get("/api/replay/media/{recording_id}/{name}", _guarded(service, media)),
+        web.get("/api/replay/media/{recording_id}/{name}/status", _guarded(service, status)),
     ]

@@ -4,6 +4,10 @@
  * The join token (from #token=…, removed from the address bar at once) authorises the
  * API calls (signalling/replay_api.py); media is loaded from the short-lived signed
  * URLs the API hands out, one file per participant (their video and sound together).
+ * Each file is this viewer's watermarked replay, which the server prepares on the
+ * first request and serves while it grows: replay-source.js feeds it to the element
+ * through a MediaSource, and the page says how far the preparation has got ("Preparing
+ * the watermarked replay… 40 %") while the clock waits for it.
  *
  * Sync: one master clock (the page's, performance.now() × speed) says where the
  * replay is; every participant's <video> follows it. An element drifting more than
@@ -27,6 +31,7 @@
 
 import {AnnotationOverlay} from './annotation-render.js';
 import {byRole, roleLabel, takeTokenFromHash} from './call-ui.js';
+import {ReplaySource} from './replay-source.js';
 
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
 const RESYNC_S = 0.1;           // drift that makes an element seek to the master clock
@@ -39,6 +44,7 @@ const METRICS_STALE_MS = 1500;  // face metrics older than this are not "now" (5
 const LANDMARKS_STALE_MS = 500;
 const URL_REFRESH_MARGIN_S = 60;
 const MAX_MEDIA_RETRIES = 3;
+const PREPARED_MARGIN_S = 0.5;  // the clock is this close to what is rendered: it waits for the render
 const SKIP_S = 5;
 
 const $ = (id) => document.getElementById(id);
@@ -56,6 +62,8 @@ const PROBLEM_TEXT = {
   unavailable: 'Recordings cannot be opened right now. Please try again later.',
   network: 'The server could not be reached. Check the connection and reload the page.',
 };
+
+const TOKEN_PROBLEMS = new Set(['unauthorized', 'token_expired', 'forbidden', 'wrong_room']);
 
 const STATE_TEXT = {
   complete: 'Complete',
@@ -135,14 +143,16 @@ function resolveFaceShape(shape, landmarks, triangles) {
 // ---- one participant's media --------------------------------------------------------
 
 class TrackView {
-  constructor(media, participant, onError) {
+  /** hooks: onError(track), refreshUrls() -> Promise of {media, status}, onChange(track). */
+  constructor(media, participant, hooks) {
     this.key = media.key;
     this.media = media;
+    this.hooks = hooks;
     this.participant = participant ?? {name: 'Unknown participant', role: null};
     this.start = media.start_ms / 1000;
     this.hasVideo = media.kinds.includes('video');
     this.retries = 0;
-    this.nextUrl = null;
+    this.urls = {media: media.url, status: media.status_url};
     this._starting = false;
     this.blocked = false;
 
@@ -159,6 +169,7 @@ class TrackView {
       <figcaption class="tile-label">
         <span class="tile-name"></span>
         <span class="tile-role"></span>
+        <span class="tile-preparing" aria-live="polite"></span>
       </figcaption>`;
     tile.querySelector('.tile-initials').textContent = initials(this.participant.name);
     tile.querySelector('.tile-name').textContent = this.participant.name ?? '';
@@ -172,7 +183,7 @@ class TrackView {
     video.dataset.name = this.participant.name ?? '';
     video.dataset.role = this.participant.role ?? '';
     video.setAttribute('aria-label', `${this.hasVideo ? 'Video' : 'Sound'} of ${this.participant.name} (${roleLabel(this.participant.role)})`);
-    video.addEventListener('error', () => onError(this));
+    video.addEventListener('error', () => hooks.onError(this));
     // Running: playing and producing frames ('playing' comes once playback has really
     // started, 'waiting' when it ran out of data).
     this.running = false;
@@ -180,10 +191,51 @@ class TrackView {
     for (const type of ['waiting', 'pause', 'seeking', 'emptied', 'ended']) {
       video.addEventListener(type, () => { this.running = false; });
     }
-    video.src = media.url;
     tile.prepend(video);
     this.tile = tile;
     this.video = video;
+    this.attach();
+  }
+
+  /** A fresh MediaSource on the element, fed the watermarked replay (again after a media error). */
+  attach() {
+    this.source?.destroy();
+    this.source = new ReplaySource(this.video, {
+      urls: this.urls,
+      mime: this.media.mime,
+      refreshUrls: () => this.hooks.refreshUrls(this),
+      onChange: () => this._renderPreparation(),
+    });
+    this._renderPreparation();
+  }
+
+  setUrls(urls) {
+    this.urls = urls;
+    this.source.setUrls(urls);
+  }
+
+  /** True while the clock at `t` (or this file's start, if it starts later) is past what is rendered. */
+  isPreparing(t) {
+    const s = this.source;
+    if (s.state !== 'queued' && s.state !== 'rendering') return false;
+    const local = Math.max(0, t - this.start);
+    const d = this.duration;
+    return (d === null || local < d) && s.readyUntil < local + PREPARED_MARGIN_S;
+  }
+
+  _renderPreparation() {
+    const s = this.source;
+    const label = this.tile.querySelector('.tile-preparing');
+    let text = '';
+    if (s.state === 'queued') text = 'Preparing…';
+    else if (s.state === 'rendering') text = `Preparing ${Math.floor(s.progress * 100)} %`;
+    else if (s.state === 'failed') text = 'Cannot be shown';
+    if (label.textContent !== text) label.textContent = text;
+    this.tile.dataset.render = s.state;
+    if (s.state === 'failed') {
+      this.tile.querySelector('.tile-absence').textContent = 'This video cannot be played';
+      this.hooks.onChange?.(this);
+    }
   }
 
   get duration() {
@@ -264,10 +316,13 @@ class TrackView {
       drift: this.isActive(t) ? v.currentTime - (t - this.start) : null,
       videoWidth: v.videoWidth, frames: q ? q.totalVideoFrames : null, error: v.error ? v.error.code : null,
       playbackRate: v.playbackRate,
+      render: {state: this.source.state, progress: this.source.progress, watermark: this.source.watermark,
+        statesSeen: [...this.source.statesSeen], error: this.source.error},
     };
   }
 
   destroy() {
+    this.source.destroy();
     this.video.pause();
     this.video.removeAttribute('src');
     this.video.load();  // lets go of the media and its connection
@@ -309,7 +364,18 @@ class Player {
     const stage = $('stage');
     stage.replaceChildren();
     const media = [...rec.media].sort((a, b) => byRole(ROLE_ORDER)(a.participant ?? {}, b.participant ?? {}));
-    this.tracks = media.map((m) => new TrackView(m, m.participant, (track) => this._mediaFailed(track)));
+    this.tracks = media.map((m) => new TrackView(m, m.participant, {
+      onError: (track) => this._mediaFailed(track),
+      refreshUrls: (track) => this._refreshUrls().then((fresh) => fresh.urlsFor(track.key)),
+      onChange: (track) => {
+        // The join token itself expired or was refused: the whole page says so, as for any API call.
+        if (track.source.state === 'failed' && TOKEN_PROBLEMS.has(track.source.error?.code)) {
+          showProblem(track.source.error.code);
+          return;
+        }
+        this.tick();
+      },
+    }));
     this.overlays = [];
     for (const track of this.tracks) {
       stage.append(track.tile);
@@ -408,7 +474,14 @@ class Player {
     this._renderEventLog(t);
     document.body.toggleAttribute('data-buffering', this.stalled);
     const blocked = this.tracks.some((track) => track.blocked);
-    $('status').textContent = this.stalled ? 'Loading…' : blocked ? 'Press play to hear the sound' : '';
+    const preparing = this.tracks.filter((track) => track.isPreparing(t));
+    let status = this.stalled ? 'Loading…' : blocked ? 'Press play to hear the sound' : '';
+    if (preparing.length) {
+      const progress = Math.min(...preparing.map((track) => track.source.progress));
+      status = `Preparing the watermarked replay… ${Math.floor(progress * 100)} %`;
+      this.preparingShown = true;
+    }
+    if ($('status').textContent !== status) $('status').textContent = status;
   }
 
   /** Moves between starting, running and stalled; returns the clock's time after it. */
@@ -667,12 +740,14 @@ class Player {
 
   // -- signed URLs expire: fresh ones on demand --
 
+  /** Fresh signed URLs for every track (each track's source fetches with its own copy). */
   _refreshUrls() {
     if (!this._refreshing) {
       this._refreshing = this.api(`/api/replay/recordings/${encodeURIComponent(this.rec.id)}/urls`)
         .then((fresh) => {
           this.urlsExpireAt = fresh.urls_expire_at;
-          for (const track of this.tracks) track.nextUrl = fresh.urls[track.key] ?? null;
+          fresh.urlsFor = (key) => ({media: fresh.urls[key], status: fresh.status_urls[key]});
+          for (const track of this.tracks) track.setUrls(fresh.urlsFor(track.key));
           return fresh;
         })
         .finally(() => { this._refreshing = null; });
@@ -680,22 +755,14 @@ class Player {
     return this._refreshing;
   }
 
-  async _mediaFailed(track) {
-    // Most often an expired URL (a <video> asks for more data long after it opened it).
+  _mediaFailed(track) {
+    // The element could not decode what it was given: start it over on a fresh MediaSource.
     if (track.retries >= MAX_MEDIA_RETRIES) {
       track.tile.querySelector('.tile-absence').textContent = 'This video cannot be played';
       return;
     }
     track.retries += 1;
-    try {
-      if (!track.nextUrl || Date.now() / 1000 > this.urlsExpireAt - 5) await this._refreshUrls();
-    } catch (err) {
-      if (err instanceof ApiError) showProblem(err.code);
-      return;
-    }
-    if (!track.nextUrl) return;
-    track.video.src = track.nextUrl;  // the next tick seeks it to the clock
-    track.nextUrl = null;
+    track.attach();  // the next tick seeks it to the clock
   }
 
   state() {
@@ -708,6 +775,7 @@ class Player {
       overlays: this.overlays.map((o) => ({key: o.track.key, shapes: o.canvas.dataset.shapes,
         drawn: o.canvas.dataset.drawn, frame: o.canvas.dataset.frame ?? null})),
       guidance: $('guidance').textContent,
+      status: $('status').textContent, preparingShown: Boolean(this.preparingShown),
     };
   }
 

@@ -1,8 +1,11 @@
 """Replay in a real browser: a patient and a doctor (two headless Chromiums) are recorded
 through the real server for a few seconds while the doctor draws and undoes a stroke;
-then a trainer opens /trainer with a trainer link and replays it. The videos play in
-sync with one clock, the stroke is drawn over the patient's video exactly between the
-moments it was drawn and undone, and seeking, pausing and speed work.
+then a trainer opens /trainer with a trainer link and replays it. The page shows that
+the trainer's watermarked replay is being prepared, then plays it: every file it plays
+is rendered for this trainer (the real detector names them from the bytes the page
+fetched, the audit log holds the issued ids). The videos play in sync with one clock,
+the stroke is drawn over the patient's video exactly between the moments it was drawn
+and undone, and seeking, pausing and speed work.
 
 The server prints no trainer link, so the test mints one with the data directory's
 token secret. Until signalling/app.py serves the replay routes itself, the server is
@@ -11,6 +14,7 @@ started through a small wrapper that adds them (and does nothing once they are t
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -18,7 +22,10 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
+from recorder.audit import AuditLog
 from recorder.reader import writer_alive
+from recorder.trace import trace_clip
+from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
 from signalling.secrets_store import load_or_create_secret
 from signalling.tokens import TokenIssuer
 
@@ -72,6 +79,20 @@ def recording_dirs(data_dir: Path) -> list[Path]:
 
 def send(driver, message: dict) -> None:
     driver.execute_script("window.consultClient._send(arguments[0]);", message)
+
+
+def fetch_in_page(driver, url: str) -> bytes:
+    """The bytes the page gets from `url` (its own fetch, in the browser's network namespace)."""
+    driver.set_script_timeout(30)
+    result = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {headers: {Range: 'bytes=0-'}, cache: 'no-store'})
+          .then((r) => r.ok ? r.blob() : Promise.reject(new Error(String(r.status))))
+          .then((blob) => { const reader = new FileReader(); reader.onload = () => done(reader.result);
+                            reader.readAsDataURL(blob); })
+          .catch((err) => done('error:' + err));""", url)
+    assert result.startswith("data:"), result
+    return base64.b64decode(result.split(",", 1)[1])
 
 
 def overlay_drawn(driver) -> str | None:
@@ -128,6 +149,29 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
 
     s = poll(ready, 20)
     assert s, diagnostics(f"the replay did not load: {state(trainer)}")
+
+    # -- what plays is this trainer's watermarked replay, prepared on request ----------------
+    prepared = poll(lambda: (lambda st: st if all(t["render"]["state"] == "ready" for t in st["tracks"]) else None)(
+        state(trainer)), 60)
+    assert prepared, diagnostics(f"the watermarked replay was never ready: {state(trainer)}")
+    assert prepared["preparingShown"], prepared  # "Preparing the watermarked replay… N %" was on screen
+    for track in prepared["tracks"]:
+        assert track["render"]["statesSeen"][0] in ("queued", "rendering"), track  # prepared for this request
+        assert track["render"]["watermark"] and track["render"]["progress"] == 1.0, track
+    assert "Preparing" not in prepared["status"]
+    issued = {e["details"]["participant"]: e for e in AuditLog.open(server.data_dir).authentic_entries()
+              if e["action"] == ISSUE_ACTION}
+    assert {t["key"]: t["render"]["watermark"] for t in prepared["tracks"]} == {
+        key: e["details"]["watermark_id"] for key, e in issued.items()}
+    assert all((e["actor"], e["details"]["viewer_name"], e["details"]["purpose"]) == ("trainer-1", "Dr Trainer", "replay")
+               for e in issued.values())
+    media_url = trainer.execute_script(
+        "return window.trainer.player.tracks.find((t) => t.participant.role === 'patient').urls.media;")
+    clip = tmp_path / "patient-replay.webm"
+    clip.write_bytes(fetch_in_page(trainer, media_url))
+    traced = trace_clip(clip, WatermarkRegistry.open(server.data_dir))
+    assert traced.verdict == "identified", diagnostics(f"the patient's replay is not traced: {traced.as_dict()}")
+    assert (traced.issued.viewer, traced.issued.purpose) == ("trainer-1", "replay")
     assert sorted((t["name"], t["role"]) for t in s["tracks"]) == [("Doctor", "doctor"), ("Patient", "patient")]
     labels = [e.text for e in trainer.find_elements(By.CSS_SELECTOR, ".replay-tile .tile-label")]
     assert any("Patient" in label for label in labels) and any("Doctor" in label for label in labels), labels
@@ -155,7 +199,8 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
     # -- the stroke is there between its add and its undo, and only then ------------------
     log_item = trainer.find_element(By.XPATH, "//ol[@id='events']//button[contains(., 'drew a freehand')]")
     log_item.click()  # seeks to the moment it was drawn
-    assert poll(lambda: abs(state(trainer)["time"] - added / 1000) < 0.01, 5)
+    # a seek may wait for the watermarked render to reach that moment: allow for a busy machine
+    assert poll(lambda: abs(state(trainer)["time"] - added / 1000) < 0.01, 15), diagnostics(f"log click did not seek to {added / 1000}: {state(trainer)}")
     assert poll(lambda: overlay_drawn(trainer) == "1", 5), diagnostics(f"stroke not drawn: {state(trainer)}")
     found = poll(lambda: (lambda px: px if all(p["alpha"] > 128 and close_to(p["rgb"], FILLER) for p in px) else None)(
         stroke_pixels()), 5)

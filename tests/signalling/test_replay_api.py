@@ -1,6 +1,8 @@
 """The replay API (signalling/replay_api.py): a trainer lists a room's recordings, opens one
 and plays each participant's media through short-lived signed URLs with HTTP Range;
-every refusal is audited; a recording replays while another one is being made.
+every replay is watermarked for its viewer (traced by the real detector), prepared in
+the background and served while it grows; every refusal is audited; a recording replays
+while another one is being made; a purge removes the prepared replays.
 
 Recordings are made by recording live calls of real aiortc peers through the server
 (the `sfu` fixture); the replay API runs as a second app on the same services, so these
@@ -11,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import stat
+import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import aiohttp
@@ -18,7 +24,12 @@ import av
 import pytest
 
 from recorder.audit import Action, AuditLog
-from signalling.replay_api import MediaCache, ReplayService, parse_range, replay_routes
+from recorder.keys import KeyStore
+from recorder.replay_cache import REPLAY_CACHE_DIR
+from recorder.store import RecordingStore
+from recorder.trace import trace_clip
+from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
+from signalling.replay_api import ReplayService, parse_range, replay_routes
 
 STROKE = {"kind": "freehand", "points": [[0.4, 0.5], [0.45, 0.52], [0.5, 0.55]], "item": "filler"}
 
@@ -105,6 +116,22 @@ def decode_video_frames(data: bytes) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+async def prepared(replay: Replay, media: dict, timeout: float = 60.0) -> dict:
+    """Polls the media's status (which starts preparing it) until the watermarked replay is ready."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        status, st = await replay.json(media["status_url"])
+        assert status == 200, st
+        seen.append(st["state"])
+        if st["state"] == "ready":
+            st["seen"] = seen
+            return st
+        assert st["state"] in ("queued", "rendering"), st
+        assert time.monotonic() < deadline, st
+        await asyncio.sleep(0.1)
+
+
 async def test_trainer_lists_opens_and_plays(replay):
     recording_id, people = await record(replay.sfu)
     trainer = replay.trainer()
@@ -126,6 +153,7 @@ async def test_trainer_lists_opens_and_plays(replay):
     patient = roles["patient"]
     assert patient["key"] == people["patient"].id and patient["kinds"] == ["audio", "video"]
     assert patient["content_type"] == "video/webm" and 0 <= patient["start_ms"] < 2000
+    assert patient["mime"] == 'video/webm; codecs="vp8,opus"' and patient["watermarked"]
     assert rec["duration_ms"] >= 1000
     kinds = [item["event"]["type"] for item in rec["events"]]
     assert {"track-owner", "recording", "annotation"} <= set(kinds) and "recording.stop" not in kinds
@@ -135,7 +163,10 @@ async def test_trainer_lists_opens_and_plays(replay):
     assert "face_triangles" not in rec  # no face-anchored marks
     assert rec["urls_expire_at"] > replay.clock()
 
-    # the media URL plays: whole file, and ranges as a <video> element asks for them
+    # the media URL plays the viewer's watermarked replay once it is prepared: whole file, and ranges
+    ready = await prepared(replay, patient)
+    assert ready["progress"] == 1.0 and ready["watermark"] and ready["size"] == ready["ready_bytes"]
+    assert ready["points"] and ready["points"][0][0] == 0 and ready["init_bytes"] == ready["points"][0][1]
     status, headers, body = await replay.get(patient["url"])
     assert status == 200 and headers["Content-Type"] == "video/webm" and headers["Accept-Ranges"] == "bytes"
     assert headers["Cache-Control"] == "no-store"
@@ -153,18 +184,25 @@ async def test_trainer_lists_opens_and_plays(replay):
     assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
     status, headers, head = await replay.get(patient["url"], method="HEAD")
     assert status == 200 and int(headers["Content-Length"]) == size and head == b""
-    # decrypted once, served from memory after: one remux and one audited decryption of the media
-    assert replay.service.remux_count == 1
+    body_patient = body
+    # rendered once for this viewer, served from the cache after: one audited decryption, one watermark issued
+    assert replay.service.renders.started == 1
     opened = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["target"] == recording_id]
     assert len(opened) == 2
+    issued = [e for e in replay.audit() if e["action"] == ISSUE_ACTION]
+    assert [(e["details"]["viewer"], e["details"]["viewer_name"], e["details"]["purpose"], e["details"]["participant"],
+             e["details"]["watermark_id"]) for e in issued] == [
+        ("trainer-dr trainer", "Dr Trainer", "replay", people["patient"].id, ready["watermark"])]
 
     # the doctor's file too; fresh URLs replace expiring ones
+    await prepared(replay, roles["doctor"])
     status, headers, body = await replay.get(roles["doctor"]["url"], headers={"Range": "bytes=0-"})
     assert status == 206 and decode_video_frames(body) >= 10
     status, fresh = await replay.json(f"/api/replay/recordings/{recording_id}/urls", trainer)
     assert status == 200 and set(fresh["urls"]) == {people["patient"].id, people["doctor"].id}
+    assert set(fresh["status_urls"]) == set(fresh["urls"])
     status, _, again = await replay.get(fresh["urls"][people["patient"].id])
-    assert status == 200 and len(again) == size
+    assert status == 200 and again == body_patient
     assert replay.failures() == []
 
 
@@ -235,6 +273,7 @@ async def test_refusals_are_clear_and_audited(replay):
     replay.clock.offset = replay.service.url_ttl_s + 1
     await refused(url, status=401, code="url_expired")
     replay.clock.offset = 0
+    await prepared(replay, rec["media"][0])
     status, _, _ = await replay.get(url)
     assert status == 200  # the same URL before it expires
 
@@ -246,7 +285,7 @@ async def test_refusals_are_clear_and_audited(replay):
     assert by_code["bad_signature"]["target"] == recording_id
     assert by_code["url_expired"]["actor"] == "trainer-dr trainer"
     assert all(e["details"]["purpose"] == Action.REPLAY for e in failed)
-    # a refusal never decrypted anything: the only replay entries are the trainer's open and media fetch
+    # a refusal never decrypted anything: the only replay entries are the trainer's open and the render
     replays = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["target"] == recording_id]
     assert [e["actor"] for e in replays] == ["trainer-dr trainer"] * 2
     # the audit chain is intact
@@ -282,6 +321,7 @@ async def test_replay_while_another_recording_is_being_made(replay):
     status, rec = await replay.json(f"/api/replay/recordings/{first}", trainer)
     assert status == 200
     for media in rec["media"]:
+        await prepared(replay, media)
         status, _, body = await replay.get(media["url"], headers={"Range": "bytes=0-"})
         assert status == 206 and decode_video_frames(body) > 0
     assert replay.sfu.services.rooms.live["r1"].recording.id == second
@@ -315,25 +355,6 @@ def test_parse_range():
     for bad in ("bytes=1000-", "bytes=20-10", "bytes=-0"):
         with pytest.raises(ValueError):
             parse_range(bad, 1000)
-
-
-def test_media_cache_is_bounded():
-    from recorder.webm import Remuxed
-
-    now = [0.0]
-    cache = MediaCache(max_bytes=100, ttl_s=10, clock=lambda: now[0])
-
-    def item(n: int) -> Remuxed:
-        return Remuxed(b"x" * n, "video/webm", 0, 0)
-
-    assert cache.put(("r", "a"), item(40)) and cache.put(("r", "b"), item(40))
-    assert cache.get(("r", "a")) is not None  # a is now the most recently used
-    assert cache.put(("r", "c"), item(40))  # evicts b
-    assert cache.get(("r", "b")) is None and cache.get(("r", "a")) and cache.get(("r", "c"))
-    assert cache.bytes == 80
-    assert not cache.put(("r", "big"), item(101)) and cache.bytes == 80
-    now[0] = 11
-    assert cache.get(("r", "a")) is None and len(cache) == 0 and cache.bytes == 0
 
 
 async def test_face_anchored_marks_bring_their_landmarks(replay):
@@ -397,3 +418,135 @@ async def test_a_recording_cut_short_replays_as_incomplete(replay):
     assert item["state"] == "incomplete" and item["participants"] == [{"name": "Mrs Chen", "role": "patient"}]
     status, rec = await replay.json(f"/api/replay/recordings/{writer.id}", trainer)
     assert status == 200 and rec["state"] == "incomplete" and 2000 <= rec["duration_ms"] < 2500
+
+
+async def test_each_viewer_is_served_a_replay_that_names_them(replay, tmp_path):
+    """Two trainers replay the same recording through the API; each served file, decoded and
+    traced by the real detector against the real registry, names its own viewer."""
+    recording_id, people = await record(replay.sfu, frames=75, annotate=False)
+    clips = {}
+    for name in ("Dr Ana", "Dr Ben"):
+        token = replay.trainer(name=name)
+        status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", token)
+        assert status == 200
+        patient = next(m for m in rec["media"] if m["participant"]["role"] == "patient")
+        ready = await prepared(replay, patient)
+        status, headers, body = await replay.get(patient["url"])
+        assert status == 200 and len(body) == ready["size"]
+        clip = tmp_path / f"{name}.webm"
+        clip.write_bytes(body)
+        clips[f"trainer-{name.lower()}"] = (clip, ready["watermark"])
+    assert clips["trainer-dr ana"][1] != clips["trainer-dr ben"][1]
+
+    registry = WatermarkRegistry.open(replay.data_dir)
+    for viewer, (clip, watermark) in clips.items():
+        traced = trace_clip(clip, registry)
+        assert traced.verdict == "identified", (viewer, traced.as_dict())
+        assert (traced.issued.viewer, traced.issued.hex_id, traced.issued.purpose, traced.issued.recording_id) == (
+            viewer, watermark, "replay", recording_id)
+    issued = {e["details"]["viewer"]: e for e in replay.audit() if e["action"] == ISSUE_ACTION}
+    assert set(issued) == set(clips) and all(e["actor"] == viewer for viewer, e in issued.items())
+    assert AuditLog.open(replay.data_dir).verify().ok
+
+
+async def test_a_replay_is_served_only_as_it_is_prepared(replay):
+    """While the replay waits for a render slot it is 'queued' and no byte is served (503
+    'preparing', with Retry-After); the page's status then follows it to 'ready'."""
+    recording_id, _ = await record(replay.sfu, frames=30, annotate=False)
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", replay.trainer())
+    media = rec["media"][0]
+    slots = replay.service.renders._slots
+    held = 0
+    while slots.acquire(blocking=False):  # every render slot busy: as when other replays are being prepared
+        held += 1
+    try:
+        status, st = await replay.json(media["status_url"])
+        assert status == 200 and st["state"] == "queued" and st["ready_bytes"] == 0 and st["watermark"] is None
+        for headers in ({}, {"Range": "bytes=0-"}, {"Range": "bytes=-100"}):
+            status, response_headers, body = await replay.get(media["url"], headers=headers)
+            assert status == 503 and response_headers["Retry-After"] == "1", (headers, status, body)
+            assert b'"preparing"' in body
+    finally:
+        for _ in range(held):
+            slots.release()
+    ready = await prepared(replay, media)  # the slot is free: it is rendered and becomes ready
+    status, headers, body = await replay.get(media["url"], headers={"Range": f"bytes=0-{ready['init_bytes'] - 1}"})
+    assert status == 206 and headers["Content-Range"] == f"bytes 0-{ready['init_bytes'] - 1}/{ready['size']}"
+    assert body[:4] == b"\x1a\x45\xdf\xa3"
+
+
+async def test_prepared_replays_are_encrypted_private_and_purged(replay):
+    recording_id, _ = await record(replay.sfu, frames=30, annotate=False)
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", replay.trainer())
+    for media in rec["media"]:
+        await prepared(replay, media)
+    status, _, body = await replay.get(rec["media"][0]["url"])
+    assert status == 200
+
+    folder = Path(replay.data_dir) / REPLAY_CACHE_DIR / recording_id
+    files = sorted(folder.iterdir())
+    assert len(files) == len(rec["media"]) == 2
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    on_disk = b"".join(f.read_bytes() for f in files)
+    for at in (0, len(body) // 2, len(body) - 64):  # no 64-byte piece of what was served is on disk
+        assert body[at:at + 64] not in on_disk
+
+    keys = KeyStore.open(replay.data_dir)
+    result = RecordingStore(replay.data_dir, keys=keys, audit=AuditLog.open(replay.data_dir)).purge(0, actor="cli:ops")
+    assert recording_id in result.purged
+    assert not folder.exists() and not any(f.exists() for f in files)
+    for media in rec["media"]:  # a running server stops serving a purged recording's replays
+        status, _, _ = await replay.get(media["url"], headers={"Range": "bytes=0-99"})
+        assert status == 404
+        status, _ = await replay.json(media["status_url"])
+        assert status == 404
+    assert replay.service.renders.jobs() == []
+    assert os.listdir(Path(replay.data_dir) / REPLAY_CACHE_DIR) == []
+
+
+async def test_a_replay_being_prepared_serves_what_is_ready(replay, tmp_path):
+    """Mid-render, only whole clusters written so far are served, with an unknown total
+    (`bytes a-b/*`); asking for the rest, the whole file or its end gets 503 'preparing'. The
+    state is the real one a render passes through: its spool and index holding the file's first
+    clusters (made from the finished file, so the test does not race the render)."""
+    from recorder import replay_spool
+    from recorder.webm_index import ClusterIndex
+
+    recording_id, _ = await record(replay.sfu, frames=90, annotate=False)
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", replay.trainer())
+    media = next(m for m in rec["media"] if m["participant"]["role"] == "patient")
+    ready = await prepared(replay, media)
+    status, _, full = await replay.get(media["url"])
+    assert status == 200 and len(ready["points"]) >= 2
+    (job,) = [j for j in replay.service.renders.jobs() if j.group_key == media["key"]]
+    cut = ready["points"][1][1] + 1000  # the second cluster is being written
+    index = ClusterIndex()
+    index.feed(full[:cut])  # as the render process does: sealed and announced up to the last whole element
+    complete = index.complete_bytes
+    assert complete == ready["points"][1][1] and index.points == [tuple(p) for p in ready["points"][:1]]
+    path = tmp_path / "growing.webm.sealed"
+    key, file_id = replay_spool.new_secret()
+    replay_spool.create(path)
+    writer = replay_spool.SpoolWriter(path, key, file_id)
+    writer.append(full[:cut])
+    spool = replay_spool.SpoolReader(path, key, file_id)
+    spool.add(writer.seal(complete))
+    writer.close()
+    finished = job.spool
+    with job._lock:
+        job.spool, job.points, job.state = spool, list(index.points), "rendering"
+
+    status, st = await replay.json(media["status_url"])
+    assert (st["state"], st["ready_bytes"], st["size"], st["points"]) == ("rendering", complete, None, ready["points"][:1])
+    status, headers, body = await replay.get(media["url"], headers={"Range": "bytes=0-"})
+    assert status == 206 and headers["Content-Range"] == f"bytes 0-{complete - 1}/*" and body == full[:complete]
+    status, headers, body = await replay.get(media["url"], headers={"Range": "bytes=100-199"})
+    assert status == 206 and headers["Content-Range"] == "bytes 100-199/*" and body == full[100:200]
+    status, headers, body = await replay.get(media["url"], headers={"Range": f"bytes=100-{cut}"})
+    assert status == 206 and body == full[100:complete]  # cut at what is ready
+    for headers in ({"Range": f"bytes={complete}-"}, {}, {"Range": "bytes=-64"}):
+        status, response, body = await replay.get(media["url"], headers=headers)
+        assert status == 503 and b'"preparing"' in body and response["Retry-After"] == "1", headers
+    assert decode_video_frames(full[:complete]) >= 10  # what was served so far (the first 0.5 s cluster) plays
+    finished.remove()

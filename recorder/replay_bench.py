@@ -1,0 +1,270 @@
+"""Cost of watermarked replays: how fast a recording is decoded, marked and encoded for a
+viewer, how soon the first seconds can play, and what it does to an event loop in the
+same process (the server's, which forwards live media).
+
+    python -m recorder.replay_bench [--size 1280x720] [--seconds 60] [--participants 1 2]
+        [--cpu-used 16] [--json out.json]
+
+A real recording is made first: per participant, a drifting photograph encoded as a
+browser would send it (VP8 realtime, 1.5 Mbit/s at 720p scaled by area, one keyframe at
+the start) and an Opus tone, in an encrypted recording with its audit log. Then each
+participant's replay is prepared through recorder/replay_cache.py exactly as the replay
+API does (audited open, watermark issued, render into the encrypted spool), all
+participants at once as when a trainer opens a consultation.
+
+Also the picture's PSNR against what was recorded (invisible mark + re-encode; the visible
+label is left out of that figure). Reported per run: seconds of recording per second of
+wall time (x real time) per file,
+CPU of the render processes (% of one core, their own accounting), time until the first
+cluster is playable, and the lag of a 5 ms asyncio timer in this process (p50/p99/max)
+before and during the renders: what a render costs the server's event loop. `--in-process`
+runs the same renders in threads of this process instead (at the same nice level), for
+comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import fractions
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import av
+import numpy as np
+
+from . import replay_render
+from .audit import AuditLog
+from .keys import KeyStore
+from .manifest import TrackInfo
+from .reader import RecordingReader
+from .replay_cache import ReplayRenders
+from .replay_worker import CPU_USED_ENV
+from .watermarks import WatermarkRegistry, load_key
+from .webm import media_groups
+from .writer import RecordingWriter
+
+FPS = 30
+
+
+def make_recording(data_dir: Path, keys: KeyStore, audit: AuditLog, size: tuple[int, int], seconds: float,
+                   participants: int) -> str:
+    from media.processors.watermark_bench import moving_photo
+
+    w, h = size
+    tracks = []
+    for p in range(participants):
+        tracks += [TrackInfo(f"p-{p}-video", "video", "VP8", 90000), TrackInfo(f"p-{p}-audio", "audio", "opus", 48000)]
+    writer = RecordingWriter.start(data_dir, keys, room="bench", tracks=tracks, audit=audit, actor="bench", fsync=False)
+    items: list[tuple[int, str, int, bool, bytes]] = []
+    for p in range(participants):
+        enc = av.CodecContext.create("libvpx", "w")
+        enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+        enc.time_base, enc.framerate = fractions.Fraction(1, FPS), FPS
+        enc.bit_rate = int(1_500_000 * w * h / (1280 * 720))
+        enc.gop_size = 10 ** 6
+        enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        for i, image in enumerate(moving_photo(w, h, int(seconds * FPS), seed=p, fps=FPS)):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in enc.encode(frame):
+                ms = int(packet.pts * 1000 / FPS)
+                items.append((ms, f"p-{p}-video", ms * 90, packet.is_keyframe, bytes(packet)))
+        aenc = av.CodecContext.create("libopus", "w")
+        aenc.sample_rate, aenc.layout, aenc.format = 48000, "stereo", "s16"
+        tone = np.repeat((np.sin(np.arange(960) * 2 * np.pi * 440 / 48000) * 3000).astype(np.int16), 2)[None, :]
+        for n in range(int(seconds * 50)):
+            chunk = av.AudioFrame.from_ndarray(tone, format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, n * 960
+            for packet in aenc.encode(chunk):
+                items.append((n * 20, f"p-{p}-audio", n * 960, False, bytes(packet)))
+    for ms, track, rtp, key, payload in sorted(items, key=lambda item: item[0]):
+        writer.write_frame(track, ms, rtp, key, payload)
+    writer.close()
+    return writer.id
+
+
+async def _loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    """How late a 5 ms timer fires: what the render threads cost the event loop (GIL, CPU)."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append((time.perf_counter() - t0 - 0.005) * 1000)
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float]:
+    ordered = sorted(lags)
+    return {"p50_ms": round(statistics.median(ordered), 2), "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
+            "max_ms": round(ordered[-1], 2)}
+
+
+def _render_in_threads(data_dir: Path, keys: KeyStore, audit: AuditLog, recording_id: str, key: str) -> dict:
+    """The same render in threads of this process (the design the render process replaced), at the
+    same priority: this thread is niced, and the pipeline threads it starts inherit that (Linux)."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), replay_render.RENDER_NICE)
+    reader = RecordingReader.open(data_dir, recording_id, keys)
+    group = next(g for g in media_groups(reader.manifest) if g.key == key)
+    registry = WatermarkRegistry(audit, load_key(data_dir, environ={}, create=True))
+    issued = registry.issue(viewer="bench-viewer", viewer_name="Dr Bench", purpose="replay",
+                            recording_id=recording_id, actor="bench")
+
+    class Sink:
+        size = 0
+
+        def write(self, data: bytes) -> int:
+            self.size += len(data)
+            return len(data)
+
+    sink = Sink()
+    stats = replay_render.render(reader, group, replay_render.plan(reader, group), sink,
+                                 mark=registry.watermarker(issued).mark_i420)
+    return {"frames": stats.frames, "size": sink.size}
+
+
+def _environ() -> dict[str, str]:
+    """The render processes get the encoder speed under test (the keys are in the data directory)."""
+    return {CPU_USED_ENV: replay_render.ENCODER_OPTIONS["cpu-used"]}
+
+
+async def _measure(data_dir: Path, keys: KeyStore, audit: AuditLog, recording_id: str, participants: int,
+                   seconds: float, in_process: bool) -> dict[str, Any]:
+    renders = ReplayRenders(data_dir, environ=_environ(), workers=max(2, participants))
+    stop = asyncio.Event()
+    idle: list[float] = []
+    lagger = asyncio.ensure_future(_loop_lag(stop, idle))
+    await asyncio.sleep(2.0)
+    stop.set()
+    await lagger
+    busy: list[float] = []
+    stop = asyncio.Event()
+    lagger = asyncio.ensure_future(_loop_lag(stop, busy))
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    first: dict[int, float] = {}
+    if in_process:
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(participants) as pool:  # its threads end niced: not reused
+            results = await asyncio.gather(*(loop.run_in_executor(pool, _render_in_threads, data_dir, keys, audit,
+                                                                  recording_id, f"p-{p}") for p in range(participants)))
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        frames = sum(r["frames"] for r in results)
+        sizes = [r["size"] for r in results]
+    else:
+        jobs = [renders.job(recording_id, f"p-{p}", "bench-viewer", "Dr Bench") for p in range(participants)]
+        while any(job.state in ("queued", "rendering") for job in jobs):
+            await asyncio.sleep(0.02)
+            for n, job in enumerate(jobs):
+                if n not in first and job.points and job.readable()[0] > job.points[0][1]:
+                    first[n] = time.perf_counter() - wall0
+        wall = time.perf_counter() - wall0
+        failed = [j.status().get("error") for j in jobs if j.state != "ready"]
+        if failed:
+            raise SystemExit(f"render failed: {failed}")
+        cpu = sum(j.stats["cpu_s"] for j in jobs)
+        frames = sum(j.stats["frames"] for j in jobs)
+        sizes = [j.readable()[1] or 0 for j in jobs]
+    stop.set()
+    await lagger
+    renders.close()
+    return {
+        "participants": participants,
+        "renders": "threads of this process" if in_process else "render processes",
+        "wall_s": round(wall, 2),
+        "x_realtime_per_file": round(seconds / wall, 2),
+        "cpu_pct_of_one_core": round(100 * cpu / wall, 1),
+        "cpu_ms_per_frame": round(1000 * cpu / frames, 2),
+        "first_playable_s": round(max(first.values()), 2) if len(first) == participants else None,
+        "mbit_per_s": round(8 * sum(sizes) / participants / seconds / 1e6, 2),
+        "loop_lag_idle": _lag_summary(idle),
+        "loop_lag_rendering": _lag_summary(busy),
+    }
+
+
+def picture_psnr(data_dir: Path, keys: KeyStore, recording_id: str, frames: int = 150) -> float:
+    """Luma PSNR of a replay against the recorded pictures, with the invisible mark but without the
+    visible label (which changes its pixels on purpose): what the mark and the re-encode cost."""
+    import io
+
+    from media.processors.watermark_embed import Watermarker
+
+    reader = RecordingReader.open(data_dir, recording_id, keys)
+    group = next(g for g in media_groups(reader.manifest) if g.key == "p-0")
+    the_plan = replay_render.plan(reader, group)
+    out = io.BytesIO()
+
+    class Sink:
+        def write(self, data: bytes) -> int:
+            return out.write(data)
+
+    marker = Watermarker(load_key(data_dir, environ={}, create=True), 0x1234ABCD, "", visible=False)
+    replay_render.render(reader, group, the_plan, Sink(), mark=marker.mark_i420)
+    decoder = av.CodecContext.create("vp8", "r")
+    source = []
+    for frame in reader.frames("p-0-video"):
+        for picture in decoder.decode(av.Packet(frame.payload)):
+            source.append(picture.to_ndarray(format="gray").astype(np.float32))
+        if len(source) >= frames:
+            break
+    with av.open(io.BytesIO(out.getvalue())) as container:
+        marked = [f.to_ndarray(format="gray").astype(np.float32) for _, f in zip(range(frames), container.decode(video=0))]
+    mse = np.mean([np.mean((a - b) ** 2) for a, b in zip(source, marked)])
+    return round(float(10 * np.log10(255 ** 2 / mse)), 2)
+
+
+def run(size: tuple[int, int], seconds: float, participant_counts: list[int], cpu_used: Optional[str],
+        in_process: bool = False) -> dict:
+    if cpu_used is not None:
+        replay_render.ENCODER_OPTIONS["cpu-used"] = cpu_used
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        keys = KeyStore.open(data_dir, environ={}, create=True)
+        audit = AuditLog.open(data_dir, environ={}, create=True)
+        recording_id = make_recording(data_dir, keys, audit, size, seconds, max(participant_counts))
+        for participants in participant_counts:
+            results.append(asyncio.run(_measure(data_dir, keys, audit, recording_id, participants, seconds,
+                                                in_process)))
+        psnr = picture_psnr(data_dir, keys, recording_id)
+    return {"size": f"{size[0]}x{size[1]}", "seconds": seconds, "encoder": dict(replay_render.ENCODER_OPTIONS),
+            "bitrate": replay_render.RenderPlan(0, 0, *size, True).bitrate, "picture_psnr_db": psnr,
+            "cpu": _cpu(), "cores": os.cpu_count(), "av": av.__version__, "runs": results}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m recorder.replay_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="1280x720")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--participants", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--cpu-used", default=None, help="libvpx cpu-used for the replay encode (default: the renderer's)")
+    p.add_argument("--in-process", action="store_true", help="render in threads of this process (comparison)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    result = run((w, h), args.seconds, args.participants, args.cpu_used, args.in_process)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
