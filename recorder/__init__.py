@@ -12,6 +12,9 @@ Data directory layout (the same `--data-dir` as run.py):
         track-0.seg          events (joins, annotations, analysis), encrypted like media
         track-N.seg          encoded frames of media track N, in AES-256-GCM segments
         writer.lock          flock'ed by the live writer
+    replay-cache/            watermarked replays rendered per (recording, track, trainer), 0700;
+                             files 0600, encrypted under a key only the running server holds;
+                             wiped at start-up, expired an hour after last use, removed by purge
 
 Entry points: RecordingWriter (writer.py) records; RecordingReader (reader.py) reads and
 verifies; RecordingStore (store.py) lists, opens for replay/export with auditing,
