@@ -267,6 +267,13 @@ class NetNamespace:
         self.host_address = str(hosts[0])
         self.address = str(hosts[1])
         _ip("link", "set", self.ns_veth, "netns", self.name)
+        # IPv4 only inside the namespace: an IPv6 link-local address finishing duplicate
+        # address detection a second after the link comes up is a "network change" to
+        # Chromium, which then aborts the page's in-flight loads (net::ERR_NETWORK_CHANGED).
+        conf = "/proc/sys/net/ipv6/conf"
+        _ip("netns", "exec", self.name, "sh", "-c",
+            f"for c in {conf}/all {conf}/default {conf}/{self.ns_veth} {conf}/lo; do "
+            f"[ -e $c/disable_ipv6 ] && echo 1 > $c/disable_ipv6; done; true")
         _ip("addr", "add", f"{self.host_address}/30", "dev", self.host_veth)
         _ip("link", "set", self.host_veth, "up")
         _ip("-n", self.name, "addr", "add", f"{self.address}/30", "dev", self.ns_veth)
