@@ -179,7 +179,7 @@ class DownTrack:
     # --- the per-packet path ----------------------------------------------------
 
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
-                      abs_send_time: int, late: bool = False) -> None:
+                      abs_send_time: int, now: float, late: bool = False) -> None:
         """Send one packet on. `late`: it was recovered from the publisher and the
         subscriber has been waiting for it (a NACK it sent for it found nothing)."""
         if not self.started:
@@ -203,8 +203,7 @@ class DownTrack:
         if mapped is None:
             return  # older than where this subscriber started
         seq, ts = mapped
-        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level,
-                          time.monotonic())
+        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level, now)
         self._cache.put(sent)
         data = self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time)
         await self._send(data)

@@ -22,6 +22,8 @@ MAX_TRACKED = 512
 # (likely at 30 % loss) waiting a full RTT to notice wastes half the budget.
 # The price is some duplicate retransmissions of packets that were coming anyway.
 RETRY_RTT_FRACTION = 0.5
+# Sequence numbers per uplink-loss sample.
+LOSS_SAMPLE_PACKETS = 50
 
 
 @dataclass(slots=True)
@@ -43,6 +45,7 @@ class NackGenerator:
         self.given_up = 0
         # first-transmission loss on the uplink: how many copies each NACK needs
         self.loss = LossEstimate()
+        self._sample_lost = self._sample_total = 0
         self.last_was_recovered = False  # the packet just seen filled a gap (arrives late)
 
     @property
@@ -65,7 +68,11 @@ class NackGenerator:
         if ahead > MAX_GAP:
             self._missing.clear()  # a jump, not a gap: start over
             return []
-        self.loss.add(ahead - 1, ahead)
+        self._sample_lost += ahead - 1
+        self._sample_total += ahead
+        if self._sample_total >= LOSS_SAMPLE_PACKETS:  # batched: the estimate is not per-packet work
+            self.loss.add(self._sample_lost, self._sample_total)
+            self._sample_lost = self._sample_total = 0
         new = [seq_add(seq, -i) for i in range(ahead - 1, 0, -1)]
         for lost in new:
             self._missing[lost] = _Missing(detected_at=now, last_nack_at=now, tries=1)

@@ -198,7 +198,8 @@ class PublishedTrack:
             self._stats = StreamStatistics(codec.clockRate)
         self._stats.add(packet)
 
-        new_gaps = self._nack.on_packet(packet.sequence_number, time.monotonic())
+        now = time.monotonic()
+        new_gaps = self._nack.on_packet(packet.sequence_number, now)
         recovered = self._nack.last_was_recovered
         if new_gaps:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
@@ -212,7 +213,7 @@ class PublishedTrack:
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:
-                await downtrack.forward(packet, codec, keyframe_start, send_time, late=recovered)
+                await downtrack.forward(packet, codec, keyframe_start, send_time, now, late=recovered)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
 

@@ -38,6 +38,7 @@ class LossEstimate:
     def __init__(self, weight: float = EWMA_WEIGHT) -> None:
         self.weight = weight
         self.value = 0.0
+        self.copies = 1  # kept with the value: read per packet, changed per sample
 
     def add(self, lost: int, total: int) -> None:
         if total <= 0:
@@ -45,11 +46,4 @@ class LossEstimate:
         # one sample per packet, so a burst of n packets moves the estimate as n arrivals would
         keep = (1.0 - self.weight) ** total
         self.value = self.value * keep + (lost / total) * (1.0 - keep)
-
-    def set_fraction(self, fraction: float, weight: float = 0.5) -> None:
-        """A whole report's fraction (RTCP RR), weighted as one sample."""
-        self.value = self.value * (1.0 - weight) + min(max(fraction, 0.0), 1.0) * weight
-
-    @property
-    def copies(self) -> int:
-        return copies_for_loss(self.value)
+        self.copies = copies_for_loss(self.value)
