@@ -243,6 +243,7 @@ class WatermarkVariant:
         while self._pending and not self.stopped:
             encoded, rtp_ts, decoded_at = self._pending.popleft()
             send_time = abs_send_time_now()
+            now = time.monotonic()
             last = len(encoded.payloads) - 1
             for i, payload in enumerate(encoded.payloads):
                 packet = RtpPacket(payload_type=codec.payloadType, marker=int(i == last),
@@ -250,7 +251,7 @@ class WatermarkVariant:
                 self._seq = seq_add(self._seq, 1)
                 for downtrack in list(self._downtracks):
                     try:
-                        await downtrack.forward(packet, codec, encoded.keyframe and i == 0, send_time)
+                        await downtrack.forward(packet, codec, encoded.keyframe and i == 0, send_time, now)
                     except Exception:  # one broken subscriber must not stop the others
                         logger.exception("sending to %s failed", downtrack)
                 self.packets_out += 1
