@@ -72,12 +72,18 @@ def take_over_receiver(
     receiver.stop = stop  # type: ignore[method-assign]
 
 
-def take_over_sender(transceiver: RTCRtpTransceiver, downtrack: DownTrack) -> None:
-    """When aiortc starts sending on this transceiver, the DownTrack sends instead."""
+def take_over_sender(
+    transceiver: RTCRtpTransceiver,
+    downtrack: DownTrack,
+    prepare: Callable[[RTCRtpSendParameters], RTCRtpSendParameters] = lambda p: p,
+) -> None:
+    """When aiortc starts sending on this transceiver, the DownTrack sends instead.
+
+    `prepare` may add what aiortc does not negotiate itself (RED) to the parameters."""
     sender = transceiver.sender
 
     async def send(parameters: RTCRtpSendParameters) -> None:
-        await downtrack.start(sender.transport, parameters)
+        await downtrack.start(sender.transport, prepare(parameters))
 
     async def stop() -> None:
         await downtrack.stop()

@@ -178,6 +178,27 @@ class DownTrack:
 
     # --- the per-packet path ----------------------------------------------------
 
+    def summary(self) -> dict:
+        """Counters for operators (admin API) and tests."""
+        return {
+            "packets": self.packets_sent, "retransmitted": self.retransmitted, "copies": self.copies_sent,
+            "nacks_received": self.nacks_received, "plis_received": self.plis_received,
+            "red": any(key[0] == "audio/red" for key in self._out_pt),
+            "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
+        }
+
+    def carries(self, codec: RTCRtpCodecParameters) -> bool:
+        """Whether this subscriber negotiated `codec` (known once started)."""
+        if not self.started:
+            return False
+        return self._out_payload_type(codec) is not None
+
+    def _out_payload_type(self, codec: RTCRtpCodecParameters) -> Optional[int]:
+        payload_type = self._pt_for_source.get(codec.payloadType, -1)
+        if payload_type == -1:
+            payload_type = self._pt_for_source[codec.payloadType] = self._out_pt.get(_codec_key(codec))
+        return payload_type
+
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
                       abs_send_time: int, now: float, late: bool = False) -> None:
         """Send one packet on. `late`: it was recovered from the publisher and the
@@ -194,9 +215,7 @@ class DownTrack:
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
             self._waiting_for_keyframe = False
-        payload_type = self._pt_for_source.get(codec.payloadType, -1)
-        if payload_type == -1:
-            payload_type = self._pt_for_source[codec.payloadType] = self._out_pt.get(_codec_key(codec))
+        payload_type = self._out_payload_type(codec)
         if payload_type is None:
             return  # the subscriber did not negotiate this codec
         mapped = rewriter.map(packet.sequence_number, packet.timestamp)

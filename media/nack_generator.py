@@ -52,6 +52,10 @@ class NackGenerator:
     def missing(self) -> list[int]:
         return sorted(self._missing, key=lambda s: seq_diff(s, self._max_seq or 0))
 
+    def wants(self, seq: int) -> bool:
+        """Whether `seq` has not arrived: missing, or newer than anything seen."""
+        return self._max_seq is None or seq in self._missing or seq_diff(seq, self._max_seq) > 0
+
     def on_packet(self, seq: int, now: float) -> list[int]:
         """Record an arrival; returns the newly detected gaps (to NACK immediately)."""
         if self._max_seq is None:

@@ -10,6 +10,7 @@ so most joins need no renegotiation on the others' connections.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Optional
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc import sdp as aiortc_sdp
 
 from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
@@ -26,7 +28,7 @@ from .downtrack import DownTrack
 from .redundancy import LossEstimate
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
-from .sdp_tweaks import enable_audio_resilience
+from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class MediaPeer:
         self.closed = False
         self._offer_pending = False
         self.receive_queue: Optional[DropOldestQueue] = None
+        # mid -> (red payload type, Opus payload type), from the answer: aiortc does not negotiate RED
+        self._red_by_mid: dict[str, tuple[int, int]] = {}
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -132,7 +136,7 @@ class MediaPeer:
                 participant_id=self.participant_id,
                 kind=kind,
                 transport=transceiver.receiver.transport,
-                parameters=parameters,
+                parameters=self._with_red(transceiver, parameters),
                 rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
                 rtt_s=self.rtt_s,
             )
@@ -142,6 +146,15 @@ class MediaPeer:
             self._on_track_started(self, track)
 
         take_over_receiver(transceiver, make_track, started)
+
+    def _with_red(self, transceiver: RTCRtpTransceiver, parameters):
+        """The negotiated parameters plus RED, when the answer accepted it for this m-section."""
+        red = self._red_by_mid.get(transceiver.mid or "")
+        if red is None or any(c.payloadType == red[0] for c in parameters.codecs):
+            return parameters
+        codecs = list(parameters.codecs) + [
+            RTCRtpCodecParameters(mimeType="audio/red", clockRate=48000, channels=2, payloadType=red[0])]
+        return dataclasses.replace(parameters, codecs=codecs)
 
     def rtt_s(self) -> float:
         """Round-trip time to this participant, measured on the down-tracks of the same transport."""
@@ -190,7 +203,8 @@ class MediaPeer:
                 rtx_ssrc=transceiver.sender._rtx_ssrc,
                 downlink_loss=self.downlink_loss,
             )
-            take_over_sender(transceiver, downtrack)
+            take_over_sender(transceiver, downtrack,
+                             lambda parameters, t=transceiver: self._with_red(t, parameters))
             transceivers[kind] = transceiver
             downtracks[kind] = downtrack
         pair = SlotPair(stream_id=stream_id, transceivers=transceivers, downtracks=downtracks)
@@ -222,7 +236,7 @@ class MediaPeer:
             raise RuntimeError("peer closed")
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(
-            RTCSessionDescription(sdp=enable_audio_resilience(offer.sdp), type="offer"))
+            RTCSessionDescription(sdp=offer_audio_red(enable_audio_resilience(offer.sdp)), type="offer"))
         self._offer_pending = True
         self.stats.renegotiations += 1
         return self.pc.localDescription.sdp
@@ -232,6 +246,7 @@ class MediaPeer:
             raise AnswerRejected("bad_state", "no offer is waiting for an answer")
         description = self._parse_answer(sdp_text)
         self._check_directions(description)
+        self._red_by_mid.update(answered_red_by_mid(sdp_text))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))
         except Exception as exc:  # aiortc raises a variety of errors on SDP it cannot use

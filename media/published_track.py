@@ -41,8 +41,10 @@ from .codec_inspect import keyframe_detector
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import NackGenerator
+from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
+from .seqnum import seq_add
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -86,6 +88,8 @@ class PublishedTrack:
             (e.ssrc for e in parameters.encodings if e.ssrc), None
         )
         self._parameters = parameters
+        self._red_types = {pt for pt, c in self.codecs.items() if c.mimeType.lower() == "audio/red"}
+        self._red_codec = next((self.codecs[pt] for pt in sorted(self._red_types)), None)
         self._keyframe_detectors = {
             pt: keyframe_detector(c.name) for pt, c in self.codecs.items() if kind == "video"
         }
@@ -107,6 +111,8 @@ class PublishedTrack:
         self.packets_received = 0
         self.packets_dropped = 0
         self.nack_copies_sent = 0
+        self.red_packets = 0
+        self.red_recovered = 0  # packets the uplink lost that a RED copy brought back
         self.last_codec: Optional[RTCRtpCodecParameters] = None
 
     # --- wiring -------------------------------------------------------------
@@ -193,12 +199,50 @@ class PublishedTrack:
             return  # padding-only packet on the media SSRC (bandwidth probe)
 
         self.media_ssrc = packet.ssrc
-        self.last_codec = codec
         if self._stats is None:
             self._stats = StreamStatistics(codec.clockRate)
-        self._stats.add(packet)
+        self._stats.add(packet)  # what really arrived: the publisher's loss control needs the true loss
 
         now = time.monotonic()
+        if codec.payloadType in self._red_types:
+            await self._handle_red(packet, codec, now)
+        else:
+            await self._deliver(packet, codec, now)
+
+    async def _handle_red(self, packet: RtpPacket, red_codec: RTCRtpCodecParameters, now: float) -> None:
+        """A RED packet: its primary goes on as usual, and the copies it carries of
+        packets the uplink lost are recovered here, a round trip sooner than a NACK."""
+        self.red_packets += 1
+        try:
+            blocks = parse_red(packet.payload)
+        except RedError:
+            self.packets_dropped += 1
+            return
+        primary = blocks[-1]
+        codec = self.codecs.get(primary.payload_type)
+        if codec is None or codec.payloadType in self._red_types or not primary.data:
+            self.packets_dropped += 1
+            return
+        for distance, block in zip(range(len(blocks) - 1, 0, -1), blocks[:-1]):
+            seq = seq_add(packet.sequence_number, -distance)
+            if block.payload_type != primary.payload_type or not block.data or not self._nack.wants(seq):
+                continue
+            self.red_recovered += 1
+            copy = RtpPacket(payload_type=block.payload_type, sequence_number=seq, ssrc=packet.ssrc,
+                             timestamp=(packet.timestamp - block.timestamp_offset) & 0xFFFFFFFF, payload=block.data)
+            await self._deliver(copy, codec, now, skip_red_subscribers=True)  # theirs is inside `packet`
+        plain = RtpPacket(payload_type=primary.payload_type, marker=packet.marker,
+                          sequence_number=packet.sequence_number, timestamp=packet.timestamp,
+                          ssrc=packet.ssrc, payload=primary.data)
+        plain.extensions = packet.extensions
+        await self._deliver(plain, codec, now, red=(packet, red_codec))
+
+    async def _deliver(self, packet: RtpPacket, codec: RTCRtpCodecParameters, now: float, *,
+                       red: Optional[tuple[RtpPacket, RTCRtpCodecParameters]] = None,
+                       skip_red_subscribers: bool = False) -> None:
+        """NACK bookkeeping, then every subscriber and tap. Audio arrives here as plain
+        Opus; `red` is the RED packet it came in, for subscribers that negotiated RED."""
+        self.last_codec = codec
         new_gaps = self._nack.on_packet(packet.sequence_number, now)
         recovered = self._nack.last_was_recovered
         if new_gaps:
@@ -213,6 +257,12 @@ class PublishedTrack:
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:
+                if self._red_codec is not None and downtrack.carries(self._red_codec):
+                    if skip_red_subscribers:
+                        continue
+                    if red is not None:
+                        await downtrack.forward(red[0], red[1], False, send_time, now, late=recovered)
+                        continue
                 await downtrack.forward(packet, codec, keyframe_start, send_time, now, late=recovered)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
@@ -270,6 +320,16 @@ class PublishedTrack:
             # Retransmission can no longer complete those frames in time: repair the picture instead.
             self.request_keyframe()
         self._schedule_nack_timer()
+
+    def summary(self) -> dict:
+        """Counters for operators (admin API) and tests."""
+        return {
+            "packets": self.packets_received, "dropped": self.packets_dropped,
+            "codec": self.last_codec.mimeType if self.last_codec else None,
+            "red": self._red_codec is not None, "red_packets": self.red_packets,
+            "red_recovered": self.red_recovered, "nack": self.nack_stats,
+            "keyframe_requests": self.keyframe_requests_sent,
+        }
 
     @property
     def nack_stats(self) -> dict[str, int]:

@@ -134,14 +134,16 @@ class MediaRoom:
                 self._events.tracks_changed(subscriber.participant_id, changes)
 
     def forwarding_summary(self) -> dict:
-        """Counters per peer, for the admin API and tests."""
+        """Counters per peer, for the admin API and tests: what each publishes, and what
+        it is sent of each other participant ("publisher:kind")."""
         summary = {}
         for pid, peer in self.peers.items():
             summary[pid] = {
-                "published": {k: t.packets_received for k, t in peer.published.items()},
-                "sent": {
-                    f"{pair.publisher_id}:{kind}": pair.downtracks[kind].packets_sent
+                "published": {k: t.summary() for k, t in peer.published.items()},
+                "receiving": {
+                    f"{pair.publisher_id}:{kind}": pair.downtracks[kind].summary()
                     for pair in peer.pairs
+                    if pair.publisher_id is not None
                     for kind in KINDS
                 },
             }

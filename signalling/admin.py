@@ -43,6 +43,7 @@ class AdminApi:
             web.delete("/api/rooms/{room_id}", self.close_room),
             web.post("/api/rooms/{room_id}/links", self.mint_link),
             web.get("/api/rooms/{room_id}/participants", self.list_participants),
+            web.get("/api/rooms/{room_id}/media", self.media),
             web.delete("/api/rooms/{room_id}/participants/{participant_id}", self.kick),
             web.post("/api/rooms/{room_id}/recording", self.recording),
         ]
@@ -157,6 +158,13 @@ class AdminApi:
         room = await self._open_room(request)
         participants = await self._services.rooms.participants(room.id)
         return web.json_response({"participants": [p.public() for p in participants]})
+
+    async def media(self, request: web.Request) -> web.Response:
+        """Per-participant forwarding counters: packets, losses recovered, RED, NACK, keyframes."""
+        room = await self._open_room(request)
+        live = self._services.rooms.live.get(room.id)
+        summary = live.media.forwarding_summary() if live is not None else {}
+        return web.json_response({"room": room.id, "participants": summary})
 
     async def kick(self, request: web.Request) -> web.Response:
         room = await self._open_room(request)

@@ -141,3 +141,22 @@ async def test_server_watermarked_room_issues_an_audited_id_or_refuses_the_join(
     else:
         raise AssertionError("joined a server-watermarked room without a watermark")
     assert await sfu.services.registry.list_participants("m2") == []
+
+
+async def test_media_counters_show_what_is_forwarded_to_whom(sfu):
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 10)
+    await doctor.wait_for_frames(patient.id, "audio", 10)
+
+    status, media = await api(sfu, "GET", "/api/rooms/r1/media")
+    assert status == 200 and media["room"] == "r1"
+    published = media["participants"][patient.id]["published"]
+    assert published["video"]["packets"] > 0 and published["video"]["codec"] == "video/VP8"
+    assert published["audio"]["codec"] == "audio/opus"
+    assert published["audio"]["red"] is False  # aiortc peers do not accept RED
+    received = media["participants"][doctor.id]["receiving"]
+    assert received[f"{patient.id}:video"]["packets"] > 0 and received[f"{patient.id}:audio"]["packets"] > 0
+    assert (await api(sfu, "GET", "/api/rooms/nope/media"))[0] == 404
+    assert (await api(sfu, "GET", "/api/rooms/r1/media", key="wrong"))[0] == 401
