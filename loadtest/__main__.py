@@ -43,6 +43,7 @@ from loadtest.clips import RESOLUTIONS, ClipSpec, SweepAudioSpec
 from loadtest.harness import (
     KINDS,
     REPO_ROOT,
+    ROLES,
     LineReader,
     ProcessSampler,
     child_env,
@@ -105,6 +106,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         f"{REUSE_HORIZON_S:g} s of being sent)")
     p.add_argument("--settle-timeout", type=float, default=40.0,
                    help="seconds to wait for every participant to receive video from both others")
+    p.add_argument("--audio-red", choices=("auto", "off"), default="auto",
+                   help="publishers send RED (each Opus packet also carries the previous one) and subscribers accept "
+                        "it where the server's offer lists red first, as Chrome does; auto: with --receiver browser "
+                        "(stock aiortc negotiates Opus only)")
+    p.add_argument("--audio-fec", choices=("auto", "off"), default="auto",
+                   help="the audio clip carries Opus in-band FEC for the profile's uplink loss, as Chrome's encoder "
+                        "does (loss learnt from receiver reports, capped at 20 %%); auto: with --receiver browser")
     p.add_argument("--audio-deadline-ms", type=float, default=AUDIO_DEADLINE_S * 1000,
                    help="an audio packet is played in time if it arrives this soon after it was sent")
     p.add_argument("--processors", type=lambda v: [x for x in v.split(",") if x], default=[],
@@ -186,9 +194,31 @@ class Progress:
             self.bar.close()
 
 
+def audio_feature_on(setting: str, receiver: str) -> bool:
+    """--audio-red / --audio-fec: auto models Chrome with the browser receiver, stock aiortc (plain Opus) otherwise."""
+    return setting == "auto" and receiver == "browser"
+
+
 def profile_caps_rate(profile: Profile) -> bool:
     links = [profile.uplink, profile.downlink] + [spec for _, up, down in profile.roles for spec in (up, down)]
     return any(spec.rate_kbps for spec in links)
+
+
+# libwebrtc's Opus encoder caps the loss it configures (AudioEncoderOpusImpl::SetProjectedPacketLossRate,
+# kMaxPacketLossFraction = 0.2): more expected loss buys no more protection there.
+CHROME_MAX_OPUS_LOSS_PERCENT = 20
+
+
+def opus_fec_loss_percent(profile: Profile) -> int:
+    """The packet loss Chrome's Opus encoder would be told to expect here: 0 on clean uplinks.
+
+    Chrome learns it from the receiver reports on its uplink (smoothed, time constant
+    10 s); a run is long enough for that to settle, so the profile's largest mean
+    uplink loss over the roles stands in for it (a Gilbert-Elliott link's `burst_loss`
+    is its long-run mean). Queue drops at a rate cap are left out: they depend on the load.
+    """
+    loss = max(max(up.loss, up.burst_loss) for up, _ in (profile.links_for(role) for role in ROLES))
+    return min(CHROME_MAX_OPUS_LOSS_PERCENT, round(loss * 100))
 
 
 def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], base_url: str,
@@ -200,7 +230,11 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
     probe_roles = {"all": ["patient", "doctor", "expert"], "none": []}.get(args.probe_role, [args.probe_role])
     return {
         "base_url": base_url, "rooms": tokens, "profile": profile.to_json(), "seed": args.seed,
-        "video": asdict(video), "audio": asdict(SweepAudioSpec(seconds=args.clip_seconds)),
+        "video": asdict(video),
+        "audio": asdict(SweepAudioSpec(seconds=args.clip_seconds, fec_loss_percent=opus_fec_loss_percent(profile)
+                                       if audio_feature_on(args.audio_fec, args.receiver) else 0)),
+        # red only where the server offers it (the relay baseline does not)
+        "audio_red": audio_feature_on(args.audio_red, args.receiver),
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
         # the relay re-encodes: bytes cannot identify frames there, the drawn index can (after decoding)
@@ -304,6 +338,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                 # re-encoded audio cannot be matched to what was sent, nor frames before decoding
                 summary["audio_in_time_ratio"] = None
                 summary["audio_in_time_by_deadline_ms"] = None
+                summary["audio_fec_ratio"] = summary["audio_red_ratio"] = None
                 summary["frames_complete_ratio"] = None
                 summary["relay_note"] = ("the relay re-encodes: frames are identified only after decoding, so "
                                          "transport latency, frames complete and audio in time are not measurable")
@@ -380,7 +415,9 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "resolution": args.resolution, "width": width, "height": height, "fps": args.fps, "codec": args.codec,
         "bitrate": args.bitrate or default_bitrate, "clip_seconds": args.clip_seconds,
         "keyframe_interval_s": args.keyframe_interval, "receiver": args.receiver, "probe_role": args.probe_role,
-        "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt, "audio_deadline_ms": args.audio_deadline_ms, "seed": args.seed,
+        "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt,
+        "audio_deadline_ms": args.audio_deadline_ms, "audio_red": args.audio_red, "audio_fec": args.audio_fec,
+        "seed": args.seed,
         "url": args.url,
     }
 
@@ -418,7 +455,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"note: {result['key']}: {warning}")
     print("\ng2g = glass-to-glass on the probe receivers (sent by the publisher -> decoded; the clip is pre-encoded, "
           "so capture and encode time are not included); transport = sent -> every packet of the frame arrived; "
-          f"audio in time = arrived within {args.audio_deadline_ms:.0f} ms of being sent.")
+          f"audio in time = playable {args.audio_deadline_ms:.0f} ms after being sent: the packet or its RED copy "
+          "arrived by then, or the next packet, carrying Opus in-band FEC (a lower-quality copy), did; "
+          "audio RED / FEC = shares of packets sent first in time as a RED copy / played from FEC.")
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,18 +32,28 @@ LAG_PROBE_S = 0.01
 
 
 def _participant_class():
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.rtcconfiguration import RTCBundlePolicy
+
     from loadtest.impaired_transport import impair
     from loadtest.participant import SyntheticParticipant
     from loadtest.receiver import StreamRecord, buffer_of, equip
+    from loadtest.red_audio import RedCodec, add_red_to_answer, receive_red, send_red
 
     class LoadParticipant(SyntheticParticipant):
-        """A synthetic participant whose transport is impaired and whose receivers record."""
+        """A synthetic participant whose transport is impaired and whose receivers record.
+
+        With `audio_red`, it answers red for audio as Chrome does (loadtest.red_audio).
+        """
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
-                  keys: dict[str, dict[bytes, int]], audio_deadline_s: float) -> None:
+                  keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
             self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
+            self.audio_red = audio_red
+            self.red_mids: dict[str, RedCodec] = {}
+            self._offer_sdp = ""
             self.records: dict[str, StreamRecord] = {}
             self.impairment = None
             self.join_started: Optional[float] = None
@@ -52,12 +63,37 @@ def _participant_class():
             return await super().join(timeout)
 
         async def _answer(self, offer: dict) -> None:
+            if self.pc is None and self.audio_red:
+                # Made here, as SyntheticParticipant makes it, so that createAnswer can be wrapped: senders and
+                # receivers must know about red before setLocalDescription starts them.
+                self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+                self.pc.on("track", self._on_track)
+                self.pc.createAnswer = self._answer_with_red(self.pc.createAnswer)
+            self._offer_sdp = offer["sdp"]
             await super()._answer(offer)
             if self.impairment is None:
                 transports = {t.receiver.transport for t in self.pc.getTransceivers()} | \
                              {t.sender.transport for t in self.pc.getTransceivers()}
                 for transport in transports:  # max-bundle: one
                     self.impairment = impair(transport, *self.links) or self.impairment
+
+        def _answer_with_red(self, create_answer: Callable[[], Awaitable[RTCSessionDescription]]
+                             ) -> Callable[[], Awaitable[RTCSessionDescription]]:
+            """createAnswer, then red accepted in the answer and wired into senders and receivers."""
+            async def answer_with_red() -> RTCSessionDescription:
+                answer = await create_answer()
+                sdp, accepted = add_red_to_answer(answer.sdp, self._offer_sdp)
+                for transceiver in self.pc.getTransceivers():
+                    red = accepted.get(transceiver.mid)
+                    if red is None or transceiver.kind != "audio":
+                        continue
+                    self.red_mids[transceiver.mid] = red
+                    if red.red_first:  # Chrome sends with the answer's first codec
+                        send_red(transceiver.sender, red)
+                    receive_red(transceiver.receiver, red)
+                return RTCSessionDescription(sdp=sdp, type=answer.type)
+
+            return answer_with_red
 
         def _on_track(self, track) -> None:
             super()._on_track(track)
@@ -82,8 +118,8 @@ class LoadClient:
         self.window: Optional[tuple[float, float]] = None
 
     async def prepare(self) -> None:
-        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, ladder_specs, load_or_encode,
-                                    load_or_encode_variants)
+        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, ladder_specs, lbrr_flags,
+                                    load_or_encode, load_or_encode_variants)
 
         cache = Path(self.config["cache_dir"]) if self.config.get("cache_dir") else None
         self.video_spec = ClipSpec(**self.config["video"])
@@ -91,7 +127,9 @@ class LoadClient:
         self.keyframe_clip = None
         if self.config["keyframe_on_pli"]:
             self.keyframe_clip = load_or_encode_variants(self.video_spec, self.video_clip, cache)
-        self.audio_clip = load_or_encode(SweepAudioSpec(**self.config["audio"]), cache)
+        self.audio_spec = SweepAudioSpec(**self.config["audio"])
+        self.audio_clip = load_or_encode(self.audio_spec, cache)
+        self.audio_lbrr = lbrr_flags(self.audio_clip)  # per clip packet: carries FEC for the one before it
         variants = [frame_keys(self.keyframe_clip)] if self.keyframe_clip else []
         self.ladder: list[tuple] = []  # lower rungs: (clip, keyframe variants or None)
         if self.config.get("adaptive"):
@@ -107,6 +145,9 @@ class LoadClient:
                           "audio_packets": len(self.audio_clip.packets), "audio_duplicate_keys": audio_dups,
                           "video_kbps": round(self.video_clip.bitrate / 1000, 1),
                           "audio_kbps": round(self.audio_clip.bitrate / 1000, 1),
+                          "audio_fec_loss_percent": self.audio_spec.fec_loss_percent,
+                          "audio_lbrr_share": round(self.audio_lbrr.count("1") / len(self.audio_lbrr), 4),
+                          "audio_red": bool(self.config.get("audio_red")),
                           "video_keyframes": sum(self.video_clip.keyframes),
                           "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
                           if self.ladder else None}
@@ -134,7 +175,7 @@ class LoadClient:
                 p = Participant(self.config["base_url"], token, audio=audio, video=video)
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
                         by_marker=self.config["identify_by_marker"], keys=self.keys,
-                        audio_deadline_s=self.config["audio_deadline_s"])
+                        audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False))
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)
@@ -213,6 +254,9 @@ class LoadClient:
                                    "p99": round(lags[int(len(lags) * 0.99)] * 1000, 1) if lags else None,
                                    "max": round(lags[-1] * 1000, 1) if lags else None},
             "clip": self.clip_info,
+            # what the metrics need to credit RED copies and Opus FEC (metrics.audio_stream_metrics)
+            "audio": {"red": bool(self.config.get("audio_red")), "fec_loss_percent": self.audio_spec.fec_loss_percent,
+                      "lbrr": self.audio_lbrr},
             "participants": [{"id": p.id, "room": p.room, "role": p.role, "join_started": p.join_started,
                               "probe": p.probe, "closed_reason": p.closed_reason} for p in self.participants()],
             "sends": sends,

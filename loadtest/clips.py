@@ -8,9 +8,12 @@ Differences from loadtest.preencoded (whose EncodedClip and cache format this re
   top-left corner (Manchester-coded, so each bit checks itself): a receiver
   that decodes can tell which frame it shows even through a server that
   re-encodes (the MediaRelay baseline), where bytes cannot identify frames;
-- the audio is a slowly sweeping tone with a little seeded noise, so that no two
-  Opus packets of the clip are alike (a steady tone repeats packets every
-  100 ms, which would make arrival-to-send matching ambiguous);
+- the audio is voice-like (harmonics of a gliding pitch, two moving formants, a
+  syllable-rate envelope) with a little seeded noise, so that no two Opus
+  packets of the clip are alike (a steady tone repeats packets every 100 ms,
+  which would make arrival-to-send matching ambiguous), and encoded as Chrome
+  encodes a microphone: libopus "voip", optionally with in-band FEC (LBRR;
+  `opus_has_lbrr` tells which packets carry it);
 - keyframe variants: every frame also encoded as a keyframe, so a publisher can
   answer PLI as a browser does (see encode_keyframe_variants);
 - `frame_keys` gives, per clip frame, a short hash of the bytes a receiver
@@ -73,9 +76,14 @@ class ClipSpec:
 
 @dataclass(frozen=True)
 class SweepAudioSpec:
+    """The audio clip (named for the sweeping tone it was before it became voice-like; see voice_like_samples)."""
+
     seconds: float = 10.0
-    bitrate: int = 32_000
+    bitrate: int = 32_000  # Chrome's default for mono Opus (libwebrtc kOpusBitrateFbBps)
     seed: int = 1
+    # > 0: Opus in-band FEC on, libopus told to expect this much packet loss (Chrome's
+    # encoder enables FEC for useinbandfec=1 and sets the loss from receiver reports)
+    fec_loss_percent: int = 0
 
 
 def frame_key(data: bytes) -> bytes:
@@ -193,8 +201,36 @@ def encode_video(spec: ClipSpec) -> EncodedClip:
                        keyframes=[bool(p.is_keyframe) for p in encoded], meta=asdict(spec))
 
 
+def voice_like_samples(spec: SweepAudioSpec, sample_rate: int = 48_000, frame_size: int = 960) -> np.ndarray:
+    """int16 mono samples, a whole number of frames: voiced speech as far as Opus's SILK VAD can tell.
+
+    SILK codes LBRR (in-band FEC) only after frames its voice activity detector
+    finds active, and its noise-floor tracker learns a steady tone as noise
+    within ~3 s (a sweeping tone kept LBRR in ~20 % of packets). So: harmonics
+    of a pitch gliding around 140 Hz shaped by two moving formants, a
+    syllable-rate (~4 Hz) envelope that dips without going silent, and quiet
+    seeded noise (which keeps every packet distinct).
+    """
+    count = max(1, round(spec.seconds * sample_rate / frame_size))
+    n = count * frame_size
+    t = np.arange(n) / sample_rate
+    f0 = 140 + 40 * np.sin(2 * math.pi * t / spec.seconds) + 15 * np.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * np.cumsum(f0) / sample_rate
+    f1 = 600 + 200 * np.sin(2 * math.pi * 2.9 * t)
+    f2 = 1600 + 500 * np.sin(2 * math.pi * 1.7 * t + 1)
+    voiced = np.zeros(n)
+    for k in range(1, 30):
+        fk = k * f0
+        weight = np.exp(-((fk - f1) / 250) ** 2) + 0.6 * np.exp(-((fk - f2) / 350) ** 2) + 0.05
+        voiced += np.where(fk < 4000, weight, 0.0) * np.sin(k * phase) / math.sqrt(k)
+    syllables = np.sqrt(0.5 - 0.5 * np.cos(2 * math.pi * 4.1 * t + 0.8 * np.sin(2 * math.pi * 0.5 * t)))
+    envelope = 0.2 + 0.8 * syllables
+    noise = np.random.default_rng(spec.seed).normal(0, 100, n)
+    return (voiced / np.max(np.abs(voiced)) * 6000 * envelope + noise).astype(np.int16)
+
+
 def encode_audio(spec: SweepAudioSpec) -> EncodedClip:
-    """Opus, 48 kHz mono, 20 ms packets; a tone sweeping 300-900 Hz plus quiet noise: no packet repeats."""
+    """Opus, 48 kHz mono, 20 ms packets, encoded as Chrome encodes a microphone (see SweepAudioSpec)."""
     sample_rate, frame_size = 48_000, 960
     time_base = fractions.Fraction(1, sample_rate)
     codec = av.CodecContext.create("libopus", "w")
@@ -203,13 +239,15 @@ def encode_audio(spec: SweepAudioSpec) -> EncodedClip:
     codec.format = "s16"
     codec.bit_rate = spec.bitrate
     codec.time_base = time_base
-    count = max(1, round(spec.seconds * sample_rate / frame_size))
-    n = count * frame_size
-    t = np.arange(n) / sample_rate
-    freq = 600 + 300 * np.sin(2 * math.pi * t / spec.seconds)
-    phase = 2 * math.pi * np.cumsum(freq) / sample_rate
-    noise = np.random.default_rng(spec.seed).normal(0, 300, n)
-    samples = (np.sin(phase) * 3000 + noise).astype(np.int16)
+    # libwebrtc opens mono Opus as OPUS_APPLICATION_VOIP; ffmpeg's default ("audio") picks CELT-only
+    # for part of the clip, which cannot carry LBRR. LBRR needs both FEC on and an expected loss > 0.
+    # (PyAV accepts unknown option names silently: tests/loadtest/test_audio_fec.py checks these act.)
+    options = {"application": "voip"}
+    if spec.fec_loss_percent > 0:
+        options |= {"fec": "1", "packet_loss": str(spec.fec_loss_percent)}
+    codec.options = options
+    samples = voice_like_samples(spec, sample_rate, frame_size)
+    count = len(samples) // frame_size
     encoded: list[av.Packet] = []
     for index in range(count):
         chunk = samples[index * frame_size:(index + 1) * frame_size].reshape(1, -1)
@@ -221,6 +259,82 @@ def encode_audio(spec: SweepAudioSpec) -> EncodedClip:
     return EncodedClip(kind="audio", codec="opus", time_base=time_base, duration=len(packets) * frame_size,
                        packets=packets, pts=[i * frame_size for i in range(len(packets))],
                        keyframes=[True] * len(packets), meta=asdict(spec))
+
+
+# --- Opus in-band FEC (LBRR) ---------------------------------------------------------------------
+
+
+class _RangeDecoder:
+    """The start of Opus's range decoder (RFC 6716 section 4.1): init, normalize, single bits."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 1
+        b0 = data[0] if data else 0  # an empty frame decodes as zeros (4.1.1)
+        self.rng = 128
+        self.val = 127 - (b0 >> 1)
+        self._rem = b0 & 1  # the first byte's low bit, kept for the next renormalization
+        self._normalize()
+
+    def _normalize(self) -> None:
+        # 4.1.2.1: until rng > 2**23, shift in a byte: the left-over bit on top, then its top 7 bits
+        while self.rng <= 1 << 23:
+            self.rng <<= 8
+            byte = self._data[self._pos] if self._pos < len(self._data) else 0
+            self._pos += 1
+            sym = ((self._rem << 7) | (byte >> 1)) & 0xFF
+            self._rem = byte & 1
+            self.val = ((self.val << 8) + (255 - sym)) & 0x7FFFFFFF
+
+    def bit_logp(self, logp: int) -> bool:
+        """ec_dec_bit_logp (4.1.3.2): a "1" has probability 1 / 2**logp.
+
+        It is ec_decode(ft = 2**logp) then ec_dec_update with (ft-1, ft, ft) for "1" or
+        (0, ft-1, ft) for "0". With s = rng // ft, ec_decode's fs reaches ft-1 exactly when
+        val // s == 0; the "1" update leaves val and sets rng = s, the "0" update
+        subtracts s from both.
+        """
+        s = self.rng >> logp
+        one = self.val < s
+        if one:
+            self.rng = s
+        else:
+            self.val -= s
+            self.rng -= s
+        self._normalize()
+        return one
+
+
+def opus_has_lbrr(payload: bytes) -> bool:
+    """Whether an Opus packet carries LBRR (in-band FEC: a low-bitrate copy of the previous frame).
+
+    TOC byte (RFC 6716 3.1): config = top 5 bits; 0-11 SILK-only (10/20/40/60 ms),
+    12-15 hybrid (10/20 ms), 16-31 CELT-only (no LBRR ever); bit 2 stereo; low 2
+    bits the frame-count code. Only code 0 (one frame, the rest of the packet) is
+    read here - what a 20 ms Opus encoder emits. The SILK layer starts with the
+    header flags (4.2.3), each ec_dec_bit_logp(1): one VAD flag per SILK frame (1
+    for 10/20 ms, 2 for 40 ms, 3 for 60 ms), then the LBRR flag; for stereo the
+    same again for the side channel.
+    """
+    if len(payload) < 2:
+        return False
+    toc = payload[0]
+    config, stereo, code = toc >> 3, bool(toc & 0x04), toc & 0x03
+    if config >= 16 or code != 0:
+        return False
+    silk_frames = 1 if config >= 12 else {0: 1, 1: 1, 2: 2, 3: 3}[config % 4]
+    decoder = _RangeDecoder(payload[1:])
+    lbrr = False
+    for _channel in range(2 if stereo else 1):
+        for _frame in range(silk_frames):
+            decoder.bit_logp(1)  # VAD flag
+        lbrr = decoder.bit_logp(1) or lbrr
+    return lbrr
+
+
+def lbrr_flags(clip: EncodedClip) -> str:
+    """Per clip packet "1" if it carries LBRR (of the packet before it), else "0"."""
+    return "".join("1" if opus_has_lbrr(p) else "0" for p in clip.packets)
 
 
 def encode_keyframe_variants(spec: ClipSpec, regular: EncodedClip) -> EncodedClip:
@@ -258,7 +372,7 @@ def encode_keyframe_variants(spec: ClipSpec, regular: EncodedClip) -> EncodedCli
 def _cached(name: str, spec: Any, encode: Callable[[], EncodedClip], cache_dir: Optional[Path]) -> EncodedClip:
     if cache_dir is None:
         return encode()
-    key = json.dumps({"type": name, **asdict(spec), "av": av.__version__, "v": 3}, sort_keys=True)
+    key = json.dumps({"type": name, **asdict(spec), "av": av.__version__, "v": 4}, sort_keys=True)
     path = Path(cache_dir) / f"loadtest-{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.clip"
     if path.exists():
         try:

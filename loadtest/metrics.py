@@ -18,8 +18,15 @@ Definitions (the report repeats them):
   this one, once at least 5 intervals were seen. Frozen time is the sum of
   those intervals. The interval from the last frame to the window's end is
   evaluated too, so a stream that stops is not silently left out.
-- audio in time: the packet arrived within the playout deadline after it was
-  sent (default 200 ms; see AUDIO_DEADLINE_S).
+- audio in time: the packet can be played at its playout deadline (sent +
+  AUDIO_DEADLINE_S, 200 ms by default): the packet itself, or a RED copy of it
+  (inside the next packet, where red was negotiated), arrived by then; or else
+  the next packet of the clip (sent ~20 ms later) arrived by then and carries
+  Opus in-band FEC (LBRR), which the receiver (libwebrtc's NetEq) decodes in its
+  place. An FEC frame is a low-bitrate copy (SILK at a fraction of the
+  bitrate): played, but worse than the packet; `fec` counts these separately.
+  Credit needs the received bytes to be the clip's (so never through a server
+  that re-encodes) and the clip's own LBRR flags.
 """
 
 from __future__ import annotations
@@ -111,13 +118,14 @@ class SendLog:
 
     def __init__(self, sends: Iterable[tuple[int, float]]) -> None:
         self._by_index: dict[int, list[float]] = {}
-        self.times: list[float] = []
+        self._sends: list[tuple[float, int]] = []
         for index, t in sends:
             self._by_index.setdefault(index, []).append(t)
-            self.times.append(t)
+            self._sends.append((t, index))
         for times in self._by_index.values():
             times.sort()
-        self.times.sort()
+        self._sends.sort()
+        self.times: list[float] = [t for t, _ in self._sends]
 
     def match(self, index: int, received_at: float) -> Optional[float]:
         """The send this receive belongs to: latest send of that clip frame not after it."""
@@ -133,18 +141,35 @@ class SendLog:
     def sent_between(self, start: float, end: float) -> int:
         return bisect.bisect_left(self.times, end) - bisect.bisect_left(self.times, start)
 
+    def sends_between(self, start: float, end: float) -> list[tuple[float, int]]:
+        """(send time, clip index) of the sends in [start, end), in time order."""
+        return self._sends[bisect.bisect_left(self.times, start):bisect.bisect_left(self.times, end)]
 
-def first_by_send(events: Iterable[Sequence], log: SendLog) -> dict[float, float]:
-    """send time -> first event time, for events (clip index, time, ...) that match a send."""
-    out: dict[float, float] = {}
+    def next_send(self, index: int, after: float) -> Optional[float]:
+        """The first send of that clip frame after `after`."""
+        times = self._by_index.get(index)
+        if not times:
+            return None
+        i = bisect.bisect_right(times, after)
+        return times[i] if i < len(times) else None
+
+
+def first_event_by_send(events: Iterable[Sequence], log: SendLog) -> dict[float, Sequence]:
+    """send time -> the earliest event (clip index, time, ...) matching that send."""
+    out: dict[float, Sequence] = {}
     for event in events:
         index, t = event[0], event[1]
         if index < 0:
             continue
         sent = log.match(index, t)
-        if sent is not None and (sent not in out or t < out[sent]):
-            out[sent] = t
+        if sent is not None and (sent not in out or t < out[sent][1]):
+            out[sent] = event
     return out
+
+
+def first_by_send(events: Iterable[Sequence], log: SendLog) -> dict[float, float]:
+    """send time -> first event time, for events (clip index, time, ...) that match a send."""
+    return {sent: event[1] for sent, event in first_event_by_send(events, log).items()}
 
 
 # --- per stream ------------------------------------------------------------------------------------
@@ -201,13 +226,46 @@ def video_stream_metrics(stream: dict, log: SendLog, window: Window, started_at:
     }
 
 
-def audio_stream_metrics(stream: dict, log: SendLog, window: Window, deadline_s: float = AUDIO_DEADLINE_S) -> dict:
+def audio_stream_metrics(stream: dict, log: SendLog, window: Window, deadline_s: float = AUDIO_DEADLINE_S,
+                         lbrr: Optional[str] = None) -> dict:
+    """Audio in time for one subscriber from one publisher (see the module docstring).
+
+    `stream["arrivals"]`: [clip index, time] per packet received, [index, time, 1]
+    for a copy inside a RED payload. `lbrr`: per clip index "1" where that clip
+    packet carries FEC for the one before it (None: no FEC credit). A packet
+    played from FEC counts in `packets_in_time` and `packets_fec`; one whose
+    first timely copy was a RED block counts in `packets_red`.
+    """
     sent = log.sent_between(window.start, window.end)
-    arrivals = first_by_send(stream.get("arrivals", []), log)
-    delays = [t - s for s, t in arrivals.items() if s in window]
-    in_time = sum(1 for d in delays if d <= deadline_s)
-    by_deadline = {ms: sum(1 for d in delays if d <= ms / 1000) for ms in AUDIO_DEADLINES_REPORTED_MS}
+    first = first_event_by_send(stream.get("arrivals", []), log)
+    arrival = {s: e[1] for s, e in first.items()}
+    in_window = log.sends_between(window.start, window.end)
+    delays = [arrival[s] - s for s, _ in in_window if s in arrival]
+
+    def fec_arrival(index: int, s: float) -> Optional[float]:
+        """When the next clip packet (same loop), carrying LBRR, first arrived; None if it does not qualify."""
+        if lbrr is None or index + 1 >= len(lbrr) or lbrr[index + 1] != "1":
+            return None
+        nxt = log.next_send(index + 1, s)
+        return None if nxt is None else arrival.get(nxt)
+
+    def playable(index: int, s: float, deadline: float) -> tuple[bool, bool]:
+        """(played at all, played from FEC) with this playout deadline."""
+        t = arrival.get(s)
+        if t is not None and t - s <= deadline:
+            return True, False
+        t_next = fec_arrival(index, s)
+        return (True, True) if t_next is not None and t_next - s <= deadline else (False, False)
+
+    outcome = [playable(i, s, deadline_s) for s, i in in_window]
+    in_time = sum(1 for ok, _ in outcome if ok)
+    fec = sum(1 for ok, from_fec in outcome if from_fec)
+    red = sum(1 for (s, _), (ok, from_fec) in zip(in_window, outcome)
+              if ok and not from_fec and len(first[s]) > 2 and first[s][2])
+    by_deadline = {ms: sum(1 for s, i in in_window if playable(i, s, ms / 1000)[0])
+                   for ms in AUDIO_DEADLINES_REPORTED_MS}
     return {"packets_sent": sent, "packets_arrived": len(delays), "packets_in_time": in_time,
+            "packets_fec": fec, "packets_red": red,
             "in_time_ratio": round(in_time / sent, 4) if sent else None, "delay_s": delays,
             "in_time_by_deadline": by_deadline}
 
@@ -221,6 +279,8 @@ def run_metrics(record: dict, deadline_s: float = AUDIO_DEADLINE_S) -> dict:
     joins = {p["id"]: p["join_started"] for p in record["participants"]}
     logs = {(pub, kind): SendLog((i, t) for i, t in sends[kind])
             for pub, sends in record["sends"].items() for kind in ("video", "audio")}
+    audio_settings = record.get("audio") or {}
+    lbrr = audio_settings.get("lbrr")  # the clip's LBRR flags (every publisher sends the same audio clip)
     video, audio = [], []
     for stream in record["streams"]:
         pub, sub = stream["publisher"], stream["subscriber"]
@@ -231,9 +291,15 @@ def run_metrics(record: dict, deadline_s: float = AUDIO_DEADLINE_S) -> dict:
             m = video_stream_metrics(stream, log, window, max(joins.get(pub, 0.0), joins.get(sub, 0.0)))
             video.append({"subscriber": sub, "publisher": pub, "probe": stream.get("probe", False), **m})
         else:
-            m = audio_stream_metrics(stream, log, window, deadline_s)
-            audio.append({"subscriber": sub, "publisher": pub, **m})
-    return pool(video, audio, window, deadline_s)
+            m = audio_stream_metrics(stream, log, window, deadline_s, lbrr=lbrr)
+            audio.append({"subscriber": sub, "publisher": pub, "red": stream.get("red", False), **m})
+    figures = pool(video, audio, window, deadline_s)
+    # red_enabled: the client would accept red; red_streams: audio streams whose answer did (the server offered it)
+    figures["summary"]["audio_protection"] = {
+        "red_enabled": bool(audio_settings.get("red")), "red_streams": sum(1 for s in audio if s["red"]),
+        "fec_loss_percent": audio_settings.get("fec_loss_percent", 0),
+        "lbrr_share": round(lbrr.count("1") / len(lbrr), 4) if lbrr else 0.0}
+    return figures
 
 
 def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float) -> dict:
@@ -247,6 +313,8 @@ def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float
     firsts = [s["first_frame_s"] for s in video if s["first_frame_s"] is not None]
     audio_sent = sum(s["packets_sent"] for s in audio)
     audio_in_time = sum(s["packets_in_time"] for s in audio)
+    audio_fec = sum(s["packets_fec"] for s in audio)
+    audio_red = sum(s["packets_red"] for s in audio)
     probes = [s for s in video if s["probe"]]
     g2g = gather("g2g_s", probes)
     pooled = {
@@ -265,6 +333,9 @@ def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float
         "audio_in_time_by_deadline_ms": {
             str(ms): round(sum(s["in_time_by_deadline"][ms] for s in audio) / audio_sent, 4) if audio_sent else None
             for ms in AUDIO_DEADLINES_REPORTED_MS},
+        # shares of packets sent played from Opus FEC (a lower-quality copy) / first in time as a RED copy
+        "audio_fec_ratio": round(audio_fec / audio_sent, 4) if audio_sent else None,
+        "audio_red_ratio": round(audio_red / audio_sent, 4) if audio_sent else None,
         "audio_delay_ms": summary_ms(gather("delay_s", audio)),
         "audio_deadline_ms": round(deadline_s * 1000),
         "video_streams": len(video),

@@ -21,6 +21,10 @@ in real time, which aiortc's RTCRtpSender packetizes without encoding. On top:
   the track, which moves to the highest rung at most TARGET_SHARE of that target;
   a switch starts on a keyframe of the new rung (its keyframe variant, or else
   its next regular keyframe), as an encoder's resolution/bitrate change does.
+- RED: when the answer negotiated red first (loadtest.red_audio.send_red calls
+  use_red), an audio track returns each packet as an RFC 2198 payload carrying
+  the current Opus packet and the previous one sent, as Chrome does
+  (redundancy distance 1); `sends` still logs the current clip index only.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from loadtest.preencoded import EncodedClip
+from media.red import build_red
 
 
 # Aim below the estimate, as congestion controllers do, so queues can drain.
@@ -87,6 +92,13 @@ class StampedClipTrack(MediaStreamTrack):
         self.keyframe_requests = 0
         self.keyframes_on_request = 0
         self.max_late_s = 0.0
+        self._red_opus_pt: Optional[int] = None  # set: wrap audio packets in RED with this primary type
+        self._previous: Optional[tuple[int, bytes]] = None  # (pts, payload) of the packet sent last
+
+    def use_red(self, opus_payload_type: int) -> None:
+        """Send RED from now on: each packet also carries the previous one (audio only)."""
+        if self.kind == "audio":
+            self._red_opus_pt = opus_payload_type
 
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
@@ -161,6 +173,12 @@ class StampedClipTrack(MediaStreamTrack):
             if not clip.keyframes[index]:
                 data = self._keyframes.packets[index]
                 self.keyframes_on_request += 1
+        if self.kind == "audio":
+            current = data
+            if self._red_opus_pt is not None:
+                previous = [(pts - self._previous[0], self._previous[1])] if self._previous is not None else []
+                data = build_red(self._red_opus_pt, current, previous)
+            self._previous = (pts, current)
         packet = av.Packet(data)
         packet.pts = pts
         packet.time_base = clip.time_base
@@ -172,6 +190,8 @@ class StampedClipTrack(MediaStreamTrack):
     def counters(self) -> dict:
         out = {"sent": len(self.sends), "keyframe_requests": self.keyframe_requests,
                "keyframes_on_request": self.keyframes_on_request, "max_late_ms": round(self.max_late_s * 1000, 1)}
+        if self.kind == "audio":
+            out["red"] = self._red_opus_pt is not None
         if len(self._rungs) > 1:
             out |= {"rung": self._rung, "rung_kbps": round(self._rungs[self._rung].bitrate / 1000),
                     "rung_switches": self.rung_switches,

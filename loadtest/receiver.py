@@ -25,6 +25,10 @@ process:
       Chrome. Audio: NACKed like libwebrtc's voice engine does when the server
       negotiated it, while the packet can still be played; arrival times are
       measured against a playout deadline (no NetEq model).
+  RED (loadtest.red_audio, where the answer accepted red): each block of a RED
+  payload counts as an arrival of the packet it copies (a malformed payload as
+  nothing), and aiortc's jitter buffer gets the primary as plain Opus. Whether
+  Opus in-band FEC could stand in for a late packet is decided by the metrics.
 - `get_decoder` -> MeasuringDecoder: records when each released frame reached
   the decoder thread, whether its reference chain was intact (frames released
   with a broken chain count as not delivered), and, on probe receivers, really
@@ -38,10 +42,11 @@ by the index drawn into the picture, read after decoding.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import av
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -50,6 +55,10 @@ from aiortc.rtp import RtpPacket
 from loadtest.clips import frame_key, luma_of, read_marker
 from loadtest.frames import CODEC_HELPERS, AssembledFrame, FrameAssembler
 from loadtest.playout import PlayoutClock
+from media.red import RedError, parse_red
+
+if TYPE_CHECKING:
+    from loadtest.red_audio import RedCodec
 
 MODES = ("aiortc", "browser")
 NACK_RETRY_S = 0.100  # libwebrtc kDefaultRttMs
@@ -72,7 +81,10 @@ class StreamRecord:
     complete: list[list] = field(default_factory=list)  # [index, t, keyframe]
     rendered: list[list] = field(default_factory=list)  # [index, t, chain_ok]
     decoded: list[list] = field(default_factory=list)  # [index, t]
-    arrivals: list[list] = field(default_factory=list)  # audio: [index, t]
+    arrivals: list[list] = field(default_factory=list)  # audio: [index, t] or [index, t, 1] for a RED copy
+    red: bool = False  # audio: the answer accepted red (the server may send RED payloads)
+    red_packets: int = 0
+    red_malformed: int = 0
     decode_errors: int = 0
     keyframe_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -85,7 +97,9 @@ class StreamRecord:
             return {"subscriber": self.subscriber, "mid": self.mid, "kind": self.kind, "probe": self.probe,
                     "complete": list(self.complete), "rendered": list(self.rendered),
                     "decoded": list(self.decoded), "arrivals": list(self.arrivals),
-                    "decode_errors": self.decode_errors, "keyframe_requests": self.keyframe_requests}
+                    "decode_errors": self.decode_errors, "keyframe_requests": self.keyframe_requests,
+                    **({"red": self.red, "red_packets": self.red_packets, "red_malformed": self.red_malformed}
+                       if self.kind == "audio" else {})}
 
 
 @dataclass
@@ -133,6 +147,7 @@ class InstrumentedBuffer:
         self._last_request = float("-inf")
         self.nack: Optional[RetryingNackGenerator] = None  # browser mode, video: set by equip()
         self.playout = PlayoutClock()  # browser mode: when each released frame is shown
+        self.red: Optional[RedCodec] = None  # audio: set once red is negotiated (loadtest.red_audio)
 
     @property
     def capacity(self) -> int:
@@ -140,9 +155,16 @@ class InstrumentedBuffer:
 
     def attach(self, record: StreamRecord) -> None:
         self.record = record
+        record.red = self.red is not None
         if self.is_video:
             is_keyframe, self._starts_frame = CODEC_HELPERS[record.codec]
             self.assembler = _ObservingAssembler(record, is_keyframe)
+
+    def use_red(self, red: RedCodec) -> None:
+        """red was negotiated: unwrap its payload type from now on."""
+        self.red = red
+        if self.record is not None:
+            self.record.red = True
 
     def add(self, packet: RtpPacket) -> tuple[bool, Optional[Any]]:
         record = self.record
@@ -150,6 +172,8 @@ class InstrumentedBuffer:
         if record is None:
             return self.stock.add(packet)
         if not self.is_video:
+            if self.red is not None and packet.payload_type == self.red.red_pt:
+                return self._add_red(packet, now)
             record.arrivals.append([record.index_of(packet._data), now])
             return self.stock.add(packet)
         released = self.assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data,
@@ -165,6 +189,28 @@ class InstrumentedBuffer:
         if pli:
             record.keyframe_requests += 1
         return pli, frame
+
+    def _add_red(self, packet: RtpPacket, now: float) -> tuple[bool, Optional[Any]]:
+        """A RED payload: every block is an arrival of the packet it copies; the primary goes on as Opus.
+
+        A redundant copy arriving is that packet arriving (the metrics take the
+        first arrival of each send, so a copy of a packet already here changes nothing).
+        """
+        record = self.record
+        record.red_packets += 1
+        try:
+            blocks = parse_red(packet._data)
+        except RedError:
+            record.red_malformed += 1
+            return False, None  # unusable: the packet counts as lost
+        for block in blocks[:-1]:
+            record.arrivals.append([record.index_of(block.data), now, 1])
+        primary = blocks[-1].data
+        record.arrivals.append([record.index_of(primary), now])
+        plain = copy.copy(packet)
+        plain.payload_type = self.red.opus_pt
+        plain.payload = plain._data = primary
+        return self.stock.add(plain)
 
     def _browser_release(self, released: list[AssembledFrame], now: float) -> tuple[bool, Optional[Any]]:
         record = self.record
