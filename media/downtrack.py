@@ -183,6 +183,7 @@ class DownTrack:
         return {
             "packets": self.packets_sent, "retransmitted": self.retransmitted, "copies": self.copies_sent,
             "nacks_received": self.nacks_received, "plis_received": self.plis_received,
+            "stale_nack_keyframes": self.stale_nack_keyframes,
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
         }

@@ -112,6 +112,7 @@ class PublishedTrack:
         self.packets_dropped = 0
         self.nack_copies_sent = 0
         self.red_packets = 0
+        self.red_distance = 0  # the most earlier frames one RED packet carried (Chrome: 1 by default)
         self.red_recovered = 0  # packets the uplink lost that a RED copy brought back
         self.last_codec: Optional[RTCRtpCodecParameters] = None
 
@@ -218,6 +219,7 @@ class PublishedTrack:
         except RedError:
             self.packets_dropped += 1
             return
+        self.red_distance = max(self.red_distance, len(blocks) - 1)
         primary = blocks[-1]
         codec = self.codecs.get(primary.payload_type)
         if codec is None or codec.payloadType in self._red_types or not primary.data:
@@ -326,7 +328,7 @@ class PublishedTrack:
         return {
             "packets": self.packets_received, "dropped": self.packets_dropped,
             "codec": self.last_codec.mimeType if self.last_codec else None,
-            "red": self._red_codec is not None, "red_packets": self.red_packets,
+            "red": self._red_codec is not None, "red_packets": self.red_packets, "red_distance": self.red_distance,
             "red_recovered": self.red_recovered, "nack": self.nack_stats,
             "keyframe_requests": self.keyframe_requests_sent,
         }
