@@ -276,13 +276,14 @@ class LoadClient:
 
 async def client_main(config: dict[str, Any]) -> None:
     from loadtest import receiver
-    from loadtest.publisher import install_keyframe_hook, install_bandwidth_hook
+    from loadtest.publisher import install_bandwidth_hook, install_keyframe_hook, install_retransmission_guard
     from media.ice import restrict_host_addresses
 
     restrict_host_addresses(["127.0.0.1"])
     receiver.install(config["receiver"])
     install_keyframe_hook()
     install_bandwidth_hook()
+    install_retransmission_guard()
     client = LoadClient(config)
     lag_watch = asyncio.ensure_future(client.watch_loop_lag())
     try:

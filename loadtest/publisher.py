@@ -21,6 +21,11 @@ in real time, which aiortc's RTCRtpSender packetizes without encoding. On top:
   the track, which moves to the highest rung at most TARGET_SHARE of that target;
   a switch starts on a keyframe of the new rung (its keyframe variant, or else
   its next regular keyframe), as an encoder's resolution/bitrate change does.
+- retransmissions: libwebrtc resends a packet at most once per RTT however many
+  NACKs name it (RtpPacketHistory: "already resent within too short time
+  window"); aiortc resends on every NACK, which would make NACK copies and
+  re-NACKs look better than they are with a browser. install_retransmission_guard()
+  applies libwebrtc's rule (no limit until an RTT is measured, as there).
 - RED: when the answer negotiated red first (loadtest.red_audio.send_red calls
   use_red), an audio track returns each packet as an RFC 2198 payload carrying
   the current Opus packet and the previous one sent, as Chrome does
@@ -245,3 +250,38 @@ def install_bandwidth_hook() -> None:
 
     _handle_rtcp_packet._loadtest_hook = True
     RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet
+
+
+class ResendGuard:
+    """libwebrtc's rule: a packet already resent is not resent again within one RTT."""
+
+    def __init__(self) -> None:
+        self._resent: dict[int, float] = {}
+        self.suppressed = 0
+
+    def allow(self, sequence_number: int, now: float, rtt_s: Optional[float]) -> bool:
+        last = self._resent.get(sequence_number)
+        if rtt_s is not None and last is not None and now - last < rtt_s:
+            self.suppressed += 1
+            return False
+        if len(self._resent) > 4096:  # forget packets long past any retransmission
+            self._resent = {s: t for s, t in self._resent.items() if now - t <= 2.0}
+        self._resent[sequence_number] = now
+        return True
+
+
+def install_retransmission_guard() -> None:
+    """In this process, an aiortc sender resends a packet at most once per measured RTT, like libwebrtc."""
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    if getattr(RTCRtpSender._retransmit, "_loadtest_hook", False):
+        return
+    original = RTCRtpSender._retransmit
+
+    async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
+        guard = self.__dict__.setdefault("_loadtest_resend_guard", ResendGuard())
+        if guard.allow(sequence_number, time.monotonic(), self._RTCRtpSender__rtt):
+            await original(self, sequence_number)
+
+    _retransmit._loadtest_hook = True
+    RTCRtpSender._retransmit = _retransmit

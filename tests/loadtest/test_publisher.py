@@ -61,3 +61,16 @@ async def test_a_switch_starts_on_a_keyframe_of_the_new_rung(monkeypatch):
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+def test_a_packet_is_resent_at_most_once_per_rtt_like_libwebrtc():
+    from loadtest.publisher import ResendGuard
+
+    guard = ResendGuard()
+    assert guard.allow(7, now=0.0, rtt_s=0.1)
+    assert not guard.allow(7, now=0.05, rtt_s=0.1)  # a NACK copy or an early re-NACK: ignored
+    assert guard.allow(8, now=0.05, rtt_s=0.1)  # other packets are not held back
+    assert guard.allow(7, now=0.11, rtt_s=0.1)  # a round trip later it may be lost again
+    assert guard.allow(9, now=0.0, rtt_s=None) and guard.allow(9, now=0.01, rtt_s=None)  # no RTT yet: no limit
+    assert guard.suppressed == 1
+
