@@ -40,7 +40,7 @@ from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
-from .nack_generator import NackGenerator
+from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
 from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
@@ -98,7 +98,7 @@ class PublishedTrack:
         self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
-        self._nack = NackGenerator()
+        self._nack = NackGenerator(deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S)
         self._nack_timer: Optional[asyncio.TimerHandle] = None
         self._rtt_s = rtt_s
         self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" else None
