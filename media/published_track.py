@@ -196,13 +196,20 @@ class PublishedTrack:
                 return  # padding-only probe or unknown association: nothing to forward
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=media_ssrc)
             codec = self.codecs[apt]
+            retransmitted = True
         elif not packet.payload:
             return  # padding-only packet on the media SSRC (bandwidth probe)
+        else:
+            retransmitted = False
 
         self.media_ssrc = packet.ssrc
         if self._stats is None:
             self._stats = StreamStatistics(codec.clockRate)
-        self._stats.add(packet)  # what really arrived: the publisher's loss control needs the true loss
+        if not retransmitted:
+            # Receiver reports count first transmissions only, as libwebrtc's do (a packet
+            # recovered over RTX is not "received" on the media SSRC): the publisher's
+            # congestion control must see the link's real loss to back off from it.
+            self._stats.add(packet)
 
         now = time.monotonic()
         if codec.payloadType in self._red_types:

@@ -149,3 +149,32 @@ async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
     assert downtrack.stale_nack_keyframes == 1
     assert downtrack.source._keyframes.requested_count == asked + 1
     assert downtrack.retransmitted >= 4  # every NACK was still answered
+
+
+async def test_receiver_reports_show_the_uplink_loss_that_retransmission_repaired(sfu):
+    """As libwebrtc's receivers do, packets recovered over RTX are not counted as received in
+    the RR to the publisher: its congestion control must see the link's real loss."""
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+    track = sfu.services.rooms.live["r1"].media.peers[patient.id].published["video"]
+    media_ssrc = track.media_ssrc
+    lost_before = track._stats.packets_lost
+
+    rng = random.Random(5)
+    dropped = []
+
+    def lossy_originals(packet) -> bool:
+        if packet.ssrc == media_ssrc and rng.random() < 0.15:
+            dropped.append(packet.sequence_number)
+            return False
+        return True  # retransmissions (RTX) all arrive
+
+    tap_outgoing_rtp(patient.pc.getTransceivers()[0].sender.transport, lossy_originals)
+    await doctor.wait_for_frames(patient.id, "video", 60, timeout=20)
+
+    assert len(dropped) > 10
+    assert track.nack_stats["recovered"] >= len(dropped) * 0.8  # repaired ...
+    lost = track._stats.packets_lost - lost_before
+    assert lost >= len(dropped) * 0.8, (lost, len(dropped))  # ... and still reported as lost
