@@ -15,11 +15,11 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, TypeVar
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc import sdp as aiortc_sdp
 
 from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
@@ -31,6 +31,8 @@ from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 
 logger = logging.getLogger(__name__)
+
+RtpParameters = TypeVar("RtpParameters", RTCRtpReceiveParameters, RTCRtpSendParameters)
 
 KINDS = ("audio", "video")
 MAX_SLOT_PAIRS = 16
@@ -147,7 +149,7 @@ class MediaPeer:
 
         take_over_receiver(transceiver, make_track, started)
 
-    def _with_red(self, transceiver: RTCRtpTransceiver, parameters):
+    def _with_red(self, transceiver: RTCRtpTransceiver, parameters: RtpParameters) -> RtpParameters:
         """The negotiated parameters plus RED, when the answer accepted it for this m-section."""
         red = self._red_by_mid.get(transceiver.mid or "")
         if red is None or any(c.payloadType == red[0] for c in parameters.codecs):
