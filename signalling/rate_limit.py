@@ -1,4 +1,4 @@
-"""A token bucket per WebSocket, and the rule for when a flood ends the session."""
+"""A rate limit per WebSocket, and the rule for when a flood ends the session."""
 
 from __future__ import annotations
 
@@ -6,23 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._clock = clock
-        self._updated = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+# One token bucket for the project (the annotation limiter's, which also takes a cost).
+from annotate.limits import TokenBucket
 
 
 class FloodGuard:
