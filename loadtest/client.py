@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,13 +31,10 @@ LAG_PROBE_S = 0.01
 
 
 def _participant_class():
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.rtcconfiguration import RTCBundlePolicy
-
     from loadtest.impaired_transport import impair
     from loadtest.participant import SyntheticParticipant
     from loadtest.receiver import StreamRecord, buffer_of, equip
-    from loadtest.red_audio import RedCodec, add_red_to_answer, receive_red, send_red
+    from loadtest.red_audio import RedCodec, answer_with_red
 
     class LoadParticipant(SyntheticParticipant):
         """A synthetic participant whose transport is impaired and whose receivers record.
@@ -62,13 +58,13 @@ def _participant_class():
             self.join_started = time.monotonic()
             return await super().join(timeout)
 
+        def _new_peer_connection(self):
+            pc = super()._new_peer_connection()
+            if self.audio_red:
+                pc.createAnswer = answer_with_red(pc, lambda: self._offer_sdp, self.red_mids)
+            return pc
+
         async def _answer(self, offer: dict) -> None:
-            if self.pc is None and self.audio_red:
-                # Made here, as SyntheticParticipant makes it, so that createAnswer can be wrapped: senders and
-                # receivers must know about red before setLocalDescription starts them.
-                self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-                self.pc.on("track", self._on_track)
-                self.pc.createAnswer = self._answer_with_red(self.pc.createAnswer)
             self._offer_sdp = offer["sdp"]
             await super()._answer(offer)
             if self.impairment is None:
@@ -76,24 +72,6 @@ def _participant_class():
                              {t.sender.transport for t in self.pc.getTransceivers()}
                 for transport in transports:  # max-bundle: one
                     self.impairment = impair(transport, *self.links) or self.impairment
-
-        def _answer_with_red(self, create_answer: Callable[[], Awaitable[RTCSessionDescription]]
-                             ) -> Callable[[], Awaitable[RTCSessionDescription]]:
-            """createAnswer, then red accepted in the answer and wired into senders and receivers."""
-            async def answer_with_red() -> RTCSessionDescription:
-                answer = await create_answer()
-                sdp, accepted = add_red_to_answer(answer.sdp, self._offer_sdp)
-                for transceiver in self.pc.getTransceivers():
-                    red = accepted.get(transceiver.mid)
-                    if red is None or transceiver.kind != "audio":
-                        continue
-                    self.red_mids[transceiver.mid] = red
-                    if red.red_first:  # Chrome sends with the answer's first codec
-                        send_red(transceiver.sender, red)
-                    receive_red(transceiver.receiver, red)
-                return RTCSessionDescription(sdp=sdp, type=answer.type)
-
-            return answer_with_red
 
         def _on_track(self, track) -> None:
             super()._on_track(track)

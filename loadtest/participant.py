@@ -105,13 +105,17 @@ class SyntheticParticipant:
                 except asyncio.TimeoutError:
                     pass
 
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        # max-bundle: with aiortc's default (balanced) policy, an answerer given
+        # two m-lines of one kind in its first offer leaves the second on a
+        # transport that never connects.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc.on("track", self._on_track)
+        return pc
+
     async def _answer(self, offer: dict) -> None:
         if self.pc is None:
-            # max-bundle: with aiortc's default (balanced) policy, an answerer given
-            # two m-lines of one kind in its first offer leaves the second on a
-            # transport that never connects.
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-            self.pc.on("track", self._on_track)
+            self.pc = self._new_peer_connection()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         publish = offer.get("publish") or {}
         for transceiver in self.pc.getTransceivers():

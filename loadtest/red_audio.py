@@ -21,13 +21,14 @@ not added there: that would change every aiortc peer in the process), so:
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Optional
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters, RTCRtpSendParameters
 
 from loadtest.receiver import buffer_of
+from media.sdp_tweaks import join_sections, red_for_opus, section_mid, split_sections
 
 RED_NAME = "red/48000/2"
 
@@ -42,24 +43,6 @@ class RedCodec:
     red_first: bool  # red leads the answer's codec list: a Chrome-like sender then sends RED
 
 
-def _sections(sdp: str) -> tuple[list[str], list[list[str]]]:
-    """Session lines and each m-section's lines (CRLF or LF input)."""
-    session: list[str] = []
-    sections: list[list[str]] = []
-    for line in sdp.splitlines():
-        if line.startswith("m="):
-            sections.append([line])
-        elif sections:
-            sections[-1].append(line)
-        elif line:
-            session.append(line)
-    return session, sections
-
-
-def _mid(section: list[str]) -> Optional[str]:
-    return next((line[len("a=mid:"):].strip() for line in section if line.startswith("a=mid:")), None)
-
-
 def _rtpmap(section: list[str], pattern: str) -> list[int]:
     return [int(m.group(1)) for line in section if (m := re.match(rf"a=rtpmap:(\d+) {pattern}", line, re.I))]
 
@@ -67,20 +50,11 @@ def _rtpmap(section: list[str], pattern: str) -> list[int]:
 def offered_red(offer_sdp: str) -> dict[str, tuple[int, int, list[int]]]:
     """mid -> (red PT, Opus PT, the section's payload types in order) for audio m-sections offering red for Opus."""
     found: dict[str, tuple[int, int, list[int]]] = {}
-    for section in _sections(offer_sdp)[1]:
-        if not section[0].startswith("m=audio"):
-            continue
-        mid = _mid(section)
-        opus = set(_rtpmap(section, r"opus/48000"))
-        order = [int(f) for f in section[0].split()[3:] if f.isdigit()]
-        for red in _rtpmap(section, r"red/48000"):
-            fmtp = next((l for l in section if l.startswith(f"a=fmtp:{red} ")), None)
-            blocks = fmtp.split(" ", 1)[1].strip().split("/") if fmtp else []
-            # red of Opus only: every block's payload type is one Opus payload type
-            if mid is not None and blocks and all(b.isdigit() and int(b) in opus for b in blocks) \
-                    and len({int(b) for b in blocks}) == 1:
-                found[mid] = (red, int(blocks[0]), order)
-                break
+    for section in split_sections(offer_sdp)[1]:
+        mid = section_mid(section)
+        red = red_for_opus(section) if section[0].startswith("m=audio") else None
+        if mid is not None and red is not None:
+            found[mid] = (*red, [int(f) for f in section[0].split()[3:] if f.isdigit()])
     return found
 
 
@@ -92,11 +66,11 @@ def add_red_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[str, R
     Rejected (port 0) or red-less sections are left alone.
     """
     offered = offered_red(offer_sdp)
-    session, sections = _sections(answer_sdp)
+    session, sections = split_sections(answer_sdp)
     accepted: dict[str, RedCodec] = {}
-    out = list(session)
+    edited: list[list[str]] = []
     for section in sections:
-        mid = _mid(section)
+        mid = section_mid(section)
         fields = section[0].split()
         if (section[0].startswith("m=audio") and mid in offered and len(fields) > 3 and fields[1] != "0"
                 and not _rtpmap(section, r"red/")):
@@ -111,8 +85,34 @@ def add_red_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[str, R
                 first_rtpmap = next((i for i, l in enumerate(section) if l.startswith("a=rtpmap:")), len(section))
                 section[first_rtpmap:first_rtpmap] = [f"a=rtpmap:{red} {RED_NAME}", f"a=fmtp:{red} {opus}/{opus}"]
                 accepted[mid] = RedCodec(mid=mid, red_pt=red, opus_pt=opus, red_first=position == 0)
-        out.extend(section)
-    return "\r\n".join(out) + "\r\n", accepted
+        edited.append(section)
+    return join_sections(session, edited), accepted
+
+
+def answer_with_red(pc: RTCPeerConnection, offer_sdp: Callable[[], str], accepted: dict[str, RedCodec],
+                    *, receive: bool = True) -> Callable[[], Awaitable[RTCSessionDescription]]:
+    """A createAnswer for `pc` that accepts red like Chrome and wires senders (and receivers) for it.
+
+    Install it before the first setLocalDescription: aiortc starts senders and receivers
+    there, and they must know about red by then. `accepted` collects mid -> RedCodec.
+    """
+    create_answer = pc.createAnswer
+
+    async def create() -> RTCSessionDescription:
+        answer = await create_answer()
+        sdp, red_mids = add_red_to_answer(answer.sdp, offer_sdp())
+        for transceiver in pc.getTransceivers():
+            red = red_mids.get(transceiver.mid)
+            if red is None or transceiver.kind != "audio":
+                continue
+            accepted[transceiver.mid] = red
+            if red.red_first:  # Chrome sends with the answer's first codec
+                send_red(transceiver.sender, red)
+            if receive:
+                receive_red(transceiver.receiver, red)
+        return RTCSessionDescription(sdp=sdp, type=answer.type)
+
+    return create
 
 
 def _opus_as(codec: RTCRtpCodecParameters, payload_type: int) -> RTCRtpCodecParameters:

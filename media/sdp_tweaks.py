@@ -10,6 +10,8 @@ heavy loss without a jitter buffer on the server.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Optional
 
 OPUS_FMTP = {"minptime": "10", "useinbandfec": "1"}
 
@@ -18,21 +20,32 @@ def _opus_payload_types(lines: list[str]) -> list[str]:
     return [m.group(1) for line in lines if (m := re.match(r"a=rtpmap:(\d+) opus/48000", line, re.I))]
 
 
-def _map_audio_sections(sdp: str, edit) -> str:
-    """Apply `edit` to the lines of every audio m-section (payload types are per section)."""
-    out: list[str] = []
-    section: list[str] = []
-
-    def flush() -> None:
-        out.extend(edit(section) if section and section[0].startswith("m=audio") else section)
-
+def split_sections(sdp: str) -> tuple[list[str], list[list[str]]]:
+    """Session lines and each m-section's lines (CRLF or LF input; payload types are per section)."""
+    session: list[str] = []
+    sections: list[list[str]] = []
     for line in sdp.splitlines():
         if line.startswith("m="):
-            flush()
-            section = []
-        (section if section or line.startswith("m=") else out).append(line)
-    flush()
-    return "\r\n".join(out) + "\r\n"
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        elif line:
+            session.append(line)
+    return session, sections
+
+
+def join_sections(session: list[str], sections: list[list[str]]) -> str:
+    return "\r\n".join(session + [line for section in sections for line in section]) + "\r\n"
+
+
+def section_mid(section: list[str]) -> Optional[str]:
+    return next((line[len("a=mid:"):].strip() for line in section if line.startswith("a=mid:")), None)
+
+
+def _map_audio_sections(sdp: str, edit: Callable[[list[str]], list[str]]) -> str:
+    """Apply `edit` to the lines of every audio m-section."""
+    session, sections = split_sections(sdp)
+    return join_sections(session, [edit(s) if s[0].startswith("m=audio") else s for s in sections])
 
 
 def enable_audio_resilience(sdp: str) -> str:
@@ -99,29 +112,26 @@ def _red_section(section: list[str]) -> list[str]:
 
 
 def answered_red_by_mid(sdp: str) -> dict[str, tuple[int, int]]:
-    """mid -> (red payload type, Opus payload type) for each audio m-section that accepted red."""
+    """mid -> (red payload type, Opus payload type) for each audio m-section listing red over Opus."""
     found: dict[str, tuple[int, int]] = {}
-    for section in re.split(r"\r?\n(?=m=)", sdp):
-        if not section.startswith("m=audio"):
-            continue
-        lines = section.splitlines()
-        mid = next((l[len("a=mid:"):].strip() for l in lines if l.startswith("a=mid:")), None)
-        red = answered_red(lines)
+    for section in split_sections(sdp)[1]:
+        mid = section_mid(section)
+        red = red_for_opus(section) if section[0].startswith("m=audio") else None
         if mid is not None and red is not None:
             found[mid] = red
     return found
 
 
-def answered_red(media_lines: list[str]) -> tuple[int, int] | None:
-    """(red payload type, Opus payload type) when this answered audio m-section accepted red over Opus."""
-    opus = set(_opus_payload_types(media_lines))
-    for line in media_lines:
+def red_for_opus(section: list[str]) -> tuple[int, int] | None:
+    """(red payload type, Opus payload type) when this m-section lists red whose blocks are one Opus type."""
+    opus = set(_opus_payload_types(section))
+    for line in section:
         m = re.match(r"a=rtpmap:(\d+) red/48000", line, re.I)
         if not m:
             continue
         pt = m.group(1)
-        fmtp = next((l for l in media_lines if l.startswith(f"a=fmtp:{pt} ")), None)
+        fmtp = next((l for l in section if l.startswith(f"a=fmtp:{pt} ")), None)
         blocks = fmtp.split(" ", 1)[1].strip().split("/") if fmtp else []
-        if blocks and all(b in opus for b in blocks):
+        if blocks and len(set(blocks)) == 1 and blocks[0] in opus:
             return int(pt), int(blocks[0])
     return None

@@ -9,45 +9,28 @@ from __future__ import annotations
 
 import random
 
-from aiortc import RTCSessionDescription
-
 from loadtest.clips import SweepAudioSpec, load_or_encode
 from loadtest.participant import SyntheticParticipant
 from loadtest.publisher import StampedClipTrack
-from loadtest.red_audio import add_red_to_answer, send_red
+from loadtest.red_audio import answer_with_red
 from loadtest.sources import PatternVideoTrack
 
 from .rtp_taps import tap_incoming_rtp, tap_outgoing_rtp
 
 
 class RedAnsweringParticipant(SyntheticParticipant):
-    """Accepts red in its answers like Chrome; sends RED when it publishes a clip track."""
+    """Accepts red in its answers like Chrome; sends RED when it publishes a clip track.
+    Its receivers are left stock: this test looks at what arrives, not at decoding it."""
+
+    def _new_peer_connection(self):
+        self.red: dict = {}
+        pc = super()._new_peer_connection()
+        pc.createAnswer = answer_with_red(pc, lambda: self._offer_sdp, self.red, receive=False)
+        return pc
 
     async def _answer(self, offer: dict) -> None:
         self._offer_sdp = offer["sdp"]
-        if self.pc is None:
-            await self._make_pc()
-            create_answer = self.pc.createAnswer
-
-            async def answer_with_red() -> RTCSessionDescription:
-                answer = await create_answer()
-                sdp, accepted = add_red_to_answer(answer.sdp, self._offer_sdp)
-                for transceiver in self.pc.getTransceivers():
-                    red = accepted.get(transceiver.mid)
-                    if red is not None and red.red_first and transceiver.kind == "audio":
-                        send_red(transceiver.sender, red)
-                self.red = {**getattr(self, "red", {}), **accepted}
-                return RTCSessionDescription(sdp=sdp, type=answer.type)
-
-            self.pc.createAnswer = answer_with_red
         await super()._answer(offer)
-
-    async def _make_pc(self) -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection
-        from aiortc.rtcconfiguration import RTCBundlePolicy
-
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.pc.on("track", self._on_track)
 
 
 async def test_uplink_losses_come_back_from_red_copies(sfu):
