@@ -15,6 +15,11 @@ questions per frame:
   earlier frame since the keyframe, so one missing frame makes every later frame
   undecodable until the next keyframe.
 
+A frame is `delayed_by_retransmission` when one of its packets arrived after a
+later sequence number had: a receiver that NACKs a gap the moment it sees it
+(libwebrtc's NackRequester) had asked for that packet, and libwebrtc keeps such
+frames out of its playout-delay estimate (loadtest.playout).
+
 Used by the load-test client both as a measuring observer next to aiortc's own
 jitter buffer and as the frame buffer of its browser-like receiver.
 """
@@ -38,6 +43,7 @@ class AssembledFrame:
     keyframe: bool
     completed_at: float
     decodable_at: Optional[float] = None
+    delayed_by_retransmission: bool = False
 
 
 @dataclass(slots=True)
@@ -46,6 +52,7 @@ class _Packet:
     marker: bool
     starts_frame: bool
     data: bytes
+    late: bool  # arrived after a later sequence number: a gap the receiver NACKed
 
 
 class FrameAssembler:
@@ -78,7 +85,7 @@ class FrameAssembler:
         s = self._unwrap(seq)
         if s in self._packets or (self.last_decodable is not None and s <= self.last_decodable.last_seq):
             return []  # duplicate, or a late copy of something already used
-        self._packets[s] = _Packet(timestamp, marker, starts_frame, data)
+        self._packets[s] = _Packet(timestamp, marker, starts_frame, data, self._highest is not None and s < self._highest)
         if self._highest is None or s > self._highest:
             self._highest = s
         frame = self._try_complete(s, now)
@@ -121,8 +128,10 @@ class FrameAssembler:
         last = self._frame_end(s)
         if last is None:
             return None
-        data = b"".join(self._packets[i].data for i in range(first, last + 1))
-        frame = AssembledFrame(first, last, self._packets[first].timestamp, data, self._is_keyframe(data), now)
+        packets = [self._packets[i] for i in range(first, last + 1)]
+        data = b"".join(p.data for p in packets)
+        frame = AssembledFrame(first, last, packets[0].timestamp, data, self._is_keyframe(data), now,
+                               delayed_by_retransmission=any(p.late for p in packets))
         self._done_firsts.add(first)
         self._complete[first] = frame
         self.frames_completed += 1

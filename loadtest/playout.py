@@ -1,20 +1,30 @@
-"""When a browser would show each video frame: a playout delay that follows the network's jitter.
+"""When a browser would show each video frame: libwebrtc's playout timing, simplified.
 
-A browser does not show a frame the moment it becomes decodable: libwebrtc's
-timing module schedules each frame at its capture time (from the RTP timestamp)
-plus a target delay, and its jitter estimator raises that delay until frames
-usually arrive before their slot (the target also grows by an RTT once NACKs are
-in use). Frames therefore come out evenly spaced at the cost of latency, and
-only a frame later than its slot makes the picture stop. Freezes and
-glass-to-glass latency are measured on these render times, as Chrome's own
-freeze statistics (VideoQualityObserver) are.
+A browser does not decode a frame the moment it becomes decodable: libwebrtc's
+timing module (VCMTiming, fed by video/video_stream_buffer_controller.cc)
+schedules each frame at its capture time mapped to local time (a timestamp
+extrapolator) plus a target delay = jitter estimate + render delay, and decodes
+it then; a frame that becomes decodable after its slot is decoded at once, late.
+Three rules of libwebrtc shape the result under loss and are kept here:
 
-The estimator here is deliberately simple and documented instead of a copy of
-libwebrtc's Kalman filter: the target is the PERCENTILE-th percentile of the
-recent frames' delay beyond the smallest delay seen (the "relative delay",
-which is what a receiver without a synchronised clock can observe), over the
-last WINDOW frames, plus RENDER_DELAY_S. It rises as soon as late frames show
-up and falls only as they leave the window, like libwebrtc's.
+- frames delayed by retransmission (a packet of the frame was NACKed by this
+  receiver) feed neither the timestamp mapping nor the jitter estimate: the
+  target follows the network's jitter, not how long recovery took;
+- instead, once NACKLIMIT frames were delayed by retransmission (within
+  NACK_COUNT_TIMEOUT_S of each other), the target adds min(RTT_MULT x RTT,
+  RTT_MULT_ADD_CAP_S): one retransmission round (WebRTC-RttMult, on by default);
+- a frame later than its slot is shown when it becomes decodable.
+
+Freezes and glass-to-glass latency are measured on these times, as Chrome's own
+freeze statistics (VideoQualityObserver) are on rendered frames.
+
+The jitter estimate itself is deliberately simple and documented instead of a
+copy of libwebrtc's Kalman filter: the PERCENTILE-th percentile of the recent
+frames' delay beyond the smallest delay seen (the "relative delay", which is what
+a receiver without a synchronised clock can observe), over the last WINDOW frames
+not delayed by retransmission. It rises as soon as late frames show up and falls
+only as they leave the window. For the same jitter it is more cautious (a later
+slot) than libwebrtc's filter, whose noise threshold is ~2.3 standard deviations.
 """
 
 from __future__ import annotations
@@ -27,17 +37,28 @@ WINDOW = 300  # frames: 10 s at 30 fps
 PERCENTILE = 95
 RENDER_DELAY_S = 0.010  # libwebrtc kDefaultRenderDelayMs
 MAX_DELAY_S = 10.0  # libwebrtc's upper bound on the playout delay
+DEFAULT_RTT_S = 0.100  # libwebrtc kDefaultRtt, before a receiver has measured one
+NACK_LIMIT = 3  # libwebrtc JitterEstimator kNackLimit
+NACK_COUNT_TIMEOUT_S = 60.0  # kNackCountTimeout: the count restarts after this long without one
+RTT_MULT = 0.9  # WebRTC-RttMult defaults (rtc_base/experiments/rtt_mult_experiment.cc)
+RTT_MULT_ADD_CAP_S = 0.200
 
 
 class PlayoutClock:
-    def __init__(self, clock_rate: int = 90000) -> None:
+    def __init__(self, clock_rate: int = 90000, rtt_s: float = DEFAULT_RTT_S) -> None:
         self.clock_rate = clock_rate
+        self.rtt_s = rtt_s  # the receiver's RTT (libwebrtc uses the call's largest)
         self._last_ts: Optional[int] = None
         self._ts_unwrapped = 0
-        self._offset: Optional[float] = None  # smallest (decodable time - capture time) seen
+        self._offset: Optional[float] = None  # smallest (arrival time - capture time) seen
         self._recent: deque[float] = deque()  # relative delays, arrival order
         self._sorted: list[float] = []
+        self._jitter_s = 0.0
+        self._nacked_frames = 0
+        self._last_nacked = float("-inf")
         self._last_render = float("-inf")
+        self.frames_delayed_by_retransmission = 0
+        self.frames_late = 0  # decodable after their slot: shown late
         self.target_s = RENDER_DELAY_S
 
     def _capture_time(self, timestamp: int) -> float:
@@ -51,10 +72,8 @@ class PlayoutClock:
         self._last_ts = timestamp
         return self._ts_unwrapped / self.clock_rate
 
-    def render_time(self, timestamp: int, decodable_at: float) -> float:
-        """Schedule one frame (in decode order) and return when it is shown."""
-        captured = self._capture_time(timestamp)
-        raw = decodable_at - captured
+    def _learn(self, raw: float) -> None:
+        """A frame that arrived without retransmission: its delay teaches the jitter estimate."""
         if self._offset is None or raw < self._offset:
             self._offset = raw
         relative = raw - self._offset
@@ -64,8 +83,32 @@ class PlayoutClock:
             old = self._recent.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         k = min(len(self._sorted) - 1, int(len(self._sorted) * PERCENTILE / 100))
-        self.target_s = min(MAX_DELAY_S, self._sorted[k] + RENDER_DELAY_S)
+        self._jitter_s = self._sorted[k]
+
+    def render_time(self, timestamp: int, decodable_at: float, delayed_by_retransmission: bool = False,
+                    received_at: Optional[float] = None) -> float:
+        """Schedule one frame (in decode order) and return when it is shown.
+
+        `received_at`: when the frame's last packet arrived (default: `decodable_at`). A frame
+        complete early but waiting for an older one is timed by its own arrival, as in libwebrtc.
+        """
+        captured = self._capture_time(timestamp)
+        raw = (decodable_at if received_at is None else received_at) - captured
+        if delayed_by_retransmission:
+            self.frames_delayed_by_retransmission += 1
+            if decodable_at - self._last_nacked > NACK_COUNT_TIMEOUT_S:
+                self._nacked_frames = 0
+            self._nacked_frames += 1
+            self._last_nacked = decodable_at
+            if self._offset is None:
+                self._offset = raw  # nothing better yet; the first clean frame corrects it
+        else:
+            self._learn(raw)
+        rtt_add = min(RTT_MULT * self.rtt_s, RTT_MULT_ADD_CAP_S) if self._nacked_frames >= NACK_LIMIT else 0.0
+        self.target_s = min(MAX_DELAY_S, self._jitter_s + rtt_add + RENDER_DELAY_S)
         due = captured + self._offset + self.target_s
+        if decodable_at > due:
+            self.frames_late += 1
         shown = max(decodable_at, due, self._last_render)
         self._last_render = shown
         return shown

@@ -20,9 +20,10 @@ process:
       frame (kMaxWaitForFrame) and every 200 ms while one is awaited
       (kMaxWaitForKeyFrame); NACKs stop for packets older than a released frame
       (ClearUpTo). Each released frame is shown at its playout time
-      (loadtest.playout: capture time + a target delay that follows the jitter),
-      which is what freezes and glass-to-glass latency are measured on, as in
-      Chrome. Audio: NACKed like libwebrtc's voice engine does when the server
+      (loadtest.playout: capture time + a target delay that follows the jitter
+      of frames not delayed by retransmission, plus an RTT once NACKs are in
+      use, as libwebrtc's timing does) or when it became decodable if that is
+      later; freezes and glass-to-glass latency are measured on these times. Audio: NACKed like libwebrtc's voice engine does when the server
       negotiated it, while the packet can still be played; arrival times are
       measured against a playout deadline (no NetEq model).
   RED (loadtest.red_audio, where the answer accepted red): each block of a RED
@@ -232,7 +233,8 @@ class InstrumentedBuffer:
         frames = []
         for f in released:
             jf = JitterFrame(data=f.data, timestamp=f.timestamp)
-            jf.loadtest = (record, record.index_of(f.data), True, self.playout.render_time(f.timestamp, now))
+            shown = self.playout.render_time(f.timestamp, now, f.delayed_by_retransmission, f.completed_at)
+            jf.loadtest = (record, record.index_of(f.data), True, shown)
             frames.append(jf)
         return pli, frames[0] if len(frames) == 1 else FrameBundle(frames)
 
@@ -407,12 +409,15 @@ def _route_rtx_by_ssrc() -> None:
     RTCDtlsTransport._register_rtp_receiver = register
 
 
-def equip(receiver, buffer: InstrumentedBuffer, audio_deadline_s: float) -> None:
-    """Browser mode: audio NACK (negotiated by the server), and NACK cleanup after released frames."""
+def equip(receiver, buffer: InstrumentedBuffer, audio_deadline_s: float, rtt_s: Optional[float] = None) -> None:
+    """Browser mode: audio NACK (negotiated by the server), NACK cleanup after released frames, and the
+    path's RTT for the playout delay (a browser that also sends measures it from its receiver reports)."""
     if SETTINGS.mode != "browser":
         return
     if buffer.is_video:
         buffer.nack = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+        if rtt_s is not None:
+            buffer.playout.rtt_s = rtt_s
     else:
         receiver._RTCRtpReceiver__nack_generator = RetryingNackGenerator(max_age_s=audio_deadline_s)
 

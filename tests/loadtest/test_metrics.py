@@ -214,6 +214,8 @@ def test_a_late_retransmission_releases_the_frames_waiting_on_it():
     assert [f.timestamp // 3000 for f in later] == list(range(2, 11))
     assert all(f.decodable_at == 2.0 for f in later)
     assert all(f.completed_at == 1.0 for f in later[1:])  # complete long before, decodable only now
+    # only the frame whose packet came after later ones was NACKed (libwebrtc: delayed by retransmission)
+    assert [f.delayed_by_retransmission for f in released + later] == [False, False, True] + [False] * 8
 
 
 def test_a_lost_frame_breaks_the_chain_until_the_next_keyframe():

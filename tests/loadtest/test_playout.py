@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from loadtest.metrics import detect_freezes
-from loadtest.playout import RENDER_DELAY_S, PlayoutClock
+from loadtest.playout import NACK_COUNT_TIMEOUT_S, RENDER_DELAY_S, RTT_MULT, RTT_MULT_ADD_CAP_S, PlayoutClock
 from loadtest.receiver import NACK_RETRY_S, RetryingNackGenerator
 
 FRAME_S = 1 / 30
@@ -17,7 +17,7 @@ def test_jittery_arrivals_are_shown_evenly_after_a_delay_that_covers_them():
     clock = PlayoutClock()
     shown, released = [], []
     for i in range(600):
-        extra = rng.choice([0.0] * 8 + [0.15, 0.3])  # a fifth of the frames wait for retransmissions
+        extra = rng.choice([0.0] * 8 + [0.15, 0.3])  # a fifth of the frames held up by the network (no loss)
         decodable = 1.0 + i * FRAME_S + 0.05 + extra
         released.append(max(decodable, released[-1]) if released else decodable)  # in decode order
         shown.append(clock.render_time((i * TICKS) & 0xFFFFFFFF, released[-1]))
@@ -25,9 +25,47 @@ def test_jittery_arrivals_are_shown_evenly_after_a_delay_that_covers_them():
     assert detect_freezes(released).count > 20
     late = shown[300:]
     assert detect_freezes(late).count <= 3
-    # the delay the clock settled on covers the retransmitted frames, and no more than that
+    # the delay the clock settled on covers the held-up frames, and no more than that
     assert 0.3 <= clock.target_s <= 0.3 + RENDER_DELAY_S + 0.01
     assert all(b >= a for a, b in zip(shown, shown[1:]))
+
+
+def test_frames_delayed_by_retransmission_do_not_raise_the_delay_but_add_a_round_trip_once_common():
+    # libwebrtc: such frames stay out of the jitter estimate; after NACK_LIMIT of them the
+    # target gains min(0.9 RTT, 200 ms), and a frame later than its slot is shown when decodable
+    clock = PlayoutClock(rtt_s=0.1)
+    t0 = 5.0
+    for i in range(30):  # clean: shown as soon as decodable
+        assert abs(clock.render_time(i * TICKS, t0 + i * FRAME_S) - (t0 + i * FRAME_S + RENDER_DELAY_S)) < 1e-9
+    shown, decodable = [], 0.0
+    for i in range(30, 90):
+        delayed = i % 10 == 0  # every tenth frame waited 400 ms for a retransmission
+        received = t0 + i * FRAME_S + (0.4 if delayed else 0.0)
+        decodable = max(received, decodable)  # the frames after it wait for it: decode order
+        when = clock.render_time(i * TICKS, decodable, delayed_by_retransmission=delayed, received_at=received)
+        shown.append((when, decodable, delayed))
+    assert clock.frames_delayed_by_retransmission == 6
+    slot = RTT_MULT * 0.1 + RENDER_DELAY_S
+    assert abs(clock.target_s - slot) < 1e-9  # the waiting frames did not raise it: they arrived on time
+    for when, decodable, delayed in shown[30:]:  # the round trip is in the target by now
+        if delayed:
+            assert when == decodable  # later than its slot: shown late, not awaited
+    # the frames that waited behind it come out with it, then the schedule resumes
+    assert abs(shown[-1][0] - (t0 + 89 * FRAME_S + slot)) < 1e-9
+    clock = PlayoutClock(rtt_s=1.0)
+    for i in range(5):
+        clock.render_time(i * TICKS, t0 + i * FRAME_S, delayed_by_retransmission=True)
+    assert abs(clock.target_s - (RTT_MULT_ADD_CAP_S + RENDER_DELAY_S)) < 1e-9  # capped
+
+
+def test_the_round_trip_leaves_the_delay_after_a_minute_without_retransmissions():
+    clock = PlayoutClock(rtt_s=0.1)
+    for i in range(3):
+        clock.render_time(i * TICKS, 1.0 + i * FRAME_S, delayed_by_retransmission=True)
+    assert clock.target_s > 0.09
+    later = 1.0 + NACK_COUNT_TIMEOUT_S + 1.0
+    clock.render_time(int(later * 90000), later, delayed_by_retransmission=True)  # one, after a quiet minute
+    assert clock.target_s == RENDER_DELAY_S
 
 
 def test_a_clean_stream_is_shown_as_soon_as_it_is_decodable():
