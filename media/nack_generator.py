@@ -2,9 +2,9 @@
 
 aiortc NACKs each gap once and never again; at 30 % loss a third of those NACKs
 or their retransmissions are lost too. Here a gap is NACKed as soon as it is
-seen, then again each time a browser sender would resend it (see below; RTT
-measured on the same transport) until the packet arrives, until it could no
-longer arrive in time to be useful (the deadline), or until the try budget is spent. Packets given up are reported so the keyframe
+seen, then again every half RTT (measured on the same transport) until the packet
+arrives, until it could no longer arrive in time to be useful (the deadline),
+or until the try budget is spent. Packets given up are reported so the keyframe
 policy can repair the picture instead.
 """
 
@@ -18,19 +18,12 @@ from .seqnum import seq_add, seq_diff
 # Gaps wider than this are a stream restart or a reordering storm, not loss worth NACKing.
 MAX_GAP = 256
 MAX_TRACKED = 512
-# When to ask again. A libwebrtc sender resends a packet the first time it is
-# NACKed, then ignores NACKs for it until an RTT after that resend
-# (RtpPacketHistory::VerifyRtt). So a round is: NACK, resend half an RTT later,
-# and if the resend is lost the next NACK is useful only if it reaches the sender
-# an RTT after the resend: sent ROUND_RTT_FACTOR x RTT (+ a margin for the
-# sender's own RTT estimate) after the NACK that started the round. A grid of
-# half-RTT retries lands either exactly on that boundary (a coin flip) or half an
-# RTT past it. One early retry per round, at EARLY_RETRY_FRACTION x RTT, covers
-# the case where every copy of the NACK was lost (the sender never resent); it
-# does not move the round.
-EARLY_RETRY_FRACTION = 0.5
-ROUND_RTT_FACTOR = 1.1
-ROUND_MARGIN_S = 0.005
+# Re-ask after half an RTT, not a whole one: when a NACK is lost (likely at 30 %
+# loss) waiting a full RTT to notice wastes half the budget. A libwebrtc sender
+# ignores a NACK for a packet it resent less than an RTT ago, so the early retry
+# only counts when the previous NACK (all its copies) never reached it; then it
+# saves half a round trip. Half of the tries are such early ones: max_tries allows for it.
+RETRY_RTT_FRACTION = 0.5
 # Give up (and ask for a keyframe) this long after a gap was seen. Late, because at
 # high loss a retransmission round (~1 RTT, p = 0.68 at 30 % loss) keeps beating a
 # keyframe (tens of packets, each as lossy): at 0.4 s, with browsers resending a
@@ -45,8 +38,7 @@ LOSS_SAMPLE_PACKETS = 50
 @dataclass(slots=True)
 class _Missing:
     detected_at: float
-    round_at: float  # the NACK that may have made the sender resend
-    early_sent: bool  # this round's early retry went out
+    last_nack_at: float
     tries: int
 
 
@@ -96,22 +88,16 @@ class NackGenerator:
             self._sample_lost = self._sample_total = 0
         new = [seq_add(seq, -i) for i in range(ahead - 1, 0, -1)]
         for lost in new:
-            self._missing[lost] = _Missing(detected_at=now, round_at=now, early_sent=False, tries=1)
+            self._missing[lost] = _Missing(detected_at=now, last_nack_at=now, tries=1)
         self.nacked += len(new)
         if len(self._missing) > MAX_TRACKED:
             for old in self.missing[: len(self._missing) - MAX_TRACKED]:
                 del self._missing[old]
         return new
 
-    @staticmethod
-    def _intervals(rtt_s: float, min_retry_s: float) -> tuple[float, float]:
-        """(early retry, next round) after the NACK that started a round."""
-        return (max(min_retry_s, rtt_s * EARLY_RETRY_FRACTION),
-                max(min_retry_s, rtt_s * ROUND_RTT_FACTOR + ROUND_MARGIN_S))
-
     def due(self, now: float, rtt_s: float) -> tuple[list[int], list[int]]:
         """(sequence numbers to NACK again now, sequence numbers given up)."""
-        early, next_round = self._intervals(rtt_s, self.min_retry_s)
+        retry_after = max(self.min_retry_s, rtt_s * RETRY_RTT_FRACTION)
         retry: list[int] = []
         gave_up: list[int] = []
         for seq, entry in list(self._missing.items()):
@@ -119,18 +105,11 @@ class NackGenerator:
             if now >= expires:
                 del self._missing[seq]
                 gave_up.append(seq)
-                continue
-            if entry.tries >= self.max_tries or now + rtt_s >= expires:
-                continue  # out of tries, or an answer to a NACK now could not be in time
-            since = now - entry.round_at
-            if since >= next_round:
-                entry.round_at, entry.early_sent = now, False
-            elif since >= early and not entry.early_sent:
-                entry.early_sent = True
-            else:
-                continue
-            entry.tries += 1
-            retry.append(seq)
+            elif (now - entry.last_nack_at >= retry_after and entry.tries < self.max_tries
+                  and now + rtt_s < expires):  # an answer to this NACK could still be in time
+                entry.last_nack_at = now
+                entry.tries += 1
+                retry.append(seq)
         self.nacked += len(retry)
         self.given_up += len(gave_up)
         return retry, gave_up
@@ -139,10 +118,10 @@ class NackGenerator:
         """Seconds until due() has something to do, or None when nothing is missing."""
         if not self._missing:
             return None
-        early, next_round = self._intervals(rtt_s, self.min_retry_s)
+        retry_after = max(self.min_retry_s, rtt_s * RETRY_RTT_FRACTION)
         soonest = min(
-            min(e.round_at + (next_round if e.early_sent else early), e.detected_at + self.deadline_s)
-            if e.tries < self.max_tries else e.detected_at + self.deadline_s
+            min(e.last_nack_at + retry_after, e.detected_at + self.deadline_s) if e.tries < self.max_tries
+            else e.detected_at + self.deadline_s
             for e in self._missing.values()
         )
         return max(0.0, soonest - now)
