@@ -45,9 +45,12 @@ RTT_MULT_ADD_CAP_S = 0.200
 
 
 class PlayoutClock:
-    def __init__(self, clock_rate: int = 90000, rtt_s: float = DEFAULT_RTT_S) -> None:
+    def __init__(self, clock_rate: int = 90000, rtt_s: float = DEFAULT_RTT_S, min_delay_s: float = 0.0) -> None:
         self.clock_rate = clock_rate
         self.rtt_s = rtt_s  # the receiver's RTT (libwebrtc uses the call's largest)
+        # a floor under the target (VCMTiming's min playout delay), which a page sets
+        # with RTCRtpReceiver.jitterBufferTarget
+        self.min_delay_s = min_delay_s
         self._last_ts: Optional[int] = None
         self._ts_unwrapped = 0
         self._offset: Optional[float] = None  # smallest (arrival time - capture time) seen
@@ -105,7 +108,7 @@ class PlayoutClock:
         else:
             self._learn(raw)
         rtt_add = min(RTT_MULT * self.rtt_s, RTT_MULT_ADD_CAP_S) if self._nacked_frames >= NACK_LIMIT else 0.0
-        self.target_s = min(MAX_DELAY_S, self._jitter_s + rtt_add + RENDER_DELAY_S)
+        self.target_s = min(MAX_DELAY_S, max(self.min_delay_s, self._jitter_s + rtt_add + RENDER_DELAY_S))
         due = captured + self._offset + self.target_s
         if decodable_at > due:
             self.frames_late += 1

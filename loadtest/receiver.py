@@ -106,6 +106,7 @@ class StreamRecord:
 @dataclass
 class Settings:
     mode: str = "aiortc"
+    jitter_buffer_target_s: float = 0.0  # browser mode: the page's RTCRtpReceiver.jitterBufferTarget
 
 
 SETTINGS = Settings()
@@ -147,7 +148,8 @@ class InstrumentedBuffer:
         self._keyframe_required = True
         self._last_request = float("-inf")
         self.nack: Optional[RetryingNackGenerator] = None  # browser mode, video: set by equip()
-        self.playout = PlayoutClock()  # browser mode: when each released frame is shown
+        # browser mode: when each released frame is shown
+        self.playout = PlayoutClock(min_delay_s=SETTINGS.jitter_buffer_target_s)
         self.red: Optional[RedCodec] = None  # audio: set once red is negotiated (loadtest.red_audio)
 
     @property
@@ -367,13 +369,14 @@ class RetryingNackGenerator:
 # --- installing -------------------------------------------------------------------------------------
 
 
-def install(mode: str) -> None:
+def install(mode: str, jitter_buffer_target_s: float = 0.0) -> None:
     """Patch aiortc's receiver module in this process (the load-test client only)."""
     import aiortc.rtcrtpreceiver as receiver_module
 
     if mode not in MODES:
         raise ValueError(f"receiver mode must be one of {MODES}")
     SETTINGS.mode = mode
+    SETTINGS.jitter_buffer_target_s = jitter_buffer_target_s
     real_factory = getattr(receiver_module, "_loadtest_real_get_decoder", receiver_module.get_decoder)
     receiver_module._loadtest_real_get_decoder = real_factory
     receiver_module.JitterBuffer = InstrumentedBuffer

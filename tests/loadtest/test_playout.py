@@ -101,3 +101,12 @@ def test_audio_nacks_end_when_the_packet_could_no_longer_be_played(monkeypatch):
     assert nack.add(Packet(4)) and nack.missing == [2]  # an answer could still be in time
     now[0] += NACK_RETRY_S + 0.001
     assert nack.add(Packet(5)) is False and nack.given_up == 1  # it could not: stop asking
+
+
+def test_a_jitter_buffer_target_from_the_page_is_a_floor_under_the_delay():
+    clock = PlayoutClock(min_delay_s=0.3)  # RTCRtpReceiver.jitterBufferTarget = 300 ms
+    for i in range(50):
+        t = 2.0 + i * FRAME_S
+        late = 0.2 if i == 40 else 0.0  # one frame waited 200 ms for a retransmission: still in its slot
+        shown = clock.render_time(i * TICKS, t + late, delayed_by_retransmission=bool(late), received_at=t + late)
+        assert abs(shown - (t + 0.3)) < 1e-9
