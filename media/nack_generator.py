@@ -18,12 +18,15 @@ from .seqnum import seq_add, seq_diff
 # Gaps wider than this are a stream restart or a reordering storm, not loss worth NACKing.
 MAX_GAP = 256
 MAX_TRACKED = 512
-# Re-ask after half an RTT, not a whole one: when a NACK is lost (likely at 30 %
-# loss) waiting a full RTT to notice wastes half the budget. A libwebrtc sender
-# ignores a NACK for a packet it resent less than an RTT ago, so the early retry
-# only counts when the previous NACK (all its copies) never reached it; then it
-# saves half a round trip. Half of the tries are such early ones: max_tries allows for it.
-RETRY_RTT_FRACTION = 0.5
+# Re-ask every quarter RTT. A libwebrtc sender resends a packet on its first NACK
+# and then ignores NACKs for it until an RTT after that resend, by its own RTT
+# estimate, which differs from ours by processing and scheduling delays: retries
+# on a quarter-RTT grid reach it at most a quarter RTT after it would resend
+# again, whatever the difference. (Half-RTT retries missed that moment by up to
+# half an RTT; rounds aimed just past one RTT were refused when the sender's
+# estimate ran higher, and lost a whole round.) The early retries also cover a
+# NACK whose copies were all lost. NACKs are small; max_tries allows for four per RTT.
+RETRY_RTT_FRACTION = 0.25
 # Give up (and ask for a keyframe) this long after a gap was seen. Late, because at
 # high loss a retransmission round (~1 RTT, p = 0.68 at 30 % loss) keeps beating a
 # keyframe (tens of packets, each as lossy): at 0.4 s, with browsers resending a
@@ -43,7 +46,7 @@ class _Missing:
 
 
 class NackGenerator:
-    def __init__(self, *, deadline_s: float = VIDEO_DEADLINE_S, max_tries: int = 20, min_retry_s: float = 0.02) -> None:
+    def __init__(self, *, deadline_s: float = VIDEO_DEADLINE_S, max_tries: int = 40, min_retry_s: float = 0.02) -> None:
         self.deadline_s = deadline_s
         self.max_tries = max_tries
         self.min_retry_s = min_retry_s

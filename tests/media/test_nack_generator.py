@@ -11,12 +11,12 @@ def test_a_gap_is_nacked_at_once_then_retried_until_it_arrives():
     gen = NackGenerator(deadline_s=0.5, max_tries=10)
     assert gen.on_packet(100, now=0.0) == []
     assert gen.on_packet(103, now=0.01) == [101, 102]
-    retry, gave_up = gen.due(now=0.04, rtt_s=0.1)
-    assert retry == [] and gave_up == []  # not yet half an RTT since the first NACK
-    retry, _ = gen.due(now=0.07, rtt_s=0.1)
+    retry, gave_up = gen.due(now=0.03, rtt_s=0.1)
+    assert retry == [] and gave_up == []  # not yet a quarter RTT since the first NACK
+    retry, _ = gen.due(now=0.04, rtt_s=0.1)
     assert sorted(retry) == [101, 102]
-    gen.on_packet(101, now=0.08)  # retransmission arrives
-    retry, _ = gen.due(now=0.13, rtt_s=0.1)
+    gen.on_packet(101, now=0.05)  # retransmission arrives
+    retry, _ = gen.due(now=0.07, rtt_s=0.1)
     assert retry == [102]
     assert gen.recovered == 1
 
