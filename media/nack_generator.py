@@ -2,7 +2,7 @@
 
 aiortc NACKs each gap once and never again; at 30 % loss a third of those NACKs
 or their retransmissions are lost too. Here a gap is NACKed as soon as it is
-seen, then again every half RTT (measured on the same transport) until the packet
+seen, then again every quarter RTT (measured on the same transport) until the packet
 arrives, until it could no longer arrive in time to be useful (the deadline),
 or until the try budget is spent. Packets given up are reported so the keyframe
 policy can repair the picture instead.
