@@ -91,9 +91,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--receiver", choices=MODES, default="browser",
                    help="client receive behaviour: browser-like (libwebrtc's NACK retries, decodability-aware "
                         "frame buffer, keyframe requests; default) or aiortc's stock jitter buffer and NACK")
-    p.add_argument("--jitter-buffer-target-ms", type=float, default=0.0,
-                   help="browser receivers: a minimum video playout delay, as a page sets with "
-                        "RTCRtpReceiver.jitterBufferTarget (0: the browser's own target)")
+    p.add_argument("--jitter-buffer-target", default="auto",
+                   help="browser receivers' RTCRtpReceiver.jitterBufferTarget for video: 'auto' (our pages' "
+                        "policy, static/js/playout-policy.js: raised while frames freeze, up to 450 ms), or "
+                        "milliseconds (fixed; 0: the browser's own target)")
     p.add_argument("--probe-role", default="doctor",
                    help="whose receivers really decode (glass-to-glass latency): a role, 'all' or 'none'")
     p.add_argument("--publisher-pli", choices=("keyframe", "ignore"), default="keyframe",
@@ -240,7 +241,7 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         "audio_red": audio_feature_on(args.audio_red, args.receiver),
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
-        "jitter_buffer_target_s": args.jitter_buffer_target_ms / 1000,
+        "jitter_buffer_target_s": None if args.jitter_buffer_target == "auto" else float(args.jitter_buffer_target) / 1000,
         # the relay re-encodes: bytes cannot identify frames there, the drawn index can (after decoding)
         "identify_by_marker": kind == "relay",
         "keyframe_on_pli": args.publisher_pli == "keyframe",
@@ -419,7 +420,7 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "resolution": args.resolution, "width": width, "height": height, "fps": args.fps, "codec": args.codec,
         "bitrate": args.bitrate or default_bitrate, "clip_seconds": args.clip_seconds,
         "keyframe_interval_s": args.keyframe_interval, "receiver": args.receiver, "probe_role": args.probe_role,
-        "jitter_buffer_target_ms": args.jitter_buffer_target_ms,
+        "jitter_buffer_target": args.jitter_buffer_target,
         "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt,
         "audio_deadline_ms": args.audio_deadline_ms, "audio_red": args.audio_red, "audio_fec": args.audio_fec,
         "seed": args.seed,

@@ -259,7 +259,7 @@ async def client_main(config: dict[str, Any]) -> None:
     from media.ice import restrict_host_addresses
 
     restrict_host_addresses(["127.0.0.1"])
-    receiver.install(config["receiver"], config.get("jitter_buffer_target_s", 0.0))
+    receiver.install(config["receiver"], config.get("jitter_buffer_target_s"))
     install_keyframe_hook()
     install_bandwidth_hook()
     install_retransmission_guard()

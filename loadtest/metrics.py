@@ -92,20 +92,36 @@ class FreezeStats:
     durations_s: list[float] = field(default_factory=list)
 
 
+class FreezeDetector:
+    """Online: fed render times one by one, tells which intervals were freezes."""
+
+    def __init__(self) -> None:
+        self._last: Optional[float] = None
+        self._recent: deque[float] = deque(maxlen=FREEZE_WINDOW)
+
+    def add(self, render_time: float) -> Optional[float]:
+        """Record one frame shown; returns the interval before it if that was a freeze."""
+        last, self._last = self._last, render_time
+        if last is None:
+            return None
+        interval = render_time - last
+        self._recent.append(interval)
+        if len(self._recent) < FREEZE_MIN_SAMPLES:
+            return None
+        avg = sum(self._recent) / len(self._recent)
+        return interval if interval >= max(3 * avg, avg + FREEZE_MIN_INCREASE_S) else None
+
+
 def detect_freezes(render_times: Sequence[float], end: Optional[float] = None) -> FreezeStats:
     """Freezes in a sequence of render times (seconds, ascending); `end` closes the last interval."""
     times = list(render_times)
     if end is not None and times and end > times[-1]:
         times.append(end)
     stats = FreezeStats()
-    recent: deque[float] = deque(maxlen=FREEZE_WINDOW)
-    for prev, cur in zip(times, times[1:]):
-        interval = cur - prev
-        recent.append(interval)
-        if len(recent) < FREEZE_MIN_SAMPLES:
-            continue
-        avg = sum(recent) / len(recent)
-        if interval >= max(3 * avg, avg + FREEZE_MIN_INCREASE_S):
+    detector = FreezeDetector()
+    for t in times:
+        interval = detector.add(t)
+        if interval is not None:
             stats.count += 1
             stats.total_s += interval
             stats.longest_s = max(stats.longest_s, interval)

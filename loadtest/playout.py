@@ -115,3 +115,48 @@ class PlayoutClock:
         shown = max(decodable_at, due, self._last_render)
         self._last_render = shown
         return shown
+
+
+# --- the viewer pages' policy ------------------------------------------------------------------------
+# static/js/playout-policy.js sets RTCRtpReceiver.jitterBufferTarget on each remote video
+# from the browser's own freeze statistics; this is the same policy for the load test's
+# browser-like receivers. The constants and rules must match that file.
+POLICY_INTERVAL_S = 1.0  # how often the page reads getStats
+POLICY_WINDOW_S = 5.0
+# More delay when frames froze for this share of the last window: at 30 % loss most frames
+# wait for a retransmission round and a browser's own target (jitter of frames that did
+# not, plus one RTT) leaves the picture stopping and starting.
+RAISE_FROZEN_SHARE = 0.02
+RAISE_HOLD_S = 1.0  # let a raise show its effect (freezes seen with it) before the next one
+CALM_S = 20.0  # no freeze for this long: step back down, latency matters too
+STEP_S = 0.150
+# Never more: the checklist's 600 ms glass-to-glass minus path, capture and encode.
+CAP_S = 0.450
+
+
+class PagePlayoutPolicy:
+    """Raise a video receiver's playout floor while it freezes, lower it after a calm spell."""
+
+    def __init__(self) -> None:
+        self.target_s = 0.0  # 0: the browser's own target
+        self._frozen: deque[tuple[float, float]] = deque()  # (when reported, frozen seconds)
+        self._changed_at = float("-inf")
+        self._last_frozen_at = float("-inf")
+
+    def update(self, now: float, frozen_s: float) -> float:
+        """One getStats reading: `frozen_s` of freezes ended since the last one. Returns the target."""
+        if frozen_s > 0:
+            self._frozen.append((now, frozen_s))
+            self._last_frozen_at = now
+        while self._frozen and now - self._frozen[0][0] > POLICY_WINDOW_S:
+            self._frozen.popleft()
+        frozen = sum(s for _, s in self._frozen)
+        if (frozen >= RAISE_FROZEN_SHARE * POLICY_WINDOW_S and self.target_s < CAP_S
+                and now - self._changed_at >= RAISE_HOLD_S):
+            self.target_s = min(CAP_S, round(self.target_s + STEP_S, 6))
+            self._changed_at = now
+            self._frozen.clear()  # the next raise needs freezes seen with this floor
+        elif self.target_s > 0 and now - self._last_frozen_at >= CALM_S and now - self._changed_at >= CALM_S:
+            self.target_s = max(0.0, round(self.target_s - STEP_S, 6))
+            self._changed_at = now
+        return self.target_s

@@ -55,7 +55,8 @@ from aiortc.rtp import RtpPacket
 
 from loadtest.clips import frame_key, luma_of, read_marker
 from loadtest.frames import CODEC_HELPERS, AssembledFrame, FrameAssembler
-from loadtest.playout import PlayoutClock
+from loadtest.metrics import FreezeDetector
+from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy, PlayoutClock
 from media.red import RedError, parse_red
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class StreamRecord:
     red_malformed: int = 0
     decode_errors: int = 0
     keyframe_requests: int = 0
+    playout_floor: list[list] = field(default_factory=list)  # video: [t, ms] each time the page policy moved it
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def index_of(self, data: bytes) -> int:
@@ -99,6 +101,7 @@ class StreamRecord:
                     "complete": list(self.complete), "rendered": list(self.rendered),
                     "decoded": list(self.decoded), "arrivals": list(self.arrivals),
                     "decode_errors": self.decode_errors, "keyframe_requests": self.keyframe_requests,
+                    "playout_floor": list(self.playout_floor),
                     **({"red": self.red, "red_packets": self.red_packets, "red_malformed": self.red_malformed}
                        if self.kind == "audio" else {})}
 
@@ -106,7 +109,8 @@ class StreamRecord:
 @dataclass
 class Settings:
     mode: str = "aiortc"
-    jitter_buffer_target_s: float = 0.0  # browser mode: the page's RTCRtpReceiver.jitterBufferTarget
+    # browser mode: the page's RTCRtpReceiver.jitterBufferTarget; None: our pages' policy (PagePlayoutPolicy)
+    jitter_buffer_target_s: Optional[float] = None
 
 
 SETTINGS = Settings()
@@ -148,8 +152,13 @@ class InstrumentedBuffer:
         self._keyframe_required = True
         self._last_request = float("-inf")
         self.nack: Optional[RetryingNackGenerator] = None  # browser mode, video: set by equip()
-        # browser mode: when each released frame is shown
-        self.playout = PlayoutClock(min_delay_s=SETTINGS.jitter_buffer_target_s)
+        # browser mode: when each released frame is shown, and the page's playout policy
+        fixed = SETTINGS.jitter_buffer_target_s
+        self.playout = PlayoutClock(min_delay_s=fixed or 0.0)
+        self.policy = PagePlayoutPolicy() if fixed is None else None
+        self._freezes = FreezeDetector()
+        self._frozen_s = 0.0  # freezes ended since the policy last looked
+        self._policy_at = now + POLICY_INTERVAL_S
         self.red: Optional[RedCodec] = None  # audio: set once red is negotiated (loadtest.red_audio)
 
     @property
@@ -238,6 +247,13 @@ class InstrumentedBuffer:
             shown = self.playout.render_time(f.timestamp, now, f.delayed_by_retransmission, f.completed_at)
             jf.loadtest = (record, record.index_of(f.data), True, shown)
             frames.append(jf)
+            self._frozen_s += self._freezes.add(shown) or 0.0
+        if self.policy is not None and now >= self._policy_at:
+            floor = self.policy.update(now, self._frozen_s)
+            if floor != self.playout.min_delay_s:
+                self.playout.min_delay_s = floor
+                record.playout_floor.append([now, round(floor * 1000)])
+            self._frozen_s, self._policy_at = 0.0, now + POLICY_INTERVAL_S
         return pli, frames[0] if len(frames) == 1 else FrameBundle(frames)
 
 
@@ -369,7 +385,7 @@ class RetryingNackGenerator:
 # --- installing -------------------------------------------------------------------------------------
 
 
-def install(mode: str, jitter_buffer_target_s: float = 0.0) -> None:
+def install(mode: str, jitter_buffer_target_s: Optional[float] = None) -> None:
     """Patch aiortc's receiver module in this process (the load-test client only)."""
     import aiortc.rtcrtpreceiver as receiver_module
 

@@ -21,6 +21,7 @@
  */
 
 import {AnnotationBoard, LIMITS, shapeColor} from './annotation-board.js';
+import {PlayoutController} from './playout-policy.js';
 
 const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 10_000;
@@ -281,6 +282,15 @@ export class ConsultClient extends EventTarget {
     return media;
   }
 
+  /** Playout floors the page set on remote videos (ms by mid; 0: the browser's own), see playout-policy.js. */
+  playoutTargets() {
+    const pc = this._conn?.pc;
+    if (!pc) return {};
+    return Object.fromEntries(pc.getTransceivers()
+      .filter((t) => t.mid && t.receiver.track?.kind === 'video')
+      .map((t) => [t.mid, t.receiver.jitterBufferTarget ?? 0]));
+  }
+
   // ---- connection lifecycle ----------------------------------------------
 
   _open() {
@@ -369,6 +379,8 @@ export class ConsultClient extends EventTarget {
     conn.sentMuted = {audio: false, video: false, ...msg.participant.muted};
     conn.pc = new RTCPeerConnection({iceServers: msg.ice_servers ?? []});
     conn.pc.onconnectionstatechange = () => this._onPeerState(conn);
+    // smooth remote video on a bad network, within the latency budget
+    conn.playout = new PlayoutController(conn.pc);
     conn.pingTimer = setInterval(() => this._ping(conn), PING_INTERVAL_MS);
     // The server sends the board's snapshot right after `joined`.
     this._snapshotAsked = {seq: this._annotationSeq, at: Date.now()};
@@ -604,6 +616,7 @@ export class ConsultClient extends EventTarget {
     clearTimeout(conn.joinTimer);
     clearTimeout(conn.mediaDownTimer);
     clearInterval(conn.pingTimer);
+    conn.playout?.stop();
     conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = null;
     conn.ws.close(1000);
     conn.pc?.close();

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from loadtest.metrics import detect_freezes
-from loadtest.playout import NACK_COUNT_TIMEOUT_S, RENDER_DELAY_S, RTT_MULT, RTT_MULT_ADD_CAP_S, PlayoutClock
+from loadtest.metrics import FreezeDetector, detect_freezes
+from loadtest.playout import (CALM_S, CAP_S, NACK_COUNT_TIMEOUT_S, POLICY_INTERVAL_S, RENDER_DELAY_S, RTT_MULT,
+                              RTT_MULT_ADD_CAP_S, STEP_S, PagePlayoutPolicy, PlayoutClock)
 from loadtest.receiver import NACK_RETRY_S, RetryingNackGenerator
 
 FRAME_S = 1 / 30
@@ -110,3 +111,45 @@ def test_a_jitter_buffer_target_from_the_page_is_a_floor_under_the_delay():
         late = 0.2 if i == 40 else 0.0  # one frame waited 200 ms for a retransmission: still in its slot
         shown = clock.render_time(i * TICKS, t + late, delayed_by_retransmission=bool(late), received_at=t + late)
         assert abs(shown - (t + 0.3)) < 1e-9
+
+
+def test_the_page_policy_raises_the_floor_while_frames_freeze_up_to_its_cap():
+    policy = PagePlayoutPolicy()
+    t = 0.0
+    assert policy.update(t, 0.0) == 0.0
+    targets = []
+    for _ in range(12):  # a 200 ms freeze every second: well over 2 % of the window
+        t += POLICY_INTERVAL_S
+        targets.append(policy.update(t, 0.2))
+    # a step per reading that saw freezes with the current floor, never above the cap
+    assert targets[:3] == [STEP_S, 2 * STEP_S, CAP_S] and targets[-1] == CAP_S
+
+
+def test_the_page_policy_ignores_a_rare_short_freeze_and_steps_down_after_a_calm_spell():
+    policy = PagePlayoutPolicy()
+    assert policy.update(1.0, 0.05) == 0.0  # 50 ms in 5 s: 1 %, below the bar
+    for t in (2.0, 3.0, 4.0, 5.0):  # the last freeze ends at 5 s
+        policy.update(t, 0.1)
+    raised, t = policy.target_s, 5.0
+    assert raised > 0
+    while policy.target_s >= raised:
+        t += POLICY_INTERVAL_S
+        raised = max(raised, policy.target_s)
+        policy.update(t, 0.0)
+    assert t >= 5.0 + CALM_S  # calm for CALM_S first
+    assert policy.target_s == round(raised - STEP_S, 6)  # one step at a time
+    for _ in range(int(3 * CALM_S)):
+        t += POLICY_INTERVAL_S
+        policy.update(t, 0.0)
+    assert policy.target_s == 0.0  # back to the browser's own target
+
+
+def test_online_freeze_detection_agrees_with_the_offline_one():
+    rng = random.Random(3)
+    times, t = [], 0.0
+    for _ in range(400):
+        t += rng.choice([FRAME_S] * 20 + [0.25, 0.5])
+        times.append(t)
+    detector = FreezeDetector()
+    online = [i for i in (detector.add(x) for x in times) if i is not None]
+    assert online == detect_freezes(times).durations_s and len(online) > 5
