@@ -67,6 +67,19 @@ from loadtest.receiver import MODES
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
+def jitter_buffer_target(value: str) -> str:
+    """'auto', or milliseconds within what a browser accepts for RTCRtpReceiver.jitterBufferTarget."""
+    if value == "auto":
+        return value
+    try:
+        ms = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or milliseconds, got {value!r}") from None
+    if not 0 <= ms <= 4000:
+        raise argparse.ArgumentTypeError("jitterBufferTarget is 0-4000 ms")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from loadtest.preencoded import default_cache_dir
 
@@ -91,7 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--receiver", choices=MODES, default="browser",
                    help="client receive behaviour: browser-like (libwebrtc's NACK retries, decodability-aware "
                         "frame buffer, keyframe requests; default) or aiortc's stock jitter buffer and NACK")
-    p.add_argument("--jitter-buffer-target", default="auto",
+    p.add_argument("--jitter-buffer-target", default="auto", type=jitter_buffer_target,
                    help="browser receivers' RTCRtpReceiver.jitterBufferTarget for video: 'auto' (our pages' "
                         "policy, static/js/playout-policy.js: raised while frames freeze, up to 450 ms), or "
                         "milliseconds (fixed; 0: the browser's own target)")

@@ -22,8 +22,10 @@ process:
       (ClearUpTo). Each released frame is shown at its playout time
       (loadtest.playout: capture time + a target delay that follows the jitter
       of frames not delayed by retransmission, plus an RTT once NACKs are in
-      use, as libwebrtc's timing does) or when it became decodable if that is
-      later; freezes and glass-to-glass latency are measured on these times. Audio: NACKed like libwebrtc's voice engine does when the server
+      use, as libwebrtc's timing does, never below the floor our pages' policy
+      sets with jitterBufferTarget) or when it became decodable if that is
+      later; freezes and glass-to-glass latency are measured on these times.
+      Audio: NACKed like libwebrtc's voice engine does when the server
       negotiated it, while the packet can still be played; arrival times are
       measured against a playout deadline (no NetEq model).
   RED (loadtest.red_audio, where the answer accepted red): each block of a RED

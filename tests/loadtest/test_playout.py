@@ -153,3 +153,16 @@ def test_online_freeze_detection_agrees_with_the_offline_one():
     detector = FreezeDetector()
     online = [i for i in (detector.add(x) for x in times) if i is not None]
     assert online == detect_freezes(times).durations_s and len(online) > 5
+
+
+def test_the_command_line_takes_auto_or_a_browser_accepted_target():
+    import argparse
+
+    import pytest
+
+    from loadtest.__main__ import jitter_buffer_target
+
+    assert jitter_buffer_target("auto") == "auto" and jitter_buffer_target("450") == "450"
+    for bad in ("x", "-1", "4001"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            jitter_buffer_target(bad)
