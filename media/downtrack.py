@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How far back a stale-NACK keyframe request still covers a packet: the video cache's reach.
+STALE_STRETCH_PACKETS = 1024
+
+
 def abs_send_time_now() -> int:
     """The abs-send-time header extension value for now (6.18 fixed-point seconds)."""
     return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
@@ -88,7 +92,7 @@ class DownTrack:
         self.source: Optional["PublishedTrack"] = None
         self._rewriter: Optional[StreamRewriter] = None
         # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
-        self._cache = PacketCache(1024 if kind == "video" else 256)
+        self._cache = PacketCache(STALE_STRETCH_PACKETS if kind == "video" else 256)
         self._out_pt: dict[tuple, int] = {}
         # source payload type -> ours (None: not negotiated); recomputed when the source changes
         self._pt_for_source: dict[int, Optional[int]] = {}
@@ -318,7 +322,10 @@ class DownTrack:
 
     def _escalate_stale(self, seq: int) -> None:
         """One keyframe request per late stretch, not one per NACK of it."""
-        if self._stale_after_seq is not None and seq_diff(seq, self._stale_after_seq) <= 0:
+        anchor = self._stale_after_seq
+        # at or before the packet the last request covered; an anchor further back than the
+        # cache reaches is from an old stretch (and 16-bit order flips 32768 packets on)
+        if anchor is not None and 0 <= seq_diff(anchor, seq) < STALE_STRETCH_PACKETS:
             return
         self._stale_after_seq = self._cache.newest_sequence_number
         self.stale_nack_keyframes += 1

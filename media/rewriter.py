@@ -25,12 +25,17 @@ class StreamRewriter:
         self._last_out_time: Optional[float] = None
         self._seq_offset = 0
         self._ts_offset = 0
-        self._source_start_seq: Optional[int] = None
-        self._source_max_seq: Optional[int] = None
+        # Source sequence numbers extended past 16 bits (counting wraps): "before the start
+        # point" must stay decidable however long the stream runs. A 16-bit comparison with
+        # the start flips sign 32768 packets later (3.6 min of 720p video), and every packet
+        # after that would be dropped.
+        self._source_start_ext: Optional[int] = None
+        self._source_max_ext: Optional[int] = None
+        self._source_max_seq = 0
 
     @property
     def started(self) -> bool:
-        return self._source_start_seq is not None
+        return self._source_start_ext is not None
 
     def switch_source(self, first_seq: int, first_ts: int, now: Optional[float] = None) -> None:
         """Begin mapping a (new) source whose first forwarded packet has these numbers."""
@@ -40,22 +45,25 @@ class StreamRewriter:
             elapsed_units = max(1, int((now - self._last_out_time) * self.clock_rate))
         self._seq_offset = (seq_add(self._last_seq, 1) - first_seq) % SEQ_MOD
         self._ts_offset = (ts_add(self._last_ts, elapsed_units) - first_ts) % TS_MOD
-        self._source_start_seq = first_seq
+        self._source_start_ext = self._source_max_ext = first_seq
         self._source_max_seq = first_seq
 
     def reset(self) -> None:
         """Forget the current source (the slot went idle); keeps continuity numbers."""
-        self._source_start_seq = None
-        self._source_max_seq = None
+        self._source_start_ext = None
+        self._source_max_ext = None
 
     def map(self, seq: int, ts: int, now: Optional[float] = None) -> Optional[tuple[int, int]]:
         """Down-track (seq, ts) for a source packet, or None if it precedes the start point."""
-        if self._source_start_seq is None or seq_diff(seq, self._source_start_seq) < 0:
+        if self._source_max_ext is None:
+            return None
+        ext = self._source_max_ext + seq_diff(seq, self._source_max_seq)
+        if ext < self._source_start_ext:
             return None
         out_seq = (seq + self._seq_offset) % SEQ_MOD
         out_ts = (ts + self._ts_offset) % TS_MOD
-        if seq_diff(seq, self._source_max_seq) > 0:
-            self._source_max_seq = seq
+        if ext > self._source_max_ext:
+            self._source_max_ext, self._source_max_seq = ext, seq
             self._last_seq = out_seq
             self._last_ts = out_ts
             self._last_out_time = time.monotonic() if now is None else now

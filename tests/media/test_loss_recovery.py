@@ -149,6 +149,11 @@ async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
     assert downtrack.stale_nack_keyframes == 1
     assert downtrack.source._keyframes.requested_count == asked + 1
     assert downtrack.retransmitted >= 4  # every NACK was still answered
+    # an anchor from a stretch long ago (here 40000 packets back, where 16-bit order has
+    # flipped) does not silence a new stretch
+    downtrack._stale_after_seq = (old_seq - 40000) & 0xFFFF
+    await downtrack._handle_rtcp_packet(nack(old_seq))
+    assert downtrack.stale_nack_keyframes == 2
 
 
 async def test_receiver_reports_show_the_uplink_loss_that_retransmission_repaired(sfu):
