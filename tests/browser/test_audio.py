@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .test_pages import wait_for_live_remote_video
+from .test_pages import open_live_call
 
 AUDIO_STATS_JS = r"""
 const done = arguments[arguments.length - 1];
@@ -64,13 +64,7 @@ def first_audio_codec(sdp: str, direction: str) -> str | None:
 
 @pytest.mark.browser
 def test_browsers_send_red_and_the_sfu_forwards_it_playable(sfu_server, chromium, browser_diagnostics):
-    patient = chromium("patient")
-    doctor = chromium("doctor")
-    patient.get(sfu_server.patient_url)
-    doctor.get(sfu_server.doctor_url)
-    live, _ = wait_for_live_remote_video({"patient": (patient, "doctor"), "doctor": (doctor, "patient")})
-    if len(live) < 2:
-        pytest.fail(browser_diagnostics("no live video between the pages"), pytrace=False)
+    patient, doctor = open_live_call(sfu_server, chromium, browser_diagnostics)
 
     # Let a few seconds of audio play, then read what the doctor's browser received.
     deadline = time.monotonic() + 20

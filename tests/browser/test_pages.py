@@ -64,6 +64,18 @@ def wait_for_live_remote_video(pages: dict[str, tuple[object, str]], timeout: fl
     return live, last
 
 
+def open_live_call(sfu_server, chromium, browser_diagnostics) -> tuple[object, object]:
+    """A patient page and a doctor page that see each other's live video: (patient, doctor)."""
+    patient = chromium("patient")
+    doctor = chromium("doctor")
+    patient.get(sfu_server.patient_url)
+    doctor.get(sfu_server.doctor_url)
+    live, _ = wait_for_live_remote_video({"patient": (patient, "doctor"), "doctor": (doctor, "patient")})
+    if len(live) < 2:
+        pytest.fail(browser_diagnostics("no live video between the pages"), pytrace=False)
+    return patient, doctor
+
+
 @pytest.mark.browser
 def test_patient_and_doctor_see_each_others_live_video(sfu_server, chromium, browser_diagnostics):
     patient = chromium("patient")

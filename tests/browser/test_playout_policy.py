@@ -11,7 +11,7 @@ import pytest
 from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy
 
 from .harness import poll
-from .test_pages import wait_for_live_remote_video
+from .test_pages import open_live_call
 
 RUN_POLICY_JS = """
 const [readings, done] = [arguments[0], arguments[arguments.length - 1]];
@@ -50,13 +50,7 @@ def policy_readings(seed: int, count: int = 240) -> list[tuple[float, float]]:
 @pytest.mark.browser
 def test_the_page_policy_matches_the_load_test_model_and_acts_on_real_loss(sfu_server, chromium, netns,
                                                                             browser_diagnostics):
-    patient = chromium("patient")
-    doctor = chromium("doctor")
-    patient.get(sfu_server.patient_url)
-    doctor.get(sfu_server.doctor_url)
-    live, _ = wait_for_live_remote_video({"doctor": (doctor, "patient"), "patient": (patient, "doctor")})
-    if len(live) < 2:
-        pytest.fail(browser_diagnostics("no live video between the pages"), pytrace=False)
+    _, doctor = open_live_call(sfu_server, chromium, browser_diagnostics)
 
     # the page's rules and the load test's model of them give the same floors for the same readings
     for seed in (1, 2, 3):
