@@ -83,7 +83,7 @@ def _participant_class():
                                       by_marker=self.by_marker and track.kind == "video", keys=self.keys[track.kind])
                 self.records[transceiver.mid] = record
                 buffer.attach(record)
-                rtt_s = sum(link.spec.delay_ms for link in self.links if link is not None) / 1000
+                rtt_s = sum(link.spec.delay_ms for link in self.links) / 1000  # up + down: the path RTT
                 equip(transceiver.receiver, buffer, self.audio_deadline_s, rtt_s)
 
     return LoadParticipant

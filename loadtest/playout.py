@@ -61,7 +61,6 @@ class PlayoutClock:
         self._last_nacked = float("-inf")
         self._last_render = float("-inf")
         self.frames_delayed_by_retransmission = 0
-        self.frames_late = 0  # decodable after their slot: shown late
         self.target_s = RENDER_DELAY_S
 
     def _capture_time(self, timestamp: int) -> float:
@@ -110,8 +109,6 @@ class PlayoutClock:
         rtt_add = min(RTT_MULT * self.rtt_s, RTT_MULT_ADD_CAP_S) if self._nacked_frames >= NACK_LIMIT else 0.0
         self.target_s = min(MAX_DELAY_S, max(self.min_delay_s, self._jitter_s + rtt_add + RENDER_DELAY_S))
         due = captured + self._offset + self.target_s
-        if decodable_at > due:
-            self.frames_late += 1
         shown = max(decodable_at, due, self._last_render)
         self._last_render = shown
         return shown
