@@ -42,7 +42,9 @@ from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
 from .rtp_writer import RtpWriter
 from .rtcp_io import send_rtcp
+from .sdp_video_fec import PROTECTABLE, VideoFecPayloadTypes
 from .seqnum import seq_add, seq_diff
+from .video_fec import VideoFecSender, red_wrap
 
 if TYPE_CHECKING:
     from .published_track import PublishedTrack
@@ -69,6 +71,8 @@ KEYFRAME_RETRY_S = 0.5
 STALE_NACK_S = 1.0
 # Video packets per downlink-loss sample (a few per second at 480p-720p).
 LOSS_SAMPLE_PACKETS = 50
+# Weight of each receiver report's fraction lost (one report covers about a second).
+REPORTED_LOSS_WEIGHT = 0.5
 
 
 def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
@@ -124,6 +128,13 @@ class DownTrack:
         self.stale_nack_keyframes = 0
         self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
         self._last_sr: Optional[tuple[int, float]] = None  # (lsr, sent at)
+        # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
+        self._fec: Optional[VideoFecSender] = None
+        # Loss the subscriber reports in RTCP RR (fraction lost, smoothed): a browser counts
+        # packets it recovered (RTX, FEC) as lost there, so this sees through FEC where the
+        # NACK count may not (a receiver that does not NACK, or one whose FEC repaired the
+        # gap before it asked).
+        self.reported_loss = 0.0
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
 
@@ -139,6 +150,9 @@ class DownTrack:
         for codec in parameters.codecs:
             if is_rtx(codec) and isinstance(codec.parameters.get("apt"), int):
                 self._out_rtx_pt[codec.parameters["apt"]] = codec.payloadType
+        fec_pts = self._negotiated_fec(parameters)
+        if fec_pts is not None:
+            self._fec = VideoFecSender(fec_pts)
         transport._register_rtp_sender(self, parameters)
         self._writer = RtpWriter(parameters.headerExtensions, parameters.muxId)
         self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
@@ -146,6 +160,15 @@ class DownTrack:
         self._sr_task = asyncio.ensure_future(self._run_rtcp())
         if self.source is not None and self.kind == "video":
             self.source.request_keyframe()
+
+    def _negotiated_fec(self, parameters: RTCRtpSendParameters) -> Optional[VideoFecPayloadTypes]:
+        if self.kind != "video":
+            return None
+        by_name = {c.mimeType.lower(): c.payloadType for c in parameters.codecs}
+        red, ulpfec = by_name.get("video/red"), by_name.get("video/ulpfec")
+        if red is None or ulpfec is None:
+            return None
+        return VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=self._out_rtx_pt.get(red))
 
     async def stop(self) -> None:
         if self.stopped:
@@ -192,6 +215,9 @@ class DownTrack:
             "nacks_received": self.nacks_received, "plis_received": self.plis_received,
             "stale_nack_keyframes": self.stale_nack_keyframes,
             "red": any(key[0] == "audio/red" for key in self._out_pt),
+            "fec_group": None if self._fec is None else self._fec.group,
+            "reported_loss": round(self.reported_loss, 3),
+            "fec_packets": 0 if self._fec is None else self._fec.fec_packets,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
         }
 
@@ -223,6 +249,8 @@ class DownTrack:
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
             self._waiting_for_keyframe = False
+            if self._fec is not None:
+                self._fec.reset()
         payload_type = self._out_payload_type(codec)
         if payload_type is None:
             return  # the subscriber did not negotiate this codec
@@ -230,22 +258,57 @@ class DownTrack:
         if mapped is None:
             return  # older than where this subscriber started
         seq, ts = mapped
-        sent = SentPacket(seq, ts, packet.marker, payload_type, packet.payload, packet.extensions.audio_level, now)
+        fec = self._fec if self._fec is not None and codec.mimeType.lower()[6:] in PROTECTABLE else None
+        wire_pt, wire_payload = payload_type, packet.payload
+        if fec is not None:
+            wire_pt, wire_payload = fec.payload_types.red, red_wrap(payload_type, packet.payload)
+        sent = SentPacket(seq, ts, packet.marker, wire_pt, wire_payload, packet.extensions.audio_level, now)
         self._cache.put(sent)
-        data = self._serialize(sent, self._ssrc, seq, payload_type, packet.payload, abs_send_time)
+        data = self._serialize(sent, self._ssrc, seq, wire_pt, wire_payload, abs_send_time)
         await self._send(data)
         self.packets_sent += 1
-        self.octets_sent += len(packet.payload)
+        self.octets_sent += len(wire_payload)
+        if fec is not None and fec.active and not late and seq == rewriter.last_sequence_number:
+            await self._send_fec(fec, sent, payload_type, packet.payload, abs_send_time)
         if self.kind == "video" and not late:
             self._loss_sample_sent += 1
             if self._loss_sample_sent >= LOSS_SAMPLE_PACKETS:
                 self.downlink_loss.add(min(self._loss_sample_nacked, self._loss_sample_sent), self._loss_sample_sent)
                 self._loss_sample_sent = self._loss_sample_nacked = 0
+                self._update_fec()
         if (late or self.kind == "audio") and self.downlink_loss.copies > 1:
             # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
             # audio (small; no retransmission arrives before its playout deadline) and
             # packets already late (a lost one costs the subscriber another NACK round).
             self._send_copies(data)
+
+    def note_reported_loss(self, fraction: float) -> None:
+        """One receiver report's fraction lost for this stream (0..1)."""
+        self.reported_loss += REPORTED_LOSS_WEIGHT * (fraction - self.reported_loss)
+        self._update_fec()
+
+    def _update_fec(self) -> None:
+        if self._fec is not None:
+            self._fec.update_loss(max(self.downlink_loss.value, self.reported_loss))
+
+    async def _send_fec(self, fec: VideoFecSender, sent: SentPacket, media_pt: int, media_payload: bytes,
+                        abs_send_time: int) -> None:
+        """Protect one in-order media packet; after a frame's last one, send the frame's FEC."""
+        # what the browser will check FEC against: unwrapped, abs-send-time zeroed
+        protected = self._writer.write(
+            payload_type=media_pt, marker=sent.marker, sequence_number=sent.sequence_number,
+            timestamp=sent.timestamp, ssrc=self._ssrc, payload=media_payload, abs_send_time=0)
+        payloads = fec.protect(protected)
+        if not payloads:
+            return
+        first = self._rewriter.reserve(len(payloads))
+        for i, payload in enumerate(payloads):
+            data = self._writer.write(
+                payload_type=fec.payload_types.red, marker=0, sequence_number=seq_add(first, i),
+                timestamp=sent.timestamp, ssrc=self._ssrc, payload=payload, abs_send_time=abs_send_time)
+            await self._send(data)
+            self.packets_sent += 1
+            self.octets_sent += len(payload)
 
     def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes,
                    abs_send_time: int) -> bytes:
@@ -284,6 +347,7 @@ class DownTrack:
                     continue
                 if self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
                     self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
+                self.note_reported_loss(report.fraction_lost / 256)
 
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)

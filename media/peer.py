@@ -29,6 +29,7 @@ from .redundancy import LossEstimate
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
+from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class MediaPeer:
         self.receive_queue: Optional[DropOldestQueue] = None
         # mid -> (red payload type, Opus payload type), from the answer: aiortc does not negotiate RED
         self._red_by_mid: dict[str, tuple[int, int]] = {}
+        # mid -> video red/ulpfec payload types, from the answer (only our sending sections offer them)
+        self._video_fec_by_mid: dict[str, VideoFecPayloadTypes] = {}
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -158,6 +161,18 @@ class MediaPeer:
             RTCRtpCodecParameters(mimeType="audio/red", clockRate=48000, channels=2, payloadType=red[0])]
         return dataclasses.replace(parameters, codecs=codecs)
 
+    def _with_video_fec(self, transceiver: RTCRtpTransceiver, parameters: RtpParameters) -> RtpParameters:
+        """The negotiated parameters plus video red, ulpfec and RTX for red, when the answer kept them."""
+        fec = self._video_fec_by_mid.get(transceiver.mid or "")
+        if fec is None or transceiver.kind != "video" or any(c.payloadType == fec.red for c in parameters.codecs):
+            return parameters
+        extra = [RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=fec.red),
+                 RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=fec.ulpfec)]
+        if fec.rtx is not None:
+            extra.append(RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=fec.rtx,
+                                               parameters={"apt": fec.red}))
+        return dataclasses.replace(parameters, codecs=list(parameters.codecs) + extra)
+
     def rtt_s(self) -> float:
         """Round-trip time to this participant, measured on the down-tracks of the same transport."""
         samples = sorted(d.rtt for p in self.pairs for d in p.downtracks.values() if d.rtt is not None)
@@ -206,7 +221,7 @@ class MediaPeer:
                 downlink_loss=self.downlink_loss,
             )
             take_over_sender(transceiver, downtrack,
-                             lambda parameters, t=transceiver: self._with_red(t, parameters))
+                             lambda parameters, t=transceiver: self._with_video_fec(t, self._with_red(t, parameters)))
             transceivers[kind] = transceiver
             downtracks[kind] = downtrack
         pair = SlotPair(stream_id=stream_id, transceivers=transceivers, downtracks=downtracks)
@@ -238,7 +253,8 @@ class MediaPeer:
             raise RuntimeError("peer closed")
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(
-            RTCSessionDescription(sdp=offer_audio_red(enable_audio_resilience(offer.sdp)), type="offer"))
+            RTCSessionDescription(sdp=offer_video_fec(offer_audio_red(enable_audio_resilience(offer.sdp))),
+                                  type="offer"))
         self._offer_pending = True
         self.stats.renegotiations += 1
         return self.pc.localDescription.sdp
@@ -249,6 +265,7 @@ class MediaPeer:
         description = self._parse_answer(sdp_text)
         self._check_directions(description)
         self._red_by_mid.update(answered_red_by_mid(sdp_text))
+        self._video_fec_by_mid.update(video_fec_by_mid(sdp_text))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))
         except Exception as exc:  # aiortc raises a variety of errors on SDP it cannot use

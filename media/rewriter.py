@@ -3,15 +3,24 @@
 A subscriber must see one continuous stream on its SSRC even when the source
 changes (a slot is reused by another publisher) or when we start it mid-stream
 at a keyframe. Losses upstream stay visible as gaps, so the subscriber NACKs them.
+
+Packets of our own (FEC) may take sequence numbers between source packets: each
+`reserve` shifts the mapping of every later source packet, and a source packet
+arriving late (recovered upstream) is mapped with the shift in force when its
+successors were sent, so it fills the gap the subscriber is waiting on.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from typing import Optional
 
 from .seqnum import SEQ_MOD, TS_MOD, seq_add, seq_diff, ts_add
+
+# Reservations remembered for late packets: ~8 s of frames at 30 fps, far past any recovery.
+MAX_RESERVATIONS = 256
 
 
 class StreamRewriter:
@@ -32,6 +41,9 @@ class StreamRewriter:
         self._source_start_ext: Optional[int] = None
         self._source_max_ext: Optional[int] = None
         self._source_max_seq = 0
+        # (newest source packet before a reservation, the offset that applied up to it)
+        self._reservations: deque[tuple[int, int]] = deque()
+        self._forgotten_up_to: Optional[int] = None  # late packets at or before this can no longer be placed
 
     @property
     def started(self) -> bool:
@@ -47,6 +59,8 @@ class StreamRewriter:
         self._ts_offset = (ts_add(self._last_ts, elapsed_units) - first_ts) % TS_MOD
         self._source_start_ext = self._source_max_ext = first_seq
         self._source_max_seq = first_seq
+        self._reservations.clear()
+        self._forgotten_up_to = None
 
     def reset(self) -> None:
         """Forget the current source (the slot went idle); keeps continuity numbers."""
@@ -60,7 +74,15 @@ class StreamRewriter:
         ext = self._source_max_ext + seq_diff(seq, self._source_max_seq)
         if ext < self._source_start_ext:
             return None
-        out_seq = (seq + self._seq_offset) % SEQ_MOD
+        offset = self._seq_offset
+        if ext <= self._source_max_ext and self._reservations:
+            if self._forgotten_up_to is not None and ext <= self._forgotten_up_to:
+                return None
+            for boundary, before in reversed(self._reservations):
+                if ext > boundary:
+                    break
+                offset = before
+        out_seq = (seq + offset) % SEQ_MOD
         out_ts = (ts + self._ts_offset) % TS_MOD
         if ext > self._source_max_ext:
             self._source_max_ext, self._source_max_seq = ext, seq
@@ -68,6 +90,23 @@ class StreamRewriter:
             self._last_ts = out_ts
             self._last_out_time = time.monotonic() if now is None else now
         return out_seq, out_ts
+
+    @property
+    def last_sequence_number(self) -> int:
+        """The newest sequence number sent on the down-track (a source packet's or a reserved one)."""
+        return self._last_seq
+
+    def reserve(self, count: int) -> int:
+        """Take `count` sequence numbers right after the newest one sent; returns the first."""
+        if self._source_max_ext is None:
+            raise RuntimeError("no source to number after")
+        first = seq_add(self._last_seq, 1)
+        if len(self._reservations) == MAX_RESERVATIONS:
+            self._forgotten_up_to = self._reservations.popleft()[0]
+        self._reservations.append((self._source_max_ext, self._seq_offset))
+        self._seq_offset = (self._seq_offset + count) % SEQ_MOD
+        self._last_seq = seq_add(self._last_seq, count)
+        return first
 
     def map_timestamp(self, ts: int) -> int:
         """Source RTP timestamp in down-track units (for sender reports)."""

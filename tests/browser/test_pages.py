@@ -64,10 +64,13 @@ def wait_for_live_remote_video(pages: dict[str, tuple[object, str]], timeout: fl
     return live, last
 
 
-def open_live_call(sfu_server, chromium, browser_diagnostics) -> tuple[object, object]:
-    """A patient page and a doctor page that see each other's live video: (patient, doctor)."""
+def open_live_call(sfu_server, chromium, browser_diagnostics, prepare_doctor=None) -> tuple[object, object]:
+    """A patient page and a doctor page that see each other's live video: (patient, doctor).
+    `prepare_doctor(driver)` runs before the doctor's page loads (e.g. to edit its answers)."""
     patient = chromium("patient")
     doctor = chromium("doctor")
+    if prepare_doctor is not None:
+        prepare_doctor(doctor)
     patient.get(sfu_server.patient_url)
     doctor.get(sfu_server.doctor_url)
     live, _ = wait_for_live_remote_video({"patient": (patient, "doctor"), "doctor": (doctor, "patient")})

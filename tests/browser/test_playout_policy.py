@@ -10,6 +10,7 @@ import pytest
 
 from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy
 
+from .answer_edits import edit_answers
 from .harness import poll
 from .test_pages import open_live_call
 
@@ -50,7 +51,10 @@ def policy_readings(seed: int, count: int = 240) -> list[tuple[float, float]]:
 @pytest.mark.browser
 def test_the_page_policy_matches_the_load_test_model_and_acts_on_real_loss(sfu_server, chromium, netns,
                                                                             browser_diagnostics):
-    _, doctor = open_live_call(sfu_server, chromium, browser_diagnostics)
+    # Without video FEC on this page, as for a receiver we send none to (H.264): here the
+    # loss must show as freezes for the policy to answer (FEC hides much of it otherwise).
+    _, doctor = open_live_call(sfu_server, chromium, browser_diagnostics,
+                               prepare_doctor=lambda d: edit_answers(d, video_nack=True, video_fec=False))
 
     # the page's rules and the load test's model of them give the same floors for the same readings
     for seed in (1, 2, 3):

@@ -15,3 +15,11 @@ async def test_seventy_thousand_packets_all_reach_the_subscriber():
     result = await run(subscribers=1, packet_count=70_000)
     assert result["packets_in"] == 70_000
     assert result["packets_forwarded"] == 70_000, result
+
+
+async def test_with_fec_every_media_packet_still_arrives_and_fec_numbers_fit_between_frames():
+    # FEC packets take sequence numbers after each frame: across wraps of the down-track's
+    # numbering, no media packet may be lost or renumbered onto an FEC number
+    result = await run(subscribers=1, packet_count=70_000, fec_loss=0.3)
+    assert result["packets_forwarded"] == 70_000, result
+    assert result["fec_packets_sent"] > 70_000 * 0.4, result  # a group of 2 at 30 % loss

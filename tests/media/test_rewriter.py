@@ -65,3 +65,39 @@ def test_sender_report_timestamps_follow_the_same_offset():
     r.switch_source(first_seq=1, first_ts=1000, now=0.0)
     seq, ts = r.map(1, 1000, now=0.0)
     assert r.map_timestamp(1000 + 960) == (ts + 960) % 2**32
+
+
+def test_reserved_numbers_sit_between_source_packets_and_late_packets_fill_their_own_gap():
+    r = StreamRewriter(90000, random.Random(4))
+    r.switch_source(first_seq=65530, first_ts=0, now=0.0)
+    out = {s: r.map(s % 65536, 0, now=0.0)[0] for s in (65530, 65532)}  # 65531 lost upstream
+    first = r.reserve(2)  # e.g. two FEC packets after a frame
+    assert seq_diff(first, out[65532]) == 1 and r.last_sequence_number == (first + 1) % 65536
+    out[65533] = r.map(65533 % 65536, 0, now=0.0)[0]
+    assert seq_diff(out[65533], first) == 2  # the next source packet comes after the reserved ones
+    r.reserve(1)
+    out[65536] = r.map(0, 0, now=0.0)[0]  # across the source's wrap
+    # the late packet goes where the subscriber saw the gap, not after the reservations
+    late = r.map(65531, 0, now=0.0)[0]
+    assert seq_diff(late, out[65530]) == 1 and seq_diff(out[65532], late) == 1
+    # a late packet between two reservations takes the offset of its own stretch
+    assert r.map(65533, 0, now=0.0)[0] == out[65533]
+    assert seq_diff(out[65536], out[65533]) == 3 + 1  # two lost upstream (gaps kept), one reserved
+
+
+def test_late_packets_older_than_the_remembered_reservations_are_dropped_not_misplaced():
+    from media.rewriter import MAX_RESERVATIONS
+
+    r = StreamRewriter(90000, random.Random(5))
+    r.switch_source(first_seq=0, first_ts=0, now=0.0)
+    seen = {}
+    for seq in range(0, 2 * (MAX_RESERVATIONS + 10), 2):  # every other packet "late"
+        seen[seq] = r.map(seq, 0, now=0.0)[0]
+        r.reserve(1)
+    newest = max(seen)
+    assert r.map(1, 0) is None  # too far back to know which offset it had
+    assert seq_diff(seen[newest], r.map(newest - 1, 0)[0]) == 1  # recent ones still placed
+    # a new source forgets every reservation
+    r.switch_source(first_seq=7, first_ts=0, now=1.0)
+    a, b = r.map(7, 0, now=1.0)[0], r.map(8, 0, now=1.0)[0]
+    assert seq_diff(b, a) == 1
