@@ -127,6 +127,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="publishers send RED (each Opus packet also carries the previous one) and subscribers accept "
                         "it where the server's offer lists red first, as Chrome does; auto: with --receiver browser "
                         "(stock aiortc negotiates Opus only)")
+    p.add_argument("--video-fec", choices=("auto", "off"), default="auto",
+                   help="subscribers accept video RED + ULPFEC where the server offers it and rebuild lost packets "
+                        "from it, as Chrome does; auto: with --receiver browser")
     p.add_argument("--audio-fec", choices=("auto", "off"), default="auto",
                    help="the audio clip carries Opus in-band FEC for the profile's uplink loss, as Chrome's encoder "
                         "does (loss learnt from receiver reports, capped at 20 %%); auto: with --receiver browser")
@@ -212,7 +215,8 @@ class Progress:
 
 
 def audio_feature_on(setting: str, receiver: str) -> bool:
-    """--audio-red / --audio-fec: auto models Chrome with the browser receiver, stock aiortc (plain Opus) otherwise."""
+    """--audio-red / --audio-fec / --video-fec: auto models Chrome with the browser receiver, stock aiortc
+    (plain Opus and VP8) otherwise."""
     return setting == "auto" and receiver == "browser"
 
 
@@ -252,6 +256,7 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
                                        if audio_feature_on(args.audio_fec, args.receiver) else 0)),
         # red only where the server offers it (the relay baseline does not)
         "audio_red": audio_feature_on(args.audio_red, args.receiver),
+        "video_fec": audio_feature_on(args.video_fec, args.receiver),
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
         "jitter_buffer_target_s": None if args.jitter_buffer_target == "auto" else float(args.jitter_buffer_target) / 1000,
@@ -361,6 +366,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                 summary["relay_note"] = ("the relay re-encodes: frames are identified only after decoding, so "
                                          "transport latency, frames complete and audio in time are not measurable")
             result.update(summary)
+            result["video_fec"] = record.get("video_fec")  # whole run: FEC packets received, packets rebuilt
             result["frames_sent"] = sum(s["frames_sent"] for s in figures["video_streams"])
             result["frames_sent_probes"] = sum(s["frames_sent"] for s in figures["video_streams"] if s["probe"])
             result["server_cpu_core_share"] = None
@@ -436,6 +442,7 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "jitter_buffer_target": args.jitter_buffer_target,
         "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt,
         "audio_deadline_ms": args.audio_deadline_ms, "audio_red": args.audio_red, "audio_fec": args.audio_fec,
+        "video_fec": args.video_fec,
         "seed": args.seed,
         "url": args.url,
     }

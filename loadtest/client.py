@@ -35,20 +35,26 @@ def _participant_class():
     from loadtest.participant import SyntheticParticipant
     from loadtest.receiver import StreamRecord, buffer_of, equip
     from loadtest.red_audio import RedCodec, answer_with_red
+    from loadtest.red_video import answer_with_video_fec
+    from media.sdp_video_fec import VideoFecPayloadTypes
 
     class LoadParticipant(SyntheticParticipant):
         """A synthetic participant whose transport is impaired and whose receivers record.
 
-        With `audio_red`, it answers red for audio as Chrome does (loadtest.red_audio).
+        With `audio_red`, it answers red for audio as Chrome does (loadtest.red_audio); with
+        `video_fec`, red + ulpfec for video, and decodes them as Chrome does (loadtest.red_video).
         """
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
-                  keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False) -> None:
+                  keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False,
+                  video_fec: bool = False) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
             self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
             self.audio_red = audio_red
             self.red_mids: dict[str, RedCodec] = {}
+            self.video_fec = video_fec
+            self.video_fec_mids: dict[str, VideoFecPayloadTypes] = {}
             self._offer_sdp = ""
             self.records: dict[str, StreamRecord] = {}
             self.impairment = None
@@ -62,6 +68,8 @@ def _participant_class():
             pc = super()._new_peer_connection()
             if self.audio_red:
                 pc.createAnswer = answer_with_red(pc, lambda: self._offer_sdp, self.red_mids)
+            if self.video_fec:
+                pc.createAnswer = answer_with_video_fec(pc, lambda: self._offer_sdp, self.video_fec_mids)
             return pc
 
         async def _answer(self, offer: dict) -> None:
@@ -127,9 +135,14 @@ class LoadClient:
                           "audio_fec_loss_percent": self.audio_spec.fec_loss_percent,
                           "audio_lbrr_share": round(self.audio_lbrr.count("1") / len(self.audio_lbrr), 4),
                           "audio_red": bool(self.config.get("audio_red")),
+                          "video_fec": self.video_fec(),
                           "video_keyframes": sum(self.video_clip.keyframes),
                           "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
                           if self.ladder else None}
+
+    def video_fec(self) -> bool:
+        """Accept video red + ulpfec as Chrome always does: with the browser receiver (stock aiortc cannot)."""
+        return bool(self.config.get("video_fec", self.config["receiver"] == "browser"))
 
     async def connect(self) -> None:
         from loadtest.impairment import Link, Profile, derive_seed
@@ -154,7 +167,8 @@ class LoadClient:
                 p = Participant(self.config["base_url"], token, audio=audio, video=video)
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
                         by_marker=self.config["identify_by_marker"], keys=self.keys,
-                        audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False))
+                        audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False),
+                        video_fec=self.video_fec())
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)
@@ -243,10 +257,22 @@ class LoadClient:
             "publishers": {pid: {kind: t.counters() for kind, t in tracks.items()}
                            for pid, tracks in self.tracks.items()},
             "impairment": {p.id: (p.impairment.counters() if p.impairment else None) for p in self.participants()},
-            "receivers": {p.id: {mid: {"decode_errors": r.decode_errors, "keyframe_requests": r.keyframe_requests}
+            "receivers": {p.id: {mid: {"decode_errors": r.decode_errors, "keyframe_requests": r.keyframe_requests,
+                                       # video red + ulpfec (loadtest.red_video): negotiated, and what it brought
+                                       "red": r.red, "fec_packets": r.fec_packets, "fec_recovered": r.fec_recovered,
+                                       "red_malformed": r.red_malformed, "fec_malformed": r.fec_malformed}
                                  for mid, r in p.records.items() if r.kind == "video"}
                           for p in self.participants()},
+            "video_fec": self.video_fec_totals(),
         }
+
+    def video_fec_totals(self) -> dict[str, int]:
+        """Video red + ulpfec over every subscriber's video streams."""
+        video = [r for p in self.participants() for r in p.records.values() if r.kind == "video"]
+        return {"streams": sum(1 for r in video if r.red), "fec_packets": sum(r.fec_packets for r in video),
+                "fec_recovered": sum(r.fec_recovered for r in video),
+                "red_malformed": sum(r.red_malformed for r in video),
+                "fec_malformed": sum(r.fec_malformed for r in video)}
 
     async def close(self) -> None:
         people = self.participants()

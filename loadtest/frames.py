@@ -6,14 +6,18 @@ questions per frame:
 
 - complete: every packet of the frame is here. A frame's first packet is known
   from its predecessor (previous sequence number has another timestamp or the
-  marker bit) or, when that packet is missing, from the codec's start-of-frame
-  signal in the payload (VP8 descriptor S bit with partition 0; H.264 SPS, AUD,
-  SEI or a first non-IDR slice). Its last packet carries the marker bit.
+  marker bit, or was padding: an FEC packet, which is sent between frames) or,
+  when that packet is missing, from the codec's start-of-frame signal in the
+  payload (VP8 descriptor S bit with partition 0; H.264 SPS, AUD, SEI or a first
+  non-IDR slice). Its last packet carries the marker bit.
 - decodable: complete, and either a keyframe or the next frame after the last
-  decodable one (contiguous sequence numbers). Without layer information this is
-  the rule a receiver must apply: a VP8/H.264 inter frame may reference any
-  earlier frame since the keyframe, so one missing frame makes every later frame
-  undecodable until the next keyframe.
+  decodable one. Without layer information this is the rule a receiver must
+  apply: a VP8/H.264 inter frame may reference any earlier frame since the
+  keyframe, so one missing frame makes every later frame undecodable until the
+  next keyframe. "Next" is what libwebrtc's reference finder uses: for VP8 with
+  a picture ID, the next picture ID (wrapping at 2^7 or 2^15), so a lost FEC
+  packet between two frames breaks nothing; without one (H.264), the next
+  sequence number, skipping padding received in between (`add_padding`).
 
 A frame is `delayed_by_retransmission` when one of its packets arrived after a
 later sequence number had: a receiver that NACKs a gap the moment it sees it
@@ -28,10 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 MAX_TRACKED_PACKETS = 4096
 MAX_PENDING_FRAMES = 512
+
+# (picture ID, modulus): VP8's is 7 or 15 bits long (the M bit), and wraps there
+PictureId = tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class AssembledFrame:
     completed_at: float
     decodable_at: Optional[float] = None
     delayed_by_retransmission: bool = False
+    picture_id: Optional[PictureId] = None
 
 
 @dataclass(slots=True)
@@ -53,12 +61,14 @@ class _Packet:
     starts_frame: bool
     data: bytes
     late: bool  # arrived after a later sequence number: a gap the receiver NACKed
+    picture_id: Optional[PictureId] = None
 
 
 class FrameAssembler:
     def __init__(self, is_keyframe: Callable[[bytes], bool]) -> None:
         self._is_keyframe = is_keyframe
         self._packets: dict[int, _Packet] = {}
+        self._padding: set[int] = set()  # sequence numbers received without media (FEC packets)
         self._highest: Optional[int] = None
         self._complete: dict[int, AssembledFrame] = {}  # first_seq -> frame, not yet decodable
         self._done_firsts: set[int] = set()  # first_seq of frames already completed
@@ -80,12 +90,13 @@ class FrameAssembler:
     # --- feeding ----------------------------------------------------------------------------
 
     def add(self, seq: int, timestamp: int, marker: bool, data: bytes, now: float,
-            starts_frame: bool = False) -> list[AssembledFrame]:
+            starts_frame: bool = False, picture_id: Optional[PictureId] = None) -> list[AssembledFrame]:
         """Record one packet; returns the frames that became decodable, oldest first."""
         s = self._unwrap(seq)
-        if s in self._packets or (self.last_decodable is not None and s <= self.last_decodable.last_seq):
+        if self._known(s):
             return []  # duplicate, or a late copy of something already used
-        self._packets[s] = _Packet(timestamp, marker, starts_frame, data, self._highest is not None and s < self._highest)
+        late = self._highest is not None and s < self._highest
+        self._packets[s] = _Packet(timestamp, marker, starts_frame, data, late, picture_id)
         if self._highest is None or s > self._highest:
             self._highest = s
         frame = self._try_complete(s, now)
@@ -97,13 +108,31 @@ class FrameAssembler:
         self._prune(bool(ready))
         return ready
 
+    def add_padding(self, seq: int, now: float) -> list[AssembledFrame]:
+        """A sequence number received without media (libwebrtc's NotifyReceiverOfEmptyPacket: an FEC
+        packet, which goes right after a frame's last packet). Returns frames that became decodable."""
+        s = self._unwrap(seq)
+        if self._known(s) or s in self._padding:
+            return []
+        self._padding.add(s)
+        if self._highest is None or s > self._highest:
+            self._highest = s
+        self._try_complete(s + 1, now)  # it tells where the next frame starts
+        ready = self._settle(now)  # and may close a sequence-number gap after the last decodable frame
+        self._prune(bool(ready))
+        return ready
+
+    def _known(self, s: int) -> bool:
+        return s in self._packets or (self.last_decodable is not None and s <= self.last_decodable.last_seq)
+
     def _frame_start(self, s: int) -> Optional[int]:
         ts = self._packets[s].timestamp
         while True:
             prev = self._packets.get(s - 1)
             if prev is None:
-                # the predecessor is missing: only the payload can say this packet starts the frame
-                return s if self._packets[s].starts_frame else None
+                # padding goes between frames; else the predecessor is missing, and only the payload
+                # can say this packet starts the frame
+                return s if (s - 1) in self._padding or self._packets[s].starts_frame else None
             if prev.timestamp != ts or prev.marker:
                 return s
             s -= 1
@@ -131,7 +160,8 @@ class FrameAssembler:
         packets = [self._packets[i] for i in range(first, last + 1)]
         data = b"".join(p.data for p in packets)
         frame = AssembledFrame(first, last, packets[0].timestamp, data, self._is_keyframe(data), now,
-                               delayed_by_retransmission=any(p.late for p in packets))
+                               delayed_by_retransmission=any(p.late for p in packets),
+                               picture_id=packets[0].picture_id)
         self._done_firsts.add(first)
         self._complete[first] = frame
         self.frames_completed += 1
@@ -146,18 +176,38 @@ class FrameAssembler:
         last = self.last_decodable
         # the newest complete keyframe after the last decodable frame restarts the chain
         keys = [f for f in self._complete.values() if f.keyframe and (last is None or f.first_seq > last.last_seq)]
-        if keys and (last is None or not any(f.first_seq == last.last_seq + 1 for f in self._complete.values())):
+        if keys and (last is None or self._next_complete(last) is None):
             key = max(keys, key=lambda f: f.first_seq)
             for first in [k for k in self._complete if k < key.first_seq]:
                 del self._complete[first]
                 self.frames_skipped += 1
             last = self._mark(key, now, ready)
         while last is not None:
-            nxt = self._complete.get(last.last_seq + 1)
+            nxt = self._next_complete(last)
             if nxt is None:
                 break
             last = self._mark(nxt, now, ready)
         return ready
+
+    def _next_complete(self, last: AssembledFrame) -> Optional[AssembledFrame]:
+        """The complete frame that continues the chain after `last`, if any."""
+        if last.picture_id is None:
+            return self._complete.get(self._after(last.last_seq))
+        following = [f for f in self._complete.values() if f.first_seq > last.last_seq and self._follows(f, last)]
+        return min(following, key=lambda f: f.first_seq, default=None)
+
+    def _follows(self, frame: AssembledFrame, last: AssembledFrame) -> bool:
+        if frame.picture_id is None:  # no picture ID to go by: sequence numbers
+            return frame.first_seq == self._after(last.last_seq)
+        picture_id, modulus = frame.picture_id
+        return picture_id == (last.picture_id[0] + 1) % modulus
+
+    def _after(self, s: int) -> int:
+        """The first sequence number after `s` that is not padding."""
+        s += 1
+        while s in self._padding:
+            s += 1
+        return s
 
     def _mark(self, frame: AssembledFrame, now: float, ready: list[AssembledFrame]) -> AssembledFrame:
         del self._complete[frame.first_seq]
@@ -176,11 +226,13 @@ class FrameAssembler:
             for first in [k for k in self._complete if k <= floor]:
                 del self._complete[first]
                 self.frames_skipped += 1
+            self._padding = {k for k in self._padding if k > floor}
         if len(self._packets) > MAX_TRACKED_PACKETS:
             cut = sorted(self._packets)[len(self._packets) - MAX_TRACKED_PACKETS // 2]
             for s in [k for k in self._packets if k < cut]:
                 del self._packets[s]
             self._done_firsts = {k for k in self._done_firsts if k >= cut}
+            self._padding = {k for k in self._padding if k >= cut}
         if len(self._complete) > MAX_PENDING_FRAMES:
             for first in sorted(self._complete)[: len(self._complete) - MAX_PENDING_FRAMES]:
                 del self._complete[first]
@@ -223,6 +275,18 @@ def vp8_starts_frame(payload: bytes) -> bool:
     return bool(payload) and bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
 
 
+def vp8_picture_id(payload: bytes) -> Optional[PictureId]:
+    """The picture ID of a VP8 payload descriptor (RFC 7741), if it has one."""
+    # X R N S R PID(3) | I L T K RSV(4) | M PictureID(7) [PictureID(8) when M]
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    if not payload[2] & 0x80:
+        return payload[2], 1 << 7
+    if len(payload) < 4:
+        return None
+    return (payload[2] & 0x7F) << 8 | payload[3], 1 << 15
+
+
 def _h264_nal_starts_frame(nal_type: int, after_header: int) -> bool:
     if nal_type in (6, 7, 9):  # SEI, SPS, access unit delimiter come first in an access unit
         return True
@@ -243,7 +307,17 @@ def h264_starts_frame(payload: bytes) -> bool:
     return _h264_nal_starts_frame(nal_type, payload[1])
 
 
-CODEC_HELPERS: dict[str, tuple[Callable[[bytes], bool], Callable[[bytes], bool]]] = {
-    "vp8": (vp8_is_keyframe, vp8_starts_frame),
-    "h264": (h264_is_keyframe, h264_starts_frame),
+def no_picture_id(payload: bytes) -> None:
+    return None
+
+
+class CodecHelpers(NamedTuple):
+    is_keyframe: Callable[[bytes], bool]  # of a whole frame
+    starts_frame: Callable[[bytes], bool]  # of one packet's payload
+    picture_id: Callable[[bytes], Optional[PictureId]]  # of one packet's payload
+
+
+CODEC_HELPERS: dict[str, CodecHelpers] = {
+    "vp8": CodecHelpers(vp8_is_keyframe, vp8_starts_frame, vp8_picture_id),
+    "h264": CodecHelpers(h264_is_keyframe, h264_starts_frame, no_picture_id),
 }

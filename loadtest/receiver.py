@@ -1,7 +1,7 @@
 """Receive-side instrumentation for the load-test client (one process, all participants).
 
 aiortc's RTCRtpReceiver is kept (it parses, unwraps RTX, sends NACK/PLI and
-receiver reports), but three of the names it looks up are replaced in this
+receiver reports), but some of the names it looks up are replaced in this
 process:
 
 - `JitterBuffer` -> InstrumentedBuffer: every video packet also goes to a
@@ -32,11 +32,22 @@ process:
   payload counts as an arrival of the packet it copies (a malformed payload as
   nothing), and aiortc's jitter buffer gets the primary as plain Opus. Whether
   Opus in-band FEC could stand in for a late packet is decided by the metrics.
+  Video RED + ULPFEC (loadtest.red_video, where the answer accepted them), as
+  libwebrtc's RtpVideoStreamReceiver2 takes it: a RED media packet is unwrapped,
+  delivered, and given (in its protected form: unwrapped, mutable extensions
+  zeroed) to an ULPFEC decoder (media.ulpfec); an FEC packet goes to the decoder
+  and its sequence number counts as padding, so it is not NACKed and does not
+  hide a frame boundary. Packets the decoder recovers are delivered like received
+  ones and leave the NACK list. Retransmissions are not fed to the decoder
+  (aiortc rebuilds them from RTX without the wire bytes, see WirePacket); the
+  NACK for a gap still goes out the moment the gap is seen.
 - `get_decoder` -> MeasuringDecoder: records when each released frame reached
   the decoder thread, whether its reference chain was intact (frames released
   with a broken chain count as not delivered), and, on probe receivers, really
   decodes (aiortc's decoder) and records the decoded time.
 - `NackGenerator` (browser mode only) -> RetryingNackGenerator.
+- `depayload`: leaves video RED payloads whole for the buffer (and the DTLS
+  transport parses into WirePackets, which keep their bytes for ULPFEC).
 
 Frames are identified by the hash of their reassembled bytes (our SFU forwards
 payloads bit-exact) or, where the server re-encodes (the MediaRelay baseline),
@@ -52,17 +63,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 import av
+from aiortc.codecs import depayload
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from loadtest.clips import frame_key, luma_of, read_marker
-from loadtest.frames import CODEC_HELPERS, AssembledFrame, FrameAssembler
+from loadtest.frames import CODEC_HELPERS, AssembledFrame, CodecHelpers, FrameAssembler
 from loadtest.metrics import FreezeDetector
 from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy, PlayoutClock
 from media.red import RedError, parse_red
+from media.ulpfec import UlpfecDecoder, UlpfecError, rtp_header_length, zero_extensions
 
 if TYPE_CHECKING:
     from loadtest.red_audio import RedCodec
+    from media.sdp_video_fec import VideoFecPayloadTypes
 
 MODES = ("aiortc", "browser")
 NACK_RETRY_S = 0.100  # libwebrtc kDefaultRttMs
@@ -86,9 +101,12 @@ class StreamRecord:
     rendered: list[list] = field(default_factory=list)  # [index, t, chain_ok]
     decoded: list[list] = field(default_factory=list)  # [index, t]
     arrivals: list[list] = field(default_factory=list)  # audio: [index, t] or [index, t, 1] for a RED copy
-    red: bool = False  # audio: the answer accepted red (the server may send RED payloads)
+    red: bool = False  # the answer accepted red (audio: loadtest.red_audio; video, with ulpfec: loadtest.red_video)
     red_packets: int = 0
-    red_malformed: int = 0
+    red_malformed: int = 0  # RED packets dropped as unusable
+    fec_packets: int = 0  # video: ULPFEC packets received
+    fec_recovered: int = 0  # video: media packets the ULPFEC decoder rebuilt
+    fec_malformed: int = 0  # video: FEC payloads the decoder rejected
     decode_errors: int = 0
     keyframe_requests: int = 0
     playout_floor: list[list] = field(default_factory=list)  # video: [t, ms] each time the page policy moved it
@@ -104,8 +122,9 @@ class StreamRecord:
                     "decoded": list(self.decoded), "arrivals": list(self.arrivals),
                     "decode_errors": self.decode_errors, "keyframe_requests": self.keyframe_requests,
                     "playout_floor": list(self.playout_floor),
-                    **({"red": self.red, "red_packets": self.red_packets, "red_malformed": self.red_malformed}
-                       if self.kind == "audio" else {})}
+                    "red": self.red, "red_packets": self.red_packets, "red_malformed": self.red_malformed,
+                    **({"fec_packets": self.fec_packets, "fec_recovered": self.fec_recovered,
+                        "fec_malformed": self.fec_malformed} if self.kind == "video" else {})}
 
 
 @dataclass
@@ -147,7 +166,7 @@ class InstrumentedBuffer:
         self.stock = JitterBuffer(capacity=capacity, prefetch=prefetch, is_video=is_video)
         self.record: Optional[StreamRecord] = None
         self.assembler: Optional[_ObservingAssembler] = None
-        self._starts_frame = None
+        self._helpers: Optional[CodecHelpers] = None
         self.mode = SETTINGS.mode
         now = time.monotonic()
         self._last_progress = now
@@ -162,6 +181,11 @@ class InstrumentedBuffer:
         self._frozen_s = 0.0  # freezes ended since the policy last looked
         self._policy_at = now + POLICY_INTERVAL_S
         self.red: Optional[RedCodec] = None  # audio: set once red is negotiated (loadtest.red_audio)
+        # video: set once red + ulpfec are negotiated (loadtest.red_video)
+        self.video_fec: Optional[VideoFecPayloadTypes] = None
+        self._media_codecs: dict[int, RTCRtpCodecParameters] = {}  # what RED may wrap, by payload type
+        self._zero_from: dict[int, int] = {}  # extension id -> first byte FEC does not cover
+        self._fec_decoder: Optional[UlpfecDecoder] = None
 
     @property
     def capacity(self) -> int:
@@ -169,14 +193,27 @@ class InstrumentedBuffer:
 
     def attach(self, record: StreamRecord) -> None:
         self.record = record
-        record.red = self.red is not None
+        record.red = self.red is not None or self.video_fec is not None
         if self.is_video:
-            is_keyframe, self._starts_frame = CODEC_HELPERS[record.codec]
-            self.assembler = _ObservingAssembler(record, is_keyframe)
+            self._helpers = CODEC_HELPERS[record.codec]
+            self.assembler = _ObservingAssembler(record, self._helpers.is_keyframe)
 
     def use_red(self, red: RedCodec) -> None:
         """red was negotiated: unwrap its payload type from now on."""
         self.red = red
+        if self.record is not None:
+            self.record.red = True
+
+    def use_video_fec(self, payload_types: VideoFecPayloadTypes, media_codecs: dict[int, RTCRtpCodecParameters],
+                      zero_from: dict[int, int]) -> None:
+        """Video red + ulpfec were negotiated: unwrap RED and decode FEC from now on.
+
+        `media_codecs`: the payload types RED may carry; `zero_from`: the header extensions
+        (id -> from which byte) FEC leaves out, see media.ulpfec.zero_extensions.
+        """
+        self.video_fec = payload_types
+        self._media_codecs = dict(media_codecs)
+        self._zero_from = dict(zero_from)
         if self.record is not None:
             self.record.red = True
 
@@ -190,19 +227,117 @@ class InstrumentedBuffer:
                 return self._add_red(packet, now)
             record.arrivals.append([record.index_of(packet._data), now])
             return self.stock.add(packet)
-        released = self.assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data,
-                                      now, starts_frame=self._starts_frame(packet.payload))
+        padding, packets = None, [packet]
+        if self.video_fec is not None and packet.payload_type == self.video_fec.red:
+            padding, packets = self._unwrap_video_red(packet)
         if self.mode == "browser":
+            released = [] if padding is None else self.assembler.add_padding(padding, now)
+            for plain in packets:
+                released += self._assemble(plain, now)
             return self._browser_release(released, now)
-        pli, frame = self.stock.add(packet)
-        if frame is not None:
-            index = record.index_of(frame.data)
-            # aiortc's buffer can release a frame missing packets (after it dropped some): not decodable either
-            ok = self.assembler.decodable_timestamp(frame.timestamp) and (index >= 0 or record.by_marker)
-            frame.loadtest = (record, index, ok)
+        if padding is not None:
+            self.assembler.add_padding(padding, now)
+        pli, frames = False, []
+        for plain in packets:
+            self._assemble(plain, now)
+            wants_keyframe, frame = self.stock.add(plain)
+            pli = pli or wants_keyframe
+            if frame is not None:
+                index = record.index_of(frame.data)
+                # aiortc's buffer can release a frame missing packets (after it dropped some): not decodable either
+                ok = self.assembler.decodable_timestamp(frame.timestamp) and (index >= 0 or record.by_marker)
+                frame.loadtest = (record, index, ok)
+                frames.append(frame)
         if pli:
             record.keyframe_requests += 1
-        return pli, frame
+        return pli, (frames[0] if len(frames) == 1 else FrameBundle(frames)) if frames else None
+
+    def _assemble(self, packet: RtpPacket, now: float) -> list[AssembledFrame]:
+        return self.assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data, now,
+                                  starts_frame=self._helpers.starts_frame(packet.payload),
+                                  picture_id=self._helpers.picture_id(packet.payload))
+
+    # --- video RED + ULPFEC ---------------------------------------------------------------------------
+
+    def _unwrap_video_red(self, packet: RtpPacket) -> tuple[Optional[int], list[RtpPacket]]:
+        """A RED packet as libwebrtc takes it: (its sequence number if it counts as padding: FEC or
+        empty; the media packets to deliver: its own, then any the FEC decoder recovered)."""
+        record = self.record
+        record.red_packets += 1
+        payload = packet.payload
+        if not payload:
+            return packet.sequence_number, []  # padding
+        block = payload[0]
+        if block & 0x80 or (block != self.video_fec.ulpfec and block not in self._media_codecs):
+            return self._malformed_red(packet)  # libwebrtc takes one block only, of a known payload type
+        decoder = self._decoder_for(packet.ssrc)
+        if block == self.video_fec.ulpfec:
+            record.fec_packets += 1
+            try:
+                recovered = decoder.add_fec(payload[1:])
+            except UlpfecError:
+                record.fec_malformed += 1
+                recovered = []
+            return packet.sequence_number, self._recovered(recovered)
+        media = self._plain(packet, block, payload[1:])
+        if media is None:
+            return self._malformed_red(packet)
+        return None, [media] + self._recovered(self._protect(packet, block, decoder))
+
+    def _malformed_red(self, packet: RtpPacket) -> tuple[Optional[int], list[RtpPacket]]:
+        self.record.red_malformed += 1
+        if self.nack is not None:  # dropped before libwebrtc's NACK module hears of it: still missing
+            self.nack.forget(packet.sequence_number)
+        return None, []
+
+    def _decoder_for(self, ssrc: int) -> UlpfecDecoder:
+        if self._fec_decoder is None or self._fec_decoder.ssrc != ssrc:
+            self._fec_decoder = UlpfecDecoder(ssrc)
+        return self._fec_decoder
+
+    def _plain(self, packet: RtpPacket, payload_type: int, payload: bytes) -> Optional[RtpPacket]:
+        """The media packet RED carried, depayloaded as aiortc's receiver would; None if unparseable."""
+        codec = self._media_codecs.get(payload_type)
+        if codec is None:
+            return None
+        plain = RtpPacket(payload_type=payload_type, marker=packet.marker, sequence_number=packet.sequence_number,
+                          timestamp=packet.timestamp, ssrc=packet.ssrc, payload=payload)
+        plain.csrc, plain.extensions, plain.padding_size = packet.csrc, packet.extensions, packet.padding_size
+        try:
+            plain._data = depayload(codec, payload) if payload else b""
+        except ValueError:
+            return None
+        return plain
+
+    def _protect(self, packet: RtpPacket, media_pt: int, decoder: UlpfecDecoder) -> list[bytes]:
+        """Give the decoder the packet as FEC protected it; returns what that let it recover."""
+        raw = getattr(packet, "raw", None)
+        if not raw:
+            return []  # rebuilt by aiortc from RTX: libwebrtc keeps retransmissions out of FEC too
+        try:
+            header = rtp_header_length(raw)
+            # without the RED header byte, with the media payload type (marker bit kept)
+            unwrapped = raw[:1] + bytes([raw[1] & 0x80 | media_pt]) + raw[2:header] + raw[header + 1:]
+            return decoder.add_media(zero_extensions(unwrapped, self._zero_from))
+        except UlpfecError:
+            return []
+
+    def _recovered(self, recovered: list[bytes]) -> list[RtpPacket]:
+        """Recovered packets, as received ones; each leaves the NACK list (libwebrtc: is_recovered)."""
+        out = []
+        for data in recovered:
+            self.record.fec_recovered += 1
+            try:
+                parsed = RtpPacket.parse(data)
+            except ValueError:
+                continue
+            plain = self._plain(parsed, parsed.payload_type, parsed.payload)  # a recovered RED packet: dropped
+            if plain is None:
+                continue
+            if self.nack is not None:
+                self.nack.recovered(plain.sequence_number)
+            out.append(plain)
+        return out
 
     def _add_red(self, packet: RtpPacket, now: float) -> tuple[bool, Optional[Any]]:
         """A RED payload: every block is an arrival of the packet it copies; the primary goes on as Opus.
@@ -352,6 +487,18 @@ class RetryingNackGenerator:
             del self._tries[lost]
             self._first_seen.pop(lost, None)
 
+    def recovered(self, seq: int) -> None:
+        """FEC rebuilt this packet: stop asking for it (libwebrtc's NackRequester, is_recovered)."""
+        self._tries.pop(seq, None)
+        self._first_seen.pop(seq, None)
+
+    def forget(self, seq: int) -> None:
+        """This packet arrived unusable (malformed RED): it is missing again, asked for with the next
+        packet, as libwebrtc does for a gap its NACK module sees then."""
+        if seq not in self._tries:
+            self._tries[seq] = (0, float("-inf"))
+            self._first_seen[seq] = time.monotonic()
+
     def add(self, packet: RtpPacket) -> bool:
         seq, now = packet.sequence_number, time.monotonic()
         if self.max_seq is None:
@@ -402,6 +549,47 @@ def install(mode: str, jitter_buffer_target_s: Optional[float] = None) -> None:
     if mode == "browser":
         receiver_module.NackGenerator = RetryingNackGenerator
     _route_rtx_by_ssrc()
+    _keep_wire_bytes()
+    _keep_red_payloads(receiver_module)
+
+
+class WirePacket(RtpPacket):
+    """An RtpPacket that keeps the bytes it was parsed from.
+
+    ULPFEC protects the bytes as sent, and aiortc's parse keeps only the header
+    extensions it knows. aiortc rebuilds RTX retransmissions as plain RtpPackets,
+    without `raw`: that keeps them out of FEC, as libwebrtc does.
+    """
+
+    raw: bytes = b""
+
+    @classmethod
+    def parse(cls, data: bytes, extensions_map: Optional[HeaderExtensionsMap] = None) -> "WirePacket":
+        packet = super().parse(data, extensions_map if extensions_map is not None else HeaderExtensionsMap())
+        packet.raw = data
+        return packet
+
+
+def _keep_wire_bytes() -> None:
+    """The DTLS transport parses what it receives as WirePackets (it is the only RtpPacket it parses)."""
+    import aiortc.rtcdtlstransport as transport_module
+
+    transport_module.RtpPacket = WirePacket
+
+
+def _keep_red_payloads(receiver_module) -> None:
+    """aiortc depayloads each packet by its payload type's codec before the buffer sees it. Video red is
+    registered as a copy of the video codec (loadtest.red_video.RedVideoCodec, so the decoder thread keeps
+    one decoder): leave its payloads whole, the buffer unwraps (and counts) them itself."""
+    from loadtest.red_video import RedVideoCodec
+
+    real = getattr(receiver_module, "_loadtest_real_depayload", receiver_module.depayload)
+    receiver_module._loadtest_real_depayload = real
+
+    def keep_red(codec: RTCRtpCodecParameters, payload: bytes) -> bytes:
+        return payload if isinstance(codec, RedVideoCodec) else real(codec, payload)
+
+    receiver_module.depayload = keep_red
 
 
 def _route_rtx_by_ssrc() -> None:
