@@ -118,23 +118,10 @@ def _bench_participant_class():
             self.bytes_received: dict[str, int] = defaultdict(int)
             self.keyframes_received: dict[str, int] = defaultdict(int)
 
-        async def _consume(self, track, received) -> None:
-            from aiortc.mediastreams import MediaStreamError
-
-            try:
-                while True:
-                    frame = await track.recv()
-                    now = time.monotonic()
-                    received.frames += 1
-                    received.first_frame_at = received.first_frame_at or now
-                    received.last_frame_at = now
-                    if track.kind == "video":
-                        received.width, received.height = frame.width, frame.height
-                    self.bytes_received[received.mid] += getattr(frame, "nbytes", 0)
-                    if getattr(frame, "keyframe", False):
-                        self.keyframes_received[received.mid] += 1
-            except MediaStreamError:
-                pass
+        def on_frame(self, frame, received) -> None:
+            self.bytes_received[received.mid] += getattr(frame, "nbytes", 0)
+            if getattr(frame, "keyframe", False):
+                self.keyframes_received[received.mid] += 1
 
     return BenchParticipant
 

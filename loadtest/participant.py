@@ -146,8 +146,12 @@ class SyntheticParticipant:
                 received.last_frame_at = now
                 if track.kind == "video":
                     received.width, received.height = frame.width, frame.height
+                self.on_frame(frame, received)
         except MediaStreamError:
             pass
+
+    def on_frame(self, frame, received: ReceivedTrack) -> None:
+        """Called for every frame received, after the counters; for subclasses that look closer."""
 
     # --- observing what arrives ---------------------------------------------------------
 
