@@ -60,7 +60,7 @@ from loadtest.harness import (
     tail,
     wait_healthy,
 )
-from loadtest.impairment import PROFILES, Profile, parse_profiles
+from loadtest.impairment import KNOWN_PROFILES, PROFILES, Profile, parse_profiles
 from loadtest.metrics import AUDIO_DEADLINE_S, REUSE_HORIZON_S, run_metrics
 from loadtest.receiver import MODES
 
@@ -83,7 +83,7 @@ def jitter_buffer_target(value: str) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from loadtest.preencoded import default_cache_dir
 
-    profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
+    profiles = "; ".join(f"{p.name}: {p.description}" for p in KNOWN_PROFILES.values())
     p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=f"Profiles: {profiles}.")

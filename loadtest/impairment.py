@@ -132,6 +132,17 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
 )}
 
 
+# Not run by default: `loss-30` with the loss on one leg only, to see which leg sets the tail
+# (both keep the 100 ms RTT). Session 5 used them to find the uplink dominating.
+DIAGNOSTIC_PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile("loss-30-uplink", "30 % random loss on every uplink only, 100 ms RTT",
+            uplink=LinkSpec(delay_ms=50, loss=0.30), downlink=LinkSpec(delay_ms=50)),
+    Profile("loss-30-downlink", "30 % random loss on every downlink only, 100 ms RTT",
+            uplink=LinkSpec(delay_ms=50), downlink=LinkSpec(delay_ms=50, loss=0.30)),
+)}
+KNOWN_PROFILES: dict[str, Profile] = {**PROFILES, **DIAGNOSTIC_PROFILES}
+
+
 def parse_profiles(values: list[str]) -> list[Profile]:
     """--profile values (repeatable, each may be a comma list) -> profiles, in order, without repeats."""
     names: list[str] = []
@@ -139,10 +150,10 @@ def parse_profiles(values: list[str]) -> list[Profile]:
         for name in (n.strip() for n in value.split(",")):
             if name and name not in names:
                 names.append(name)
-    unknown = [n for n in names if n not in PROFILES]
+    unknown = [n for n in names if n not in KNOWN_PROFILES]
     if unknown:
-        raise ValueError(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(PROFILES)}")
-    return [PROFILES[n] for n in names]
+        raise ValueError(f"unknown profile(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PROFILES)}")
+    return [KNOWN_PROFILES[n] for n in names]
 
 
 def derive_seed(*parts: object) -> int:
