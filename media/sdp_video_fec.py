@@ -95,12 +95,19 @@ def video_fec_in_section(section: list[str]) -> Optional[VideoFecPayloadTypes]:
     if not section or not section[0].startswith("m=video"):
         return None
     names = _rtpmap(section)
+    if any(pt > 127 for pt in names) or _duplicate_rtpmap(section):
+        return None  # not valid RTP payload types: take no FEC rather than send packets a receiver misreads
     red = next((pt for pt, name in names.items() if name == "red"), None)
     ulpfec = next((pt for pt, name in names.items() if name == "ulpfec"), None)
     if red is None or ulpfec is None:
         return None
     rtx = next((pt for pt, name in names.items() if name == "rtx" and _apt(section, pt) == red), None)
     return VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=rtx)
+
+
+def _duplicate_rtpmap(section: list[str]) -> bool:
+    pts = [m.group(1) for line in section if (m := re.match(r"a=rtpmap:(\d+) ", line))]
+    return len(pts) != len(set(pts))
 
 
 def video_fec_by_mid(sdp: str) -> dict[str, VideoFecPayloadTypes]:

@@ -61,6 +61,15 @@ def test_rtx_that_is_not_for_red_is_not_taken_for_it():
     assert video_fec_in_section(section) == VideoFecPayloadTypes(red=116, ulpfec=118, rtx=None)
 
 
+def test_payload_types_that_are_not_valid_or_taken_twice_give_no_fec():
+    base = ["m=video 9 UDP/TLS/RTP/SAVPF 96 116 118", "a=rtpmap:96 VP8/90000"]
+    assert video_fec_in_section(base + ["a=rtpmap:116 red/90000", "a=rtpmap:118 ulpfec/90000"]) is not None
+    # ulpfec on VP8's number: FEC would reach the decoder as media
+    assert video_fec_in_section(base + ["a=rtpmap:116 red/90000", "a=rtpmap:96 ulpfec/90000"]) is None
+    # past 7 bits: the number would spill into the marker bit
+    assert video_fec_in_section(base + ["a=rtpmap:200 red/90000", "a=rtpmap:118 ulpfec/90000"]) is None
+
+
 def test_more_loss_means_smaller_groups_and_fec_stops_with_hysteresis():
     assert group_for_loss(0.0, active=False) is None
     assert group_for_loss(0.02, active=False) is None
