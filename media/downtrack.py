@@ -124,9 +124,6 @@ class DownTrack:
         self.downlink_loss = downlink_loss if downlink_loss is not None else LossEstimate()
         self._loss_sample_sent = 0
         self._loss_sample_nacked = 0
-        # what this down-track sends (media + FEC), measured over the loss samples
-        self.sent_bps: Optional[float] = None
-        self._rate_mark: Optional[tuple[float, int]] = None  # (time, octets_sent) at the last sample
         self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
         self.stale_nack_keyframes = 0
         self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
@@ -221,7 +218,6 @@ class DownTrack:
             "fec_group": None if self._fec is None else self._fec.group,
             "reported_loss": round(self.reported_loss, 3),
             "fec_packets": 0 if self._fec is None else self._fec.fec_packets,
-            "fec_congestion_pauses": 0 if self._fec is None else self._fec.congestion_pauses,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
         }
 
@@ -279,7 +275,6 @@ class DownTrack:
             if self._loss_sample_sent >= LOSS_SAMPLE_PACKETS:
                 self.downlink_loss.add(min(self._loss_sample_nacked, self._loss_sample_sent), self._loss_sample_sent)
                 self._loss_sample_sent = self._loss_sample_nacked = 0
-                self._measure_rate(now)
                 self._update_fec()
         if (late or self.kind == "audio") and self.downlink_loss.copies > 1:
             # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
@@ -292,15 +287,9 @@ class DownTrack:
         self.reported_loss += REPORTED_LOSS_WEIGHT * (fraction - self.reported_loss)
         self._update_fec()
 
-    def _measure_rate(self, now: float) -> None:
-        if self._rate_mark is not None and now - self._rate_mark[0] >= 0.2:
-            self.sent_bps = (self.octets_sent - self._rate_mark[1]) * 8 / (now - self._rate_mark[0])
-        if self._rate_mark is None or now - self._rate_mark[0] >= 0.2:
-            self._rate_mark = (now, self.octets_sent)
-
     def _update_fec(self) -> None:
         if self._fec is not None:
-            self._fec.update(max(self.downlink_loss.value, self.reported_loss), self.sent_bps, self.remb_bitrate)
+            self._fec.update_loss(max(self.downlink_loss.value, self.reported_loss))
 
     async def _send_fec(self, fec: VideoFecSender, sent: SentPacket, media_pt: int, media_payload: bytes,
                         abs_send_time: int) -> None:

@@ -17,7 +17,6 @@ frame: a lost FEC packet is a sequence-number hole, harmless between frames
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 from .sdp_video_fec import VideoFecPayloadTypes
@@ -30,12 +29,6 @@ from .ulpfec import UlpfecEncoder
 GROUP_FOR_LOSS = ((0.20, 2), (0.12, 3), (0.06, 4), (0.03, 6))
 # FEC stops only when loss falls well under where it started, so it does not flap.
 OFF_BELOW_LOSS = 0.015
-# The subscriber's bandwidth estimate (REMB) under this share of what we send it
-# (media + FEC) says its link is congested: loss there is queues overflowing, and
-# FEC would only add to them, so it pauses. A delay-based estimate hovers just above
-# what arrives, so it cannot show room for FEC; it can only say when to back off.
-CONGESTED_SHARE = 0.75
-CONGESTION_PAUSE_S = 10.0
 
 
 def group_for_loss(loss: float, active: bool) -> Optional[int]:
@@ -62,22 +55,13 @@ class VideoFecSender:
         self._pending: list[bytes] = []  # FEC payloads waiting for the end of the frame
         self.group: Optional[int] = None
         self.fec_packets = 0
-        self.congestion_pauses = 0
-        self._paused_until = float("-inf")
 
     @property
     def active(self) -> bool:
         return self.group is not None
 
-    def update(self, loss: float, sent_bps: Optional[float] = None, estimate_bps: Optional[float] = None,
-               now: Optional[float] = None) -> None:
-        """New loss figure, and the subscriber's estimate against what we send it, if known."""
-        now = time.monotonic() if now is None else now
-        if sent_bps and estimate_bps and estimate_bps < CONGESTED_SHARE * sent_bps:
-            if now >= self._paused_until:
-                self.congestion_pauses += 1
-            self._paused_until = now + CONGESTION_PAUSE_S
-        group = None if now < self._paused_until else group_for_loss(loss, self.active)
+    def update_loss(self, loss: float) -> None:
+        group = group_for_loss(loss, self.active)
         if group is None and self.active:
             self.reset()
         elif group is not None:

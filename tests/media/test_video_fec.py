@@ -10,15 +10,7 @@ from aiortc import RTCPeerConnection, sdp
 from media.sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid, video_fec_in_section
 from media.sdp_tweaks import split_sections
 from media.ulpfec import UlpfecDecoder
-from media.video_fec import (
-    CONGESTED_SHARE,
-    CONGESTION_PAUSE_S,
-    GROUP_FOR_LOSS,
-    OFF_BELOW_LOSS,
-    VideoFecSender,
-    group_for_loss,
-    red_wrap,
-)
+from media.video_fec import GROUP_FOR_LOSS, OFF_BELOW_LOSS, VideoFecSender, group_for_loss, red_wrap
 
 from .test_ulpfec import SSRC, VP8_PT, media
 
@@ -84,7 +76,7 @@ def test_fec_goes_out_after_the_frame_and_rebuilds_a_lost_packet_exactly():
     rng = random.Random(3)
     sender = VideoFecSender(PTS)
     assert sender.protect(media(100, rng)) == []  # no loss measured: no FEC
-    sender.update(0.3)
+    sender.update_loss(0.3)
     assert sender.group == 2
     frame = [media(101 + i, rng, marker=(i == 4), timestamp=180_000) for i in range(5)]
     sent_after = [sender.protect(p) for p in frame]
@@ -102,23 +94,9 @@ def test_fec_goes_out_after_the_frame_and_rebuilds_a_lost_packet_exactly():
             recovered += decoder.add_fec(payload[1:])
         assert recovered == [frame[lost]], lost
 
-    sender.update(0.0)
+    sender.update_loss(0.0)
     assert not sender.active and sender.protect(media(106, rng, marker=True)) == []
 
 
 def test_red_wrap_is_one_primary_block():
     assert red_wrap(VP8_PT, b"\x10\x20") == bytes([VP8_PT]) + b"\x10\x20"
-
-
-def test_fec_pauses_while_the_subscribers_estimate_says_its_link_is_congested():
-    sender = VideoFecSender(PTS)
-    sender.update(0.3, sent_bps=1_500_000, estimate_bps=1_600_000, now=0.0)
-    assert sender.group == 2  # an estimate just above what arrives is the normal case
-    sender.update(0.3, sent_bps=1_500_000, estimate_bps=CONGESTED_SHARE * 1_500_000 - 1, now=1.0)
-    assert not sender.active and sender.congestion_pauses == 1
-    sender.update(0.3, sent_bps=1_000_000, estimate_bps=1_100_000, now=1.0 + CONGESTION_PAUSE_S - 0.1)
-    assert not sender.active  # still pausing
-    sender.update(0.3, sent_bps=1_000_000, estimate_bps=1_100_000, now=1.0 + CONGESTION_PAUSE_S + 0.1)
-    assert sender.group == 2 and sender.congestion_pauses == 1
-    sender.update(0.3, now=20.0)  # no estimate known: loss alone decides
-    assert sender.group == 2
