@@ -100,6 +100,8 @@ class DownTrack:
         self._out_pt: dict[tuple, int] = {}
         # source payload type -> ours (None: not negotiated); recomputed when the source changes
         self._pt_for_source: dict[int, Optional[int]] = {}
+        # source payload type -> whether its packets get RED/FEC (VP8/VP9 with FEC negotiated)
+        self._fec_for_source: dict[int, bool] = {}
         self._out_rtx_pt: dict[int, int] = {}
         self._rtx_seq = random.randrange(1 << 15)
         self._waiting_for_keyframe = kind == "video"
@@ -191,6 +193,7 @@ class DownTrack:
             self.source.remove_downtrack(self)
         self.source = source
         self._pt_for_source.clear()
+        self._fec_for_source.clear()
         if self._rewriter is not None:
             self._rewriter.reset()
         self._waiting_for_keyframe = self.kind == "video"
@@ -233,6 +236,12 @@ class DownTrack:
             payload_type = self._pt_for_source[codec.payloadType] = self._out_pt.get(_codec_key(codec))
         return payload_type
 
+    def _protects(self, codec: RTCRtpCodecParameters) -> bool:
+        protects = self._fec_for_source.get(codec.payloadType)
+        if protects is None:
+            protects = self._fec_for_source[codec.payloadType] = codec.mimeType.lower()[6:] in PROTECTABLE
+        return protects
+
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
                       abs_send_time: int, now: float, late: bool = False) -> None:
         """Send one packet on. `late`: it was recovered from the publisher and the
@@ -258,7 +267,7 @@ class DownTrack:
         if mapped is None:
             return  # older than where this subscriber started
         seq, ts = mapped
-        fec = self._fec if self._fec is not None and codec.mimeType.lower()[6:] in PROTECTABLE else None
+        fec = self._fec if self._fec is not None and self._protects(codec) else None
         wire_pt, wire_payload = payload_type, packet.payload
         if fec is not None:
             wire_pt, wire_payload = fec.payload_types.red, red_wrap(payload_type, packet.payload)
