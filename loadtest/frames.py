@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
+from media.codec_inspect import PictureId, vp8_picture_id, vp8_starts_frame
+
 MAX_TRACKED_PACKETS = 4096
 MAX_PENDING_FRAMES = 512
 
-# (picture ID, modulus): VP8's is 7 or 15 bits long (the M bit), and wraps there
-PictureId = tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -268,23 +268,6 @@ def h264_nal_types(annexb: bytes) -> list[int]:
 
 def h264_is_keyframe(frame: bytes) -> bool:
     return 5 in h264_nal_types(frame)
-
-
-def vp8_starts_frame(payload: bytes) -> bool:
-    # payload descriptor, first byte: X R N S R PID(3): S set and partition 0
-    return bool(payload) and bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
-
-
-def vp8_picture_id(payload: bytes) -> Optional[PictureId]:
-    """The picture ID of a VP8 payload descriptor (RFC 7741), if it has one."""
-    # X R N S R PID(3) | I L T K RSV(4) | M PictureID(7) [PictureID(8) when M]
-    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
-        return None
-    if not payload[2] & 0x80:
-        return payload[2], 1 << 7
-    if len(payload) < 4:
-        return None
-    return (payload[2] & 0x7F) << 8 | payload[3], 1 << 15
 
 
 def _h264_nal_starts_frame(nal_type: int, after_header: int) -> bool:

@@ -39,7 +39,7 @@ process:
   and its sequence number counts as padding, so it is not NACKed and does not
   hide a frame boundary. Packets the decoder recovers are delivered like received
   ones and leave the NACK list. Retransmissions are not fed to the decoder
-  (aiortc rebuilds them from RTX without the wire bytes, see WirePacket); the
+  (aiortc rebuilds them from RTX without the wire bytes, see media.aiortc_bridge.WirePacket); the
   NACK for a gap still goes out the moment the gap is seen.
 - `get_decoder` -> MeasuringDecoder: records when each released frame reached
   the decoder thread, whether its reference chain was intact (frames released
@@ -66,12 +66,13 @@ import av
 from aiortc.codecs import depayload
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import RtpPacket
 
 from loadtest.clips import frame_key, luma_of, read_marker
 from loadtest.frames import CODEC_HELPERS, AssembledFrame, CodecHelpers, FrameAssembler
 from loadtest.metrics import FreezeDetector
 from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy, PlayoutClock
+from media.aiortc_bridge import keep_wire_bytes
 from media.red import RedError, parse_red
 from media.ulpfec import UlpfecDecoder, UlpfecError, rtp_header_length, zero_extensions
 
@@ -549,32 +550,8 @@ def install(mode: str, jitter_buffer_target_s: Optional[float] = None) -> None:
     if mode == "browser":
         receiver_module.NackGenerator = RetryingNackGenerator
     _route_rtx_by_ssrc()
-    _keep_wire_bytes()
+    keep_wire_bytes()  # ULPFEC needs the bytes as sent (media.aiortc_bridge.WirePacket)
     _keep_red_payloads(receiver_module)
-
-
-class WirePacket(RtpPacket):
-    """An RtpPacket that keeps the bytes it was parsed from.
-
-    ULPFEC protects the bytes as sent, and aiortc's parse keeps only the header
-    extensions it knows. aiortc rebuilds RTX retransmissions as plain RtpPackets,
-    without `raw`: that keeps them out of FEC, as libwebrtc does.
-    """
-
-    raw: bytes = b""
-
-    @classmethod
-    def parse(cls, data: bytes, extensions_map: Optional[HeaderExtensionsMap] = None) -> "WirePacket":
-        packet = super().parse(data, extensions_map if extensions_map is not None else HeaderExtensionsMap())
-        packet.raw = data
-        return packet
-
-
-def _keep_wire_bytes() -> None:
-    """The DTLS transport parses what it receives as WirePackets (it is the only RtpPacket it parses)."""
-    import aiortc.rtcdtlstransport as transport_module
-
-    transport_module.RtpPacket = WirePacket
 
 
 def _keep_red_payloads(receiver_module) -> None:

@@ -11,16 +11,22 @@ whatever is registered, and files senders under their `_ssrc`.
 This relies on aiortc internals of the pinned version (1.16.0):
 RTCRtpReceiver.receive/stop, RTCRtpSender.send/stop being looked up on the
 instance by RTCPeerConnection, RTCDtlsTransport._register_rtp_receiver /
-_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc, and aioice's Connection._queue. A test
-(tests/media/test_aiortc_bridge.py) pins these assumptions.
+_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc, aioice's
+Connection._queue, and aiortc.rtcdtlstransport parsing received RTP with its
+module-level `RtpPacket.parse` (WirePacket). The forwarding and loss-recovery tests,
+which run real aiortc peers through these paths, pin these assumptions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from typing import Optional
+
+import aiortc.rtcdtlstransport as dtls_transport_module
 from aiortc import RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
@@ -28,6 +34,28 @@ from .published_track import PublishedTrack
 
 # ~0.5 s of a three-party room's incoming packets; beyond that, old packets are worth less than new ones.
 ICE_RECEIVE_QUEUE_PACKETS = 512
+
+
+class WirePacket(RtpPacket):
+    """An RtpPacket that keeps the bytes it was parsed from (`raw`).
+
+    ULPFEC protects packets as sent, and aiortc's parse keeps only the header
+    extensions it knows. Packets aiortc builds itself (RTX unwrapped) are plain
+    RtpPackets without `raw`, which keeps them out of FEC, as libwebrtc does.
+    """
+
+    raw: bytes = b""
+
+    @classmethod
+    def parse(cls, data: bytes, extensions_map: Optional[HeaderExtensionsMap] = None) -> "WirePacket":
+        packet = super().parse(data, extensions_map if extensions_map is not None else HeaderExtensionsMap())
+        packet.raw = data
+        return packet
+
+
+def keep_wire_bytes() -> None:
+    """In this process, DTLS transports parse what they receive as WirePackets (the only RTP they parse)."""
+    dtls_transport_module.RtpPacket = WirePacket
 
 
 def bound_ice_receive_queue(transceiver: RTCRtpTransceiver, capacity: int = ICE_RECEIVE_QUEUE_PACKETS) -> DropOldestQueue:
@@ -58,6 +86,7 @@ def take_over_receiver(
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
         if "track" in state:
             return
+        keep_wire_bytes()  # before any packet reaches the track: uplink ULPFEC needs them
         track = make_track(parameters)
         state["track"] = track
         track.start()

@@ -1,10 +1,17 @@
-"""Reads just enough of a VP8 / H.264 RTP payload to find keyframes.
+"""Reads just enough of a VP8 / H.264 RTP payload to find keyframes and frame boundaries.
 
 The forwarder never decodes; it only needs to know where a subscriber may start
-(the first packet of a keyframe) so that a late joiner gets a decodable picture.
+(the first packet of a keyframe) so that a late joiner gets a decodable picture,
+and, for VP8, where frames start and their picture IDs (to tell a lost FEC
+packet between two frames from lost media, media/uplink_fec.py).
 """
 
 from __future__ import annotations
+
+from typing import Optional
+
+# (picture ID, modulus): VP8's is 7 or 15 bits long (the M bit), and wraps there
+PictureId = tuple[int, int]
 
 # H.264 NAL unit types (RFC 6184)
 _NAL_IDR = 5
@@ -40,6 +47,24 @@ def vp8_is_keyframe_start(payload: bytes) -> bool:
         return False
     # VP8 payload header: P bit (inverse keyframe flag) is bit 0
     return not (payload[pos] & 0x01)
+
+
+def vp8_starts_frame(payload: bytes) -> bool:
+    """The first packet of a VP8 frame: payload descriptor S bit set, partition 0."""
+    # payload descriptor, first byte: X R N S R PID(3)
+    return bool(payload) and bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
+
+
+def vp8_picture_id(payload: bytes) -> Optional[PictureId]:
+    """The picture ID of a VP8 payload descriptor (RFC 7741), if it has one."""
+    # X R N S R PID(3) | I L T K RSV(4) | M PictureID(7) [PictureID(8) when M]
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    if not payload[2] & 0x80:
+        return payload[2], 1 << 7
+    if len(payload) < 4:
+        return None
+    return (payload[2] & 0x7F) << 8 | payload[3], 1 << 15
 
 
 def h264_is_keyframe_start(payload: bytes) -> bool:

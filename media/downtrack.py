@@ -291,6 +291,11 @@ class DownTrack:
             # packets already late (a lost one costs the subscriber another NACK round).
             self._send_copies(data)
 
+    def skip_source(self, after_seq: int, upto_seq: int) -> None:
+        """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
+        if self.started and self._rewriter.started:
+            self._rewriter.skip(after_seq, upto_seq)
+
     def note_reported_loss(self, fraction: float) -> None:
         """One receiver report's fraction lost for this stream (0..1)."""
         self.reported_loss += REPORTED_LOSS_WEIGHT * (fraction - self.reported_loss)

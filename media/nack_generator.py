@@ -10,7 +10,9 @@ policy can repair the picture instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Optional
 
 from .redundancy import LossEstimate
 from .seqnum import seq_add, seq_diff
@@ -55,14 +57,31 @@ class NackGenerator:
         self.nacked = 0
         self.recovered = 0
         self.given_up = 0
+        self.not_media = 0  # gaps found to be FEC, dropped from the list
         # first-transmission loss on the uplink: how many copies each NACK needs
         self.loss = LossEstimate()
         self._sample_lost = self._sample_total = 0
         self.last_was_recovered = False  # the packet just seen filled a gap (arrives late)
+        # the packet just seen had arrived already (or is older than anything still asked for)
+        self.last_was_duplicate = False
 
     @property
     def missing(self) -> list[int]:
         return sorted(self._missing, key=lambda s: seq_diff(s, self._max_seq or 0))
+
+    @property
+    def newest(self) -> Optional[int]:
+        """The highest sequence number seen."""
+        return self._max_seq
+
+    def is_missing(self, seq: int) -> bool:
+        return seq in self._missing
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Stop asking for these: they turned out to be no media (FEC a sender never resends)."""
+        for seq in seqs:
+            if self._missing.pop(seq, None) is not None:
+                self.not_media += 1
 
     def wants(self, seq: int) -> bool:
         """Whether `seq` has not arrived: missing, or newer than anything seen."""
@@ -74,11 +93,13 @@ class NackGenerator:
             self._max_seq = seq
             return []
         ahead = seq_diff(seq, self._max_seq)
-        self.last_was_recovered = False
+        self.last_was_recovered = self.last_was_duplicate = False
         if ahead <= 0:
             if self._missing.pop(seq, None) is not None:
                 self.recovered += 1
                 self.last_was_recovered = True
+            else:
+                self.last_was_duplicate = True
             return []
         self._max_seq = seq
         if ahead > MAX_GAP:

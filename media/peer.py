@@ -109,7 +109,7 @@ class MediaPeer:
         self.receive_queue: Optional[DropOldestQueue] = None
         # mid -> (red payload type, Opus payload type), from the answer: aiortc does not negotiate RED
         self._red_by_mid: dict[str, tuple[int, int]] = {}
-        # mid -> video red/ulpfec payload types, from the answer (only our sending sections offer them)
+        # mid -> video red/ulpfec payload types, from the answer (sending and publishing sections)
         self._video_fec_by_mid: dict[str, VideoFecPayloadTypes] = {}
 
         @self.pc.on("connectionstatechange")
@@ -141,7 +141,7 @@ class MediaPeer:
                 participant_id=self.participant_id,
                 kind=kind,
                 transport=transceiver.receiver.transport,
-                parameters=self._with_red(transceiver, parameters),
+                parameters=self._with_video_fec(transceiver, self._with_red(transceiver, parameters)),
                 rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
                 rtt_s=self.rtt_s,
             )

@@ -44,7 +44,10 @@ from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
 from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
-from .seqnum import seq_add
+from .sdp_video_fec import VideoFecPayloadTypes
+from .seqnum import seq_add, seq_diff
+from .ulpfec import UlpfecError, zeroed_extensions
+from .uplink_fec import MAX_FEC_RUN, UplinkVideoFec
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -53,6 +56,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_RTT_S = 0.1  # until the peer's own RTT is measured
+
+
+def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optional[UplinkVideoFec]:
+    """RED + ULPFEC handling when the publisher's answer kept video red and ulpfec."""
+    by_name = {c.mimeType.lower(): c.payloadType for c in parameters.codecs}
+    red, ulpfec = by_name.get("video/red"), by_name.get("video/ulpfec")
+    if kind != "video" or red is None or ulpfec is None:
+        return None
+    rtx = next((c.payloadType for c in parameters.codecs if is_rtx(c) and c.parameters.get("apt") == red), None)
+    vp8 = frozenset(c.payloadType for c in parameters.codecs if c.mimeType.lower() == "video/vp8")
+    return UplinkVideoFec(VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=rtx),
+                          zeroed_extensions(parameters.headerExtensions), vp8)
 
 
 @dataclass(slots=True)
@@ -90,6 +105,7 @@ class PublishedTrack:
         self._parameters = parameters
         self._red_types = {pt for pt, c in self.codecs.items() if c.mimeType.lower() == "audio/red"}
         self._red_codec = next((self.codecs[pt] for pt in sorted(self._red_types)), None)
+        self._uplink_fec = _uplink_video_fec(kind, parameters)
         self._keyframe_detectors = {
             pt: keyframe_detector(c.name) for pt, c in self.codecs.items() if kind == "video"
         }
@@ -114,6 +130,7 @@ class PublishedTrack:
         self.red_packets = 0
         self.red_distance = 0  # the most earlier frames one RED packet carried (Chrome: 1 by default)
         self.red_recovered = 0  # packets the uplink lost that a RED copy brought back
+        self.duplicates_dropped = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
 
     # --- wiring -------------------------------------------------------------
@@ -212,10 +229,115 @@ class PublishedTrack:
             self._stats.add(packet)
 
         now = time.monotonic()
-        if codec.payloadType in self._red_types:
+        if self._uplink_fec is not None and codec.payloadType == self._uplink_fec.payload_types.red:
+            await self._handle_video_red(packet, now, retransmitted)
+        elif codec.payloadType in self._red_types:
             await self._handle_red(packet, codec, now)
+        elif codec.mimeType.lower() == "video/ulpfec":
+            self.packets_dropped += 1  # FEC outside RED: not what browsers send, and not media
         else:
             await self._deliver(packet, codec, now)
+
+    async def _handle_video_red(self, packet: RtpPacket, now: float, retransmitted: bool) -> None:
+        """Video RED from the publisher: FEC rebuilds what it can; media goes on unwrapped."""
+        fec = self._uplink_fec
+        self.red_packets += 1
+        try:
+            block_type, data = fec.unwrap(packet.payload)
+        except RedError:
+            self.packets_dropped += 1
+            return
+        if block_type == fec.payload_types.ulpfec:
+            if not retransmitted:  # browsers never resend FEC; if one did, it would add nothing
+                await self._handle_uplink_fec(packet, data, now)
+            return
+        codec = self.codecs.get(block_type)
+        if codec is None or block_type in (fec.payload_types.red, fec.payload_types.rtx) or not data:
+            self.packets_dropped += 1
+            return
+        plain = RtpPacket(payload_type=block_type, marker=packet.marker, sequence_number=packet.sequence_number,
+                          timestamp=packet.timestamp, ssrc=packet.ssrc, payload=data)
+        plain.extensions = packet.extensions
+        try:
+            rebuilt = fec.media_arrived(plain, None if retransmitted else getattr(packet, "raw", None) or None)
+        except UlpfecError:
+            rebuilt = []
+        await self._deliver(plain, codec, now)
+        await self._deliver_rebuilt(rebuilt, now)
+
+    async def _handle_uplink_fec(self, packet: RtpPacket, data: bytes, now: float) -> None:
+        fec = self._uplink_fec
+        try:
+            rebuilt = fec.fec_arrived(packet.sequence_number, packet.timestamp, packet.ssrc, data)
+        except UlpfecError:
+            fec.fec_malformed += 1
+            rebuilt = []
+        # what it rebuilt first: a frame's lost last packet then goes out in order, no hole
+        await self._deliver_rebuilt(rebuilt, now)
+        seq = packet.sequence_number
+        self._nack.forget([seq])  # arrived late: it was never media to recover
+        new_gaps = self._settle_fec_holes(seq, self._nack.on_packet(seq, now))
+        if new_gaps:
+            await self._send_nack(new_gaps)
+            self._schedule_nack_timer()
+
+    async def _deliver_rebuilt(self, rebuilt: list[bytes], now: float) -> None:
+        for data in rebuilt:
+            try:
+                packet = RtpPacket.parse(data)
+            except ValueError:
+                continue
+            codec = self.codecs.get(packet.payload_type)
+            if codec is None or not self._nack.wants(packet.sequence_number):
+                continue  # a retransmission brought it already
+            self._uplink_fec.note_media(packet)
+            self._uplink_fec.recovered += 1
+            await self._deliver(packet, codec, now)
+
+    def _settle_fec_holes(self, seq: int, new_gaps: list[int]) -> list[int]:
+        """After `seq` arrived: missing runs next to it that can only be FEC leave the NACK list,
+        and FEC numbers before it are closed up toward subscribers. Returns the new gaps still
+        worth a NACK."""
+        fec = self._uplink_fec
+        not_media: list[int] = []
+        for run in (self._missing_run(seq, -1), self._missing_run(seq, 1)):
+            if run and fec.holds_no_media(run[0], run[-1]):
+                fec.note_lost_fec(run[0], run[-1])
+                not_media.extend(run)
+        if not_media:
+            self._nack.forget(not_media)
+        self._close_up_fec(seq_add(seq, -1))
+        return [s for s in new_gaps if s not in not_media] if not_media else new_gaps
+
+    def _close_up_fec(self, seq: int) -> None:
+        """If `seq` is FEC or media followed by FEC: subscribers number the media packet after that
+        FEC right after the media before it. A down-track that has not sent exactly that media
+        packet last keeps the numbers (StreamRewriter.skip checks)."""
+        fec = self._uplink_fec
+        media = seq
+        for _ in range(MAX_FEC_RUN):
+            if not fec.is_fec(media):
+                break
+            media = seq_add(media, -1)
+        end = media
+        for _ in range(MAX_FEC_RUN):
+            if not fec.is_fec(seq_add(end, 1)):
+                break
+            end = seq_add(end, 1)
+        if end != media:
+            for downtrack in self._downtracks:
+                downtrack.skip_source(media, end)
+
+    def _missing_run(self, seq: int, step: int) -> list[int]:
+        """The missing numbers right before (step -1) or after (step 1) `seq`, in order."""
+        run = []
+        s = seq_add(seq, step)
+        while self._nack.is_missing(s) and len(run) <= MAX_FEC_RUN:
+            run.append(s)
+            s = seq_add(s, step)
+        if len(run) > MAX_FEC_RUN:
+            return []
+        return run if step > 0 else run[::-1]
 
     async def _handle_red(self, packet: RtpPacket, red_codec: RTCRtpCodecParameters, now: float) -> None:
         """A RED packet: its primary goes on as usual, and the copies it carries of
@@ -253,7 +375,14 @@ class PublishedTrack:
         Opus; `red` is the RED packet it came in, for subscribers that negotiated RED."""
         self.last_codec = codec
         new_gaps = self._nack.on_packet(packet.sequence_number, now)
+        if self._nack.last_was_duplicate:
+            # a retransmission after the packet came back another way (RED, FEC, an earlier
+            # one), or past the deadline: subscribers have it or no longer want it
+            self.duplicates_dropped += 1
+            return
         recovered = self._nack.last_was_recovered
+        if self._uplink_fec is not None:
+            new_gaps = self._settle_fec_holes(packet.sequence_number, new_gaps)
         if new_gaps:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
             self._schedule_nack_timer()
@@ -275,6 +404,8 @@ class PublishedTrack:
                 await downtrack.forward(packet, codec, keyframe_start, send_time, now, late=recovered)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
+        if self._uplink_fec is not None:
+            self._close_up_fec(packet.sequence_number)  # FEC that arrived before this (late) packet
 
         if self._taps:  # after forwarding: recording and analysis never delay the call
             arrived_at = time.monotonic()
@@ -334,15 +465,21 @@ class PublishedTrack:
         """Counters for operators (admin API) and tests."""
         return {
             "packets": self.packets_received, "dropped": self.packets_dropped,
+            # first transmissions the uplink lost, as the receiver reports tell the publisher
+            "lost": 0 if self._stats is None else self._stats.packets_lost,
             "codec": self.last_codec.mimeType if self.last_codec else None,
             "red": self._red_codec is not None, "red_packets": self.red_packets, "red_distance": self.red_distance,
             "red_recovered": self.red_recovered, "nack": self.nack_stats,
-            "keyframe_requests": self.keyframe_requests_sent,
+            "uplink_fec": None if self._uplink_fec is None else {
+                "fec_received": self._uplink_fec.fec_received, "rebuilt": self._uplink_fec.recovered,
+                "malformed": self._uplink_fec.fec_malformed},
+            "keyframe_requests": self.keyframe_requests_sent, "duplicates_dropped": self.duplicates_dropped,
         }
 
     @property
     def nack_stats(self) -> dict[str, int]:
-        return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up}
+        return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up,
+                "not_media": self._nack.not_media}
 
     async def _send_nack(self, lost: list[int]) -> None:
         if self.media_ssrc is not None and lost:

@@ -7,7 +7,10 @@ at a keyframe. Losses upstream stay visible as gaps, so the subscriber NACKs the
 Packets of our own (FEC) may take sequence numbers between source packets: each
 `reserve` shifts the mapping of every later source packet, and a source packet
 arriving late (recovered upstream) is mapped with the shift in force when its
-successors were sent, so it fills the gap the subscriber is waiting on.
+successors were sent, so it fills the gap the subscriber is waiting on. The
+publisher's own FEC is the opposite case: numbers in the source that carry no
+media for the subscriber. `skip` closes them up, so the subscriber sees no hole
+to NACK, and a packet ever claiming one of them is not sent.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from typing import Optional
 
 from .seqnum import SEQ_MOD, TS_MOD, seq_add, seq_diff, ts_add
 
-# Reservations remembered for late packets: ~8 s of frames at 30 fps, far past any recovery.
-MAX_RESERVATIONS = 256
+# Reservations and skips remembered for late packets: one of each per frame at most,
+# so ~8 s of frames at 30 fps, far past any recovery.
+MAX_RESERVATIONS = 512
+# A longer run of source numbers is not skipped: FEC for one frame is shorter.
+MAX_SKIP = 64
 
 
 class StreamRewriter:
@@ -41,8 +47,9 @@ class StreamRewriter:
         self._source_start_ext: Optional[int] = None
         self._source_max_ext: Optional[int] = None
         self._source_max_seq = 0
-        # (newest source packet before a reservation, the offset that applied up to it)
-        self._reservations: deque[tuple[int, int]] = deque()
+        # (newest source packet before a reservation or skip, the offset that applied up to
+        # it, the last source number skipped: equal to the first for a reservation)
+        self._reservations: deque[tuple[int, int, int]] = deque()
         self._forgotten_up_to: Optional[int] = None  # late packets at or before this can no longer be placed
 
     @property
@@ -78,8 +85,10 @@ class StreamRewriter:
         if ext <= self._source_max_ext and self._reservations:
             if self._forgotten_up_to is not None and ext <= self._forgotten_up_to:
                 return None
-            for boundary, before in reversed(self._reservations):
+            for boundary, before, skipped_to in reversed(self._reservations):
                 if ext > boundary:
+                    if ext <= skipped_to:
+                        return None  # a number skipped as no media: its sequence number is taken
                     break
                 offset = before
         out_seq = (seq + offset) % SEQ_MOD
@@ -101,12 +110,38 @@ class StreamRewriter:
         if self._source_max_ext is None:
             raise RuntimeError("no source to number after")
         first = seq_add(self._last_seq, 1)
-        if len(self._reservations) == MAX_RESERVATIONS:
-            self._forgotten_up_to = self._reservations.popleft()[0]
-        self._reservations.append((self._source_max_ext, self._seq_offset))
+        self._remember(self._source_max_ext)
         self._seq_offset = (self._seq_offset + count) % SEQ_MOD
         self._last_seq = seq_add(self._last_seq, count)
         return first
+
+    def skip(self, after_seq: int, upto_seq: int) -> bool:
+        """Source numbers after `after_seq` up to `upto_seq` carry no media (the publisher's
+        FEC): number the next source packet right after the newest one sent. Done only if
+        the newest source packet mapped is `after_seq` or one of those numbers (else a packet
+        between may be media that has not arrived); returns whether it was."""
+        if self._source_max_ext is None:
+            return False
+        span = seq_diff(upto_seq, after_seq)
+        done = seq_diff(self._source_max_seq, after_seq)  # how far the skipping got already
+        if not 0 < span <= MAX_SKIP or not 0 <= done < span:
+            return False
+        gap = span - done
+        ext = self._source_max_ext + gap
+        last = self._reservations[-1] if self._reservations else None
+        if last is not None and last[2] == self._source_max_ext and last[2] > last[0]:
+            self._reservations[-1] = (last[0], last[1], ext)  # the same run of FEC, one more
+        else:
+            self._remember(ext)
+        self._seq_offset = (self._seq_offset - gap) % SEQ_MOD
+        self._source_max_ext, self._source_max_seq = ext, upto_seq
+        return True
+
+    def _remember(self, skipped_to: int) -> None:
+        """Keep the mapping in force up to the newest source packet, for late ones."""
+        if len(self._reservations) == MAX_RESERVATIONS:
+            self._forgotten_up_to = self._reservations.popleft()[0]
+        self._reservations.append((self._source_max_ext, self._seq_offset, skipped_to))
 
     def map_timestamp(self, ts: int) -> int:
         """Source RTP timestamp in down-track units (for sender reports)."""

@@ -4,9 +4,10 @@ A browser decodes ULPFEC only from RED-wrapped video (libwebrtc hands a packet
 to its FEC receiver only when its payload type is red), and retransmits RED
 packets over an RTX payload type whose apt is red. So each m-section where the
 server sends video offers three payload types beside the media codecs:
-`red/90000`, `ulpfec/90000` and `rtx/90000` with `apt=<red>`. Only sections the
-server sends on: in the receiving sections a browser would start sending FEC
-too, and its FEC sequence numbers would be holes in what we forward.
+`red/90000`, `ulpfec/90000` and `rtx/90000` with `apt=<red>`. The sections a
+participant publishes on offer them too: a browser then sends its video as RED,
+with ULPFEC while its link loses packets, which the server decodes
+(media/uplink_fec.py) before forwarding the media alone.
 
 aiortc does not negotiate these (not in aiortc.codecs.CODECS), so the answer is
 read here and the payload types are added to the down-track's parameters.
@@ -50,8 +51,9 @@ def _apt(section: list[str], pt: int) -> Optional[int]:
     return None
 
 
-def _is_sending_video(section: list[str]) -> bool:
-    return section[0].startswith("m=video") and any(line.strip() == "a=sendonly" for line in section)
+def _is_one_way_video(section: list[str]) -> bool:
+    """A video section the server sends on (sendonly) or a participant publishes on (recvonly)."""
+    return section[0].startswith("m=video") and any(line.strip() in ("a=sendonly", "a=recvonly") for line in section)
 
 
 def _free_payload_type(used: set[int], preferred: int) -> int:
@@ -62,9 +64,9 @@ def _free_payload_type(used: set[int], preferred: int) -> int:
 
 
 def offer_video_fec(sdp: str) -> str:
-    """Add red, ulpfec and rtx-for-red to every sendonly video m-section carrying VP8 or VP9."""
+    """Add red, ulpfec and rtx-for-red to every sendonly or recvonly video m-section carrying VP8 or VP9."""
     session, sections = split_sections(sdp)
-    return join_sections(session, [_fec_section(s) if _is_sending_video(s) else s for s in sections])
+    return join_sections(session, [_fec_section(s) if _is_one_way_video(s) else s for s in sections])
 
 
 def _fec_section(section: list[str]) -> list[str]:

@@ -30,7 +30,9 @@ so media from a browser needs only those three zeroed. `zero_extensions` does bo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
+
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from media.seqnum import SEQ_MOD, seq_add, seq_diff
 
@@ -43,6 +45,16 @@ MAX_PROTECTED_SPAN = LONG_MASK_BITS
 VIDEO_TIMING_MUTABLE_FROM = 7
 # A sequence-number jump this large is a restarted stream, not loss or reordering.
 RESTART_GAP = 0x3FFF
+
+
+# Extensions a libwebrtc receiver zeroes in media packets before FEC (from which byte on):
+# senders write them after protecting the packet.
+MUTABLE_EXTENSIONS = {
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 0,
+    "urn:ietf:params:rtp-hdrext:toffset": 0,
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": 0,
+    "http://www.webrtc.org/experiments/rtp-hdrext/video-timing": VIDEO_TIMING_MUTABLE_FROM,
+}
 
 
 class UlpfecError(ValueError):
@@ -104,6 +116,11 @@ def zero_extensions(packet: bytes, zero_from: Mapping[int, int]) -> bytes:
             out[pos + first:pos + length] = bytes(length - first)
         pos += length
     return bytes(out)
+
+
+def zeroed_extensions(extensions: Iterable[RTCRtpHeaderExtensionParameters]) -> dict[int, int]:
+    """Negotiated extension id -> the first byte of it that FEC does not cover (for zero_extensions)."""
+    return {ext.id: MUTABLE_EXTENSIONS[ext.uri] for ext in extensions if ext.uri in MUTABLE_EXTENSIONS}
 
 
 def _seq(packet: bytes) -> int:

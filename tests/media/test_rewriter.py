@@ -101,3 +101,24 @@ def test_late_packets_older_than_the_remembered_reservations_are_dropped_not_mis
     r.switch_source(first_seq=7, first_ts=0, now=1.0)
     a, b = r.map(7, 0, now=1.0)[0], r.map(8, 0, now=1.0)[0]
     assert seq_diff(b, a) == 1
+
+
+def test_skipped_publisher_fec_leaves_no_hole_and_its_numbers_are_never_sent():
+    r = StreamRewriter(90000, random.Random(4))
+    r.switch_source(first_seq=65530, first_ts=0, now=0.0)
+    out = {s: r.map(s % 65536, 0, now=0.0)[0] for s in (65530, 65532)}  # 65531 lost upstream
+    assert r.skip(65532, 65533)  # FEC after the frame's end at 65532...
+    assert r.skip(65532, 65535)  # ...two more of it, the middle one lost
+    reserved = r.reserve(1)  # our own FEC toward this subscriber may follow
+    out[65536] = r.map(0, 3000, now=0.033)[0]  # next frame, across the wrap
+    assert seq_diff(reserved, out[65532]) == 1 and seq_diff(out[65536], reserved) == 1  # no hole
+    late = r.map(65531, 0, now=0.1)[0]
+    assert seq_diff(out[65532], late) == 1  # a packet recovered late keeps its own place
+    for fec in (65533, 65534, 65535):
+        assert r.map(fec % 65536, 0, now=0.1) is None  # never a number another packet has
+    # only from the newest packet mapped (or FEC skipped after it): what lies between may be media
+    assert not r.skip(1, 3)  # 1 was not mapped
+    assert not r.skip(65530, 65533)  # 65532 and 0 were mapped since
+    assert not r.skip(0, 65)  # longer than any frame's FEC
+    assert r.skip(0, 2)
+    assert seq_diff(r.map(3, 6000, now=0.066)[0], out[65536]) == 1

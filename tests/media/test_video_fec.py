@@ -17,7 +17,7 @@ from .test_ulpfec import SSRC, VP8_PT, media
 PTS = VideoFecPayloadTypes(red=116, ulpfec=118, rtx=117)
 
 
-async def test_only_sending_video_sections_offer_red_ulpfec_and_rtx_for_red():
+async def test_sending_and_publishing_video_sections_offer_red_ulpfec_and_rtx_for_red():
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")  # a publisher's section
     pc.addTransceiver("audio", direction="sendonly")
@@ -28,18 +28,19 @@ async def test_only_sending_video_sections_offer_red_ulpfec_and_rtx_for_red():
     tweaked = offer_video_fec(offer)
     assert offer_video_fec(tweaked) == tweaked  # idempotent
     sections = split_sections(tweaked)[1]
-    assert video_fec_in_section(sections[0]) is None and video_fec_in_section(sections[1]) is None
-    fec = video_fec_in_section(sections[2])
-    assert fec is not None and fec.rtx is not None
-    assert len({fec.red, fec.ulpfec, fec.rtx}) == 3
-    used = [int(f) for f in sections[2][0].split()[3:]]
-    assert len(used) == len(set(used))  # no payload type taken twice
-    # still SDP aiortc reads, with the media codecs untouched
-    parsed = sdp.SessionDescription.parse(tweaked)
-    assert [c.name for c in parsed.media[2].rtp.codecs if c.name.lower() in ("vp8", "h264")] == \
-           [c.name for c in sdp.SessionDescription.parse(offer).media[2].rtp.codecs
-            if c.name.lower() in ("vp8", "h264")]
-    assert list(video_fec_by_mid(tweaked)) == [parsed.media[2].rtp.muxId]
+    assert video_fec_in_section(sections[1]) is None  # audio
+    parsed = sdp.SessionDescription.parse(tweaked)  # still SDP aiortc reads
+    for index in (0, 2):
+        fec = video_fec_in_section(sections[index])
+        assert fec is not None and fec.rtx is not None
+        assert len({fec.red, fec.ulpfec, fec.rtx}) == 3
+        used = [int(f) for f in sections[index][0].split()[3:]]
+        assert len(used) == len(set(used))  # no payload type taken twice
+        # the media codecs untouched
+        assert [c.name for c in parsed.media[index].rtp.codecs if c.name.lower() in ("vp8", "h264")] == \
+               [c.name for c in sdp.SessionDescription.parse(offer).media[index].rtp.codecs
+                if c.name.lower() in ("vp8", "h264")]
+    assert list(video_fec_by_mid(tweaked)) == [parsed.media[0].rtp.muxId, parsed.media[2].rtp.muxId]
 
 
 def test_a_section_without_vp8_or_vp9_is_left_alone():
