@@ -127,9 +127,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="publishers send RED (each Opus packet also carries the previous one) and subscribers accept "
                         "it where the server's offer lists red first, as Chrome does; auto: with --receiver browser "
                         "(stock aiortc negotiates Opus only)")
-    p.add_argument("--video-fec", choices=("auto", "off"), default="auto",
-                   help="subscribers accept video RED + ULPFEC where the server offers it and rebuild lost packets "
-                        "from it, as Chrome does; auto: with --receiver browser")
+    p.add_argument("--video-fec", choices=("auto", "off", "downlink"), default="auto",
+                   help="video RED + ULPFEC where the server offers it, as Chrome does: subscribers accept it and "
+                        "rebuild lost packets from it, publishers send RED with ULPFEC at Chrome's rate "
+                        "(loadtest/video_fec_sender.py); downlink: subscribers only (publishing sections answered "
+                        "without it); auto: both, with --receiver browser")
     p.add_argument("--audio-fec", choices=("auto", "off"), default="auto",
                    help="the audio clip carries Opus in-band FEC for the profile's uplink loss, as Chrome's encoder "
                         "does (loss learnt from receiver reports, capped at 20 %%); auto: with --receiver browser")
@@ -215,9 +217,14 @@ class Progress:
 
 
 def audio_feature_on(setting: str, receiver: str) -> bool:
-    """--audio-red / --audio-fec / --video-fec: auto models Chrome with the browser receiver, stock aiortc
-    (plain Opus and VP8) otherwise."""
+    """--audio-red / --audio-fec / --video-fec (its sending side): auto models Chrome with the browser receiver,
+    stock aiortc (plain Opus and VP8) otherwise."""
     return setting == "auto" and receiver == "browser"
+
+
+def video_fec_on(setting: str, receiver: str) -> bool:
+    """--video-fec on the receive side: auto and downlink, with the browser receiver."""
+    return setting in ("auto", "downlink") and receiver == "browser"
 
 
 def profile_caps_rate(profile: Profile) -> bool:
@@ -256,7 +263,8 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
                                        if audio_feature_on(args.audio_fec, args.receiver) else 0)),
         # red only where the server offers it (the relay baseline does not)
         "audio_red": audio_feature_on(args.audio_red, args.receiver),
-        "video_fec": audio_feature_on(args.video_fec, args.receiver),
+        "video_fec": video_fec_on(args.video_fec, args.receiver),
+        "video_fec_uplink": audio_feature_on(args.video_fec, args.receiver),
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
         "jitter_buffer_target_s": None if args.jitter_buffer_target == "auto" else float(args.jitter_buffer_target) / 1000,
@@ -367,6 +375,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                                          "transport latency, frames complete and audio in time are not measurable")
             result.update(summary)
             result["video_fec"] = record.get("video_fec")  # whole run: FEC packets received, packets rebuilt
+            result["video_fec_uplink"] = record.get("video_fec_uplink")  # publishers' RED/ULPFEC sent
             result["frames_sent"] = sum(s["frames_sent"] for s in figures["video_streams"])
             result["frames_sent_probes"] = sum(s["frames_sent"] for s in figures["video_streams"] if s["probe"])
             result["server_cpu_core_share"] = None

@@ -7,6 +7,10 @@ protection but no socket I/O, so the figure is the server's own per-packet work
 comparisons of media-path changes:
 
     python -m loadtest.bench_packet_path --subscribers 2 --packets 20000
+
+`--uplink-fec-loss L` makes the publisher's uplink Chrome's RED (every VP8 packet
+wrapped, ULPFEC after frames at the rate our FEC sender uses for loss L; 0: RED
+without FEC), arriving as the transport hands it over (media.aiortc_bridge.WirePacket).
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from av import VideoFrame
 from pylibsrtp import Policy, Session
 
+from media.aiortc_bridge import WirePacket
 from media.downtrack import DownTrack
 from media.published_track import PublishedTrack
+from media.sdp_video_fec import VideoFecPayloadTypes
+from media.video_fec import VideoFecSender, red_wrap
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97})
@@ -88,12 +95,56 @@ ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payload
 RTX_RED = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=117, parameters={"apt": 116})
 
 
-async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = None) -> dict:
-    """`fec_loss`: subscribers negotiated video RED/ULPFEC and report this loss (None: plain VP8)."""
+def plain_stream(template: list[RtpPacket], packet_count: int) -> list[RtpPacket]:
+    """The template looped to `packet_count` packets, numbered on."""
+    stream = []
+    loops = packet_count // len(template) + 1
+    for loop in range(loops):
+        for p in template:
+            q = RtpPacket(payload_type=p.payload_type, marker=p.marker,
+                          sequence_number=(p.sequence_number + loop * len(template)) % 65536,
+                          timestamp=(p.timestamp + loop * 360000) % 2**32, ssrc=p.ssrc, payload=p.payload)
+            q.extensions.abs_send_time = 0
+            stream.append(q)
+    return stream[:packet_count]
+
+
+def red_uplink_stream(plain: list[RtpPacket], fec_loss: float) -> list[RtpPacket]:
+    """The same media as Chrome sends it with red/ulpfec negotiated, parsed as the transport parses it."""
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpReceiveParameters(codecs=[VP8], headerExtensions=EXTENSIONS))
+    fec = VideoFecSender(VideoFecPayloadTypes(red=RED.payloadType, ulpfec=ULPFEC.payloadType,
+                                              rtx=RTX_RED.payloadType))
+    fec.update_loss(fec_loss)
+    stream: list[RtpPacket] = []
+    seq = 0
+
+    def wire(payload_type: int, marker: int, timestamp: int, payload: bytes, send_time: int) -> bytes:
+        packet = RtpPacket(payload_type=payload_type, marker=marker, sequence_number=seq, timestamp=timestamp,
+                           ssrc=1234, payload=payload)
+        packet.extensions.abs_send_time = send_time
+        return packet.serialize(extensions)
+
+    for p in plain:
+        protected = wire(p.payload_type, p.marker, p.timestamp, p.payload, 0)
+        stream.append(WirePacket.parse(wire(RED.payloadType, p.marker, p.timestamp,
+                                            red_wrap(p.payload_type, p.payload), seq & 0xFFFFFF), extensions))
+        seq = (seq + 1) % 65536
+        for payload in fec.protect(protected):
+            stream.append(WirePacket.parse(wire(RED.payloadType, 0, p.timestamp, payload, seq), extensions))
+            seq = (seq + 1) % 65536
+    return stream
+
+
+async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = None,
+              uplink_fec_loss: Optional[float] = None) -> dict:
+    """`fec_loss`: subscribers negotiated video RED/ULPFEC and report this loss (None: plain VP8).
+    `uplink_fec_loss`: the publisher sends RED, with ULPFEC as for this loss (None: plain VP8)."""
     template = vp8_packets()
+    uplink_codecs = [VP8, RTX] + ([RED, ULPFEC, RTX_RED] if uplink_fec_loss is not None else [])
     track = PublishedTrack(
         participant_id="publisher", kind="video", transport=SrtpOnlyTransport(),
-        parameters=RTCRtpReceiveParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS,
+        parameters=RTCRtpReceiveParameters(codecs=uplink_codecs, headerExtensions=EXTENSIONS,
                                            encodings=[RTCRtpDecodingParameters(ssrc=1234, payloadType=97)],
                                            rtcp=RTCRtcpParameters()),
         rtcp_ssrc=1,
@@ -111,16 +162,9 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
         downtracks.append(dt)
 
     # pre-build the input stream so the timed loop measures only forwarding
-    stream = []
-    loops = packet_count // len(template) + 1
-    for loop in range(loops):
-        for p in template:
-            q = RtpPacket(payload_type=p.payload_type, marker=p.marker,
-                          sequence_number=(p.sequence_number + loop * len(template)) % 65536,
-                          timestamp=(p.timestamp + loop * 360000) % 2**32, ssrc=p.ssrc, payload=p.payload)
-            q.extensions.abs_send_time = 0
-            stream.append(q)
-    stream = stream[:packet_count]
+    stream = plain_stream(template, packet_count)
+    if uplink_fec_loss is not None:
+        stream = red_uplink_stream(stream, uplink_fec_loss)
 
     started = time.process_time()
     for packet in stream:
@@ -131,6 +175,7 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
     await track.stop()
     fec_sent = sum(dt.summary()["fec_packets"] for dt in downtracks)
     forwarded = sum(dt.packets_sent for dt in downtracks) - fec_sent
+    uplink_fec = track.summary()["uplink_fec"]
     return {
         "subscribers": subscribers,
         "packets_in": len(stream),
@@ -140,6 +185,8 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
         "us_per_packet_forwarded": round(elapsed / max(1, forwarded) * 1e6, 2),
         "fec_loss": fec_loss,
         "fec_packets_sent": fec_sent,
+        "uplink_fec_loss": uplink_fec_loss,
+        "uplink_fec_packets": 0 if uplink_fec is None else uplink_fec["fec_received"],
     }
 
 
@@ -150,10 +197,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs per setting")
     parser.add_argument("--fec-loss", type=float, default=None,
                         help="subscribers negotiated video RED/ULPFEC and report this loss fraction (e.g. 0.3)")
+    parser.add_argument("--uplink-fec-loss", type=float, default=None,
+                        help="the publisher sends RED with ULPFEC as for this loss fraction (0: RED, no FEC)")
     args = parser.parse_args()
     results = []
     for n in args.subscribers:
-        best = min((asyncio.run(run(n, args.packets, args.fec_loss)) for _ in range(args.repeat)),
+        best = min((asyncio.run(run(n, args.packets, args.fec_loss, args.uplink_fec_loss))
+                    for _ in range(args.repeat)),
                    key=lambda r: r["cpu_s"])
         results.append(best)
         print(json.dumps(best), flush=True)

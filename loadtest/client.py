@@ -21,9 +21,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from loadtest.harness import ROLES, emit
+
+if TYPE_CHECKING:
+    from loadtest.video_fec_sender import ChromeVideoSender
 
 PROGRESS_EVERY_S = 1.0
 PRE_WINDOW_KEEP_S = 5.0  # events this long before the window are kept (matching needs a little history)
@@ -42,18 +45,21 @@ def _participant_class():
         """A synthetic participant whose transport is impaired and whose receivers record.
 
         With `audio_red`, it answers red for audio as Chrome does (loadtest.red_audio); with
-        `video_fec`, red + ulpfec for video, and decodes them as Chrome does (loadtest.red_video).
+        `video_fec`, red + ulpfec for video, and decodes them as Chrome does (loadtest.red_video);
+        with `video_fec_uplink` too, on its publishing section, and sends them as Chrome does
+        (loadtest.video_fec_sender).
         """
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
                   keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False,
-                  video_fec: bool = False) -> None:
+                  video_fec: bool = False, video_fec_uplink: bool = False) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
             self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
             self.audio_red = audio_red
             self.red_mids: dict[str, RedCodec] = {}
             self.video_fec = video_fec
+            self.video_fec_uplink = video_fec_uplink
             self.video_fec_mids: dict[str, VideoFecPayloadTypes] = {}
             self._offer_sdp = ""
             self.records: dict[str, StreamRecord] = {}
@@ -69,7 +75,8 @@ def _participant_class():
             if self.audio_red:
                 pc.createAnswer = answer_with_red(pc, lambda: self._offer_sdp, self.red_mids)
             if self.video_fec:
-                pc.createAnswer = answer_with_video_fec(pc, lambda: self._offer_sdp, self.video_fec_mids)
+                pc.createAnswer = answer_with_video_fec(pc, lambda: self._offer_sdp, self.video_fec_mids,
+                                                        send=self.video_fec_uplink)
             return pc
 
         async def _answer(self, offer: dict) -> None:
@@ -135,7 +142,7 @@ class LoadClient:
                           "audio_fec_loss_percent": self.audio_spec.fec_loss_percent,
                           "audio_lbrr_share": round(self.audio_lbrr.count("1") / len(self.audio_lbrr), 4),
                           "audio_red": bool(self.config.get("audio_red")),
-                          "video_fec": self.video_fec(),
+                          "video_fec": self.video_fec(), "video_fec_uplink": self.video_fec_uplink(),
                           "video_keyframes": sum(self.video_clip.keyframes),
                           "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
                           if self.ladder else None}
@@ -143,6 +150,10 @@ class LoadClient:
     def video_fec(self) -> bool:
         """Accept video red + ulpfec as Chrome always does: with the browser receiver (stock aiortc cannot)."""
         return bool(self.config.get("video_fec", self.config["receiver"] == "browser"))
+
+    def video_fec_uplink(self) -> bool:
+        """Also on the publishing sections, sending like Chrome (off: `--video-fec downlink`)."""
+        return self.video_fec() and bool(self.config.get("video_fec_uplink", True))
 
     async def connect(self) -> None:
         from loadtest.impairment import Link, Profile, derive_seed
@@ -168,7 +179,7 @@ class LoadClient:
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
                         by_marker=self.config["identify_by_marker"], keys=self.keys,
                         audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False),
-                        video_fec=self.video_fec())
+                        video_fec=self.video_fec(), video_fec_uplink=self.video_fec_uplink())
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)
@@ -254,8 +265,7 @@ class LoadClient:
                               "probe": p.probe, "closed_reason": p.closed_reason} for p in self.participants()],
             "sends": sends,
             "streams": streams,
-            "publishers": {pid: {kind: t.counters() for kind, t in tracks.items()}
-                           for pid, tracks in self.tracks.items()},
+            "publishers": self.publisher_counters(),
             "impairment": {p.id: (p.impairment.counters() if p.impairment else None) for p in self.participants()},
             "receivers": {p.id: {mid: {"decode_errors": r.decode_errors, "keyframe_requests": r.keyframe_requests,
                                        # video red + ulpfec (loadtest.red_video): negotiated, and what it brought
@@ -264,7 +274,37 @@ class LoadClient:
                                  for mid, r in p.records.items() if r.kind == "video"}
                           for p in self.participants()},
             "video_fec": self.video_fec_totals(),
+            "video_fec_uplink": self.video_fec_uplink_totals(),
         }
+
+    def uplink_fec_senders(self) -> dict[str, ChromeVideoSender]:
+        """Participant id -> its video sender's Chrome-like RED/ULPFEC sender (where it sends that way)."""
+        from loadtest.video_fec_sender import video_fec_sender_of
+
+        found: dict[str, ChromeVideoSender] = {}
+        for p in self.participants():
+            for t in p.pc.getTransceivers() if p.pc else []:
+                fec = video_fec_sender_of(t.sender) if t.kind == "video" else None
+                if fec is not None:
+                    found[p.id] = fec
+        return found
+
+    def publisher_counters(self) -> dict[str, dict]:
+        """Per publisher and kind: the track's counters; video also its uplink RED/ULPFEC (None: sent plain)."""
+        senders = self.uplink_fec_senders()
+        out: dict[str, dict] = {}
+        for pid, tracks in self.tracks.items():
+            out[pid] = {kind: t.counters() for kind, t in tracks.items()}
+            fec = senders.get(pid)
+            out[pid]["video"]["uplink_fec"] = fec.counters() if fec is not None else None
+        return out
+
+    def video_fec_uplink_totals(self) -> dict[str, int]:
+        """Publishers sending video as RED + ULPFEC, and what they sent."""
+        senders = list(self.uplink_fec_senders().values())
+        return {"publishers": len(senders), "media_packets": sum(s.media_packets for s in senders),
+                "fec_packets": sum(s.fec_packets for s in senders),
+                "retransmissions": sum(s.retransmissions for s in senders)}
 
     def video_fec_totals(self) -> dict[str, int]:
         """Video red + ulpfec over every subscriber's video streams."""

@@ -1,18 +1,22 @@
-"""Video RED + ULPFEC (RFC 2198 + RFC 5109) on the load-test client's receivers, as Chrome takes them.
+"""Video RED + ULPFEC (RFC 2198 + RFC 5109) on the load-test client, negotiated and used as Chrome does.
 
 The server offers `red/90000`, `ulpfec/90000` and `rtx/90000` with `apt=<red>` on
-each video m-section it sends VP8/VP9 on (media.sdp_video_fec). Chrome answers
-keeping them, and then receives every video packet of that section as RED (one
-block: the media payload), FEC as RED with the ulpfec block, in the same SSRC
-and sequence-number space, and retransmissions of both over rtx-for-red.
+the video m-sections it sends VP8/VP9 on, and on those a participant publishes on
+(media.sdp_video_fec). Chrome answers keeping them. On a section it receives, every
+video packet then arrives as RED (one block: the media payload), FEC as RED with the
+ulpfec block, in the same SSRC and sequence-number space, and retransmissions over
+rtx-for-red; on the section it publishes, it sends the same way itself.
 
 aiortc negotiates only the codecs in aiortc.codecs.CODECS and drops the rest, so:
 
-- `add_video_fec_to_answer` edits the answer SDP aiortc produced;
+- `add_video_fec_to_answer` edits the answer SDP aiortc produced (optionally
+  leaving the publishing section plain: `--video-fec downlink`);
 - `receive_video_fec` registers red (a copy of the video codec, RedVideoCodec)
   and rtx-for-red on the receiver, and tells its buffer
   (loadtest.receiver.InstrumentedBuffer), which unwraps RED, decodes ULPFEC
-  and counts both.
+  and counts both;
+- `send_video_fec` switches the publishing sender to Chrome's way of sending
+  (loadtest.video_fec_sender: RED, ULPFEC at Chrome's rate, RTX for red).
 """
 
 from __future__ import annotations
@@ -21,23 +25,15 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import is_rtx
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters, RTCRtpSendParameters
 
 from loadtest.receiver import buffer_of
+from loadtest.video_fec_sender import ChromeVideoSender, video_fec_sender_of
 from media.sdp_tweaks import join_sections, section_mid, split_sections
 from media.sdp_video_fec import PROTECTABLE, VideoFecPayloadTypes, video_fec_by_mid
-from media.ulpfec import VIDEO_TIMING_MUTABLE_FROM
-
-# Extensions a libwebrtc receiver zeroes in media packets before FEC (from which byte on):
-# senders write them after protecting the packet.
-MUTABLE_EXTENSIONS = {
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 0,
-    "urn:ietf:params:rtp-hdrext:toffset": 0,
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": 0,
-    "http://www.webrtc.org/experiments/rtp-hdrext/video-timing": VIDEO_TIMING_MUTABLE_FROM,
-}
+from media.ulpfec import zeroed_extensions  # the extensions FEC leaves out, as libwebrtc receivers zero them
 
 
 @dataclass
@@ -61,12 +57,14 @@ def _codec_names(section: list[str]) -> set[str]:
     return {m.group(1).lower() for line in section if (m := re.match(r"a=rtpmap:\d+ ([^/\s]+)/", line))}
 
 
-def _accepts(section: list[str]) -> bool:
-    """A live video section keeping a codec the server protects, without red of its own yet."""
+def _accepts(section: list[str], sending: bool) -> bool:
+    """A live video section keeping a codec the server protects, without red of its own yet
+    (and, unless `sending`, not one the client publishes on)."""
     fields = section[0].split()
     names = _codec_names(section)
     return (section[0].startswith("m=video") and len(fields) > 3 and fields[1] != "0"
-            and bool(names & set(PROTECTABLE)) and "red" not in names)
+            and bool(names & set(PROTECTABLE)) and "red" not in names
+            and (sending or not any(line.strip() == "a=sendonly" for line in section)))
 
 
 def _with_video_fec(section: list[str], fec: VideoFecPayloadTypes, offer_order: list[int]) -> list[str]:
@@ -90,10 +88,12 @@ def _with_video_fec(section: list[str], fec: VideoFecPayloadTypes, offer_order: 
     return section
 
 
-def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[str, VideoFecPayloadTypes]]:
+def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str, *, sending: bool = True
+                            ) -> tuple[str, dict[str, VideoFecPayloadTypes]]:
     """The answer with red, ulpfec (and rtx-for-red) accepted on every video section whose offer had them.
 
-    Rejected (port 0) sections, and those the answer keeps no VP8/VP9 in, are left alone.
+    Rejected (port 0) sections, and those the answer keeps no VP8/VP9 in, are left alone;
+    so are sendonly ones (the client's publishing section) unless `sending`.
     """
     offered = video_fec_by_mid(offer_sdp)
     orders = {section_mid(s): _formats(s) for s in split_sections(offer_sdp)[1]}
@@ -103,7 +103,7 @@ def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[
     for section in sections:
         mid = section_mid(section)
         fec = offered.get(mid)
-        if fec is not None and _accepts(section):
+        if fec is not None and _accepts(section, sending):
             section = _with_video_fec(section, fec, orders[mid])
             accepted[mid] = fec
         edited.append(section)
@@ -111,34 +111,33 @@ def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[
 
 
 def answer_with_video_fec(pc: RTCPeerConnection, offer_sdp: Callable[[], str],
-                          accepted: dict[str, VideoFecPayloadTypes]) -> Callable[[], Awaitable[RTCSessionDescription]]:
-    """A createAnswer for `pc` that accepts video red + ulpfec like Chrome and wires the receivers for it.
+                          accepted: dict[str, VideoFecPayloadTypes], *, send: bool = True
+                          ) -> Callable[[], Awaitable[RTCSessionDescription]]:
+    """A createAnswer for `pc` that accepts video red + ulpfec like Chrome and wires receivers and senders for it.
 
-    Install it before the first setLocalDescription (aiortc starts receivers there);
-    it wraps whatever createAnswer `pc` has (loadtest.red_audio's too). `accepted`
-    collects mid -> payload types.
+    Install it before the first setLocalDescription (aiortc starts receivers and senders
+    there); it wraps whatever createAnswer `pc` has (loadtest.red_audio's too). `accepted`
+    collects mid -> payload types. Without `send`, the publishing section is answered
+    without them and its sender stays plain (receive side only).
     """
     create_answer = pc.createAnswer
 
     async def create() -> RTCSessionDescription:
         answer = await create_answer()
-        sdp, fec_mids = add_video_fec_to_answer(answer.sdp, offer_sdp())
+        sdp, fec_mids = add_video_fec_to_answer(answer.sdp, offer_sdp(), sending=send)
         for transceiver in pc.getTransceivers():
             fec = fec_mids.get(transceiver.mid)
             if fec is not None and transceiver.kind == "video":
                 accepted[transceiver.mid] = fec
-                receive_video_fec(transceiver.receiver, fec)
+                receive_video_fec(transceiver.receiver, fec)  # acts only if the receiver starts
+                if send:
+                    send_video_fec(transceiver.sender, fec)  # acts only if the sender starts
         return RTCSessionDescription(sdp=sdp, type=answer.type)
 
     return create
 
 
 # --- the receiver -------------------------------------------------------------------------------------
-
-
-def zeroed_extensions(extensions: list[RTCRtpHeaderExtensionParameters]) -> dict[int, int]:
-    """Negotiated extension id -> the first byte of it that FEC does not cover."""
-    return {ext.id: MUTABLE_EXTENSIONS[ext.uri] for ext in extensions if ext.uri in MUTABLE_EXTENSIONS}
 
 
 def with_video_fec_codecs(parameters: RTCRtpReceiveParameters, fec: VideoFecPayloadTypes
@@ -178,3 +177,28 @@ def receive_video_fec(receiver: RTCRtpReceiver, fec: VideoFecPayloadTypes) -> No
 
     receiver.receive = receive
 
+
+# --- the sender ---------------------------------------------------------------------------------------
+
+
+def send_video_fec(sender: RTCRtpSender, fec: VideoFecPayloadTypes) -> None:
+    """When the sender starts on VP8, it sends like Chrome with red + ulpfec negotiated (every packet
+    RED, ULPFEC at Chrome's rate, retransmissions over rtx-for-red): loadtest.video_fec_sender.
+
+    aiortc calls `send` with the negotiated parameters on every negotiation and starts once
+    (a sender already running plain stays plain); the parameters carry no red (aiortc does not
+    negotiate it), hence the payload types from the answer.
+    """
+    if getattr(sender, "_loadtest_video_fec", None) is not None:
+        return  # wrapped on an earlier negotiation
+    sender._loadtest_video_fec = fec
+    original = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        codec = parameters.codecs[0] if parameters.codecs else None
+        if (not sender._RTCRtpSender__started and video_fec_sender_of(sender) is None and codec is not None
+                and codec.mimeType.lower() == "video/vp8" and codec.payloadType not in (fec.red, fec.ulpfec)):
+            ChromeVideoSender(sender, fec, codec.payloadType, zeroed_extensions(parameters.headerExtensions)).install()
+        await original(parameters)
+
+    sender.send = send

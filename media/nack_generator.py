@@ -99,7 +99,8 @@ class NackGenerator:
                 self.recovered += 1
                 self.last_was_recovered = True
             else:
-                self.last_was_duplicate = True
+                # within the window we track; anything older passes as before (a sender's restart)
+                self.last_was_duplicate = ahead > -MAX_GAP
             return []
         self._max_seq = seq
         if ahead > MAX_GAP:

@@ -219,6 +219,8 @@ class PublishedTrack:
         else:
             retransmitted = False
 
+        if packet.ssrc != self.media_ssrc and self._stats is not None:
+            self._restart_stream()  # a new source on this track: its numbers start anew
         self.media_ssrc = packet.ssrc
         if self._stats is None:
             self._stats = StreamStatistics(codec.clockRate)
@@ -238,6 +240,12 @@ class PublishedTrack:
         else:
             await self._deliver(packet, codec, now)
 
+    def _restart_stream(self) -> None:
+        self._nack = NackGenerator(deadline_s=self._nack.deadline_s)
+        self._stats = None
+        if self._uplink_fec is not None:
+            self._uplink_fec = _uplink_video_fec(self.kind, self._parameters)
+
     async def _handle_video_red(self, packet: RtpPacket, now: float, retransmitted: bool) -> None:
         """Video RED from the publisher: FEC rebuilds what it can; media goes on unwrapped."""
         fec = self._uplink_fec
@@ -255,14 +263,15 @@ class PublishedTrack:
         if codec is None or block_type in (fec.payload_types.red, fec.payload_types.rtx) or not data:
             self.packets_dropped += 1
             return
-        plain = RtpPacket(payload_type=block_type, marker=packet.marker, sequence_number=packet.sequence_number,
-                          timestamp=packet.timestamp, ssrc=packet.ssrc, payload=data)
-        plain.extensions = packet.extensions
-        try:
-            rebuilt = fec.media_arrived(plain, None if retransmitted else getattr(packet, "raw", None) or None)
-        except UlpfecError:
-            rebuilt = []
-        await self._deliver(plain, codec, now)
+        wire = None if retransmitted else getattr(packet, "raw", None) or None
+        packet.payload_type, packet.payload = block_type, data  # unwrapped in place: it is ours
+        rebuilt: list[bytes] = []
+        if fec.active:
+            try:
+                rebuilt = fec.media_arrived(packet, wire)
+            except UlpfecError:
+                pass
+        await self._deliver(packet, codec, now)
         await self._deliver_rebuilt(rebuilt, now)
 
     async def _handle_uplink_fec(self, packet: RtpPacket, data: bytes, now: float) -> None:
@@ -314,6 +323,8 @@ class PublishedTrack:
         FEC right after the media before it. A down-track that has not sent exactly that media
         packet last keeps the numbers (StreamRewriter.skip checks)."""
         fec = self._uplink_fec
+        if not fec.is_fec(seq) and not fec.is_fec(seq_add(seq, 1)):
+            return  # the common case, media next to media
         media = seq
         for _ in range(MAX_FEC_RUN):
             if not fec.is_fec(media):
@@ -381,7 +392,7 @@ class PublishedTrack:
             self.duplicates_dropped += 1
             return
         recovered = self._nack.last_was_recovered
-        if self._uplink_fec is not None:
+        if self._uplink_fec is not None and self._uplink_fec.active:
             new_gaps = self._settle_fec_holes(packet.sequence_number, new_gaps)
         if new_gaps:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
@@ -404,7 +415,7 @@ class PublishedTrack:
                 await downtrack.forward(packet, codec, keyframe_start, send_time, now, late=recovered)
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
-        if self._uplink_fec is not None:
+        if self._uplink_fec is not None and self._uplink_fec.active:
             self._close_up_fec(packet.sequence_number)  # FEC that arrived before this (late) packet
 
         if self._taps:  # after forwarding: recording and analysis never delay the call

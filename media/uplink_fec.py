@@ -67,17 +67,26 @@ class UplinkVideoFec:
         self.fec_malformed = 0
         self.recovered = 0  # rebuilt packets that were still missing (counted by the track)
 
+    @property
+    def active(self) -> bool:
+        """FEC has arrived: from then on media is kept for it and frame boundaries noted. Until
+        then (a clean link: Chrome sends none) RED costs an unwrap and nothing more."""
+        return self._decoder is not None
+
     @staticmethod
     def unwrap(payload: bytes) -> tuple[int, bytes]:
         """(block payload type, data) of a RED payload's primary block; RedError if malformed."""
+        if payload and not payload[0] & 0x80:  # what browsers send for video: the primary alone
+            return payload[0], payload[1:]
         primary = parse_red(payload)[-1]
         return primary.payload_type, primary.data
 
     def media_arrived(self, packet: RtpPacket, wire: Optional[bytes]) -> list[bytes]:
-        """A media packet (unwrapped). `wire`: the RED packet's bytes as received, None for a
-        retransmission (kept out of FEC, as libwebrtc does). Returns packets FEC rebuilt with it."""
+        """A media packet (unwrapped), once active. `wire`: the RED packet's bytes as received,
+        None for a retransmission (kept out of FEC, as libwebrtc does). Returns packets FEC
+        rebuilt with it."""
         self.note_media(packet)
-        if wire is None or self._decoder is None:  # no FEC seen yet: nothing to store media for
+        if wire is None:
             return []
         return self._decoder_for(packet.ssrc).add_media(self._protected(wire, packet.payload_type))
 

@@ -18,10 +18,13 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unwrap_rtx
 
 from loadtest import receiver as receiver_mod
 from loadtest.clips import frame_key
+from loadtest.sources import PatternVideoTrack
 from loadtest.receiver import (FrameBundle, InstrumentedBuffer, MeasuringDecoder, RetryingNackGenerator,
-                               StreamRecord, WirePacket, buffer_of, equip)
+                               StreamRecord, buffer_of, equip)
 from loadtest.red_video import RedVideoCodec, add_video_fec_to_answer, answer_with_video_fec, receive_video_fec
-from media.sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
+from media.aiortc_bridge import WirePacket
+from media.sdp_tweaks import join_sections, section_mid, split_sections
+from media.sdp_video_fec import VideoFecPayloadTypes, _fec_section, video_fec_by_mid
 from media.ulpfec import UlpfecEncoder
 
 VP8_PT, VP8_RTX_PT, RED_PT, RTX_PT, ULPFEC_PT = 96, 97, 116, 117, 118
@@ -46,16 +49,19 @@ EXTENSIONS = extensions_map()
 # --- the answer -------------------------------------------------------------------------------------------
 
 
-async def server_offer() -> str:
+async def server_offer(fec_mids: tuple[str, ...] = ("1", "3")) -> str:
     """A real aiortc offer shaped like our server's (publisher's audio and video in, one subscribed
-    audio and video out), with video FEC offered as the server does (media.sdp_video_fec)."""
+    audio and video out), with video FEC offered in the server's format (media.sdp_video_fec) on
+    `fec_mids`: "1" is the video the participant publishes on, "3" the server's sending video
+    (an older server offered it on "3" only)."""
     pc = RTCPeerConnection()
     for kind, direction in (("audio", "recvonly"), ("video", "recvonly"), ("audio", "sendonly"),
                             ("video", "sendonly")):
         pc.addTransceiver(kind, direction=direction)
     offer = await pc.createOffer()
     await pc.close()
-    return offer_video_fec(offer.sdp)
+    session, sections = split_sections(offer.sdp)
+    return join_sections(session, [_fec_section(s) if section_mid(s) in fec_mids else s for s in sections])
 
 
 def m_line(text: str, mid: str) -> list[int]:
@@ -69,22 +75,23 @@ def quiet_peer() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN server to ask
 
 
-async def test_the_answer_keeps_red_ulpfec_and_rtx_for_red_where_they_were_offered():
-    offer = await server_offer()
+@pytest.mark.parametrize("fec_mids", [("3",), ("1", "3")])
+async def test_the_answer_keeps_red_ulpfec_and_rtx_for_red_where_they_were_offered(fec_mids):
+    offer = await server_offer(fec_mids)
     offered = video_fec_by_mid(offer)
-    assert set(offered) == {"3"}  # the server's sendonly video only
+    assert set(offered) == set(fec_mids)
     client = quiet_peer()
     await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
     answer = await client.createAnswer()
     edited, accepted = add_video_fec_to_answer(answer.sdp, offer)
 
-    fec = offered["3"]
     assert accepted == offered and video_fec_by_mid(edited) == offered  # what the server reads back
-    assert m_line(edited, "3") == m_line(answer.sdp, "3") + [fec.red, fec.rtx, fec.ulpfec]  # the offer's order
-    assert f"a=rtpmap:{fec.rtx} rtx/90000\r\na=fmtp:{fec.rtx} apt={fec.red}\r\n" in edited
-    for mid in ("0", "1", "2"):
+    for mid, fec in offered.items():
+        assert m_line(edited, mid) == m_line(answer.sdp, mid) + [fec.red, fec.rtx, fec.ulpfec]  # the offer's order
+        assert f"a=rtpmap:{fec.rtx} rtx/90000\r\na=fmtp:{fec.rtx} apt={fec.red}\r\n" in edited
+    for mid in {"0", "1", "2"} - set(fec_mids):
         assert m_line(edited, mid) == m_line(answer.sdp, mid)
-    assert edited.count("red/90000") == edited.count("ulpfec/90000") == 1
+    assert edited.count("red/90000") == edited.count("ulpfec/90000") == len(fec_mids)
 
     # aiortc takes the edited answer as its local description and keeps the codecs in it
     await client.setLocalDescription(RTCSessionDescription(edited, "answer"))
@@ -127,7 +134,35 @@ async def test_the_answer_wrapper_wires_the_receivers_of_the_accepting_sections_
     await client.close()
     assert accepted == video_fec_by_mid(offer) == video_fec_by_mid(answer.sdp)
     wired = {t.mid for t in client.getTransceivers() if getattr(t.receiver, "_loadtest_video_fec", None)}
-    assert wired == {"3"}
+    assert wired == set(accepted) == {"1", "3"}
+    # senders too: each acts only if aiortc starts it (loadtest.video_fec_sender)
+    assert {t.mid for t in client.getTransceivers() if getattr(t.sender, "_loadtest_video_fec", None)} == wired
+
+
+async def publishing_answer(offer: str, send: bool) -> tuple[RTCPeerConnection, dict, str]:
+    """The client's answer while it publishes video on mid "1", as loadtest.participant sets it up."""
+    client = quiet_peer()
+    accepted: dict[str, VideoFecPayloadTypes] = {}
+    client.createAnswer = answer_with_video_fec(client, lambda: offer, accepted, send=send)
+    await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    publishing = next(t for t in client.getTransceivers() if t.mid == "1")
+    publishing.sender.replaceTrack(PatternVideoTrack())
+    publishing.direction = "sendonly"
+    answer = await client.createAnswer()
+    await client.close()
+    return client, accepted, answer.sdp
+
+
+@pytest.mark.parametrize("send", [True, False])
+async def test_the_publishing_section_takes_video_fec_unless_downlink_only(send):
+    offer = await server_offer(("1", "3"))
+    client, accepted, answer = await publishing_answer(offer, send)
+    publishing = next(t.sender for t in client.getTransceivers() if t.mid == "1")
+    offered = video_fec_by_mid(offer)
+    expected = {"1", "3"} if send else {"3"}
+    assert set(accepted) == expected and video_fec_by_mid(answer) == {m: offered[m] for m in expected}
+    assert "a=sendonly" in next(s for s in split_sections(answer)[1] if section_mid(s) == "1")  # it publishes there
+    assert (getattr(publishing, "_loadtest_video_fec", None) is not None) == send
 
 
 async def test_the_receiver_wrapper_registers_red_and_rtx_for_red_and_tells_the_buffer():
