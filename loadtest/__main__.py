@@ -49,6 +49,7 @@ from loadtest.harness import (
     child_env,
     close_rooms,
     free_port,
+    http_json,
     machine_cpu_ticks,
     machine_info,
     machine_usage,
@@ -357,6 +358,8 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                         result["machine_usage"] = machine_usage(machine_before, machine_cpu_ticks())
                     if sampler:
                         result["server_rss_mb"] = proc_memory_mb(server_pid)["rss_mb"]
+                    if kind == "ours":
+                        result["server_media"] = server_media(base_url, admin_key, room_ids)
                 elif name == "done":
                     break
             record = json.loads(record_path.read_text())
@@ -419,6 +422,28 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                 close_rooms(base_url, _admin_key(args.admin_key), room_ids)
             progress.finish_run(run_total)
     return result, samples
+
+
+def server_media(base_url: str, admin_key: Optional[str], room_ids: list[str]) -> dict[str, Any]:
+    """The server's own counters at the end of the window (admin API): per room, and the uplink
+    video totals (what publishers' FEC rebuilt, NACKs, gaps given up, keyframes asked for)."""
+    rooms: dict[str, Any] = {}
+    for room_id in room_ids:
+        try:
+            rooms[room_id] = http_json("GET", f"{base_url}/api/rooms/{room_id}/media", key=admin_key)["participants"]
+        except (OSError, KeyError, ValueError) as exc:
+            rooms[room_id] = {"error": str(exc)}
+    video = [peer["published"]["video"] for peers in rooms.values() if "error" not in peers
+             for peer in peers.values() if "video" in peer.get("published", {})]
+    fec = [v["uplink_fec"] for v in video if v.get("uplink_fec")]
+    uplink = {
+        "publishers": len(video), "packets": sum(v["packets"] for v in video), "lost": sum(v["lost"] for v in video),
+        "fec_received": sum(f["fec_received"] for f in fec), "fec_rebuilt": sum(f["rebuilt"] for f in fec),
+        "duplicates_dropped": sum(v["duplicates_dropped"] for v in video),
+        "keyframe_requests": sum(v["keyframe_requests"] for v in video),
+        **{f"nack_{k}": sum(v["nack"][k] for v in video) for k in ("nacked", "recovered", "given_up", "not_media")},
+    }
+    return {"uplink_video": uplink, "rooms": rooms}
 
 
 def warnings_for(result: dict[str, Any]) -> list[str]:

@@ -17,7 +17,7 @@ def _pct(v: Optional[float], digits: int = 1) -> str:
 
 COLUMNS = ("server", "profile", "g2g p50 / p95 / p99 / max (ms)", "transport p50 / p95 / p99 (ms)",
            "frames delivered", "freezes", "frozen", "longest freeze (ms)", "first frame p50 / max (ms)",
-           "audio in time", "audio RED / FEC", "video FEC packets / rebuilt", "server CPU (of one core)",
+           "audio in time", "audio RED / FEC", "video FEC packets / rebuilt: down | up", "server CPU (of one core)",
            "server RSS (MB)")
 
 
@@ -36,7 +36,7 @@ def table_row(result: dict[str, Any]) -> list[str]:
         f"{_ms(ff['p50'])} / {_ms(ff['max'])}",
         _pct(result["audio_in_time_ratio"]),
         f"{_pct(result.get('audio_red_ratio'))} / {_pct(result.get('audio_fec_ratio'))}",
-        _video_fec(result.get("video_fec")),
+        f"{_video_fec(result.get('video_fec'))} | {_uplink_fec(result.get('server_media'))}",
         _pct(result["server_cpu_core_share"]),
         _ms(result["server_rss_mb"]),
     ]
@@ -46,6 +46,14 @@ def _video_fec(totals: Optional[dict]) -> str:
     if not totals or not totals.get("streams"):
         return "-"
     return f"{totals['fec_packets']} / {totals['fec_recovered']}"
+
+
+def _uplink_fec(server_media: Optional[dict]) -> str:
+    """What publishers' FEC brought to the server (its own counters; ours only)."""
+    uplink = (server_media or {}).get("uplink_video")
+    if not uplink or not uplink["fec_received"]:
+        return "-"
+    return f"{uplink['fec_received']} / {uplink['fec_rebuilt']}"
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:

@@ -200,6 +200,14 @@ class DownTrack:
         self._keyframe_asked_at = time.monotonic()
         source.add_downtrack(self)
 
+    def source_restarted(self) -> None:
+        """The source's stream started over (a new SSRC, numbering anew): carry it on from its
+        next keyframe, continuing this down-track's own numbering."""
+        if self._rewriter is not None:
+            self._rewriter.reset()
+        self._waiting_for_keyframe = self.kind == "video"
+        self._keyframe_asked_at = time.monotonic()
+
     def detach(self, source: Optional["PublishedTrack"] = None) -> None:
         if source is not None and source is not self.source:
             return

@@ -241,10 +241,14 @@ class PublishedTrack:
             await self._deliver(packet, codec, now)
 
     def _restart_stream(self) -> None:
+        """A new SSRC on this track: its sequence numbers have nothing to do with the old ones."""
         self._nack = NackGenerator(deadline_s=self._nack.deadline_s)
         self._stats = None
         if self._uplink_fec is not None:
             self._uplink_fec = _uplink_video_fec(self.kind, self._parameters)
+        for downtrack in self._downtracks:
+            downtrack.source_restarted()
+        self.request_keyframe()
 
     async def _handle_video_red(self, packet: RtpPacket, now: float, retransmitted: bool) -> None:
         """Video RED from the publisher: FEC rebuilds what it can; media goes on unwrapped."""

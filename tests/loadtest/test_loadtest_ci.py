@@ -62,3 +62,13 @@ def test_the_server_recovers_from_30_percent_loss(loss_30_run):
     assert run["frames_delivered_ratio"] >= 0.90, figures
     assert run["longest_freeze_ms"] <= 1000, figures
     assert run["first_frame_ms"]["streams_without_frames"] == 0, figures
+
+
+@pytest.mark.timeout(180)
+def test_publishers_fec_is_decoded_at_the_server(loss_30_run):
+    """The publishers send RED + ULPFEC as Chrome does; the server rebuilds uplink losses from it
+    and tells lost FEC from lost media (its own counters, read over the admin API)."""
+    uplink = loss_30_run["server_media"]["uplink_video"]
+    assert uplink["publishers"] == 3 and loss_30_run["video_fec_uplink"]["publishers"] == 3, uplink
+    assert uplink["fec_received"] > 100 and uplink["fec_rebuilt"] > 20, uplink
+    assert uplink["nack_not_media"] > 0, uplink

@@ -111,3 +111,21 @@ def test_retries_beat_a_single_nack_on_a_30_percent_loss_link():
     assert once > 0.3 * 0.51 * 0.8
     assert ours < once / 10
 
+
+
+def test_a_packet_that_came_back_already_is_a_duplicate_and_fec_numbers_can_be_forgotten():
+    gen = NackGenerator()
+    gen.on_packet(10, now=0.0)
+    assert gen.on_packet(14, now=0.0) == [11, 12, 13]
+    gen.on_packet(11, now=0.01)
+    assert gen.last_was_recovered and not gen.last_was_duplicate
+    gen.on_packet(11, now=0.02)  # its retransmission, after FEC (or RED) brought it back
+    assert gen.last_was_duplicate and not gen.last_was_recovered
+    gen.on_packet(14, now=0.02)
+    assert gen.last_was_duplicate
+    gen.forget([12, 99])  # 12 was FEC: no longer asked for; 99 was never missing
+    assert gen.missing == [13] and gen.not_media == 1
+    assert gen.newest == 14 and gen.is_missing(13) and not gen.is_missing(12)
+    # far older than anything tracked: not judged a duplicate (a sender restarting lower)
+    gen.on_packet(14 - 300, now=0.03)
+    assert not gen.last_was_duplicate

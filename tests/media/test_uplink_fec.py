@@ -243,3 +243,21 @@ def test_a_missing_run_is_fec_only_between_a_frame_end_and_fec_or_the_next_pictu
     assert fec.holds_no_media(61, 61)
     # an unknown neighbour decides nothing
     assert not fec.holds_no_media(70, 71)
+
+
+async def test_a_new_ssrc_starts_its_numbering_afresh():
+    subscriber, to_subscriber = await started_downtrack([VP8, RTX])
+    track, _ = await published_track(subscriber)
+    rng = random.Random(2)
+    for ssrc, first_seq in ((MEDIA_SSRC, 1000), (4321, 900)):  # a restarted source numbers lower
+        for k in range(10):
+            payload = vp8_payload(k, first=k % 2 == 0, keyframe=k == 0, rng=rng)
+            packet = RtpPacket(payload_type=VP8.payloadType, marker=k % 2, sequence_number=first_seq + k,
+                               timestamp=k // 2 * 3000, ssrc=ssrc, payload=payload)
+            await track._handle_rtp_packet(packet, arrival_time_ms=0)
+    assert len(to_subscriber.sent) == 20  # none of the new source's packets taken for duplicates
+    numbers = [seq_of(d) for d in to_subscriber.sent]
+    assert all(seq_diff(b, a) == 1 for a, b in zip(numbers, numbers[1:]))  # one stream for the subscriber
+    assert track.summary()["duplicates_dropped"] == 0
+    await track.stop()
+    await subscriber.stop()
