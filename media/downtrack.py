@@ -73,6 +73,9 @@ STALE_NACK_S = 1.0
 LOSS_SAMPLE_PACKETS = 50
 # Weight of each receiver report's fraction lost (one report covers about a second).
 REPORTED_LOSS_WEIGHT = 0.5
+# Numbers skipped over (the source had not delivered them) remembered for the receiver
+# reports: a few seconds of 720p video.
+UNSENT_TRACKED = 1024
 
 
 def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
@@ -137,6 +140,8 @@ class DownTrack:
         # NACK count may not (a receiver that does not NACK, or one whose FEC repaired the
         # gap before it asked).
         self.reported_loss = 0.0
+        self._last_report: Optional[tuple[int, int]] = None  # (extended highest number, cumulative lost)
+        self._unsent: set[int] = set()  # numbers skipped over, the source not having them (video)
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
 
@@ -271,10 +276,13 @@ class DownTrack:
         payload_type = self._out_payload_type(codec)
         if payload_type is None:
             return  # the subscriber did not negotiate this codec
+        newest_sent = rewriter.last_sequence_number
         mapped = rewriter.map(packet.sequence_number, packet.timestamp)
         if mapped is None:
             return  # older than where this subscriber started
         seq, ts = mapped
+        if self.kind == "video":
+            self._track_unsent(newest_sent, seq)
         fec = self._fec if self._fec is not None and self._protects(codec) else None
         wire_pt, wire_payload = payload_type, packet.payload
         if fec is not None:
@@ -303,6 +311,32 @@ class DownTrack:
         """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
         if self.started and self._rewriter.started:
             self._rewriter.skip(after_seq, upto_seq)
+
+    def _track_unsent(self, newest_sent: int, seq: int) -> None:
+        """Numbers this down-track skipped over because the source had not delivered them (yet)."""
+        ahead = seq_diff(seq, newest_sent)
+        if ahead > 1:
+            self._unsent.update(seq_add(newest_sent, k) for k in range(1, min(ahead, UNSENT_TRACKED)))
+            if len(self._unsent) > UNSENT_TRACKED:  # long gone: the reports are past them
+                self._unsent = {s for s in self._unsent if seq_diff(seq, s) < UNSENT_TRACKED}
+        elif ahead <= 0:
+            self._unsent.discard(seq)  # a late packet filled its place
+
+    def _loss_in_report(self, highest: int, cumulative_lost: int) -> Optional[float]:
+        """The downlink's own loss over the interval since the previous report: the numbers the
+        subscriber counts lost, less those we had not sent because the publisher's uplink lost them
+        (recovery still under way, or given up). Without that a lossy uplink would read as a lossy
+        downlink to every subscriber, and turn their FEC on for nothing."""
+        previous, self._last_report = self._last_report, (highest, cumulative_lost)
+        if previous is None:
+            return None
+        expected = highest - previous[0]
+        if not 0 < expected < 1 << 15:
+            return None
+        top = highest & 0xFFFF
+        unsent = sum(1 for s in self._unsent if 0 <= seq_diff(top, s) < expected)
+        lost = cumulative_lost - previous[1] - unsent
+        return min(1.0, max(0, lost) / max(1, expected - unsent))
 
     def note_reported_loss(self, fraction: float) -> None:
         """One receiver report's fraction lost for this stream (0..1)."""
@@ -369,7 +403,10 @@ class DownTrack:
                     continue
                 if self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
                     self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
-                self.note_reported_loss(report.fraction_lost / 256)
+                if self.kind == "video":
+                    loss = self._loss_in_report(report.highest_sequence, report.packets_lost)
+                    if loss is not None:
+                        self.note_reported_loss(loss)
 
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)

@@ -45,9 +45,9 @@ from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
 from .sdp_video_fec import VideoFecPayloadTypes
-from .seqnum import seq_add, seq_diff
+from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
-from .uplink_fec import MAX_FEC_RUN, UplinkVideoFec
+from .uplink_fec import UplinkVideoFec
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -289,7 +289,7 @@ class PublishedTrack:
         await self._deliver_rebuilt(rebuilt, now)
         seq = packet.sequence_number
         self._nack.forget([seq])  # arrived late: it was never media to recover
-        new_gaps = self._settle_fec_holes(seq, self._nack.on_packet(seq, now))
+        new_gaps = fec.settle(seq, self._nack.on_packet(seq, now), self._nack, self._skip_fec_numbers)
         if new_gaps:
             await self._send_nack(new_gaps)
             self._schedule_nack_timer()
@@ -307,52 +307,9 @@ class PublishedTrack:
             self._uplink_fec.recovered += 1
             await self._deliver(packet, codec, now)
 
-    def _settle_fec_holes(self, seq: int, new_gaps: list[int]) -> list[int]:
-        """After `seq` arrived: missing runs next to it that can only be FEC leave the NACK list,
-        and FEC numbers before it are closed up toward subscribers. Returns the new gaps still
-        worth a NACK."""
-        fec = self._uplink_fec
-        not_media: list[int] = []
-        for run in (self._missing_run(seq, -1), self._missing_run(seq, 1)):
-            if run and fec.holds_no_media(run[0], run[-1]):
-                fec.note_lost_fec(run[0], run[-1])
-                not_media.extend(run)
-        if not_media:
-            self._nack.forget(not_media)
-        self._close_up_fec(seq_add(seq, -1))
-        return [s for s in new_gaps if s not in not_media] if not_media else new_gaps
-
-    def _close_up_fec(self, seq: int) -> None:
-        """If `seq` is FEC or media followed by FEC: subscribers number the media packet after that
-        FEC right after the media before it. A down-track that has not sent exactly that media
-        packet last keeps the numbers (StreamRewriter.skip checks)."""
-        fec = self._uplink_fec
-        if not fec.is_fec(seq) and not fec.is_fec(seq_add(seq, 1)):
-            return  # the common case, media next to media
-        media = seq
-        for _ in range(MAX_FEC_RUN):
-            if not fec.is_fec(media):
-                break
-            media = seq_add(media, -1)
-        end = media
-        for _ in range(MAX_FEC_RUN):
-            if not fec.is_fec(seq_add(end, 1)):
-                break
-            end = seq_add(end, 1)
-        if end != media:
-            for downtrack in self._downtracks:
-                downtrack.skip_source(media, end)
-
-    def _missing_run(self, seq: int, step: int) -> list[int]:
-        """The missing numbers right before (step -1) or after (step 1) `seq`, in order."""
-        run = []
-        s = seq_add(seq, step)
-        while self._nack.is_missing(s) and len(run) <= MAX_FEC_RUN:
-            run.append(s)
-            s = seq_add(s, step)
-        if len(run) > MAX_FEC_RUN:
-            return []
-        return run if step > 0 else run[::-1]
+    def _skip_fec_numbers(self, after_seq: int, upto_seq: int) -> None:
+        for downtrack in self._downtracks:
+            downtrack.skip_source(after_seq, upto_seq)
 
     async def _handle_red(self, packet: RtpPacket, red_codec: RTCRtpCodecParameters, now: float) -> None:
         """A RED packet: its primary goes on as usual, and the copies it carries of
@@ -397,7 +354,7 @@ class PublishedTrack:
             return
         recovered = self._nack.last_was_recovered
         if self._uplink_fec is not None and self._uplink_fec.active:
-            new_gaps = self._settle_fec_holes(packet.sequence_number, new_gaps)
+            new_gaps = self._uplink_fec.settle(packet.sequence_number, new_gaps, self._nack, self._skip_fec_numbers)
         if new_gaps:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
             self._schedule_nack_timer()
@@ -420,7 +377,8 @@ class PublishedTrack:
             except Exception:  # one broken subscriber must not stop the others
                 logger.exception("forwarding to %s failed", downtrack)
         if self._uplink_fec is not None and self._uplink_fec.active:
-            self._close_up_fec(packet.sequence_number)  # FEC that arrived before this (late) packet
+            # FEC that arrived before this (late) packet
+            self._uplink_fec.close_up(packet.sequence_number, self._skip_fec_numbers)
 
         if self._taps:  # after forwarding: recording and analysis never delay the call
             arrived_at = time.monotonic()

@@ -24,13 +24,14 @@ too, in the same SSRC and sequence-number space. It never resends FEC. So:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
 from aiortc.rtp import RtpPacket
 
 from .codec_inspect import PictureId, vp8_picture_id, vp8_starts_frame
+from .nack_generator import NackGenerator
 from .red import parse_red
 from .sdp_video_fec import VideoFecPayloadTypes
 from .seqnum import seq_add, seq_diff
@@ -43,6 +44,23 @@ PICTURES_REMEMBERED = 256
 # Longest run of missing numbers judged to be FEC: libwebrtc protects at most 48 media
 # packets per FEC packet, so a frame's FEC is shorter than this.
 MAX_FEC_RUN = 64
+
+
+# skip(after_seq, upto_seq): the numbers after one up to the other carry no media
+SkipNumbers = Callable[[int, int], None]
+
+
+def _missing_run(nack: NackGenerator, seq: int, step: int) -> list[int]:
+    """The missing numbers right before (step -1) or after (step 1) `seq`, in order; none if
+    longer than a frame's FEC can be."""
+    run = []
+    s = seq_add(seq, step)
+    while nack.is_missing(s):
+        if len(run) == MAX_FEC_RUN:
+            return []
+        run.append(s)
+        s = seq_add(s, step)
+    return run if step > 0 else run[::-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +156,39 @@ class UplinkVideoFec:
         if ended is None or ended[1] != after.picture_id[1]:
             return False
         return (after.picture_id[0] - ended[0]) % ended[1] == 1  # the very next picture: no frame between
+
+    def settle(self, seq: int, new_gaps: list[int], nack: NackGenerator, skip: SkipNumbers) -> list[int]:
+        """After `seq` arrived (media or FEC, noted already): missing runs next to it that can
+        only be FEC leave the NACK list, and FEC numbers before it are closed up toward
+        subscribers. Returns the new gaps still worth a NACK."""
+        not_media: list[int] = []
+        for run in (_missing_run(nack, seq, -1), _missing_run(nack, seq, 1)):
+            if run and self.holds_no_media(run[0], run[-1]):
+                self.note_lost_fec(run[0], run[-1])
+                not_media.extend(run)
+        if not_media:
+            nack.forget(not_media)
+        self.close_up(seq_add(seq, -1), skip)
+        return [s for s in new_gaps if s not in not_media] if not_media else new_gaps
+
+    def close_up(self, seq: int, skip: SkipNumbers) -> None:
+        """If `seq` is FEC, or media followed by FEC: `skip(media before, last FEC)`, so subscribers
+        number the next media packet right after that media. A down-track that did not send exactly
+        that packet last keeps its numbers (StreamRewriter.skip checks)."""
+        if not self.is_fec(seq) and not self.is_fec(seq_add(seq, 1)):
+            return  # the common case, media next to media
+        media = seq
+        for _ in range(MAX_FEC_RUN):
+            if not self.is_fec(media):
+                break
+            media = seq_add(media, -1)
+        end = media
+        for _ in range(MAX_FEC_RUN):
+            if not self.is_fec(seq_add(end, 1)):
+                break
+            end = seq_add(end, 1)
+        if end != media:
+            skip(media, end)
 
     def _protected(self, wire: bytes, media_payload_type: int) -> bytes:
         """The media packet as the sender protected it: without the RED header byte, with the

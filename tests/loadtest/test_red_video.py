@@ -16,10 +16,9 @@ from aiortc.rtcrtpparameters import (RTCRtpCodecParameters, RTCRtpDecodingParame
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unwrap_rtx
 
-from loadtest import receiver as receiver_mod
 from loadtest.clips import frame_key
 from loadtest.sources import PatternVideoTrack
-from loadtest.receiver import (FrameBundle, InstrumentedBuffer, MeasuringDecoder, RetryingNackGenerator,
+from loadtest.receiver import (FrameBundle, InstrumentedBuffer, RetryingNackGenerator,
                                StreamRecord, buffer_of, equip)
 from loadtest.red_video import RedVideoCodec, add_video_fec_to_answer, answer_with_video_fec, receive_video_fec
 from media.aiortc_bridge import WirePacket
@@ -420,20 +419,6 @@ def test_an_empty_red_packet_is_padding():
 # --- through aiortc's own receiver ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser_receiver_module(monkeypatch):
-    """aiortc's receiver module patched as loadtest.receiver.install("browser") does, for this test only."""
-    import aiortc.rtcrtpreceiver as receiver_module
-
-    real_factory = receiver_module.get_decoder
-    monkeypatch.setattr(receiver_mod.SETTINGS, "mode", "browser")
-    monkeypatch.setattr(receiver_module, "JitterBuffer", InstrumentedBuffer)
-    monkeypatch.setattr(receiver_module, "NackGenerator", RetryingNackGenerator)
-    monkeypatch.setattr(receiver_module, "get_decoder", lambda codec: MeasuringDecoder(codec, real_factory))
-    monkeypatch.setattr(receiver_module, "depayload", receiver_module.depayload)
-    monkeypatch.setattr(receiver_module, "_loadtest_real_depayload", receiver_module.depayload, raising=False)
-    receiver_mod._keep_red_payloads(receiver_module)
-    return receiver_module
 
 
 async def wait_for(condition, timeout: float = 5.0) -> None:

@@ -32,7 +32,7 @@ from media.aiortc_bridge import WirePacket
 from media.sdp_tweaks import join_sections, split_sections
 from media.sdp_video_fec import VideoFecPayloadTypes
 from media.ulpfec import UlpfecDecoder, parse_fec, rtp_header_length, zero_extensions
-from tests.loadtest.test_red_video import EXTENSIONS, HEADER_EXTENSIONS, browser_receiver_module  # noqa: F401 (fixture)
+from tests.loadtest.test_red_video import EXTENSIONS, HEADER_EXTENSIONS
 
 VP8_PT, RED_PT, RTX_PT, ULPFEC_PT = 96, 116, 117, 118
 FEC = VideoFecPayloadTypes(red=RED_PT, ulpfec=ULPFEC_PT, rtx=RTX_PT)

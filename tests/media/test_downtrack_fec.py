@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpCodecParameters, RTCRtpSendParameters
-from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket
 
 from loadtest.bench_packet_path import EXTENSIONS, RTX, VP8
 from media.downtrack import DownTrack
@@ -164,4 +164,55 @@ async def test_without_red_negotiated_video_goes_out_plain_and_no_fec():
         await downtrack.forward(packet, VP8, keyframe_start=n == 0, abs_send_time=0, now=n / 100)
     assert transport.sent and all(d[1] & 0x7F == VP8.payloadType for d in transport.sent)
     assert downtrack.summary()["fec_group"] is None
+    await downtrack.stop()
+
+
+def receiver_report(highest: int, cumulative_lost: int, fraction: float) -> RtcpRrPacket:
+    return RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+        ssrc=SSRC, fraction_lost=int(fraction * 256), packets_lost=cumulative_lost, highest_sequence=highest,
+        jitter=0, lsr=0, dlsr=0)])
+
+
+async def test_uplink_loss_in_the_subscribers_reports_does_not_turn_its_fec_on():
+    """A subscriber counts lost every number it has not received, also those the publisher's
+    uplink lost that we never sent: only the rest is the downlink's loss."""
+    downtrack, transport = await started_downtrack([VP8, RTX, RED, ULPFEC, RTX_RED])
+    stream = source_stream(frames=600, seed=6)
+    upstream = random.Random(1)
+    numbers: list[tuple[int, bool]] = []  # (down-track number, sent) in order
+
+    async def forward(packets: list[RtpPacket]) -> None:
+        for packet in packets:
+            if packet is not stream[0] and upstream.random() < 0.25:
+                continue  # lost upstream, never recovered
+            before = len(transport.sent)
+            await downtrack.forward(packet, VP8, keyframe_start=packet is stream[0], abs_send_time=0, now=0.0)
+            for seq in map(seq_of, transport.sent[before:]):  # the media packet and FEC after it
+                if numbers:  # what the subscriber sees as holes: the numbers skipped
+                    numbers.extend((s % 65536, False) for s in range(numbers[-1][0] + 1,
+                                                                     numbers[-1][0] + seq_diff(seq, numbers[-1][0])))
+                numbers.append((seq, True))
+
+    cumulative = 0
+
+    async def report(extra_lost: int) -> None:
+        nonlocal cumulative
+        cumulative += sum(1 for _, sent in numbers[reported:] if not sent) + extra_lost
+        await downtrack._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+            ssrc=SSRC, fraction_lost=64, packets_lost=cumulative, highest_sequence=(1 << 16) + numbers[-1][0],
+            jitter=0, lsr=0, dlsr=0)]))
+
+    reported = 0
+    for part in range(3):  # everything we sent arrived; the subscriber reports the holes as lost
+        await forward(stream[part * 100:(part + 1) * 100])
+        await report(0)
+        reported = len(numbers)
+    assert sum(1 for _, sent in numbers if not sent) > 50
+    assert downtrack.summary()["reported_loss"] < 0.01 and downtrack.summary()["fec_group"] is None
+    # then 20 % of what we sent is lost on the downlink too: that is the loss FEC answers
+    for part in range(3, 6):
+        await forward(stream[part * 100:(part + 1) * 100])
+        await report(int(0.2 * sum(1 for _, sent in numbers[reported:] if sent)))
+        reported = len(numbers)
+    assert 0.15 < downtrack.summary()["reported_loss"] < 0.21 and downtrack.summary()["fec_group"] is not None
     await downtrack.stop()

@@ -3,7 +3,6 @@ processor, events routed by role, slow and crashing processors isolated."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
