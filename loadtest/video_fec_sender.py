@@ -78,7 +78,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import RTP_HISTORY_SIZE, RtcpRrPacket, RtcpSrPacket, RtpPacket, wrap_rtx
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
 from loadtest.publisher import ResendGuard
@@ -105,6 +105,12 @@ MIN_MEDIA_PACKETS = 4  # kMinMediaPackets, above HIGH_PROTECTION_THRESHOLD
 HIGH_PROTECTION_THRESHOLD = 80
 MIN_MEDIA_PACKETS_ADAPTATION = 2.0  # packets per frame from which one more packet is wanted
 RATE_WINDOW_S = 1.0  # frames this recent give the bitrate and frame rate
+# RtpPacketHistory as a video sender sets it up: kMinSendSidePacketHistorySize packets,
+# culled after kMinPacketDurationMs or kPacketCullingDelayFactor x RTT, whichever is longer
+# (aiortc's own keeps 128 packets: under a second of 720p, short of the SFU's 1 s of NACKs).
+HISTORY_MAX_PACKETS = 600
+HISTORY_MIN_S = 1.0
+HISTORY_RTT_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,8 @@ class ChromeVideoSender:
         self.controller = ChromeFecController()
         self.generator = UlpfecGenerator()
         self.guard = ResendGuard()
-        self._history: dict[int, RtpPacket] = {}  # media packets (RED) by sequence number, oldest first
+        # media packets (RED) by sequence number, oldest first, with when they were sent
+        self._history: dict[int, tuple[RtpPacket, float]] = {}
         self._seq = random_sequence_number()
         self._rtx_seq = random_sequence_number()
         self.media_packets = self.fec_packets = self.retransmissions = self.nacks_unanswered = 0
@@ -364,15 +371,24 @@ class ChromeVideoSender:
             fec += self.generator.add(zero_extensions(packet.serialize(extensions_map), self.zero_from), keyframe)
             packet.payload_type = self.payload_types.red
             packet.payload = red_wrap(self.media_payload_type, payload)
-            self._history[packet.sequence_number] = packet
-            if len(self._history) > RTP_HISTORY_SIZE:  # as deep in media packets as aiortc's own
-                del self._history[next(iter(self._history))]
+            self._remember(packet, now)
             self.media_packets += 1
             await self._send(packet)
         for payload in fec:
             self.fec_packets += 1
             await self._send(self._packet(self.payload_types.red, timestamp, False,
                                           red_wrap(self.payload_types.ulpfec, payload)))
+
+    def _remember(self, packet: RtpPacket, now: float) -> None:
+        """RtpPacketHistory (kStoreAndCull): packets are kept max(1 s, 3 x RTT), at most 600 of them."""
+        self._history.pop(packet.sequence_number, None)
+        self._history[packet.sequence_number] = (packet, now)
+        keep_s = max(HISTORY_MIN_S, HISTORY_RTT_FACTOR * (self.rtt_s or 0.0))
+        while self._history:
+            oldest = next(iter(self._history))
+            if len(self._history) <= HISTORY_MAX_PACKETS and now - self._history[oldest][1] <= keep_s:
+                break
+            del self._history[oldest]
 
     def _packet(self, payload_type: int, timestamp: int, marker: bool, payload: bytes) -> RtpPacket:
         packet = RtpPacket(payload_type=payload_type, marker=int(marker), sequence_number=self._seq,
@@ -393,7 +409,7 @@ class ChromeVideoSender:
 
     async def _retransmit(self, sequence_number: int) -> None:
         """A NACKed media packet again, over rtx-for-red; FEC (never kept) and forgotten packets: nothing."""
-        packet = self._history.get(sequence_number)
+        packet, _ = self._history.get(sequence_number, (None, 0.0))
         if packet is None:
             self.nacks_unanswered += 1
             return

@@ -230,6 +230,25 @@ async def test_a_nack_is_answered_over_rtx_for_red_with_the_original_sequence_nu
     assert fec.retransmissions == 1
 
 
+async def test_packets_are_kept_a_second_or_three_rtts_as_libwebrtc_keeps_them():
+    """NACKs for a packet up to 1 s old are answered (the SFU asks for 1 s): aiortc's 128
+    packets would not reach that far at 720p."""
+    wire = Wire()
+    fec = chrome_sender(wire, rtt_s=0.1)
+    await send_frames(fec, clip_frames(40, packets=8))  # 1.3 s of ~300 packets/s
+    media = [r.packet for r in read_back(wire) if not r.fec]
+    assert len(media) > 300
+    sent_at = {p.sequence_number: ((p.timestamp - media[0].timestamp) % 2**32) / 3000 / 30 for p in media}
+    kept = [p for p in media if 39 / 30 - sent_at[p.sequence_number] < 0.95]
+    gone = [p for p in media if sent_at[p.sequence_number] == 0]  # the first frame, 1.3 s ago
+    await fec.sender._handle_rtcp_packet(nack(fec, kept[0].sequence_number, *(p.sequence_number for p in gone)))
+    assert fec.retransmissions == 1 and fec.nacks_unanswered == len(gone)
+    fec.sender._RTCRtpSender__rtt = 0.5  # then three RTTs are longer than a second
+    await send_frames(fec, clip_frames(1, packets=8), start=40 / 30)
+    assert len(fec._history) > len(kept) + 8
+    assert len(fec._history) <= 600
+
+
 async def test_fec_is_never_retransmitted():
     wire = Wire()
     fec = chrome_sender(wire)
