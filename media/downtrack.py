@@ -60,6 +60,8 @@ def abs_send_time_now() -> int:
     return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
 
 
+# Until the subscriber's RTT is measured (RTCP SR/RR).
+DEFAULT_RTT_S = 0.1
 # How long a starting video down-track waits for a keyframe before asking again.
 KEYFRAME_RETRY_S = 0.5
 # A subscriber still NACKing a video packet this long after it was first sent is
@@ -131,6 +133,7 @@ class DownTrack:
         self._loss_sample_nacked = 0
         self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
         self.stale_nack_keyframes = 0
+        self.nacks_crossed = 0  # NACKs for late packets answered by their own late sending
         self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
         self._last_sr: Optional[tuple[int, float]] = None  # (lsr, sent at)
         # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
@@ -228,7 +231,8 @@ class DownTrack:
         """Counters for operators (admin API) and tests."""
         return {
             "packets": self.packets_sent, "retransmitted": self.retransmitted, "copies": self.copies_sent,
-            "nacks_received": self.nacks_received, "plis_received": self.plis_received,
+            "nacks_received": self.nacks_received, "nacks_crossed": self.nacks_crossed,
+            "plis_received": self.plis_received,
             "stale_nack_keyframes": self.stale_nack_keyframes,
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "fec_group": None if self._fec is None else self._fec.group,
@@ -287,7 +291,8 @@ class DownTrack:
         wire_pt, wire_payload = payload_type, packet.payload
         if fec is not None:
             wire_pt, wire_payload = fec.payload_types.red, red_wrap(payload_type, packet.payload)
-        sent = SentPacket(seq, ts, packet.marker, wire_pt, wire_payload, packet.extensions.audio_level, now)
+        sent = SentPacket(seq, ts, packet.marker, wire_pt, wire_payload, packet.extensions.audio_level, now,
+                          late=late)
         self._cache.put(sent)
         data = self._serialize(sent, self._ssrc, seq, wire_pt, wire_payload, abs_send_time)
         await self._send(data)
@@ -411,6 +416,12 @@ class DownTrack:
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)
         if sent is None:
+            return
+        if sent.late and time.monotonic() - sent.sent_at < (self.rtt if self.rtt is not None else DEFAULT_RTT_S):
+            # It went out late, as a retransmission would have: this NACK crossed it on the way
+            # (the subscriber asked while it was still missing upstream), as libwebrtc's senders
+            # judge a NACK for a packet they resent less than an RTT ago. Not downlink loss either.
+            self.nacks_crossed += 1
             return
         if self.kind == "video":
             if not sent.nacked:

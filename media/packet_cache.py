@@ -20,6 +20,7 @@ class SentPacket:
     audio_level: Optional[tuple[bool, int]] = None
     sent_at: float = 0.0  # monotonic time of the first transmission
     nacked: bool = False  # the subscriber has asked for it at least once
+    late: bool = False  # sent after later packets (recovered upstream): the subscriber was NACKing it
 
 
 class PacketCache:

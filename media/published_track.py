@@ -38,7 +38,7 @@ from aiortc.rtp import (
 
 from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector
-from .downtrack import abs_send_time_now
+from .downtrack import DEFAULT_RTT_S, abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
 from .red import RedError, parse_red
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RTT_S = 0.1  # until the peer's own RTT is measured
 
 
 def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optional[UplinkVideoFec]:

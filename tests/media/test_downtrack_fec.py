@@ -16,6 +16,7 @@ from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpCodecParameters, RT
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket
 
 from loadtest.bench_packet_path import EXTENSIONS, RTX, VP8
+from media import downtrack as downtrack_module
 from media.downtrack import DownTrack
 from media.seqnum import seq_diff
 from media.ulpfec import UlpfecDecoder, zero_extensions
@@ -215,4 +216,28 @@ async def test_uplink_loss_in_the_subscribers_reports_does_not_turn_its_fec_on()
         await report(int(0.2 * sum(1 for _, sent in numbers[reported:] if sent)))
         reported = len(numbers)
     assert 0.15 < downtrack.summary()["reported_loss"] < 0.21 and downtrack.summary()["fec_group"] is not None
+    await downtrack.stop()
+
+
+async def test_a_nack_that_crossed_a_late_packet_is_not_answered_nor_counted_as_downlink_loss(monkeypatch):
+    now = [50.0]
+    monkeypatch.setattr(downtrack_module.time, "monotonic", lambda: now[0])
+    downtrack, transport = await started_downtrack([VP8, RTX])
+    downtrack.rtt = 0.1
+    stream = source_stream(frames=20, seed=2)
+    held = stream[5]  # lost upstream, recovered a round trip later
+    for n, packet in enumerate(stream):
+        if packet is not held:
+            await downtrack.forward(packet, VP8, keyframe_start=n == 0, abs_send_time=0, now=now[0])
+    await downtrack.forward(held, VP8, keyframe_start=False, abs_send_time=0, now=now[0], late=True)
+    late_seq = seq_of(transport.sent[-1])
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=SSRC)
+    nack.lost = [late_seq]
+    sent_before = len(transport.sent)
+    now[0] += 0.05  # the subscriber asked while the packet was still missing: the NACK crossed it
+    await downtrack._handle_rtcp_packet(nack)
+    assert len(transport.sent) == sent_before and downtrack.nacks_crossed == 1
+    now[0] += 0.1  # an RTT on it still asks: the late packet was lost on the downlink
+    await downtrack._handle_rtcp_packet(nack)
+    assert len(transport.sent) == sent_before + 1 and downtrack.retransmitted == 1
     await downtrack.stop()
