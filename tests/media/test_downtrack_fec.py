@@ -219,7 +219,7 @@ async def test_uplink_loss_in_the_subscribers_reports_does_not_turn_its_fec_on()
     await downtrack.stop()
 
 
-async def test_a_nack_that_crossed_a_late_packet_is_not_answered_nor_counted_as_downlink_loss(monkeypatch):
+async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswered_on_a_clean_downlink(monkeypatch):
     now = [50.0]
     monkeypatch.setattr(downtrack_module.time, "monotonic", lambda: now[0])
     downtrack, transport = await started_downtrack([VP8, RTX])
@@ -237,7 +237,20 @@ async def test_a_nack_that_crossed_a_late_packet_is_not_answered_nor_counted_as_
     now[0] += 0.05  # the subscriber asked while the packet was still missing: the NACK crossed it
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) == sent_before and downtrack.nacks_crossed == 1
-    now[0] += 0.1  # an RTT on it still asks: the late packet was lost on the downlink
+    now[0] += 0.15  # 2 RTTs after it went out still asking: the late packet was lost on the downlink
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) == sent_before + 1 and downtrack.retransmitted == 1
+    assert downtrack._loss_sample_nacked == 1  # that one is downlink loss, the crossed one was not
+    # on a lossy downlink a crossed NACK is answered (a second chance), still not counted as loss
+    for _ in range(4):
+        downtrack.downlink_loss.add(30, 100)
+    assert downtrack.downlink_loss.copies > 1
+    await downtrack.forward(stream[-1].__class__(payload_type=VP8.payloadType, sequence_number=(stream[-1].sequence_number + 2) % 65536,
+                                                timestamp=stream[-1].timestamp + 3000, ssrc=1234, payload=b"\x10\x01late"),
+                            VP8, keyframe_start=False, abs_send_time=0, now=now[0], late=True)
+    nack.lost = [seq_of(transport.sent[-1])]
+    sent_before, nacked_before = len(transport.sent), downtrack._loss_sample_nacked
+    await downtrack._handle_rtcp_packet(nack)
+    assert len(transport.sent) > sent_before and downtrack.nacks_crossed == 2
+    assert downtrack._loss_sample_nacked == nacked_before
     await downtrack.stop()
