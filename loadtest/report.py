@@ -17,7 +17,7 @@ def _pct(v: Optional[float], digits: int = 1) -> str:
 
 COLUMNS = ("server", "profile", "g2g p50 / p95 / p99 / max (ms)", "transport p50 / p95 / p99 (ms)",
            "frames delivered", "freezes", "frozen", "longest freeze (ms)", "first frame p50 / max (ms)",
-           "audio in time", "audio RED / FEC", "video FEC packets / rebuilt: down | up", "server CPU (of one core)",
+           "audio in time", "audio RED / FEC", "video FEC packets / rebuilt (down; up)", "server CPU (of one core)",
            "server RSS (MB)")
 
 
@@ -36,7 +36,7 @@ def table_row(result: dict[str, Any]) -> list[str]:
         f"{_ms(ff['p50'])} / {_ms(ff['max'])}",
         _pct(result["audio_in_time_ratio"]),
         f"{_pct(result.get('audio_red_ratio'))} / {_pct(result.get('audio_fec_ratio'))}",
-        f"{_video_fec(result.get('video_fec'))} | {_uplink_fec(result.get('server_media'))}",
+        f"{_video_fec(result.get('video_fec'))}; {_uplink_fec(result.get('server_media'))}",
         _pct(result["server_cpu_core_share"]),
         _ms(result["server_rss_mb"]),
     ]
