@@ -261,3 +261,33 @@ async def test_a_new_ssrc_starts_its_numbering_afresh():
     assert track.summary()["duplicates_dropped"] == 0
     await track.stop()
     await subscriber.stop()
+
+
+async def test_garbage_red_and_fec_from_a_publisher_are_dropped_and_counted_and_forwarding_goes_on():
+    subscriber, to_subscriber = await started_downtrack([VP8, RTX])
+    track, _ = await published_track(subscriber)
+    uplink = ChromeLikeUplink(seed=9)
+    datagrams = uplink.frames(60)
+    rng = random.Random(5)
+    for n, (kind, seq, datagram) in enumerate(datagrams):
+        await receive(track, uplink, datagram)
+        if n % 3 == 0:  # garbage between the real packets, in the stream's own numbering
+            packet = WirePacket.parse(datagram, uplink.extensions)
+            packet.sequence_number = (seq + 30_000) % 65536
+            choice = n % 4
+            if choice == 0:
+                packet.payload = bytes([0x80 | RED.payloadType]) + rng.randbytes(3)  # truncated RED header
+            elif choice == 1:
+                packet.payload = bytes([ULPFEC.payloadType]) + rng.randbytes(rng.randint(0, 40))  # FEC garbage
+            elif choice == 2:
+                packet.payload = bytes([RED.payloadType]) + rng.randbytes(20)  # RED inside RED
+            else:
+                packet.payload = b""
+            packet.raw = rng.randbytes(rng.randint(0, 30))  # and wire bytes that are not RTP
+            await track._handle_rtp_packet(packet, arrival_time_ms=0)
+    summary = track.summary()
+    assert summary["dropped"] > 0 or summary["uplink_fec"]["malformed"] > 0
+    forwarded = {payload_of(d) for d in to_subscriber.sent}
+    assert set(uplink.media_payloads.values()) <= forwarded  # every real packet went on
+    await track.stop()
+    await subscriber.stop()
