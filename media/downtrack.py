@@ -42,7 +42,7 @@ from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
 from .rtp_writer import RtpWriter
 from .rtcp_io import send_rtcp
-from .sdp_video_fec import PROTECTABLE, VideoFecPayloadTypes
+from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .seqnum import seq_add, seq_diff
 from .video_fec import VideoFecSender, red_wrap
 
@@ -164,7 +164,7 @@ class DownTrack:
         for codec in parameters.codecs:
             if is_rtx(codec) and isinstance(codec.parameters.get("apt"), int):
                 self._out_rtx_pt[codec.parameters["apt"]] = codec.payloadType
-        fec_pts = self._negotiated_fec(parameters)
+        fec_pts = video_fec_in_codecs(parameters.codecs) if self.kind == "video" else None
         if fec_pts is not None:
             self._fec = VideoFecSender(fec_pts)
         transport._register_rtp_sender(self, parameters)
@@ -175,14 +175,6 @@ class DownTrack:
         if self.source is not None and self.kind == "video":
             self.source.request_keyframe()
 
-    def _negotiated_fec(self, parameters: RTCRtpSendParameters) -> Optional[VideoFecPayloadTypes]:
-        if self.kind != "video":
-            return None
-        by_name = {c.mimeType.lower(): c.payloadType for c in parameters.codecs}
-        red, ulpfec = by_name.get("video/red"), by_name.get("video/ulpfec")
-        if red is None or ulpfec is None:
-            return None
-        return VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=self._out_rtx_pt.get(red))
 
     async def stop(self) -> None:
         if self.stopped:

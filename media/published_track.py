@@ -44,7 +44,7 @@ from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
 from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
-from .sdp_video_fec import VideoFecPayloadTypes
+from .sdp_video_fec import video_fec_in_codecs
 from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
 from .uplink_fec import UplinkVideoFec
@@ -59,14 +59,11 @@ logger = logging.getLogger(__name__)
 
 def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optional[UplinkVideoFec]:
     """RED + ULPFEC handling when the publisher's answer kept video red and ulpfec."""
-    by_name = {c.mimeType.lower(): c.payloadType for c in parameters.codecs}
-    red, ulpfec = by_name.get("video/red"), by_name.get("video/ulpfec")
-    if kind != "video" or red is None or ulpfec is None:
+    payload_types = video_fec_in_codecs(parameters.codecs) if kind == "video" else None
+    if payload_types is None:
         return None
-    rtx = next((c.payloadType for c in parameters.codecs if is_rtx(c) and c.parameters.get("apt") == red), None)
     vp8 = frozenset(c.payloadType for c in parameters.codecs if c.mimeType.lower() == "video/vp8")
-    return UplinkVideoFec(VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=rtx),
-                          zeroed_extensions(parameters.headerExtensions), vp8)
+    return UplinkVideoFec(payload_types, zeroed_extensions(parameters.headerExtensions), vp8)
 
 
 @dataclass(slots=True)

@@ -16,8 +16,11 @@ read here and the payload types are added to the down-track's parameters.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from .sdp_tweaks import join_sections, section_mid, split_sections
 
@@ -110,6 +113,18 @@ def video_fec_in_section(section: list[str]) -> Optional[VideoFecPayloadTypes]:
 def _duplicate_rtpmap(section: list[str]) -> bool:
     pts = [m.group(1) for line in section if (m := re.match(r"a=rtpmap:(\d+) ", line))]
     return len(pts) != len(set(pts))
+
+
+def video_fec_in_codecs(codecs: Iterable[RTCRtpCodecParameters]) -> Optional[VideoFecPayloadTypes]:
+    """The red/ulpfec (and rtx-for-red) payload types among negotiated codecs (MediaPeer adds them)."""
+    codecs = list(codecs)
+    by_name = {c.mimeType.lower(): c.payloadType for c in codecs}
+    red, ulpfec = by_name.get("video/red"), by_name.get("video/ulpfec")
+    if red is None or ulpfec is None:
+        return None
+    rtx = next((c.payloadType for c in codecs
+                if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == red), None)
+    return VideoFecPayloadTypes(red=red, ulpfec=ulpfec, rtx=rtx)
 
 
 def video_fec_by_mid(sdp: str) -> dict[str, VideoFecPayloadTypes]:
