@@ -175,7 +175,6 @@ class DownTrack:
         if self.source is not None and self.kind == "video":
             self.source.request_keyframe()
 
-
     async def stop(self) -> None:
         if self.stopped:
             return
