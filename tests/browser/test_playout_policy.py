@@ -24,11 +24,12 @@ import('/static/js/playout-policy.js').then(({PlayoutPolicy}) => {
 
 TARGETS_JS = "return window.consultClient ? window.consultClient.playoutTargets() : null;"
 
-# 35 % of every UDP datagram in the test's namespace (media both ways, every peer) dropped.
+# 35 % of every UDP datagram in the test's namespace (media both ways, every peer) dropped,
+# on arrival: a drop on the sending side fails the send, which Chromium retries.
 LOSS_RULES = """
 table inet consult_test_loss {
-  chain out {
-    type filter hook output priority 0; policy accept;
+  chain in {
+    type filter hook input priority 0; policy accept;
     meta l4proto udp numgen random mod 100 < 35 drop
   }
 }

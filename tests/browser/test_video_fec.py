@@ -46,11 +46,14 @@ pc.getStats().then(report => {
 }, () => done(null));
 """
 
-# 10 % of every UDP datagram in the test's namespace dropped (media both ways, every peer).
+# 10 % of every UDP datagram in the test's namespace dropped (media both ways, every peer),
+# on arrival. Dropped on the way out, a datagram fails its sender's send call (EPERM), and
+# Chromium resends it: its uplink then lost ~1 % instead of 10 % (measured: packetsSent
+# 983-1443 per page against 2-16 lost at the server, while the rule dropped 9.8 % of all UDP).
 LOSS_RULES = """
 table inet consult_test_loss {
-  chain out {
-    type filter hook output priority 0; policy accept;
+  chain in {
+    type filter hook input priority 0; policy accept;
     meta l4proto udp numgen random mod 100 < 10 drop
   }
 }
@@ -122,14 +125,13 @@ def test_chromium_rebuilds_lost_video_from_our_fec(sfu_server, chromium, netns, 
 
     # the uplinks: every page sent its video as RED; what the loss took came back over
     # RTX-for-red (the patient's stock page decoding the doctor's video shows it playable).
-    # Few uplink packets are lost here: the server counts ~1 % lost from each page against
-    # the 10 % the pages see (same before uplink RED; why this rule spares them is not known)
     published = admin_get(sfu_server, "/api/rooms/demo/media")["participants"]
     video_up = {role: published[ids[role]]["published"]["video"] for role in pages}
     print(json.dumps(video_up, indent=1))
     for role in pages:
         assert video_up[role]["uplink_fec"] is not None and video_up[role]["red_packets"] > 500, video_up
-        assert video_up[role]["nack"]["recovered"] > 0 and video_up[role]["nack"]["given_up"] == 0, video_up
+        assert video_up[role]["lost"] > 25 and video_up[role]["nack"]["recovered"] > 20, video_up
+        assert video_up[role]["nack"]["given_up"] == 0, video_up
         assert video_up[role]["dropped"] == 0, video_up
 
     fec_sent = sum(d["fec_packets"] for d in downtracks)
