@@ -20,7 +20,6 @@ which run real aiortc peers through these paths, pin these assumptions.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import Optional
 
 import aiortc.rtcdtlstransport as dtls_transport_module

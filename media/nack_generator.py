@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
 
 from .redundancy import LossEstimate
 from .seqnum import seq_add, seq_diff
@@ -68,11 +67,6 @@ class NackGenerator:
     @property
     def missing(self) -> list[int]:
         return sorted(self._missing, key=lambda s: seq_diff(s, self._max_seq or 0))
-
-    @property
-    def newest(self) -> Optional[int]:
-        """The highest sequence number seen."""
-        return self._max_seq
 
     def is_missing(self, seq: int) -> bool:
         return seq in self._missing
