@@ -158,7 +158,8 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
     for track in prepared["tracks"]:
         assert track["render"]["statesSeen"][0] in ("queued", "rendering"), track  # prepared for this request
         assert track["render"]["watermark"] and track["render"]["progress"] == 1.0, track
-    assert "Preparing" not in prepared["status"]
+    # the status line follows on the page's next tick (render states are read live, the status is not)
+    assert poll(lambda: "Preparing" not in state(trainer)["status"], 5), state(trainer)["status"]
     issued = {e["details"]["participant"]: e for e in AuditLog.open(server.data_dir).authentic_entries()
               if e["action"] == ISSUE_ACTION}
     assert {t["key"]: t["render"]["watermark"] for t in prepared["tracks"]} == {
