@@ -498,7 +498,9 @@ async def test_a_publisher_sending_red_and_ulpfec_is_decoded_by_the_loadtest_rec
             if buffer_of(receiver).nack is None and receiver._RTCRtpReceiver__started:
                 equip(receiver, buffer_of(receiver), audio_deadline_s=0.3)
             fec = video_fec_sender_of(transceiver.sender)
-            if fec is not None and fec.controller.rtt_ms >= 20 and record.fec_recovered >= 3:
+            # wait for all of it: FEC can rebuild its third packet before 30 frames have played out
+            if (fec is not None and fec.controller.rtt_ms >= 20 and record.fec_recovered >= 3
+                    and len(record.rendered) > 30 and fec.retransmissions > 0):
                 break
             await asyncio.sleep(0.1)
     finally:
