@@ -236,6 +236,11 @@ class DownTrack:
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
         }
 
+    @property
+    def ssrc(self) -> int:
+        """The SSRC this down-track's media goes out under."""
+        return self._ssrc
+
     def carries(self, codec: RTCRtpCodecParameters) -> bool:
         """Whether this subscriber negotiated `codec` (known once started)."""
         if not self.started:

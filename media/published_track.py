@@ -329,7 +329,7 @@ class PublishedTrack:
             self.red_recovered += 1
             copy = RtpPacket(payload_type=block.payload_type, sequence_number=seq, ssrc=packet.ssrc,
                              timestamp=(packet.timestamp - block.timestamp_offset) & 0xFFFFFFFF, payload=block.data)
-            await self._deliver(copy, codec, now, skip_red_subscribers=True)  # theirs is inside `packet`
+            await self._deliver(copy, codec, now, red_copy=True)
         plain = RtpPacket(payload_type=primary.payload_type, marker=packet.marker,
                           sequence_number=packet.sequence_number, timestamp=packet.timestamp,
                           ssrc=packet.ssrc, payload=primary.data)
@@ -338,9 +338,13 @@ class PublishedTrack:
 
     async def _deliver(self, packet: RtpPacket, codec: RTCRtpCodecParameters, now: float, *,
                        red: Optional[tuple[RtpPacket, RTCRtpCodecParameters]] = None,
-                       skip_red_subscribers: bool = False) -> None:
+                       red_copy: bool = False) -> None:
         """NACK bookkeeping, then every subscriber and tap. Audio arrives here as plain
-        Opus; `red` is the RED packet it came in, for subscribers that negotiated RED."""
+        Opus; `red` is the RED packet it came in, for subscribers that negotiated RED.
+        `red_copy`: recovered from the RED packet that follows; a subscriber that takes
+        RED gets it inside that packet anyway, and on its own too only where its
+        downlink loses packets (a second, independent chance for a frame the uplink
+        already lost once, for one small packet)."""
         self.last_codec = codec
         new_gaps = self._nack.on_packet(packet.sequence_number, now)
         if self._nack.last_was_duplicate:
@@ -364,7 +368,7 @@ class PublishedTrack:
         for downtrack in self._downtracks:
             try:
                 if self._red_codec is not None and downtrack.carries(self._red_codec):
-                    if skip_red_subscribers:
+                    if red_copy and downtrack.downlink_loss.copies == 1:
                         continue
                     if red is not None:
                         await downtrack.forward(red[0], red[1], False, send_time, now, late=recovered)

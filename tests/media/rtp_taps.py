@@ -28,3 +28,14 @@ def tap_incoming_rtp(transport: RTCDtlsTransport, see: Callable[[RtpPacket], Non
         await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = tapped
+
+
+def drop_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[RtpPacket], bool]) -> None:
+    """Call `keep` on every decrypted RTP packet the transport receives; False drops it (a lossy downlink)."""
+    original = transport._handle_rtp_data
+
+    async def tapped(data: bytes, arrival_time_ms: int) -> None:
+        if keep(RtpPacket.parse(data)):
+            await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = tapped

@@ -1,5 +1,6 @@
 """RED from a publisher, through the SFU: uplink losses recovered from the next packet's
-copy, plain Opus to subscribers without RED, RED to those that accepted it.
+copy, plain Opus to subscribers without RED, RED to those that accepted it, and the
+recovered frames on their own too where such a subscriber's downlink loses packets.
 
 The publisher is a real aiortc peer that answers and sends RED the way Chrome does
 (loadtest.red_audio); its uplink loses 30 % of the audio packets, seeded.
@@ -7,7 +8,9 @@ The publisher is a real aiortc peer that answers and sends RED the way Chrome do
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 
 from loadtest.clips import SweepAudioSpec, load_or_encode
 from loadtest.participant import SyntheticParticipant
@@ -15,7 +18,7 @@ from loadtest.publisher import StampedClipTrack
 from loadtest.red_audio import answer_with_red
 from loadtest.sources import PatternVideoTrack
 
-from .rtp_taps import tap_incoming_rtp, tap_outgoing_rtp
+from .rtp_taps import drop_incoming_rtp, tap_incoming_rtp, tap_outgoing_rtp
 
 
 class RedAnsweringParticipant(SyntheticParticipant):
@@ -50,27 +53,16 @@ async def test_uplink_losses_come_back_from_red_copies(sfu):
     assert track.summary()["red"], "the patient answered red first: its audio arrives as RED"
     red_pt = next(r.red_pt for r in patient.red.values() if r.red_first)
 
-    rng = random.Random(11)
     sent: list[int] = []
     dropped: set[int] = set()
-    seen_originals: set[int] = set()
-
-    def lossy(packet) -> bool:
-        if packet.payload_type != red_pt:
-            return True
-        if packet.sequence_number in seen_originals:
-            return True  # a retransmission: let it through, this test is about RED
-        seen_originals.add(packet.sequence_number)
-        sent.append(packet.sequence_number)
-        if rng.random() < 0.3:
-            dropped.add(packet.sequence_number)
-            return False
-        return True
-
+    lossy = red_uplink_loss(red_pt, random.Random(11), sent, dropped)
     to_doctor: set[int] = set()
     to_expert: set[int] = set()
-    tap_incoming_rtp(doctor.pc.getTransceivers()[0].receiver.transport, lambda p: to_doctor.add(p.payload_type))
-    tap_incoming_rtp(expert.pc.getTransceivers()[0].receiver.transport, lambda p: to_expert.add(p.payload_type))
+    to_doctor_ssrc, to_expert_ssrc = (downtrack_ssrc(track, p.id) for p in (doctor, expert))
+    tap_incoming_rtp(doctor.pc.getTransceivers()[0].receiver.transport,
+                     lambda p: p.ssrc == to_doctor_ssrc and to_doctor.add(p.payload_type))
+    tap_incoming_rtp(expert.pc.getTransceivers()[0].receiver.transport,
+                     lambda p: p.ssrc == to_expert_ssrc and to_expert.add(p.payload_type))
     before = track.red_recovered
     heard_before = doctor.frames_from(patient.id, "audio")
     tap_outgoing_rtp(patient.pc.getTransceivers()[0].sender.transport, lossy)
@@ -83,7 +75,91 @@ async def test_uplink_losses_come_back_from_red_copies(sfu):
     assert track.red_recovered - before >= len(singles) * 0.95, (track.red_recovered - before, len(singles))
     assert track.packets_dropped == 0
     # the plain subscriber got Opus it can decode (its receiver drops payload types it did not negotiate)
-    opus_pt = next(r.opus_pt for r in patient.red.values())
-    assert opus_pt in to_doctor and red_pt not in to_doctor
-    # the subscriber that accepted RED got the RED packets themselves
-    assert red_pt in to_expert
+    assert to_doctor == {opus_pt_to(doctor, track)}
+    # the subscriber that accepted RED got the RED packets themselves, and on its clean
+    # downlink no recovered frame on its own: each is inside the RED packet that follows
+    assert to_expert == {red_pt_to(expert, track)}
+
+
+async def test_a_red_subscriber_on_a_lossy_downlink_also_gets_recovered_frames_on_their_own(sfu):
+    """A frame the uplink lost comes to a RED subscriber inside the next RED packet; where that
+    subscriber's downlink loses packets too, the SFU also sends the frame as its own packet."""
+    await sfu.room()
+    clip = load_or_encode(SweepAudioSpec(seconds=6), None)
+    patient = RedAnsweringParticipant(sfu.base_url, sfu.token("patient"), audio=StampedClipTrack(clip),
+                                      video=PatternVideoTrack(seed=1))
+    expert = RedAnsweringParticipant(sfu.base_url, sfu.token("expert"))
+    sfu.participants += [patient, expert]
+    await patient.join()
+    await expert.join()
+    await expert.wait_for_frames(patient.id, "video", 5)
+    red_pt = next(r.red_pt for r in patient.red.values() if r.red_first)
+    media = sfu.services.rooms.live["r1"].media
+    track = media.peers[patient.id].published["audio"]
+    to_expert_ssrc, opus_pt = downtrack_ssrc(track, expert.id), opus_pt_to(expert, track)
+
+    # the expert's downlink loses 30 % (seeded); its video NACKs tell the SFU so
+    downlink_rng = random.Random(5)
+    plain_to_expert: set[int] = set()  # sequence numbers of the patient's plain Opus packets sent its way
+
+    def downlink(packet) -> bool:
+        if packet.ssrc == to_expert_ssrc and packet.payload_type == opus_pt:
+            plain_to_expert.add(packet.sequence_number)
+        return downlink_rng.random() >= 0.3
+
+    drop_incoming_rtp(expert.pc.getTransceivers()[0].receiver.transport, downlink)
+    deadline = time.monotonic() + 20
+    while media.peers[expert.id].downlink_loss.copies == 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert media.peers[expert.id].downlink_loss.copies > 1, media.peers[expert.id].downlink_loss.value
+
+    before, plain_before = track.red_recovered, len(plain_to_expert)
+    sent: list[int] = []
+    dropped: set[int] = set()
+    tap_outgoing_rtp(patient.pc.getTransceivers()[0].sender.transport,
+                     red_uplink_loss(red_pt, random.Random(11), sent, dropped))
+    deadline = time.monotonic() + 15
+    while track.red_recovered - before < 40 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    recovered = track.red_recovered - before
+    assert recovered >= 40, recovered
+    # every recovered frame went out on its own too (as long as the downlink stays lossy)
+    assert media.peers[expert.id].downlink_loss.copies > 1
+    assert len(plain_to_expert) - plain_before >= recovered, (len(plain_to_expert) - plain_before, recovered)
+
+
+def downtrack_ssrc(track, subscriber_id: str) -> int:
+    return next(d.ssrc for d in track._downtracks if d.subscriber_id == subscriber_id)
+
+
+def _down_payload_type(subscriber, track, mime: str) -> int:
+    """The payload type of `mime` on the down-track from `track` to `subscriber`, as negotiated with it."""
+    downtrack = next(d for d in track._downtracks if d.subscriber_id == subscriber.id)
+    return next(pt for key, pt in downtrack._out_pt.items() if key[0] == mime)
+
+
+def opus_pt_to(subscriber, track) -> int:
+    return _down_payload_type(subscriber, track, "audio/opus")
+
+
+def red_pt_to(subscriber, track) -> int:
+    return _down_payload_type(subscriber, track, "audio/red")
+
+
+def red_uplink_loss(red_pt: int, rng: random.Random, sent: list[int], dropped: set[int]):
+    """A publisher-side tap dropping 30 % of first transmissions of RED packets (seeded)."""
+    seen_originals: set[int] = set()
+
+    def lossy(packet) -> bool:
+        if packet.payload_type != red_pt:
+            return True
+        if packet.sequence_number in seen_originals:
+            return True  # a retransmission: let it through, these tests are about RED
+        seen_originals.add(packet.sequence_number)
+        sent.append(packet.sequence_number)
+        if rng.random() < 0.3:
+            dropped.add(packet.sequence_number)
+            return False
+        return True
+
+    return lossy
