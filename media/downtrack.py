@@ -306,11 +306,11 @@ class DownTrack:
                 self.downlink_loss.add(min(self._loss_sample_nacked, self._loss_sample_sent), self._loss_sample_sent)
                 self._loss_sample_sent = self._loss_sample_nacked = 0
                 self._update_fec()
-        if (late or self.kind == "audio") and self.downlink_loss.copies > 1:
+        if late or self.kind == "audio":
             # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
             # audio (small; no retransmission arrives before its playout deadline) and
             # packets already late (a lost one costs the subscriber another NACK round).
-            self._send_copies(data)
+            self._send_copies(data, self.downlink_loss.audio_copies if self.kind == "audio" else None)
 
     def skip_source(self, after_seq: int, upto_seq: int) -> None:
         """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
@@ -447,11 +447,14 @@ class DownTrack:
         # browsers): on a lossy downlink send a few copies
         self._send_copies(data)
 
-    def _send_copies(self, data: bytes) -> None:
-        """The extra copies the downlink's loss calls for, spaced past a short loss burst."""
-        loop = asyncio.get_running_loop()
-        for k in range(1, self.downlink_loss.copies):
-            loop.call_later(k * COPY_SPACING_S, self._send_copy, data)
+    def _send_copies(self, data: bytes, copies: Optional[int] = None) -> None:
+        """The extra copies the downlink's loss calls for, spaced past a short loss burst.
+        `copies`: in all, the one sent included (default: what recovery traffic gets)."""
+        copies = self.downlink_loss.copies if copies is None else copies
+        if copies > 1:
+            loop = asyncio.get_running_loop()
+            for k in range(1, copies):
+                loop.call_later(k * COPY_SPACING_S, self._send_copy, data)
 
     def _send_copy(self, data: bytes) -> None:
         if not self.stopped and self.transport is not None:

@@ -128,14 +128,17 @@ async def test_a_red_subscriber_on_a_lossy_downlink_also_gets_recovered_frames_o
     assert len(plain_to_expert) - plain_before >= recovered, (len(plain_to_expert) - plain_before, recovered)
 
 
+def _audio_downtrack(track, subscriber_id: str):
+    return next(d for d in track._downtracks if d.subscriber_id == subscriber_id)
+
+
 def downtrack_ssrc(track, subscriber_id: str) -> int:
-    return next(d.ssrc for d in track._downtracks if d.subscriber_id == subscriber_id)
+    return _audio_downtrack(track, subscriber_id).ssrc
 
 
 def _down_payload_type(subscriber, track, mime: str) -> int:
     """The payload type of `mime` on the down-track from `track` to `subscriber`, as negotiated with it."""
-    downtrack = next(d for d in track._downtracks if d.subscriber_id == subscriber.id)
-    return next(pt for key, pt in downtrack._out_pt.items() if key[0] == mime)
+    return next(pt for key, pt in _audio_downtrack(track, subscriber.id)._out_pt.items() if key[0] == mime)
 
 
 def opus_pt_to(subscriber, track) -> int:
