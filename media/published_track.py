@@ -126,6 +126,7 @@ class PublishedTrack:
         self.red_packets = 0
         self.red_distance = 0  # the most earlier frames one RED packet carried (Chrome: 1 by default)
         self.red_recovered = 0  # packets the uplink lost that a RED copy brought back
+        self.red_recovered_alone = 0  # ... sent on their own to RED subscribers on a lossy downlink
         self.duplicates_dropped = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
 
@@ -368,8 +369,10 @@ class PublishedTrack:
         for downtrack in self._downtracks:
             try:
                 if self._red_codec is not None and downtrack.carries(self._red_codec):
-                    if red_copy and downtrack.downlink_loss.copies == 1:
-                        continue
+                    if red_copy:
+                        if downtrack.downlink_loss.copies == 1:
+                            continue
+                        self.red_recovered_alone += 1
                     if red is not None:
                         await downtrack.forward(red[0], red[1], False, send_time, now, late=recovered)
                         continue
@@ -442,7 +445,8 @@ class PublishedTrack:
             "lost": 0 if self._stats is None else self._stats.packets_lost,
             "codec": self.last_codec.mimeType if self.last_codec else None,
             "red": self._red_codec is not None, "red_packets": self.red_packets, "red_distance": self.red_distance,
-            "red_recovered": self.red_recovered, "nack": self.nack_stats,
+            "red_recovered": self.red_recovered, "red_recovered_alone": self.red_recovered_alone,
+            "nack": self.nack_stats,
             "uplink_fec": None if self._uplink_fec is None else {
                 "fec_received": self._uplink_fec.fec_received, "rebuilt": self._uplink_fec.recovered,
                 "malformed": self._uplink_fec.fec_malformed},

@@ -126,6 +126,7 @@ async def test_a_red_subscriber_on_a_lossy_downlink_also_gets_recovered_frames_o
     # every recovered frame went out on its own too (as long as the downlink stays lossy)
     assert media.peers[expert.id].downlink_loss.copies > 1
     assert len(plain_to_expert) - plain_before >= recovered, (len(plain_to_expert) - plain_before, recovered)
+    assert track.summary()["red_recovered_alone"] >= recovered
 
 
 def _audio_downtrack(track, subscriber_id: str):
