@@ -310,7 +310,8 @@ class DownTrack:
             # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
             # audio (small; no retransmission arrives before its playout deadline) and
             # packets already late (a lost one costs the subscriber another NACK round).
-            self._send_copies(data, self.downlink_loss.audio_copies if self.kind == "audio" else None)
+            loss = self.downlink_loss
+            self._send_copies(data, loss.audio_copies if self.kind == "audio" else loss.copies)
 
     def skip_source(self, after_seq: int, upto_seq: int) -> None:
         """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
@@ -445,12 +446,11 @@ class DownTrack:
         await self._send(data)
         # a lost retransmission costs the subscriber a whole retry interval (an RTT in
         # browsers): on a lossy downlink send a few copies
-        self._send_copies(data)
+        self._send_copies(data, self.downlink_loss.copies)
 
-    def _send_copies(self, data: bytes, copies: Optional[int] = None) -> None:
-        """The extra copies the downlink's loss calls for, spaced past a short loss burst.
-        `copies`: in all, the one sent included (default: what recovery traffic gets)."""
-        copies = self.downlink_loss.copies if copies is None else copies
+    def _send_copies(self, data: bytes, copies: int) -> None:
+        """`copies` - 1 more of a packet just sent (as the downlink's loss calls for), spaced
+        past a short loss burst."""
         if copies > 1:
             loop = asyncio.get_running_loop()
             for k in range(1, copies):

@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optional[UplinkVideoFec]:
     """RED + ULPFEC handling when the publisher's answer kept video red and ulpfec."""
     payload_types = video_fec_in_codecs(parameters.codecs) if kind == "video" else None

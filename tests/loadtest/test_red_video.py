@@ -419,8 +419,6 @@ def test_an_empty_red_packet_is_padding():
 # --- through aiortc's own receiver ----------------------------------------------------------------------------
 
 
-
-
 async def wait_for(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
