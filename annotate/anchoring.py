@@ -36,8 +36,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numpy.typing import ArrayLike
 from mediapipe.tasks.python.vision import FaceLandmarksConnections
+from numpy.typing import ArrayLike
 
 from annotate import limits
 

@@ -53,12 +53,12 @@ from loadtest.harness import (
     KINDS,
     REPO_ROOT,
     LineReader,
+    admin_key_of,
     free_port,
+    http_json,
     machine_cpu_ticks,
     machine_info,
     machine_usage,
-    admin_key_of,
-    http_json,
     make_rooms,
     proc_cpu_seconds,
     proc_memory_mb,
@@ -69,7 +69,6 @@ from loadtest.harness import child_env as _child_env
 from loadtest.harness import emit as _emit
 from loadtest.harness import stop_process as _stop_process
 from loadtest.harness import tail as _tail
-
 
 # --- the client process -----------------------------------------------------------------------
 

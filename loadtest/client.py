@@ -112,8 +112,16 @@ class LoadClient:
         self.window: Optional[tuple[float, float]] = None
 
     async def prepare(self) -> None:
-        from loadtest.clips import (ClipSpec, SweepAudioSpec, frame_keys, key_table, ladder_specs, lbrr_flags,
-                                    load_or_encode, load_or_encode_variants)
+        from loadtest.clips import (
+            ClipSpec,
+            SweepAudioSpec,
+            frame_keys,
+            key_table,
+            ladder_specs,
+            lbrr_flags,
+            load_or_encode,
+            load_or_encode_variants,
+        )
 
         cache = Path(self.config["cache_dir"]) if self.config.get("cache_dir") else None
         self.video_spec = ClipSpec(**self.config["video"])

@@ -45,7 +45,6 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from loadtest.preencoded import EncodedClip
 from media.red import build_red
 
-
 # Aim below the estimate, as congestion controllers do, so queues can drain.
 TARGET_SHARE = 0.85
 # The estimate under this share of the current rate means the rung is too much.

@@ -40,8 +40,8 @@ from aiortc.rtp import (
 from .packet_cache import PacketCache, SentPacket
 from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
-from .rtp_writer import RtpWriter
 from .rtcp_io import send_rtcp
+from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .seqnum import seq_add, seq_diff
 from .video_fec import VideoFecSender, red_wrap

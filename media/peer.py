@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from typing import Optional, TypeVar
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc import sdp as aiortc_sdp
 
 from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
-from .redundancy import LossEstimate
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
+from .redundancy import LossEstimate
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
 

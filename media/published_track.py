@@ -12,8 +12,8 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from aiortc.codecs import is_rtx

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
-from av import VideoFrame
 from aiortc.codecs import depayload, get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
+from av import VideoFrame
 
 from .bounded_queue import DropOldestQueue
 from .frame_assembler import EncodedFrame, FrameAssembler

@@ -40,8 +40,15 @@ from .audit import Action, AuditLog
 from .errors import RecorderError, RecordingStateError, RecordingStorageError
 from .fsutil import DIR_MODE, FILE_MODE, fsync_dir, make_private_dir, write_all
 from .keys import DATA_KEY_FILE, KeyStore
-from .manifest import (EVENTS_TRACK_ID, EVENTS_TRACK_NO, Manifest, ManifestTrack, TrackInfo, new_recording_id,
-                       utc_now_iso)
+from .manifest import (
+    EVENTS_TRACK_ID,
+    EVENTS_TRACK_NO,
+    Manifest,
+    ManifestTrack,
+    TrackInfo,
+    new_recording_id,
+    utc_now_iso,
+)
 from .segments import FRAME_HEADER, MAX_PAYLOAD, append_frame, encode_segment
 
 log = logging.getLogger(__name__)

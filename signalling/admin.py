@@ -12,12 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from recorder.errors import RecorderError
-
-from .registry import LIVE_WATERMARK_MODES, RegistryError
 from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
+from recorder.errors import RecorderError
+
+from .registry import LIVE_WATERMARK_MODES, RegistryError
 
 LANGUAGES = tuple(LANGUAGE_CATALOGUE)
 

@@ -18,7 +18,8 @@ from annotate.board import AnnotationBoard
 from annotate.face_relay import FaceLandmarkRelay, mesh_message
 from media.ice import IceConfig
 from media.processing import ProcessorEvent, ProcessorHost
-from media.processors.face_processor import CATALOGUE as PROCESSORS, DEFAULT_PROTOCOL
+from media.processors.face_processor import CATALOGUE as PROCESSORS
+from media.processors.face_processor import DEFAULT_PROTOCOL
 from media.room import MediaRoom
 from media.taps import PacketTap
 from recorder.errors import RecorderError

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from aiohttp import WSMsgType, web
 
 from annotate.model import AnnotationError
-from recorder.errors import RecorderError
 from media.peer import AnswerRejected, MediaPeer
+from recorder.errors import RecorderError
 
 from .live_rooms import JoinRefused
 from .outbox import Outbox

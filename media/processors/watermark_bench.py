@@ -75,8 +75,8 @@ def moving_photo(width: int, height: int, n: int, *, seed: int = 0, fps: float =
 
 def _terrain() -> np.ndarray:
     """matplotlib's Jacksboro fault elevation model, hill-shaded: natural texture that is not a face."""
-    from matplotlib.colors import LightSource
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LightSource
     dem = np.load(matplotlib.cbook.get_sample_data("jacksboro_fault_dem.npz", asfileobj=False))["elevation"]
     rgb = LightSource(azdeg=315, altdeg=45).shade(dem, cmap=plt.get_cmap("gist_earth"), blend_mode="overlay")
     return cv2.cvtColor((rgb[:, :, :3] * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)

@@ -94,18 +94,24 @@ class ForensicEmbedder:
 
     def embed(self, image_bgr: np.ndarray) -> np.ndarray:
         """A new BGR uint8 frame with the mark added."""
-        d = self.delta(image_bgr)
-        return cv2.add(image_bgr, cv2.merge([d, d, d]), dtype=cv2.CV_8U)   # rounds and saturates
+        step = _rounded(self.delta(image_bgr))
+        return cv2.add(image_bgr, cv2.merge([step, step, step]), dtype=cv2.CV_8U)   # saturates
 
     def embed_i420(self, i420: np.ndarray) -> None:
         """Adds the mark in place to an I420 frame (PyAV's (h*3/2, w) yuv420p array): Y only."""
         y = i420[: i420.shape[0] * 2 // 3]
         d = self.delta_for_luma(y)
         d *= Y_PER_RGB
-        cv2.add(y, d, dst=y, dtype=cv2.CV_8U)   # in place, rounds and saturates
+        cv2.add(y, _rounded(d), dst=y, dtype=cv2.CV_8U)   # in place, saturates
 
 
 Y_PER_RGB = 219.0 / 255.0      # limited-range luma step per RGB level
+
+
+def _rounded(delta: np.ndarray) -> np.ndarray:
+    """The delta rounded once, as int16. OpenCV 5 rounds a uint8 + float32 add differently
+    in different lanes of a row, so B, G and R of one pixel could get different steps."""
+    return np.rint(delta).astype(np.int16)
 
 
 def chroma_planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ import time
 
 import cv2
 import numpy as np
-
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.action_builder import ActionBuilder

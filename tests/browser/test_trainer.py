@@ -22,14 +22,13 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
+from annotate.model import PALETTE
 from recorder.audit import AuditLog
 from recorder.reader import writer_alive
 from recorder.trace import trace_clip
 from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
 from signalling.secrets_store import load_or_create_secret
 from signalling.tokens import TokenIssuer
-
-from annotate.model import PALETTE
 
 from .harness import REPO_ROOT, poll, start_sfu_server
 from .test_annotation import close_to, probe

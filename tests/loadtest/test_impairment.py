@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from loadtest.impaired_transport import TimedDelivery
 from loadtest.impairment import (
     PROFILES,
     WIRE_OVERHEAD,
@@ -21,7 +22,6 @@ from loadtest.impairment import (
     derive_seed,
     parse_profiles,
 )
-from loadtest.impaired_transport import TimedDelivery
 
 
 def burst_lengths(losses: list[bool]) -> list[int]:

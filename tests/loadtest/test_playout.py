@@ -5,8 +5,18 @@ from __future__ import annotations
 import random
 
 from loadtest.metrics import FreezeDetector, detect_freezes
-from loadtest.playout import (CALM_S, CAP_S, NACK_COUNT_TIMEOUT_S, POLICY_INTERVAL_S, RENDER_DELAY_S, RTT_MULT,
-                              RTT_MULT_ADD_CAP_S, STEP_S, PagePlayoutPolicy, PlayoutClock)
+from loadtest.playout import (
+    CALM_S,
+    CAP_S,
+    NACK_COUNT_TIMEOUT_S,
+    POLICY_INTERVAL_S,
+    RENDER_DELAY_S,
+    RTT_MULT,
+    RTT_MULT_ADD_CAP_S,
+    STEP_S,
+    PagePlayoutPolicy,
+    PlayoutClock,
+)
 from loadtest.receiver import NACK_RETRY_S, RetryingNackGenerator
 
 FRAME_S = 1 / 30

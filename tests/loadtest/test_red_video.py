@@ -11,16 +11,20 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, sdp
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
-from aiortc.rtcrtpparameters import (RTCRtpCodecParameters, RTCRtpDecodingParameters, RTCRtpHeaderExtensionParameters,
-                                     RTCRtpReceiveParameters, RTCRtpRtxParameters)
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpRtxParameters,
+)
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unwrap_rtx
 
 from loadtest.clips import frame_key
-from loadtest.sources import PatternVideoTrack
-from loadtest.receiver import (FrameBundle, InstrumentedBuffer, RetryingNackGenerator,
-                               StreamRecord, buffer_of, equip)
+from loadtest.receiver import FrameBundle, InstrumentedBuffer, RetryingNackGenerator, StreamRecord, buffer_of, equip
 from loadtest.red_video import RedVideoCodec, add_video_fec_to_answer, answer_with_video_fec, receive_video_fec
+from loadtest.sources import PatternVideoTrack
 from media.aiortc_bridge import WirePacket
 from media.sdp_tweaks import join_sections, section_mid, split_sections
 from media.sdp_video_fec import VideoFecPayloadTypes, _fec_section, video_fec_by_mid

@@ -16,18 +16,24 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
-from aiortc.rtp import (RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket, is_rtcp)
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket, is_rtcp
 
 from loadtest import video_fec_sender
-from loadtest.impairment import Link, LinkSpec
 from loadtest.impaired_transport import impair
+from loadtest.impairment import Link, LinkSpec
 from loadtest.preencoded import EncodedClip
 from loadtest.publisher import StampedClipTrack
 from loadtest.receiver import StreamRecord, buffer_of, equip
 from loadtest.red_video import _formats, _with_video_fec, answer_with_video_fec, receive_video_fec, send_video_fec
 from loadtest.sources import PatternVideoTrack
-from loadtest.video_fec_sender import (ChromeVideoSender, FecParams, UlpfecGenerator, chrome_fec_params,
-                                       num_fec_packets, video_fec_sender_of)
+from loadtest.video_fec_sender import (
+    ChromeVideoSender,
+    FecParams,
+    UlpfecGenerator,
+    chrome_fec_params,
+    num_fec_packets,
+    video_fec_sender_of,
+)
 from media.aiortc_bridge import WirePacket
 from media.sdp_tweaks import join_sections, split_sections
 from media.sdp_video_fec import VideoFecPayloadTypes

@@ -7,8 +7,8 @@ import random
 
 from aiortc import RTCPeerConnection, sdp
 
-from media.sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid, video_fec_in_section
 from media.sdp_tweaks import split_sections
+from media.sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid, video_fec_in_section
 from media.ulpfec import UlpfecDecoder
 from media.video_fec import GROUP_FOR_LOSS, OFF_BELOW_LOSS, VideoFecSender, group_for_loss, red_wrap
 

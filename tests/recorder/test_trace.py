@@ -22,8 +22,15 @@ from recorder.export import export_recording
 from recorder.keys import KeyStore, encode_kek
 from recorder.manifest import TrackInfo
 from recorder.store import RecordingStore
-from recorder.watermarks import (ISSUE_ACTION, TRACE_ACTION, WATERMARK_KEY_ENV, WatermarkRegistry, export_hook,
-                                 format_id, load_key)
+from recorder.watermarks import (
+    ISSUE_ACTION,
+    TRACE_ACTION,
+    WATERMARK_KEY_ENV,
+    WatermarkRegistry,
+    export_hook,
+    format_id,
+    load_key,
+)
 from recorder.writer import RecordingWriter
 
 from .conftest import ROOT

@@ -10,8 +10,15 @@ import pytest
 
 from media.processors.face_landmarks import FaceLandmarkDetector, FaceLandmarks
 from media.processors.observations import EXCLUDE_MARGIN, face_length, frame_region_masks
-from media.processors.regions import (_LEFT_CHEEK, _RIGHT_CHEEK, EXCLUDED_FEATURES, REGION_NAMES, region_facing,
-                                      region_masks, triangle_facing)
+from media.processors.regions import (
+    _LEFT_CHEEK,
+    _RIGHT_CHEEK,
+    EXCLUDED_FEATURES,
+    REGION_NAMES,
+    region_facing,
+    region_masks,
+    triangle_facing,
+)
 
 from .warps import rotate_face_mesh, rotate_in_plane
 
