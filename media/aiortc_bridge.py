@@ -20,7 +20,7 @@ which run real aiortc peers through these paths, pin these assumptions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, cast
 
 import aiortc.rtcdtlstransport as dtls_transport_module
 from aiortc import RTCRtpTransceiver
@@ -47,17 +47,21 @@ class WirePacket(RtpPacket):
 
     @classmethod
     def parse(cls, data: bytes, extensions_map: Optional[HeaderExtensionsMap] = None) -> "WirePacket":
-        packet = super().parse(data, extensions_map if extensions_map is not None else HeaderExtensionsMap())
+        extensions_map = extensions_map if extensions_map is not None else HeaderExtensionsMap()
+        # aiortc's parse builds `cls(...)`, a WirePacket here, but is annotated to return RtpPacket
+        packet = cast(WirePacket, super().parse(data, extensions_map))
         packet.raw = data
         return packet
 
 
 def keep_wire_bytes() -> None:
     """In this process, DTLS transports parse what they receive as WirePackets (the only RTP they parse)."""
-    dtls_transport_module.RtpPacket = WirePacket
+    # replaces the class aiortc's DTLS transport parses RTP with, on purpose
+    dtls_transport_module.RtpPacket = WirePacket  # type: ignore[misc]
 
 
-def bound_ice_receive_queue(transceiver: RTCRtpTransceiver, capacity: int = ICE_RECEIVE_QUEUE_PACKETS) -> DropOldestQueue:
+def bound_ice_receive_queue(transceiver: RTCRtpTransceiver,
+                            capacity: int = ICE_RECEIVE_QUEUE_PACKETS) -> DropOldestQueue:
     """Replace aioice's unbounded receive queue of this transceiver's ICE connection."""
     connection = transceiver.receiver.transport.transport._connection
     if not isinstance(connection._queue, DropOldestQueue):

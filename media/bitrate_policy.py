@@ -17,7 +17,8 @@ from typing import Optional
 def publisher_bitrate(uplink_estimate: Optional[int], subscriber_estimates: Iterable[Optional[int]]) -> Optional[int]:
     """The REMB value for the publisher (None: nothing known yet, send nothing)."""
     estimates = list(subscriber_estimates)
-    if estimates and all(e is not None for e in estimates):
-        best_downlink = max(estimates)
+    known = [e for e in estimates if e is not None]
+    if estimates and len(known) == len(estimates):
+        best_downlink = max(known)
         return best_downlink if uplink_estimate is None else min(uplink_estimate, best_downlink)
     return uplink_estimate

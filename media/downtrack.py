@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from aiortc import clock
 from aiortc.codecs import is_rtx
@@ -47,7 +47,7 @@ from .seqnum import seq_add, seq_diff
 from .video_fec import VideoFecSender, red_wrap
 
 if TYPE_CHECKING:
-    from .published_track import PublishedTrack
+    from .published_track import SenderReport
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,20 @@ def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
     )
 
 
+class DownTrackSource(Protocol):
+    """What a down-track carries: a PublishedTrack, or a source made from one that looks
+    like it (a viewer's watermarked copy, media/watermark_variant.py)."""
+
+    def add_downtrack(self, downtrack: DownTrack) -> None: ...
+
+    def remove_downtrack(self, downtrack: DownTrack) -> None: ...
+
+    def request_keyframe(self) -> None: ...
+
+    @property
+    def sender_report(self) -> Optional[SenderReport]: ...
+
+
 class DownTrack:
     def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int,
                  downlink_loss: Optional[LossEstimate] = None) -> None:
@@ -102,7 +116,7 @@ class DownTrack:
         self._ssrc = ssrc  # the key aiortc's RTP router files senders under
         self._rtx_ssrc = rtx_ssrc
         self.transport: Optional[RTCDtlsTransport] = None
-        self.source: Optional["PublishedTrack"] = None
+        self.source: Optional[DownTrackSource] = None
         self._rewriter: Optional[StreamRewriter] = None
         # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
         self._cache = PacketCache(STALE_STRETCH_PACKETS if kind == "video" else 256)
@@ -159,11 +173,12 @@ class DownTrack:
         self._cname = parameters.rtcp.cname
         self._mid = parameters.muxId
         for codec in parameters.codecs:
+            assert codec.payloadType is not None  # aiortc numbers every codec it negotiates
+            apt = codec.parameters.get("apt")
             if not is_rtx(codec):
                 self._out_pt.setdefault(_codec_key(codec), codec.payloadType)
-        for codec in parameters.codecs:
-            if is_rtx(codec) and isinstance(codec.parameters.get("apt"), int):
-                self._out_rtx_pt[codec.parameters["apt"]] = codec.payloadType
+            elif isinstance(apt, int):
+                self._out_rtx_pt[apt] = codec.payloadType
         fec_pts = video_fec_in_codecs(parameters.codecs) if self.kind == "video" else None
         if fec_pts is not None:
             self._fec = VideoFecSender(fec_pts)
@@ -188,7 +203,7 @@ class DownTrack:
             self._sr_task.cancel()
             await asyncio.gather(self._sr_task, return_exceptions=True)
 
-    def attach(self, source: "PublishedTrack") -> None:
+    def attach(self, source: DownTrackSource) -> None:
         """Carry this source from its next keyframe on (audio: from its next packet)."""
         if self.stopped or source is self.source:
             return
@@ -211,7 +226,7 @@ class DownTrack:
         self._waiting_for_keyframe = self.kind == "video"
         self._keyframe_asked_at = time.monotonic()
 
-    def detach(self, source: Optional["PublishedTrack"] = None) -> None:
+    def detach(self, source: Optional[DownTrackSource] = None) -> None:
         if source is not None and source is not self.source:
             return
         if self.source is not None:
@@ -248,24 +263,28 @@ class DownTrack:
         return self._out_payload_type(codec) is not None
 
     def _out_payload_type(self, codec: RTCRtpCodecParameters) -> Optional[int]:
-        payload_type = self._pt_for_source.get(codec.payloadType, -1)
+        source_pt = codec.payloadType
+        assert source_pt is not None  # a source's codecs are the ones its packets' payload types name
+        payload_type = self._pt_for_source.get(source_pt, -1)
         if payload_type == -1:
-            payload_type = self._pt_for_source[codec.payloadType] = self._out_pt.get(_codec_key(codec))
+            payload_type = self._pt_for_source[source_pt] = self._out_pt.get(_codec_key(codec))
         return payload_type
 
     def _protects(self, codec: RTCRtpCodecParameters) -> bool:
-        protects = self._fec_for_source.get(codec.payloadType)
+        source_pt = codec.payloadType
+        assert source_pt is not None  # as in _out_payload_type
+        protects = self._fec_for_source.get(source_pt)
         if protects is None:
-            protects = self._fec_for_source[codec.payloadType] = codec.mimeType.lower()[6:] in PROTECTABLE
+            protects = self._fec_for_source[source_pt] = codec.mimeType.lower()[6:] in PROTECTABLE
         return protects
 
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
                       abs_send_time: int, now: float, late: bool = False) -> None:
         """Send one packet on. `late`: it was recovered from the publisher and the
         subscriber has been waiting for it (a NACK it sent for it found nothing)."""
-        if not self.started:
-            return
         rewriter = self._rewriter
+        if rewriter is None:  # not started
+            return
         if not rewriter.started:
             if self._waiting_for_keyframe and not keyframe_start:
                 now = time.monotonic()
@@ -315,8 +334,9 @@ class DownTrack:
 
     def skip_source(self, after_seq: int, upto_seq: int) -> None:
         """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
-        if self.started and self._rewriter.started:
-            self._rewriter.skip(after_seq, upto_seq)
+        rewriter = self._rewriter
+        if rewriter is not None and rewriter.started:
+            rewriter.skip(after_seq, upto_seq)
 
     def _track_unsent(self, newest_sent: int, seq: int) -> None:
         """Numbers this down-track skipped over because the source had not delivered them (yet)."""
@@ -356,16 +376,18 @@ class DownTrack:
     async def _send_fec(self, fec: VideoFecSender, sent: SentPacket, media_pt: int, media_payload: bytes,
                         abs_send_time: int) -> None:
         """Protect one in-order media packet; after a frame's last one, send the frame's FEC."""
+        writer, rewriter = self._writer, self._rewriter
+        assert writer is not None and rewriter is not None  # called from forward(), once started
         # what the browser will check FEC against: unwrapped, abs-send-time zeroed
-        protected = self._writer.write(
+        protected = writer.write(
             payload_type=media_pt, marker=sent.marker, sequence_number=sent.sequence_number,
             timestamp=sent.timestamp, ssrc=self._ssrc, payload=media_payload, abs_send_time=0)
         payloads = fec.protect(protected)
         if not payloads:
             return
-        first = self._rewriter.reserve(len(payloads))
+        first = rewriter.reserve(len(payloads))
         for i, payload in enumerate(payloads):
-            data = self._writer.write(
+            data = writer.write(
                 payload_type=fec.payload_types.red, marker=0, sequence_number=seq_add(first, i),
                 timestamp=sent.timestamp, ssrc=self._ssrc, payload=payload, abs_send_time=abs_send_time)
             await self._send(data)
@@ -374,14 +396,18 @@ class DownTrack:
 
     def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes,
                    abs_send_time: int) -> bytes:
-        return self._writer.write(
+        writer = self._writer
+        assert writer is not None  # set by start(); nothing is sent or cached before
+        return writer.write(
             payload_type=payload_type, marker=sent.marker, sequence_number=seq, timestamp=sent.timestamp,
             ssrc=ssrc, payload=payload, abs_send_time=abs_send_time, audio_level=sent.audio_level,
         )
 
     async def _send(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None  # set by start(); nothing is sent before
         try:
-            await self.transport._send_rtp(data)
+            await transport._send_rtp(data)
         except ConnectionError:
             pass
 
@@ -476,10 +502,12 @@ class DownTrack:
 
     async def _run_rtcp(self) -> None:
         """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
+        rewriter, transport = self._rewriter, self.transport
+        assert rewriter is not None and transport is not None  # start() sets both before starting this task
         while True:
             await asyncio.sleep(0.5 + random.random())
             source = self.source
-            if source is None or source.sender_report is None or not self._rewriter.started:
+            if source is None or source.sender_report is None or not rewriter.started:
                 continue
             report = source.sender_report
             ntp = report.ntp_timestamp
@@ -488,16 +516,17 @@ class DownTrack:
                     ssrc=self._ssrc,
                     sender_info=RtcpSenderInfo(
                         ntp_timestamp=ntp,
-                        rtp_timestamp=self._rewriter.map_timestamp(report.rtp_timestamp),
+                        rtp_timestamp=rewriter.map_timestamp(report.rtp_timestamp),
                         packet_count=self.packets_sent & 0xFFFFFFFF,
                         octet_count=self.octets_sent & 0xFFFFFFFF,
                     ),
                 )
             ]
             if self._cname:
-                packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])]))
+                sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
+                packets.append(RtcpSdesPacket(chunks=[sdes]))
             self._last_sr = ((ntp >> 16) & 0xFFFFFFFF, time.time())
-            await send_rtcp(self.transport, packets)
+            await send_rtcp(transport, packets)
 
     def __repr__(self) -> str:
         return f"DownTrack({self.subscriber_id}, {self.kind}, mid={self._mid})"

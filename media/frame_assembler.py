@@ -110,17 +110,19 @@ class FrameAssembler:
 
     def _drop_blocked_frame(self, now: float) -> None:
         """Skip to the next packet that certainly starts a frame, and ask for a keyframe."""
+        blocked = self._next_seq
+        assert blocked is not None  # poll() drops only a frame it is waiting at
         self.frames_dropped += 1
         self._blocked_since = None
         starts = [s for s, p in self._packets.items()
-                  if seq_diff(s, self._next_seq) > 0 and (p.keyframe_start or self._follows_frame_end(s))]
+                  if seq_diff(s, blocked) > 0 and (p.keyframe_start or self._follows_frame_end(s))]
         if not self._need_keyframe:
             self._need_keyframe = True
             self.keyframe_requests += 1
             self._on_keyframe_needed()
         if starts:
-            self._next_seq = min(starts, key=lambda s: seq_diff(s, self._next_seq))
-            for s in [s for s in self._packets if seq_diff(s, self._next_seq) < 0]:
+            next_seq = self._next_seq = min(starts, key=lambda s: seq_diff(s, blocked))
+            for s in [s for s in self._packets if seq_diff(s, next_seq) < 0]:
                 del self._packets[s]
         else:
             self._resync(now)

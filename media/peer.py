@@ -41,7 +41,8 @@ VIDEO_CODECS = ("vp8", "h264")
 
 
 def codec_preferences(kind: str, preferred: str):
-    """aiortc's codecs for `kind`, the preferred one first (VP8 for desktops, H.264 where phones encode it in hardware)."""
+    """aiortc's codecs for `kind`, the preferred one first (VP8 for desktops, H.264 where phones
+    encode it in hardware)."""
     codecs = RTCRtpSender.getCapabilities(kind).codecs
     return sorted(codecs, key=lambda c: 0 if c.mimeType.lower() == f"{kind}/{preferred}" else 1)
 
@@ -190,7 +191,7 @@ class MediaPeer:
             return pair, False
         pair = next((p for p in self.pairs if p.publisher_id is None), None)
         created = pair is None
-        if created:
+        if pair is None:
             if len(self.pairs) >= MAX_SLOT_PAIRS:
                 raise RuntimeError(f"{self.participant_id} already receives {MAX_SLOT_PAIRS} participants")
             pair = self._add_slot_pair()
@@ -220,8 +221,11 @@ class MediaPeer:
                 rtx_ssrc=transceiver.sender._rtx_ssrc,
                 downlink_loss=self.downlink_loss,
             )
-            take_over_sender(transceiver, downtrack,
-                             lambda parameters, t=transceiver: self._with_video_fec(t, self._with_red(t, parameters)))
+
+            def prepare(parameters: RTCRtpSendParameters, t: RTCRtpTransceiver = transceiver) -> RTCRtpSendParameters:
+                return self._with_video_fec(t, self._with_red(t, parameters))
+
+            take_over_sender(transceiver, downtrack, prepare)
             transceivers[kind] = transceiver
             downtracks[kind] = downtrack
         pair = SlotPair(stream_id=stream_id, transceivers=transceivers, downtracks=downtracks)
@@ -230,16 +234,17 @@ class MediaPeer:
 
     # --- negotiation ----------------------------------------------------------------
 
-    def publish_mids(self) -> Optional[dict[str, str]]:
+    def publish_mids(self) -> Optional[dict[str, Optional[str]]]:
+        """kind -> mid of the publish transceivers (a mid is None until the first offer)."""
         if not self.publish_transceivers:
             return None
         return {kind: t.mid for kind, t in self.publish_transceivers.items()}
 
     def pair_track_map(self, pair: SlotPair) -> dict[str, Optional[dict]]:
         return {
-            pair.mid(kind): ({"participant": pair.publisher_id, "kind": kind} if pair.publisher_id else None)
+            mid: ({"participant": pair.publisher_id, "kind": kind} if pair.publisher_id else None)
             for kind in KINDS
-            if pair.mid(kind) is not None
+            if (mid := pair.mid(kind)) is not None
         }
 
     def track_map(self) -> dict[str, Optional[dict]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
@@ -82,9 +82,10 @@ KeepSink = Callable[[str, str, str, bytes, dict], None]  # (processor, participa
 @dataclass
 class _Context:
     participant_id: str
-    _emit: Callable[[ProcessorEvent], None]
-    _keep: Callable[[str, bytes, dict], None]
-    _request_keyframe: Callable[[], None]
+    # what these return is ignored (the loop's call_soon_threadsafe handles)
+    _emit: Callable[[ProcessorEvent], object]
+    _keep: Callable[[str, bytes, dict], object]
+    _request_keyframe: Callable[[], object]
 
     def emit(self, data: dict, to_roles: Optional[set[str]] = None) -> None:
         self._emit(ProcessorEvent(data, frozenset(to_roles) if to_roles is not None else None))
@@ -181,13 +182,19 @@ class _TrackProcessing:
     runners: list[_ProcessorRunner] = field(default_factory=list)
 
 
-ProcessorFactory = Callable[[], FrameProcessor]  # a processor class: `wants` is a class attribute
+class ProcessorFactory(Protocol):
+    """A processor class: `wants` is a class attribute."""
+
+    @property
+    def wants(self) -> DecodedInput: ...
+
+    def __call__(self) -> FrameProcessor: ...
 
 
 class ProcessorHost:
     """Runs a room's enabled processors on the tracks they want."""
 
-    def __init__(self, media: MediaRoom, factories: dict[str, ProcessorFactory], sink: EventSink,
+    def __init__(self, media: MediaRoom, factories: Mapping[str, ProcessorFactory], sink: EventSink,
                  on_failure: Callable[[str, str, str], None] = lambda name, pid, error: None,
                  keep: KeepSink = lambda name, pid, kind, data, meta: None) -> None:
         self._media = media
@@ -213,8 +220,12 @@ class ProcessorHost:
         tap = DecodedFrameTap(request_keyframe=request_keyframe, fps=fps, name=f"decode-{participant_id}")
         processing = _TrackProcessing(tap)
         for name, make in entries:
+
+            def on_failure(error: str, name: str = name) -> None:
+                self._on_failure(name, participant_id, error)
+
             runner = _ProcessorRunner(make(), participant_id, loop, self._sink, self._keep, request_keyframe,
-                                      lambda error, name=name: self._on_failure(name, participant_id, error))
+                                      on_failure)
             processing.runners.append(runner)
             tap.add_consumer(runner.offer)
         self._tracks[key] = processing
@@ -254,8 +265,13 @@ class ProcessorHost:
         for key in [k for k in self._tracks if k[0] == participant_id]:
             processing = self._tracks.pop(key)
             self._media.remove_tap(participant_id, key[1], processing.tap)
+
+            def close_runners() -> None:
+                for runner in processing.runners:
+                    runner.close()
+
             # joining worker threads must not block the event loop
-            await asyncio.get_running_loop().run_in_executor(None, lambda: [r.close() for r in processing.runners])
+            await asyncio.get_running_loop().run_in_executor(None, close_runners)
 
     async def close(self) -> None:
         for participant_id in {k[0] for k in self._tracks}:

@@ -61,7 +61,8 @@ def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optiona
     payload_types = video_fec_in_codecs(parameters.codecs) if kind == "video" else None
     if payload_types is None:
         return None
-    vp8 = frozenset(c.payloadType for c in parameters.codecs if c.mimeType.lower() == "video/vp8")
+    vp8 = frozenset(c.payloadType for c in parameters.codecs
+                    if c.mimeType.lower() == "video/vp8" and c.payloadType is not None)
     return UplinkVideoFec(payload_types, zeroed_extensions(parameters.headerExtensions), vp8)
 
 
@@ -88,8 +89,9 @@ class PublishedTrack:
         self.participant_id = participant_id
         self.kind = kind
         self.transport = transport
+        # (aiortc types payloadType Optional: negotiated codecs all have one)
         self.codecs: dict[int, RTCRtpCodecParameters] = {
-            c.payloadType: c for c in parameters.codecs
+            c.payloadType: c for c in parameters.codecs if c.payloadType is not None
         }
         self._rtx_to_media_ssrc = {
             e.rtx.ssrc: e.ssrc for e in parameters.encodings if e.rtx is not None
@@ -249,6 +251,7 @@ class PublishedTrack:
     async def _handle_video_red(self, packet: RtpPacket, now: float, retransmitted: bool) -> None:
         """Video RED from the publisher: FEC rebuilds what it can; media goes on unwrapped."""
         fec = self._uplink_fec
+        assert fec is not None  # only RED on the uplink FEC's payload type comes here
         self.red_packets += 1
         try:
             block_type, data = fec.unwrap(packet.payload)
@@ -276,6 +279,7 @@ class PublishedTrack:
 
     async def _handle_uplink_fec(self, packet: RtpPacket, data: bytes, now: float) -> None:
         fec = self._uplink_fec
+        assert fec is not None  # called from _handle_video_red
         try:
             rebuilt = fec.fec_arrived(packet.sequence_number, packet.timestamp, packet.ssrc, data)
         except UlpfecError:
@@ -299,8 +303,10 @@ class PublishedTrack:
             codec = self.codecs.get(packet.payload_type)
             if codec is None or not self._nack.wants(packet.sequence_number):
                 continue  # a retransmission brought it already
-            self._uplink_fec.note_media(packet)
-            self._uplink_fec.recovered += 1
+            fec = self._uplink_fec
+            assert fec is not None  # only the uplink FEC rebuilds packets (a restart replaces it, never removes it)
+            fec.note_media(packet)
+            fec.recovered += 1
             await self._deliver(packet, codec, now)
 
     def _skip_fec_numbers(self, after_seq: int, upto_seq: int) -> None:
@@ -359,7 +365,7 @@ class PublishedTrack:
             await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
             self._schedule_nack_timer()
 
-        detect = self._keyframe_detectors.get(codec.payloadType)
+        detect = self._keyframe_detectors.get(codec.payloadType) if codec.payloadType is not None else None
         keyframe_start = detect is not None and detect(packet.payload)
         if keyframe_start:
             self._keyframes.keyframe_started()

@@ -13,6 +13,7 @@ first, primary last.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_TIMESTAMP_OFFSET = (1 << 14) - 1
@@ -59,7 +60,7 @@ def parse_red(payload: bytes) -> list[RedBlock]:
     return blocks
 
 
-def build_red(primary_payload_type: int, primary: bytes, redundant: list[tuple[int, bytes]] = ()) -> bytes:
+def build_red(primary_payload_type: int, primary: bytes, redundant: Sequence[tuple[int, bytes]] = ()) -> bytes:
     """A RED payload: `redundant` is [(timestamp offset, data)] oldest first, same payload type.
 
     Blocks that RED cannot describe (offset or length too large) are left out, as senders do.

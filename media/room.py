@@ -10,8 +10,9 @@ the control plane.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Protocol
+from typing import Optional, Protocol
 
+from .downtrack import DownTrackSource
 from .ice import IceConfig
 from .peer import KINDS, MediaPeer
 from .published_track import PublishedTrack
@@ -32,7 +33,7 @@ class SourceChooser(Protocol):
     """What a subscriber's down-track carries of a track: the track itself (forwarded), a
     source made from it (e.g. a watermarked copy, media/watermark_host.py), or None (nothing)."""
 
-    def source_for(self, track: PublishedTrack, subscriber_id: str) -> Optional[Any]: ...
+    def source_for(self, track: PublishedTrack, subscriber_id: str) -> Optional[DownTrackSource]: ...
 
 
 class MediaRoom:

@@ -46,4 +46,5 @@ class RtpWriter:
         pad = -len(ext) % 4
         if pad:
             ext += b"\x00" * pad
-        return _header.pack(0x90, second, sequence_number, timestamp, ssrc, ONE_BYTE_PROFILE, len(ext) // 4) + ext + payload
+        return (_header.pack(0x90, second, sequence_number, timestamp, ssrc, ONE_BYTE_PROFILE, len(ext) // 4)
+                + ext + payload)

@@ -56,7 +56,7 @@ def enable_audio_resilience(sdp: str) -> str:
 def _resilient_section(section: list[str]) -> list[str]:
     lines = list(section)
     for pt in _opus_payload_types(lines):
-        fmtp_index = next((i for i, l in enumerate(lines) if l.startswith(f"a=fmtp:{pt} ")), None)
+        fmtp_index = next((i for i, line in enumerate(lines) if line.startswith(f"a=fmtp:{pt} ")), None)
         params = dict(OPUS_FMTP)
         if fmtp_index is not None:
             for item in lines[fmtp_index].split(" ", 1)[1].split(";"):
@@ -65,7 +65,7 @@ def _resilient_section(section: list[str]) -> list[str]:
                     params.setdefault(key, value)
             params.update(OPUS_FMTP)
         fmtp = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params.items())
-        rtpmap_index = next(i for i, l in enumerate(lines) if l.startswith(f"a=rtpmap:{pt} "))
+        rtpmap_index = next(i for i, line in enumerate(lines) if line.startswith(f"a=rtpmap:{pt} "))
         if fmtp_index is None:
             lines.insert(rtpmap_index + 1, fmtp)
         else:
@@ -99,14 +99,14 @@ def offer_audio_red(sdp: str) -> str:
 
 def _red_section(section: list[str]) -> list[str]:
     opus = _opus_payload_types(section)
-    if not opus or any(re.match(r"a=rtpmap:\d+ red/", l, re.I) for l in section):
+    if not opus or any(re.match(r"a=rtpmap:\d+ red/", line, re.I) for line in section):
         return section
     fields = section[0].split(" ")
     used = {int(f) for f in fields[3:] if f.isdigit()}
     red = _free_payload_type(used)
     section = list(section)
     section[0] = " ".join(fields[:3] + [str(red)] + fields[3:])
-    first_rtpmap = next(i for i, l in enumerate(section) if l.startswith("a=rtpmap:"))
+    first_rtpmap = next(i for i, line in enumerate(section) if line.startswith("a=rtpmap:"))
     section[first_rtpmap:first_rtpmap] = [f"a=rtpmap:{red} red/48000/2", f"a=fmtp:{red} {opus[0]}/{opus[0]}"]
     return section
 
@@ -130,7 +130,7 @@ def red_for_opus(section: list[str]) -> tuple[int, int] | None:
         if not m:
             continue
         pt = m.group(1)
-        fmtp = next((l for l in section if l.startswith(f"a=fmtp:{pt} ")), None)
+        fmtp = next((line for line in section if line.startswith(f"a=fmtp:{pt} ")), None)
         blocks = fmtp.split(" ", 1)[1].strip().split("/") if fmtp else []
         if blocks and len(set(blocks)) == 1 and blocks[0] in opus:
             return int(pt), int(blocks[0])

@@ -23,10 +23,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional, Protocol, cast
 
 import numpy as np
 from aiortc.codecs import depayload, get_decoder
+from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -85,8 +86,10 @@ class EncodedFrameTap:
             self._assembler = FrameAssembler(codec.name, max_wait_s=self._max_wait_s,
                                              on_keyframe_needed=self._request_keyframe)
             self._request_keyframe()
-        frames = self._assembler.add(packet.sequence_number, packet.timestamp, packet.marker,
-                                     packet.payload, arrived_at)
+        assembler = self._assembler
+        assert assembler is not None  # made with self._codec above (a tap sees one kind of track)
+        frames = assembler.add(packet.sequence_number, packet.timestamp, packet.marker,
+                               packet.payload, arrived_at)
         self._enqueue(frames)
         if self._poller is None:
             self._poller = asyncio.get_running_loop().call_later(POLL_INTERVAL_S, self._poll)
@@ -97,8 +100,10 @@ class EncodedFrameTap:
             self._enqueue(self._assembler.poll(time.monotonic()))
 
     def _enqueue(self, frames: list[EncodedFrame]) -> None:
+        codec = self._codec
+        assert codec is not None  # set by the packet that started assembly, before any frame
         for frame in frames:
-            self._queue.put_nowait(TappedFrame(self._codec, frame))
+            self._queue.put_nowait(TappedFrame(codec, frame))
 
     @property
     def dropped(self) -> int:
@@ -197,7 +202,7 @@ class DecodedFrameTap:
             self._request_keyframe()
 
     def _work(self) -> None:
-        decoder = None
+        decoder: Optional[Decoder] = None
         codec_name = None
         next_output = 0.0
         while True:
@@ -208,11 +213,13 @@ class DecodedFrameTap:
                 if not item.frame.keyframe:
                     continue
                 self._needs_keyframe = False
-            if item.codec.name != codec_name:
+            if decoder is None or item.codec.name != codec_name:
                 decoder, codec_name = get_decoder(item.codec), item.codec.name
             data = b"".join(depayload(item.codec, p) for p in item.frame.payloads)
             try:
-                images = decoder.decode(JitterFrame(data=data, timestamp=item.frame.rtp_timestamp))
+                encoded = JitterFrame(data=data, timestamp=item.frame.rtp_timestamp)
+                # a video track: aiortc's video decoders give VideoFrames (typed as av's base Frame)
+                images = cast(list[VideoFrame], decoder.decode(encoded))
             except Exception:
                 self.decode_errors += 1
                 self._needs_keyframe = True

@@ -53,7 +53,7 @@ SkipNumbers = Callable[[int, int], None]
 def _missing_run(nack: NackGenerator, seq: int, step: int) -> list[int]:
     """The missing numbers right before (step -1) or after (step 1) `seq`, in order; none if
     longer than a frame's FEC can be."""
-    run = []
+    run: list[int] = []
     s = seq_add(seq, step)
     while nack.is_missing(s):
         if len(run) == MAX_FEC_RUN:

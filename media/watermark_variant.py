@@ -172,7 +172,9 @@ class WatermarkVariant:
                     self._cond.wait()
                 if self.stopped:
                     return
-                (frame, rtp_ts, decoded_at), self._slot = self._slot, None
+                slot, self._slot = self._slot, None
+            assert slot is not None  # the wait above ends on a frame, or on stop
+            frame, rtp_ts, decoded_at = slot
             if not any(d.started for d in list(self._downtracks)):
                 continue  # the viewer's connection is still being negotiated: nothing to send to
             step = None if last_ts is None else (rtp_ts - last_ts) & 0xFFFFFFFF
@@ -241,6 +243,8 @@ class WatermarkVariant:
     async def _send_pending(self) -> None:
         codec = self.track.last_codec
         while self._pending and not self.stopped:
+            # the worker encodes only once the track has a codec (never unset); negotiated codecs have a number
+            assert codec is not None and codec.payloadType is not None
             encoded, rtp_ts, decoded_at = self._pending.popleft()
             send_time = abs_send_time_now()
             now = time.monotonic()

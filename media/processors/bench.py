@@ -28,7 +28,10 @@ _CYCLE = 60  # distinct frames, replayed; the motion is periodic so the loop is 
 
 def synthetic_frames(width: int = 640, height: int = 480, count: int = _CYCLE) -> list[np.ndarray]:
     """`count` BGR frames of the portrait moving smoothly (±5% of the width, ±4 degrees)."""
-    face = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    face = cv2.imread(path)
+    if face is None:
+        raise FileNotFoundError(f"cannot read the portrait {path}")
     scale = height / face.shape[0]
     face = cv2.resize(face, (round(face.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
     frames = []
@@ -68,7 +71,7 @@ def main() -> None:
     width, height = map(int, args.size.split("x"))
     frames = synthetic_frames(width, height)
 
-    results = [{} for _ in range(args.streams)]
+    results: list[dict[str, list[float]]] = [{} for _ in range(args.streams)]
     threads = [threading.Thread(target=run_stream, args=(frames, args.frames, args.warmup, r)) for r in results]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections import deque
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from .analysis import FrameMetrics, analyze_frame
 from .face_landmarks import FaceLandmarkDetector, Mode
 from .guidance import Guidance, TargetPose
 from .observations import observe_skin
+from .prompts import Prompt
 
 MAX_WIDTH = 640  # landmarks are as good at 640 px and cost less
 METRICS_INTERVAL_S = 0.2
@@ -79,7 +81,7 @@ class FaceAnalysisProcessor:
         self._context = context
         self._detector = FaceLandmarkDetector(mode=Mode.VIDEO)
         self.guidance = Guidance(language=self.language)
-        self._last_prompt = None
+        self._last_prompt: Optional[Prompt] = None
         self._last_metrics_at = float("-inf")
         self._poses: deque[str] = deque()
         self._tolerance = DEFAULT_CAPTURE_TOLERANCE_DEG
@@ -126,6 +128,7 @@ class FaceAnalysisProcessor:
         if not ok:
             raise RuntimeError("JPEG encoding of a still failed")
         face = metrics.face
+        assert face is not None  # pose_reached(): the latest frames all had a face
         meta = {"pose": pose, "width": full.shape[1], "height": full.shape[0],
                 "head_pose": {"yaw": _round(face.pose.yaw_deg, 1), "pitch": _round(face.pose.pitch_deg, 1),
                               "roll": _round(face.pose.roll_deg, 1)},

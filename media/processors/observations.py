@@ -70,9 +70,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from .face_landmarks import FaceLandmarks
 from .image_quality import colour_cast
@@ -200,6 +202,7 @@ def find_spots(lightness: np.ndarray, mask: np.ndarray) -> list[Spot]:
     cut = centre - max(SPOT_K * spread, SPOT_MIN_CONTRAST)
     candidates = m & (residual < cut)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
+    labels = cast(npt.NDArray[np.int32], labels)  # CV_32S: OpenCV's stubs say "integer or floating" of every Mat
     if n <= 1:
         return []
 

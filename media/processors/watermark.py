@@ -89,8 +89,8 @@ class Pattern:
 
     def _make_layout(self, pilot_share: float) -> Layout:
         p = self.tile
-        ky, kx = np.meshgrid(np.arange(-p // 2 + 1, p // 2), np.arange(0, p // 2), indexing="ij")
-        ky, kx = ky.ravel(), kx.ravel()
+        grid_y, grid_x = np.meshgrid(np.arange(-p // 2 + 1, p // 2), np.arange(0, p // 2), indexing="ij")
+        ky, kx = grid_y.ravel(), grid_x.ravel()
         half = (kx > 0) | ((kx == 0) & (ky > 0))            # one coefficient of each conjugate pair
         radius = np.hypot(ky, kx)
         keep = half & (radius >= self.band_limits[0]) & (radius <= self.band_limits[1])

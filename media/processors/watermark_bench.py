@@ -44,7 +44,11 @@ EXPORT_BITRATE_PER_PIXEL_S = 2_500_000 / (1280 * 720 * 30)   # recorder/export.p
 # -- source video ------------------------------------------------------------------------------------
 
 def photo() -> np.ndarray:
-    return cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    image = cv2.imread(path)
+    if image is None:
+        raise FileNotFoundError(f"cannot read the photograph {path}")
+    return image
 
 
 def moving_photo(width: int, height: int, n: int, *, seed: int = 0, fps: float = 15.0,
@@ -137,20 +141,27 @@ def encode(frames: Iterable[np.ndarray], codec: str, bitrate: int, fps: float, *
             frame.pts = i
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
+        if stream is None:
+            raise ValueError("no frames to encode")
         container.mux(stream.encode(None))
     return buf.getvalue()
 
 
 def decode(data: bytes, fmt: str = "bgr24") -> Iterator[np.ndarray]:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         for frame in container.decode(video=0):
             yield frame.to_ndarray(format=fmt)
 
 
 def bitrate_of(data: bytes) -> float:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         s = container.streams.video[0]
-        duration = float(s.frames / s.average_rate) if s.frames else float(container.duration / 1e6)
+        if s.frames and s.average_rate is not None:
+            duration = float(s.frames / s.average_rate)
+        elif container.duration is not None:
+            duration = float(container.duration / 1e6)
+        else:
+            raise ValueError("the clip tells neither its frame count and rate nor its duration")
     return len(data) * 8 / duration
 
 
@@ -267,7 +278,7 @@ def export_clip(key: bytes, wm_id: int, width: int, height: int, seconds: float,
         t0 = time.perf_counter()
         out = marker.frame_hook(frame.copy(), int(i * 1000 / fps))
         spent += time.perf_counter() - t0
-        reference = marker.visible.draw(frame.copy(), int(i * 1000 / fps)) if visible else frame
+        reference = marker.visible.draw(frame.copy(), int(i * 1000 / fps)) if marker.visible is not None else frame
         mse.append(np.mean((out.astype(np.float32) - reference) ** 2))
         marked.append(out)
     bitrate = bitrate or int(EXPORT_BITRATE_PER_PIXEL_S * width * height * fps)
@@ -350,7 +361,7 @@ def _live_viewer_cost(key: bytes, width: int = 1280, height: int = 720, fps: int
 
     n = int(seconds * fps)
     source = encode(moving_photo(width, height, n, seed=5, fps=fps), "vp8", 1_500_000, fps)
-    with av.open(io.BytesIO(source)) as container:
+    with av.open(io.BytesIO(source), "r") as container:
         packets = [bytes(p) for p in container.demux(video=0) if p.size]
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -446,11 +457,13 @@ def run(width: int, height: int, fps: float, seconds: float, n_clean: int, n_key
         acc = ClipAccumulator()
         for luma in decode(data, "gray"):
             acc.add(luma)
+        clip_z = []
         for k, p in enumerate(patterns):
             det = detect_image(p, acc.mean, frames=acc.frames)
+            clip_z.append(round(det.sync_z, 2))
             clean.append({"kind": kind, "clip": i, "key": k, "wm_id": det.wm_id, "present": det.present,
-                          "sync_z": round(det.sync_z, 2)})
-        log(f"  clean {i} ({kind}): max z {max(c['sync_z'] for c in clean[-len(patterns):]):.2f}")
+                          "sync_z": clip_z[-1]})
+        log(f"  clean {i} ({kind}): max z {max(clip_z):.2f}")
     # a marked clip examined under other keys is clean too
     for k, p in enumerate(patterns[1:], 1):
         det = detect_file(p, exported.data)
@@ -460,7 +473,8 @@ def run(width: int, height: int, fps: float, seconds: float, n_clean: int, n_key
     timing = _time_embed(key, width, height)
     timing720 = _time_embed(key, 1280, 720) if (width, height) != (1280, 720) else timing
     live = _live_viewer_cost(key)
-    return {"size": f"{width}x{height}", "fps": fps, "seconds": seconds, "encoders": "fast" if fast else "default", "keys": n_keys,
+    return {"size": f"{width}x{height}", "fps": fps, "seconds": seconds, "encoders": "fast" if fast else "default",
+            "keys": n_keys,
             "psnr_db": round(exported.psnr_db, 2), "export_kbit_s": round(bitrate_of(exported.data) / 1000),
             "attacks": rows, "stress": stress, "clean": clean,
             "false_identifications": sum(c["wm_id"] is not None for c in clean),
@@ -503,8 +517,9 @@ def markdown(r: dict) -> str:
     lines = [f"Clip {r['size']}, {r['fps']:g} fps, {r['seconds']:g} s, export VP8 {r['export_kbit_s']} kbit/s "
              f"({r['encoders']} encoder settings); invisible mark PSNR {r['psnr_db']:.1f} dB.", ""]
     lines += _table(r["attacks"]) + ["", "Beyond the requirement:", ""] + _table(r["stress"])
-    lines += ["", f"False positives: {len(r['clean'])} clean trials ({len({c['clip'] for c in r['clean'] if c['clip'] >= 0})} "
-              f"unmarked clips x {r['keys']} keys, and the marked export under {r['keys'] - 1} other keys): identified as someone "
+    clips = len({c["clip"] for c in r["clean"] if c["clip"] >= 0})
+    lines += ["", f"False positives: {len(r['clean'])} clean trials ({clips} unmarked clips x {r['keys']} keys, "
+              f"and the marked export under {r['keys'] - 1} other keys): identified as someone "
               f"**{r['false_identifications']}**, 'watermark present' {r['false_present']}; sync z median "
               f"{statistics.median(zs):.2f}, 99th percentile {zs[int(0.99 * (len(zs) - 1))]:.2f}, max {zs[-1]:.2f}.",
               "", "Embedding CPU per frame (one thread): "

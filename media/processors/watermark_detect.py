@@ -300,7 +300,8 @@ def _grid(lo: float, hi: float) -> np.ndarray:
     return np.exp(np.arange(math.log(lo), math.log(hi) + 1e-9, COARSE_STEP))
 
 
-def _coarse(pattern: Pattern, white: np.ndarray, periods: list[tuple[float, float]]) -> list[tuple[float, float, float]]:
+def _coarse(pattern: Pattern, white: np.ndarray,
+            periods: list[tuple[float, float]]) -> list[tuple[float, float, float]]:
     """(z, px, py) of every period pair that fits the clip, integer-ish shifts only."""
     out = []
     for px, py in periods:
@@ -374,6 +375,7 @@ def detect_image(pattern: Pattern, mean_luma: np.ndarray, *, frames: int = 1, wi
             best = result
         if wm_id is not None:
             break
+    assert best is not None  # coarse is not empty, so its best candidate was picked and tried
     _, _, s, px, py, llr, gains, wm_id, reencoded, plain = best
     code_ber = float(np.mean((llr < 0) != (reencoded == 1))) if wm_id is not None else float("nan")
     # union bound over every (period, shift) hypothesis whose z we looked at

@@ -61,7 +61,7 @@ class ForensicEmbedder:
 
     def field(self, width: int, height: int) -> np.ndarray:
         """The unit-RMS periodic pattern at the frame's geometry (float32, height x width), cached."""
-        if self._field_size != (width, height):
+        if self._field is None or self._field_size != (width, height):
             period = self.pattern.period_px(width, height)
             step = self.pattern.tile * _OVERSAMPLE / period      # oversampled-tile pixels per frame pixel
             reps_x = int(math.ceil(width * step / self._tile4.shape[1])) + 1

@@ -14,7 +14,8 @@ encoding) and
 
 the server process's CPU (/proc, all threads) is sampled in both windows: (B - A) / N is
 what a viewer costs (with N > 1 in "server" rooms, the decode is shared by the N copies).
-The viewer (in this process) really decodes what it gets and reads the frame index drawn into each clip frame, so the latency from the publisher's send to the
+The viewer (in this process) really decodes what it gets and reads the frame index drawn
+into each clip frame, so the latency from the publisher's send to the
 viewer's decoded frame is measured the same way whether the server forwards or
 re-encodes ("page" draws in the browser: to the server it is forwarding).
 
@@ -72,7 +73,7 @@ def photo_clip(spec: PhotoClipSpec, cache_dir: Path):
     n, every = int(spec.seconds * spec.fps), max(1, round(spec.keyframe_interval_s * spec.fps))
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = spec.width, spec.height, "yuv420p"
-    codec.time_base, codec.framerate = fractions.Fraction(1, spec.fps), spec.fps
+    codec.time_base, codec.framerate = fractions.Fraction(1, spec.fps), fractions.Fraction(spec.fps)
     codec.bit_rate, codec.gop_size, codec.thread_count = spec.bitrate, every, 1
     rate = str(spec.bitrate)
     codec.options = {"deadline": "realtime", "cpu-used": "4", "lag-in-frames": "0", "auto-alt-ref": "0",
@@ -87,13 +88,18 @@ def photo_clip(spec: PhotoClipSpec, cache_dir: Path):
             frame.pict_type = av.video.frame.PictureType.I
         packets.extend(codec.encode(frame))
     packets.extend(codec.encode(None))
-    packets.sort(key=lambda p: p.pts)
+    packets.sort(key=_pts)
     clip = EncodedClip(kind="video", codec="vp8", time_base=fractions.Fraction(1, spec.fps), duration=n,
-                       packets=[bytes(p) for p in packets], pts=[int(p.pts) for p in packets],
+                       packets=[bytes(p) for p in packets], pts=[_pts(p) for p in packets],
                        keyframes=[bool(p.is_keyframe) for p in packets], meta=asdict(spec))
     path.parent.mkdir(parents=True, exist_ok=True)
     clip.dump(path)
     return clip
+
+
+def _pts(packet: av.Packet) -> int:
+    assert packet.pts is not None  # the encoder stamps every packet with its frame's pts
+    return packet.pts
 
 
 # -- the watching clinician ---------------------------------------------------------------------------
@@ -125,6 +131,7 @@ def _viewer_class():
                 pass
 
         def count_bytes(self) -> None:
+            assert self.pc is not None  # called once the viewer has joined
             transport = self.pc.getTransceivers()[0].receiver.transport
             original = transport._handle_rtp_data
 
@@ -133,7 +140,8 @@ def _viewer_class():
                     self.video_bytes += len(data)
                 await original(data, arrival_time_ms)
 
-            transport._handle_rtp_data = counting
+            # wraps aiortc's handler of received RTP on purpose, to count the bytes
+            transport._handle_rtp_data = counting  # type: ignore[method-assign]
 
     return MeasuringViewer
 
@@ -141,8 +149,8 @@ def _viewer_class():
 def latencies_ms(decoded: list[tuple[Optional[int], float]], sends: list[tuple[int, float]]) -> list[float]:
     """For each decoded frame whose index was readable: arrival minus the latest earlier send of that index."""
     by_index: dict[int, list[float]] = {}
-    for index, at in sends:
-        by_index.setdefault(index, []).append(at)
+    for sent_index, sent_at in sends:
+        by_index.setdefault(sent_index, []).append(sent_at)
     out = []
     for index, at in decoded:
         times = by_index.get(index) if index is not None else None
@@ -163,7 +171,7 @@ def _pct(values: list[float], q: float) -> Optional[float]:
 
 # -- one room setting -----------------------------------------------------------------------------------
 
-async def measure_mode(mode: str, *, base_url: str, admin_key: str, server_pid: int, video, audio,
+async def measure_mode(mode: str, *, base_url: str, admin_key: Optional[str], server_pid: int, video, audio,
                        seconds: float, warmup: float, tag: str, viewers: int = 1) -> dict[str, Any]:
     from loadtest.harness import http_json, proc_cpu_seconds
     from loadtest.participant import SyntheticParticipant
@@ -299,8 +307,8 @@ def markdown(summary: list[dict]) -> str:
         each = " / ".join(f"{v:.1f}" for v in s["cpu_per_viewer_each"])
         label = s["mode"] + (f" ({s['viewers']} viewers)" if s["viewers"] > 1 else "")
         lines.append(f"| {label} | {s['cpu_per_viewer'] * 100:.1f} % ({each}) | "
-                     f"{s['cpu_publisher_only'] * 100:.1f} % | {s['viewer_fps']:.1f} | {s['viewer_kbps']:.0f} | {s['latency_ms_p50']:.0f} / "
-                     f"{s['latency_ms_p95']:.0f} ms |")
+                     f"{s['cpu_publisher_only'] * 100:.1f} % | {s['viewer_fps']:.1f} | {s['viewer_kbps']:.0f} | "
+                     f"{s['latency_ms_p50']:.0f} / {s['latency_ms_p95']:.0f} ms |")
     return "\n".join(lines)
 
 
