@@ -104,7 +104,8 @@ class AuditLog:
             pass
         log_exists = (data_dir / AUDIT_LOG_FILE).exists() and (data_dir / AUDIT_LOG_FILE).stat().st_size > 0
         if not create or log_exists:
-            raise KeyUnavailableError(f"no audit key at {path}" + (" (the audit log exists: restore its key)" if log_exists else ""))
+            raise KeyUnavailableError(f"no audit key at {path}"
+                                      + (" (the audit log exists: restore its key)" if log_exists else ""))
         try:
             make_private_dir(path.parent)
             atomic_write(path, (encode_kek(os.urandom(32)) + "\n").encode(), exclusive=True)
@@ -122,7 +123,8 @@ class AuditLog:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def append(self, actor: str, action: str, target: str, details: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    def append(self, actor: str, action: str, target: str,
+               details: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
         """Append one entry durably. Raises RecordingStorageError if it cannot be written."""
         details = dict(details or {})
         if len(_canonical(details)) > MAX_DETAILS_BYTES:
@@ -199,7 +201,8 @@ class AuditLog:
                     try:
                         entry = json.loads(line)
                         body = {k: v for k, v in entry.items() if k != "hash"}
-                        if set(entry) == _FIELDS and hmac.compare_digest(str(entry["hash"]), self._mac(_canonical(body))):
+                        if (set(entry) == _FIELDS
+                                and hmac.compare_digest(str(entry["hash"]), self._mac(_canonical(body)))):
                             yield entry
                     except (ValueError, AttributeError):
                         continue
@@ -265,7 +268,8 @@ class AuditLog:
             seq, digest, mac = int(head["seq"]), str(head["hash"]), str(head["mac"])
         except FileNotFoundError:
             if hashes:
-                report.problems.append(f"{AUDIT_HEAD_FILE} is missing: removal of entries from the end cannot be ruled out")
+                report.problems.append(
+                    f"{AUDIT_HEAD_FILE} is missing: removal of entries from the end cannot be ruled out")
             return
         except (ValueError, KeyError, TypeError):
             report.problems.append(f"{AUDIT_HEAD_FILE} is corrupt")

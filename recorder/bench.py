@@ -46,7 +46,8 @@ def run(directory: Path, total_mb: int, frame_bytes: int, fsync: bool) -> dict[s
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=int, default=512, help="payload to write per run")
-    p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where to write (its file system is measured)")
+    p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
+                   help="where to write (its file system is measured)")
     p.add_argument("--frame-bytes", type=int, default=6000, help="payload per frame (720p VP8 ~1.5 Mbit/s: ~6 KB)")
     a = p.parse_args()
     print(f"{a.mb} MB of {a.frame_bytes}-byte frames into {a.dir}, 64 KiB segments, AES-256-GCM")

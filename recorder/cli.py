@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Optional, overload
 
 from . import trace
 from .audit import AuditLog
@@ -29,8 +29,18 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 RETENTION_ENV = "CONSULT_RECORDING_RETENTION_DAYS"
 
 
+@overload
+def _env(name: str) -> Optional[str]: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: Optional[str] = None) -> Optional[str]:
     return os.environ.get(f"CONSULT_{name}", default)
+
+
+def _env_path(name: str) -> Optional[Path]:
+    """The path an environment variable names; None when it is unset or empty."""
+    value = _env(name)
+    return Path(value) if value else None
 
 
 def _default_actor() -> str:
@@ -47,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data directory as run.py uses it; recordings live in DATA_DIR/recordings "
                              "(env CONSULT_DATA_DIR, default: data)")
     common.add_argument("--kek-file", type=Path, default=argparse.SUPPRESS,
-                        help="key-encryption key file (env CONSULT_RECORDING_KEK_FILE; default DATA_DIR/recording.kek; "
-                             "CONSULT_RECORDING_KEK, a base64 key, takes precedence)")
+                        help="key-encryption key file (env CONSULT_RECORDING_KEK_FILE; "
+                             "default DATA_DIR/recording.kek; CONSULT_RECORDING_KEK, a base64 key, takes precedence)")
     common.add_argument("--audit-key-file", type=Path, default=argparse.SUPPRESS,
                         help="audit HMAC key file (env CONSULT_AUDIT_KEY_FILE; default DATA_DIR/audit.key)")
     common.add_argument("--actor", default=argparse.SUPPRESS, help="who to name in the audit log (default cli:<user>)")
 
     p = argparse.ArgumentParser(prog="python -m recorder", parents=[common],
-                                description="Encrypted consultation recordings: list, verify, export, trace a leak, rotate the key, purge, audit.")
+                                description="Encrypted consultation recordings: list, verify, export, trace a leak, "
+                                            "rotate the key, purge, audit.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ls = sub.add_parser("list", parents=[common], help="list recordings (unauthenticated summary)")
     ls.add_argument("--json", action="store_true")
@@ -75,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rotate-key", parents=[common],
                    help="re-wrap every data key under a new KEK and retire the old one (media is not re-encrypted)")
     pg = sub.add_parser("purge", parents=[common], help="crypto-shred and delete recordings past retention")
+    retention_days = _env("RECORDING_RETENTION_DAYS")
     pg.add_argument("--older-than", type=float, metavar="DAYS",
-                    default=float(_env("RECORDING_RETENTION_DAYS")) if _env("RECORDING_RETENTION_DAYS") else None,
+                    default=float(retention_days) if retention_days else None,
                     help=f"age in days (env {RETENTION_ENV}); required: there is no built-in retention period")
     pg.add_argument("--dry-run", action="store_true", help="only print what would be purged")
     au = sub.add_parser("audit", parents=[common], help="audit log")
@@ -92,8 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     data_dir: Path = getattr(args, "data_dir", None) or Path(_env("DATA_DIR", "data"))
-    kek_file = getattr(args, "kek_file", None) or (Path(_env("RECORDING_KEK_FILE")) if _env("RECORDING_KEK_FILE") else None)
-    audit_key_file = getattr(args, "audit_key_file", None) or (Path(_env("AUDIT_KEY_FILE")) if _env("AUDIT_KEY_FILE") else None)
+    kek_file = getattr(args, "kek_file", None) or _env_path("RECORDING_KEK_FILE")
+    audit_key_file = getattr(args, "audit_key_file", None) or _env_path("AUDIT_KEY_FILE")
     actor = getattr(args, "actor", None) or _default_actor()
     try:
         return _run(args, parser, data_dir, kek_file, audit_key_file, actor)
@@ -136,7 +148,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         else:
             print(f"recording {report.recording_id}  room {report.room}  created {report.created}")
             for t in report.tracks:
-                end = "final" if t.final else "no final segment" + (f", torn tail {t.torn_bytes} B" if t.torn_bytes else "")
+                torn = f", torn tail {t.torn_bytes} B" if t.torn_bytes else ""
+                end = "final" if t.final else "no final segment" + torn
                 print(f"  {t.track_id:24} {t.kind + '/' + t.codec:14} {t.segments:6} segments {t.frames:8} frames "
                       f"{t.payload_bytes:>11} B  {end}")
             for problem in report.problems:
@@ -169,20 +182,21 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
     if args.command == "rotate-key":
         keys = KeyStore.open(data_dir, kek_file=kek_file)
         store = RecordingStore(data_dir, keys=keys, audit=_audit(data_dir, audit_key_file, create=True))
-        result = store.rotate_key(actor=actor)
-        print(f"re-wrapped {len(result.rewrapped)} data keys under KEK {result.new_kek_id}"
-              + (f" ({len(result.already_done)} already done by an interrupted run)" if result.already_done else ""))
-        for rid, why in result.problems.items():
+        rotation = store.rotate_key(actor=actor)
+        print(f"re-wrapped {len(rotation.rewrapped)} data keys under KEK {rotation.new_kek_id}"
+              + (f" ({len(rotation.already_done)} already done by an interrupted run)"
+                 if rotation.already_done else ""))
+        for rid, why in rotation.problems.items():
             print(f"  NOT re-wrapped: {rid}: {why}", file=sys.stderr)
-        if not result.completed:
-            print(f"rotation not completed: the old KEK {result.old_kek_id} is kept; fix the above and run again",
+        if not rotation.completed:
+            print(f"rotation not completed: the old KEK {rotation.old_kek_id} is kept; fix the above and run again",
                   file=sys.stderr)
             return EXIT_FAILED
         if keys.kek_file is None:
             print("the KEK comes from CONSULT_RECORDING_KEK: set it to the value of CONSULT_RECORDING_NEW_KEK "
                   "now, then restart the server")
         else:
-            print(f"old KEK {result.old_kek_id} retired; {keys.kek_file} holds the new one")
+            print(f"old KEK {rotation.old_kek_id} retired; {keys.kek_file} holds the new one")
         return EXIT_OK
 
     if args.command == "purge":
@@ -191,13 +205,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         if args.older_than < 0:
             parser.error("--older-than must not be negative")
         store = RecordingStore(data_dir, audit=None if args.dry_run else _audit(data_dir, audit_key_file, create=True))
-        result = store.purge(args.older_than, actor=actor, dry_run=args.dry_run)
+        purge = store.purge(args.older_than, actor=actor, dry_run=args.dry_run)
         verb = "would purge" if args.dry_run else "purged"
-        for rid in result.purged:
+        for rid in purge.purged:
             print(f"{verb} {rid}")
-        for rid, why in result.skipped.items():
+        for rid, why in purge.skipped.items():
             print(f"skipped {rid}: {why}", file=sys.stderr)
-        print(f"{verb} {len(result.purged)} recording(s) older than {args.older_than:g} days")
+        print(f"{verb} {len(purge.purged)} recording(s) older than {args.older_than:g} days")
         return EXIT_OK
 
     if args.command == "audit":  # the only subcommand is verify
@@ -212,19 +226,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         except KeyUnavailableError:
             if not (data_dir / "audit.log").exists():
                 recordings = RecordingStore(data_dir).list()
-                print(f"no audit log in {data_dir}" + (f", yet {len(recordings)} recording(s) exist" if recordings else ""))
+                print(f"no audit log in {data_dir}"
+                      + (f", yet {len(recordings)} recording(s) exist" if recordings else ""))
                 return EXIT_FAILED if recordings else EXIT_OK
             raise
-        report = RecordingStore(data_dir, audit=audit).audit_verify(expect)
+        audit_report = RecordingStore(data_dir, audit=audit).audit_verify(expect)
         if args.json:
-            print(json.dumps(asdict(report) | {"starts": sorted(report.starts), "ok": report.ok}, indent=1))
+            print(json.dumps(asdict(audit_report) | {"starts": sorted(audit_report.starts), "ok": audit_report.ok},
+                             indent=1))
         else:
-            for problem in report.problems:
+            for problem in audit_report.problems:
                 print(f"TAMPERED: {problem}")
-            for note in report.notes:
+            for note in audit_report.notes:
                 print(f"note: {note}")
-            print(f"{'ok' if report.ok else 'FAILED'}: {report.entries} entries; head {report.last_seq}:{report.last_hash}")
-        return EXIT_OK if report.ok else EXIT_FAILED
+            print(f"{'ok' if audit_report.ok else 'FAILED'}: {audit_report.entries} entries; "
+                  f"head {audit_report.last_seq}:{audit_report.last_hash}")
+        return EXIT_OK if audit_report.ok else EXIT_FAILED
 
     parser.error(f"unknown command {args.command}")
     return EXIT_ERROR

@@ -69,7 +69,7 @@ class SegmentCipher:
         self._aead = AESGCM(_hkdf(data_key, b"consult-sfu/v1 segment key"))
         self._manifest_mac_key = _hkdf(data_key, b"consult-sfu/v1 manifest mac")
 
-    def seal(self, track_no: int, track_id: str, index: int, final: bool, plaintext: bytes) -> bytes:
+    def seal(self, track_no: int, track_id: str, index: int, final: bool, plaintext: bytes | bytearray) -> bytes:
         if not 0 <= index <= MAX_SEGMENT_INDEX:
             raise ValueError("segment index out of range")
         aad = segment_aad(self.recording_id, track_no, track_id, index, final)

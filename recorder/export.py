@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import av
 import cv2
@@ -28,7 +28,8 @@ from .reader import RecordingReader
 AUDIO_RATE = 48000
 VIDEO_BITRATE = 2_500_000
 MS = fractions.Fraction(1, 1000)
-DECODERS = {"VP8": "vp8", "H264": "h264"}
+VideoDecoder = Literal["vp8", "h264"]  # literal names: PyAV's stubs then know the context decodes video
+DECODERS: dict[str, VideoDecoder] = {"VP8": "vp8", "H264": "h264"}
 
 FrameHook = Callable[[np.ndarray, int], np.ndarray]  # (BGR frame, ms from start) -> frame
 
@@ -93,7 +94,7 @@ def _mixed_audio(reader: RecordingReader, t0: int, duration_ms: int) -> np.ndarr
     return np.clip(mix, -1.0, 1.0)
 
 
-def _output_size(codec: str, frames: list, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+def _output_size(codec: VideoDecoder, frames: list, sizes: list[tuple[int, int]]) -> tuple[int, int]:
     """The largest keyframe size (the browser's first frames are often small while it ramps up)."""
     if sizes:
         width, height = max(sizes, key=lambda s: s[0] * s[1])
@@ -160,7 +161,7 @@ def export_recording(reader: RecordingReader, out: Path, *, video_track: Optiona
             except av.FFmpegError:
                 continue
             for picture in decoded:
-                image = picture.to_ndarray(format="bgr24")
+                image: np.ndarray = picture.to_ndarray(format="bgr24")  # cv2 or the hook may replace it
                 if (image.shape[1], image.shape[0]) != (width, height):
                     image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
                 at_ms = recorded.timestamp_ms - t0

@@ -110,24 +110,32 @@ class KeyStore:
             except FileExistsError:
                 pass  # another process created it first; use theirs
             except OSError as exc:
-                raise RecordingStorageError.from_os_error("cannot create the recording key-encryption key", exc) from exc
+                raise RecordingStorageError.from_os_error(
+                    "cannot create the recording key-encryption key", exc) from exc
         return cls(recordings_dir, kek_file=path)
 
     # -- the KEK ---------------------------------------------------------------------------------
 
+    def _kek_path(self) -> Path:
+        """The KEK file; only for a store whose KEK is not in the environment (__init__ takes one or the other)."""
+        assert self.kek_file is not None, "the KEK comes from the environment"
+        return self.kek_file
+
     @property
-    def _next_path(self) -> Optional[Path]:
-        return self.kek_file.with_name(self.kek_file.name + ".next") if self.kek_file else None
+    def _next_path(self) -> Path:
+        kek_file = self._kek_path()
+        return kek_file.with_name(kek_file.name + ".next")
 
     def current(self) -> tuple[str, bytes]:
         """(kek id, KEK), read afresh so a long-running writer sees a completed rotation."""
         if self._kek_env is not None:
             kek = decode_kek(self._kek_env, KEK_ENV)
         else:
+            kek_file = self._kek_path()
             try:
-                kek = _read_kek_file(self.kek_file)
+                kek = _read_kek_file(kek_file)
             except FileNotFoundError:
-                raise KeyUnavailableError(f"recording key-encryption key {self.kek_file} is missing") from None
+                raise KeyUnavailableError(f"recording key-encryption key {kek_file} is missing") from None
         return crypto.kek_id(kek), kek
 
     def _pending(self) -> Optional[bytes]:

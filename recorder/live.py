@@ -35,7 +35,7 @@ FLUSH_INTERVAL_S = 0.25
 
 class LiveRecording:
     def __init__(self, writer: RecordingWriter, *, session_ms_at: Callable[[float], int],
-                 on_failure: Callable[[str], None]) -> None:
+                 on_failure: Callable[[str], object]) -> None:
         self.writer = writer
         self.id = writer.id
         self._session_ms_at = session_ms_at
@@ -50,7 +50,7 @@ class LiveRecording:
 
     @classmethod
     async def start(cls, data_dir: Path, *, room: str, actor: str, session_ms_at: Callable[[float], int],
-                    on_failure: Callable[[str], None]) -> "LiveRecording":
+                    on_failure: Callable[[str], object]) -> "LiveRecording":
         """Create the recording (key, manifest, audit entry) off the event loop. Raises RecorderError."""
         def create() -> RecordingWriter:
             keys = KeyStore.open(data_dir, create=True)

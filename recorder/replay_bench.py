@@ -68,7 +68,7 @@ def make_recording(data_dir: Path, keys: KeyStore, audit: AuditLog, size: tuple[
     for p in range(participants):
         enc = av.CodecContext.create("libvpx", "w")
         enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-        enc.time_base, enc.framerate = fractions.Fraction(1, FPS), FPS
+        enc.time_base, enc.framerate = fractions.Fraction(1, FPS), fractions.Fraction(FPS)
         enc.bit_rate = int(1_500_000 * w * h / (1280 * 720))
         enc.gop_size = 10 ** 6
         enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
@@ -76,6 +76,7 @@ def make_recording(data_dir: Path, keys: KeyStore, audit: AuditLog, size: tuple[
             frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
             frame.pts = i
             for packet in enc.encode(frame):
+                assert packet.pts is not None  # the encoder stamps its packets with the frames' pts
                 ms = int(packet.pts * 1000 / FPS)
                 items.append((ms, f"p-{p}-video", ms * 90, packet.is_keyframe, bytes(packet)))
         aenc = av.CodecContext.create("libopus", "w")
@@ -124,8 +125,9 @@ def _render_in_threads(data_dir: Path, keys: KeyStore, audit: AuditLog, recordin
             return len(data)
 
     sink = Sink()
-    stats = replay_render.render(reader, group, replay_render.plan(reader, group), sink,
-                                 mark=registry.watermarker(issued).mark_i420)
+    the_plan = replay_render.plan(reader, group)
+    assert the_plan is not None  # make_recording wrote media for every participant
+    stats = replay_render.render(reader, group, the_plan, sink, mark=registry.watermarker(issued).mark_i420)
     return {"frames": stats.frames, "size": sink.size}
 
 
@@ -168,8 +170,11 @@ async def _measure(data_dir: Path, keys: KeyStore, audit: AuditLog, recording_id
         failed = [j.status().get("error") for j in jobs if j.state != "ready"]
         if failed:
             raise SystemExit(f"render failed: {failed}")
-        cpu = sum(j.stats["cpu_s"] for j in jobs)
-        frames = sum(j.stats["frames"] for j in jobs)
+        cpu, frames = 0.0, 0
+        for j in jobs:
+            assert j.stats is not None  # every job is ready, and "done" sets the stats first
+            cpu += j.stats["cpu_s"]
+            frames += j.stats["frames"]
         sizes = [j.readable()[1] or 0 for j in jobs]
     stop.set()
     await lagger
@@ -198,6 +203,7 @@ def picture_psnr(data_dir: Path, keys: KeyStore, recording_id: str, frames: int 
     reader = RecordingReader.open(data_dir, recording_id, keys)
     group = next(g for g in media_groups(reader.manifest) if g.key == "p-0")
     the_plan = replay_render.plan(reader, group)
+    assert the_plan is not None  # make_recording wrote media for every participant
     out = io.BytesIO()
 
     class Sink:
@@ -213,8 +219,9 @@ def picture_psnr(data_dir: Path, keys: KeyStore, recording_id: str, frames: int 
             source.append(picture.to_ndarray(format="gray").astype(np.float32))
         if len(source) >= frames:
             break
-    with av.open(io.BytesIO(out.getvalue())) as container:
-        marked = [f.to_ndarray(format="gray").astype(np.float32) for _, f in zip(range(frames), container.decode(video=0))]
+    with av.open(io.BytesIO(out.getvalue()), "r") as container:
+        marked = [f.to_ndarray(format="gray").astype(np.float32)
+                  for _, f in zip(range(frames), container.decode(video=0))]
     mse = np.mean([np.mean((a - b) ** 2) for a, b in zip(source, marked)])
     return round(float(10 * np.log10(255 ** 2 / mse)), 2)
 

@@ -298,13 +298,15 @@ class ReplayRenders:
             process = subprocess.Popen(_worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                        cwd=REPO_ROOT, close_fds=True)
             job._process = process
+        stdin, stdout = process.stdin, process.stdout
+        assert stdin is not None and stdout is not None  # both are PIPEs
         try:
-            process.stdin.write(request.to_json())
-            process.stdin.close()
+            stdin.write(request.to_json())
+            stdin.close()
         except OSError:
             pass  # it died at once: its exit code says so below
-        with process.stdout:
-            for line in process.stdout:
+        with stdout:
+            for line in stdout:
                 try:
                     message = json.loads(line)
                 except ValueError:

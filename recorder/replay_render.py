@@ -133,6 +133,7 @@ def opus_ms(packet: bytes) -> float:
     if not packet:
         return 20.0
     config, code = packet[0] >> 3, packet[0] & 3
+    frame: float  # ms
     if config < 12:
         frame = (10, 20, 40, 60)[config % 4]
     elif config < 16:
@@ -317,21 +318,22 @@ class _Encoder:
         self.video = None
         for no, (track, first) in enumerate(tracks):
             if track.kind == "video":
-                stream = self.container.add_stream("libvpx", rate=30)
-                stream.width, stream.height, stream.pix_fmt = plan_.width, plan_.height, "yuv420p"
-                stream.bit_rate = plan_.bitrate
-                cc = stream.codec_context
+                video = self.container.add_stream("libvpx", rate=30)
+                video.width, video.height, video.pix_fmt = plan_.width, plan_.height, "yuv420p"
+                video.bit_rate = plan_.bitrate
+                cc = video.codec_context
                 cc.time_base = MS
                 cc.thread_count = 1
                 cc.gop_size = 300  # a backstop; keyframes are forced every KEYFRAME_MS
                 cc.options = dict(ENCODER_OPTIONS)
-                self.video = stream
+                self.video = video
+                self.streams[no] = video
             else:
                 template = open_template(track, first.payload)
                 self.templates.append(template)
                 stream = self.container.add_stream_from_template(template.streams[0])
                 stream.time_base = MS
-            self.streams[no] = stream
+                self.streams[no] = stream
         self._last: Optional[_Picture] = None
         self._last_key = -KEYFRAME_MS
         self._audio_end = 0
@@ -360,6 +362,7 @@ class _Encoder:
         if at - self._last_key >= (FIRST_KEYFRAME_MS if self._last_key <= 0 else KEYFRAME_MS):
             frame.pict_type = PictureType.I
             self._last_key = at
+        assert self.video is not None  # pictures come only from a video track, which added the stream
         self.container.mux(self.video.encode(frame))
         self.stats.frames += 1
         self.stats.end_ms = max(self.stats.end_ms, at)
@@ -436,6 +439,7 @@ def render(reader: RecordingReader, group: MediaGroup, plan_: RenderPlan, sink: 
                 encoder.close()
             except (av.FFmpegError, OSError, RecorderError):
                 pass  # the first error is the one to report
+            assert run.failure is not None  # run.fail(exc) above keeps the first failure
             raise run.failure from None
     finally:
         run.abort.set()

@@ -169,7 +169,8 @@ class SpoolReader:
         try:
             return self._aead.decrypt(_nonce(index), sealed, _aad(self._file_id, index, start))
         except InvalidTag:
-            raise RecordingIntegrityError(f"replay cache record {index} of {self.path.name} fails authentication") from None
+            raise RecordingIntegrityError(
+                f"replay cache record {index} of {self.path.name} fails authentication") from None
 
     def _close(self) -> None:
         try:

@@ -71,7 +71,8 @@ class RenderRequest:
     @classmethod
     def from_json(cls, line: bytes) -> "RenderRequest":
         fields = json.loads(line)
-        fields.update(spool_key=bytes.fromhex(fields["spool_key"]), spool_file_id=bytes.fromhex(fields["spool_file_id"]))
+        fields.update(spool_key=bytes.fromhex(fields["spool_key"]),
+                      spool_file_id=bytes.fromhex(fields["spool_file_id"]))
         return cls(**fields)
 
 
@@ -157,8 +158,8 @@ def _render(request: RenderRequest, conn: Channel) -> dict[str, Any]:
     data_dir, environ = Path(request.data_dir), dict(request.environ)
     if environ.get(CPU_USED_ENV):
         replay_render.ENCODER_OPTIONS["cpu-used"] = environ[CPU_USED_ENV]
-    store = RecordingStore(data_dir, keys=KeyStore.open(data_dir, environ=environ),
-                           audit=AuditLog.open(data_dir, environ=environ, create=True))
+    audit = AuditLog.open(data_dir, environ=environ, create=True)
+    store = RecordingStore(data_dir, keys=KeyStore.open(data_dir, environ=environ), audit=audit)
     reader = store.open_reader(request.recording_id, actor=request.viewer, purpose=Action.REPLAY)
     group = next((g for g in media_groups(reader.manifest) if g.key == request.group_key), None)
     if group is None:
@@ -169,7 +170,7 @@ def _render(request: RenderRequest, conn: Channel) -> dict[str, Any]:
     conn.send(("plan", dataclasses.asdict(plan)))
     mark = _unmarked
     if plan.has_video:
-        registry = WatermarkRegistry(store.audit, load_key(data_dir, environ=environ, create=True))
+        registry = WatermarkRegistry(audit, load_key(data_dir, environ=environ, create=True))
         issued = registry.issue(viewer=request.viewer, viewer_name=request.viewer_name, purpose="replay",
                                 recording_id=request.recording_id, actor=request.viewer,
                                 details={"participant": request.group_key, "format": plan.content_type,

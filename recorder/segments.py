@@ -102,9 +102,11 @@ class SegmentScanner:
                 if remaining <= HEADER.size + MAX_CIPHERTEXT and self._all_zero(offset, remaining):
                     self.torn_bytes = remaining
                     return
-                raise RecordingIntegrityError(f"{self._where}: no segment header at offset {offset} (segment {self.count})")
+                raise RecordingIntegrityError(
+                    f"{self._where}: no segment header at offset {offset} (segment {self.count})")
             if flags & ~FLAG_FINAL or not crypto.TAG_BYTES <= length <= MAX_CIPHERTEXT:
-                raise RecordingIntegrityError(f"{self._where}: corrupt header of segment {self.count} at offset {offset}")
+                raise RecordingIntegrityError(
+                    f"{self._where}: corrupt header of segment {self.count} at offset {offset}")
             if index != self.count:
                 raise RecordingIntegrityError(
                     f"{self._where}: segment {index} found where segment {self.count} belongs "

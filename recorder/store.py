@@ -124,7 +124,7 @@ class RecordingStore:
             reader = RecordingReader.open(self.data_dir, recording_id, self._require_keys())
         report = reader.verify()
         if self.audit is not None:
-            self._cross_check_stop(report)
+            self._cross_check_stop(self.audit, report)
             try:
                 self.audit.append(actor, Action.VERIFY, recording_id,
                                   {"status": report.status, "problems": report.problems[:10]})
@@ -132,10 +132,11 @@ class RecordingStore:
                 log.warning("could not audit the verification of %s: %s", recording_id, exc)
         return report
 
-    def _cross_check_stop(self, report: VerifyReport) -> None:
+    @staticmethod
+    def _cross_check_stop(audit: AuditLog, report: VerifyReport) -> None:
         # A recording cut back to a segment boundary (or with its stop summary removed)
         # looks like a crash on disk; the audit log knows it was stopped cleanly.
-        stop = next((e for e in self.audit.authentic_entries()
+        stop = next((e for e in audit.authentic_entries()
                      if e["action"] == Action.RECORD_STOP and e["target"] == report.recording_id), None)
         if stop is None:
             return

@@ -47,7 +47,7 @@ class TraceResult:
     sha256: str
     frames: int
     size: tuple[int, int]
-    verdict: str                         # identified | no watermark found | unidentified watermark | unreadable watermark
+    verdict: str                         # identified | no watermark found | unidentified / unreadable watermark
     wm_id: Optional[int]
     issued: Optional[IssuedWatermark]
     false_match_p: Optional[float]       # identified only: upper bound of P(false identification)
@@ -59,7 +59,8 @@ class TraceResult:
 
     @property
     def exit_code(self) -> int:
-        return {"identified": EXIT_IDENTIFIED, "no watermark found": EXIT_NOT_FOUND}.get(self.verdict, EXIT_UNIDENTIFIED)
+        exits = {"identified": EXIT_IDENTIFIED, "no watermark found": EXIT_NOT_FOUND}
+        return exits.get(self.verdict, EXIT_UNIDENTIFIED)
 
     def as_dict(self) -> dict:
         return {"clip": self.clip, "sha256": self.sha256, "frames": self.frames, "size": list(self.size),
@@ -148,6 +149,7 @@ def format_report(r: TraceResult) -> str:
     lines = [f"clip {r.clip}: {r.frames} frames {r.size[0]}x{r.size[1]}, sha256 {r.sha256[:16]}…"]
     if r.verdict == "identified":
         i = r.issued
+        assert i is not None and r.wm_id is not None  # trace_clip identifies only an id it found issued
         lines += [f"IDENTIFIED: watermark {format_id(r.wm_id)} issued to {i.viewer_name}"
                   + (f" ({i.viewer})" if i.viewer != i.viewer_name else "")
                   + f" for {i.purpose} of {i.recording_id} at {i.issued_at} by {i.issued_by} (audit entry {i.seq})",
@@ -156,6 +158,7 @@ def format_report(r: TraceResult) -> str:
                   f"sync z {r.sync_z:.1f}, {100 * r.code_ber:.1f} % code-bit errors corrected, "
                   f"scale {r.scale[0]:.3f} x {r.scale[1]:.3f}"]
     elif r.verdict == "unidentified watermark":
+        assert r.wm_id is not None  # a payload with a valid CRC was read
         lines += [f"a watermark with id {format_id(r.wm_id)} (valid CRC) that this registry never issued: "
                   "another deployment's key, or a chance decode (probability 2^-16 per clip)",
                   f"sync z {r.sync_z:.1f}"]
@@ -210,8 +213,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m recorder.trace", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CONSULT_DATA_DIR", "data")))
-    p.add_argument("--audit-key-file", type=Path,
-                   default=Path(os.environ["CONSULT_AUDIT_KEY_FILE"]) if os.environ.get("CONSULT_AUDIT_KEY_FILE") else None)
+    audit_key_file = os.environ.get("CONSULT_AUDIT_KEY_FILE")
+    p.add_argument("--audit-key-file", type=Path, default=Path(audit_key_file) if audit_key_file else None)
     p.add_argument("--actor", default=None)
     add_arguments(p)
     args = p.parse_args(argv)

@@ -103,9 +103,10 @@ class IssuedWatermark:
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> "IssuedWatermark":
         d = entry["details"]
-        return cls(parse_id(d["watermark_id"]), str(d.get("viewer", "")), str(d.get("viewer_name", d.get("viewer", ""))),
-                   str(d.get("purpose", "")), str(entry["target"]), str(entry["time"]), str(entry["actor"]),
-                   str(d.get("key_id", "")), int(entry["seq"]))
+        return cls(parse_id(d["watermark_id"]), str(d.get("viewer", "")),
+                   str(d.get("viewer_name", d.get("viewer", ""))), str(d.get("purpose", "")),
+                   str(entry["target"]), str(entry["time"]), str(entry["actor"]), str(d.get("key_id", "")),
+                   int(entry["seq"]))
 
 
 class WatermarkRegistry:

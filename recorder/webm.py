@@ -39,7 +39,7 @@ import heapq
 import io
 import itertools
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,7 +47,7 @@ import av
 
 from .errors import RecorderError
 from .manifest import EVENTS_TRACK_NO, Manifest, ManifestTrack
-from .reader import RecordingReader
+from .reader import Frame, RecordingReader
 
 LOOKAHEAD = 50          # frames per track used to find the smallest arrival delay
 RESYNC_MS = 2000        # a frame this much later than its RTP time: the RTP clock jumped
@@ -177,7 +177,8 @@ class TimedPacket:
 
 
 
-def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, int]) -> Iterator[TimedPacket]:
+def _packets(reader: RecordingReader, track: ManifestTrack,
+             dropped: dict[str, int]) -> Generator[TimedPacket, None, None]:
     """One track's packets on the session clock, strictly increasing, video from its first keyframe."""
     frames = reader.frames(track.track_id)
     if track.kind == "video":
@@ -195,6 +196,7 @@ def _packets(reader: RecordingReader, track: ManifestTrack, dropped: dict[str, i
     head = list(itertools.islice(frames, LOOKAHEAD))
     if not head:
         return
+    timed: Iterator[tuple[Frame, float]]
     if rate:
         media = [unwrap(f.rtp_timestamp) * 1000 / rate for f in head]
         offset = min(f.timestamp_ms - m for f, m in zip(head, media))
@@ -289,7 +291,7 @@ def open_template(track: ManifestTrack, first: bytes) -> av.container.InputConta
     """A tiny demuxer over the track's first packet: its stream is the template of an output stream."""
     data, fmt = _template_bytes(track, first)
     try:
-        container = av.open(io.BytesIO(data), format=fmt)
+        container = av.open(io.BytesIO(data), "r", format=fmt)
     except av.FFmpegError as exc:
         raise RemuxError(f"track {track.track_id!r}: the first {track.codec} packet is not usable: {exc}") from None
     if not container.streams:

@@ -93,7 +93,8 @@ class RecordingWriter:
         self._closed = False
         self.bytes_written = 0
         self.segments_written = 0
-        self.on_segment: Optional[Callable[[str, int, bool], None]] = None  # (track id, index, final), after it is written
+        # called with (track id, index, final) after a segment is written
+        self.on_segment: Optional[Callable[[str, int, bool], None]] = None
 
     # -- starting ----------------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class RecordingWriter:
             error: BaseException = exc
             if isinstance(exc, OSError):
                 error = RecordingStorageError.from_os_error(f"cannot start a recording in {recording_dir.parent}", exc)
-            if audited:
+            if audited and audit is not None:
                 try:
                     audit.append(actor, Action.RECORD_FAILED, rid, {"error": str(error)})
                 except RecorderError:
@@ -202,7 +203,8 @@ class RecordingWriter:
 
     def _write_event(self, timestamp_ms: int, event: Mapping[str, Any]) -> None:
         try:
-            data = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            data = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode()
         except TypeError as exc:
             raise ValueError(f"event is not JSON-serialisable: {exc}") from None
         if len(data) > MAX_EVENT_BYTES:
@@ -267,8 +269,7 @@ class RecordingWriter:
         self._release()
         self._closed = True
         log.info("recording %s stopped (%d segments, %d bytes)", self.id, self.segments_written, self.bytes_written)
-        if self._audit is not None:
-            self._audit_best_effort(Action.RECORD_STOP, {"segments": segments, "bytes": self.bytes_written})
+        self._audit_best_effort(Action.RECORD_STOP, {"segments": segments, "bytes": self.bytes_written})
 
     def __enter__(self) -> "RecordingWriter":
         return self
@@ -296,8 +297,7 @@ class RecordingWriter:
                 pass  # read-only or gone: the reader treats a partial last segment as torn
         self._release()
         log.error("%s", error)
-        if self._audit is not None:
-            self._audit_best_effort(Action.RECORD_FAILED, {"error": str(error), "errno": error.errno})
+        self._audit_best_effort(Action.RECORD_FAILED, {"error": str(error), "errno": error.errno})
         return error
 
     def _release(self) -> None:
@@ -313,6 +313,8 @@ class RecordingWriter:
 
     def _audit_best_effort(self, action: str, details: dict[str, Any]) -> None:
         # The audit log may sit on the same full disk; failing to log a stop must not mask it.
+        if self._audit is None:
+            return  # started without an audit log
         try:
             self._audit.append(self._actor, action, self.id, details)
         except RecorderError as exc:

@@ -18,11 +18,9 @@ from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
 from recorder.errors import RecorderError
 
 from .registry import LIVE_WATERMARK_MODES, RegistryError
-
-LANGUAGES = tuple(LANGUAGE_CATALOGUE)
-
 from .roles import PAGE_FOR_ROLE, ROLES
 
+LANGUAGES = tuple(LANGUAGE_CATALOGUE)
 ADMIN_MAX_BODY = 16 * 1024
 
 
@@ -104,7 +102,8 @@ class AdminApi:
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
         if room_id is not None and not isinstance(room_id, str):
             return json_error(400, "bad_request", "'id' must be a string")
-        if not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 2 <= max_participants <= 16:
+        if (not isinstance(max_participants, int) or isinstance(max_participants, bool)
+                or not 2 <= max_participants <= 16):
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
         try:
             room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
@@ -144,7 +143,8 @@ class AdminApi:
             return json_error(400, "bad_request", "'name' and 'identity' must be strings")
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= 7 * 86400:
             return json_error(400, "bad_request", "'ttl_s' must be an integer from 60 to 604800")
-        if permissions is not None and (not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions)):
+        if permissions is not None and (not isinstance(permissions, list)
+                                        or not all(isinstance(p, str) for p in permissions)):
             return json_error(400, "bad_request", "'permissions' must be a list of strings")
         try:
             token = self._services.issuer.mint(room=room.id, identity=identity, name=name, role=role,

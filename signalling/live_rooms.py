@@ -8,6 +8,7 @@ to the right session. It never touches packets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 from annotate.board import AnnotationBoard
 from annotate.face_relay import FaceLandmarkRelay, mesh_message
 from media.ice import IceConfig
-from media.processing import ProcessorEvent, ProcessorHost
+from media.processing import ProcessorEvent, ProcessorFactory, ProcessorHost
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.processors.face_processor import DEFAULT_PROTOCOL
 from media.room import MediaRoom
@@ -65,11 +66,13 @@ class LiveRoom:
         self._face_metrics: Optional[tuple[dict, Optional[frozenset[str]]]] = None  # the newest, and its roles
         # live watermarking ("server" rooms: a marked copy per viewer, sharing the processors' decoder)
         self.watermarks = LiveWatermarks(
-            record, data_dir, lambda pid: self.sessions[pid].participant.role if pid in self.sessions else None)
+            record, data_dir,
+            lambda pid: self.sessions[pid].joined_participant().role if pid in self.sessions else None)
         self.media = MediaRoom(record.id, ice, self, video_codec=record.video_codec,
                                sources=self.watermarks.start_host(lambda pid: self.processors.decoded_tap(pid)))
         self.sessions: dict[str, "ParticipantSession"] = {}
-        factories = {name: PROCESSORS[name].in_language(record.language) for name in record.processors}
+        factories: dict[str, ProcessorFactory] = {
+            name: PROCESSORS[name].in_language(record.language) for name in record.processors}
         self.processors = ProcessorHost(self.media, factories, sink=self._processor_event,
                                         on_failure=self._processor_failed, keep=self._processor_keep)
         self.capture: Optional[StillCapture] = None
@@ -104,7 +107,7 @@ class LiveRoom:
             self._send_face_metrics(message, event.to_roles)
             return
         for session in list(self.sessions.values()):
-            if event.to_roles is None or session.participant.role in event.to_roles:
+            if event.to_roles is None or session.joined_participant().role in event.to_roles:
                 session.send(message)
         if event.data.get("kind") == "capture" and event.data.get("state") in ("done", "stopped"):
             asyncio.ensure_future(self._end_capture())
@@ -117,12 +120,13 @@ class LiveRoom:
         self._face_metrics = (message, to_roles)
         landmarks_only = self._face_relay.landmarks_message(message)
         for session in list(self.sessions.values()):
-            metrics_role = to_roles is None or session.participant.role in to_roles
+            participant = session.joined_participant()
+            metrics_role = to_roles is None or participant.role in to_roles
             wanted = (None if only_landmarks else message) if metrics_role else landmarks_only
             if wanted is None:
                 continue
-            if session.participant.id not in self._face_mesh_sent:  # the table, once, before any landmarks
-                self._face_mesh_sent.add(session.participant.id)
+            if participant.id not in self._face_mesh_sent:  # the table, once, before any landmarks
+                self._face_mesh_sent.add(participant.id)
                 session.send(mesh_message(message["processor"], message["participant"], message["t_ms"]))
             session.send(wanted)
 
@@ -182,7 +186,7 @@ class LiveRoom:
         message = {"type": "processor-failed", "processor": processor, "participant": participant_id,
                    "error": error}
         for session in list(self.sessions.values()):
-            if session.grant.allows("moderate") or session.participant.role in ("doctor", "expert"):
+            if session.joined_grant().allows("moderate") or session.joined_participant().role in ("doctor", "expert"):
                 session.send(message)
 
     async def close(self) -> None:
@@ -222,7 +226,7 @@ class LiveRoom:
         # the state at the start, so a replay shows what was already on screen
         self._record_event(self.board.snapshot())
         for session in list(self.sessions.values()):
-            self._record_participant(session.participant)
+            self._record_participant(session.joined_participant())
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
         self._keyframe_timer = asyncio.ensure_future(self._keyframes_while_recording())
         return self.recording
@@ -241,7 +245,7 @@ class LiveRoom:
         self._record_event({"type": "track-owner", "participant": participant.public(), "t_ms": self.session_ms()})
         for kind in ("audio", "video"):
             tap = self.recording.tap(f"{participant.id}-{kind}",
-                                     lambda pid=participant.id, k=kind: self._request_keyframe(pid, k))
+                                     functools.partial(self._request_keyframe, participant.id, kind))
             self._recording_taps.append((participant.id, kind, tap))
             self.media.add_tap(participant.id, kind, tap)
 
@@ -273,7 +277,7 @@ class LiveRoom:
         return recording.id
 
     def by_identity(self, identity: str) -> Optional["ParticipantSession"]:
-        return next((s for s in self.sessions.values() if s.participant.identity == identity), None)
+        return next((s for s in self.sessions.values() if s.joined_participant().identity == identity), None)
 
 
 class RoomService:
@@ -284,7 +288,7 @@ class RoomService:
         self.live: dict[str, LiveRoom] = {}
 
     async def join(self, session: "ParticipantSession") -> LiveRoom:
-        grant = session.grant
+        grant = session.joined_grant()
         room = await self.registry.get_room(grant.room)
         if room is None or not room.open:
             raise JoinRefused("wrong_room", f"room {grant.room!r} does not exist or is closed")

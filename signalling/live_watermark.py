@@ -101,6 +101,7 @@ class LiveWatermarks:
         issued = self._by_participant.get(subscriber_id)
         if issued is None:
             raise LookupError(f"no watermark was issued to {subscriber_id}")
+        assert self._registry is not None  # _issue opened it before issuing any id
         return LiveMark(key=self._registry.key, wm_id=issued.wm_id, label=self._label(issued))
 
     @staticmethod

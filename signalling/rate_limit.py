@@ -37,5 +37,6 @@ class FloodGuard:
         if new_episode:
             self._episode_start = now
         self._last_drop = now
+        assert self._episode_start is not None  # the first drop starts an episode
         too_long = now - self._episode_start > self._max_flood_s
         return False, new_episode, too_long

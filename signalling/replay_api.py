@@ -40,10 +40,11 @@ participant's media go through RecordingStore.open_reader(purpose=replay), so th
 audited with the trainer's identity as actor (and refused if the entry cannot be
 written); each render also issues its watermark id (`watermark.issue`, the registry
 `python -m recorder trace` reads) before a frame is marked; a listing writes one
-`replay` entry naming the room and the recordings whose participants it revealed. Every refusal (no or bad token, no `replay` permission,
-another room's recording, a missing, forged or expired media signature, a recording
-still being made) is audited as `access.failed`, at most FAILED_AUDIT_RATE per second
-sustained; refusals over that are counted into the next entry.
+`replay` entry naming the room and the recordings whose participants it revealed.
+Every refusal (no or bad token, no `replay` permission, another room's recording, a
+missing, forged or expired media signature, a recording still being made) is audited
+as `access.failed`, at most FAILED_AUDIT_RATE per second sustained; refusals over that
+are counted into the next entry.
 
 A recording still being written is listed (state `recording`) but cannot be opened
 (409): watching a consultation live is not replay. Other recordings replay meanwhile;
@@ -272,7 +273,7 @@ class ReplayService:
                                     "duration_ms": None, "participants": [], "tracks": info.tracks}
             if info.state in ("closed", "open") and keys is None:
                 item.update(state="unreadable", error="no recording key-encryption key")
-            elif info.state in ("closed", "open"):
+            elif info.state in ("closed", "open") and keys is not None:
                 try:
                     summary = self._summary(info.id, keys)
                 except RecorderError as exc:
@@ -454,7 +455,7 @@ def _participants(events) -> dict[str, dict]:
 
 def _face_spans(timeline: list[dict]) -> list[tuple[int, int]]:
     """When face-anchored marks were on the board: (from, to) on the timeline."""
-    board: dict[str, bool] = {}  # shape id -> face-anchored
+    board: dict[Optional[str], bool] = {}  # shape id (None if the event has none) -> face-anchored
     spans: list[tuple[int, int]] = []
     since: Optional[int] = None
     for item in timeline:
@@ -582,7 +583,8 @@ async def _send(request: web.Request, service: ReplayService, job: ReplayJob, st
                 piece = await service._run(job.read, pos, min(last + 1, pos + SEND_CHUNK))
             except RecorderError as exc:  # purged or dropped mid-response: nothing more to send
                 logger.info("replay media %s ended early: %s", request.path, exc)
-                request.transport and request.transport.close()
+                if request.transport is not None:
+                    request.transport.close()
                 return response
             await response.write(piece)
             pos += len(piece)

@@ -92,6 +92,30 @@ class ParticipantSession:
     def send_error(self, code: str, message: str, fatal: bool = False) -> None:
         self.send(error_message(code, message, fatal))
 
+    # --- what the join set up -------------------------------------------------------------
+    # grant, participant, peer and room stay None until _join succeeds (RoomService.join sets
+    # participant and peer); these read them where they must be there.
+
+    def joined_grant(self) -> Grant:
+        if self.grant is None:
+            raise RuntimeError("the session's token has not been verified yet")
+        return self.grant
+
+    def joined_participant(self) -> ParticipantRecord:
+        if self.participant is None:
+            raise RuntimeError("the session has not joined a room yet")
+        return self.participant
+
+    def _joined_peer(self) -> MediaPeer:
+        if self.peer is None:
+            raise RuntimeError("the session has no media peer yet")
+        return self.peer
+
+    def _joined_room(self) -> "LiveRoom":
+        if self.room is None:
+            raise RuntimeError("the session has not joined a room yet")
+        return self.room
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -129,7 +153,8 @@ class ParticipantSession:
             await self._fatal("unauthorized", "the first message must be 'join'")
             return False
         if message["v"] not in PROTOCOL_VERSIONS:
-            await self._fatal("bad_message", f"protocol version {message['v']} is not supported; use one of {list(PROTOCOL_VERSIONS)}")
+            await self._fatal("bad_message", f"protocol version {message['v']} is not supported; "
+                                             f"use one of {list(PROTOCOL_VERSIONS)}")
             return False
         try:
             self.grant = self._issuer.verify(message["token"])
@@ -141,11 +166,12 @@ class ParticipantSession:
         except JoinRefused as exc:
             await self._fatal(exc.code, exc.message)
             return False
-        others = [s.participant.public() for pid, s in self.room.sessions.items() if pid != self.participant.id]
+        participant = self.joined_participant()  # RoomService.join set it
+        others = [s.joined_participant().public() for pid, s in self.room.sessions.items() if pid != participant.id]
         self.send({
             "type": "joined",
             "v": PROTOCOL_VERSIONS[-1],
-            "participant": self.participant.public(),
+            "participant": participant.public(),
             "room": {"id": self.room.record.id, "name": self.room.record.name,
                      "live_watermark": self.room.record.live_watermark},
             "participants": others,
@@ -153,7 +179,7 @@ class ParticipantSession:
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
         self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded
-        for message in self.room.analysis_state_for(self.participant.role):
+        for message in self.room.analysis_state_for(participant.role):
             self.send(message)
         self.request_renegotiation()
         return True
@@ -209,15 +235,17 @@ class ParticipantSession:
         elif kind == "answer":
             await self._on_answer(message["rev"], message["sdp"])
         elif kind == "mute":
-            self.participant.muted[message["kind"]] = message["muted"]
-            await self._rooms.registry.update_participant(self.participant)
-            self.room.broadcast({"type": "participant-updated", "participant": self.participant.public()})
+            participant = self.joined_participant()
+            participant.muted[message["kind"]] = message["muted"]
+            await self._rooms.registry.update_participant(participant)
+            self._joined_room().broadcast({"type": "participant-updated", "participant": participant.public()})
         elif kind == "kick":
-            if not self.grant.allows("moderate"):
+            participant = self.joined_participant()
+            if not self.joined_grant().allows("moderate"):
                 self.send_error("forbidden", "kicking participants needs the 'moderate' permission")
-            elif message["participant_id"] == self.participant.id:
+            elif message["participant_id"] == participant.id:
                 self.send_error("bad_message", "use 'leave' to leave")
-            elif not await self._rooms.kick(self.participant.room_id, message["participant_id"]):
+            elif not await self._rooms.kick(participant.room_id, message["participant_id"]):
                 self.send_error("bad_message", "no such participant in this room")
         elif kind == "leave":
             self.close_reason = "left"
@@ -225,7 +253,7 @@ class ParticipantSession:
         elif kind == "annotate":
             self._on_annotate(message)
         elif kind == "annotations-get":
-            self.send(self.room.board.snapshot())
+            self.send(self._joined_room().board.snapshot())
         elif kind == "record":
             await self._on_record(message["action"])
         elif kind == "capture":
@@ -235,40 +263,43 @@ class ParticipantSession:
         return None
 
     def _on_annotate(self, message: dict[str, Any]) -> None:
-        if not self.grant.allows("annotate"):
+        grant, room = self.joined_grant(), self._joined_room()
+        if not grant.allows("annotate"):
             self.send_error("forbidden", "drawing needs the 'annotate' permission")
             return
         try:
             # the identity, not the participant id: undo still works after a reconnect
-            event = self.room.board.apply(self.participant.identity, message, moderator=self.grant.allows("moderate"))
+            event = room.board.apply(self.joined_participant().identity, message, moderator=grant.allows("moderate"))
         except AnnotationError as exc:
             self.send(exc.to_message())
             return
-        self.room.broadcast(event)
+        room.broadcast(event)
 
     async def _on_record(self, action: str) -> None:
-        if not self.grant.allows("record"):
+        room = self._joined_room()
+        if not self.joined_grant().allows("record"):
             self.send_error("forbidden", "recording needs the 'record' permission")
             return
         if action == "stop":
-            if await self.room.stop_recording("stopped") is None:
+            if await room.stop_recording("stopped") is None:
                 self.send_error("bad_state", "nothing is being recorded")
             return
         try:
-            await self.room.start_recording(self.participant)
+            await room.start_recording(self.joined_participant())
         except RecorderError as exc:
             self.send_error("recording_failed", f"the recording could not start: {exc}")
 
     async def _on_capture(self, message: dict[str, Any]) -> None:
-        if not self.grant.allows("record"):
+        room = self._joined_room()
+        if not self.joined_grant().allows("record"):
             self.send_error("forbidden", "capturing clinical photos needs the 'record' permission")
             return
         if message["action"] == "stop":
-            if not self.room.stop_capture():
+            if not room.stop_capture():
                 self.send_error("bad_state", "no photo capture is running")
             return
         try:
-            await self.room.start_capture(self.participant, message.get("poses"), message.get("tolerance_deg", 8.0))
+            await room.start_capture(self.joined_participant(), message.get("poses"), message.get("tolerance_deg", 8.0))
         except LookupError as exc:
             self.send_error("bad_state", str(exc))
         except RecorderError as exc:
@@ -287,7 +318,8 @@ class ParticipantSession:
                 return
             self._renegotiate = False
             try:
-                sdp = await self.peer.create_offer()
+                peer = self._joined_peer()
+                sdp = await peer.create_offer()
             except Exception:
                 logger.exception("creating an offer failed")
                 self.close_soon("error")
@@ -298,8 +330,8 @@ class ParticipantSession:
                 "type": "offer",
                 "rev": self._rev,
                 "sdp": sdp,
-                "publish": self.peer.publish_mids(),
-                "tracks": self.peer.track_map(),
+                "publish": peer.publish_mids(),
+                "tracks": peer.track_map(),
             })
             loop = asyncio.get_running_loop()
             self._answer_timer = loop.call_later(self._answer_timeout_s, self._answer_timed_out)
@@ -314,7 +346,7 @@ class ParticipantSession:
                 self.send_error("bad_state", f"no offer with rev {rev} is waiting for an answer")
                 return
             try:
-                await self.peer.apply_answer(sdp)
+                await self._joined_peer().apply_answer(sdp)
             except AnswerRejected as exc:
                 self.send_error(exc.code, exc.message)
                 return

@@ -95,7 +95,7 @@ class TokenIssuer:
             raise TokenError("token_expired", "the join token has expired") from exc
         except jwt.PyJWTError as exc:
             raise TokenError("unauthorized", f"invalid join token: {exc}") from exc
-        role = claims.get("role")
+        role = claims["role"]  # a required claim: jwt.decode checked it is there
         perms = claims.get("perms", list(DEFAULT_PERMISSIONS.get(role, ())))
         if role not in ROLES or not isinstance(perms, list) or not set(perms) <= set(PERMISSIONS):
             raise TokenError("unauthorized", "the join token's role or permissions are invalid")
