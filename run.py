@@ -104,6 +104,7 @@ async def serve(config: ServerConfig) -> None:
     if config.tls_self_signed:
         ssl_context = server_ssl_context(*self_signed_certificate(config.data_dir, [config.host]))
     elif config.tls_cert:
+        assert config.tls_key is not None  # parse_args takes --tls-cert only together with --tls-key
         ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -116,7 +116,8 @@ def anchor_points(points: ArrayLike, landmarks: ArrayLike) -> list[FaceAnchor]:
 
 
 def anchor(point: ArrayLike, landmarks: ArrayLike) -> FaceAnchor:
-    return anchor_points([point], landmarks)[0]
+    # a batch of one: asarray(point)[None] is what asarray([point]) would give
+    return anchor_points(np.asarray(point, dtype=np.float64)[np.newaxis], landmarks)[0]
 
 
 def resolve_points(anchors: ArrayLike, landmarks: ArrayLike) -> np.ndarray:

@@ -80,7 +80,8 @@ class AnnotationBoard:
     def _add(self, author: str, message: dict) -> dict:
         ref = message.get("ref")
         if ref is not None and (not isinstance(ref, str) or len(ref) > limits.MAX_REF_CHARS):
-            raise AnnotationError("bad_annotation", f"ref must be a string of at most {limits.MAX_REF_CHARS} characters")
+            raise AnnotationError("bad_annotation",
+                                  f"ref must be a string of at most {limits.MAX_REF_CHARS} characters")
         shape = parse_shape(message.get("shape"))
         points = point_count(shape)
         self._take(author, limits.operation_cost(points))
@@ -106,7 +107,8 @@ class AnnotationBoard:
     def _clear(self, author: str, message: dict, moderator: bool) -> dict:
         shapes_of = message.get("shapes_of")
         if shapes_of is not None and (not isinstance(shapes_of, str) or len(shapes_of) > limits.MAX_AUTHOR_CHARS):
-            raise AnnotationError("bad_annotation", f"shapes_of must be an author of at most {limits.MAX_AUTHOR_CHARS} characters")
+            raise AnnotationError("bad_annotation",
+                                  f"shapes_of must be an author of at most {limits.MAX_AUTHOR_CHARS} characters")
         if shapes_of != author and not moderator:
             raise AnnotationError("forbidden", "only a moderator may clear other authors' shapes")
         self._take(author, 1.0)

@@ -27,7 +27,7 @@ from annotate.board import AnnotationBoard
 def face_triangles() -> tuple[tuple[int, int, int], ...]:
     # mediapipe (through anchoring.py) is loaded only once a page needs the table
     from annotate.anchoring import FACE_TRIANGLES
-    return tuple(tuple(int(i) for i in row) for row in FACE_TRIANGLES.tolist())
+    return tuple((int(a), int(b), int(c)) for a, b, c in FACE_TRIANGLES.tolist())
 
 
 def mesh_message(processor: str, participant_id: str, t_ms: int) -> dict[str, Any]:

@@ -145,7 +145,8 @@ def _draw_text(frame: np.ndarray, shape: dict, at: np.ndarray, scale: float) -> 
     _blend(frame, coverage, x + pad, y + pad + round(TEXT_BASELINE * size) - baseline, _bgr(shape["color"]))
 
 
-def _draw_arrow(frame: np.ndarray, px: np.ndarray, bgr: tuple[int, int, int], w: float, scale: float, thickness: int) -> None:
+def _draw_arrow(frame: np.ndarray, px: np.ndarray, bgr: tuple[int, int, int], w: float, scale: float,
+                thickness: int) -> None:
     tail, tip = px
     length = float(np.hypot(*(tip - tail)))
     if length == 0.0:

@@ -185,10 +185,11 @@ class Progress:
 
     def __init__(self, total_s: float, enabled: bool) -> None:
         self.bar = None
+        self._total = round(total_s)  # the bar's total, kept here as tqdm types its own as Optional
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=round(total_s), unit="s", dynamic_ncols=True, file=sys.stderr,
+            self.bar = tqdm(total=self._total, unit="s", dynamic_ncols=True, file=sys.stderr,
                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]{postfix}")
         self._base = 0.0
 
@@ -198,7 +199,7 @@ class Progress:
 
     def update(self, done_in_run: float, postfix: str) -> None:
         if self.bar:
-            self.bar.n = min(self.bar.total, self._base + done_in_run)
+            self.bar.n = min(self._total, self._base + done_in_run)
             self.bar.set_postfix_str(postfix, refresh=False)
             self.bar.refresh()
 
@@ -268,7 +269,8 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         "video_fec_uplink": audio_feature_on(args.video_fec, args.receiver),
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
-        "jitter_buffer_target_s": None if args.jitter_buffer_target == "auto" else float(args.jitter_buffer_target) / 1000,
+        "jitter_buffer_target_s": (None if args.jitter_buffer_target == "auto"
+                                   else float(args.jitter_buffer_target) / 1000),
         # the relay re-encodes: bytes cannot identify frames there, the drawn index can (after decoding)
         "identify_by_marker": kind == "relay",
         "keyframe_on_pli": args.publisher_pli == "keyframe",
@@ -318,6 +320,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
             finally:
                 log.close()
+            assert client.stdin is not None  # opened with stdin=PIPE
             client.stdin.write(json.dumps(config) + "\n")
             client.stdin.flush()
             reader = LineReader(client.stdout)

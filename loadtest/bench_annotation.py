@@ -277,6 +277,7 @@ async def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> di
     lost: dict[str, int] = {r: 0 for r in ROLES}
     for stroke in sent:
         for role, p in people.items():
+            assert isinstance(p.messages, ArrivalLog)  # join_room gives every participant one
             arrived = p.messages.arrived.get(stroke.ref)
             if arrived is None:
                 lost[role] += 1
@@ -286,6 +287,7 @@ async def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> di
     per_pair = {f"{s}->{r}": percentiles(latencies[s][r]) for s in DRAWERS for r in ROLES if r != s}
     echo = [v for s in DRAWERS for v in latencies[s][s]]
     landmark_messages = sum(1 for m in people["patient"].messages if m.get("kind") == "face-landmarks")
+    server_share = sampler.share_between("start", "end") if sampler else None  # both marks are set above
     return {
         "scenario": name, "server": args.server, "strokes_sent": len(sent), "points_per_stroke": args.points,
         "bytes_per_stroke": len(json.dumps({"type": "annotate", "op": "add", "ref": "doctor-1", "shape": shapes[0]})),
@@ -293,8 +295,8 @@ async def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> di
         "others": percentiles(others), "per_pair": per_pair, "sender_echo": percentiles(echo), "lost": lost,
         "patient_face_landmarks_messages": landmark_messages,
         "cpu": {"this_process_share_of_one_core": round(own_share, 3),
-                "server_process_share_of_one_core": (round(sampler.share_between("start", "end"), 3)
-                                                     if sampler else None), **usage},
+                "server_process_share_of_one_core": (round(server_share, 3)
+                                                     if server_share is not None else None), **usage},
     }
 
 
@@ -401,8 +403,11 @@ def write_face_y4m(path: Path, centres: tuple[float, ...] = (0.5,), size: float 
     import cv2
     import matplotlib.cbook
 
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+    sample = matplotlib.cbook.get_sample_data("grace_hopper.jpg")
+    assert not isinstance(sample, np.ndarray)  # only .npy/.npz samples are loaded as arrays: a .jpg is a file
+    with sample as f:
         photo = cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert photo is not None  # matplotlib's bundled sample decodes
     scale = min(width / photo.shape[1], height / photo.shape[0]) * size
     photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     ph, pw = photo.shape[:2]
@@ -427,7 +432,7 @@ def spread_on_face(landmarks: list[list[float]], count: int) -> list[tuple[float
     while len(chosen) < count:
         chosen.append(int(np.argmax(distance)))
         distance = np.minimum(distance, np.linalg.norm(lm - lm[chosen[-1]], axis=1))
-    return [tuple(map(float, lm[i])) for i in chosen]
+    return [(float(lm[i, 0]), float(lm[i, 1])) for i in chosen]
 
 
 @contextlib.contextmanager

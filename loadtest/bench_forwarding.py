@@ -102,8 +102,13 @@ class CountingDecoder:
 
 def install_counting_decoders() -> None:
     import aiortc.rtcrtpreceiver
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    aiortc.rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder(codec.mimeType.split("/")[0].lower())
+    def counting_decoder(codec: RTCRtpCodecParameters) -> CountingDecoder:
+        return CountingDecoder(codec.mimeType.split("/")[0].lower())
+
+    # deliberately swaps aiortc's decoder factory for a stand-in whose "frames" are counts, not av frames
+    aiortc.rtcrtpreceiver.get_decoder = counting_decoder  # type: ignore[assignment]
 
 
 def _bench_participant_class():
@@ -281,7 +286,8 @@ def summarize(kind: str, rooms: int, fps: int, server_cpu: dict, window: dict) -
         "video_frames_expected": round(expected),
         "video_delivery_ratio": round(frames / expected, 3) if expected else 0.0,
         "video_fps_per_stream": round(delivered_fps, 2),
-        "video_kbps_per_stream": round(sum(s["video_bytes"] for s in streams) * 8 / seconds / max(1, len(streams)) / 1000, 1),
+        "video_kbps_per_stream": round(sum(s["video_bytes"] for s in streams) * 8 / seconds
+                                       / max(1, len(streams)) / 1000, 1),
         "audio_frames": sum(s["audio_frames"] for s in streams),
         "audio_fps_per_stream": round(sum(s["audio_frames"] for s in streams) / seconds / max(1, len(streams)), 2),
         "cpu_share_per_video_stream": round(share / video_streams, 4),
@@ -310,6 +316,7 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
                                           stdout=subprocess.PIPE, stderr=client_log, text=True)
             finally:
                 client_log.close()
+            assert client.stdin is not None  # opened with stdin=PIPE
             reader = LineReader(client.stdout)
             config = {"base_url": base_url, "rooms": tokens, "video": video, "audio": audio,
                       "cache_dir": str(args.cache_dir), "settle_timeout": args.settle_timeout,
@@ -325,7 +332,8 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
             client.stdin.write("start\n")
             client.stdin.flush()
             reader.expect("started", 10)
-            m0, s0, c0, t0 = machine_cpu_ticks(), proc_cpu_seconds(server.pid), proc_cpu_seconds(client.pid), time.monotonic()
+            m0, s0 = machine_cpu_ticks(), proc_cpu_seconds(server.pid)
+            c0, t0 = proc_cpu_seconds(client.pid), time.monotonic()
             samples, rss_samples, last_cpu, last_t = [], [], s0, t0
             while time.monotonic() - t0 < args.duration:
                 time.sleep(min(1.0, max(0.0, args.duration - (time.monotonic() - t0))))
@@ -333,7 +341,8 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
                 samples.append(round((cpu - last_cpu) / max(1e-6, now - last_t), 3))
                 rss_samples.append(proc_memory_mb(server.pid)["rss_mb"])
                 last_cpu, last_t = cpu, now
-            s1, c1, t1, m1 = proc_cpu_seconds(server.pid), proc_cpu_seconds(client.pid), time.monotonic(), machine_cpu_ticks()
+            s1, c1 = proc_cpu_seconds(server.pid), proc_cpu_seconds(client.pid)
+            t1, m1 = time.monotonic(), machine_cpu_ticks()
             memory = proc_memory_mb(server.pid)
             client.stdin.write("stop\n")
             client.stdin.flush()
@@ -348,9 +357,9 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
                                 "sent": window["sent"]}
             result["machine"] = machine_usage(m0, m1)
             # CPU the rest of the machine used meanwhile (other processes on a shared host), in cores
-            result["machine"]["other_processes_cores"] = round(max(0.0, result["machine"]["busy_share_of_all_cores"]
-                                                                   * (os.cpu_count() or 1) - result["server"]["cpu_share"]
-                                                                   - result["client"]["cpu_share"]), 3)
+            result["machine"]["other_processes_cores"] = round(max(
+                0.0, result["machine"]["busy_share_of_all_cores"] * (os.cpu_count() or 1)
+                - result["server"]["cpu_share"] - result["client"]["cpu_share"]), 3)
             result["delivery"] = summarize(kind, rooms, video["fps"], result["server"], window)
             result["streams"] = window["streams"]
             client.stdin.write("quit\n")
@@ -384,7 +393,8 @@ def compare(runs: list[dict], kinds: list[str], room_counts: list[int]) -> list[
                 "runs": len(ok),
                 "cpu_share": _median([r["server"]["cpu_share"] for r in ok]),
                 "cpu_share_per_video_stream": _median([r["delivery"]["cpu_share_per_video_stream"] for r in ok]),
-                "cpu_share_per_full_rate_stream": _median([r["delivery"]["cpu_share_per_full_rate_stream"] for r in ok]),
+                "cpu_share_per_full_rate_stream": _median([r["delivery"]["cpu_share_per_full_rate_stream"]
+                                                           for r in ok]),
                 "video_fps_per_stream": _median([r["delivery"]["video_fps_per_stream"] for r in ok]),
                 "video_kbps_per_stream": _median([r["delivery"]["video_kbps_per_stream"] for r in ok]),
                 "rss_mb": _median([r["server"]["rss_mb"] for r in ok]),
@@ -394,8 +404,9 @@ def compare(runs: list[dict], kinds: list[str], room_counts: list[int]) -> list[
             }
         if row.get("ours") and row.get("relay"):
             o, b = row["ours"], row["relay"]
-            row["ratio_per_video_stream"] = round(b["cpu_share_per_video_stream"] / o["cpu_share_per_video_stream"], 1) \
-                if o["cpu_share_per_video_stream"] else None
+            row["ratio_per_video_stream"] = (
+                round(b["cpu_share_per_video_stream"] / o["cpu_share_per_video_stream"], 1)
+                if o["cpu_share_per_video_stream"] else None)
             row["ratio_per_full_rate_stream"] = (
                 round(b["cpu_share_per_full_rate_stream"] / o["cpu_share_per_full_rate_stream"], 1)
                 if o["cpu_share_per_full_rate_stream"] and b["cpu_share_per_full_rate_stream"] else None)
@@ -430,7 +441,8 @@ def markdown_table(rows: list[dict], kinds: list[str]) -> str:
                 f"{num(s['other_processes_cores'], '{:.2f}')} cores |"
             )
         if "ratio_per_video_stream" in row:
-            lines.append(f"| {row['rooms']} | **relay / ours** | | | **{num(row['ratio_per_video_stream'], '{:.1f}')}x** | | | "
+            lines.append(f"| {row['rooms']} | **relay / ours** | | | "
+                         f"**{num(row['ratio_per_video_stream'], '{:.1f}')}x** | | | "
                          f"**{num(row['ratio_per_full_rate_stream'], '{:.1f}')}x** | | | | |")
     return "\n".join(lines)
 
@@ -438,8 +450,9 @@ def markdown_table(rows: list[dict], kinds: list[str]) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from loadtest.preencoded import default_cache_dir
 
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench_forwarding",
-                                description="Server CPU per forwarded stream: consult-sfu vs an aiortc MediaRelay server")
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_forwarding",
+        description="Server CPU per forwarded stream: consult-sfu vs an aiortc MediaRelay server")
     p.add_argument("--rooms", type=int, nargs="+", default=[1, 2, 3], help="room counts (three participants each)")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="servers to measure")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
@@ -481,7 +494,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     video_clip = load_or_encode(video_spec, args.cache_dir)
     audio_clip = load_or_encode(audio_spec, args.cache_dir)
     print(f"clips ready in {time.monotonic() - t:.1f} s: video {args.width}x{args.height}@{args.fps} "
-          f"{video_clip.bitrate / 1000:.0f} kbit/s, {sum(video_clip.keyframes)} keyframes in {video_clip.seconds:g} s; "
+          f"{video_clip.bitrate / 1000:.0f} kbit/s, "
+          f"{sum(video_clip.keyframes)} keyframes in {video_clip.seconds:g} s; "
           f"audio opus {audio_clip.bitrate / 1000:.0f} kbit/s", flush=True)
 
     command = "python -m loadtest.bench_forwarding " + " ".join(shlex.quote(a) for a in argv)
@@ -505,7 +519,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             order = list(args.kinds) if turn % 2 == 0 else list(reversed(args.kinds))
             turn += 1
             for kind in order:
-                print(f"[{time.strftime('%H:%M:%S')}] {kind}, {rooms} room(s), run {rep + 1}/{args.repeat} ...", flush=True)
+                print(f"[{time.strftime('%H:%M:%S')}] {kind}, {rooms} room(s), run {rep + 1}/{args.repeat} ...",
+                      flush=True)
                 result = run_one(kind, rooms, args, video, audio)
                 result["repeat"] = rep
                 report["runs"].append(result)
@@ -515,10 +530,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                     d = result["delivery"]
                     print(f"  server CPU {result['server']['cpu_share'] * 100:.1f} % of a core, "
                           f"{d['cpu_share_per_video_stream'] * 100:.2f} % per video stream; "
-                          f"{d['video_fps_per_stream']:.1f} fps and {d['video_kbps_per_stream']:.0f} kbit/s per stream "
+                          f"{d['video_fps_per_stream']:.1f} fps and "
+                          f"{d['video_kbps_per_stream']:.0f} kbit/s per stream "
                           f"({d['video_streams_with_frames']}/{d['video_streams']} streams with frames); "
-                          f"RSS {result['server']['rss_mb']:.0f} MB; client CPU {result['client']['cpu_share'] * 100:.0f} %; "
-                          f"machine busy {result['machine']['busy_share_of_all_cores'] * 100:.0f} % of {os.cpu_count()} cores "
+                          f"RSS {result['server']['rss_mb']:.0f} MB; "
+                          f"client CPU {result['client']['cpu_share'] * 100:.0f} %; "
+                          f"machine busy {result['machine']['busy_share_of_all_cores'] * 100:.0f} % "
+                          f"of {os.cpu_count()} cores "
                           f"(other processes {result['machine']['other_processes_cores']:.2f} cores)",
                           flush=True)
                 if args.json:

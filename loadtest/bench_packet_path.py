@@ -21,10 +21,12 @@ import fractions
 import json
 import os
 import time
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 from aiortc.codecs import get_encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
     RTCRtpCodecParameters,
@@ -52,7 +54,8 @@ EXTENSIONS = [
 
 
 class SrtpOnlyTransport:
-    """Stands in for RTCDtlsTransport: real SRTP protection, no network."""
+    """Stands in for RTCDtlsTransport: real SRTP protection, no network. media/ types its
+    transports as RTCDtlsTransport, hence the casts where one is handed over."""
 
     def __init__(self) -> None:
         key = os.urandom(30)
@@ -72,6 +75,7 @@ class SrtpOnlyTransport:
 
 def vp8_packets(frames: int = 120, width: int = 1280, height: int = 720) -> list[RtpPacket]:
     encoder = get_encoder(VP8)
+    assert isinstance(encoder, Vp8Encoder)  # what VP8 gives; typed as the base Encoder
     encoder.target_bitrate = 1_500_000
     rng = np.random.default_rng(1)
     base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
@@ -90,9 +94,11 @@ def vp8_packets(frames: int = 120, width: int = 1280, height: int = 720) -> list
     return packets
 
 
-RED = RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=116)
-ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=118)
-RTX_RED = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=117, parameters={"apt": 116})
+FEC_PTS = VideoFecPayloadTypes(red=116, ulpfec=118, rtx=117)
+RED = RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=FEC_PTS.red)
+ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=FEC_PTS.ulpfec)
+RTX_RED = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=FEC_PTS.rtx,
+                                parameters={"apt": FEC_PTS.red})
 
 
 def plain_stream(template: list[RtpPacket], packet_count: int) -> list[RtpPacket]:
@@ -113,8 +119,7 @@ def red_uplink_stream(plain: list[RtpPacket], fec_loss: float) -> list[RtpPacket
     """The same media as Chrome sends it with red/ulpfec negotiated, parsed as the transport parses it."""
     extensions = HeaderExtensionsMap()
     extensions.configure(RTCRtpReceiveParameters(codecs=[VP8], headerExtensions=EXTENSIONS))
-    fec = VideoFecSender(VideoFecPayloadTypes(red=RED.payloadType, ulpfec=ULPFEC.payloadType,
-                                              rtx=RTX_RED.payloadType))
+    fec = VideoFecSender(FEC_PTS)
     fec.update_loss(fec_loss)
     stream: list[RtpPacket] = []
     seq = 0
@@ -127,11 +132,11 @@ def red_uplink_stream(plain: list[RtpPacket], fec_loss: float) -> list[RtpPacket
 
     for p in plain:
         protected = wire(p.payload_type, p.marker, p.timestamp, p.payload, 0)
-        stream.append(WirePacket.parse(wire(RED.payloadType, p.marker, p.timestamp,
+        stream.append(WirePacket.parse(wire(FEC_PTS.red, p.marker, p.timestamp,
                                             red_wrap(p.payload_type, p.payload), seq & 0xFFFFFF), extensions))
         seq = (seq + 1) % 65536
         for payload in fec.protect(protected):
-            stream.append(WirePacket.parse(wire(RED.payloadType, 0, p.timestamp, payload, seq), extensions))
+            stream.append(WirePacket.parse(wire(FEC_PTS.red, 0, p.timestamp, payload, seq), extensions))
             seq = (seq + 1) % 65536
     return stream
 
@@ -143,7 +148,7 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
     template = vp8_packets()
     uplink_codecs = [VP8, RTX] + ([RED, ULPFEC, RTX_RED] if uplink_fec_loss is not None else [])
     track = PublishedTrack(
-        participant_id="publisher", kind="video", transport=SrtpOnlyTransport(),
+        participant_id="publisher", kind="video", transport=cast(RTCDtlsTransport, SrtpOnlyTransport()),
         parameters=RTCRtpReceiveParameters(codecs=uplink_codecs, headerExtensions=EXTENSIONS,
                                            encodings=[RTCRtpDecodingParameters(ssrc=1234, payloadType=97)],
                                            rtcp=RTCRtcpParameters()),
@@ -153,8 +158,9 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
     for i in range(subscribers):
         dt = DownTrack(subscriber_id=f"s{i}", kind="video", ssrc=1000 + i, rtx_ssrc=2000 + i)
         codecs = [VP8, RTX] + ([RED, ULPFEC, RTX_RED] if fec_loss is not None else [])
-        await dt.start(SrtpOnlyTransport(), RTCRtpSendParameters(codecs=codecs, headerExtensions=EXTENSIONS,
-                                                                  muxId="3", rtcp=RTCRtcpParameters(cname="x")))
+        await dt.start(cast(RTCDtlsTransport, SrtpOnlyTransport()),
+                       RTCRtpSendParameters(codecs=codecs, headerExtensions=EXTENSIONS, muxId="3",
+                                            rtcp=RTCRtcpParameters(cname="x")))
         if fec_loss is not None:
             dt.note_reported_loss(fec_loss)
             dt.note_reported_loss(fec_loss)  # smoothed: two reports bring it close

@@ -34,7 +34,7 @@ LAG_PROBE_S = 0.01
 
 
 def _participant_class():
-    from loadtest.impaired_transport import impair
+    from loadtest.impaired_transport import ImpairedTransport, impair
     from loadtest.participant import SyntheticParticipant
     from loadtest.receiver import StreamRecord, buffer_of, equip
     from loadtest.red_audio import RedCodec, answer_with_red
@@ -63,7 +63,7 @@ def _participant_class():
             self.video_fec_mids: dict[str, VideoFecPayloadTypes] = {}
             self._offer_sdp = ""
             self.records: dict[str, StreamRecord] = {}
-            self.impairment = None
+            self.impairment: Optional[ImpairedTransport] = None
             self.join_started: Optional[float] = None
 
         async def join(self, timeout: float = 10.0) -> dict:
@@ -83,20 +83,25 @@ def _participant_class():
             self._offer_sdp = offer["sdp"]
             await super()._answer(offer)
             if self.impairment is None:
-                transports = {t.receiver.transport for t in self.pc.getTransceivers()} | \
-                             {t.sender.transport for t in self.pc.getTransceivers()}
+                pc = self.pc
+                assert pc is not None  # super()._answer() made it
+                transports = {t.receiver.transport for t in pc.getTransceivers()} | \
+                             {t.sender.transport for t in pc.getTransceivers()}
                 for transport in transports:  # max-bundle: one
                     self.impairment = impair(transport, *self.links) or self.impairment
 
         def _on_track(self, track) -> None:
             super()._on_track(track)
+            assert self.pc is not None  # the track came from it
             transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
+            mid = transceiver.mid
+            assert mid is not None  # negotiated by the offer that brought the track
             buffer = buffer_of(transceiver.receiver)
             if buffer is not None:
-                record = StreamRecord(subscriber=self.id, mid=transceiver.mid, kind=track.kind, codec=self.codec,
+                record = StreamRecord(subscriber=self.id, mid=mid, kind=track.kind, codec=self.codec,
                                       probe=self.probe and track.kind == "video",
                                       by_marker=self.by_marker and track.kind == "video", keys=self.keys[track.kind])
-                self.records[transceiver.mid] = record
+                self.records[mid] = record
                 buffer.attach(record)
                 rtt_s = sum(link.spec.delay_ms for link in self.links) / 1000  # up + down: the path RTT
                 equip(transceiver.receiver, buffer, self.audio_deadline_s, rtt_s)
@@ -241,7 +246,9 @@ class LoadClient:
             await asyncio.sleep(min(PROGRESS_EVERY_S, seconds - elapsed))
 
     def record(self) -> dict:
-        keep_from = self.window[0] - PRE_WINDOW_KEEP_S
+        assert self.window is not None, "record() is for after the measurement window"
+        window_start, window_end = self.window
+        keep_from = window_start - PRE_WINDOW_KEEP_S
 
         def recent(events: list) -> list:
             return [e for e in events if e[1] >= keep_from]
@@ -259,9 +266,9 @@ class LoadClient:
                 streams.append({**data, "publisher": info["participant"], "first_render": first_ok})
         sends = {pid: {kind: [[i, t] for i, t in track.sends if t >= keep_from] for kind, track in tracks.items()}
                  for pid, tracks in self.tracks.items()}
-        lags = sorted(lag for t, lag in getattr(self, "lags", []) if self.window[0] <= t <= self.window[1])
+        lags = sorted(lag for t, lag in getattr(self, "lags", []) if window_start <= t <= window_end)
         return {
-            "window": {"start": self.window[0], "end": self.window[1]},
+            "window": {"start": window_start, "end": window_end},
             "client_loop_lag_ms": {"p50": round(lags[len(lags) // 2] * 1000, 1) if lags else None,
                                    "p99": round(lags[int(len(lags) * 0.99)] * 1000, 1) if lags else None,
                                    "max": round(lags[-1] * 1000, 1) if lags else None},

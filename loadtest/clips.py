@@ -128,7 +128,7 @@ def read_marker(luma: np.ndarray) -> Optional[int]:
 
 def luma_of(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
     return rows[: frame.height, : frame.width]
 
 
@@ -151,7 +151,7 @@ def synthetic_frames(spec: ClipSpec):
         yield image
 
 
-def _video_codec_context(spec: ClipSpec) -> av.CodecContext:
+def _video_codec_context(spec: ClipSpec) -> av.VideoCodecContext:
     time_base = fractions.Fraction(1, spec.fps)
     if spec.codec == "vp8":
         codec = av.CodecContext.create("libvpx", "w")
@@ -175,11 +175,16 @@ def _video_codec_context(spec: ClipSpec) -> av.CodecContext:
     codec.width, codec.height = spec.width, spec.height
     codec.pix_fmt = "yuv420p"
     codec.time_base = time_base
-    codec.framerate = spec.fps
+    codec.framerate = fractions.Fraction(spec.fps)
     codec.bit_rate = spec.bitrate
     codec.gop_size = spec.keyframe_every
     codec.thread_count = 1  # multi-threaded realtime libvpx misses its bitrate by 2x, differently every run
     return codec
+
+
+def _pts(packet: av.Packet) -> int:
+    assert packet.pts is not None  # an encoder stamps each packet with its frame's pts
+    return packet.pts
 
 
 def encode_video(spec: ClipSpec) -> EncodedClip:
@@ -195,9 +200,9 @@ def encode_video(spec: ClipSpec) -> EncodedClip:
     encoded.extend(codec.encode(None))
     if len(encoded) != spec.frames or not encoded[0].is_keyframe:
         raise RuntimeError(f"the {spec.codec} clip has {len(encoded)} packets for {spec.frames} frames")
-    encoded.sort(key=lambda p: p.pts)
+    encoded.sort(key=_pts)
     return EncodedClip(kind="video", codec=spec.codec, time_base=time_base, duration=spec.frames,
-                       packets=[bytes(p) for p in encoded], pts=[int(p.pts) for p in encoded],
+                       packets=[bytes(p) for p in encoded], pts=[_pts(p) for p in encoded],
                        keyframes=[bool(p.is_keyframe) for p in encoded], meta=asdict(spec))
 
 
@@ -361,7 +366,7 @@ def encode_keyframe_variants(spec: ClipSpec, regular: EncodedClip) -> EncodedCli
         frame.pict_type = av.video.frame.PictureType.I
         encoded.extend(codec.encode(frame))
     encoded.extend(codec.encode(None))
-    encoded = sorted(encoded, key=lambda p: p.pts)[len(prime):]
+    encoded = sorted(encoded, key=_pts)[len(prime):]
     if len(encoded) != spec.frames or not all(p.is_keyframe for p in encoded):
         raise RuntimeError("the keyframe variants are not one keyframe per clip frame")
     return EncodedClip(kind="video", codec=spec.codec, time_base=time_base, duration=spec.frames,

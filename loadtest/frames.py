@@ -81,11 +81,12 @@ class FrameAssembler:
     # --- sequence numbers ---------------------------------------------------------------
 
     def _unwrap(self, seq: int) -> int:
-        if self._highest is None:
+        highest = self._highest
+        if highest is None:
             return seq + (1 << 16)  # room below for reordered packets
-        base = self._highest & ~0xFFFF
+        base = highest & ~0xFFFF
         candidates = (base - 0x10000 + seq, base + seq, base + 0x10000 + seq)
-        return min(candidates, key=lambda c: abs(c - self._highest))
+        return min(candidates, key=lambda c: abs(c - highest))
 
     # --- feeding ----------------------------------------------------------------------------
 
@@ -200,6 +201,7 @@ class FrameAssembler:
         if frame.picture_id is None:  # no picture ID to go by: sequence numbers
             return frame.first_seq == self._after(last.last_seq)
         picture_id, modulus = frame.picture_id
+        assert last.picture_id is not None  # _next_complete goes by sequence numbers after a frame without one
         return picture_id == (last.picture_id[0] + 1) % modulus
 
     def _after(self, s: int) -> int:
@@ -222,6 +224,7 @@ class FrameAssembler:
 
     def _prune(self, released: bool) -> None:
         if released:  # complete frames behind the newest decodable one will never be decoded
+            assert self.last_decodable is not None  # _mark sets it for every released frame
             floor = self.last_decodable.last_seq
             for first in [k for k in self._complete if k <= floor]:
                 del self._complete[first]
@@ -257,7 +260,8 @@ def vp8_is_keyframe(frame: bytes) -> bool:
 
 
 def h264_nal_types(annexb: bytes) -> list[int]:
-    types, i = [], 0
+    types: list[int] = []
+    i = 0
     while True:
         i = annexb.find(b"\x00\x00\x01", i)
         if i < 0 or i + 3 >= len(annexb):

@@ -123,7 +123,7 @@ def machine_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, Optional[str]] = {}
     for name in ("aiortc", "av", "aiohttp", "aioice", "pylibsrtp", "numpy"):
         try:
             from importlib.metadata import version

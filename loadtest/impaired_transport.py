@@ -18,6 +18,7 @@ direction, in (time, arrival) order; aiortc stamps a downlink packet's
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable
@@ -94,13 +95,13 @@ class ImpairedTransport:
         self._down_delivery = TimedDelivery(loop)
         self._pump: Optional[asyncio.Task] = None
         if uplink is not None:
-            self._wrap_uplink()
+            self._wrap_uplink(uplink)
         if downlink is not None:
-            self._wrap_downlink()
+            self._wrap_downlink(downlink)
 
-    def _wrap_uplink(self) -> None:
+    def _wrap_uplink(self, link: Link) -> None:
         send = self.transport._send_rtp
-        link, delivery, loop = self.uplink, self._up_delivery, self._loop
+        delivery, loop = self._up_delivery, self._loop
 
         async def impaired_send_rtp(data: bytes) -> None:
             now = loop.time()
@@ -112,12 +113,13 @@ class ImpairedTransport:
             else:
                 delivery.schedule(out, lambda: send(data))
 
-        self.transport._send_rtp = impaired_send_rtp
+        # deliberately replaces aiortc's internal method on this one transport
+        self.transport._send_rtp = impaired_send_rtp  # type: ignore[method-assign]
 
-    def _wrap_downlink(self) -> None:
+    def _wrap_downlink(self, link: Link) -> None:
         ice = self.transport.transport
         recv = ice._recv
-        link, delivery, loop = self.downlink, self._down_delivery, self._loop
+        delivery, loop = self._down_delivery, self._loop
         arrived: asyncio.Queue = asyncio.Queue()
 
         async def deliver(data: bytes) -> None:
@@ -140,7 +142,7 @@ class ImpairedTransport:
                 if out <= now:
                     arrived.put_nowait(data)
                 else:
-                    delivery.schedule(out, lambda data=data: deliver(data))
+                    delivery.schedule(out, functools.partial(deliver, data))
 
         async def impaired_recv() -> bytes:
             if self._pump is None:  # read only once the DTLS transport reads: ICE is up by then
@@ -164,7 +166,8 @@ class ImpairedTransport:
             self._pump.cancel()
 
 
-def impair(transport: RTCDtlsTransport, uplink: Optional[Link], downlink: Optional[Link]) -> Optional[ImpairedTransport]:
+def impair(transport: RTCDtlsTransport, uplink: Optional[Link],
+           downlink: Optional[Link]) -> Optional[ImpairedTransport]:
     """Install links on a transport once (clean links: no wrapper at all). Returns the handle."""
     existing = getattr(transport, "_loadtest_impairment", None)
     if existing is not None:
@@ -176,5 +179,5 @@ def impair(transport: RTCDtlsTransport, uplink: Optional[Link], downlink: Option
     if uplink is None and downlink is None:
         return None
     handle = ImpairedTransport(transport, uplink, downlink)
-    transport._loadtest_impairment = handle
+    setattr(transport, "_loadtest_impairment", handle)  # our tag on aiortc's object, read back above
     return handle

@@ -281,7 +281,8 @@ class Link:
         self.bottleneck: Optional[TokenBucketQueue] = None
         if spec.rate_kbps:
             rate = spec.rate_kbps * 1000
-            self.bottleneck = TokenBucketQueue(rate, max(MAX_PACKET + WIRE_OVERHEAD, int(rate / 8 * spec.queue_ms / 1000)),
+            self.bottleneck = TokenBucketQueue(rate,
+                                               max(MAX_PACKET + WIRE_OVERHEAD, int(rate / 8 * spec.queue_ms / 1000)),
                                                max(spec.burst_bytes, MAX_PACKET + WIRE_OVERHEAD))
         self.delay: Optional[DelayJitter] = None
         if spec.delay_ms:

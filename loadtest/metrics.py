@@ -333,6 +333,7 @@ def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float
     audio_red = sum(s["packets_red"] for s in audio)
     probes = [s for s in video if s["probe"]]
     g2g = gather("g2g_s", probes)
+    first_p50 = percentile(firsts, 50)  # None exactly when there are no firsts
     pooled = {
         "latency_ms": summary_ms(g2g),
         "transport_ms": summary_ms(gather("transport_s", video), with_max=True),
@@ -342,7 +343,7 @@ def pool(video: list[dict], audio: list[dict], window: Window, deadline_s: float
         "freeze_count": sum(s["freeze_count"] for s in video),
         "frozen_ratio": round(frozen / (window.seconds * len(video)), 4) if video else None,
         "longest_freeze_ms": round(max((s["longest_freeze_s"] for s in video), default=0.0) * 1000),
-        "first_frame_ms": {"p50": None if not firsts else round(percentile(firsts, 50) * 1000),
+        "first_frame_ms": {"p50": None if first_p50 is None else round(first_p50 * 1000),
                            "max": None if not firsts else round(max(firsts) * 1000),
                            "streams_without_frames": len(video) - len(firsts)},
         "audio_in_time_ratio": round(audio_in_time / audio_sent, 4) if audio_sent else None,

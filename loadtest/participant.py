@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, cast
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -20,6 +20,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 logger = logging.getLogger(__name__)
+
+
+class _Picture(Protocol):
+    """A decoded video frame as used here: av's VideoFrame, or loadtest.receiver's DeliveredFrame."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
 
 
 @dataclass
@@ -70,9 +79,11 @@ class SyntheticParticipant:
 
     @property
     def id(self) -> str:
+        assert self.participant is not None, "join() first"
         return self.participant["id"]
 
     async def _read(self) -> None:
+        assert self.ws is not None  # join() connects before it starts the reader
         async for msg in self.ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -131,9 +142,12 @@ class SyntheticParticipant:
         self.answers_sent += 1
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        assert self.pc is not None  # the track came from it
         transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
-        received = ReceivedTrack(mid=transceiver.mid, kind=track.kind)
-        self.received[transceiver.mid] = received
+        mid = transceiver.mid
+        assert mid is not None  # negotiated by the offer that brought the track
+        received = ReceivedTrack(mid=mid, kind=track.kind)
+        self.received[mid] = received
         self._consumers.append(asyncio.ensure_future(self._consume(track, received)))
 
     async def _consume(self, track: MediaStreamTrack, received: ReceivedTrack) -> None:
@@ -145,7 +159,9 @@ class SyntheticParticipant:
                 received.first_frame_at = received.first_frame_at or now
                 received.last_frame_at = now
                 if track.kind == "video":
-                    received.width, received.height = frame.width, frame.height
+                    # aiortc types recv() as any frame or packet; a video track's are pictures
+                    picture = cast(_Picture, frame)
+                    received.width, received.height = picture.width, picture.height
                 self.on_frame(frame, received)
         except MediaStreamError:
             pass
@@ -172,7 +188,8 @@ class SyntheticParticipant:
                 raise TimeoutError(
                     f"{self.participant and self.participant['name']}: only "
                     f"{self.frames_from(participant_id, kind) - base}/{count} {kind} frames from {participant_id} "
-                    f"in {timeout} s (tracks {self.tracks_map}, received { {m: r.frames for m, r in self.received.items()} })"
+                    f"in {timeout} s (tracks {self.tracks_map}, "
+                    f"received { {m: r.frames for m, r in self.received.items()} })"
                 )
             await asyncio.sleep(0.02)
         return time.monotonic() - start
@@ -180,6 +197,7 @@ class SyntheticParticipant:
     # --- sending and leaving ---------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None, "join() first"
         await self.ws.send_str(json.dumps(message))
 
     async def close(self, leave: bool = True) -> None:

@@ -108,6 +108,7 @@ class PlayoutClock:
             self._learn(raw)
         rtt_add = min(RTT_MULT * self.rtt_s, RTT_MULT_ADD_CAP_S) if self._nacked_frames >= NACK_LIMIT else 0.0
         self.target_s = min(MAX_DELAY_S, max(self.min_delay_s, self._jitter_s + rtt_add + RENDER_DELAY_S))
+        assert self._offset is not None  # set by _learn or by the retransmission branch above
         due = captured + self._offset + self.target_s
         shown = max(decodable_at, due, self._last_render)
         self._last_render = shown

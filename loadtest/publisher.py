@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol, cast
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -53,6 +53,13 @@ PROBE_GRACE_S = 3.0
 # After a rung proved too much, wait this long before trying it again (doubling, capped).
 PROBE_BACKOFF_S = 5.0
 MAX_PROBE_BACKOFF_S = 40.0
+
+
+class _AdaptiveTrack(Protocol):
+    """A track that follows the bandwidth estimate (StampedClipTrack)."""
+
+    def set_target_bitrate(self, bitrate: int) -> None: ...
+    def on_loss_report(self, fraction_lost: float) -> None: ...
 
 
 @dataclass
@@ -175,6 +182,7 @@ class StampedClipTrack(MediaStreamTrack):
         if self._keyframe_wanted:
             self._keyframe_wanted = False
             if not clip.keyframes[index]:
+                assert self._keyframes is not None  # a keyframe is only wanted from a rung with variants
                 data = self._keyframes.packets[index]
                 self.keyframes_on_request += 1
         if self.kind == "audio":
@@ -192,8 +200,9 @@ class StampedClipTrack(MediaStreamTrack):
         return packet
 
     def counters(self) -> dict:
-        out = {"sent": len(self.sends), "keyframe_requests": self.keyframe_requests,
-               "keyframes_on_request": self.keyframes_on_request, "max_late_ms": round(self.max_late_s * 1000, 1)}
+        out: dict[str, Optional[float]] = {
+            "sent": len(self.sends), "keyframe_requests": self.keyframe_requests,
+            "keyframes_on_request": self.keyframes_on_request, "max_late_ms": round(self.max_late_s * 1000, 1)}
         if self.kind == "audio":
             out["red"] = self._red_opus_pt is not None
         if len(self._rungs) > 1:
@@ -217,8 +226,8 @@ def install_keyframe_hook() -> None:
         if track is not None and hasattr(track, "request_keyframe"):
             track.request_keyframe()
 
-    _send_keyframe._loadtest_hook = True
-    RTCRtpSender._send_keyframe = _send_keyframe
+    setattr(_send_keyframe, "_loadtest_hook", True)  # marks the patch as installed (checked above)
+    RTCRtpSender._send_keyframe = _send_keyframe  # type: ignore[method-assign]  # deliberate patch of aiortc
 
 
 def install_bandwidth_hook() -> None:
@@ -235,20 +244,21 @@ def install_bandwidth_hook() -> None:
         track = self.track
         if track is None or not hasattr(track, "set_target_bitrate"):
             return
+        adaptive = cast(_AdaptiveTrack, track)  # one that takes the estimate takes loss reports too
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
             except ValueError:
                 return
             if self._ssrc in ssrcs:
-                track.set_target_bitrate(bitrate)
+                adaptive.set_target_bitrate(bitrate)
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == self._ssrc:
-                    track.on_loss_report(report.fraction_lost / 256)
+                    adaptive.on_loss_report(report.fraction_lost / 256)
 
-    _handle_rtcp_packet._loadtest_hook = True
-    RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet
+    setattr(_handle_rtcp_packet, "_loadtest_hook", True)  # marks the patch as installed (checked above)
+    RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]  # deliberate patch
 
 
 class ResendGuard:
@@ -279,8 +289,9 @@ def install_retransmission_guard() -> None:
 
     async def _retransmit(self: RTCRtpSender, sequence_number: int) -> None:
         guard = self.__dict__.setdefault("_loadtest_resend_guard", ResendGuard())
-        if guard.allow(sequence_number, time.monotonic(), self._RTCRtpSender__rtt):
+        rtt = self._RTCRtpSender__rtt  # type: ignore[attr-defined]  # aiortc's private RTT estimate
+        if guard.allow(sequence_number, time.monotonic(), rtt):
             await original(self, sequence_number)
 
-    _retransmit._loadtest_hook = True
-    RTCRtpSender._retransmit = _retransmit
+    setattr(_retransmit, "_loadtest_hook", True)  # marks the patch as installed (checked above)
+    RTCRtpSender._retransmit = _retransmit  # type: ignore[method-assign]  # deliberate patch of aiortc

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import av
 from aiortc.codecs import depayload
+from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -160,7 +161,11 @@ class FrameBundle:
 
 
 class InstrumentedBuffer:
-    """Stands in for aiortc's JitterBuffer; `attach()` gives it its stream once the track is known."""
+    """Stands in for aiortc's JitterBuffer; `attach()` gives it its stream once the track is known.
+
+    A packet's `_data` is its depayloaded payload, which aiortc's receiver sets on every packet
+    without declaring it (aiortc ignores that type too): hence the `type: ignore[attr-defined]`s.
+    """
 
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
         self.is_video = is_video
@@ -226,18 +231,20 @@ class InstrumentedBuffer:
         if not self.is_video:
             if self.red is not None and packet.payload_type == self.red.red_pt:
                 return self._add_red(packet, now)
-            record.arrivals.append([record.index_of(packet._data), now])
+            record.arrivals.append([record.index_of(packet._data), now])  # type: ignore[attr-defined]
             return self.stock.add(packet)
+        assembler = self.assembler
+        assert assembler is not None  # attach() makes it with the record of a video stream
         padding, packets = None, [packet]
         if self.video_fec is not None and packet.payload_type == self.video_fec.red:
             padding, packets = self._unwrap_video_red(packet)
         if self.mode == "browser":
-            released = [] if padding is None else self.assembler.add_padding(padding, now)
+            released = [] if padding is None else assembler.add_padding(padding, now)
             for plain in packets:
                 released += self._assemble(plain, now)
             return self._browser_release(released, now)
         if padding is not None:
-            self.assembler.add_padding(padding, now)
+            assembler.add_padding(padding, now)
         pli, frames = False, []
         for plain in packets:
             self._assemble(plain, now)
@@ -246,33 +253,37 @@ class InstrumentedBuffer:
             if frame is not None:
                 index = record.index_of(frame.data)
                 # aiortc's buffer can release a frame missing packets (after it dropped some): not decodable either
-                ok = self.assembler.decodable_timestamp(frame.timestamp) and (index >= 0 or record.by_marker)
-                frame.loadtest = (record, index, ok)
+                ok = assembler.decodable_timestamp(frame.timestamp) and (index >= 0 or record.by_marker)
+                setattr(frame, "loadtest", (record, index, ok))  # our tag on aiortc's frame, for MeasuringDecoder
                 frames.append(frame)
         if pli:
             record.keyframe_requests += 1
         return pli, (frames[0] if len(frames) == 1 else FrameBundle(frames)) if frames else None
 
     def _assemble(self, packet: RtpPacket, now: float) -> list[AssembledFrame]:
-        return self.assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data, now,
-                                  starts_frame=self._helpers.starts_frame(packet.payload),
-                                  picture_id=self._helpers.picture_id(packet.payload))
+        assembler, helpers = self.assembler, self._helpers
+        assert assembler is not None and helpers is not None  # attach() sets both for a video stream
+        data = packet._data  # type: ignore[attr-defined]
+        return assembler.add(packet.sequence_number, packet.timestamp, bool(packet.marker), data, now,
+                             starts_frame=helpers.starts_frame(packet.payload),
+                             picture_id=helpers.picture_id(packet.payload))
 
     # --- video RED + ULPFEC ---------------------------------------------------------------------------
 
     def _unwrap_video_red(self, packet: RtpPacket) -> tuple[Optional[int], list[RtpPacket]]:
         """A RED packet as libwebrtc takes it: (its sequence number if it counts as padding: FEC or
         empty; the media packets to deliver: its own, then any the FEC decoder recovered)."""
-        record = self.record
+        record, fec = self.record, self.video_fec
+        assert record is not None and fec is not None  # add() unwraps only for an attached stream with FEC
         record.red_packets += 1
         payload = packet.payload
         if not payload:
             return packet.sequence_number, []  # padding
         block = payload[0]
-        if block & 0x80 or (block != self.video_fec.ulpfec and block not in self._media_codecs):
+        if block & 0x80 or (block != fec.ulpfec and block not in self._media_codecs):
             return self._malformed_red(packet)  # libwebrtc takes one block only, of a known payload type
         decoder = self._decoder_for(packet.ssrc)
-        if block == self.video_fec.ulpfec:
+        if block == fec.ulpfec:
             record.fec_packets += 1
             try:
                 recovered = decoder.add_fec(payload[1:])
@@ -286,6 +297,7 @@ class InstrumentedBuffer:
         return None, [media] + self._recovered(self._protect(packet, block, decoder))
 
     def _malformed_red(self, packet: RtpPacket) -> tuple[Optional[int], list[RtpPacket]]:
+        assert self.record is not None  # only for an attached stream's packets
         self.record.red_malformed += 1
         if self.nack is not None:  # dropped before libwebrtc's NACK module hears of it: still missing
             self.nack.forget(packet.sequence_number)
@@ -305,7 +317,7 @@ class InstrumentedBuffer:
                           timestamp=packet.timestamp, ssrc=packet.ssrc, payload=payload)
         plain.csrc, plain.extensions, plain.padding_size = packet.csrc, packet.extensions, packet.padding_size
         try:
-            plain._data = depayload(codec, payload) if payload else b""
+            plain._data = depayload(codec, payload) if payload else b""  # type: ignore[attr-defined]
         except ValueError:
             return None
         return plain
@@ -325,9 +337,11 @@ class InstrumentedBuffer:
 
     def _recovered(self, recovered: list[bytes]) -> list[RtpPacket]:
         """Recovered packets, as received ones; each leaves the NACK list (libwebrtc: is_recovered)."""
+        record = self.record
+        assert record is not None  # only for an attached stream's packets
         out = []
         for data in recovered:
-            self.record.fec_recovered += 1
+            record.fec_recovered += 1
             try:
                 parsed = RtpPacket.parse(data)
             except ValueError:
@@ -346,10 +360,11 @@ class InstrumentedBuffer:
         A redundant copy arriving is that packet arriving (the metrics take the
         first arrival of each send, so a copy of a packet already here changes nothing).
         """
-        record = self.record
+        record, red = self.record, self.red
+        assert record is not None and red is not None  # add() calls this for an attached stream with red
         record.red_packets += 1
         try:
-            blocks = parse_red(packet._data)
+            blocks = parse_red(packet._data)  # type: ignore[attr-defined]
         except RedError:
             record.red_malformed += 1
             return False, None  # unusable: the packet counts as lost
@@ -358,12 +373,13 @@ class InstrumentedBuffer:
         primary = blocks[-1].data
         record.arrivals.append([record.index_of(primary), now])
         plain = copy.copy(packet)
-        plain.payload_type = self.red.opus_pt
-        plain.payload = plain._data = primary
+        plain.payload_type = red.opus_pt
+        plain.payload = plain._data = primary  # type: ignore[attr-defined]
         return self.stock.add(plain)
 
     def _browser_release(self, released: list[AssembledFrame], now: float) -> tuple[bool, Optional[Any]]:
         record = self.record
+        assert record is not None  # add() releases only for an attached stream
         if released:
             self._last_progress = now
             if any(f.keyframe for f in released):
@@ -383,7 +399,7 @@ class InstrumentedBuffer:
         for f in released:
             jf = JitterFrame(data=f.data, timestamp=f.timestamp)
             shown = self.playout.render_time(f.timestamp, now, f.delayed_by_retransmission, f.completed_at)
-            jf.loadtest = (record, record.index_of(f.data), True, shown)
+            setattr(jf, "loadtest", (record, record.index_of(f.data), True, shown))  # read by MeasuringDecoder
             frames.append(jf)
             self._frozen_s += self._freezes.add(shown) or 0.0
         if self.policy is not None and now >= self._policy_at:
@@ -412,7 +428,7 @@ class MeasuringDecoder:
         self.codec = codec
         self.kind = codec.mimeType.split("/")[0].lower()
         self._real_factory = real_factory
-        self._real = None
+        self._real: Optional[Decoder] = None
 
     def decode(self, encoded_frame) -> list:
         frames = encoded_frame.frames if isinstance(encoded_frame, FrameBundle) else [encoded_frame]
@@ -447,6 +463,7 @@ class MeasuringDecoder:
         decoded_at = time.monotonic() if shown_at is None else max(time.monotonic(), shown_at)
         out = []
         for picture in pictures:
+            assert isinstance(picture, av.VideoFrame)  # only video reaches the real decoder (tag above)
             shown = index
             if record.by_marker:
                 marked = read_marker(luma_of(picture))
@@ -544,11 +561,17 @@ def install(mode: str, jitter_buffer_target_s: Optional[float] = None) -> None:
     SETTINGS.mode = mode
     SETTINGS.jitter_buffer_target_s = jitter_buffer_target_s
     real_factory = getattr(receiver_module, "_loadtest_real_get_decoder", receiver_module.get_decoder)
-    receiver_module._loadtest_real_get_decoder = real_factory
-    receiver_module.JitterBuffer = InstrumentedBuffer
-    receiver_module.get_decoder = lambda codec: MeasuringDecoder(codec, real_factory)
+    setattr(receiver_module, "_loadtest_real_get_decoder", real_factory)  # kept for a later install()
+
+    def measuring_decoder(codec: RTCRtpCodecParameters) -> MeasuringDecoder:
+        return MeasuringDecoder(codec, real_factory)
+
+    # Deliberately replaces names aiortc's receiver looks up in its module with duck-typed stand-ins
+    # (not subclasses: the buffer releases tagged frames, the decoder hands on DeliveredFrames).
+    receiver_module.JitterBuffer = InstrumentedBuffer  # type: ignore[misc,assignment]
+    receiver_module.get_decoder = measuring_decoder  # type: ignore[assignment]
     if mode == "browser":
-        receiver_module.NackGenerator = RetryingNackGenerator
+        receiver_module.NackGenerator = RetryingNackGenerator  # type: ignore[misc,assignment]
     _route_rtx_by_ssrc()
     keep_wire_bytes()  # ULPFEC needs the bytes as sent (media.aiortc_bridge.WirePacket)
     _keep_red_payloads(receiver_module)
@@ -591,8 +614,8 @@ def _route_rtx_by_ssrc() -> None:
             if encoding.rtx is not None and encoding.rtx.ssrc:
                 self._rtp_router.ssrc_table[encoding.rtx.ssrc] = receiver
 
-    register._loadtest_hook = True
-    RTCDtlsTransport._register_rtp_receiver = register
+    setattr(register, "_loadtest_hook", True)  # marks the patch as installed (checked above)
+    RTCDtlsTransport._register_rtp_receiver = register  # type: ignore[method-assign]  # deliberate patch of aiortc
 
 
 def equip(receiver, buffer: InstrumentedBuffer, audio_deadline_s: float, rtt_s: Optional[float] = None) -> None:

@@ -82,7 +82,8 @@ def add_red_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, dict[str, R
                                 len(formats))
                 formats.insert(position, red)
                 section = [" ".join(fields[:3] + [str(pt) for pt in formats])] + section[1:]
-                first_rtpmap = next((i for i, l in enumerate(section) if l.startswith("a=rtpmap:")), len(section))
+                first_rtpmap = next((i for i, line in enumerate(section) if line.startswith("a=rtpmap:")),
+                                    len(section))
                 section[first_rtpmap:first_rtpmap] = [f"a=rtpmap:{red} {RED_NAME}", f"a=fmtp:{red} {opus}/{opus}"]
                 accepted[mid] = RedCodec(mid=mid, red_pt=red, opus_pt=opus, red_first=position == 0)
         edited.append(section)
@@ -102,10 +103,11 @@ def answer_with_red(pc: RTCPeerConnection, offer_sdp: Callable[[], str], accepte
         answer = await create_answer()
         sdp, red_mids = add_red_to_answer(answer.sdp, offer_sdp())
         for transceiver in pc.getTransceivers():
-            red = red_mids.get(transceiver.mid)
-            if red is None or transceiver.kind != "audio":
+            mid = transceiver.mid
+            red = red_mids.get(mid) if mid is not None else None
+            if mid is None or red is None or transceiver.kind != "audio":
                 continue
-            accepted[transceiver.mid] = red
+            accepted[mid] = red
             if red.red_first:  # Chrome sends with the answer's first codec
                 send_red(transceiver.sender, red)
             if receive:
@@ -130,7 +132,7 @@ def send_red(sender: RTCRtpSender, red: RedCodec) -> None:
     """
     if getattr(sender, "_loadtest_red", None) is not None:
         return  # wrapped on an earlier negotiation (aiortc starts a sender once)
-    sender._loadtest_red = red
+    setattr(sender, "_loadtest_red", red)  # our tag on aiortc's object, read back above
     original = sender.send
 
     async def send(parameters: RTCRtpSendParameters) -> None:
@@ -143,14 +145,14 @@ def send_red(sender: RTCRtpSender, red: RedCodec) -> None:
                 track.use_red(red.opus_pt)
         await original(parameters)
 
-    sender.send = send
+    sender.send = send  # type: ignore[method-assign]  # deliberately wraps aiortc's method on this sender
 
 
 def receive_red(receiver: RTCRtpReceiver, red: RedCodec) -> None:
     """The receiver accepts the red payload type (aiortc drops unknown ones) and its buffer unwraps RED."""
     if getattr(receiver, "_loadtest_red", None) is not None:
         return
-    receiver._loadtest_red = red
+    setattr(receiver, "_loadtest_red", red)  # our tag on aiortc's object, read back above
     buffer = buffer_of(receiver)
     if buffer is not None:
         buffer.use_red(red)
@@ -163,4 +165,4 @@ def receive_red(receiver: RTCRtpReceiver, red: RedCodec) -> None:
             parameters = replace(parameters, codecs=codecs + [_opus_as(opus, red.red_pt)])
         await original(parameters)
 
-    receiver.receive = receive
+    receiver.receive = receive  # type: ignore[method-assign]  # deliberately wraps aiortc's method on this receiver

@@ -102,8 +102,8 @@ def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str, *, sending: bool = 
     edited: list[list[str]] = []
     for section in sections:
         mid = section_mid(section)
-        fec = offered.get(mid)
-        if fec is not None and _accepts(section, sending):
+        fec = offered.get(mid) if mid is not None else None
+        if mid is not None and fec is not None and _accepts(section, sending):
             section = _with_video_fec(section, fec, orders[mid])
             accepted[mid] = fec
         edited.append(section)
@@ -126,9 +126,10 @@ def answer_with_video_fec(pc: RTCPeerConnection, offer_sdp: Callable[[], str],
         answer = await create_answer()
         sdp, fec_mids = add_video_fec_to_answer(answer.sdp, offer_sdp(), sending=send)
         for transceiver in pc.getTransceivers():
-            fec = fec_mids.get(transceiver.mid)
-            if fec is not None and transceiver.kind == "video":
-                accepted[transceiver.mid] = fec
+            mid = transceiver.mid
+            fec = fec_mids.get(mid) if mid is not None else None
+            if mid is not None and fec is not None and transceiver.kind == "video":
+                accepted[mid] = fec
                 receive_video_fec(transceiver.receiver, fec)  # acts only if the receiver starts
                 if send:
                     send_video_fec(transceiver.sender, fec)  # acts only if the sender starts
@@ -145,7 +146,9 @@ def with_video_fec_codecs(parameters: RTCRtpReceiveParameters, fec: VideoFecPayl
     """The receive parameters with red (as RedVideoCodec) and rtx-for-red added, and the media
     codecs RED may carry by payload type; unchanged (and no codecs) without VP8/VP9."""
     codecs = list(parameters.codecs)
-    media = {c.payloadType: c for c in codecs if not is_rtx(c) and c.payloadType not in (fec.red, fec.ulpfec)}
+    # negotiated codecs all have payload types (aiortc's type allows None for unnegotiated ones)
+    media = {c.payloadType: c for c in codecs
+             if c.payloadType is not None and not is_rtx(c) and c.payloadType not in (fec.red, fec.ulpfec)}
     video = next((c for c in media.values() if c.name.lower() in PROTECTABLE), None)
     if video is None:
         return parameters, {}
@@ -165,7 +168,7 @@ def receive_video_fec(receiver: RTCRtpReceiver, fec: VideoFecPayloadTypes) -> No
     unwraps RED and decodes ULPFEC, from when the receiver starts."""
     if getattr(receiver, "_loadtest_video_fec", None) is not None:
         return  # wrapped on an earlier negotiation (aiortc starts a receiver once)
-    receiver._loadtest_video_fec = fec
+    setattr(receiver, "_loadtest_video_fec", fec)  # our tag on aiortc's object, read back above
     original = receiver.receive
 
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
@@ -175,7 +178,7 @@ def receive_video_fec(receiver: RTCRtpReceiver, fec: VideoFecPayloadTypes) -> No
             buffer.use_video_fec(fec, media, zeroed_extensions(parameters.headerExtensions))
         await original(parameters)
 
-    receiver.receive = receive
+    receiver.receive = receive  # type: ignore[method-assign]  # deliberately wraps aiortc's method on this receiver
 
 
 # --- the sender ---------------------------------------------------------------------------------------
@@ -191,14 +194,16 @@ def send_video_fec(sender: RTCRtpSender, fec: VideoFecPayloadTypes) -> None:
     """
     if getattr(sender, "_loadtest_video_fec", None) is not None:
         return  # wrapped on an earlier negotiation
-    sender._loadtest_video_fec = fec
+    setattr(sender, "_loadtest_video_fec", fec)  # our tag on aiortc's object, read back above
     original = sender.send
 
     async def send(parameters: RTCRtpSendParameters) -> None:
         codec = parameters.codecs[0] if parameters.codecs else None
-        if (not sender._RTCRtpSender__started and video_fec_sender_of(sender) is None and codec is not None
-                and codec.mimeType.lower() == "video/vp8" and codec.payloadType not in (fec.red, fec.ulpfec)):
-            ChromeVideoSender(sender, fec, codec.payloadType, zeroed_extensions(parameters.headerExtensions)).install()
+        payload_type = codec.payloadType if codec is not None else None  # negotiated: never None
+        started = sender._RTCRtpSender__started  # type: ignore[attr-defined]  # aiortc's private started flag
+        if (not started and video_fec_sender_of(sender) is None and codec is not None and payload_type is not None
+                and codec.mimeType.lower() == "video/vp8" and payload_type not in (fec.red, fec.ulpfec)):
+            ChromeVideoSender(sender, fec, payload_type, zeroed_extensions(parameters.headerExtensions)).install()
         await original(parameters)
 
-    sender.send = send
+    sender.send = send  # type: ignore[method-assign]  # deliberately wraps aiortc's method on this sender

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import fractions
 import math
+from typing import cast
 
 import numpy as np
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from av import AudioFrame, VideoFrame
+from numpy.typing import NDArray
 
 
 class PatternVideoTrack(VideoStreamTrack):
@@ -55,7 +57,8 @@ class PhotoVideoTrack(VideoStreamTrack):
         matrix = self._cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
         matrix[:, 2] += ((self.width - w) / 2 + dx, (self.height - h) / 2 + dy)
         image = self._cv2.warpAffine(self._photo, matrix, (self.width, self.height), borderValue=(40, 40, 40))
-        frame = VideoFrame.from_ndarray(image, format="bgr24")
+        # OpenCV's stubs type the result loosely; it keeps the source photo's dtype, uint8 (bgr24)
+        frame = VideoFrame.from_ndarray(cast(NDArray[np.uint8], image), format="bgr24")
         frame.pts, frame.time_base = pts, time_base
         return frame
 
@@ -68,6 +71,7 @@ class ToneAudioTrack(AudioStreamTrack):
 
     async def recv(self) -> AudioFrame:
         frame = await super().recv()  # paced silence with correct pts
+        assert isinstance(frame, AudioFrame)  # aiortc's AudioStreamTrack.recv() makes one (typed as av's Frame)
         n = frame.samples
         t = (np.arange(n) + self._samples) / frame.sample_rate
         self._samples += n

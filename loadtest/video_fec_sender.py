@@ -70,15 +70,17 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, cast
 
 from aiortc import RTCRtpSender, clock
+from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket, wrap_rtx
+from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
 from loadtest.publisher import ResendGuard
@@ -287,6 +289,25 @@ class UlpfecGenerator:
         return n >= wanted
 
 
+class _SenderInternals(Protocol):
+    """What ChromeVideoSender drives of aiortc 1.16.0's RTCRtpSender beyond its public API: its
+    name-mangled private state, and the methods `install()` replaces on the instance."""
+
+    _RTCRtpSender__rtt: Optional[float]
+    _RTCRtpSender__rtp_started: asyncio.Event
+    _RTCRtpSender__rtp_exited: asyncio.Event
+    _RTCRtpSender__encoder: Optional[Encoder]
+    _RTCRtpSender__rtp_header_extensions_map: HeaderExtensionsMap
+    _RTCRtpSender__mid: Optional[str]
+    _RTCRtpSender__ntp_timestamp: int
+    _RTCRtpSender__rtp_timestamp: int
+    _RTCRtpSender__octet_count: int
+    _RTCRtpSender__packet_count: int
+    _run_rtp: Callable[[RTCRtpCodecParameters], Awaitable[None]]
+    _retransmit: Callable[[int], Awaitable[None]]
+    _handle_rtcp_packet: Callable[[Any], Awaitable[None]]
+
+
 class ChromeVideoSender:
     """Sends one aiortc RTCRtpSender's video as Chrome does with red + ulpfec negotiated.
 
@@ -302,6 +323,8 @@ class ChromeVideoSender:
     def __init__(self, sender: RTCRtpSender, payload_types: VideoFecPayloadTypes, media_payload_type: int,
                  zero_from: dict[int, int]) -> None:
         self.sender = sender
+        # the same object, seen through the aiortc internals this class uses (the tests pin them)
+        self._internals = cast(_SenderInternals, sender)
         self.payload_types = payload_types
         self.media_payload_type = media_payload_type
         self.zero_from = zero_from  # negotiated extension id -> first byte FEC leaves out
@@ -315,10 +338,10 @@ class ChromeVideoSender:
         self.media_packets = self.fec_packets = self.retransmissions = self.nacks_unanswered = 0
 
     def install(self) -> None:
-        sender = self.sender
-        sender._loadtest_video_fec_sender = self
-        sender._run_rtp = self._run_rtp
-        sender._retransmit = self._retransmit
+        sender, internals = self.sender, self._internals
+        setattr(sender, "_loadtest_video_fec_sender", self)  # our tag, read by video_fec_sender_of
+        internals._run_rtp = self._run_rtp
+        internals._retransmit = self._retransmit
 
         async def handle_rtcp_packet(packet: Any) -> None:
             await type(sender)._handle_rtcp_packet(sender, packet)  # the class's, hooks included
@@ -327,17 +350,17 @@ class ChromeVideoSender:
                     if report.ssrc == sender._ssrc:
                         self.controller.on_loss_report(time.monotonic(), report.fraction_lost / 256)
 
-        sender._handle_rtcp_packet = handle_rtcp_packet
+        internals._handle_rtcp_packet = handle_rtcp_packet
 
     @property
     def rtt_s(self) -> Optional[float]:
-        return self.sender._RTCRtpSender__rtt
+        return self._internals._RTCRtpSender__rtt
 
     # --- sending -------------------------------------------------------------------------------------
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
-        sender = self.sender
-        sender._RTCRtpSender__rtp_started.set()
+        sender, internals = self.sender, self._internals
+        internals._RTCRtpSender__rtp_started.set()
         timestamp_origin = random32()
         try:
             while True:
@@ -356,15 +379,15 @@ class ChromeVideoSender:
         if track is not None:
             track.stop()
             sender.replaceTrack(None)
-        sender._RTCRtpSender__encoder = None
-        sender._RTCRtpSender__rtp_exited.set()
+        internals._RTCRtpSender__encoder = None
+        internals._RTCRtpSender__rtp_exited.set()
 
     async def send_frame(self, payloads: list[bytes], timestamp: int, now: float) -> None:
         """One frame's VP8 payloads as RED, then the FEC it completes (if any)."""
         keyframe = vp8_is_keyframe_start(payloads[0])
         self.controller.on_frame(now, payloads, keyframe)
         self.generator.set_params(self.controller.update(now, self.rtt_s))
-        extensions_map = self.sender._RTCRtpSender__rtp_header_extensions_map
+        extensions_map = self._internals._RTCRtpSender__rtp_header_extensions_map
         fec: list[bytes] = []
         for i, payload in enumerate(payloads):
             packet = self._packet(self.media_payload_type, timestamp, i == len(payloads) - 1, payload)
@@ -394,18 +417,18 @@ class ChromeVideoSender:
         packet = RtpPacket(payload_type=payload_type, marker=int(marker), sequence_number=self._seq,
                            timestamp=timestamp, ssrc=self.sender._ssrc, payload=payload)
         packet.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-        packet.extensions.mid = self.sender._RTCRtpSender__mid
+        packet.extensions.mid = self._internals._RTCRtpSender__mid
         self._seq = uint16_add(self._seq, 1)
         return packet
 
     async def _send(self, packet: RtpPacket) -> None:
-        sender = self.sender
-        await sender.transport._send_rtp(packet.serialize(sender._RTCRtpSender__rtp_header_extensions_map))
+        sender, internals = self.sender, self._internals
+        await sender.transport._send_rtp(packet.serialize(internals._RTCRtpSender__rtp_header_extensions_map))
         # what aiortc's loop keeps for its sender reports (the RTT comes from them)
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
-        sender._RTCRtpSender__rtp_timestamp = packet.timestamp
-        sender._RTCRtpSender__octet_count += len(packet.payload)
-        sender._RTCRtpSender__packet_count += 1
+        internals._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+        internals._RTCRtpSender__rtp_timestamp = packet.timestamp
+        internals._RTCRtpSender__octet_count += len(packet.payload)
+        internals._RTCRtpSender__packet_count += 1
 
     async def _retransmit(self, sequence_number: int) -> None:
         """A NACKed media packet again, over rtx-for-red; FEC (never kept) and forgotten packets: nothing."""
@@ -421,7 +444,8 @@ class ChromeVideoSender:
             self._rtx_seq = uint16_add(self._rtx_seq, 1)
         # (without rtx-for-red, libwebrtc resends the RED packet itself in the media stream)
         self.retransmissions += 1
-        await self.sender.transport._send_rtp(packet.serialize(self.sender._RTCRtpSender__rtp_header_extensions_map))
+        await self.sender.transport._send_rtp(
+            packet.serialize(self._internals._RTCRtpSender__rtp_header_extensions_map))
 
     def counters(self) -> dict[str, Any]:
         params = self.controller.params
