@@ -37,7 +37,8 @@ class ServerUnderTest:
         return self.services.issuer.mint(room=room, identity=identity or f"{role}-{name}".lower(), name=name,
                                          role=role, ttl_s=ttl_s, permissions=permissions)
 
-    def participant(self, role: str, *, publish: bool = True, room: str = "r1", seed: int = 0, **token_args) -> SyntheticParticipant:
+    def participant(self, role: str, *, publish: bool = True, room: str = "r1", seed: int = 0,
+                    **token_args) -> SyntheticParticipant:
         p = SyntheticParticipant(
             self.base_url,
             self.token(role, room=room, **token_args),

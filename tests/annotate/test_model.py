@@ -106,7 +106,8 @@ def test_every_kind_is_accepted_in_canonical_form():
                         "color": "#00AAFF"}) == {
         "kind": "circle", "anchor": "face", "center": (5, 0.25, 0.25), "edge": (6, 1.2, -0.1),
         "item": None, "color": "#00aaff", "width": limits.DEFAULT_WIDTH}
-    assert parse_shape({"kind": "arrow", "from": [0, 0], "to": [1, 1], "item": "laser", "color": "#123456"})["color"] == "#123456"
+    arrow = {"kind": "arrow", "from": [0, 0], "to": [1, 1], "item": "laser", "color": "#123456"}
+    assert parse_shape(arrow)["color"] == "#123456"
     assert parse_shape({"kind": "text", "at": [0.5, 0.5], "text": "Hyaluronsäure 1 ml"}) == {
         "kind": "text", "anchor": "screen", "at": (0.5, 0.5), "text": "Hyaluronsäure 1 ml",
         "item": None, "color": DEFAULT_COLOR}
@@ -114,17 +115,20 @@ def test_every_kind_is_accepted_in_canonical_form():
 
 def test_single_point_stroke_and_maximum_stroke_are_accepted():
     assert len(parse_shape(shape(points=[[0.5, 0.5]]))["points"]) == 1
-    assert len(parse_shape(shape(points=[[0.5, 0.5]] * limits.MAX_POINTS_PER_STROKE))["points"]) == limits.MAX_POINTS_PER_STROKE
+    longest = shape(points=[[0.5, 0.5]] * limits.MAX_POINTS_PER_STROKE)
+    assert len(parse_shape(longest)["points"]) == limits.MAX_POINTS_PER_STROKE
 
 
 def test_numbers_are_rounded_and_extra_fields_dropped():
-    parsed = parse_shape(shape(points=[[0.123456789, 1], [0, 0.987654321]], onclick="alert(1)", id="forged", author="someone-else"))
+    parsed = parse_shape(shape(points=[[0.123456789, 1], [0, 0.987654321]],
+                               onclick="alert(1)", id="forged", author="someone-else"))
     assert parsed["points"] == ((0.12346, 1.0), (0.0, 0.98765))
     assert set(parsed) == {"kind", "anchor", "points", "item", "color", "width"}
 
 
 def test_maximum_stroke_fits_the_websocket_frame():
-    worst = shape(anchor="face", points=[[limits.FACE_TRIANGLE_COUNT - 1, -1.23456, -0.23456]] * limits.MAX_POINTS_PER_STROKE)
+    worst = shape(anchor="face",
+                  points=[[limits.FACE_TRIANGLE_COUNT - 1, -1.23456, -0.23456]] * limits.MAX_POINTS_PER_STROKE)
     message = {"type": "annotate", "op": "add", "ref": "r" * limits.MAX_REF_CHARS, "shape": worst}
     assert len(json.dumps(message, separators=(",", ":"))) < 64 * 1024
     json.dumps(parse_shape(worst), allow_nan=False)

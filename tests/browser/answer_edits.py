@@ -11,9 +11,13 @@ ANSWER_EDIT_JS = r"""
     let lines = section.split('\r\n').filter((l) => KEEP_NACK || !/^a=rtcp-fb:\d+ nack$/.test(l));
     if (!KEEP_FEC) {
       const fec = lines.map((l) => l.match(/^a=rtpmap:(\d+) (red|ulpfec)\/90000/)).filter(Boolean).map((m) => m[1]);
-      const rtx = lines.map((l) => l.match(/^a=fmtp:(\d+) apt=(\d+)$/)).filter((m) => m && fec.includes(m[2])).map((m) => m[1]);
+      const rtx = lines.map((l) => l.match(/^a=fmtp:(\d+) apt=(\d+)$/))
+        .filter((m) => m && fec.includes(m[2])).map((m) => m[1]);
       const drop = new Set([...fec, ...rtx]);
-      lines = lines.filter((l) => { const m = l.match(/^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)/); return !m || !drop.has(m[1]); });
+      lines = lines.filter((l) => {
+        const m = l.match(/^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)/);
+        return !m || !drop.has(m[1]);
+      });
       const f = lines[0].split(' ');
       lines[0] = f.slice(0, 3).concat(f.slice(3).filter((pt) => !drop.has(pt))).join(' ');
     }

@@ -33,7 +33,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +219,9 @@ atexit.register(_destroy_leftovers)
 def _pick_subnet() -> ipaddress.IPv4Network:
     """A /30 of 10.231.0.0/16 that no existing route or address on the host overlaps."""
     taken: list[ipaddress.IPv4Network] = []
-    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines() + _ip("-4", "route", "show", "table", "all").stdout.splitlines():
+    addr_lines = _ip("-4", "-o", "addr", "show").stdout.splitlines()
+    route_lines = _ip("-4", "route", "show", "table", "all").stdout.splitlines()
+    for line in addr_lines + route_lines:
         for tok in line.split():
             try:
                 net = ipaddress.ip_network(tok, strict=False)
@@ -226,7 +231,7 @@ def _pick_subnet() -> ipaddress.IPv4Network:
                 taken.append(net)
     for _ in range(200):
         index = secrets.randbelow(_SUPERNET.num_addresses // 4)
-        candidate = ipaddress.ip_network((int(_SUPERNET.network_address) + 4 * index, 30))
+        candidate = ipaddress.IPv4Network((int(_SUPERNET.network_address) + 4 * index, 30))
         if not any(candidate.overlaps(t) for t in taken):
             return candidate
     raise RuntimeError("no free /30 left in 10.231.0.0/16")
@@ -394,7 +399,10 @@ def start_sfu_server(netns: NetNamespace, data_dir: Path, *, port: int = 8080,
 
     links = proc.wait_for(links_ready, timeout)
     if not links:
-        why = "exited" if not proc.alive() else f"did not print all join links ({', '.join(sorted(wanted))}) within {timeout:.0f} s"
+        if not proc.alive():
+            why = "exited"
+        else:
+            why = f"did not print all join links ({', '.join(sorted(wanted))}) within {timeout:.0f} s"
         raise RuntimeError(f"consult-sfu server {why}; command: {' '.join(argv)}\n{proc.output()}")
     base = next((m.group(1) for line in proc.lines() if (m := _LISTEN_RE.search(line))),
                 f"http://127.0.0.1:{port}")
@@ -443,7 +451,7 @@ class BrowserFactory:
     def __init__(self, netns: NetNamespace, artifact_dir: Path):
         self.netns = netns
         self.artifact_dir = artifact_dir
-        self.drivers: dict[str, object] = {}
+        self.drivers: dict[str, WebDriver] = {}
         self._console: dict[str, list[dict]] = {}
         self._driver_url: str | None = None
         self.diagnostics_saved = False
@@ -453,7 +461,7 @@ class BrowserFactory:
             _, self._driver_url = start_chromedriver(self.netns)
         return self._driver_url
 
-    def __call__(self, label: str, extra_args: Iterable[str] = ()):
+    def __call__(self, label: str, extra_args: Iterable[str] = ()) -> WebDriver:
         from selenium import webdriver
         from selenium.webdriver.chromium.remote_connection import ChromiumRemoteConnection
         from selenium.webdriver.common.proxy import Proxy, ProxyType
@@ -486,7 +494,7 @@ class BrowserFactory:
         self._console[label] = []
         return driver
 
-    def label_of(self, driver) -> str:
+    def label_of(self, driver: WebDriver) -> str:
         for label, d in self.drivers.items():
             if d is driver:
                 return label
@@ -561,7 +569,9 @@ const vids = Array.from(document.querySelectorAll('video')).map(v => {
     videoWidth: v.videoWidth, videoHeight: v.videoHeight, currentTime: v.currentTime,
     paused: v.paused, readyState: v.readyState, muted: v.muted, autoplay: v.autoplay,
     totalVideoFrames: q ? q.totalVideoFrames : null, droppedVideoFrames: q ? q.droppedVideoFrames : null,
-    tracks: s && s.getTracks ? s.getTracks().map(t => ({kind: t.kind, readyState: t.readyState, muted: t.muted, enabled: t.enabled})) : null,
+    tracks: s && s.getTracks
+      ? s.getTracks().map(t => ({kind: t.kind, readyState: t.readyState, muted: t.muted, enabled: t.enabled}))
+      : null,
     error: v.error ? String(v.error.message || v.error.code) : null,
   };
 });

@@ -62,7 +62,8 @@ return points.map(([x, y]) => {
   const d = ctx.getImageData(px - 1, py - 1, 3, 3).data;
   let best = 0;
   for (let i = 4; i < d.length; i += 4) if (d[i + 3] > d[best + 3]) best = i;
-  return {x, y, clientX: cx, clientY: cy, visible, mirrored, alpha: d[best + 3], rgb: [d[best], d[best + 1], d[best + 2]]};
+  return {x, y, clientX: cx, clientY: cy, visible, mirrored,
+          alpha: d[best + 3], rgb: [d[best], d[best + 1], d[best + 2]]};
 });
 """
 
@@ -132,7 +133,8 @@ def start_call(sfu_server, chromium, browser_diagnostics, patient_args=()):
     doctor.get(sfu_server.doctor_url)
     live, last = wait_for_live_remote_video({"doctor": (doctor, "patient")})
     if "doctor" not in live:
-        pytest.fail(browser_diagnostics(f"the doctor never saw the patient's live video: {json.dumps(last, default=str)}"),
+        pytest.fail(browser_diagnostics("the doctor never saw the patient's live video: "
+                                        f"{json.dumps(last, default=str)}"),
                     pytrace=False)
     preview = poll(lambda: patient.execute_script("return document.getElementById('local-video').videoWidth"), 10)
     assert preview, browser_diagnostics("the patient's own preview never showed the camera")
@@ -252,7 +254,8 @@ def test_late_joiner_snapshot_text_undo_and_clear(sfu_server, chromium, browser_
     assert field, browser_diagnostics("the text tool opened no text field")
     field.send_keys("1 ml", Keys.ENTER)
 
-    ok, state = wait_for_board(doctor, lambda s: [x["kind"] for x in s["shapes"]] == ["arrow", "text"] and not s["pending"])
+    ok, state = wait_for_board(doctor,
+                               lambda s: [x["kind"] for x in s["shapes"]] == ["arrow", "text"] and not s["pending"])
     assert ok, browser_diagnostics(f"arrow and text did not reach the board: {state}")
     arrow, text = state["shapes"]
     assert arrow["color"] == PALETTE["lesion"] and text["text"] == "1 ml" and text["item"] == "lesion", state

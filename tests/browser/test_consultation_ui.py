@@ -108,7 +108,8 @@ for (let y = 0; y < canvas.height; y++) {
 }
 const toClient = (x, y) => [cr.left + x / ratio, cr.top + y / ratio];
 const [dx0, dy0] = toClient(x0, y0), [dx1, dy1] = toClient(x1 + 1, y1 + 1);
-return {painted, drawn: [dx0, dy0, dx1, dy1], expected: [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)],
+return {painted, drawn: [dx0, dy0, dx1, dy1],
+        expected: [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)],
         picture: [left, top, left + w, top + h], videoBox: [r.left, r.top, r.right, r.bottom]};
 """
 

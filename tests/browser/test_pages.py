@@ -93,7 +93,8 @@ def test_patient_and_doctor_see_each_others_live_video(sfu_server, chromium, bro
     missing = [label for label in pages if label not in live]
     if missing:
         details = "\n".join(
-            f"{label} page (should show the {pages[label][1]}'s video), last seen: {json.dumps(last.get(label), default=str)}"
+            f"{label} page (should show the {pages[label][1]}'s video), "
+            f"last seen: {json.dumps(last.get(label), default=str)}"
             for label in missing)
         pytest.fail(browser_diagnostics(
             f"no live remote video within {MEDIA_TIMEOUT:.0f} s on: {', '.join(missing)}\n{details}"),

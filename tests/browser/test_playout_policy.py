@@ -73,9 +73,11 @@ def test_the_page_policy_matches_the_load_test_model_and_acts_on_real_loss(sfu_s
 
     # real loss: the picture freezes, the page raises the floor on the remote video
     netns.run(["nft", "-f", "-"], input=LOSS_RULES, check=True)
-    raised = poll(lambda: any(v > 0 for v in (doctor.execute_script(TARGETS_JS) or {}).values()), timeout=60, interval=1)
+    raised = poll(lambda: any(v > 0 for v in (doctor.execute_script(TARGETS_JS) or {}).values()),
+                  timeout=60, interval=1)
     if not raised:
-        pytest.fail(browser_diagnostics(f"no playout floor raised under 35 % loss: {doctor.execute_script(TARGETS_JS)}"),
+        pytest.fail(browser_diagnostics("no playout floor raised under 35 % loss: "
+                                        f"{doctor.execute_script(TARGETS_JS)}"),
                     pytrace=False)
     targets = doctor.execute_script(TARGETS_JS)
     assert all(0 <= v <= 450 for v in targets.values()), targets

@@ -163,7 +163,8 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
               if e["action"] == ISSUE_ACTION}
     assert {t["key"]: t["render"]["watermark"] for t in prepared["tracks"]} == {
         key: e["details"]["watermark_id"] for key, e in issued.items()}
-    assert all((e["actor"], e["details"]["viewer_name"], e["details"]["purpose"]) == ("trainer-1", "Dr Trainer", "replay")
+    assert all((e["actor"], e["details"]["viewer_name"], e["details"]["purpose"])
+               == ("trainer-1", "Dr Trainer", "replay")
                for e in issued.values())
     media_url = trainer.execute_script(
         "return window.trainer.player.tracks.find((t) => t.participant.role === 'patient').urls.media;")
@@ -200,7 +201,8 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
     log_item = trainer.find_element(By.XPATH, "//ol[@id='events']//button[contains(., 'drew a freehand')]")
     log_item.click()  # seeks to the moment it was drawn
     # a seek may wait for the watermarked render to reach that moment: allow for a busy machine
-    assert poll(lambda: abs(state(trainer)["time"] - added / 1000) < 0.01, 15), diagnostics(f"log click did not seek to {added / 1000}: {state(trainer)}")
+    assert poll(lambda: abs(state(trainer)["time"] - added / 1000) < 0.01, 15), diagnostics(
+        f"log click did not seek to {added / 1000}: {state(trainer)}")
     assert poll(lambda: overlay_drawn(trainer) == "1", 5), diagnostics(f"stroke not drawn: {state(trainer)}")
     found = poll(lambda: (lambda px: px if all(p["alpha"] > 128 and close_to(p["rgb"], FILLER) for p in px) else None)(
         stroke_pixels()), 5)
@@ -274,7 +276,8 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
 
     # back to the list
     trainer.find_element(By.ID, "back").click()
-    assert poll(lambda: trainer.find_element(By.CSS_SELECTOR, f".recording[data-id='{recording.name}']").is_displayed(), 5)
+    card = f".recording[data-id='{recording.name}']"
+    assert poll(lambda: trainer.find_element(By.CSS_SELECTOR, card).is_displayed(), 5)
 
 
 @pytest.mark.browser

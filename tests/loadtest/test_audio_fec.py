@@ -118,5 +118,6 @@ def test_the_fec_loss_follows_the_profiles_uplink_as_chrome_learns_it():
     assert opus_fec_loss_percent(PROFILES["narrow"]) == 0  # a rate cap, no random loss
     # the largest of the roles' uplinks; downlinks do not matter (the server's reports are about uplinks)
     one_lossy = Profile("x", "x", downlink=LinkSpec(loss=0.5),
-                        roles=(("doctor", LinkSpec(loss=0.07), LinkSpec()), ("expert", LinkSpec(loss=0.03), LinkSpec())))
+                        roles=(("doctor", LinkSpec(loss=0.07), LinkSpec()),
+                               ("expert", LinkSpec(loss=0.03), LinkSpec())))
     assert opus_fec_loss_percent(one_lossy) == 7

@@ -245,9 +245,10 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     for _ in range(4):
         downtrack.downlink_loss.add(30, 100)
     assert downtrack.downlink_loss.copies > 1
-    await downtrack.forward(stream[-1].__class__(payload_type=VP8.payloadType, sequence_number=(stream[-1].sequence_number + 2) % 65536,
-                                                timestamp=stream[-1].timestamp + 3000, ssrc=1234, payload=b"\x10\x01late"),
-                            VP8, keyframe_start=False, abs_send_time=0, now=now[0], late=True)
+    late_packet = stream[-1].__class__(payload_type=VP8.payloadType,
+                                       sequence_number=(stream[-1].sequence_number + 2) % 65536,
+                                       timestamp=stream[-1].timestamp + 3000, ssrc=1234, payload=b"\x10\x01late")
+    await downtrack.forward(late_packet, VP8, keyframe_start=False, abs_send_time=0, now=now[0], late=True)
     nack.lost = [seq_of(transport.sent[-1])]
     sent_before, nacked_before = len(transport.sent), downtrack._loss_sample_nacked
     await downtrack._handle_rtcp_packet(nack)

@@ -16,7 +16,8 @@ VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=9
 FRAME_S = 1 / 30
 
 
-def packetised_clip(frames: int = 60, keyframes_at: tuple[int, ...] = (0, 30)) -> list[tuple[int, int, int, bytes, int]]:
+def packetised_clip(frames: int = 60,
+                    keyframes_at: tuple[int, ...] = (0, 30)) -> list[tuple[int, int, int, bytes, int]]:
     """(seq, timestamp, marker, payload, frame index) for a real VP8 clip."""
     encoder = get_encoder(VP8)
     rng = np.random.default_rng(3)

@@ -26,9 +26,10 @@ async def test_real_offer_gets_fec_and_nack_and_still_parses():
 
 
 def test_existing_fmtp_parameters_are_kept():
-    offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 stereo=1;useinbandfec=0\r\n"
+    offer = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+             "a=fmtp:111 stereo=1;useinbandfec=0\r\n")
     out = enable_audio_resilience(offer)
-    fmtp = next(l for l in out.splitlines() if l.startswith("a=fmtp:111"))
+    fmtp = next(line for line in out.splitlines() if line.startswith("a=fmtp:111"))
     assert "stereo=1" in fmtp and "useinbandfec=1" in fmtp and "useinbandfec=0" not in fmtp
 
 

@@ -64,7 +64,8 @@ def _audio(seed: int, track_id: str, offset_ms: int, duration_ms: int) -> Iterat
     rtp_base = rng.randrange(2**32)
     n = 0
     while (ts := offset_ms + n * 20) < duration_ms:
-        yield SynthFrame(track_id, ts, (rtp_base + n * 960) % 2**32, False, payload(seed, track_id, n, rng.randint(60, 160)))
+        yield SynthFrame(track_id, ts, (rtp_base + n * 960) % 2**32, False,
+                         payload(seed, track_id, n, rng.randint(60, 160)))
         n += 1
 
 

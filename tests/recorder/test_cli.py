@@ -17,7 +17,7 @@ def test_list_and_verify(record, data_dir):
     assert result.returncode == 0
     assert complete in result.stdout and "closed" in result.stdout and "open" in result.stdout
     listed = {r["id"]: r for r in json.loads(run_cli(data_dir, "list", "--json").stdout)}
-    assert listed[complete]["state"] == "closed" and listed[complete]["room"] == "r1" and listed[complete]["tracks"] == 4
+    assert (listed[complete]["state"], listed[complete]["room"], listed[complete]["tracks"]) == ("closed", "r1", 4)
 
     result = run_cli(data_dir, "verify", complete)
     assert result.returncode == 0, result.stderr
@@ -66,7 +66,8 @@ def test_purge(record, data_dir):
     rid = record().id
     result = run_cli(data_dir, "purge")
     assert result.returncode == 2 and "--older-than" in result.stderr  # no built-in retention period
-    assert run_cli(data_dir, "purge", "--older-than", "30").stdout.strip().endswith("purged 0 recording(s) older than 30 days")
+    result = run_cli(data_dir, "purge", "--older-than", "30")
+    assert result.stdout.strip().endswith("purged 0 recording(s) older than 30 days")
     result = run_cli(data_dir, "purge", "--older-than", "0", "--dry-run")
     assert result.returncode == 0 and f"would purge {rid}" in result.stdout
     assert (data_dir / "recordings" / rid).exists()
@@ -87,4 +88,5 @@ def test_audit_verify(record, data_dir, audit):
     lines = audit.path.read_bytes().splitlines(keepends=True)
     audit.path.write_bytes(b"".join(lines[:1] + lines[2:]))
     result = run_cli(data_dir, "audit", "verify")
-    assert result.returncode == 1 and "TAMPERED" in result.stdout and result.stdout.splitlines()[-1].startswith("FAILED")
+    assert result.returncode == 1 and "TAMPERED" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("FAILED")

@@ -47,7 +47,8 @@ def test_sigkill_mid_recording_loses_at_most_the_last_segment(tmp_path, target_s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if counters.exists() and counters.stat().st_size and \
-                    min(sealed for t, (_, sealed) in read_counters(counters).items() if t != "events") >= target_segments:
+                    min(sealed for t, (_, sealed) in read_counters(counters).items()
+                        if t != "events") >= target_segments:
                 break
             assert child.poll() is None, "writer exited early"
             time.sleep(0.001)

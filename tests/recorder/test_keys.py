@@ -171,7 +171,8 @@ def test_purge_shreds_expired_recordings_and_keeps_the_rest(record, data_dir, ke
 
 def test_purge_cut_off(record, data_dir, keys, audit):
     a, b = record(seed=1).id, record(seed=2).id
-    ca, cb = (parse_iso(json.loads((data_dir / "recordings" / r / "manifest.json").read_text())["created"]) for r in (a, b))
+    ca, cb = (parse_iso(json.loads((data_dir / "recordings" / r / "manifest.json").read_text())["created"])
+              for r in (a, b))
     assert cb > ca
     now = cb + dt.timedelta(days=7)
     cut_between = (now - (ca + (cb - ca) / 2)) / dt.timedelta(days=1)  # older_than that separates a from b

@@ -76,7 +76,8 @@ async def test_storage_failure_stops_the_recording_not_the_call(sfu):
     for track in writer._tracks.values():
         os.close(track.fd)
         track.fd = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
-    off = await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off" and "recording_id" in m, timeout=10)
+    off = await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off" and "recording_id" in m,
+                                 timeout=10)
     assert off["reason"].startswith("error:") and "space" in off["reason"].lower()
     await doctor.wait_for_frames(patient.id, "video", 30, timeout=5)  # the call goes on
 

@@ -304,14 +304,16 @@ def test_replay_jobs_issue_audit_expire_and_are_purged(data_dir, keys, audit):
     assert opened == ["trainer-ana", "trainer-ben"]              # each render decrypted under its viewer's name
     assert [(e["details"]["viewer"], e["details"]["viewer_name"], e["details"]["purpose"], e["details"]["participant"],
              e["details"]["watermark_id"]) for e in issued] == [
-        ("trainer-ana", "Dr Ana", "replay", "p-1", ana.watermark), ("trainer-ben", "Dr Ben", "replay", "p-1", ben.watermark)]
+        ("trainer-ana", "Dr Ana", "replay", "p-1", ana.watermark),
+        ("trainer-ben", "Dr Ben", "replay", "p-1", ben.watermark)]
 
     files = sorted((root / recording_id).iterdir())
     assert len(files) == 2 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     assert stat.S_IMODE((root / recording_id).stat().st_mode) == 0o700
     plain = ana.read(0, status["size"])
     assert plain[:4] == b"\x1a\x45\xdf\xa3"                      # a WebM ...
-    assert all(plain[:64] not in f.read_bytes() and plain[5000:5064] not in f.read_bytes() for f in files)  # ... not on disk
+    assert all(plain[:64] not in f.read_bytes() and plain[5000:5064] not in f.read_bytes()
+               for f in files)  # ... not on disk
 
     # expiry: Ben's replay unused for longer than the TTL goes, Ana's (used since) stays
     clock.now += 500
@@ -420,7 +422,8 @@ def test_blacker_than_black_pictures_still_carry_the_mark(data_dir, keys, audit,
     for i in range(8 * FPS):  # as that camera draws it: the background at Y 0, a turning pie and a clock at Y 255
         i420 = np.zeros((540, 640), np.uint8)
         cv2.ellipse(i420[:360], (320, 180), (90, 90), 0, 12 * i, 12 * i + 300, 255, -1)
-        cv2.putText(i420[:360], f"0:00:{i // FPS:02d}.{i % FPS:02d} {i}", (12, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+        cv2.putText(i420[:360], f"0:00:{i // FPS:02d}.{i % FPS:02d} {i}", (12, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = i
         for packet in enc.encode(frame):

@@ -112,7 +112,8 @@ def test_disk_already_full_at_start(tmp_path):
     script = ('set -e; mount -t tmpfs -o size=1m,mode=0700 tmpfs "$1"; '
               f'cd {ROOT}; "$PY" -c "from pathlib import Path; import sys; '
               'from recorder.keys import KeyStore; from recorder.audit import AuditLog; '
-              'd = Path(sys.argv[1]); KeyStore.open(d, environ={}, create=True); AuditLog.open(d, environ={}, create=True)" "$1"; '
+              'd = Path(sys.argv[1]); KeyStore.open(d, environ={}, create=True); '
+              'AuditLog.open(d, environ={}, create=True)" "$1"; '
               'dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null || true; '
               'exec "$PY" -m tests.recorder.child unwritable "$1"')
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(data_dir)],

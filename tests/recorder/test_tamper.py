@@ -54,7 +54,8 @@ def test_bit_flip_in_ciphertext(record, data_dir, keys):
     assert next(t for t in report.tracks if t.track_id == VIDEO).segments == len(segments) - 1
 
 
-@pytest.mark.parametrize("field_offset,bit", [(4 + 3, 0x01), (8, 0x01), (9 + 3, 0x01)], ids=["index", "final-flag", "length"])
+@pytest.mark.parametrize("field_offset,bit", [(4 + 3, 0x01), (8, 0x01), (9 + 3, 0x01)],
+                         ids=["index", "final-flag", "length"])
 def test_bit_flip_in_segment_header(record, data_dir, keys, field_offset, bit):
     rid = record().id
     path = track_path(data_dir, rid, VIDEO)
@@ -80,7 +81,9 @@ def test_swapped_segments_with_headers_rewritten(record, data_dir, keys):
     path = track_path(data_dir, rid, VIDEO)
     segments = split_segments(path.read_bytes())
     s2, s3 = segments[2], segments[3]
-    fix = lambda seg, index: HEADER.pack(b"CSG1", index, seg[8], len(seg) - HEADER.size) + seg[HEADER.size:]
+    def fix(seg, index):
+        return HEADER.pack(b"CSG1", index, seg[8], len(seg) - HEADER.size) + seg[HEADER.size:]
+
     segments[2], segments[3] = fix(s3, 2), fix(s2, 3)
     path.write_bytes(b"".join(segments))
     assert_tampered(data_dir, rid, keys, "segment 2: authentication failed")

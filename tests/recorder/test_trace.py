@@ -101,7 +101,8 @@ def _record_real_video(data_dir: Path, keys: KeyStore, audit: AuditLog, seconds:
     enc.width, enc.height, enc.pix_fmt = 640, 360, "yuv420p"
     enc.time_base, enc.framerate, enc.bit_rate, enc.gop_size = fractions.Fraction(1, FPS), FPS, 1_200_000, 2 * FPS
     enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    writer = RecordingWriter.start(data_dir, keys, room="r1", tracks=[TrackInfo("patient-video", "video", "VP8", 90000)],
+    writer = RecordingWriter.start(data_dir, keys, room="r1",
+                                   tracks=[TrackInfo("patient-video", "video", "VP8", 90000)],
                                    audit=audit, actor="doctor-1")
     writer.write_event(0, {"type": "track-owner", "participant": {"id": "patient", "name": "P", "role": "patient"}})
     for i, image in enumerate(wb.moving_photo(640, 360, seconds * FPS, seed=21, fps=FPS)):

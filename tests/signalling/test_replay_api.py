@@ -140,7 +140,8 @@ async def test_trainer_lists_opens_and_plays(replay):
     assert status == 200 and listing["room"] == "r1"
     (item,) = listing["recordings"]
     assert item["id"] == recording_id and item["state"] == "complete" and item["duration_ms"] > 1000
-    assert sorted((p["name"], p["role"]) for p in item["participants"]) == [("Doctor", "doctor"), ("Patient", "patient")]
+    assert sorted((p["name"], p["role"]) for p in item["participants"]) == [
+        ("Doctor", "doctor"), ("Patient", "patient")]
     listed = [e for e in replay.audit() if e["action"] == Action.REPLAY and e["details"].get("what") == "list"]
     assert listed[-1]["actor"] == "trainer-dr trainer" and listed[-1]["details"]["recordings"] == [recording_id]
 
@@ -387,13 +388,15 @@ async def test_face_anchored_marks_bring_their_landmarks(replay):
     status, rec = await replay.json(f"/api/replay/recordings/{writer.id}", replay.trainer())
     assert status == 200 and rec["media"] == []
     assert len(rec["face_triangles"]) == 852 and all(len(t) == 3 for t in rec["face_triangles"])
-    kept = [i["at_ms"] for i in rec["events"] if i["event"].get("kind") == "face-metrics" and "landmarks" in i["event"]["face"]]
+    kept = [i["at_ms"] for i in rec["events"] if i["event"].get("kind") == "face-metrics"
+            and "landmarks" in i["event"]["face"]]
     dropped = [i["at_ms"] for i in rec["events"] if i["event"].get("kind") == "face-metrics"
                and "landmarks" not in i["event"]["face"]]
     # the mark lived 4000..7000 ms on the recording's clock (it starts at 1000); one second either side
     assert kept and min(kept) == 3000 and max(kept) == 8000
     assert dropped and all(t < 3000 or t > 8000 for t in dropped)
-    assert all(i["event"]["face"]["sharpness"] == 40.0 for i in rec["events"] if i["event"].get("kind") == "face-metrics")
+    assert all(i["event"]["face"]["sharpness"] == 40.0
+               for i in rec["events"] if i["event"].get("kind") == "face-metrics")
 
 
 async def test_a_recording_cut_short_replays_as_incomplete(replay):
@@ -406,10 +409,10 @@ async def test_a_recording_cut_short_replays_as_incomplete(replay):
     writer = RecordingWriter.start(data_dir, KeyStore.open(data_dir, create=True), room="r1",
                                    audit=AuditLog.open(data_dir, create=True), actor="doctor-1", fsync=False,
                                    segment_max_ms=100)
-    writer.write_event(500, {"type": "track-owner", "participant": {"id": "p-1", "name": "Mrs Chen", "role": "patient"}})
+    chen = {"id": "p-1", "name": "Mrs Chen", "role": "patient"}
+    writer.write_event(500, {"type": "track-owner", "participant": dict(chen)})
     for t in range(600, 3000, 100):
-        writer.write_event(t, {"type": "participant-updated", "t_ms": t, "participant": {"id": "p-1", "name": "Mrs Chen",
-                                                                                          "role": "patient"}})
+        writer.write_event(t, {"type": "participant-updated", "t_ms": t, "participant": dict(chen)})
     writer._release()  # the process died: the lock is gone, the last buffered events with it
 
     trainer = replay.trainer()
@@ -538,7 +541,8 @@ async def test_a_replay_being_prepared_serves_what_is_ready(replay, tmp_path):
         job.spool, job.points, job.state = spool, list(index.points), "rendering"
 
     status, st = await replay.json(media["status_url"])
-    assert (st["state"], st["ready_bytes"], st["size"], st["points"]) == ("rendering", complete, None, ready["points"][:1])
+    assert (st["state"], st["ready_bytes"], st["size"], st["points"]) == (
+        "rendering", complete, None, ready["points"][:1])
     status, headers, body = await replay.get(media["url"], headers={"Range": "bytes=0-"})
     assert status == 206 and headers["Content-Range"] == f"bytes 0-{complete - 1}/*" and body == full[:complete]
     status, headers, body = await replay.get(media["url"], headers={"Range": "bytes=100-199"})

@@ -107,7 +107,8 @@ def test_visible_mark_is_drawn_and_drifts_over_the_whole_frame():
     changed_a = np.argwhere((a != frame).any(axis=2))
     changed_b = np.argwhere((b != frame).any(axis=2))
     assert len(changed_a) > 500 and len(changed_b) > 500
-    assert abs(changed_a[:, 0].mean() - changed_b[:, 0].mean()) + abs(changed_a[:, 1].mean() - changed_b[:, 1].mean()) > 40
+    assert (abs(changed_a[:, 0].mean() - changed_b[:, 0].mean())
+            + abs(changed_a[:, 1].mean() - changed_b[:, 1].mean())) > 40
     # semi-transparent: the picture shows through the text
     assert np.abs(a.astype(int) - frame)[changed_a[:, 0], changed_a[:, 1]].max() < 200
     # over one lap the label visits every side of the frame: no fixed crop keeps it out
