@@ -16,9 +16,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Optional
+from typing import Optional, Protocol
 
 MIN_INTERVAL_S = 0.3
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# asyncio's loop.call_later by default; tests pass a manual clock's, with its time()
+CallLater = Callable[[float, Callable[[], None]], Cancellable]
 
 
 class KeyframeRequester:
@@ -27,12 +35,14 @@ class KeyframeRequester:
         send_pli: Callable[[], Awaitable[None]],
         min_interval: float = MIN_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        call_later: Optional[CallLater] = None,
     ) -> None:
         self._send_pli = send_pli
         self._min_interval = min_interval
         self._clock = clock
+        self._call_later = call_later
         self._last_sent: Optional[float] = None
-        self._deferred: Optional[asyncio.TimerHandle] = None
+        self._deferred: Optional[Cancellable] = None
         self.sent_count = 0
         self.requested_count = 0
         self.satisfied_count = 0  # deferred requests a keyframe answered before their PLI was due
@@ -46,7 +56,8 @@ class KeyframeRequester:
             self._fire()
         else:
             delay = self._min_interval - (now - self._last_sent)
-            self._deferred = asyncio.get_running_loop().call_later(delay, self._fire_deferred)
+            call_later = self._call_later or asyncio.get_running_loop().call_later
+            self._deferred = call_later(delay, self._fire_deferred)
 
     def keyframe_started(self) -> None:
         """A keyframe began arriving from the publisher: it answers every request made so far."""
