@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 

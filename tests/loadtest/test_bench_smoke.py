@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # one load-test run of ~40 s serves every test here
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -472,6 +472,7 @@ def offer_with_video_fec(sdp: str, fec: VideoFecPayloadTypes) -> str:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 async def test_a_publisher_sending_red_and_ulpfec_is_decoded_by_the_loadtest_receiver(browser_receiver_module,
                                                                                       monkeypatch):
     """Two aiortc peers on 127.0.0.1: the publisher answers red + ulpfec and sends like Chrome through a lossy,

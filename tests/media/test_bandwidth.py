@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, is_rtcp, pack_remb_fci, unpack_remb_fci
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 LOW = 300_000  # above aiortc's encoder floor (250 kbit/s), so the encoder can follow it
 WEAK = 60_000  # far below any uplink estimate, so following the weak subscriber would show

@@ -55,6 +55,7 @@ def _record_received_payloads(participant) -> list[bytes]:
     return received
 
 
+@pytest.mark.slow
 async def test_forwarding_is_bit_exact_and_never_decodes_or_encodes(sfu):
     """A transcoding relay would change the bytes; an SFU forwards them untouched."""
     await sfu.room()
@@ -80,6 +81,7 @@ async def test_forwarding_is_bit_exact_and_never_decodes_or_encodes(sfu):
             assert transceiver.sender._RTCRtpSender__encoder is None
 
 
+@pytest.mark.slow
 async def test_late_joiner_sees_a_picture_within_one_second(sfu):
     await sfu.room()
     patient = await sfu.join("patient", seed=1)
@@ -108,6 +110,7 @@ async def test_late_joiner_sees_a_picture_within_one_second(sfu):
     assert first_picture_s < 1.0, f"first picture after {first_picture_s:.2f} s"
 
 
+@pytest.mark.slow
 async def test_leave_and_rejoin(sfu):
     await sfu.room()
     patient = await sfu.join("patient", seed=1)
@@ -137,6 +140,7 @@ async def test_reconnect_with_the_same_token_replaces_the_old_session(sfu):
     assert len(sfu.services.rooms.live["r1"].sessions) == 2
 
 
+@pytest.mark.slow
 async def test_everyone_leaving_frees_everything(sfu):
     await sfu.room()
     tasks_before = set(asyncio.all_tasks())

@@ -8,7 +8,11 @@ track and down-track, in process, in about a second.
 
 from __future__ import annotations
 
+import pytest
+
 from loadtest.bench_packet_path import run
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 
 async def test_seventy_thousand_packets_all_reach_the_subscriber():

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from .rtp_taps import tap_outgoing_rtp
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 
 def drop_video_packets(downtrack, rate: float, seed: int) -> list[int]:

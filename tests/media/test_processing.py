@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from media.processing import DecodedInput, ProcessorHost
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 
 class MeanBrightness:

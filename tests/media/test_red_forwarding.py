@@ -12,6 +12,8 @@ import asyncio
 import random
 import time
 
+import pytest
+
 from loadtest.clips import SweepAudioSpec, load_or_encode
 from loadtest.participant import SyntheticParticipant
 from loadtest.publisher import StampedClipTrack
@@ -19,6 +21,8 @@ from loadtest.red_audio import answer_with_red
 from loadtest.sources import PatternVideoTrack
 
 from .rtp_taps import drop_incoming_rtp, tap_incoming_rtp, tap_outgoing_rtp
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 
 class RedAnsweringParticipant(SyntheticParticipant):

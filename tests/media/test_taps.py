@@ -7,7 +7,11 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from media.taps import DecodedFrameTap, EncodedFrameTap
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 
 async def call(sfu):

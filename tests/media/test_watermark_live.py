@@ -28,6 +28,8 @@ from recorder.watermarks import WatermarkRegistry
 
 from .rtp_taps import tap_incoming_rtp, tap_outgoing_rtp
 
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
+
 VP8_PT = 97
 
 

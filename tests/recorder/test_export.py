@@ -7,8 +7,11 @@ import sys
 
 import av
 import numpy as np
+import pytest
 
 from recorder.audit import AuditLog
+
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
 ARROW = {"kind": "arrow", "from": [0.1, 0.5], "to": [0.9, 0.5], "color": "#00ff00", "width": 12}
 

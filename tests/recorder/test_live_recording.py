@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from recorder.audit import AuditLog
 from recorder.keys import KeyStore
 from recorder.reader import RecordingReader
@@ -13,6 +15,7 @@ from recorder.store import RecordingStore
 STROKE = {"kind": "arrow", "from": [0.2, 0.8], "to": [0.5, 0.6]}
 
 
+@pytest.mark.slow
 async def test_record_verify_read_back(sfu):
     await sfu.room()
     patient = await sfu.join("patient", seed=1)
@@ -63,6 +66,7 @@ async def test_only_the_record_permission_may_record(sfu):
     assert sfu.services.rooms.live["r1"].recording is None
 
 
+@pytest.mark.slow
 async def test_storage_failure_stops_the_recording_not_the_call(sfu):
     await sfu.room()
     patient = await sfu.join("patient", seed=1)

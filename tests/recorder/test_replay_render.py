@@ -119,6 +119,7 @@ def _render(data_dir, keys, registry, recording_id, viewer="trainer-ana", name="
     return reader, group, the_plan, sink, stats, issued
 
 
+@pytest.mark.slow
 def test_a_replay_is_marked_for_its_viewer_on_the_replay_timeline(data_dir, keys, audit, registry, tmp_path):
     # video starts 300 ms after the sound (its first keyframe came late), stalls for a second;
     # the sound has a 200 ms hole
@@ -164,6 +165,7 @@ def _recorded_pictures(frames, start_ms: int):
             yield frame.timestamp_ms - start_ms, picture.to_ndarray(format="bgr24")
 
 
+@pytest.mark.slow
 def test_two_viewers_get_different_marks(data_dir, keys, audit, registry, tmp_path):
     recording_id = record_real(data_dir, keys, audit, seconds=3.0)
     verdicts = {}
@@ -188,6 +190,7 @@ def test_an_h264_recording_replays_as_marked_vp8(data_dir, keys, audit, registry
     assert trace_clip(clip, registry).issued == issued
 
 
+@pytest.mark.slow
 def test_the_file_can_be_served_while_it_grows(data_dir, keys, audit, registry):
     """At every moment of the render, what the index calls complete is a prefix of the final file,
     and every random-access point starts, after the initialisation segment, a playable stream
@@ -277,6 +280,7 @@ def _wait(job, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_replay_jobs_issue_audit_expire_and_are_purged(data_dir, keys, audit):
     recording_id = record_real(data_dir, keys, audit, seconds=2.0)
     stale = data_dir / REPLAY_CACHE_DIR / "20200101T000000Z-000000000000"
@@ -351,6 +355,7 @@ def test_a_render_nobody_waits_for_is_stopped(data_dir, keys, audit):
     assert not any(e["action"] == ISSUE_ACTION for e in audit.authentic_entries())  # no id issued for nothing
 
 
+@pytest.mark.slow
 def test_a_running_render_is_stopped_in_its_own_process(data_dir, keys, audit):
     """Renders run outside the server's process; dropping one (nobody polls it any more)
     terminates that process and deletes what it wrote."""

@@ -137,6 +137,7 @@ def exported(deployment, tmp_path_factory):
     return data_dir, issued, out
 
 
+@pytest.mark.slow
 def test_export_and_its_leaks_are_traced_to_the_viewer(exported, tmp_path: Path):
     data_dir, issued, out = exported
     result = run_trace(data_dir, out)
@@ -160,6 +161,7 @@ def test_export_and_its_leaks_are_traced_to_the_viewer(exported, tmp_path: Path)
     assert [t["details"]["verdict"] for t in traces][-2:] == ["identified", "identified"]
 
 
+@pytest.mark.slow
 def test_clean_video_is_pinned_on_no_one(exported, tmp_path: Path):
     data_dir = exported[0]
     clean = tmp_path / "clean.mp4"

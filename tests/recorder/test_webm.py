@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from recorder.keys import KeyStore
 from recorder.manifest import Manifest, ManifestTrack, TrackInfo
@@ -99,6 +100,7 @@ def decode(data: bytes) -> dict[str, list]:
     return out
 
 
+@pytest.mark.slow
 async def test_remux_a_live_recording(sfu, tmp_path, monkeypatch):
     recording_id, people = await record_call(sfu)
     data_dir = sfu.services.config.data_dir
@@ -153,6 +155,7 @@ async def test_remux_a_live_recording(sfu, tmp_path, monkeypatch):
         assert sample not in path.read_bytes()
 
 
+@pytest.mark.slow
 async def test_h264_recording_remuxes_to_mp4(sfu):
     recording_id, people = await record_call(sfu, video_codec="h264", frames=45)
     data_dir = sfu.services.config.data_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 STROKE = {"kind": "freehand", "points": [[0.40, 0.50], [0.42, 0.52], [0.45, 0.55]], "item": "filler"}
 
 
@@ -116,6 +118,7 @@ async def _patient_with_face(sfu):
     return patient
 
 
+@pytest.mark.slow
 async def test_face_anchored_marks_bring_the_patient_only_the_landmarks_they_need(sfu):
     import asyncio
 

@@ -13,6 +13,8 @@ import pytest
 
 from signalling.protocol import MAX_MESSAGE_BYTES
 
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
+
 
 class RawClient:
     """A bare WebSocket client for sending what a well-behaved page never would."""

@@ -31,6 +31,8 @@ from recorder.trace import trace_clip
 from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
 from signalling.replay_api import ReplayService, parse_range, replay_routes
 
+pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
+
 STROKE = {"kind": "freehand", "points": [[0.4, 0.5], [0.45, 0.52], [0.5, 0.55]], "item": "filler"}
 
 

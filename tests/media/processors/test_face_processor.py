@@ -6,6 +6,7 @@ import asyncio
 
 import cv2
 import matplotlib.cbook
+import pytest
 
 from loadtest.participant import SyntheticParticipant
 from loadtest.sources import PhotoVideoTrack, ToneAudioTrack
@@ -47,6 +48,7 @@ async def test_prompts_in_the_room_language(sfu):
     assert any("\u4e00" <= ch <= "\u9fff" for ch in guidance["text"]), guidance["text"]
 
 
+@pytest.mark.slow
 async def test_a_room_without_processors_decodes_nothing(sfu):
     await sfu.room()
     doctor = await sfu.join("doctor", seed=2)
@@ -56,6 +58,7 @@ async def test_a_room_without_processors_decodes_nothing(sfu):
     assert not any(m["type"] == "analysis" for m in doctor.messages)
 
 
+@pytest.mark.slow
 async def test_guided_capture_keeps_the_frontal_still_encrypted(sfu):
     import numpy as np
 

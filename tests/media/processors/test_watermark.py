@@ -26,6 +26,7 @@ W, H, FPS, SECONDS = 640, 360, 12, 10
 
 # -- error control ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_code_corrects_noisy_soft_bits_and_crc_rejects_noise():
     rng = np.random.default_rng(7)
     scramble = rng.integers(0, 2, ecc.INFO_BITS).astype(np.uint8)
@@ -166,6 +167,7 @@ def test_portrait_phone_video_is_traced():
 
 
 @pytest.mark.parametrize("kind", wb.CLEAN_KINDS)
+@pytest.mark.slow
 def test_clean_clip_gives_no_watermark(pattern, kind):
     clip = wb.encode(wb.clean_clip(kind, W, H, SECONDS * FPS, 11, FPS), "h264", wb.LEAK_BITRATE, FPS)
     detection = wb.detect_file(pattern, clip)
@@ -178,6 +180,7 @@ def test_another_keys_mark_is_not_read(exported):
     assert detection.wm_id is None and not detection.present
 
 
+@pytest.mark.slow
 def test_two_viewers_are_told_apart():
     """The same frames marked for two viewers, averaged into one clip (a naive collusion)
     or not: each alone traces to its own id; never to the other."""
