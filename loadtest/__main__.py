@@ -231,7 +231,7 @@ def video_fec_on(setting: str, receiver: str) -> bool:
 
 def profile_caps_rate(profile: Profile) -> bool:
     links = [profile.uplink, profile.downlink] + [spec for _, up, down in profile.roles for spec in (up, down)]
-    return any(spec.rate_kbps for spec in links)
+    return any(spec.rate_kbps or spec.rate_steps for spec in links)
 
 
 # libwebrtc's Opus encoder caps the loss it configures (AudioEncoderOpusImpl::SetProjectedPacketLossRate,

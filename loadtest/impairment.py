@@ -12,7 +12,9 @@ A link is a chain, in the order a real path has them:
 1. loss: independent (Bernoulli) or bursty (Gilbert-Elliott: a Good state that
    loses nothing, a Bad state that loses every packet, mean burst length given);
 2. a bottleneck: a token bucket at the capped rate feeding from a bounded FIFO
-   queue; a packet that does not fit in the queue is dropped (drop-tail);
+   queue; a packet that does not fit in the queue is dropped (drop-tail). The
+   rate may step during the call (`rate_steps`, timed from the link's first
+   packet): a downlink that narrows and recovers mid-call;
 3. propagation: a fixed delay plus uniform jitter. Jitter keeps packets in order
    by default (a packet never overtakes the one before it, as in a queueing
    network); `reorder=True` lets it, as netem does.
@@ -50,6 +52,8 @@ class LinkSpec:
     queue_ms: float = 500.0  # bottleneck queue limit, in milliseconds' worth of the rate
     burst_bytes: int = 2 * (MAX_PACKET + WIRE_OVERHEAD)  # token bucket depth
     reorder: bool = False
+    # (seconds after the link's first packet, new cap in kbit/s or None for no cap), in time order
+    rate_steps: tuple[tuple[float, Optional[float]], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.burst_loss < 1.0:
@@ -62,10 +66,16 @@ class LinkSpec:
             raise ValueError("need 0 <= jitter_ms <= delay_ms (a packet cannot leave before it was sent)")
         if self.rate_kbps is not None and self.rate_kbps <= 0:
             raise ValueError("rate_kbps must be positive")
+        steps = tuple((float(at), None if rate is None else float(rate)) for at, rate in self.rate_steps)
+        object.__setattr__(self, "rate_steps", steps)  # JSON gives lists; keep the spec hashable
+        if any(at < 0 for at, _ in steps) or [at for at, _ in steps] != sorted(at for at, _ in steps):
+            raise ValueError("rate_steps must be (seconds >= 0, kbit/s) pairs in time order")
+        if any(rate is not None and rate <= 0 for _, rate in steps):
+            raise ValueError("a rate step's kbit/s must be positive (None: no cap)")
 
     @property
     def is_clean(self) -> bool:
-        return not (self.loss or self.burst_loss or self.delay_ms or self.rate_kbps)
+        return not (self.loss or self.burst_loss or self.delay_ms or self.rate_kbps or self.rate_steps)
 
     def describe(self) -> str:
         parts = []
@@ -77,6 +87,9 @@ class LinkSpec:
             parts.append(f"{self.delay_ms:g} ms delay" + (f" ±{self.jitter_ms:g} ms" if self.jitter_ms else ""))
         if self.rate_kbps:
             parts.append(f"{self.rate_kbps:g} kbit/s cap, {self.queue_ms:g} ms queue")
+        for at, rate in self.rate_steps:
+            cap = "no cap" if rate is None else f"{rate:g} kbit/s cap, {self.queue_ms:g} ms queue"
+            parts.append(f"at {at:g} s {cap}")
         return ", ".join(parts) or "clean"
 
 
@@ -140,7 +153,25 @@ DIAGNOSTIC_PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("loss-30-downlink", "30 % random loss on every downlink only, 100 ms RTT",
             uplink=LinkSpec(delay_ms=50), downlink=LinkSpec(delay_ms=50, loss=0.30)),
 )}
-KNOWN_PROFILES: dict[str, Profile] = {**PROFILES, **DIAGNOSTIC_PROFILES}
+# Not run by default yet: a subscriber whose downlink is narrower than what it is sent (the
+# patient's phone), the case downlink adaptation exists for. Their targets are in docs/BENCHMARKS.md.
+PATIENT_PATH = LinkSpec(delay_ms=30)
+DOWNLINK_PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile("patient-downlink-1m", "the patient's downlink capped at 1 Mbit/s (300 ms drop-tail queue), 60 ms RTT "
+            "on the patient's path; everything else clean",
+            roles=(("patient", PATIENT_PATH, LinkSpec(delay_ms=30, rate_kbps=1000, queue_ms=300)),)),
+    Profile("patient-downlink-step", "the patient's downlink uncapped, then 500 kbit/s (300 ms queue) from 10 s to "
+            "30 s after its first packet, then uncapped again; 60 ms RTT on the patient's path (--duration 40)",
+            roles=(("patient", PATIENT_PATH,
+                    LinkSpec(delay_ms=30, queue_ms=300, rate_steps=((10.0, 500.0), (30.0, None)))),)),
+    Profile("patient-cellular", "the patient on a bursty cellular link: 1.5 Mbit/s down, 1 Mbit/s up (400 ms "
+            "queues), 2 % bursty loss (mean burst 4 packets), 80 ms RTT, ±20 ms jitter each way",
+            roles=(("patient",
+                    LinkSpec(delay_ms=40, jitter_ms=20, burst_loss=0.02, mean_burst=4.0, rate_kbps=1000, queue_ms=400),
+                    LinkSpec(delay_ms=40, jitter_ms=20, burst_loss=0.02, mean_burst=4.0, rate_kbps=1500,
+                             queue_ms=400)),)),
+)}
+KNOWN_PROFILES: dict[str, Profile] = {**PROFILES, **DIAGNOSTIC_PROFILES, **DOWNLINK_PROFILES}
 
 
 def parse_profiles(values: list[str]) -> list[Profile]:
@@ -200,11 +231,12 @@ class TokenBucketQueue:
     """A bottleneck: FIFO queue of at most `queue_bytes`, served by a token bucket at `rate_bps`.
 
     Time is given, not read: admit() computes when the packet leaves the
-    bottleneck (None: the queue was full, drop-tail).
+    bottleneck (None: the queue was full, drop-tail). A rate of None is no cap:
+    packets still queued from a capped stretch drain first, in order.
     """
 
-    def __init__(self, rate_bps: float, queue_bytes: int, burst_bytes: int) -> None:
-        self.rate = rate_bps / 8.0  # bytes per second
+    def __init__(self, rate_bps: Optional[float], queue_bytes: int, burst_bytes: int) -> None:
+        self.rate = None if rate_bps is None else rate_bps / 8.0  # bytes per second
         self.queue_bytes = queue_bytes
         self.burst = burst_bytes
         self._tokens = float(burst_bytes)
@@ -220,15 +252,27 @@ class TokenBucketQueue:
             self._queued -= self._queue.popleft()[1]
         return self._queued
 
+    def set_rate(self, now: float, rate_bps: Optional[float], queue_bytes: int) -> None:
+        """A new cap from `now` on; the bucket keeps what it had accrued at the old rate."""
+        if self.rate is not None and self._tokens_at != float("-inf") and now > self._tokens_at:
+            self._tokens = min(self.burst, self._tokens + self.rate * (now - self._tokens_at))
+            self._tokens_at = now
+        self.rate = None if rate_bps is None else rate_bps / 8.0
+        self.queue_bytes = queue_bytes
+
     def admit(self, now: float, size: int) -> Optional[float]:
         if self.queued_bytes(now) + size > self.queue_bytes:
             self.dropped += 1
             return None
         start = max(now, self._last_departure)
-        tokens = self.burst if self._tokens_at == float("-inf") else \
-            min(self.burst, self._tokens + self.rate * (start - self._tokens_at))
-        departure = start if tokens >= size else start + (size - tokens) / self.rate
-        self._tokens = tokens - size if tokens >= size else 0.0  # a waiting packet spends what accrued
+        if self.rate is None:
+            departure = start
+            self._tokens = float(self.burst)
+        else:
+            tokens = self.burst if self._tokens_at == float("-inf") else \
+                min(self.burst, self._tokens + self.rate * max(0.0, start - self._tokens_at))
+            departure = start if tokens >= size else start + (size - tokens) / self.rate
+            self._tokens = tokens - size if tokens >= size else 0.0  # a waiting packet spends what accrued
         self._tokens_at = departure
         self._last_departure = departure
         self._queue.append((departure, size))
@@ -279,11 +323,12 @@ class Link:
         elif spec.burst_loss:
             self.loss = GilbertElliott(spec.burst_loss, spec.mean_burst, random.Random(derive_seed(seed, "ge")))
         self.bottleneck: Optional[TokenBucketQueue] = None
-        if spec.rate_kbps:
-            rate = spec.rate_kbps * 1000
-            self.bottleneck = TokenBucketQueue(rate,
-                                               max(MAX_PACKET + WIRE_OVERHEAD, int(rate / 8 * spec.queue_ms / 1000)),
+        if spec.rate_kbps or spec.rate_steps:
+            rate = spec.rate_kbps * 1000 if spec.rate_kbps else None
+            self.bottleneck = TokenBucketQueue(rate, self._queue_bytes(rate),
                                                max(spec.burst_bytes, MAX_PACKET + WIRE_OVERHEAD))
+        self._steps = list(spec.rate_steps)
+        self._first_packet_at: Optional[float] = None
         self.delay: Optional[DelayJitter] = None
         if spec.delay_ms:
             self.delay = DelayJitter(spec.delay_ms / 1000, spec.jitter_ms / 1000,
@@ -293,6 +338,13 @@ class Link:
     def admit(self, now: float, size: int) -> Optional[float]:
         """When a packet of `size` wire bytes sent at `now` leaves the link; None if it is lost."""
         self.counters.packets += 1
+        if self._first_packet_at is None:
+            self._first_packet_at = now
+        while self._steps and now - self._first_packet_at >= self._steps[0][0]:
+            at, rate_kbps = self._steps.pop(0)
+            rate = None if rate_kbps is None else rate_kbps * 1000
+            assert self.bottleneck is not None  # made whenever there are steps
+            self.bottleneck.set_rate(self._first_packet_at + at, rate, self._queue_bytes(rate))
         if self.loss is not None and self.loss.lost():
             self.counters.lost += 1
             return None
@@ -307,4 +359,9 @@ class Link:
             t = self.delay.exit_time(t)
         self.counters.delivered += 1
         return t
+
+    def _queue_bytes(self, rate_bps: Optional[float]) -> int:
+        """`queue_ms` worth of the rate, at least one packet; with no cap, one second at 1 Gbit/s."""
+        worth = self.spec.queue_ms / 1000 * (rate_bps if rate_bps is not None else 1e9) / 8
+        return max(MAX_PACKET + WIRE_OVERHEAD, int(worth))
 

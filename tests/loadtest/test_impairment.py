@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 
@@ -258,3 +259,52 @@ def test_one_leg_loss_profiles_are_known_but_not_in_the_default_run():
     assert (up.uplink.loss, up.downlink.loss, down.uplink.loss, down.downlink.loss) == (0.3, 0.0, 0.0, 0.3)
     assert all(link.delay_ms == 50 for p in (up, down) for link in (p.uplink, p.downlink))  # loss-30's RTT
     assert "loss-30-uplink" not in PROFILES  # `--profile` left out runs the five of the issue only
+
+
+def test_a_stepped_cap_narrows_and_opens_the_link_mid_call():
+    """Uncapped, then 500 kbit/s from 10 s to 30 s after the first packet (sent at 5 s), then
+    uncapped again, under a steady 1 Mbit/s: the middle stretch carries the cap and queues, the
+    ends pass at once."""
+    spec = LinkSpec(queue_ms=300, rate_steps=((10.0, 500.0), (30.0, None)))
+    link = Link(spec, seed=1)
+    size, interval = 1250, 0.01  # 1 Mbit/s offered, from t = 5 s on
+    out = [(5.0 + i * interval, link.admit(5.0 + i * interval, size)) for i in range(4000)]
+
+    def delivered_bps(start: float, end: float) -> float:
+        sent = [t for s, t in out if start <= s < end and t is not None]
+        return len(sent) * size * 8 / (end - start)
+
+    assert all(t == sent for sent, t in out if sent < 15.0)  # before the step: no cap, no wait
+    assert delivered_bps(18.0, 34.0) == pytest.approx(500_000, rel=0.05)
+    waits = [t - s for s, t in out if 20.0 <= s < 34.0 and t is not None]
+    assert 0.25 < max(waits) <= 0.3 + 0.01  # the 300 ms queue fills and holds
+    assert link.counters.dropped > 0
+    # after the cap lifts (35 s) the queue drains in order, then packets pass at once again
+    assert all(t == s for s, t in out if s >= 35.5)
+    assert not any(t is None for s, t in out if s >= 35.0)
+    departures = [t for _, t in out if t is not None]
+    assert departures == sorted(departures)
+
+
+def test_rate_steps_survive_json_and_are_checked():
+    profile = parse_profiles(["patient-downlink-step"])[0]
+    again = Profile.from_json(json.loads(json.dumps(profile.to_json())))
+    assert again == profile
+    assert profile.links_for("patient")[1].rate_steps == ((10.0, 500.0), (30.0, None))
+    assert "at 10 s 500 kbit/s cap" in profile.links_for("patient")[1].describe()
+    with pytest.raises(ValueError, match="time order"):
+        LinkSpec(rate_steps=((20.0, 500.0), (10.0, None)))
+    with pytest.raises(ValueError, match="positive"):
+        LinkSpec(rate_steps=((1.0, 0.0),))
+
+
+def test_downlink_profiles_cap_only_the_patients_downlink_and_are_not_in_the_default_run():
+    for name in ("patient-downlink-1m", "patient-downlink-step", "patient-cellular"):
+        (profile,) = parse_profiles([name])
+        assert name not in PROFILES
+        up, down = profile.links_for("patient")
+        assert down.rate_kbps or down.rate_steps
+        for role in ("doctor", "expert"):
+            assert all(link.is_clean for link in profile.links_for(role))
+    one_mbit = parse_profiles(["patient-downlink-1m"])[0].links_for("patient")
+    assert one_mbit == (LinkSpec(delay_ms=30), LinkSpec(delay_ms=30, rate_kbps=1000, queue_ms=300))
