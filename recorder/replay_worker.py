@@ -151,7 +151,7 @@ def main() -> int:
         return 1
 
 
-CPU_USED_ENV = "CONSULT_REPLAY_CPU_USED"  # libvpx speed for replays (benchmarks: recorder/replay_bench.py)
+CPU_USED_ENV = "CONSULT_REPLAY_CPU_USED"  # libvpx speed for replays (benchmarks: loadtest/bench_replay.py)
 
 
 def _render(request: RenderRequest, conn: Channel) -> dict[str, Any]:

@@ -14,5 +14,4 @@ sessions or the forwarding path.
     analysis        analyze_frame: all of the above for one frame
     guidance        Guidance: metrics -> one steady prompt; pose_reached for captures
     prompts         prompt keys and their English / Chinese texts
-    bench           python -m media.processors.bench: cost per frame
 """

@@ -15,7 +15,7 @@ import random
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket
 
-from loadtest.bench_packet_path import EXTENSIONS, RTX, VP8
+from loadtest.forwarding_rig import EXTENSIONS, RTX, VP8
 from media import downtrack as downtrack_module
 from media.downtrack import DownTrack
 from media.seqnum import seq_diff

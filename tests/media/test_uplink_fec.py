@@ -22,7 +22,7 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import RTCP_RTPFB_NACK, HeaderExtensionsMap, RtcpPacket, RtcpRtpfbPacket, RtpPacket
 
-from loadtest.bench_packet_path import EXTENSIONS, RTX, VP8
+from loadtest.forwarding_rig import EXTENSIONS, RTX, VP8
 from media.aiortc_bridge import WirePacket
 from media.downtrack import DownTrack
 from media.published_track import PublishedTrack

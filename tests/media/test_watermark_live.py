@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from loadtest import synthetic_video
 from loadtest.participant import SyntheticParticipant
 from loadtest.sources import PatternVideoTrack, PhotoVideoTrack, ToneAudioTrack
 from media.processing import DecodedInput, ProcessorHost
-from media.processors import watermark_bench as wb
 from media.processors.watermark import Pattern
 from media.processors.watermark_detect import ClipAccumulator, detect_image
 from media.published_track import PublishedTrack
@@ -88,7 +88,7 @@ async def room(sfu, live_watermark: str, **kwargs):
 
 async def join(sfu, role: str, *, photo: bool = False, seed: int = 0) -> Viewer:
     # the traced track shows a face in slow motion: the marks must survive a real encode of real content
-    video = PhotoVideoTrack(wb.photo()) if photo else PatternVideoTrack(seed=seed)
+    video = PhotoVideoTrack(synthetic_video.photo()) if photo else PatternVideoTrack(seed=seed)
     viewer = Viewer(sfu.base_url, sfu.token(role), audio=ToneAudioTrack(), video=video)
     sfu.participants.append(viewer)
     await viewer.join()

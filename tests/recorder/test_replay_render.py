@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from media.processors import watermark_bench as wb
+from loadtest.synthetic_video import moving_photo
 from recorder import replay_spool
 from recorder.audit import Action, AuditLog
 from recorder.errors import RecordingIntegrityError, RecordingNotFoundError, RecordingStorageError
@@ -54,7 +54,7 @@ def record_real(data_dir: Path, keys: KeyStore, audit: AuditLog, *, seconds: flo
     aenc.sample_rate, aenc.layout, aenc.format = 48000, "stereo", "s16"
     inside = lambda ms, hole: hole is not None and hole[0] <= ms < hole[1]  # noqa: E731
     items = []
-    for i, image in enumerate(wb.moving_photo(w, h, int(seconds * FPS), seed=21, fps=FPS)):
+    for i, image in enumerate(moving_photo(w, h, int(seconds * FPS), seed=21, fps=FPS)):
         frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         frame.pts = i
         for packet in enc.encode(frame):
@@ -391,7 +391,7 @@ def test_a_recording_whose_picture_grows_replays_at_its_largest_size(data_dir, k
         enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
         enc.time_base, enc.framerate, enc.bit_rate, enc.gop_size = fractions.Fraction(1, FPS), FPS, 800_000, 10 ** 4
         enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-        for i, image in enumerate(wb.moving_photo(w, h, count, seed=5, fps=FPS)):
+        for i, image in enumerate(moving_photo(w, h, count, seed=5, fps=FPS)):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
             frame.pts = i
             for packet in enc.encode(frame):

@@ -15,7 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
-from media.processors import watermark_bench as wb
+from loadtest.synthetic_video import decode, encode, moving_photo
+from loadtest.watermark_leak import Attack, brightness_contrast, chain, crop, leak, scale
 from recorder.audit import Action, AuditLog
 from recorder.errors import KeyUnavailableError
 from recorder.export import export_recording
@@ -105,7 +106,7 @@ def _record_real_video(data_dir: Path, keys: KeyStore, audit: AuditLog, seconds:
                                    tracks=[TrackInfo("patient-video", "video", "VP8", 90000)],
                                    audit=audit, actor="doctor-1")
     writer.write_event(0, {"type": "track-owner", "participant": {"id": "patient", "name": "P", "role": "patient"}})
-    for i, image in enumerate(wb.moving_photo(640, 360, seconds * FPS, seed=21, fps=FPS)):
+    for i, image in enumerate(moving_photo(640, 360, seconds * FPS, seed=21, fps=FPS)):
         frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         frame.pts = i
         for packet in enc.encode(frame):
@@ -147,8 +148,8 @@ def test_export_and_its_leaks_are_traced_to_the_viewer(exported, tmp_path: Path)
 
     # the leaker: crop 10 %, shrink to half, brighten, H.264 at 500 kbit/s in an MP4
     leaked = tmp_path / "leak.mp4"
-    attack = wb.Attack("leak", wb.chain(wb.crop(0.1), wb.scale(0.5), wb.brightness_contrast(0.9, 25)), "h264")
-    leaked.write_bytes(wb.leak(out.read_bytes(), 30, attack))
+    attack = Attack("leak", chain(crop(0.1), scale(0.5), brightness_contrast(0.9, 25)), "h264")
+    leaked.write_bytes(leak(out.read_bytes(), 30, attack))
     result = run_trace(data_dir, leaked, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
@@ -165,7 +166,7 @@ def test_export_and_its_leaks_are_traced_to_the_viewer(exported, tmp_path: Path)
 def test_clean_video_is_pinned_on_no_one(exported, tmp_path: Path):
     data_dir = exported[0]
     clean = tmp_path / "clean.mp4"
-    clean.write_bytes(wb.encode(wb.moving_photo(640, 360, 10 * FPS, seed=21, fps=FPS), "h264", 500_000, FPS))
+    clean.write_bytes(encode(moving_photo(640, 360, 10 * FPS, seed=21, fps=FPS), "h264", 500_000, FPS))
     result = run_trace(data_dir, clean)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no watermark found" in result.stdout
@@ -195,7 +196,7 @@ def test_a_single_screenshot_is_traced(exported, tmp_path: Path):
     import cv2
 
     data_dir, issued, out = exported
-    frame = list(wb.decode(out.read_bytes()))[40]
+    frame = list(decode(out.read_bytes()))[40]
     still = tmp_path / "screenshot.jpg"
     cv2.imwrite(str(still), cv2.resize(frame, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA),
                 [cv2.IMWRITE_JPEG_QUALITY, 85])

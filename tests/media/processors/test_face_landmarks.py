@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from loadtest.synthetic_video import PORTRAIT_FRAME_INTERVAL_MS, portrait_frames
 from media.processors.analysis import analyze_frame
-from media.processors.bench import FRAME_INTERVAL_MS, synthetic_frames
 from media.processors.face_landmarks import LANDMARK_COUNT, FaceLandmarkDetector, FaceLandmarks, Mode
 
 # MediaPipe face mesh indices: nose tip, outer eye corners (image left / right), chin, upper lip.
@@ -55,9 +55,10 @@ def test_bad_input_is_rejected(stills: FaceLandmarkDetector, face_bgr: np.ndarra
 
 
 def test_video_mode_tracks_and_tolerates_repeated_or_backward_timestamps():
-    frames = synthetic_frames(count=12)
+    frames = portrait_frames(count=12)
+    step = PORTRAIT_FRAME_INTERVAL_MS
     with FaceLandmarkDetector(mode=Mode.VIDEO) as video:
-        timestamps = [i * FRAME_INTERVAL_MS for i in range(10)] + [9 * FRAME_INTERVAL_MS, 0]  # repeat, then a restart
+        timestamps = [i * step for i in range(10)] + [9 * step, 0]  # repeat, then a restart
         results = [video.detect(bgr, timestamp_ms=ts) for bgr, ts in zip(frames, timestamps)]
         assert all(r is not None for r in results)
         assert video.detect(frames[0]) is not None  # default clock

@@ -1,7 +1,7 @@
 """Forensic and visible watermarks on real video: embed -> encode (PyAV) -> the leaker's
 transform and re-encode -> decode -> detect, on a moving photograph.
 
-Clips are 640x360, 12 fps, 10 s (the full-size figures are in watermark_bench.py and
+Clips are 640x360, 12 fps, 10 s (the full-size figures are in loadtest/bench_watermark.py and
 docs/BENCHMARKS.md).
 """
 
@@ -12,8 +12,9 @@ import math
 import numpy as np
 import pytest
 
+from loadtest.synthetic_video import CLEAN_KINDS, bitrate_of, clean_clip, decode, encode, moving_photo
+from loadtest.watermark_leak import ATTACKS, LEAK_BITRATE, Exported, detect_file, export_clip, leak
 from media.processors import ecc
-from media.processors import watermark_bench as wb
 from media.processors.watermark import Pattern
 from media.processors.watermark_detect import SYNC_PRESENT_Z, ClipAccumulator, detect_frames, detect_image
 from media.processors.watermark_embed import ForensicEmbedder, VisibleMark, Watermarker, drift_position, viewer_label
@@ -81,7 +82,7 @@ def test_pattern_is_keyed_band_limited_and_carries_the_id():
 def test_invisible_mark_psnr_at_least_40_db_and_luma_only(size):
     w, h = size
     embedder = ForensicEmbedder(KEY, WM_ID)
-    frames = list(wb.moving_photo(w, h, 8, seed=2)) + list(wb.clean_clip("smooth", w, h, 2, 3, 12))
+    frames = list(moving_photo(w, h, 8, seed=2)) + list(clean_clip("smooth", w, h, 2, 3, 12))
     for frame in frames:
         marked = embedder.embed(frame)
         diff = marked.astype(np.float64) - frame
@@ -93,7 +94,7 @@ def test_invisible_mark_psnr_at_least_40_db_and_luma_only(size):
 
 
 def test_mask_puts_less_mark_on_flat_areas():
-    frame = next(wb.moving_photo(W, H, 1, seed=0))
+    frame = next(moving_photo(W, H, 1, seed=0))
     frame[:, : W // 2] = 128                                       # left half flat
     delta = ForensicEmbedder(KEY, WM_ID).delta(frame)
     flat, textured = np.std(delta[:, 40: W // 2 - 40]), np.std(delta[:, W // 2 + 40: -40])
@@ -101,7 +102,7 @@ def test_mask_puts_less_mark_on_flat_areas():
 
 
 def test_visible_mark_is_drawn_and_drifts_over_the_whole_frame():
-    frame = next(wb.moving_photo(W, H, 1, seed=0))
+    frame = next(moving_photo(W, H, 1, seed=0))
     mark = VisibleMark(viewer_label("Dr. Ana Müller", WM_ID))
     a = mark.draw(frame.copy(), 0)
     b = mark.draw(frame.copy(), 20_000)
@@ -126,9 +127,9 @@ def test_visible_mark_is_drawn_and_drifts_over_the_whole_frame():
 # -- the real pipeline ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exported() -> wb.Exported:
+def exported() -> Exported:
     """A 10 s export with both marks, encoded as recorder/export.py does (VP8)."""
-    return wb.export_clip(KEY, WM_ID, W, H, SECONDS, FPS)
+    return export_clip(KEY, WM_ID, W, H, SECONDS, FPS)
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +141,11 @@ def test_export_psnr(exported):
     assert exported.psnr_db >= 40.0
 
 
-@pytest.mark.parametrize("attack", wb.ATTACKS, ids=lambda a: a.name.split(" (")[0])
+@pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name.split(" (")[0])
 def test_traced_after_attack(exported, pattern, attack):
-    leaked = wb.leak(exported.data, FPS, attack)
-    assert wb.bitrate_of(leaked) < attack.bitrate * 1.25       # really re-encoded at ~500 kbit/s
-    detection = wb.detect_file(pattern, leaked)
+    leaked = leak(exported.data, FPS, attack)
+    assert bitrate_of(leaked) < attack.bitrate * 1.25       # really re-encoded at ~500 kbit/s
+    detection = detect_file(pattern, leaked)
     truth = ecc.encode_payload(WM_ID, pattern.layout.scramble)
     assert detection.wm_id == WM_ID, (detection.sync_z, detection.ber_against(truth), detection.period)
     assert detection.id_bit_errors(WM_ID) == 0
@@ -154,29 +155,29 @@ def test_traced_after_attack(exported, pattern, attack):
 
 def test_a_short_clip_is_still_traced(exported, pattern):
     """3 s of the export, re-encoded with H.264 at 500 kbit/s."""
-    frames = list(wb.decode(exported.data))[: 3 * FPS]
-    leaked = wb.encode(frames, "h264", wb.LEAK_BITRATE, FPS)
-    assert wb.detect_file(pattern, leaked).wm_id == WM_ID
+    frames = list(decode(exported.data))[: 3 * FPS]
+    leaked = encode(frames, "h264", LEAK_BITRATE, FPS)
+    assert detect_file(pattern, leaked).wm_id == WM_ID
 
 
 def test_portrait_phone_video_is_traced():
     """A phone held upright: 360x640, 5 s, crop + downscale + H.264 500k."""
-    exported = wb.export_clip(KEY, WM_ID, 360, 640, 5, FPS)
-    detection = wb.detect_file(Pattern(KEY), wb.leak(exported.data, FPS, wb.ATTACKS[-1]))
+    exported = export_clip(KEY, WM_ID, 360, 640, 5, FPS)
+    detection = detect_file(Pattern(KEY), leak(exported.data, FPS, ATTACKS[-1]))
     assert detection.wm_id == WM_ID
 
 
-@pytest.mark.parametrize("kind", wb.CLEAN_KINDS)
+@pytest.mark.parametrize("kind", CLEAN_KINDS)
 @pytest.mark.slow
 def test_clean_clip_gives_no_watermark(pattern, kind):
-    clip = wb.encode(wb.clean_clip(kind, W, H, SECONDS * FPS, 11, FPS), "h264", wb.LEAK_BITRATE, FPS)
-    detection = wb.detect_file(pattern, clip)
+    clip = encode(clean_clip(kind, W, H, SECONDS * FPS, 11, FPS), "h264", LEAK_BITRATE, FPS)
+    detection = detect_file(pattern, clip)
     assert detection.wm_id is None
     assert not detection.present, detection.sync_z
 
 
 def test_another_keys_mark_is_not_read(exported):
-    detection = wb.detect_file(Pattern(OTHER_KEY), exported.data)
+    detection = detect_file(Pattern(OTHER_KEY), exported.data)
     assert detection.wm_id is None and not detection.present
 
 
@@ -184,13 +185,13 @@ def test_another_keys_mark_is_not_read(exported):
 def test_two_viewers_are_told_apart():
     """The same frames marked for two viewers, averaged into one clip (a naive collusion)
     or not: each alone traces to its own id; never to the other."""
-    frames = list(wb.moving_photo(W, H, 5 * FPS, seed=9, fps=FPS))
+    frames = list(moving_photo(W, H, 5 * FPS, seed=9, fps=FPS))
     a, b = ForensicEmbedder(KEY, 0x11111111), ForensicEmbedder(KEY, 0xEEEEEEEE)
-    clip_a = wb.encode([a.embed(f) for f in frames], "vp8", wb.LEAK_BITRATE, FPS)
-    clip_b = wb.encode([b.embed(f) for f in frames], "h264", wb.LEAK_BITRATE, FPS)
+    clip_a = encode([a.embed(f) for f in frames], "vp8", LEAK_BITRATE, FPS)
+    clip_b = encode([b.embed(f) for f in frames], "h264", LEAK_BITRATE, FPS)
     pattern = Pattern(KEY)
-    assert wb.detect_file(pattern, clip_a).wm_id == 0x11111111
-    assert wb.detect_file(pattern, clip_b).wm_id == 0xEEEEEEEE
+    assert detect_file(pattern, clip_a).wm_id == 0x11111111
+    assert detect_file(pattern, clip_b).wm_id == 0xEEEEEEEE
 
 
 def test_accumulator_uses_the_dominant_frame_size():
@@ -205,6 +206,6 @@ def test_accumulator_uses_the_dominant_frame_size():
 
 def test_watermarker_frame_hook_is_what_export_calls():
     marker = Watermarker(KEY, WM_ID, viewer_label("Dr. Example", WM_ID))
-    frames = [marker.frame_hook(f, int(i * 1000 / FPS)) for i, f in enumerate(wb.moving_photo(W, H, 24, seed=1))]
+    frames = [marker.frame_hook(f, int(i * 1000 / FPS)) for i, f in enumerate(moving_photo(W, H, 24, seed=1))]
     assert detect_frames(Pattern(KEY), frames).wm_id == WM_ID
     assert detect_image(Pattern(KEY), np.full((H, W), 128, np.float32)).wm_id is None   # blank picture

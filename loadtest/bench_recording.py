@@ -1,6 +1,6 @@
 """Throughput of the segment writer (encrypt + append [+ fdatasync]) and of verification.
 
-    python -m recorder.bench [--mb 512] [--dir /tmp] [--frame-bytes 6000]
+    python -m loadtest.bench_recording [--mb 512] [--dir /tmp] [--frame-bytes 6000]
 
 Frames are pre-generated random payloads of a realistic encoded-video size, so the
 figure is the writer's cost, not the generator's. Reported in MB/s of payload.
@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .keys import KeyStore
-from .manifest import TrackInfo
-from .reader import RecordingReader
-from .writer import RecordingWriter
+from recorder.keys import KeyStore
+from recorder.manifest import TrackInfo
+from recorder.reader import RecordingReader
+from recorder.writer import RecordingWriter
 
 
 def run(directory: Path, total_mb: int, frame_bytes: int, fsync: bool) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Live watermark benchmark: server CPU and latency for one viewer, forwarded vs marked on the server.
 
-    .venv/bin/python -m media.processors.watermark_live_bench [--seconds 15] [--repeat 2]
+    .venv/bin/python -m loadtest.bench_watermark_live [--seconds 15] [--repeat 2]
         [--modes off page server] [--width 1280 --height 720 --fps 30] [--json out.json]
 
 Side by side in one run, against one real server process (run.py on 127.0.0.1): for each
@@ -39,8 +39,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 import av
+from aiortc.mediastreams import MediaStreamError
 
-from . import watermark_bench as wb
+from loadtest.clips import SweepAudioSpec, draw_marker, load_or_encode, luma_of, read_marker
+from loadtest.harness import (
+    admin_key_of,
+    free_port,
+    http_json,
+    machine_info,
+    proc_cpu_seconds,
+    start_server,
+    stop_process,
+    wait_healthy,
+)
+from loadtest.participant import SyntheticParticipant
+from loadtest.preencoded import EncodedClip, default_cache_dir
+from loadtest.publisher import StampedClipTrack
+from loadtest.synthetic_video import moving_photo
+from media.ice import restrict_host_addresses
 
 MODES = ("off", "page", "server")
 
@@ -57,12 +73,9 @@ class PhotoClipSpec:
     keyframe_interval_s: float = 2.0
 
 
-def photo_clip(spec: PhotoClipSpec, cache_dir: Path):
-    """The photograph in slow motion (watermark_bench.moving_photo) with the frame index drawn
+def photo_clip(spec: PhotoClipSpec, cache_dir: Path) -> EncodedClip:
+    """The photograph in slow motion (loadtest.synthetic_video.moving_photo) with the frame index drawn
     top-left (loadtest.clips.draw_marker), VP8 realtime CBR as a browser sends it; cached."""
-    from loadtest.clips import draw_marker
-    from loadtest.preencoded import EncodedClip
-
     path = cache_dir / (f"wm-live-{spec.width}x{spec.height}-{spec.fps}-{spec.bitrate}-{spec.seconds:g}-"
                         f"{spec.keyframe_interval_s:g}-av{av.__version__}.clip")
     if path.exists():
@@ -80,7 +93,7 @@ def photo_clip(spec: PhotoClipSpec, cache_dir: Path):
                      "minrate": rate, "maxrate": rate, "bufsize": rate, "undershoot-pct": "100",
                      "overshoot-pct": "15", "partitions": "0"}
     packets: list[av.Packet] = []
-    for i, image in enumerate(wb.moving_photo(spec.width, spec.height, n, seed=5, fps=spec.fps)):
+    for i, image in enumerate(moving_photo(spec.width, spec.height, n, seed=5, fps=spec.fps)):
         draw_marker(image, i)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         frame.pts, frame.time_base = i, codec.time_base
@@ -104,46 +117,38 @@ def _pts(packet: av.Packet) -> int:
 
 # -- the watching clinician ---------------------------------------------------------------------------
 
-def _viewer_class():
-    from aiortc.mediastreams import MediaStreamError
+class MeasuringViewer(SyntheticParticipant):
+    """Decodes what it receives and notes (clip index, arrival) of every frame it can read."""
 
-    from loadtest.clips import luma_of, read_marker
-    from loadtest.participant import SyntheticParticipant
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.decoded: list[tuple[Optional[int], float]] = []
+        self.video_bytes = 0
 
-    class MeasuringViewer(SyntheticParticipant):
-        """Decodes what it receives and notes (clip index, arrival) of every frame it can read."""
+    async def _consume(self, track, received) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                received.frames += 1
+                if track.kind == "video":
+                    received.width, received.height = frame.width, frame.height
+                    self.decoded.append((read_marker(luma_of(frame)), now))
+        except MediaStreamError:
+            pass
 
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            self.decoded: list[tuple[Optional[int], float]] = []
-            self.video_bytes = 0
+    def count_bytes(self) -> None:
+        assert self.pc is not None  # called once the viewer has joined
+        transport = self.pc.getTransceivers()[0].receiver.transport
+        original = transport._handle_rtp_data
 
-        async def _consume(self, track, received) -> None:
-            try:
-                while True:
-                    frame = await track.recv()
-                    now = time.monotonic()
-                    received.frames += 1
-                    if track.kind == "video":
-                        received.width, received.height = frame.width, frame.height
-                        self.decoded.append((read_marker(luma_of(frame)), now))
-            except MediaStreamError:
-                pass
+        async def counting(data: bytes, arrival_time_ms: int) -> None:
+            if len(data) > 200:  # video-sized (Opus packets are ~100 bytes): close enough for kbit/s
+                self.video_bytes += len(data)
+            await original(data, arrival_time_ms)
 
-        def count_bytes(self) -> None:
-            assert self.pc is not None  # called once the viewer has joined
-            transport = self.pc.getTransceivers()[0].receiver.transport
-            original = transport._handle_rtp_data
-
-            async def counting(data: bytes, arrival_time_ms: int) -> None:
-                if len(data) > 200:  # video-sized (Opus packets are ~100 bytes): close enough for kbit/s
-                    self.video_bytes += len(data)
-                await original(data, arrival_time_ms)
-
-            # wraps aiortc's handler of received RTP on purpose, to count the bytes
-            transport._handle_rtp_data = counting  # type: ignore[method-assign]
-
-    return MeasuringViewer
+        # wraps aiortc's handler of received RTP on purpose, to count the bytes
+        transport._handle_rtp_data = counting  # type: ignore[method-assign]
 
 
 def latencies_ms(decoded: list[tuple[Optional[int], float]], sends: list[tuple[int, float]]) -> list[float]:
@@ -173,10 +178,6 @@ def _pct(values: list[float], q: float) -> Optional[float]:
 
 async def measure_mode(mode: str, *, base_url: str, admin_key: Optional[str], server_pid: int, video, audio,
                        seconds: float, warmup: float, tag: str, viewers: int = 1) -> dict[str, Any]:
-    from loadtest.harness import http_json, proc_cpu_seconds
-    from loadtest.participant import SyntheticParticipant
-    from loadtest.publisher import StampedClipTrack
-
     loop = asyncio.get_running_loop()
 
     def call(method: str, path: str, body: Optional[dict] = None) -> dict:
@@ -200,7 +201,7 @@ async def measure_mode(mode: str, *, base_url: str, admin_key: Optional[str], se
 
     video_track, audio_track = StampedClipTrack(video), StampedClipTrack(audio)
     patient = SyntheticParticipant(base_url, patient_token, audio=audio_track, video=video_track)
-    watchers = [_viewer_class()(base_url, token) for token in viewer_tokens]
+    watchers = [MeasuringViewer(base_url, token) for token in viewer_tokens]
     doctor = watchers[0]  # the one whose frames are measured
     result: dict[str, Any] = {"mode": mode, "viewers": viewers}
     try:
@@ -238,17 +239,12 @@ async def measure_mode(mode: str, *, base_url: str, admin_key: Optional[str], se
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from loadtest.clips import SweepAudioSpec, load_or_encode
-    from loadtest.harness import admin_key_of, free_port, machine_info, start_server, stop_process, wait_healthy
-    from loadtest.preencoded import default_cache_dir
-    from media.ice import restrict_host_addresses
-
     restrict_host_addresses(["127.0.0.1"])
     spec = PhotoClipSpec(width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate)
     loop = asyncio.get_running_loop()
     video = await loop.run_in_executor(None, photo_clip, spec, default_cache_dir())
     audio = await loop.run_in_executor(None, load_or_encode, SweepAudioSpec(seconds=spec.seconds), default_cache_dir())
-    report: dict[str, Any] = {"command": "python -m media.processors.watermark_live_bench " + " ".join(sys.argv[1:]),
+    report: dict[str, Any] = {"command": "python -m loadtest.bench_watermark_live " + " ".join(sys.argv[1:]),
                               "machine": machine_info(), "clip": {**asdict(spec), "kbps": round(video.bitrate / 1000)},
                               "seconds": args.seconds, "warmup": args.warmup, "runs": []}
     with tempfile.TemporaryDirectory(prefix="wm-live-bench-") as tmp:
@@ -313,7 +309,7 @@ def markdown(summary: list[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m media.processors.watermark_live_bench",
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_watermark_live",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--seconds", type=float, default=15.0, help="each CPU window")

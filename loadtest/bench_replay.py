@@ -2,7 +2,7 @@
 viewer, how soon the first seconds can play, and what it does to an event loop in the
 same process (the server's, which forwards live media).
 
-    python -m recorder.replay_bench [--size 1280x720] [--seconds 60] [--participants 1 2]
+    python -m loadtest.bench_replay [--size 1280x720] [--seconds 60] [--participants 1 2]
         [--cpu-used 16] [--json out.json]
 
 A real recording is made first: per participant, a drifting photograph encoded as a
@@ -41,24 +41,23 @@ from typing import Any, Optional
 import av
 import numpy as np
 
-from . import replay_render
-from .audit import AuditLog
-from .keys import KeyStore
-from .manifest import TrackInfo
-from .reader import RecordingReader
-from .replay_cache import ReplayRenders
-from .replay_worker import CPU_USED_ENV
-from .watermarks import WatermarkRegistry, load_key
-from .webm import media_groups
-from .writer import RecordingWriter
+from loadtest.synthetic_video import moving_photo
+from recorder import replay_render
+from recorder.audit import AuditLog
+from recorder.keys import KeyStore
+from recorder.manifest import TrackInfo
+from recorder.reader import RecordingReader
+from recorder.replay_cache import ReplayRenders
+from recorder.replay_worker import CPU_USED_ENV
+from recorder.watermarks import WatermarkRegistry, load_key
+from recorder.webm import media_groups
+from recorder.writer import RecordingWriter
 
 FPS = 30
 
 
 def make_recording(data_dir: Path, keys: KeyStore, audit: AuditLog, size: tuple[int, int], seconds: float,
                    participants: int) -> str:
-    from media.processors.watermark_bench import moving_photo
-
     w, h = size
     tracks = []
     for p in range(participants):
@@ -256,7 +255,7 @@ def _cpu() -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m recorder.replay_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_replay", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1280x720")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--participants", type=int, nargs="+", default=[1, 2])

@@ -1,11 +1,12 @@
 """Cost of face analysis per frame: VIDEO-mode landmarks + all metrics.
 
-    .venv/bin/python -m media.processors.bench [--frames 300] [--streams 1] [--size 640x480]
+    .venv/bin/python -m loadtest.bench_face_analysis [--frames 300] [--streams 1] [--size 640x480]
 
 Frames: matplotlib's Grace Hopper portrait on a canvas of --size, drifting and tilting
-a little every frame so the tracker works as it would on a live patient. Each stream
-is one worker thread with its own detector (as in production); frames are prepared
-before timing, so the figures are analysis only (no decoding or resizing).
+a little every frame so the tracker works as it would on a live patient
+(loadtest.synthetic_video.portrait_frames). Each stream is one worker thread with its
+own detector (as in production); frames are prepared before timing, so the figures are
+analysis only (no decoding or resizing).
 """
 
 from __future__ import annotations
@@ -15,32 +16,11 @@ import statistics
 import threading
 import time
 
-import cv2
-import matplotlib.cbook
 import numpy as np
 
-from .analysis import analyze_frame
-from .face_landmarks import FaceLandmarkDetector
-
-FRAME_INTERVAL_MS = 66  # timestamps as at 15 fps; tracking only cares that they increase
-_CYCLE = 60  # distinct frames, replayed; the motion is periodic so the loop is seamless
-
-
-def synthetic_frames(width: int = 640, height: int = 480, count: int = _CYCLE) -> list[np.ndarray]:
-    """`count` BGR frames of the portrait moving smoothly (±5% of the width, ±4 degrees)."""
-    path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    face = cv2.imread(path)
-    if face is None:
-        raise FileNotFoundError(f"cannot read the portrait {path}")
-    scale = height / face.shape[0]
-    face = cv2.resize(face, (round(face.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
-    frames = []
-    for i in range(count):
-        phase = 2 * np.pi * i / count
-        m = cv2.getRotationMatrix2D((face.shape[1] / 2, height / 2), 4 * np.sin(phase), 1.0)
-        m[0, 2] += (width - face.shape[1]) / 2 + 0.05 * width * np.sin(phase)
-        frames.append(cv2.warpAffine(face, m, (width, height), borderMode=cv2.BORDER_REPLICATE))
-    return frames
+from loadtest.synthetic_video import PORTRAIT_FRAME_INTERVAL_MS, portrait_frames
+from media.processors.analysis import analyze_frame
+from media.processors.face_landmarks import FaceLandmarkDetector
 
 
 def run_stream(frames: list[np.ndarray], n: int, warmup: int, out: dict[str, list[float]]) -> None:
@@ -50,7 +30,7 @@ def run_stream(frames: list[np.ndarray], n: int, warmup: int, out: dict[str, lis
         for i in range(warmup + n):
             bgr = frames[i % len(frames)]
             t0 = time.perf_counter()
-            landmarks = detector.detect(bgr, timestamp_ms=i * FRAME_INTERVAL_MS)
+            landmarks = detector.detect(bgr, timestamp_ms=i * PORTRAIT_FRAME_INTERVAL_MS)
             t1 = time.perf_counter()
             analyze_frame(bgr, landmarks)
             t2 = time.perf_counter()
@@ -69,7 +49,7 @@ def main() -> None:
     parser.add_argument("--size", default="640x480")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
-    frames = synthetic_frames(width, height)
+    frames = portrait_frames(width, height)
 
     results: list[dict[str, list[float]]] = [{} for _ in range(args.streams)]
     threads = [threading.Thread(target=run_stream, args=(frames, args.frames, args.warmup, r)) for r in results]

@@ -1,14 +1,16 @@
 """Watermark benchmark: robustness, false positives, PSNR, embedding cost, live-viewer cost.
 
-    .venv/bin/python -m media.processors.watermark_bench [--size 1280x720] [--fps 30] [--seconds 10]
+    .venv/bin/python -m loadtest.bench_watermark [--size 1280x720] [--fps 30] [--seconds 10]
         [--clean 20] [--json out.json] [--markdown]
-    .venv/bin/python -m media.processors.watermark_bench --live-cost [--markdown]   # the live path only
+    .venv/bin/python -m loadtest.bench_watermark --live-cost [--markdown]   # the live path only
 
 The pipeline is the real one: frames of a photograph in motion (matplotlib's Grace Hopper
 portrait, slowly drifting and zooming, with a little sensor noise) -> visible + invisible
 marks -> the export's VP8 encode (PyAV/libvpx) -> decode -> the leaker's transform (cv2)
--> re-encode at 500 kbit/s (VP8 or H.264) -> decode -> trace. The tests
-(tests/media/processors/test_watermark.py) use these helpers on small clips.
+-> re-encode at 500 kbit/s (VP8 or H.264) -> decode -> trace. Its pieces are
+loadtest.synthetic_video (the clips) and loadtest.watermark_leak (export, leak, trace),
+which the tests (tests/media/processors/test_watermark.py) use on small clips; this module
+adds the stress attacks, the timing and the report.
 """
 
 from __future__ import annotations
@@ -17,187 +19,35 @@ import argparse
 import fractions
 import io
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Optional
 
 import av
 import cv2
-import matplotlib.cbook
 import numpy as np
 
-from . import ecc
-from .watermark import Pattern
-from .watermark_detect import ClipAccumulator, Detection, detect_image
-from .watermark_embed import DEFAULT_RMS, ForensicEmbedder, VisibleMark, Watermarker, viewer_label
+from loadtest.synthetic_video import CLEAN_KINDS, bitrate_of, clean_clip, decode, encode, moving_photo
+from loadtest.watermark_leak import (
+    ATTACKS,
+    LEAK_BITRATE,
+    Attack,
+    crop,
+    detect_file,
+    export_clip,
+    identity,
+    leak,
+    scale,
+)
+from media.processors import ecc
+from media.processors.watermark import Pattern
+from media.processors.watermark_detect import ClipAccumulator, detect_image
+from media.processors.watermark_embed import ForensicEmbedder, VisibleMark, Watermarker, viewer_label
 
-LEAK_BITRATE = 500_000
-EXPORT_BITRATE_PER_PIXEL_S = 2_500_000 / (1280 * 720 * 30)   # recorder/export.py: 2.5 Mbit/s, sized for 720p30
-
-
-# -- source video ------------------------------------------------------------------------------------
-
-def photo() -> np.ndarray:
-    path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    image = cv2.imread(path)
-    if image is None:
-        raise FileNotFoundError(f"cannot read the photograph {path}")
-    return image
-
-
-def moving_photo(width: int, height: int, n: int, *, seed: int = 0, fps: float = 15.0,
-                 image: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
-    """n BGR frames: the photograph covering the frame, drifting (~6 % of the width) and zooming
-    (x1.0 -> x1.12) slowly, as a patient moving in front of a camera; sensor noise sigma 1.5.
-    `seed` varies the path (and picks a mirrored/rotated photo for odd seeds) so clips differ."""
-    src = photo() if image is None else image
-    if seed % 2:
-        src = cv2.flip(src, 1)
-    rng = np.random.default_rng(seed)
-    base = max(width / src.shape[1], height / src.shape[0]) * 1.15
-    cx, cy = src.shape[1] / 2, src.shape[0] * (0.42 + 0.1 * rng.random())
-    ph = rng.random(3) * 2 * math.pi
-    for i in range(n):
-        t = i / fps
-        zoom = base * (1.0 + 0.12 * (0.5 - 0.5 * math.cos(2 * math.pi * t / 20 + ph[0])))
-        dx = 0.03 * width * math.sin(2 * math.pi * t / 13 + ph[1])
-        dy = 0.02 * height * math.sin(2 * math.pi * t / 9 + ph[2])
-        angle = 2.0 * math.sin(2 * math.pi * t / 17 + ph[0])
-        m = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
-        m[0, 2] += width / 2 - cx + dx
-        m[1, 2] += height / 2 - cy + dy
-        frame = cv2.warpAffine(src, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        noise = rng.normal(0, 1.5, frame.shape[:2]).astype(np.float32)
-        yield np.clip(frame + noise[:, :, None], 0, 255).astype(np.uint8)
-
-
-def _terrain() -> np.ndarray:
-    """matplotlib's Jacksboro fault elevation model, hill-shaded: natural texture that is not a face."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LightSource
-    dem = np.load(matplotlib.cbook.get_sample_data("jacksboro_fault_dem.npz", asfileobj=False))["elevation"]
-    rgb = LightSource(azdeg=315, altdeg=45).shade(dem, cmap=plt.get_cmap("gist_earth"), blend_mode="overlay")
-    return cv2.cvtColor((rgb[:, :, :3] * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-
-
-def _tiled(period: int) -> np.ndarray:
-    """A patch of the photograph repeated with exactly the watermark's nominal period
-    (the worst case for a periodic-tile detector: strong periodicity where it looks)."""
-    patch = cv2.resize(photo()[200:328, 190:318], (period, period), interpolation=cv2.INTER_AREA)
-    return np.tile(patch, (12, 16, 1))
-
-
-def clean_clip(kind: str, width: int, height: int, n: int, seed: int, fps: float) -> Iterator[np.ndarray]:
-    """Unmarked clips of several kinds, for the false-positive measurement."""
-    if kind == "photo":
-        return moving_photo(width, height, n, seed=seed, fps=fps)
-    if kind == "terrain":
-        return moving_photo(width, height, n, seed=seed, fps=fps, image=_terrain())
-    if kind == "periodic":
-        return moving_photo(width, height, n, seed=seed, fps=fps, image=_tiled(round(64 * min(width, height) / 360)))
-    if kind == "still":
-        frame = next(moving_photo(width, height, 1, seed=seed, fps=fps))
-        return iter([frame] * n)
-    if kind == "smooth":   # a close-up of skin: little texture, large soft gradients
-        return (cv2.GaussianBlur(f, (0, 0), 6) for f in moving_photo(width, height, n, seed=seed, fps=fps))
-    raise ValueError(kind)
-
-
-CLEAN_KINDS = ("photo", "terrain", "periodic", "still", "smooth")
-
-
-# -- codecs -----------------------------------------------------------------------------------------------
-
-def encode(frames: Iterable[np.ndarray], codec: str, bitrate: int, fps: float, *, fast: bool = True) -> bytes:
-    """A real file in memory: VP8 in WebM (libvpx) or H.264 in MP4 (libx264), at `bitrate` bit/s.
-    fast: the encoders' quick settings (libvpx realtime cpu-used 8, x264 veryfast: less quality for
-    the bits); otherwise a careful leaker's (libvpx good-quality mode at cpu-used 4, x264 medium,
-    ffmpeg's default preset)."""
-    buf = io.BytesIO()
-    fmt = {"vp8": "webm", "h264": "mp4"}[codec]
-    rate = fractions.Fraction(fps).limit_denominator(1000)
-    with av.open(buf, "w", format=fmt) as container:
-        stream = None
-        for i, image in enumerate(frames):
-            if stream is None:
-                h, w = image.shape[:2]
-                stream = container.add_stream("libvpx" if codec == "vp8" else "libx264", rate=rate)
-                stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-                stream.bit_rate = bitrate
-                if codec == "vp8":
-                    stream.codec_context.options = ({"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-                                                    if fast else {"deadline": "good", "cpu-used": "4"})
-                else:
-                    stream.codec_context.options = {"preset": "veryfast" if fast else "medium"}
-                stream.codec_context.thread_count = 1  # deterministic output (and libvpx keeps its bitrate)
-            h, w = stream.height, stream.width
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="bgr24")
-            frame.pts = i
-            frame.time_base = 1 / rate
-            container.mux(stream.encode(frame))
-        if stream is None:
-            raise ValueError("no frames to encode")
-        container.mux(stream.encode(None))
-    return buf.getvalue()
-
-
-def decode(data: bytes, fmt: str = "bgr24") -> Iterator[np.ndarray]:
-    with av.open(io.BytesIO(data), "r") as container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format=fmt)
-
-
-def bitrate_of(data: bytes) -> float:
-    with av.open(io.BytesIO(data), "r") as container:
-        s = container.streams.video[0]
-        if s.frames and s.average_rate is not None:
-            duration = float(s.frames / s.average_rate)
-        elif container.duration is not None:
-            duration = float(container.duration / 1e6)
-        else:
-            raise ValueError("the clip tells neither its frame count and rate nor its duration")
-    return len(data) * 8 / duration
-
-
-# -- the leaker's transforms ----------------------------------------------------------------------------------
-
-def crop(fraction: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Cut `fraction` of the width and of the height away (asymmetric: 2/3 left/top, 1/3 right/bottom)."""
-    def f(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        cx, cy = int(w * fraction), int(h * fraction)
-        return img[cy * 2 // 3: h - cy // 3, cx * 2 // 3: w - cx // 3]
-    return f
-
-
-def scale(factor: float, interpolation: int = cv2.INTER_AREA) -> Callable[[np.ndarray], np.ndarray]:
-    def f(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        return cv2.resize(img, (round(w * factor) // 2 * 2, round(h * factor) // 2 * 2), interpolation=interpolation)
-    return f
-
-
-def brightness_contrast(gain: float, offset: float, gamma: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
-    lut = np.clip(255 * ((np.arange(256) / 255) ** gamma) * gain + offset, 0, 255).astype(np.uint8)
-    return lambda img: cv2.LUT(img, lut)
-
-
-def screen_capture(img: np.ndarray) -> np.ndarray:
-    """A player window captured off a screen: the video shown at 1.37x (bicubic, with the player's
-    sharpening-free scaler), then the capture scaled to 0.62 of that with bilinear, a slight
-    anisotropy (1.0 x 0.97), gamma 0.92, and 8-bit rounding at every step."""
-    h, w = img.shape[:2]
-    big = cv2.resize(img, (round(w * 1.37), round(h * 1.37)), interpolation=cv2.INTER_CUBIC)
-    small = cv2.resize(big, (round(w * 1.37 * 0.62) // 2 * 2, round(h * 1.37 * 0.62 * 0.97) // 2 * 2),
-                       interpolation=cv2.INTER_LINEAR)
-    return brightness_contrast(1.0, 0.0, 0.92)(small)
-
+# -- transforms only the stress rows use --------------------------------------------------------------------
 
 def letterbox(img: np.ndarray) -> np.ndarray:
     """16:9 shown in a 4:3 frame with black bars above and below."""
@@ -218,87 +68,6 @@ def window_capture(img: np.ndarray) -> np.ndarray:
     desk[y - 12: y, x: x + vw] = 230
     desk[y: y + vh, x: x + vw] = cv2.resize(img, (vw, vh), interpolation=cv2.INTER_LINEAR)
     return desk
-
-
-def chain(*fs: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    def f(img: np.ndarray) -> np.ndarray:
-        for g in fs:
-            img = g(img)
-        return img
-    return f
-
-
-def identity(img: np.ndarray) -> np.ndarray:
-    return img
-
-
-@dataclass(frozen=True)
-class Attack:
-    name: str
-    transform: Callable[[np.ndarray], np.ndarray]
-    codec: str                  # the leaker's re-encode
-    bitrate: int = LEAK_BITRATE
-    drop_every: int = 0         # keep 1 of every `drop_every` frames... 0: keep all (frame-rate change)
-
-
-ATTACKS = [
-    Attack("VP8 re-encode 500 kbit/s", identity, "vp8"),
-    Attack("H.264 re-encode 500 kbit/s", identity, "h264"),
-    Attack("downscale 50 % (+H.264 500k)", scale(0.5), "h264"),
-    Attack("crop 10 % (+H.264 500k)", crop(0.10), "h264"),
-    Attack("brightness +30, contrast x0.8 (+VP8 500k)", brightness_contrast(0.8, 30), "vp8"),
-    Attack("contrast x1.3, gamma 0.8 (+H.264 500k)", brightness_contrast(1.3, -30, 0.8), "h264"),
-    Attack("resample 0.6 area -> 1.0 cubic (+VP8 500k)",
-           lambda img: cv2.resize(scale(0.6)(img), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_CUBIC), "vp8"),
-    Attack("screen capture 1.37x cubic -> 0.62x linear, 3 % anisotropy, gamma (+H.264 500k)", screen_capture, "h264"),
-    Attack("all at once: crop 10 %, 50 %, brightness, (+H.264 500k, 2/3 of the frames)",
-           chain(crop(0.10), scale(0.5), brightness_contrast(0.85, 20)), "h264", drop_every=3),
-]
-
-
-# -- the pipeline ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Exported:
-    data: bytes            # the export as the viewer received it
-    fps: float
-    psnr_db: float         # watermarked vs unmarked frames (before any encoding), invisible mark only
-    embed_ms: float        # per frame, visible + invisible
-
-
-def export_clip(key: bytes, wm_id: int, width: int, height: int, seconds: float, fps: float, *, seed: int = 0,
-                bitrate: Optional[int] = None, visible: bool = True, rms: float = DEFAULT_RMS,
-                fast: bool = True) -> Exported:
-    """Marks a moving-photo clip and encodes it as recorder/export.py does (VP8, 2.5 Mbit/s at 720p30,
-    the same bits per pixel at other sizes)."""
-    n = int(round(seconds * fps))
-    marker = Watermarker(key, wm_id, viewer_label("Dr. Example", wm_id), visible=visible, rms=rms)
-    mse, spent, marked = [], 0.0, []
-    for i, frame in enumerate(moving_photo(width, height, n, seed=seed, fps=fps)):
-        t0 = time.perf_counter()
-        out = marker.frame_hook(frame.copy(), int(i * 1000 / fps))
-        spent += time.perf_counter() - t0
-        reference = marker.visible.draw(frame.copy(), int(i * 1000 / fps)) if marker.visible is not None else frame
-        mse.append(np.mean((out.astype(np.float32) - reference) ** 2))
-        marked.append(out)
-    bitrate = bitrate or int(EXPORT_BITRATE_PER_PIXEL_S * width * height * fps)
-    data = encode(marked, "vp8", bitrate, fps, fast=fast)
-    return Exported(data, fps, 10 * math.log10(255 ** 2 / max(float(np.mean(mse)), 1e-9)), 1000 * spent / n)
-
-
-def leak(exported: bytes, fps: float, attack: Attack, *, fast: bool = True, seconds: Optional[float] = None) -> bytes:
-    """The leaker: decode, transform every frame, re-encode (first `seconds` only, if given)."""
-    frames = (attack.transform(f) for i, f in enumerate(decode(exported))
-              if (not attack.drop_every or i % attack.drop_every) and (seconds is None or i < seconds * fps))
-    out_fps = fps * (1 - 1 / attack.drop_every) if attack.drop_every else fps
-    return encode(frames, attack.codec, attack.bitrate, out_fps, fast=fast)
-
-
-def detect_file(pattern: Pattern, data: bytes) -> Detection:
-    acc = ClipAccumulator()
-    for luma in decode(data, "gray"):
-        acc.add(luma)
-    return detect_image(pattern, acc.mean, frames=acc.frames)
 
 
 # -- benchmark ------------------------------------------------------------------------------------------------
@@ -354,7 +123,7 @@ def _live_viewer_cost(key: bytes, width: int = 1280, height: int = 720, fps: int
     it, and a VP8 encode (media/variant_encoder.py) at the start bitrate for 720p. For comparison,
     the same frames through aiortc's own Vp8Encoder (what its RTCRtpSender would use), and the
     luma PSNR each encoder keeps against the marked frames. The end-to-end figure with a real
-    server and a real viewer is media/processors/watermark_live_bench.py."""
+    server and a real viewer is loadtest/bench_watermark_live.py."""
     from aiortc.codecs.vpx import Vp8Encoder
 
     from media.variant_encoder import VariantEncoder
