@@ -5,6 +5,10 @@ id, kind, codec, clock rate, file) and a pointer to the wrapped data key. It car
 media and no names; still it is MACed with a key derived from the recording's data key,
 so a reader notices an edited track list, codec or room. It is rewritten atomically
 when a track is added mid-recording.
+
+`room` names the room as `<room id>@<instance>`: room ids are used again once a room is
+closed, and the instance (one per creation of the id) says which consultation this was.
+Recordings made before instances existed, and ones written by tools, hold the bare id.
 """
 
 from __future__ import annotations
@@ -26,6 +30,18 @@ MANIFEST_FILE = "manifest.json"
 EVENTS_TRACK_ID = "events"
 EVENTS_TRACK_NO = 0
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
+ROOM_INSTANCE_SEPARATOR = "@"  # never in a room id or an instance id (A-Z a-z 0-9 _ -)
+
+
+def room_label(room_id: str, instance: Optional[str]) -> str:
+    """What a recording's manifest says about its room: the id and which instance of it."""
+    return f"{room_id}{ROOM_INSTANCE_SEPARATOR}{instance}" if instance else room_id
+
+
+def split_room_label(label: str) -> tuple[str, Optional[str]]:
+    """(room id, instance or None) of a manifest's `room`."""
+    room_id, separator, instance = label.partition(ROOM_INSTANCE_SEPARATOR)
+    return room_id, (instance or None) if separator else None
 
 
 def new_recording_id(now: Optional[dt.datetime] = None) -> str:

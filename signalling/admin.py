@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -17,11 +18,13 @@ from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
 from recorder.errors import RecorderError
 
-from .registry import LIVE_WATERMARK_MODES, RegistryError
+from .registry import LIVE_WATERMARK_MODES, RegistryError, RoomInstance, find_instance
 from .roles import PAGE_FOR_ROLE, ROLES
+from .tokens import JTI_PATTERN, unique_identity
 
 LANGUAGES = tuple(LANGUAGE_CATALOGUE)
 ADMIN_MAX_BODY = 16 * 1024
+MAX_LINK_TTL_S = 7 * 86400
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -40,6 +43,8 @@ class AdminApi:
             web.get("/api/rooms/{room_id}", self.get_room),
             web.delete("/api/rooms/{room_id}", self.close_room),
             web.post("/api/rooms/{room_id}/links", self.mint_link),
+            web.delete("/api/rooms/{room_id}/links/{jti}", self.revoke_link),
+            web.get("/api/rooms/{room_id}/instances", self.instances),
             web.get("/api/rooms/{room_id}/participants", self.list_participants),
             web.get("/api/rooms/{room_id}/media", self.media),
             web.delete("/api/rooms/{room_id}/participants/{participant_id}", self.kick),
@@ -131,28 +136,68 @@ class AdminApi:
         role = body.get("role")
         if role not in ROLES:
             return json_error(400, "bad_request", f"'role' must be one of {', '.join(ROLES)}")
-        # recordings outlive their rooms: trainers may get links to closed rooms
-        room = await self._services.registry.get_room(request.match_info["room_id"])
-        if room is None or (not room.open and role != "trainer"):
+        lives = await self._services.registry.instances(request.match_info["room_id"])
+        if not lives or (not lives[-1].open and role != "trainer"):
             return json_error(404, "not_found", "no such open room")
+        # recordings outlive their rooms: trainers may get links to closed rooms, and to earlier instances
+        life = self._link_instance(lives, role, body.get("instance"))
         name = body.get("name", role.capitalize())
-        identity = body.get("identity", f"{role}-{name}".lower().replace(" ", "-"))
+        identity = body.get("identity", unique_identity(role))
         ttl_s = body.get("ttl_s", self._services.config.link_ttl_s)
         permissions = body.get("permissions")
-        if not isinstance(name, str) or not isinstance(identity, str) or not identity:
-            return json_error(400, "bad_request", "'name' and 'identity' must be strings")
-        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= 7 * 86400:
-            return json_error(400, "bad_request", "'ttl_s' must be an integer from 60 to 604800")
+        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= MAX_LINK_TTL_S:
+            return json_error(400, "bad_request", f"'ttl_s' must be an integer from 60 to {MAX_LINK_TTL_S}")
         if permissions is not None and (not isinstance(permissions, list)
                                         or not all(isinstance(p, str) for p in permissions)):
             return json_error(400, "bad_request", "'permissions' must be a list of strings")
-        try:
-            token = self._services.issuer.mint(room=room.id, identity=identity, name=name, role=role,
-                                               ttl_s=ttl_s, permissions=permissions)
+        try:  # identity and name are checked there: bounded, printable (a clear 400 otherwise)
+            issued = self._services.issuer.issue(room=life.room_id, identity=identity, name=name, role=role,
+                                                 ttl_s=ttl_s, permissions=permissions, instance=life.instance)
         except ValueError as exc:
             return json_error(400, "bad_request", str(exc))
-        url = f"{self._services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={token}"
-        return web.json_response({"token": token, "url": url, "role": role, "room": room.id}, status=201)
+        url = f"{self._services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={issued.token}"
+        return web.json_response({"token": issued.token, "url": url, "role": role, "room": life.room_id,
+                                  "instance": life.instance, "identity": identity, "jti": issued.jti,
+                                  "expires_at": issued.expires_at}, status=201)
+
+    @staticmethod
+    def _link_instance(lives: list[RoomInstance], role: str, wanted: Any) -> RoomInstance:
+        """The room instance a new link is for: the latest, or (trainers only) an earlier one named."""
+        if wanted is None or wanted == lives[-1].instance:
+            return lives[-1]
+        if not isinstance(wanted, str) or len(wanted) > 64:
+            raise _bad_request("bad_request", "'instance' must be a room instance id (see /instances)")
+        if role != "trainer":
+            raise _bad_request("bad_request", "only trainer links may be made for an earlier instance of a room")
+        life = find_instance(lives, wanted)
+        if life is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": "not_found", "message": "no such instance of this room"}),
+                                   content_type="application/json")
+        return life
+
+    async def revoke_link(self, request: web.Request) -> web.Response:
+        """Withdraws a link (by the jti its mint returned) until it would expire; whoever is in the
+        room with it is removed (`kicked`), as the link no longer admits them."""
+        if not await self._services.registry.instances(request.match_info["room_id"]):
+            return json_error(404, "not_found", "no such room")
+        jti = request.match_info["jti"]
+        if not JTI_PATTERN.match(jti):
+            return json_error(400, "bad_request", "a link id (jti) is 32 lowercase hexadecimal digits")
+        # The server keeps no list of minted links, so it cannot know this one's expiry: the
+        # entry is kept as long as any link can live, which covers it.
+        until = int(time.time()) + max(MAX_LINK_TTL_S, self._services.config.link_ttl_s)
+        try:
+            ended = await self._services.rooms.revoke_link(jti, until)
+        except OSError as exc:
+            return json_error(500, "not_saved", f"revoked until the server restarts, but not saved: {exc}")
+        return web.json_response({"revoked": jti, "until": until, "sessions_ended": ended})
+
+    async def instances(self, request: web.Request) -> web.Response:
+        """Every instance (creation) of the room id, oldest first: for trainer links to earlier ones."""
+        lives = await self._services.registry.instances(request.match_info["room_id"])
+        if not lives:
+            return json_error(404, "not_found", "no such room")
+        return web.json_response({"room": lives[-1].room_id, "instances": [life.public() for life in lives]})
 
     async def list_participants(self, request: web.Request) -> web.Response:
         room = await self._open_room(request)
@@ -170,8 +215,7 @@ class AdminApi:
         room = await self._open_room(request)
         if not await self._services.rooms.kick(room.id, request.match_info["participant_id"]):
             return json_error(404, "not_found", "no such participant in this room")
-        return web.json_response({"kicked": request.match_info["participant_id"]})
-
+        return web.json_response({"kicked": request.match_info["participant_id"], "link_revoked": True})
 
     async def recording(self, request: web.Request) -> web.Response:
         """{"action": "start"|"stop"}: an integrator records a consultation (everyone is told)."""

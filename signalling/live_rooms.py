@@ -12,6 +12,7 @@ import functools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -25,10 +26,13 @@ from media.room import MediaRoom
 from media.taps import PacketTap
 from recorder.errors import RecorderError
 from recorder.live import LiveRecording
+from recorder.manifest import room_label
 from recorder.stills import StillCapture
 
+from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
+from .revocations import REVOCATIONS_FILE, RevocationList
 
 if TYPE_CHECKING:
     from .session import ParticipantSession
@@ -81,6 +85,12 @@ class LiveRoom:
 
     def session_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
+
+    @property
+    def recording_room(self) -> str:
+        """How recordings and captures name this room: its id and this instance of it, so a
+        trainer link of a later consultation under the same id does not reach them."""
+        return room_label(self.record.id, self.record.instance)
 
     def renegotiation_needed(self, participant_id: str) -> None:
         session = self.sessions.get(participant_id)
@@ -142,7 +152,7 @@ class LiveRoom:
     async def start_capture(self, by: "ParticipantRecord", poses: Optional[list[str]], tolerance_deg: float) -> str:
         """Start the photo protocol on the patient's analysed video; returns the capture's id."""
         if self.capture is None:
-            self.capture = await StillCapture.start(self._data_dir, room=self.record.id, actor=by.identity)
+            self.capture = await StillCapture.start(self._data_dir, room=self.recording_room, actor=by.identity)
         # None would read as "stop" to the processor: an omitted list means the standard protocol
         command = {"capture": list(poses or DEFAULT_PROTOCOL), "tolerance_deg": tolerance_deg}
         if self.processors.command("face-analysis", command) == 0:
@@ -220,7 +230,7 @@ class LiveRoom:
             return self.recording
         actor = by if isinstance(by, str) else by.identity
         self.recording = await LiveRecording.start(
-            self._data_dir, room=self.record.id, actor=actor, session_ms_at=self.session_ms_at,
+            self._data_dir, room=self.recording_room, actor=actor, session_ms_at=self.session_ms_at,
             on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
         self._recording_by = by if isinstance(by, str) else by.name
         # the state at the start, so a replay shows what was already on screen
@@ -285,16 +295,28 @@ class RoomService:
         self.registry = registry
         self.ice = ice
         self.data_dir = data_dir
-        self.live: dict[str, LiveRoom] = {}
+        self.live: dict[str, LiveRoom] = {}  # by room id; always the room's current instance
+        self.revocations = RevocationList(data_dir / REVOCATIONS_FILE)
+        self.links = LinkGuard(registry, self.revocations)
+        # Other control-plane services (the replay API) finish their work here: the app's
+        # shutdown calls shutdown().
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._shutdown_hooks.append(hook)
 
     async def join(self, session: "ParticipantSession") -> LiveRoom:
         grant = session.joined_grant()
-        room = await self.registry.get_room(grant.room)
-        if room is None or not room.open:
-            raise JoinRefused("wrong_room", f"room {grant.room!r} does not exist or is closed")
+        try:
+            room = await self.links.for_live(grant)  # this room instance's link, not revoked
+        except LinkRefused as exc:
+            raise JoinRefused(exc.code, exc.message) from None
         if not (grant.allows("publish") or grant.allows("subscribe")):
             raise JoinRefused("forbidden", "this token may not take part in a live consultation")
         live = self.live.get(room.id)
+        if live is not None and live.record.instance != room.instance:
+            await self._end_live(live, "room-closed")  # an earlier instance's, closed behind our back
+            live = None
         if live is None:
             live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir)
 
@@ -359,26 +381,53 @@ class RoomService:
         return await self.registry.list_participants(room_id)
 
     async def kick(self, room_id: str, participant_id: str) -> bool:
+        """Disconnects the participant and revokes their link, so it cannot rejoin with it."""
         live = self.live.get(room_id)
         session = live.sessions.get(participant_id) if live else None
         if session is None:
             return False
+        grant = session.joined_grant()
+        try:
+            self.revocations.revoke(grant.jti, grant.expires_at)  # first: no rejoin between close and revoke
+        except OSError as exc:  # still refused until a restart (held in memory); the kick goes on
+            logger.error("the kicked link of %s could not be saved as revoked: %s", grant.identity, exc)
         await session.close("kicked")
         return True
 
+    async def revoke_link(self, jti: str, expires_at: int) -> int:
+        """Revokes a link (raises OSError if that cannot be saved: it holds until a restart) and
+        ends the sessions joined with it, as a kick does; how many there were."""
+        try:
+            self.revocations.revoke(jti, expires_at)
+        finally:
+            sessions = [s for live in self.live.values() for s in live.sessions.values()
+                        if s.joined_grant().jti == jti]
+            for session in sessions:
+                await session.close("kicked")
+        return len(sessions)
+
     async def close_room(self, room_id: str) -> bool:
+        # Closed in the registry first: from then on no link joins (its instance is no longer
+        # open), so nobody slips in while the sessions are being ended.
+        closed = await self.registry.close_room(room_id)
         live = self.live.get(room_id)
         if live is not None:
-            for session in list(live.sessions.values()):
-                await session.close("room-closed")
-            await live.close()
-            self.live.pop(room_id, None)
-        return await self.registry.close_room(room_id)
+            await self._end_live(live, "room-closed")
+        return closed
+
+    async def _end_live(self, live: LiveRoom, reason: str) -> None:
+        for session in list(live.sessions.values()):
+            await session.close(reason)
+        await live.close()
+        if self.live.get(live.record.id) is live:
+            del self.live[live.record.id]
 
     async def shutdown(self) -> None:
-        for room_id in list(self.live):
-            live = self.live[room_id]
-            for session in list(live.sessions.values()):
-                await session.close("server-shutdown")
-            await live.close()
+        for live in list(self.live.values()):
+            await self._end_live(live, "server-shutdown")
         self.live.clear()
+        for hook in self._shutdown_hooks:
+            try:
+                await hook()
+            except Exception:  # one service's failure must not keep the others from finishing
+                logger.exception("a shutdown hook failed")

@@ -3,24 +3,76 @@
 
 Only control-plane facts live here: which rooms exist, who is in them. The live
 media objects stay in the process that owns the room.
+
+A room id can be used again once its room is closed, so every creation of an id is an
+*instance* with an unguessable id of its own. Links, recordings and trainer grants name
+the instance, not just the id: a link of an earlier consultation under the same id does
+not open the new one. The registry keeps every instance of an id (when it was created
+and closed) so grants and recordings can be placed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Protocol
+
+from recorder.fsutil import FILE_MODE, atomic_write
 
 ROOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Live video watermarking (exports and replays are always marked): none; a label the
 # page draws over the video; or visible + forensic marks burned in per viewer on the
 # server (signalling/live_watermark.py).
 LIVE_WATERMARK_MODES = ("off", "page", "server")
+
+
+def new_instance_id() -> str:
+    """96 random bits, URL-safe: not guessable from the room id or the time."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True)
+class RoomInstance:
+    """One life of a room id, from its creation to its close."""
+    room_id: str
+    instance: str
+    created_at: float
+    closed_at: Optional[float] = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def public(self) -> dict:
+        return {"instance": self.instance, "created_at": self.created_at, "closed_at": self.closed_at,
+                "open": self.open}
+
+
+def find_instance(lives: Sequence[RoomInstance], instance: str) -> Optional[RoomInstance]:
+    return next((life for life in lives if life.instance == instance), None)
+
+
+def instance_at(lives: Sequence[RoomInstance], t: float) -> Optional[RoomInstance]:
+    """The instance that was the room's latest at wall time `t` (lives oldest first)."""
+    before = [life for life in lives if life.created_at <= t]
+    return before[-1] if before else None
+
+
+def instance_minted_at(lives: Sequence[RoomInstance], iat: int) -> Optional[RoomInstance]:
+    """The instance a link without an instance claim was minted for, from its `iat` (whole
+    seconds): the latest one created by then. None when that one was created within the very
+    second the link was minted and an earlier one exists: the link may belong to either."""
+    before = [life for life in lives if int(life.created_at) <= iat]
+    if not before or (int(before[-1].created_at) == iat and len(before) > 1):
+        return None
+    return before[-1]
 
 
 @dataclass
@@ -34,13 +86,17 @@ class RoomRecord:
     processors: list[str] = field(default_factory=list)  # frame processors enabled, e.g. face-analysis
     language: str = "en"  # of the prompts the patient is shown
     live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
+    instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
 
     @property
     def open(self) -> bool:
         return self.closed_at is None
 
+    def life(self) -> RoomInstance:
+        return RoomInstance(self.id, self.instance, self.created_at, self.closed_at)
+
     def public(self) -> dict:
-        return {"id": self.id, "name": self.name, "created_at": self.created_at,
+        return {"id": self.id, "instance": self.instance, "name": self.name, "created_at": self.created_at,
                 "max_participants": self.max_participants, "video_codec": self.video_codec,
                 "processors": list(self.processors), "language": self.language,
                 "live_watermark": self.live_watermark, "open": self.open}
@@ -68,6 +124,7 @@ class RoomRegistry(Protocol):
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: str = "en", live_watermark: str = "off") -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
+    async def instances(self, room_id: str) -> list[RoomInstance]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
     async def close_room(self, room_id: str) -> bool: ...
     async def add_participant(self, participant: ParticipantRecord) -> None: ...
@@ -85,20 +142,34 @@ class InMemoryRegistry:
 
     def __init__(self, rooms_file: Optional[Path] = None) -> None:
         self._rooms: dict[str, RoomRecord] = {}
+        self._earlier: dict[str, list[RoomInstance]] = {}  # room id -> its closed earlier instances, oldest first
         self._participants: dict[str, dict[str, ParticipantRecord]] = {}
         self._rooms_file = rooms_file
         self._lock = asyncio.Lock()
         if rooms_file is not None and rooms_file.exists():
-            for raw in json.loads(rooms_file.read_text()):
-                room = RoomRecord(**raw)
-                self._rooms[room.id] = room
+            self._load(rooms_file)
+
+    def _load(self, rooms_file: Path) -> None:
+        migrated = False
+        for raw in json.loads(rooms_file.read_text()):
+            earlier = raw.pop("earlier", [])
+            room = RoomRecord(**raw)
+            if not room.instance:  # a room list written before instances: this life gets one now
+                room.instance, migrated = new_instance_id(), True
+            self._rooms[room.id] = room
+            self._earlier[room.id] = [RoomInstance(room.id, e["instance"], e["created_at"], e["closed_at"])
+                                      for e in earlier]
+        if migrated or os.stat(rooms_file).st_mode & 0o777 != FILE_MODE:
+            self._save()  # also rewrites a list left readable by others (written 0644 before) as 0600
 
     def _save(self) -> None:
         if self._rooms_file is None:
             return
-        tmp = self._rooms_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(r) for r in self._rooms.values()], indent=1))
-        tmp.replace(self._rooms_file)
+        rooms = [asdict(r) | {"earlier": [{"instance": e.instance, "created_at": e.created_at,
+                                             "closed_at": e.closed_at} for e in self._earlier.get(r.id, [])]}
+                 for r in self._rooms.values()]
+        # Room names may name patients: private (0600), and atomic so a crash never leaves half a list.
+        atomic_write(self._rooms_file, json.dumps(rooms, indent=1).encode())
 
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
@@ -112,9 +183,11 @@ class InMemoryRegistry:
             existing = self._rooms.get(room_id)
             if existing is not None and existing.open:
                 raise RegistryError(f"room {room_id} already exists")
+            if existing is not None:  # the id is used again: the closed life stays known, for its recordings
+                self._earlier.setdefault(room_id, []).append(existing.life())
             room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
                               video_codec=video_codec, processors=list(processors or []), language=language,
-                              live_watermark=live_watermark)
+                              live_watermark=live_watermark, instance=new_instance_id())
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()
@@ -122,6 +195,11 @@ class InMemoryRegistry:
 
     async def get_room(self, room_id: str) -> Optional[RoomRecord]:
         return self._rooms.get(room_id)
+
+    async def instances(self, room_id: str) -> list[RoomInstance]:
+        """Every instance of the id, oldest first; the last is the current room (open or closed)."""
+        room = self._rooms.get(room_id)
+        return [] if room is None else [*self._earlier.get(room_id, []), room.life()]
 
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]:
         return [r for r in self._rooms.values() if include_closed or r.open]

@@ -1,8 +1,9 @@
 """Replay of recorded consultations for trainers: the /trainer page and its API.
 
-A trainer opens `/trainer#token=<join token>`; the token names one room and must carry
-the `replay` permission (the trainer role has it by default). The page then calls,
-with `Authorization: Bearer <join token>`:
+A trainer opens `/trainer#token=<join token>`; the token names one room instance (room
+ids are used again; a link sees only the recordings of the instance it was minted for)
+and must carry the `replay` permission (the trainer role has it by default); a revoked
+link is refused. The page then calls, with `Authorization: Bearer <join token>`:
 
     GET /api/replay/recordings              the room's recordings, newest first
     GET /api/replay/recordings/{id}         one recording: participants, the events
@@ -35,16 +36,23 @@ the background at low CPU priority on the first request, served while it grows (
 page plays it through a MediaSource), kept encrypted on disk under a key that only
 this process holds, for an hour after its last use, and deleted by a purge.
 
+Trainers see participants' names and roles, never their identities (which may be a
+record number): in a recording's view each identity is replaced by a pseudonym of that
+view (`participant-1`, ...), the same wherever it appears (participants, authors).
+
 Auditing (recorder/audit.py): opening a recording and each decryption of a
 participant's media go through RecordingStore.open_reader(purpose=replay), so they are
 audited with the trainer's identity as actor (and refused if the entry cannot be
 written); each render also issues its watermark id (`watermark.issue`, the registry
 `python -m recorder trace` reads) before a frame is marked; a listing writes one
 `replay` entry naming the room and the recordings whose participants it revealed.
-Every refusal (no or bad token, no `replay` permission, another room's recording, a
-missing, forged or expired media signature, a recording still being made) is audited
-as `access.failed`, at most FAILED_AUDIT_RATE per second sustained; refusals over that
-are counted into the next entry.
+A refusal of someone with valid credentials (no `replay` permission, a revoked or stale
+link, another room's recording, an expired media URL, a recording still being made) is
+audited as `access.failed` with who it was, at most FAILED_AUDIT_RATE per second
+sustained (refusals over that are counted into the next entry). Refusals of requests
+without valid credentials (no or bad token, missing or forged media signature) are only
+counted, per reason and address, into one summary entry per REFUSAL_SUMMARY_S
+(signalling/refusals.py), so nobody can grow the audit log by sending bad requests.
 
 A recording still being written is listed (state `recording`) but cannot be opened
 (409): watching a consultation live is not replay. Other recordings replay meanwhile;
@@ -75,7 +83,7 @@ from aiohttp import web
 from recorder.audit import Action, AuditLog
 from recorder.errors import KeyUnavailableError, RecorderError, RecordingIntegrityError, RecordingNotFoundError
 from recorder.keys import KeyStore
-from recorder.manifest import Manifest, is_recording_id
+from recorder.manifest import Manifest, is_recording_id, parse_iso, split_room_label
 from recorder.reader import RecordingReader, writer_alive
 from recorder.replay_cache import ReplayJob, ReplayRenders
 from recorder.replay_render import mime_for
@@ -83,8 +91,11 @@ from recorder.store import RecordingStore
 from recorder.webm import MediaGroup, media_groups, probe_start
 from recorder.writer import RESERVED_EVENT_PREFIX, STOP_EVENT
 
+from .links import LINK_REVOKED, LinkGuard, LinkRefused
 from .rate_limit import TokenBucket
-from .tokens import TokenError, TokenIssuer
+from .refusals import SUMMARY_INTERVAL_S, RefusalSummary
+from .registry import RoomInstance, instance_at
+from .tokens import Grant, TokenError, TokenIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +106,11 @@ SUMMARY_CACHE_ITEMS = 1000
 SWEEP_S = 30.0          # how often finished, abandoned and purged replays are cleaned up
 SEND_CHUNK = 1 << 20    # bytes decrypted per write of a media response
 PREPARING_RETRY_S = 1
-FAILED_AUDIT_RATE = 5.0  # access.failed entries per second, sustained
+FAILED_AUDIT_RATE = 5.0  # access.failed entries per second, sustained (refusals of a valid credential)
 FAILED_AUDIT_BURST = 50
+REFUSAL_SUMMARY_S = SUMMARY_INTERVAL_S  # at most one entry per this for refusals without credentials
+MAX_AUDITED_PATH = 120  # characters of a request path kept in an access.failed entry
+IDENTITY_KEYS = ("identity", "author", "shapes_of")  # event fields that hold a participant's identity
 FACE_MARGIN_MS = 1000  # landmarks are kept this long around a face-anchored mark's life
 # Only .webm names are signed now; another extension still goes through (and fails) the
 # signature check, so a forged URL is audited like any other.
@@ -111,9 +125,10 @@ def _error(status: int, code: str, message: str, headers: Optional[dict] = None)
 
 
 class Refused(Exception):
-    """A request refused: becomes a JSON error, audited as access.failed unless `audit` is False."""
+    """A request refused: becomes a JSON error, audited as access.failed unless `audit` is False.
+    `actor` None: the caller showed no valid credential (counted into a summary, not audited alone)."""
 
-    def __init__(self, status: int, code: str, message: str, *, actor: str = "anonymous",
+    def __init__(self, status: int, code: str, message: str, *, actor: Optional[str] = None,
                  target: str = "replay", audit: bool = True, details: Optional[dict] = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -121,10 +136,36 @@ class Refused(Exception):
         self.details = details or {}
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """A trainer whose link checked out: its grant, the room instance it may see, and every
+    instance of that room id (to place recordings that name no instance)."""
+    grant: Grant
+    life: RoomInstance
+    lives: tuple[RoomInstance, ...]
+
+    @property
+    def identity(self) -> str:
+        return self.grant.identity
+
+    def owns(self, room: str, created: str) -> bool:
+        """Whether a recording (its manifest's room and created time) belongs to this viewer's instance."""
+        room_id, instance = split_room_label(room)
+        if room_id != self.life.room_id:
+            return False
+        if instance is None:  # made before recordings named their instance: the one current then
+            try:
+                life = instance_at(self.lives, parse_iso(created).timestamp())
+            except ValueError:
+                return False
+            instance = life.instance if life is not None else None
+        return instance == self.life.instance
+
+
 @dataclass
 class _Summary:
     """What a recording's (authenticated) events say, for the listing. Immutable once the writer is gone."""
-    room: str
+    room: str  # as the manifest names it: <room id>@<instance>, or the bare id
     created: str
     complete: bool
     duration_ms: int
@@ -132,10 +173,13 @@ class _Summary:
 
 
 class ReplayService:
-    def __init__(self, data_dir: Path, issuer: TokenIssuer, *, url_ttl_s: int = MEDIA_URL_TTL_S,
-                 renders: Optional[ReplayRenders] = None, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, data_dir: Path, issuer: TokenIssuer, *, links: Optional[LinkGuard] = None,
+                 url_ttl_s: int = MEDIA_URL_TTL_S, renders: Optional[ReplayRenders] = None,
+                 wall_clock: Callable[[], float] = time.time,
+                 refusal_summary_s: float = REFUSAL_SUMMARY_S) -> None:
         self.data_dir = data_dir
         self.issuer = issuer
+        self.links = links  # instances and revocations; replay_routes gives the server's if None
         self.url_ttl_s = url_ttl_s
         self.renders = renders or ReplayRenders(data_dir)
         self._now = wall_clock
@@ -144,11 +188,14 @@ class ReplayService:
         self._url_key = secrets.token_bytes(32)
         self._summaries: OrderedDict[str, _Summary] = OrderedDict()  # used from executor threads: _lock
         self._lock = threading.Lock()
-        self._rooms: dict[str, str] = {}  # recording id -> room, from an authenticated manifest
+        # recording id -> (room, created) from an authenticated manifest
+        self._owners: dict[str, tuple[str, str]] = {}
         self._viewer_names: dict[str, str] = {}  # identity -> display name, for the visible mark
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self._failed_bucket = TokenBucket(FAILED_AUDIT_RATE, FAILED_AUDIT_BURST)
         self._failed_suppressed = 0
+        self._anonymous = RefusalSummary(refusal_summary_s, clock=wall_clock)
+        self._summary_timer: Optional[asyncio.TimerHandle] = None
 
     # --- keys, audit, store (opened per use: the KEK and audit key appear with the first recording) --
 
@@ -164,29 +211,52 @@ class ReplayService:
     # --- refusals ---------------------------------------------------------------------------------
 
     async def refuse(self, request: web.Request, refused: Refused) -> web.Response:
-        # The rate decision is made here, on the event loop; only the write goes to a thread.
-        if refused.audit and not self._failed_bucket.take():
+        # The rate decisions are made here, on the event loop; only the write goes to a thread.
+        if refused.audit and refused.actor is None:
+            self._count_anonymous(refused, request.remote)
+        elif refused.audit and not self._failed_bucket.take():
             self._failed_suppressed += 1  # a flood: counted, and the count written with the next entry
         elif refused.audit:
             details: dict[str, Any] = {"purpose": Action.REPLAY, "error": refused.code,
-                                       "message": refused.message[:300], "path": request.path[:200],
+                                       "message": refused.message[:300], "path": request.path[:MAX_AUDITED_PATH],
                                        "remote": request.remote, **refused.details}
             if self._failed_suppressed:
                 details["suppressed_before"] = self._failed_suppressed
                 self._failed_suppressed = 0
-            await self._run(self._audit_refusal, refused, details)
+            await self._run(self._audit_refusal, refused.actor, refused.target, details)
         headers = {"WWW-Authenticate": 'Bearer realm="replay"'} if refused.status == 401 else None
         return _error(refused.status, refused.code, refused.message, headers)
 
-    def _audit_refusal(self, refused: Refused, details: dict[str, Any]) -> None:
+    def _audit_refusal(self, actor: Optional[str], target: str, details: dict[str, Any]) -> None:
         try:
-            self._audit().append(refused.actor, Action.ACCESS_FAILED, refused.target, details)
+            self._audit().append(actor or "anonymous", Action.ACCESS_FAILED, target, details)
         except (RecorderError, OSError) as exc:
             logger.error("could not audit a refused replay access: %s", exc)
 
+    def _count_anonymous(self, refused: Refused, remote: Optional[str]) -> None:
+        """No disk write per request: the summary is written when its interval is over."""
+        if self._anonymous.count(refused.code, remote) and self._summary_timer is None:
+            loop = asyncio.get_running_loop()
+            self._summary_timer = loop.call_later(self._anonymous.interval_s,
+                                                  lambda: asyncio.ensure_future(self.flush_refusals()))
+
+    async def flush_refusals(self) -> None:
+        """Writes the summary of refusals without credentials counted so far (if any)."""
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        details = self._anonymous.take()
+        if details is not None:
+            await self._run(self._audit_refusal, None, "replay", {"purpose": Action.REPLAY, **details})
+
+    async def close(self) -> None:
+        """At server shutdown: nothing counted is lost."""
+        await self.flush_refusals()
+
     # --- authorisation ----------------------------------------------------------------------------
 
-    def grant(self, request: web.Request, target: str = "replay"):
+    async def viewer(self, request: web.Request, target: str = "replay") -> Viewer:
+        """The trainer behind the request's join token, or Refused."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -198,30 +268,43 @@ class ReplayService:
         if not grant.allows(PERMISSION):
             raise Refused(403, "forbidden", f"this token ({grant.role}) may not replay recordings",
                           actor=grant.identity, target=target)
-        return grant
+        if self.links is None:
+            raise RuntimeError("ReplayService needs the server's LinkGuard (replay_routes gives it)")
+        try:
+            life, lives = await self.links.for_replay(grant)
+        except LinkRefused as exc:
+            raise Refused(401 if exc.code == LINK_REVOKED else 403, exc.code, exc.message, actor=grant.identity,
+                          target=target) from None
+        return Viewer(grant, life, tuple(lives))
 
     def _recording_dir(self, recording_id: str) -> Path:
         return self.data_dir / "recordings" / recording_id
 
-    def check_recording(self, grant, recording_id: str) -> None:
-        """Refuses ids that are not recordings, other rooms' recordings and live ones, before any
-        decryption (the room as the manifest says it; the audited open checks it authenticated)."""
+    def check_recording(self, viewer: Viewer, recording_id: str) -> None:
+        """Refuses ids that are not recordings, other rooms' (or room instances') recordings and live
+        ones, before any decryption (as the manifest says; the audited open checks it authenticated)."""
         if not is_recording_id(recording_id) or not self._recording_dir(recording_id).is_dir():
-            raise Refused(404, "not_found", "no such recording", actor=grant.identity, target=recording_id[:80])
-        room = self._rooms.get(recording_id)
-        if room is None:
+            raise Refused(404, "not_found", "no such recording", actor=viewer.identity, target=recording_id[:80])
+        owner = self._owners.get(recording_id)
+        if owner is None:
             try:
-                room = Manifest.load(self._recording_dir(recording_id))[0].room
+                manifest = Manifest.load(self._recording_dir(recording_id))[0]
             except RecorderError as exc:
-                raise Refused(409, "unreadable", f"the recording cannot be read: {exc}", actor=grant.identity,
+                raise Refused(409, "unreadable", f"the recording cannot be read: {exc}", actor=viewer.identity,
                               target=recording_id) from None
-        if room != grant.room:
-            raise Refused(403, "wrong_room", "this recording belongs to another room", actor=grant.identity,
-                          target=recording_id)
+            owner = manifest.room, manifest.created
+        self._check_owner(viewer, recording_id, *owner)
         if writer_alive(self._recording_dir(recording_id)):
             raise Refused(409, "recording_in_progress",
                           "this recording is still being made; it can be replayed once it has stopped",
-                          actor=grant.identity, target=recording_id)
+                          actor=viewer.identity, target=recording_id)
+
+    @staticmethod
+    def _check_owner(viewer: Viewer, recording_id: str, room: str, created: str) -> None:
+        if not viewer.owns(room, created):
+            raise Refused(403, "wrong_room", "this recording belongs to another consultation (another room, "
+                          "or an earlier or later one under this room's id)", actor=viewer.identity,
+                          target=recording_id)
 
     # --- signed media URLs ------------------------------------------------------------------------
 
@@ -236,9 +319,9 @@ class ReplayService:
         query = urlencode({"exp": exp, "sub": sub, "sig": self._signature(recording_id, name, exp, sub)})
         return f"/api/replay/media/{recording_id}/{name}{'/status' if status else ''}?{query}"
 
-    def _remember_viewer(self, grant) -> None:
+    def _remember_viewer(self, viewer: Viewer) -> None:
         # Media URLs carry the identity only; the visible mark also shows the name.
-        self._viewer_names[grant.identity] = grant.name or grant.identity
+        self._viewer_names[viewer.identity] = viewer.grant.name or viewer.identity
 
     def check_signature(self, request: web.Request, recording_id: str, name: str) -> str:
         """The identity the URL was made for; Refused when it is missing, forged or expired."""
@@ -249,8 +332,7 @@ class ReplayService:
                           target=recording_id)
         if not exp.isdigit() or len(exp) > 12 or len(sub) > 200 or not hmac.compare_digest(
                 sig.encode(), self._signature(recording_id, name, int(exp), sub).encode()):
-            raise Refused(403, "bad_signature", "the media URL's signature is not valid", target=recording_id,
-                          details={"claimed_sub": sub[:200], "exp": exp[:20]})
+            raise Refused(403, "bad_signature", "the media URL's signature is not valid", target=recording_id)
         if int(exp) < self._now():
             raise Refused(401, "url_expired", "the media URL has expired; ask for a fresh one",
                           actor=sub, target=recording_id)
@@ -258,7 +340,7 @@ class ReplayService:
 
     # --- listing ----------------------------------------------------------------------------------
 
-    def list_recordings(self, grant) -> dict:
+    def list_recordings(self, viewer: Viewer) -> dict:
         try:
             keys: Optional[KeyStore] = KeyStore.open(self.data_dir)
         except KeyUnavailableError:
@@ -267,7 +349,7 @@ class ReplayService:
         out, revealed = [], []
         infos = sorted(store.list(), key=lambda i: (i.created if i.created != "?" else "", i.id), reverse=True)
         for info in infos:  # newest first (ids are only to the second)
-            if info.room != grant.room:  # the manifest's claim; opening authenticates it below
+            if not viewer.owns(info.room, info.created):  # the manifest's claim; opening authenticates it below
                 continue
             item: dict[str, Any] = {"id": info.id, "created": info.created, "state": info.state,
                                     "duration_ms": None, "participants": [], "tracks": info.tracks}
@@ -279,7 +361,7 @@ class ReplayService:
                 except RecorderError as exc:
                     item.update(state="unreadable", error=str(exc))
                 else:
-                    if summary.room != grant.room:
+                    if not viewer.owns(summary.room, summary.created):
                         continue
                     item.update(state="complete" if summary.complete else "incomplete",
                                 duration_ms=summary.duration_ms,
@@ -289,9 +371,10 @@ class ReplayService:
             out.append(item)
         if revealed:
             # Participants' names were decrypted for this trainer: one entry per listing.
-            self._audit().append(grant.identity, Action.REPLAY, f"room:{grant.room}",
-                                 {"what": "list", "role": grant.role, "recordings": revealed[:200]})
-        return {"room": grant.room, "recordings": out}
+            self._audit().append(viewer.identity, Action.REPLAY, f"room:{viewer.life.room_id}",
+                                 {"what": "list", "role": viewer.grant.role, "instance": viewer.life.instance,
+                                  "recordings": revealed[:200]})
+        return {"room": viewer.life.room_id, "instance": viewer.life.instance, "recordings": out}
 
     def _summary(self, recording_id: str, keys: KeyStore) -> _Summary:
         with self._lock:
@@ -305,7 +388,7 @@ class ReplayService:
                            any(e.data.get("type") == STOP_EVENT for e in events),
                            (max(e.timestamp_ms for e in events) - min(e.timestamp_ms for e in events)) if events else 0,
                            _participants(e.data for e in events))
-        self._rooms[recording_id] = summary.room
+        self._owners[recording_id] = summary.room, summary.created
         if not writer_alive(reader.dir):
             with self._lock:
                 self._summaries[recording_id] = summary
@@ -315,25 +398,26 @@ class ReplayService:
 
     # --- one recording ----------------------------------------------------------------------------
 
-    def open_recording(self, grant, recording_id: str) -> dict:
-        reader = self._open_reader(grant.identity, recording_id, grant.room)
+    def open_recording(self, viewer: Viewer, recording_id: str) -> dict:
+        reader = self._open_reader(viewer, recording_id)
         try:
             events = list(reader.events())
             groups = media_groups(reader.manifest)
             starts = {g.key: probe_start(reader, g) for g in groups}
         except RecordingIntegrityError as exc:
-            raise Refused(409, "tampered", f"the recording fails authentication: {exc}", actor=grant.identity,
+            raise Refused(409, "tampered", f"the recording fails authentication: {exc}", actor=viewer.identity,
                           target=recording_id) from None
         stamps = [e.timestamp_ms for e in events] + [s for s in starts.values() if s is not None]
         origin = min(stamps, default=0)
         end = max(stamps, default=0)
         complete = any(e.data.get("type") == STOP_EVENT for e in events)
-        participants = _participants(e.data for e in events)
-        timeline = [{"at_ms": e.timestamp_ms - origin, "event": e.data} for e in events
+        pseudonyms = _Pseudonyms()  # trainers see names and roles, never identities (e.g. a record number)
+        participants = pseudonyms.apply(_participants(e.data for e in events))
+        timeline = [{"at_ms": e.timestamp_ms - origin, "event": pseudonyms.apply(e.data)} for e in events
                     if not str(e.data.get("type", "")).startswith(RESERVED_EVENT_PREFIX)]
         face_marks = _trim_landmarks(timeline)
         exp = int(self._now()) + self.url_ttl_s
-        self._remember_viewer(grant)
+        self._remember_viewer(viewer)
         media = []
         for group in groups:
             start = starts[group.key]
@@ -350,12 +434,13 @@ class ReplayService:
                 "mime": mime_for("video" in kinds, "audio" in kinds),
                 "watermarked": "video" in kinds,
                 "start_ms": start - origin,
-                "url": self.media_url(recording_id, group, grant.identity, exp),
-                "status_url": self.media_url(recording_id, group, grant.identity, exp, status=True),
+                "url": self.media_url(recording_id, group, viewer.identity, exp),
+                "status_url": self.media_url(recording_id, group, viewer.identity, exp, status=True),
             })
         result: dict[str, Any] = {
             "id": reader.id,
-            "room": reader.manifest.room,
+            "room": viewer.life.room_id,
+            "instance": viewer.life.instance,
             "created": reader.manifest.created,
             "state": "complete" if complete else "incomplete",
             "origin_session_ms": origin,
@@ -371,26 +456,25 @@ class ReplayService:
             result["face_triangles"] = FACE_TRIANGLES.tolist()
         return result
 
-    def fresh_urls(self, grant, recording_id: str) -> dict:
-        if recording_id not in self._rooms:
+    def fresh_urls(self, viewer: Viewer, recording_id: str) -> dict:
+        if recording_id not in self._owners:
             # Authenticate the manifest's room (nothing is decrypted but the data key).
             reader = RecordingReader.open(self.data_dir, recording_id, KeyStore.open(self.data_dir))
-            self._rooms[recording_id] = reader.manifest.room
+            self._owners[recording_id] = reader.manifest.room, reader.manifest.created
             groups = media_groups(reader.manifest)
         else:
             groups = media_groups(Manifest.load(self._recording_dir(recording_id))[0])
-        if self._rooms[recording_id] != grant.room:
-            raise Refused(403, "wrong_room", "this recording belongs to another room", actor=grant.identity,
-                          target=recording_id)
+        self._check_owner(viewer, recording_id, *self._owners[recording_id])
         exp = int(self._now()) + self.url_ttl_s
-        self._remember_viewer(grant)
-        return {"urls": {g.key: self.media_url(recording_id, g, grant.identity, exp) for g in groups},
-                "status_urls": {g.key: self.media_url(recording_id, g, grant.identity, exp, status=True)
+        self._remember_viewer(viewer)
+        return {"urls": {g.key: self.media_url(recording_id, g, viewer.identity, exp) for g in groups},
+                "status_urls": {g.key: self.media_url(recording_id, g, viewer.identity, exp, status=True)
                                 for g in groups},
                 "urls_expire_at": exp}
 
-    def _open_reader(self, actor: str, recording_id: str, room: Optional[str]) -> RecordingReader:
+    def _open_reader(self, viewer: Viewer, recording_id: str) -> RecordingReader:
         """The audited open (replay); a failure is audited by the store as access.failed."""
+        actor = viewer.identity
         try:
             reader = self._store().open_reader(recording_id, actor=actor, purpose=Action.REPLAY)
         except RecordingNotFoundError:
@@ -399,10 +483,8 @@ class ReplayService:
         except (KeyUnavailableError, RecordingIntegrityError) as exc:
             raise Refused(409, "unreadable", f"the recording cannot be opened: {exc}", actor=actor,
                           target=recording_id, audit=False) from None
-        self._rooms[recording_id] = reader.manifest.room
-        if room is not None and reader.manifest.room != room:
-            raise Refused(403, "wrong_room", "this recording belongs to another room", actor=actor,
-                          target=recording_id)
+        self._owners[recording_id] = reader.manifest.room, reader.manifest.created
+        self._check_owner(viewer, recording_id, reader.manifest.room, reader.manifest.created)
         return reader
 
     # --- media: the viewer's watermarked replay ---------------------------------------------------
@@ -451,6 +533,27 @@ def _participants(events) -> dict[str, dict]:
                 found[p["id"]] = {"id": p["id"], "identity": p.get("identity"), "name": p.get("name"),
                                   "role": p.get("role")}
     return found
+
+
+class _Pseudonyms:
+    """One recording view's stand-ins for identities: `participant-1`, `participant-2`, ... in order
+    of appearance, the same for one identity wherever it appears (participants, annotation authors),
+    so the page still pairs authors with names."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def of(self, identity: str) -> str:
+        return self._names.setdefault(identity, f"participant-{len(self._names) + 1}")
+
+    def apply(self, value: Any) -> Any:
+        """A copy of `value` with every identity field replaced (nested objects and lists too)."""
+        if isinstance(value, dict):
+            return {k: (self.of(v) if k in IDENTITY_KEYS and isinstance(v, str) else self.apply(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.apply(v) for v in value]
+        return value
 
 
 def _face_spans(timeline: list[dict]) -> list[tuple[int, int]]:
@@ -608,7 +711,10 @@ def _guarded(service: ReplayService, handler: Callable[[web.Request], Awaitable[
 
 def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[web.RouteDef]:
     """The trainer page and the replay API, for signalling/app.py's create_app."""
-    service = service or ReplayService(services.config.data_dir, services.issuer)
+    service = service or ReplayService(services.config.data_dir, services.issuer, links=services.rooms.links)
+    if service.links is None:
+        service.links = services.rooms.links  # the server's instances and revocations, never a copy
+    services.rooms.on_shutdown(service.close)  # the app's shutdown: the refusal summary is written
 
     async def page(request: web.Request) -> web.FileResponse:
         response = web.FileResponse(STATIC_DIR / "trainer.html")
@@ -617,20 +723,20 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         return response
 
     async def list_recordings(request: web.Request) -> web.Response:
-        grant = service.grant(request)
-        return _json(await service._run(service.list_recordings, grant))
+        viewer = await service.viewer(request)
+        return _json(await service._run(service.list_recordings, viewer))
 
     async def get_recording(request: web.Request) -> web.Response:
         recording_id = request.match_info["recording_id"]
-        grant = service.grant(request, target=recording_id[:80])
-        service.check_recording(grant, recording_id)
-        return _json(await service._run(service.open_recording, grant, recording_id))
+        viewer = await service.viewer(request, target=recording_id[:80])
+        service.check_recording(viewer, recording_id)
+        return _json(await service._run(service.open_recording, viewer, recording_id))
 
     async def urls(request: web.Request) -> web.Response:
         recording_id = request.match_info["recording_id"]
-        grant = service.grant(request, target=recording_id[:80])
-        service.check_recording(grant, recording_id)
-        return _json(await service._run(service.fresh_urls, grant, recording_id))
+        viewer = await service.viewer(request, target=recording_id[:80])
+        service.check_recording(viewer, recording_id)
+        return _json(await service._run(service.fresh_urls, viewer, recording_id))
 
     def media_job(request: web.Request) -> tuple[Optional[ReplayJob], str]:
         recording_id = request.match_info["recording_id"]

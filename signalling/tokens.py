@@ -1,11 +1,14 @@
 """Signed join tokens (HS256 JWTs via PyJWT).
 
-A token names the room, who joins (identity, display name, role) and what they
-may do. The server secret never leaves the data directory.
+A token names the room and its instance (`inst`: which creation of the room id), who
+joins (identity, display name, role), what they may do, and its own id (`jti`, by which
+it can be revoked). The server secret never leaves the data directory.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +20,40 @@ from .roles import DEFAULT_PERMISSIONS, PERMISSIONS, ROLES
 
 ISSUER = "consult-sfu"
 ALGORITHM = "HS256"
-MAX_NAME_LENGTH = 80
+# Identities key sessions, watermarks and audit entries; names are shown to everyone in the
+# room and burned into watermarks: both bounded, and printable (no control characters).
+MAX_IDENTITY_LENGTH = 128
+MAX_NAME_LENGTH = 64
+JTI_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_identity(identity: object) -> str:
+    """The identity, or ValueError saying what is wrong with it."""
+    if not isinstance(identity, str) or not identity.strip():
+        raise ValueError("'identity' must be a non-empty string")
+    if len(identity) > MAX_IDENTITY_LENGTH:
+        raise ValueError(f"'identity' is limited to {MAX_IDENTITY_LENGTH} characters")
+    if not identity.isprintable():
+        raise ValueError("'identity' must be printable (no control characters or line breaks)")
+    return identity
+
+
+def check_name(name: object) -> str:
+    """The display name, or ValueError saying what is wrong with it."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("'name' must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"'name' is limited to {MAX_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise ValueError("'name' must be printable (no control characters or line breaks)")
+    return name
+
+
+def unique_identity(role: str) -> str:
+    """For a link minted without an identity: its own, so two such links are never taken for
+    one person (sessions replacing each other, one watermark id and replay for both)."""
+    return f"{role}-{secrets.token_hex(6)}"
 
 
 class TokenError(Exception):
@@ -37,9 +73,19 @@ class Grant:
     role: str
     permissions: frozenset[str]
     expires_at: int
+    jti: str  # the link's id: what a kick or an admin revokes
+    issued_at: int
+    instance: Optional[str] = None  # None: minted without one (older links); placed by issued_at
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: int
 
 
 class TokenIssuer:
@@ -56,7 +102,23 @@ class TokenIssuer:
         role: str,
         ttl_s: int,
         permissions: Optional[list[str]] = None,
+        instance: Optional[str] = None,
     ) -> str:
+        return self.issue(room=room, identity=identity, name=name, role=role, ttl_s=ttl_s,
+                          permissions=permissions, instance=instance).token
+
+    def issue(
+        self,
+        *,
+        room: str,
+        identity: str,
+        name: str,
+        role: str,
+        ttl_s: int,
+        permissions: Optional[list[str]] = None,
+        instance: Optional[str] = None,
+    ) -> IssuedToken:
+        """A signed token and what identifies it (its jti, for revocation). ValueError on bad input."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         perms = list(DEFAULT_PERMISSIONS[role] if permissions is None else permissions)
@@ -65,19 +127,26 @@ class TokenIssuer:
             raise ValueError(f"unknown permissions: {', '.join(sorted(unknown))}")
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
+        check_identity(identity)
+        check_name(name)
+        if instance is not None and not _INSTANCE_PATTERN.match(instance):
+            raise ValueError("'instance' is not a room instance id")
         now = int(time.time())
+        jti = uuid.uuid4().hex
         claims = {
             "iss": ISSUER,
             "room": room,
             "sub": identity,
-            "name": name[:MAX_NAME_LENGTH],
+            "name": name,
             "role": role,
             "perms": perms,
             "iat": now,
             "exp": now + ttl_s,
-            "jti": uuid.uuid4().hex,
+            "jti": jti,
         }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        if instance is not None:
+            claims["inst"] = instance
+        return IssuedToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), jti, now + ttl_s)
 
     def verify(self, token: object) -> Grant:
         if not isinstance(token, str) or not token:
@@ -89,7 +158,7 @@ class TokenIssuer:
                 algorithms=[ALGORITHM],  # fixed: never trust the token's own "alg"
                 issuer=ISSUER,
                 leeway=self._leeway,
-                options={"require": ["exp", "iat", "iss", "sub", "room", "role"]},
+                options={"require": ["exp", "iat", "iss", "sub", "room", "role", "jti"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenError("token_expired", "the join token has expired") from exc
@@ -102,12 +171,30 @@ class TokenIssuer:
         for field in ("room", "sub"):
             if not isinstance(claims[field], str) or not claims[field]:
                 raise TokenError("unauthorized", f"the join token's {field} is invalid")
+        try:
+            check_identity(claims["sub"])  # links minted before the limits may carry anything
+        except ValueError:
+            raise TokenError("unauthorized", "the join token's identity is invalid") from None
+        jti, instance = claims["jti"], claims.get("inst")
+        if not isinstance(jti, str) or not JTI_PATTERN.match(jti):
+            raise TokenError("unauthorized", "the join token's id is invalid")
+        if instance is not None and (not isinstance(instance, str) or not _INSTANCE_PATTERN.match(instance)):
+            raise TokenError("unauthorized", "the join token's room instance is invalid")
         name = claims.get("name") or claims["sub"]
         return Grant(
             room=claims["room"],
             identity=claims["sub"],
-            name=str(name)[:MAX_NAME_LENGTH],
+            name=_shown_name(str(name)),
             role=role,
             permissions=frozenset(perms),
             expires_at=int(claims["exp"]),
+            jti=jti,
+            instance=instance,
+            issued_at=int(claims["iat"]),
         )
+
+
+def _shown_name(name: str) -> str:
+    """A name as pages show it: an older link's over-long or unprintable name is cut, not refused."""
+    cleaned = "".join(c if c.isprintable() else " " for c in name[:MAX_NAME_LENGTH]).strip()
+    return cleaned or "Participant"

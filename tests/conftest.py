@@ -25,17 +25,21 @@ class ServerUnderTest:
         self.services = services
         self.base_url = base_url
         self.participants: list[SyntheticParticipant] = []
+        self.instances: dict[str, str] = {}  # room id -> the instance room() created, for tokens
 
     async def room(self, room_id: str = "r1", name: str = "Test consultation", video_codec: str = "vp8",
                    processors: list[str] | None = None, language: str = "en"):
-        return await self.services.registry.create_room(name, room_id, video_codec=video_codec,
-                                                        processors=processors, language=language)
+        record = await self.services.registry.create_room(name, room_id, video_codec=video_codec,
+                                                          processors=processors, language=language)
+        self.instances[room_id] = record.instance
+        return record
 
     def token(self, role: str, room: str = "r1", name: str | None = None, ttl_s: int = 600,
               identity: str | None = None, permissions: list[str] | None = None) -> str:
         name = name or role.capitalize()
         return self.services.issuer.mint(room=room, identity=identity or f"{role}-{name}".lower(), name=name,
-                                         role=role, ttl_s=ttl_s, permissions=permissions)
+                                         role=role, ttl_s=ttl_s, permissions=permissions,
+                                         instance=self.instances.get(room))
 
     def participant(self, role: str, *, publish: bool = True, room: str = "r1", seed: int = 0,
                     **token_args) -> SyntheticParticipant:

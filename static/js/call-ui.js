@@ -49,6 +49,8 @@ const END_TEXT = {
   'unauthorized': 'This link is not valid. Please ask the clinic for a new link.',
   'token_expired': 'This link has expired. Please ask the clinic for a new link.',
   'wrong_room': 'This consultation has ended or does not exist.',
+  'stale_link': 'This link was for an earlier consultation. Please ask the clinic for a new link.',
+  'link_revoked': 'This link has been withdrawn. Please ask the clinic for a new link.',
   'room_full': 'This consultation is full. Please contact the clinic.',
   'bad_message': 'The consultation could not be joined from this page. Please open the link again.',
   'no_token': 'This link is incomplete. Please open the full link you were sent.',

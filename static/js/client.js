@@ -39,7 +39,7 @@ const BACKOFF_MAX_MS = 8_000;
 
 // Re-joining cannot fix these token problems. (Any fatal error that refuses the join
 // itself ends the session too, see _onError.)
-const FATAL_ERRORS = new Set(['unauthorized', 'token_expired', 'wrong_room']);
+const FATAL_ERRORS = new Set(['unauthorized', 'token_expired', 'wrong_room', 'stale_link', 'link_revoked']);
 // Sockets closed with these codes were refused for good (token or room problems). The
 // reason shown is the fatal error's code; the default is for when none was read.
 const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]);

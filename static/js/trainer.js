@@ -55,6 +55,8 @@ const PROBLEM_TEXT = {
   token_expired: 'This link has expired. Please ask the clinic for a new trainer link.',
   forbidden: 'This link does not allow replaying recordings. Please ask the clinic for a trainer link.',
   wrong_room: 'This recording belongs to another consultation room.',
+  stale_link: 'This link was for an earlier consultation. Please ask the clinic for a new trainer link.',
+  link_revoked: 'This link has been withdrawn. Please ask the clinic for a new trainer link.',
   not_found: 'This recording no longer exists.',
   recording_in_progress: 'This consultation is still being recorded. It can be replayed once the recording has stopped.',
   tampered: 'This recording failed its integrity check and cannot be shown.',
@@ -63,7 +65,7 @@ const PROBLEM_TEXT = {
   network: 'The server could not be reached. Check the connection and reload the page.',
 };
 
-const TOKEN_PROBLEMS = new Set(['unauthorized', 'token_expired', 'forbidden', 'wrong_room']);
+const TOKEN_PROBLEMS = new Set(['unauthorized', 'token_expired', 'forbidden', 'wrong_room', 'stale_link', 'link_revoked']);
 
 const STATE_TEXT = {
   complete: 'Complete',
