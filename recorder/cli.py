@@ -27,6 +27,9 @@ from .store import RecordingStore
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 RETENTION_ENV = "CONSULT_RECORDING_RETENTION_DAYS"
+# Exports are decrypted patient video, keys and logs are secrets: nothing this process
+# creates may be readable by group or others, whatever the invoking shell's umask.
+PRIVATE_UMASK = 0o077
 
 
 @overload
@@ -96,10 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     av = au_sub.add_parser("verify", parents=[common], help="verify the hash chain and its head")
     av.add_argument("--expect", metavar="SEQ:HASH", help="an externally recorded head that must still be in the log")
     av.add_argument("--json", action="store_true")
+    rs = au_sub.add_parser("reseal", parents=[common],
+                           help="after entries were lost from the end (appends are refused): record the loss in the "
+                                "log and let appends go on from what is left")
+    rs.add_argument("--reason", required=True, help="why (e.g. the backup it could not be restored from)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -214,7 +222,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         print(f"{verb} {len(purge.purged)} recording(s) older than {args.older_than:g} days")
         return EXIT_OK
 
-    if args.command == "audit":  # the only subcommand is verify
+    if args.command == "audit" and args.audit_command == "reseal":
+        return _audit_reseal(_audit(data_dir, audit_key_file, create=False), actor, args.reason)
+
+    if args.command == "audit":  # verify
         expect = None
         if args.expect:
             seq, _, digest = args.expect.partition(":")
@@ -245,3 +256,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
 
     parser.error(f"unknown command {args.command}")
     return EXIT_ERROR
+
+
+def _audit_reseal(audit: AuditLog, actor: str, reason: str) -> int:
+    entry = audit.reseal(actor, reason)
+    if entry is None:
+        print("the log's end matches its head: nothing to reseal")
+        return EXIT_OK
+    print(f"resealed at seq {entry['seq']}: {entry['details']['problem']}")
+    print(f"head {entry['seq']}:{entry['hash']} (`audit verify` lists this reseal from now on)")
+    return EXIT_OK

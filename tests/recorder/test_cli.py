@@ -90,3 +90,26 @@ def test_audit_verify(record, data_dir, audit):
     result = run_cli(data_dir, "audit", "verify")
     assert result.returncode == 1 and "TAMPERED" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("FAILED")
+
+
+def test_audit_verify_lists_torn_tails_and_refused_appends_are_resealed(record, data_dir, audit):
+    rid = record().id
+    with open(audit.path, "ab") as f:
+        f.write(b'{"seq":3,"ti')  # a crash mid-append
+    audit.append("doctor-1", "replay", "rec-x")  # cuts it off and logs that
+    result = run_cli(data_dir, "audit", "verify")
+    assert result.returncode == 0, result.stdout
+    assert "note: seq 3: audit.torn_tail: 12 bytes of an interrupted append" in result.stdout
+    assert json.loads(run_cli(data_dir, "audit", "verify", "--json").stdout)["torn_tails"] == [3]
+
+    lines = audit.path.read_bytes().splitlines(keepends=True)
+    audit.path.write_bytes(b"".join(lines[:-1]))  # the newest entry removed
+    result = run_cli(data_dir, "verify", rid)  # what would append is refused, and says why
+    assert "could not audit" in result.stderr and "appends are refused" in result.stderr, result.stderr
+    assert "entries removed from the end" in run_cli(data_dir, "audit", "verify").stdout
+    assert run_cli(data_dir, "audit", "reseal").returncode == 2  # a reason is required
+    result = run_cli(data_dir, "audit", "reseal", "--reason", "no backup of the lost entry", "--actor", "cli:ops")
+    assert result.returncode == 0 and result.stdout.startswith("resealed at seq 4: the log ends at seq 3")
+    result = run_cli(data_dir, "audit", "verify")
+    assert result.returncode == 0 and "note: seq 4: RESEALED by cli:ops" in result.stdout, result.stdout
+    assert "nothing to reseal" in run_cli(data_dir, "audit", "reseal", "--reason", "x").stdout
