@@ -19,10 +19,14 @@ from aiohttp import web
 from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
 from signalling.app import build_services, create_app
 from signalling.config import ServerConfig
+from signalling.http_limits import runner_options
 from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
 
+# Secrets, recordings, exports and logs this process writes are for its own user only,
+# whatever the shell's umask (files that matter are also created 0600 explicitly).
+PRIVATE_UMASK = 0o077
 DEMO_ROOM_ID = "demo"
 DEMO_PEOPLE = (("patient", "Patient"), ("doctor", "Doctor"), ("expert", "Expert"))
 
@@ -83,15 +87,18 @@ def parse_args(argv: list[str]) -> ServerConfig:
 
 async def demo_links(services) -> dict[str, str]:
     registry = services.registry
+    # A new instance per start: links printed by an earlier run stop working (stale_link)
+    # and its recordings stay with its own trainer links.
     room = await registry.get_room(DEMO_ROOM_ID)
-    if room is None or not room.open:
-        room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
-                                          processors=services.config.default_processors,
-                                          live_watermark=services.config.default_live_watermark)
+    if room is not None and room.open:
+        await services.rooms.close_room(DEMO_ROOM_ID)
+    room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
+                                      processors=services.config.default_processors,
+                                      live_watermark=services.config.default_live_watermark)
     links = {}
     for role, name in DEMO_PEOPLE:
         token = services.issuer.mint(room=room.id, identity=f"demo-{role}", name=name, role=role,
-                                     ttl_s=services.config.link_ttl_s)
+                                     ttl_s=services.config.link_ttl_s, instance=room.instance)
         links[role] = f"{services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={token}"
     return links
 
@@ -106,7 +113,7 @@ async def serve(config: ServerConfig) -> None:
     elif config.tls_cert:
         assert config.tls_key is not None  # parse_args takes --tls-cert only together with --tls-key
         ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, **runner_options(app))  # header timeout (signalling/http_limits.py)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()
 
@@ -124,6 +131,7 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.umask(PRIVATE_UMASK)
     config = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         asyncio.run(serve(config))

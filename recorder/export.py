@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import BinaryIO, Literal, Optional
 
 import av
 import cv2
@@ -26,6 +26,7 @@ from .errors import RecorderError
 from .reader import RecordingReader
 
 AUDIO_RATE = 48000
+EXPORT_FILE_MODE = 0o600
 VIDEO_BITRATE = 2_500_000
 MS = fractions.Fraction(1, 1000)
 VideoDecoder = Literal["vp8", "h264"]  # literal names: PyAV's stubs then know the context decodes video
@@ -144,7 +145,8 @@ def export_recording(reader: RecordingReader, out: Path, *, video_track: Optiona
     audio = _mixed_audio(reader, t0, duration_ms)
     decoder = av.CodecContext.create(codec, "r")
     tmp = out.with_name(out.name + ".partial")
-    container = av.open(str(tmp), "w", format="webm")
+    file = _create_private(tmp)
+    container = av.open(file, "w", format="webm")
     try:
         vstream = container.add_stream("libvpx", rate=30)
         vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
@@ -182,8 +184,20 @@ def export_recording(reader: RecordingReader, out: Path, *, video_track: Optiona
         container.mux(astream.encode(None))
     except BaseException:
         container.close()
+        file.close()
         tmp.unlink(missing_ok=True)
         raise
     container.close()
-    os.replace(tmp, out)
+    file.flush()
+    os.fsync(file.fileno())  # complete on disk before it takes the final name
+    file.close()
+    os.replace(tmp, out)  # keeps tmp's mode: 0600 whatever `out` was
     return ExportResult(out, track_id, count, duration_ms, width, height, len(timeline))
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """A new file only its owner may read or write: an export is decrypted patient video.
+    Created 0600 with O_EXCL (a umask can only take bits away), never reopened by name."""
+    path.unlink(missing_ok=True)  # a stale .partial of an interrupted export (or a planted link)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, EXPORT_FILE_MODE)
+    return os.fdopen(fd, "w+b")

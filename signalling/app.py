@@ -1,15 +1,34 @@
-"""The aiohttp application: pages, static files, the WebSocket and the admin API."""
+"""The aiohttp application: pages, static files, the WebSocket and the admin API.
+
+Its HTTP hardening (docs/SECURITY.md) is in http_headers (security headers, quiet
+malformed requests) and http_limits (timeouts, caps on not-yet-joined WebSockets); the
+data directory is made readable by the server's user only.
+"""
 
 from __future__ import annotations
 
 import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from recorder.audit import AUDIT_LOG_FILE, AuditLog
+from recorder.errors import RecorderError
+
 from .admin import AdminApi
 from .config import ServerConfig
+from .http_headers import hide_server_version, inline_style_hashes, quiet_bad_requests, security_headers
+from .http_limits import (
+    LIMITS_KEY,
+    HttpLimits,
+    PendingSockets,
+    SignallingSocket,
+    body_deadline,
+    refuse_busy,
+    upgrade,
+)
 from .live_rooms import RoomService
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
 from .registry import InMemoryRegistry, RoomRegistry
@@ -21,8 +40,7 @@ from .tokens import TokenIssuer
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-# aiohttp's own hard cap on a frame; ours (64 KiB) is checked with a typed error first
-WS_HARD_LIMIT = 1024 * 1024
+DATA_DIR_MODE = 0o700
 
 SERVICES_KEY = web.AppKey("services", object)
 
@@ -37,7 +55,8 @@ class Services:
 
 
 def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -> Services:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(config.data_dir)
+    report_audit_tail(config.data_dir)
     registry = registry or InMemoryRegistry(config.data_dir / "rooms.json")
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
@@ -45,31 +64,70 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
                     rooms=RoomService(registry, config.ice, config.data_dir), admin_key=admin_key)
 
 
-def create_app(services: Services) -> web.Application:
+def ensure_private_dir(path: Path) -> None:
+    """The data directory holds secrets, recordings and the audit log: 0700, also when it existed."""
+    path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(DATA_DIR_MODE)
+        logger.warning("data directory %s was mode %04o (readable by others); changed to %04o",
+                       path, mode, DATA_DIR_MODE)
+
+
+def report_audit_tail(data_dir: Path) -> None:
+    """Say at start-up, not at the first recording, that the audit log lost entries at its end."""
+    if not (data_dir / AUDIT_LOG_FILE).exists():
+        return
+    try:
+        problem = AuditLog.open(data_dir).tail_problem()
+    except RecorderError:
+        return  # no audit key here (kept elsewhere): the first append reports it
+    if problem:
+        logger.error("audit log: %s; recording, replays and exports are refused until it is restored from a "
+                     "backup or `python -m recorder audit reseal` records the loss", problem)
+
+
+# --- the app ----------------------------------------------------------------------------------------------
+
+def create_app(services: Services, limits: HttpLimits | None = None) -> web.Application:
+    limits = limits or HttpLimits()
+    hide_server_version()
+    quiet_bad_requests()
     admin = AdminApi(api_key=services.admin_key, services=services)
-    app = web.Application(middlewares=[admin.auth_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[body_deadline(limits.body_timeout_s), admin.auth_middleware],
+                          client_max_size=64 * 1024)
     app[SERVICES_KEY] = services
+    app[LIMITS_KEY] = limits
+    app.on_response_prepare.append(security_headers(inline_style_hashes(STATIC_DIR)))
     ice_servers = [s.to_browser() for s in services.config.ice.servers]
+    pending = PendingSockets(limits.pending_ws_per_address, limits.pending_ws_total)
 
     async def websocket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=WS_HARD_LIMIT, heartbeat=20.0)
-        await ws.prepare(request)
-        session = ParticipantSession(
-            ws,
-            rooms=services.rooms,
-            issuer=services.issuer,
-            ice_servers=ice_servers,
-            join_timeout_s=services.config.join_timeout_s,
-            answer_timeout_s=services.config.answer_timeout_s,
-        )
-        await session.run()
-        return ws
+        release = pending.admit(request.remote or "unknown")
+        if release is None:
+            return await refuse_busy(request)
+        try:
+            ws = SignallingSocket(max_msg_size=limits.max_frame_bytes + 1, heartbeat=20.0)
+            if not await upgrade(ws, request):
+                return ws
+            session = ParticipantSession(
+                ws,
+                rooms=services.rooms,
+                issuer=services.issuer,
+                ice_servers=ice_servers,
+                join_timeout_s=services.config.join_timeout_s,
+                answer_timeout_s=services.config.answer_timeout_s,
+                on_joined=release,
+            )
+            await session.run()
+            return ws
+        finally:
+            release()
 
     def page(name: str):
         async def handler(request: web.Request) -> web.FileResponse:
             response = web.FileResponse(STATIC_DIR / name)
             response.headers["Cache-Control"] = "no-store"
-            response.headers["Referrer-Policy"] = "no-referrer"
             return response
         return handler
 
@@ -78,7 +136,7 @@ def create_app(services: Services) -> web.Application:
                                   "max_message_bytes": MAX_MESSAGE_BYTES})
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "live_rooms": len(services.rooms.live)})
+        return web.json_response({"ok": True})  # liveness only: how busy the clinic is is no one's business
 
     async def on_shutdown(app: web.Application) -> None:
         await services.rooms.shutdown()
@@ -96,3 +154,5 @@ def create_app(services: Services) -> web.Application:
     ])
     app.on_shutdown.append(on_shutdown)
     return app
+
+

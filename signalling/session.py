@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from aiohttp import WSMsgType, web
@@ -44,6 +45,8 @@ _CLOSE_CODE_FOR_ERROR = {
     "unauthorized": CLOSE_UNAUTHORIZED,
     "token_expired": CLOSE_UNAUTHORIZED,
     "wrong_room": CLOSE_FORBIDDEN_ROOM,
+    "stale_link": CLOSE_UNAUTHORIZED,
+    "link_revoked": CLOSE_UNAUTHORIZED,
     "forbidden": CLOSE_FORBIDDEN_ROOM,
     "room_full": CLOSE_FORBIDDEN_ROOM,
     "too_large": CLOSE_TOO_BIG,
@@ -60,8 +63,10 @@ class ParticipantSession:
         ice_servers: list[dict],
         join_timeout_s: float,
         answer_timeout_s: float,
+        on_joined: Optional[Callable[[], None]] = None,
     ) -> None:
         self.ws = ws
+        self._on_joined = on_joined  # the app's count of not-yet-joined sockets lets go of this one
         self._rooms = rooms
         self._issuer = issuer
         self._ice_servers = ice_servers
@@ -121,6 +126,8 @@ class ParticipantSession:
     async def run(self) -> None:
         try:
             if await self._join():
+                if self._on_joined is not None:
+                    self._on_joined()
                 await self._receive_loop()
         except asyncio.CancelledError:
             raise
@@ -213,7 +220,8 @@ class ParticipantSession:
                 if verdict == "process":
                     self.send_error("binary_not_supported", "binary frames are not part of the protocol")
             elif msg.type == WSMsgType.ERROR:
-                # aiohttp reports frames over its hard limit here and closes with 1009
+                # aiohttp reports frames over the 64 KiB cap here, having closed with 1009
+                # (after app.SignallingSocket sent the typed `too_large` error)
                 return
 
     async def _admit(self) -> str:
@@ -384,7 +392,8 @@ class ParticipantSession:
             self._outbox.put({"type": "closed", "reason": reason})
         await self._outbox.flush_and_close()
         try:
-            await self.ws.close(code=ws_code)
+            # with a reason: an empty one marks a close by aiohttp's frame-size check (app.SignallingSocket)
+            await self.ws.close(code=ws_code, message=reason.encode()[:120])
         except Exception:
             pass
         try:

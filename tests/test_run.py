@@ -82,3 +82,29 @@ def test_secrets_are_kept_private_and_reused(tmp_path):
     proc.terminate()
     proc.wait(timeout=10)
     assert (tmp_path / "token.secret").read_text() == secret  # links minted before a restart keep working
+
+
+async def test_each_start_makes_a_new_demo_consultation(tmp_path):
+    """The demo room is created anew at every start: a link printed by an earlier run is refused
+    (stale_link), so it cannot join the next run's consultation or see its recordings."""
+    from run import demo_links
+    from signalling.app import build_services
+    from signalling.config import ServerConfig
+    from signalling.links import LinkRefused
+
+    config = ServerConfig(data_dir=tmp_path / "data", default_processors=[])
+    first = build_services(config)
+    old_links = await demo_links(first)
+    old_instance = (await first.registry.get_room("demo")).instance
+    restarted = build_services(config)  # the same data directory, as after a restart
+    new_links = await demo_links(restarted)
+    room = await restarted.registry.get_room("demo")
+    assert room.open and room.instance != old_instance
+
+    def grant_of(link: str):
+        return restarted.issuer.verify(link.split("#token=", 1)[1])
+
+    assert (await restarted.rooms.links.for_live(grant_of(new_links["patient"]))).instance == room.instance
+    with pytest.raises(LinkRefused) as refused:
+        await restarted.rooms.links.for_live(grant_of(old_links["patient"]))
+    assert refused.value.code == "stale_link"

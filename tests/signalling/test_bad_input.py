@@ -163,6 +163,15 @@ async def test_answer_with_garbage_sdp(call):
 
 # --- tokens and joining -----------------------------------------------------------------
 
+async def test_an_oversized_first_frame_is_refused_before_joining(call):
+    # aiohttp refuses it from the frame header (64 KiB cap from the first frame on); the
+    # socket still hears why, in the protocol's terms.
+    async with RawClient(call.base_url) as c:
+        await c.send({"type": "join", "v": 1, "token": "x" * MAX_MESSAGE_BYTES})
+        await expect_fatal(c, "too_large", 1009)
+    await call.still_flowing()
+
+
 async def test_first_message_must_be_join(call):
     async with RawClient(call.base_url) as c:
         await c.send({"type": "ping"})
