@@ -5,14 +5,33 @@
 
 import {labelledIcon} from './icons.js';
 
+// The tab keeps its join token so a reload rejoins (the first thing a patient tries);
+// sessionStorage is per tab and gone when the tab closes.
+const TOKEN_KEY = `consult-sfu:token:${location.pathname}`;
+
 /**
  * Reads the join token from `#token=…` and removes it from the address bar at
- * once, so it is not copied along with the URL or left in the history.
+ * once, so it is not copied along with the URL or left in the history. Without
+ * one (a reload), the token this tab was opened with.
  */
 export function takeTokenFromHash() {
   const token = new URLSearchParams(location.hash.slice(1)).get('token');
   history.replaceState(null, '', location.pathname + location.search);
-  return token;
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    return token || sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return token;  // storage disabled: a reload needs the link again
+  }
+}
+
+/** After an end that rejoining cannot undo (kicked, closed, a bad link), a reload must not rejoin. */
+export function forgetToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: nothing was kept
+  }
 }
 
 /** A sort comparator putting participants in the order of `roles`; unknown roles last. */
@@ -68,6 +87,7 @@ function endText(reason) {
  * the elements #banner, #ended, #ended-text and #rejoin.
  */
 export function showEnded(reason) {
+  if (!REJOINABLE_ENDS.has(reason)) forgetToken();
   showConnectionState(document.getElementById('banner'), 'closed');
   document.getElementById('ended-text').textContent = endText(reason);
   document.getElementById('rejoin').hidden = !REJOINABLE_ENDS.has(reason);

@@ -30,7 +30,7 @@
  */
 
 import {AnnotationOverlay} from './annotation-render.js';
-import {byRole, roleLabel, takeTokenFromHash} from './call-ui.js';
+import {byRole, forgetToken, roleLabel, takeTokenFromHash} from './call-ui.js';
 import {ReplaySource} from './replay-source.js';
 
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
@@ -818,6 +818,7 @@ function showView(view) {
 }
 
 function showProblem(code, message) {
+  if (TOKEN_PROBLEMS.has(code)) forgetToken();  // a reload must not retry a link that cannot work
   page.player?.destroy();
   page.player = null;
   $('problem-text').textContent = PROBLEM_TEXT[code] ?? message ?? PROBLEM_TEXT.unavailable;

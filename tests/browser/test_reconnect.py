@@ -48,3 +48,27 @@ def test_patient_page_recovers_from_a_media_outage(sfu_server, netns, chromium, 
     patients = doctor.execute_script(
         "return [...document.querySelectorAll('.remote-video[data-role=patient]')].length")
     assert patients == 1, browser_diagnostics(f"doctor shows {patients} patient tiles")
+
+
+@pytest.mark.browser
+def test_reloading_the_patient_page_rejoins_the_call(sfu_server, chromium, browser_diagnostics):
+    """A reload is the first thing a patient tries: the tab kept its link, so the page rejoins
+    (one patient for the doctor, not two, and no token back in the address bar)."""
+    patient = chromium("patient")
+    doctor = chromium("doctor")
+    patient.get(sfu_server.patient_url)
+    doctor.get(sfu_server.doctor_url)
+    pages = {"patient": (patient, "doctor"), "doctor": (doctor, "patient")}
+    live, _ = wait_for_live_remote_video(pages)
+    assert len(live) == 2, browser_diagnostics("the call never got going")
+    assert "token" not in patient.current_url
+
+    patient.refresh()
+    rejoined = poll(lambda: connection_state(patient) == "connected", timeout=30)
+    assert rejoined, browser_diagnostics("the reloaded patient page did not rejoin")
+    live, last = wait_for_live_remote_video(pages, timeout=30)
+    assert len(live) == 2, browser_diagnostics(f"media did not resume after the reload: {last}")
+    assert "token" not in patient.current_url
+    patients = poll(lambda: doctor.execute_script(
+        "return [...document.querySelectorAll('.remote-video[data-role=patient]')].length") == 1, timeout=10)
+    assert patients, browser_diagnostics("the doctor does not show exactly one patient after the reload")
