@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
@@ -62,7 +62,7 @@ class AdminApi:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         declared = request.content_length or 0
-        raw = b"" if declared > ADMIN_MAX_BODY else await request.content.read(ADMIN_MAX_BODY + 1)
+        raw = b"" if declared > ADMIN_MAX_BODY else await _read_capped(request.content, ADMIN_MAX_BODY)
         if declared > ADMIN_MAX_BODY or len(raw) > ADMIN_MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=ADMIN_MAX_BODY, actual_size=max(declared, len(raw)),
@@ -241,3 +241,17 @@ class AdminApi:
 
 def _bad_request(code: str, message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": code, "message": message}), content_type="application/json")
+
+
+async def _read_capped(content: StreamReader, limit: int) -> bytes:
+    """The whole body, or its first limit + 1 bytes (enough to know it is too large). One read()
+    returns only what has arrived so far: a body sent in pieces needs several."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -161,3 +161,18 @@ async def test_media_counters_show_what_is_forwarded_to_whom(sfu):
     assert received[f"{patient.id}:video"]["packets"] > 0 and received[f"{patient.id}:audio"]["packets"] > 0
     assert (await api(sfu, "GET", "/api/rooms/nope/media"))[0] == 404
     assert (await api(sfu, "GET", "/api/rooms/r1/media", key="wrong"))[0] == 401
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(sfu):
+    """An admin client on a slow link sends its JSON in several TCP segments: the API waits for
+    all of it (one read returned only the first piece, and the request failed as bad_json)."""
+    import asyncio
+
+    async def pieces():
+        for piece in (b'{"name": "Mrs Chen, ', b'follow-up", ', b'"id": "chen-2"}'):
+            yield piece
+            await asyncio.sleep(0.05)
+
+    status, room = await api(sfu, "POST", "/api/rooms", data=pieces(),
+                             headers={"Content-Type": "application/json"})
+    assert status == 201 and room["id"] == "chen-2" and room["name"] == "Mrs Chen, follow-up", room
