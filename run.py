@@ -54,7 +54,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--ice-server", action="append", default=_env_list("ICE_SERVERS"), metavar="URL",
                    help="STUN/TURN URL given to browsers and the server (repeatable; default: none)")
     p.add_argument("--ice-username", default=_env("ICE_USERNAME"), help="TURN username")
-    p.add_argument("--ice-credential", default=_env("ICE_CREDENTIAL"), help="TURN credential")
+    p.add_argument("--ice-credential-file", type=Path, default=_env("ICE_CREDENTIAL_FILE"),
+                   help="file holding the TURN credential (or CONSULT_ICE_CREDENTIAL; never on the command line)")
+    p.add_argument("--ice-credential", help=argparse.SUPPRESS)  # refused below, with the reason
     p.add_argument("--media-host-address", action="append", default=_env_list("MEDIA_HOST_ADDRESSES"),
                    metavar="ADDR", help="offer only these local addresses as ICE host candidates (repeatable)")
     p.add_argument("--no-demo-room", action="store_true", default=_env("NO_DEMO_ROOM") == "1")
@@ -67,13 +69,22 @@ def parse_args(argv: list[str]) -> ServerConfig:
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if a.ice_credential is not None:
+        p.error("--ice-credential is not accepted: a command line is visible to every user of the machine "
+                "(ps); set CONSULT_ICE_CREDENTIAL or pass --ice-credential-file")
+    credential = _env("ICE_CREDENTIAL")
+    if a.ice_credential_file is not None:
+        try:
+            credential = a.ice_credential_file.read_text().strip()
+        except OSError as exc:
+            p.error(f"cannot read the TURN credential file {a.ice_credential_file}: {exc.strerror}")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from media.processors.face_processor import CATALOGUE as PROCESSORS
 
     unknown = [n for n in a.processors.split(",") if n.strip() and n.strip() not in PROCESSORS]
     if unknown:
         p.error(f"unknown processors {unknown}; available: {', '.join(PROCESSORS)}")
-    servers = [IceServerConfig(urls=[url], username=a.ice_username, credential=a.ice_credential)
+    servers = [IceServerConfig(urls=[url], username=a.ice_username, credential=credential)
                for url in a.ice_server]
     return ServerConfig(
         host=a.host, port=a.port, data_dir=a.data_dir, public_url=a.public_url,

@@ -108,3 +108,22 @@ async def test_each_start_makes_a_new_demo_consultation(tmp_path):
     with pytest.raises(LinkRefused) as refused:
         await restarted.rooms.links.for_live(grant_of(old_links["patient"]))
     assert refused.value.code == "stale_link"
+
+
+def test_a_turn_credential_is_never_taken_from_the_command_line(tmp_path, monkeypatch):
+    """A command line shows in `ps` to every user of the machine: the credential comes from the
+    environment or a file, and the old flag is refused with the reason."""
+    from run import parse_args
+
+    base = ["--ice-server", "turn:127.0.0.1:3478", "--ice-username", "clinic"]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--ice-credential", "s3cret"])
+    secret_file = tmp_path / "turn.secret"
+    secret_file.write_text("from-file\n")
+    (server,) = parse_args([*base, "--ice-credential-file", str(secret_file)]).ice.servers
+    assert (server.username, server.credential) == ("clinic", "from-file")
+    monkeypatch.setenv("CONSULT_ICE_CREDENTIAL", "from-env")
+    (server,) = parse_args(base).ice.servers
+    assert server.credential == "from-env"
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--ice-credential-file", str(tmp_path / "missing")])
