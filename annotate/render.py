@@ -21,8 +21,10 @@ W × H is the video picture as displayed, in device pixels, without letterbox ba
   and half-angle 25° (base corners at to − L·d ± L·tan 25°·n, d the unit direction, n its
   normal); the shaft is a stroke from `from` to the middle of the head's base.
 - text: font DejaVu Sans (it ships with matplotlib; pages load it as a web font or fall
-  back to sans-serif) at F = 20·s px, in the shape's colour, on a box of black at 60 %
-  opacity. The box's top-left corner is at `at`; padding p = 0.3·F; width = text width
+  back to sans-serif), each character it lacks (Chinese, Japanese, Korean) from a CJK font
+  (here WenQuanYi Micro Hei, media/fonts.py; on a page the browser's own fallback), at
+  F = 20·s px, in the shape's colour, on a box of black at 60 % opacity. The box's
+  top-left corner is at `at`; padding p = 0.3·F; width = text width
   (measureText on a page, the glyphs' extent here: a pixel or two apart) + 2p; height =
   1.2·F + 2p; baseline at the box top + p + 0.93·F. A box that would
   leave the frame is moved inside it; text wider than the frame is cut at the right.
@@ -32,18 +34,15 @@ W × H is the video picture as displayed, in device pixels, without letterbox ba
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
-from matplotlib.ft2font import FT2Font
 
 from annotate.anchoring import resolve_points
 from annotate.model import shape_points
+from media.fonts import label_font
 
 REF_HEIGHT = 720
 FONT_REF_PX = 20.0
@@ -57,29 +56,15 @@ ARROW_HALF_ANGLE_DEG = 25.0
 
 _SHIFT = 4               # OpenCV fixed-point bits: sub-pixel positions for anti-aliasing
 _ONE = 1 << _SHIFT
-_FONT_PATH = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-_font_lock = threading.Lock()  # one FT2Font, and it is not thread-safe (exports may run in threads)
-
-
-@lru_cache(maxsize=1)
-def _font() -> FT2Font:
-    return FT2Font(str(_FONT_PATH))
 
 
 @lru_cache(maxsize=256)
 def _text_bitmap(text: str, size_px: float) -> tuple[np.ndarray, int]:
     """(coverage 0..255, baseline row as a pixel-edge offset from the bitmap's top);
     cached because a replay draws the same labels on every frame."""
-    with _font_lock:
-        font = _font()
-        font.set_size(size_px, 72)  # at 72 dpi a point is a pixel
-        font.set_text(text, 0.0)
-        font.draw_glyphs_to_bitmap(antialiased=True)
-        coverage = np.array(font.get_image())
-        descent = round(font.get_descent() / 64)
+    coverage, baseline = label_font().render(text, size_px)
     coverage.setflags(write=False)
-    # FT2Font leaves one spare row below the descent
-    return coverage, coverage.shape[0] - descent - 1
+    return coverage, baseline
 
 
 @lru_cache(maxsize=64)

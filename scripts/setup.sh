@@ -20,6 +20,8 @@ for arg in "$@"; do
 done
 
 apt_pkgs=()
+# CJK glyphs for text burned into exports, replays and live watermarks (media/fonts.py)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || apt_pkgs+=(fonts-wqy-microhei)
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
@@ -28,9 +30,15 @@ if [ "$want_test" = 1 ]; then
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  echo "setup: installing Debian packages: ${apt_pkgs[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  if [ -n "$sudo" ] && [ "$want_test" = 0 ] && ! sudo -n true 2>/dev/null; then
+    # Only the font is missing and we cannot install it: the server runs, Chinese text in
+    # burned-in labels is drawn as boxes (and logged) until someone installs it.
+    echo "setup: warning: cannot install ${apt_pkgs[*]} without root or sudo; Chinese text in exports needs it"
+  else
+    echo "setup: installing Debian packages: ${apt_pkgs[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  fi
 fi
 
 pip_quiet=(-q --disable-pip-version-check)

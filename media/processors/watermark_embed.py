@@ -14,10 +14,11 @@ change has an RMS of `rms` luma levels: PSNR = 20 log10(255 / rms) ~ 42 dB at th
 default 2.0 (>= 40 dB is the requirement; rounding and clipping only lower the error).
 The same delta is added to B, G and R, i.e. to luma only (chroma unchanged).
 
-Visible mark. The viewer's label (name / id and UTC time) in DejaVu Sans, white with a
-dark outline at VISIBLE_OPACITY, drifting slowly along a closed Lissajous path over
-the whole frame (one lap in ~VISIBLE_PERIOD_S), so no fixed crop removes it and it
-never stays over the same part of the lesion.
+Visible mark. The viewer's label (name / id and UTC time) in DejaVu Sans, characters it
+lacks (a Chinese name) in a CJK font (media/fonts.py), white with a dark outline at
+VISIBLE_OPACITY, drifting slowly along a closed Lissajous path over the whole frame (one
+lap in ~VISIBLE_PERIOD_S), so no fixed crop removes it and it never stays over the same
+part of the lesion.
 
 Live video (media/watermark_variant.py) is marked in the decoder's own I420 planes
 (`Watermarker.mark_i420`), not in BGR: the same marks at a third of the cost, with no
@@ -31,16 +32,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
 from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 import cv2
-import matplotlib
 import numpy as np
 
+from ..fonts import label_font
 from .watermark import Pattern
 
 DEFAULT_RMS = 2.0              # luma levels; PSNR ~ 42 dB
@@ -127,25 +126,12 @@ def chroma_planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 VISIBLE_OPACITY = 0.5
 VISIBLE_PERIOD_S = 90.0        # one lap of the drift path: at most ~10 % of the frame per second
 VISIBLE_REF_PX = 30.0          # font size on a 720-px-high frame
-_FONT_PATH = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-_font_lock = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _font():
-    from matplotlib.ft2font import FT2Font
-    return FT2Font(str(_FONT_PATH))
 
 
 @lru_cache(maxsize=64)
 def _label_alpha(text: str, size_px: int) -> np.ndarray:
     """Coverage (float32 0..1) of the text with a 2-px outline ring, as (fill, outline)."""
-    with _font_lock:
-        font = _font()
-        font.set_size(size_px, 72)
-        font.set_text(text, 0.0)
-        font.draw_glyphs_to_bitmap(antialiased=True)
-        glyphs = np.array(font.get_image(), dtype=np.float32) / 255.0
+    glyphs = label_font().render(text, size_px)[0].astype(np.float32) / 255.0
     pad = max(2, size_px // 10)
     fill = np.pad(glyphs, pad)
     ring = cv2.dilate(fill, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1)))

@@ -21,5 +21,10 @@ def test_the_board_is_light():
 
 
 def test_nothing_imports_signalling():
-    assert loaded_after("import annotate.board, annotate.anchoring, annotate.render, annotate.face_relay",
+    assert loaded_after("import annotate.board, annotate.anchoring, annotate.face_relay",
                         ("signalling", "media")) == []
+    # the renderer shares the burn-in font with the visible watermark (media/fonts.py), nothing else of media/
+    code = "import sys, annotate.render; print(' '.join(m for m in sys.modules if m.split('.')[0] == 'media'))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert sorted(loaded) == ["media", "media.fonts"]
+    assert loaded_after("import annotate.render", ("signalling", "recorder")) == []
