@@ -29,6 +29,19 @@ from annotate.limits import AuthorRateLimiter
 from annotate.model import AnnotationError, parse_shape, point_count, shape_points
 
 
+def _plain_string(value: object, max_chars: int) -> bool:
+    """A string of at most `max_chars` that UTF-8 can carry. A lone surrogate (JSON's "\\ud800"
+    escape makes one) would be echoed in the event, and the room's recording, which writes
+    events as UTF-8, would stop on it."""
+    if not isinstance(value, str) or len(value) > max_chars:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _session_clock() -> Callable[[], int]:
     start = time.monotonic()
     return lambda: int((time.monotonic() - start) * 1000)
@@ -79,9 +92,9 @@ class AnnotationBoard:
 
     def _add(self, author: str, message: dict) -> dict:
         ref = message.get("ref")
-        if ref is not None and (not isinstance(ref, str) or len(ref) > limits.MAX_REF_CHARS):
+        if ref is not None and not _plain_string(ref, limits.MAX_REF_CHARS):
             raise AnnotationError("bad_annotation",
-                                  f"ref must be a string of at most {limits.MAX_REF_CHARS} characters")
+                                  f"ref must be a string of at most {limits.MAX_REF_CHARS} characters, all UTF-8")
         shape = parse_shape(message.get("shape"))
         points = point_count(shape)
         self._take(author, limits.operation_cost(points))
@@ -106,9 +119,9 @@ class AnnotationBoard:
 
     def _clear(self, author: str, message: dict, moderator: bool) -> dict:
         shapes_of = message.get("shapes_of")
-        if shapes_of is not None and (not isinstance(shapes_of, str) or len(shapes_of) > limits.MAX_AUTHOR_CHARS):
-            raise AnnotationError("bad_annotation",
-                                  f"shapes_of must be an author of at most {limits.MAX_AUTHOR_CHARS} characters")
+        if shapes_of is not None and not _plain_string(shapes_of, limits.MAX_AUTHOR_CHARS):
+            raise AnnotationError("bad_annotation", f"shapes_of must be an author of at most "
+                                                    f"{limits.MAX_AUTHOR_CHARS} characters, all UTF-8")
         if shapes_of != author and not moderator:
             raise AnnotationError("forbidden", "only a moderator may clear other authors' shapes")
         self._take(author, 1.0)

@@ -19,6 +19,7 @@ which run real aiortc peers through these paths, pin these assumptions.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Optional, cast
 
@@ -48,8 +49,13 @@ class WirePacket(RtpPacket):
     @classmethod
     def parse(cls, data: bytes, extensions_map: Optional[HeaderExtensionsMap] = None) -> "WirePacket":
         extensions_map = extensions_map if extensions_map is not None else HeaderExtensionsMap()
-        # aiortc's parse builds `cls(...)`, a WirePacket here, but is annotated to return RtpPacket
-        packet = cast(WirePacket, super().parse(data, extensions_map))
+        try:
+            # aiortc's parse builds `cls(...)`, a WirePacket here, but is annotated to return RtpPacket
+            packet = cast(WirePacket, super().parse(data, extensions_map))
+        except struct.error as exc:
+            # a known header extension of the wrong length: aiortc's transport drops a packet that
+            # raises ValueError, and anything else would end the participant's connection
+            raise ValueError(f"RTP header extension malformed: {exc}") from None
         packet.raw = data
         return packet
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from typing import TYPE_CHECKING, Optional, Protocol
 
@@ -416,7 +417,9 @@ class DownTrack:
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self.nacks_received += 1
-            for seq in packet.lost:
+            # Each packet once, however often the NACK lists it; aiortc's parse numbers the
+            # packets after PID 65535 on from 65536 (no wrap).
+            for seq in dict.fromkeys(seq & 0xFFFF for seq in packet.lost):
                 await self._retransmit(seq)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.plis_received += 1
@@ -425,7 +428,7 @@ class DownTrack:
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
-            except ValueError:
+            except (ValueError, struct.error):  # struct.error: more SSRCs claimed than the FCI holds
                 return
             if self._ssrc in ssrcs:
                 self.remb_bitrate = bitrate

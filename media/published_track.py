@@ -447,7 +447,8 @@ class PublishedTrack:
         return {
             "packets": self.packets_received, "dropped": self.packets_dropped,
             # first transmissions the uplink lost, as the receiver reports tell the publisher
-            "lost": 0 if self._stats is None else self._stats.packets_lost,
+            # (no count before a first transmission: the track may have had only retransmissions)
+            "lost": 0 if self._stats is None or self._stats.max_seq is None else self._stats.packets_lost,
             "codec": self.last_codec.mimeType if self.last_codec else None,
             "red": self._red_codec is not None, "red_packets": self.red_packets, "red_distance": self.red_distance,
             "red_recovered": self.red_recovered, "red_recovered_alone": self.red_recovered_alone,
@@ -466,7 +467,9 @@ class PublishedTrack:
     async def _send_nack(self, lost: list[int]) -> None:
         if self.media_ssrc is not None and lost:
             nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)
-            nack.lost = lost
+            # in numeric order: aiortc packs each number as a bit after the previous one and fails
+            # on a smaller one, as across the wrap (65535, 0) or in a retry round's order
+            nack.lost = sorted(set(lost))
             await send_rtcp(self.transport, [nack])
             # on a lossy uplink a lost NACK costs a retry interval: send a few copies, spaced
             loop = asyncio.get_running_loop()

@@ -16,8 +16,19 @@ from typing import Optional
 OPUS_FMTP = {"minptime": "10", "useinbandfec": "1"}
 
 
+# A payload type number as SDP writes it: ASCII, at most 3 digits (RTP's are 0-127). Anything
+# else in its place is not one (a longer run of digits would also exceed int()'s limit).
+PAYLOAD_TYPE = r"[0-9]{1,3}"
+
+
 def _opus_payload_types(lines: list[str]) -> list[str]:
-    return [m.group(1) for line in lines if (m := re.match(r"a=rtpmap:(\d+) opus/48000", line, re.I))]
+    # the codec name is case-insensitive, the attribute is not: the edits look lines up by it
+    return [m.group(1) for line in lines if (m := re.match(rf"a=rtpmap:({PAYLOAD_TYPE}) (?i:opus)/48000", line))]
+
+
+def m_line_payload_types(m_line: str) -> set[int]:
+    """The payload type numbers an m= line lists."""
+    return {int(f) for f in m_line.split(" ")[3:] if re.fullmatch(PAYLOAD_TYPE, f)}
 
 
 def split_sections(sdp: str) -> tuple[list[str], list[list[str]]]:
@@ -102,8 +113,7 @@ def _red_section(section: list[str]) -> list[str]:
     if not opus or any(re.match(r"a=rtpmap:\d+ red/", line, re.I) for line in section):
         return section
     fields = section[0].split(" ")
-    used = {int(f) for f in fields[3:] if f.isdigit()}
-    red = _free_payload_type(used)
+    red = _free_payload_type(m_line_payload_types(section[0]))
     section = list(section)
     section[0] = " ".join(fields[:3] + [str(red)] + fields[3:])
     first_rtpmap = next(i for i, line in enumerate(section) if line.startswith("a=rtpmap:"))
@@ -126,7 +136,7 @@ def red_for_opus(section: list[str]) -> tuple[int, int] | None:
     """(red payload type, Opus payload type) when this m-section lists red whose blocks are one Opus type."""
     opus = set(_opus_payload_types(section))
     for line in section:
-        m = re.match(r"a=rtpmap:(\d+) red/48000", line, re.I)
+        m = re.match(rf"a=rtpmap:({PAYLOAD_TYPE}) red/48000", line, re.I)
         if not m:
             continue
         pt = m.group(1)

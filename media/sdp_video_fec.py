@@ -22,7 +22,7 @@ from typing import Optional
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from .sdp_tweaks import join_sections, section_mid, split_sections
+from .sdp_tweaks import PAYLOAD_TYPE, join_sections, m_line_payload_types, section_mid, split_sections
 
 # Chrome's own numbers, when free in the section.
 PREFERRED = {"red": 116, "rtx": 117, "ulpfec": 118}
@@ -40,7 +40,7 @@ class VideoFecPayloadTypes:
 def _rtpmap(section: list[str]) -> dict[int, str]:
     found = {}
     for line in section:
-        m = re.match(r"a=rtpmap:(\d+) ([^/\s]+)/", line)
+        m = re.match(rf"a=rtpmap:({PAYLOAD_TYPE}) ([^/\s]+)/", line)
         if m:
             found[int(m.group(1))] = m.group(2).lower()
     return found
@@ -48,7 +48,7 @@ def _rtpmap(section: list[str]) -> dict[int, str]:
 
 def _apt(section: list[str], pt: int) -> Optional[int]:
     for line in section:
-        m = re.match(rf"a=fmtp:{pt} .*\bapt=(\d+)", line)
+        m = re.match(rf"a=fmtp:{pt} .*\bapt=({PAYLOAD_TYPE})(?![0-9])", line)
         if m:
             return int(m.group(1))
     return None
@@ -77,7 +77,7 @@ def _fec_section(section: list[str]) -> list[str]:
     if not any(name in PROTECTABLE for name in names.values()) or "red" in names.values():
         return section
     fields = section[0].split(" ")
-    used = {int(f) for f in fields[3:] if f.isdigit()}
+    used = m_line_payload_types(section[0])
     chosen: dict[str, int] = {}
     for name in ("red", "rtx", "ulpfec"):
         chosen[name] = _free_payload_type(used, PREFERRED[name])

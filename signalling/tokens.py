@@ -164,6 +164,8 @@ class TokenIssuer:
             raise TokenError("token_expired", "the join token has expired") from exc
         except jwt.PyJWTError as exc:
             raise TokenError("unauthorized", f"invalid join token: {exc}") from exc
+        except UnicodeError:  # a lone surrogate (JSON's \ud800, a non-UTF-8 header byte) cannot be a token
+            raise TokenError("unauthorized", "invalid join token: not UTF-8 text") from None
         role = claims["role"]  # a required claim: jwt.decode checked it is there
         perms = claims.get("perms", list(DEFAULT_PERMISSIONS.get(role, ())))
         if role not in ROLES or not isinstance(perms, list) or not set(perms) <= set(PERMISSIONS):
