@@ -30,24 +30,22 @@ _INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def check_identity(identity: object) -> str:
     """The identity, or ValueError saying what is wrong with it."""
-    if not isinstance(identity, str) or not identity.strip():
-        raise ValueError("'identity' must be a non-empty string")
-    if len(identity) > MAX_IDENTITY_LENGTH:
-        raise ValueError(f"'identity' is limited to {MAX_IDENTITY_LENGTH} characters")
-    if not identity.isprintable():
-        raise ValueError("'identity' must be printable (no control characters or line breaks)")
-    return identity
+    return _checked_text("identity", identity, MAX_IDENTITY_LENGTH)
 
 
 def check_name(name: object) -> str:
     """The display name, or ValueError saying what is wrong with it."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("'name' must be a non-empty string")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"'name' is limited to {MAX_NAME_LENGTH} characters")
-    if not name.isprintable():
-        raise ValueError("'name' must be printable (no control characters or line breaks)")
-    return name
+    return _checked_text("name", name, MAX_NAME_LENGTH)
+
+
+def _checked_text(field: str, value: object, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"'{field}' must be a non-empty string")
+    if len(value) > limit:
+        raise ValueError(f"'{field}' is limited to {limit} characters")
+    if not value.isprintable():
+        raise ValueError(f"'{field}' must be printable (no control characters or line breaks)")
+    return value
 
 
 def unique_identity(role: str) -> str:

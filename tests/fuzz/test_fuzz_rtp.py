@@ -24,7 +24,6 @@ from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
-    RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
     RTCRtpRtxParameters,
     RTCRtpSendParameters,
@@ -44,30 +43,20 @@ from aiortc.rtp import (
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from loadtest.forwarding_rig import EXTENSIONS, FEC_PTS, RED, RTX, RTX_RED, ULPFEC, VP8
 from media.aiortc_bridge import WirePacket
 from media.downtrack import UNSENT_TRACKED, DownTrack
 from media.nack_generator import MAX_TRACKED
 from media.published_track import PublishedTrack
 from media.red import build_red
-from media.sdp_video_fec import VideoFecPayloadTypes
 from media.seqnum import seq_add
 from media.uplink_fec import PICTURES_REMEMBERED, SEEN_WINDOW
 from media.video_fec import VideoFecSender, red_wrap
 
 from .support import CapturingTransport, fuzzed, mutated, note, run, scaled
 
-VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
-RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97})
-RED = RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=116)
-ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=118)
-RTX_RED = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=117, parameters={"apt": 116})
-FEC_PTS = VideoFecPayloadTypes(red=116, ulpfec=118, rtx=117)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 AUDIO_RED = RTCRtpCodecParameters(mimeType="audio/red", clockRate=48000, channels=2, payloadType=63)
-EXTENSIONS = [
-    RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-    RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-]
 EXTENSIONS_MAP = HeaderExtensionsMap()
 EXTENSIONS_MAP.configure(RTCRtpReceiveParameters(codecs=[VP8], headerExtensions=EXTENSIONS))
 
