@@ -28,7 +28,8 @@ from signalling.tls import self_signed_certificate, server_ssl_context
 # whatever the shell's umask (files that matter are also created 0600 explicitly).
 PRIVATE_UMASK = 0o077
 DEMO_ROOM_ID = "demo"
-DEMO_PEOPLE = (("patient", "Patient"), ("doctor", "Doctor"), ("expert", "Expert"))
+# The trainer's link replays this start's recordings of the demo room.
+DEMO_PEOPLE = (("patient", "Patient"), ("doctor", "Doctor"), ("expert", "Expert"), ("trainer", "Trainer"))
 
 
 def _env(name: str, default=None):

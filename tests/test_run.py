@@ -105,6 +105,8 @@ async def test_each_start_makes_a_new_demo_consultation(tmp_path):
         return restarted.issuer.verify(link.split("#token=", 1)[1])
 
     assert (await restarted.rooms.links.for_live(grant_of(new_links["patient"]))).instance == room.instance
+    # a trainer link too, for this start's recordings
+    assert "/trainer#token=" in new_links["trainer"] and grant_of(new_links["trainer"]).allows("replay")
     with pytest.raises(LinkRefused) as refused:
         await restarted.rooms.links.for_live(grant_of(old_links["patient"]))
     assert refused.value.code == "stale_link"
