@@ -20,6 +20,7 @@ clear, `shapes_of` for clear.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,23 @@ class AnnotationBoard:
         """The whole drawing for a late joiner (or a reconnecting page)."""
         return {"type": "annotation-snapshot", "version": self.version, "t_ms": self._now_ms(),
                 "shapes": [dict(shape) for shape in self._shapes.values()]}
+
+    def snapshot_parts(self, max_bytes: int) -> list[dict]:
+        """The snapshot split so that each part's JSON stays under max_bytes (a recording's event
+        limit; a full board is ~0.5 MB). Part 0 replaces the drawing, later parts (same version
+        and t_ms) add to it. A single shape came in one client message, so it fits on its own."""
+        whole = self.snapshot()
+        overhead = _json_size({**whole, "shapes": [], "part": 999, "parts": 999})
+        groups: list[list[dict]] = [[]]
+        size = overhead
+        for shape in whole["shapes"]:
+            shape_size = _json_size(shape) + 1  # and its comma
+            if groups[-1] and size + shape_size > max_bytes:
+                groups.append([])
+                size = overhead
+            groups[-1].append(shape)
+            size += shape_size
+        return [{**whole, "shapes": shapes, "part": i, "parts": len(groups)} for i, shapes in enumerate(groups)]
 
     def face_triangles(self) -> frozenset[int]:
         """The face-mesh triangles the face-anchored shapes lie on: what a page needs of
@@ -140,3 +158,8 @@ class AnnotationBoard:
     def _event(self, op: str, author: str, t_ms: int, **fields: Any) -> dict:
         self.version += 1
         return {"type": "annotation", "op": op, "version": self.version, "t_ms": t_ms, "author": author, **fields}
+
+
+def _json_size(value: object) -> int:
+    """Bytes as the recorder writes JSON (compact, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())

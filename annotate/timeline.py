@@ -19,7 +19,9 @@ class AnnotationTimeline:
         shapes: dict[str, dict] = {}
         for event in ordered:
             if event["type"] == "annotation-snapshot":  # what was on the board when recording began
-                shapes = {shape["id"]: shape for shape in event["shapes"]}
+                if event.get("part", 0) == 0:  # a large drawing comes in parts: later ones add to the first
+                    shapes = {}
+                shapes.update((shape["id"], shape) for shape in event["shapes"])
             elif event["op"] == "add":
                 shapes[event["shape"]["id"]] = event["shape"]
             else:

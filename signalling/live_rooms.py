@@ -28,6 +28,7 @@ from recorder.errors import RecorderError
 from recorder.live import LiveRecording
 from recorder.manifest import room_label
 from recorder.stills import StillCapture
+from recorder.writer import MAX_EVENT_BYTES
 
 from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
@@ -234,7 +235,8 @@ class LiveRoom:
             on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
         self._recording_by = by if isinstance(by, str) else by.name
         # the state at the start, so a replay shows what was already on screen
-        self._record_event(self.board.snapshot())
+        for part in self.board.snapshot_parts(MAX_EVENT_BYTES - 1024):  # a full board is ~0.5 MB
+            self._record_event(part)
         for session in list(self.sessions.values()):
             self._record_participant(session.joined_participant())
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})

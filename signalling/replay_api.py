@@ -564,8 +564,11 @@ def _face_spans(timeline: list[dict]) -> list[tuple[int, int]]:
     for item in timeline:
         event, at = item["event"], item["at_ms"]
         kind = event.get("type")
-        if kind == "annotation-snapshot":
-            board = {s.get("id"): s.get("anchor") == "face" for s in event.get("shapes") or [] if isinstance(s, dict)}
+        if kind == "annotation-snapshot":  # in parts for a large drawing: part 0 replaces, later parts add
+            if not event.get("part"):
+                board = {}
+            board.update((s.get("id"), s.get("anchor") == "face")
+                         for s in event.get("shapes") or [] if isinstance(s, dict))
         elif kind == "annotation" and event.get("op") == "add" and isinstance(event.get("shape"), dict):
             board[event["shape"].get("id")] = event["shape"].get("anchor") == "face"
         elif kind == "annotation" and event.get("op") in ("undo", "clear"):

@@ -560,7 +560,9 @@ class Player {
       i += 1;
       const event = events[i].event;
       if (event.type === 'annotation-snapshot') {
-        this.board = new Map((event.shapes ?? []).map((shape) => [shape.id, shape]));
+        // a large drawing is recorded in parts: part 0 replaces the board, later parts add to it
+        if (!event.part) this.board = new Map();
+        for (const shape of event.shapes ?? []) this.board.set(shape.id, shape);
       } else if (event.op === 'add' && event.shape?.id) {
         this.board.delete(event.shape.id);  // a re-used id goes on top
         this.board.set(event.shape.id, event.shape);

@@ -25,6 +25,7 @@ from annotate import limits
 from annotate.board import AnnotationBoard
 from annotate.limits import AuthorRateLimiter
 from annotate.model import _POINT_FIELDS, ANCHORS, PALETTE, SHAPE_KINDS, AnnotationError, parse_shape, point_count
+from annotate.timeline import AnnotationTimeline
 from recorder.keys import KeyStore
 from recorder.writer import MAX_EVENT_BYTES, RecordingWriter
 
@@ -197,17 +198,30 @@ def test_the_largest_events_a_board_accepts_are_recorded(tmp_path):
     writer.close()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "signalling/recorder bug: LiveRoom.start_recording records board.snapshot() as one event, and "
-    "RecordingWriter refuses events over MAX_EVENT_BYTES (64 KiB) with ValueError, which stops the recording "
-    "at once ('event too large'); a board holds up to 20 000 points (~0.5 MB), and two maximum strokes are "
-    "~93 KB: pressing record after some drawing fails the recording"))
-def test_a_full_board_snapshot_can_be_recorded(tmp_path):
+def test_a_full_board_is_recorded_in_parts_that_add_up_to_it(tmp_path):
+    """A board holds up to its point limit (~0.5 MB of JSON), over the recorder's 64 KiB event
+    limit: pressing record after some drawing stopped the recording ('event too large'). The
+    snapshot is recorded in parts, each under the limit, and a replay rebuilds the whole drawing."""
     board = AnnotationBoard(limiter=AuthorRateLimiter(rate=1e9, burst=1e9))
-    for _ in range(2):
-        board.apply("doctor-1", {"op": "add", "shape": MAX_STROKE})
+    with pytest.raises(AnnotationError):
+        for i in range(1000):  # until the board is full
+            board.apply(f"doctor-{i % 3}", {"op": "add", "shape": MAX_STROKE})
+    whole = board.snapshot()
+    assert len(json.dumps(whole).encode()) > 4 * MAX_EVENT_BYTES
+    parts = board.snapshot_parts(MAX_EVENT_BYTES - 1024)
+    assert len(parts) > 4 and [p["part"] for p in parts] == list(range(len(parts)))
     writer = recording_writer(tmp_path)
     try:
-        writer.write_event(0, board.snapshot())
+        for part in parts:
+            writer.write_event(part["t_ms"], part)  # every part fits
     finally:
         writer.close()
+    at = parts[0]["t_ms"]
+    assert all(p["t_ms"] == at and p["version"] == whole["version"] for p in parts)
+    replayed = AnnotationTimeline(parts).shapes_at(at)
+    assert [s["id"] for s in replayed] == [s["id"] for s in whole["shapes"]]
+    # a later snapshot's part 0 starts over: nothing of the earlier drawing stays
+    board.apply("doctor-0", {"op": "clear", "shapes_of": "doctor-0"}, moderator=True)
+    later = [{**p, "t_ms": at + 1} for p in board.snapshot_parts(MAX_EVENT_BYTES - 1024)]
+    assert {s["id"] for s in AnnotationTimeline(parts + later).shapes_at(at + 1)} == {
+        s["id"] for s in board.snapshot()["shapes"]}
