@@ -12,12 +12,12 @@ link is refused. The page then calls, with `Authorization: Bearer <join token>`:
                                             clock (0 = its start) and one signed media
                                             URL per participant
     GET /api/replay/recordings/{id}/urls    fresh signed media and status URLs (they expire)
-    GET /api/replay/media/{id}/{key}.webm/status?exp=…&sub=…&sig=…[&since=N]
+    GET /api/replay/media/{id}/{key}.webm/status?exp=…&sub=…&lnk=…&sig=…[&since=N]
                                             the viewer's watermarked replay of one
                                             participant: starts preparing it, reports
                                             progress, what may be fetched, and where
                                             playback may start (keyframe clusters)
-    GET /api/replay/media/{id}/{key}.webm?exp=…&sub=…&sig=…
+    GET /api/replay/media/{id}/{key}.webm?exp=…&sub=…&lnk=…&sig=…
                                             that replay's bytes, HTTP Range; while it is
                                             prepared, ranges within what is ready
                                             (`Content-Range: bytes a-b/*`), 503 beyond
@@ -308,15 +308,18 @@ class ReplayService:
 
     # --- signed media URLs ------------------------------------------------------------------------
 
-    def _signature(self, recording_id: str, name: str, exp: int, sub: str) -> str:
-        message = "\0".join(("replay-media/v1", recording_id, name, str(exp), sub)).encode()
+    def _signature(self, recording_id: str, name: str, exp: int, sub: str, link: str) -> str:
+        message = "\0".join(("replay-media/v2", recording_id, name, str(exp), sub, link)).encode()
         return base64.urlsafe_b64encode(hmac.new(self._url_key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
 
-    def media_url(self, recording_id: str, group: MediaGroup, sub: str, exp: int, *, status: bool = False) -> str:
+    def media_url(self, recording_id: str, group: MediaGroup, viewer: Viewer, exp: int, *, status: bool = False) -> str:
         """The signed URL of the viewer's watermarked replay of `group` (or of its status: the
-        same signature, since both reveal the same replay to the same viewer)."""
+        same signature, since both reveal the same replay to the same viewer). It names the
+        viewer's link (its jti), so revoking the link stops its URLs too."""
         name = f"{group.key}.webm"
-        query = urlencode({"exp": exp, "sub": sub, "sig": self._signature(recording_id, name, exp, sub)})
+        sub, link = viewer.identity, viewer.grant.jti
+        query = urlencode({"exp": exp, "sub": sub, "lnk": link,
+                           "sig": self._signature(recording_id, name, exp, sub, link)})
         return f"/api/replay/media/{recording_id}/{name}{'/status' if status else ''}?{query}"
 
     def _remember_viewer(self, viewer: Viewer) -> None:
@@ -326,15 +329,18 @@ class ReplayService:
     def check_signature(self, request: web.Request, recording_id: str, name: str) -> str:
         """The identity the URL was made for; Refused when it is missing, forged or expired."""
         q = request.query
-        exp, sub, sig = q.get("exp", ""), q.get("sub", ""), q.get("sig", "")
-        if not (exp and sub and sig):
+        exp, sub, link, sig = q.get("exp", ""), q.get("sub", ""), q.get("lnk", ""), q.get("sig", "")
+        if not (exp and sub and link and sig):
             raise Refused(401, "unauthorized", "a signed media URL is required (from /api/replay/recordings/{id})",
                           target=recording_id)
-        if not exp.isdigit() or len(exp) > 12 or len(sub) > 200 or not hmac.compare_digest(
-                sig.encode(), self._signature(recording_id, name, int(exp), sub).encode()):
+        if not exp.isdigit() or len(exp) > 12 or len(sub) > 200 or len(link) > 64 or not hmac.compare_digest(
+                sig.encode(), self._signature(recording_id, name, int(exp), sub, link).encode()):
             raise Refused(403, "bad_signature", "the media URL's signature is not valid", target=recording_id)
         if int(exp) < self._now():
             raise Refused(401, "url_expired", "the media URL has expired; ask for a fresh one",
+                          actor=sub, target=recording_id)
+        if self.links is not None and self.links.revocations.is_revoked(link):
+            raise Refused(401, LINK_REVOKED, "this link has been revoked; please ask the clinic for a new link",
                           actor=sub, target=recording_id)
         return sub
 
@@ -434,8 +440,8 @@ class ReplayService:
                 "mime": mime_for("video" in kinds, "audio" in kinds),
                 "watermarked": "video" in kinds,
                 "start_ms": start - origin,
-                "url": self.media_url(recording_id, group, viewer.identity, exp),
-                "status_url": self.media_url(recording_id, group, viewer.identity, exp, status=True),
+                "url": self.media_url(recording_id, group, viewer, exp),
+                "status_url": self.media_url(recording_id, group, viewer, exp, status=True),
             })
         result: dict[str, Any] = {
             "id": reader.id,
@@ -467,8 +473,8 @@ class ReplayService:
         self._check_owner(viewer, recording_id, *self._owners[recording_id])
         exp = int(self._now()) + self.url_ttl_s
         self._remember_viewer(viewer)
-        return {"urls": {g.key: self.media_url(recording_id, g, viewer.identity, exp) for g in groups},
-                "status_urls": {g.key: self.media_url(recording_id, g, viewer.identity, exp, status=True)
+        return {"urls": {g.key: self.media_url(recording_id, g, viewer, exp) for g in groups},
+                "status_urls": {g.key: self.media_url(recording_id, g, viewer, exp, status=True)
                                 for g in groups},
                 "urls_expire_at": exp}
 

@@ -155,3 +155,22 @@ async def test_photo_captures_carry_the_instance(sfu):
         await live.close()
     (capture,) = [d for d in (sfu.services.config.data_dir / "recordings").iterdir() if is_recording_id(d.name)]
     assert manifest_room(sfu, capture.name) == f"r1@{room.instance}"
+
+
+async def test_revoking_a_trainer_link_stops_its_signed_media_urls(sfu):
+    """Media URLs name the link they were made for: once an admin revokes it, a URL handed
+    out before no longer serves the replay (it used to, for the URL's remaining minutes)."""
+    await admin(sfu, "POST", "/api/rooms", json={"id": "r8"})
+    recording_id = await record_a_consultation(sfu, "r8")
+    _, minted = await admin(sfu, "POST", "/api/rooms/r8/links", json={"role": "trainer"})
+    status, rec = await replay(sfu, f"/api/replay/recordings/{recording_id}", minted["token"])
+    assert status == 200 and rec["media"]
+    status_url = rec["media"][0]["status_url"]
+    assert parse_qs(urlparse(status_url).query)["lnk"] == [minted["jti"]]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(sfu.base_url + status_url) as response:
+            assert response.status == 200, await response.text()
+        status, revoked = await admin(sfu, "DELETE", f"/api/rooms/r8/links/{minted['jti']}")
+        assert status == 200, revoked
+        async with http.get(sfu.base_url + status_url) as response:
+            assert response.status == 401 and (await response.json())["error"] == "link_revoked"

@@ -60,7 +60,8 @@ async def api(sfu, aiohttp_server) -> Api:
 
 def bad_requests() -> list[tuple[str, str | None]]:
     """Requests with no credential, a forged one, or a forged media signature; 120 of them."""
-    forged_media = f"/api/replay/media/20260101T000000Z-000000000000/p-1.webm?exp=99999999999&sub={ATTACKER}&sig=xx"
+    forged_media = (f"/api/replay/media/20260101T000000Z-000000000000/p-1.webm?exp=99999999999&sub={ATTACKER}"
+                    f"&lnk={'0' * 32}&sig=xx")
     kinds = [("/api/replay/recordings", None), ("/api/replay/recordings", "not-a-jwt." + ATTACKER),
              (f"/api/replay/recordings/{ATTACKER}", None), (forged_media, None)]
     return [kinds[i % len(kinds)] for i in range(120)]
