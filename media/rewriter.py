@@ -111,7 +111,7 @@ class StreamRewriter:
         if self._source_max_ext is None:
             raise RuntimeError("no source to number after")
         first = seq_add(self._last_seq, 1)
-        self._remember(self._source_max_ext, self._source_max_ext)
+        self._remember(self._source_max_ext)
         self._seq_offset = (self._seq_offset + count) % SEQ_MOD
         self._last_seq = seq_add(self._last_seq, count)
         return first
@@ -133,13 +133,15 @@ class StreamRewriter:
         if last is not None and last[2] == self._source_max_ext and last[2] > last[0]:
             self._reservations[-1] = (last[0], last[1], ext)  # the same run of FEC, one more
         else:
-            self._remember(self._source_max_ext, ext)
+            self._remember(ext)
         self._seq_offset = (self._seq_offset - gap) % SEQ_MOD
         self._source_max_ext, self._source_max_seq = ext, upto_seq
         return True
 
-    def _remember(self, newest_ext: int, skipped_to: int) -> None:
-        """Keep the mapping in force up to the newest source packet (`newest_ext`), for late ones."""
+    def _remember(self, skipped_to: int) -> None:
+        """Keep the mapping in force up to the newest source packet, for late ones."""
+        newest_ext = self._source_max_ext
+        assert newest_ext is not None  # callers number after a source packet
         if len(self._reservations) == MAX_RESERVATIONS:
             self._forgotten_up_to = self._reservations.popleft()[0]
         self._reservations.append((newest_ext, self._seq_offset, skipped_to))
