@@ -64,8 +64,10 @@ class StreamRewriter:
             elapsed_units = max(1, int((now - self._last_out_time) * self.clock_rate))
         self._seq_offset = (seq_add(self._last_seq, 1) - first_seq) % SEQ_MOD
         self._ts_offset = (ts_add(self._last_ts, elapsed_units) - first_ts) % TS_MOD
-        self._source_start_ext = self._source_max_ext = first_seq
-        self._source_max_seq = first_seq
+        # the newest so far is the one before the first: mapping the first then records it as sent
+        self._source_start_ext = first_seq
+        self._source_max_ext = first_seq - 1
+        self._source_max_seq = (first_seq - 1) % SEQ_MOD
         self._reservations.clear()
         self._forgotten_up_to = None
 
@@ -100,6 +102,10 @@ class StreamRewriter:
             self._last_ts = out_ts
             self._last_out_time = time.monotonic() if now is None else now
         return out_seq, out_ts
+
+    @property
+    def last_timestamp(self) -> int:
+        return self._last_ts
 
     @property
     def last_sequence_number(self) -> int:

@@ -122,3 +122,12 @@ def test_skipped_publisher_fec_leaves_no_hole_and_its_numbers_are_never_sent():
     assert not r.skip(0, 65)  # longer than any frame's FEC
     assert r.skip(0, 2)
     assert seq_diff(r.map(3, 6000, now=0.066)[0], out[65536]) == 1
+
+
+def test_the_first_packet_after_a_switch_is_the_newest_sent() -> None:
+    """FEC numbers reserved right after it must not reuse its number."""
+    rewriter = StreamRewriter(clock_rate=90000, rng=random.Random(3))
+    rewriter.switch_source(500, 7000, now=1.0)
+    seq, ts = rewriter.map(500, 7000, now=1.0)
+    assert rewriter.last_sequence_number == seq and rewriter.last_timestamp == ts
+    assert rewriter.reserve(1) == (seq + 1) % 65536
