@@ -1,0 +1,334 @@
+"""Which remote videos one subscriber's downlink carries: audio first, video as it fits.
+
+A few times a second the controller compares what the subscriber's videos need
+with what its downlink is estimated to carry (media/send_budget.py). When a queue
+builds at the bottleneck it pauses the videos that do not fit what the link delivers,
+the least important first, at least one per feedback round, so the audio (never
+paused) stays in time. A paused video comes
+back by itself: directly when the estimate has room for it, otherwise after a
+probe — padding at the video's rate on the paused stream's retransmission SSRC —
+got through without a queue building. Probes climb in steps; after one fails, the
+next go only a little past what got through, after a back-off of up to 8 s, so a
+link that stays narrow pays for small overshoots now and then.
+
+Without simulcast a paused video is all or nothing; layers come later and slot in
+as smaller demands of the same publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from .pacer import VIDEO
+from .send_budget import CONGESTED_TARGET_SHARE, SendBudget
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.25
+PADDING_TICK_S = 0.02
+# Video waiting this long in the pacer has outgrown the rate (a keyframe alone waits about
+# half a second at 1 Mbit/s).
+PACER_SHED_S = 0.6
+# One pause per feedback round: the RTT reports lag the queue by about this much.
+PAUSE_SPACING_S = 1.0
+# A paused video resumes only with this much room to spare (its rate varies; keyframes).
+RESUME_HEADROOM = 1.2
+# A probe lasts at least this long and until this many RTT samples judged it (receivers
+# report about once a second per stream), but no longer than the limit.
+PROBE_S = 1.0
+PROBE_RTT_SAMPLES = 2
+PROBE_LIMIT_S = 3.0
+# A single RTT sample with this much queueing fails a probe: it is already costing the audio.
+PROBE_QUEUE_S = 0.04
+FIRST_PROBE_BACKOFF_S = 2.0
+MAX_PROBE_BACKOFF_S = 8.0
+# After a probe failed, the next goes only this far past the total that failed: whether the
+# link got better is asked for the price of a small overshoot, not the whole step.
+PAST_CEILING = 1.25
+# Probes in a row that get through past the ceiling before steps double again (the link got better).
+CLIMBS_TO_FORGET = 2
+# A link whose probes have all got through this long is probed in doubling steps again.
+CEILING_MEMORY_S = 30.0
+# A video paused again this soon after it resumed counts as a failed probe.
+RESUME_TRIAL_S = 5.0
+# A probe at most doubles what is sent: a link too narrow for the step costs the audio
+# little, and one that takes it is probed again at once from there.
+PROBE_GROWTH = 2.0
+MIN_PROBE_BASE_BPS = 100_000
+
+
+class ControlledVideo(Protocol):
+    """A video down-track the controller can pause, resume and probe through."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def active(self) -> bool:
+        """Started and carrying a source."""
+        ...
+
+    def offered_bps(self, now: float) -> float:
+        """What the source sends: what forwarding it costs (measured paused or not)."""
+        ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    @property
+    def can_probe(self) -> bool:
+        """Whether padding can go out on it without touching its media numbering (RTX)."""
+        ...
+
+    async def send_padding(self, nbytes: int, now: float) -> int:
+        """Sends up to `nbytes` of padding in whole packets; returns the bytes sent."""
+        ...
+
+
+@dataclass
+class Demand:
+    video: ControlledVideo
+    priority: int
+    bitrate: float
+    forwarded: bool
+
+
+def fitting(available: float, demands: Sequence[Demand]) -> list[Demand]:
+    """The demands that fit in `available` bit/s, most important first; a paused one needs
+    headroom to come back, and each that does not fit leaves room for smaller ones after it."""
+    chosen = []
+    for demand in sorted(demands, key=lambda d: -d.priority):
+        need = demand.bitrate if demand.forwarded else demand.bitrate * RESUME_HEADROOM
+        if need <= available:
+            chosen.append(demand)
+            available -= demand.bitrate
+    return chosen
+
+
+@dataclass
+class Probe:
+    video: ControlledVideo
+    rate_bps: float  # padding, on top of `base_bps`
+    base_bps: float  # what was sent besides
+    final: bool  # whether getting through brings the video back (or only sets the next step)
+    started: float
+    samples_before: int
+    drops_before: int
+    credit: float = 0.0  # bytes owed to the wire since the last padding tick
+
+
+class DownlinkController:
+    def __init__(self, budget: SendBudget, videos: Callable[[], Sequence[ControlledVideo]],
+                 priority_of: Callable[[ControlledVideo], int],
+                 on_change: Callable[[ControlledVideo, bool], None], name: str = "") -> None:
+        self.name = name  # whose downlink, for the log
+        self.budget = budget
+        self._videos = videos
+        self._priority_of = priority_of
+        self._on_change = on_change
+        self._last_pause = float("-inf")
+        self._samples_at_pause = 0
+        self._resumed_at: dict[int, float] = {}  # id(video) -> when it resumed
+        self._backoff = FIRST_PROBE_BACKOFF_S
+        self._next_probe_at = float("-inf")
+        self.probe: Optional[Probe] = None
+        self._ceiling: Optional[float] = None  # the most sent without a queue before a probe failed
+        self._last_good = 0.0  # the total the latest probe that got through sent
+        self._climbs = 0  # probes in a row that got through past the ceiling
+        self._failed_at = float("-inf")  # when a probe last failed
+        self._task: Optional[asyncio.Task] = None
+        self.pauses = 0
+        self.resumes = 0
+        self.probes = 0
+        self.probes_failed = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            await asyncio.sleep(PADDING_TICK_S if self.probe is not None else TICK_S)
+            now = loop.time()
+            try:
+                if self.probe is not None:
+                    await self.pad(now)
+                if now >= next_tick:
+                    next_tick = now + TICK_S
+                    self.tick(now)
+            except Exception:  # the controller must not die with one odd down-track
+                logger.exception("downlink control failed")
+
+    # --- decisions ---------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        budget = self.budget
+        budget.update(now)
+        estimate = budget.estimate_bps(now)
+        videos = [v for v in self._videos() if v.active]
+        if self.probe is not None and self.probe.video not in videos:
+            self.probe = None
+        if not videos:
+            return
+        demands = [Demand(v, self._priority_of(v), v.offered_bps(now), not v.paused) for v in videos]
+        audio = budget.audio.bps(now)
+        logger.debug("%s: estimate %s sent %.0f delivered %.0f capacity %s queueing %.0f ms narrow %s videos %s",
+                     self.name, estimate and round(estimate / 1000), budget.sent_bps(now) / 1000,
+                     budget.estimate.delivered.bps(now) / 1000, budget.estimate.capacity,
+                     budget.estimate.queueing_delay * 1000, budget.narrow,
+                     [(round(d.bitrate / 1000), d.forwarded) for d in demands])
+        if self.probe is not None:
+            self._judge_probe(now, demands)
+        elif budget.congested:  # with or without an estimate: the queue is the evidence
+            # what arrives now is all the link carries, whatever the estimate still says
+            delivered = budget.estimate.delivered.bps(now)
+            target = min(estimate, delivered) if estimate is not None and delivered > 0 else (estimate or 0.0)
+            self._shed(now, target * CONGESTED_TARGET_SHARE, audio, demands, force=True)
+        elif estimate is None:
+            return  # nothing known of the link yet: everything is forwarded
+        elif budget.narrow and budget.pacer.waiting_s(VIDEO, now) > PACER_SHED_S:
+            # the videos outgrow the rate the pacer holds them to (a publisher sending more)
+            self._shed(now, estimate, audio, demands, force=True)
+        else:
+            self._restore(now, estimate, audio, demands)
+
+    def _shed(self, now: float, target: float, audio: float, demands: list[Demand], *, force: bool) -> None:
+        """Pause what does not fit in `target` (all at once: a link stepping down needs it fast);
+        `force`: a queue is building, so at least one goes."""
+        # one pause per feedback round: its effect shows in the next reports, not at once
+        if now - self._last_pause < PAUSE_SPACING_S or self.budget.estimate.rtt_samples < self._samples_at_pause + 2:
+            return
+        forwarded = [d for d in demands if d.forwarded]
+        if not forwarded:
+            return
+        keep = fitting(target - audio, forwarded)
+        shed = [d for d in forwarded if d not in keep]
+        if not shed and not force:
+            return
+        if not shed or target <= 0:  # the queue says too much, the rate is unknown: the least important goes
+            shed = [min(forwarded, key=lambda d: d.priority)]
+        for demand in shed:
+            logger.info("%s: pausing a video (%.0f kbit/s): target %.0f kbit/s, queueing %.0f ms", self.name,
+                        demand.bitrate / 1000,
+                        target / 1000, self.budget.estimate.queueing_delay * 1000)
+            self._pause(demand.video, now)
+        self._last_pause = now
+        self._samples_at_pause = self.budget.estimate.rtt_samples
+
+    def _restore(self, now: float, estimate: float, audio: float, demands: list[Demand]) -> None:
+        paused = sorted((d for d in demands if not d.forwarded), key=lambda d: -d.priority)
+        if not paused:
+            return
+        if not self.budget.narrow:  # no queue seen for a while: the estimate is to be trusted
+            room = estimate - audio - sum(d.bitrate for d in demands if d.forwarded)
+            for demand in paused:
+                if demand.bitrate * RESUME_HEADROOM <= room:
+                    logger.info("%s: resuming a video (%.0f kbit/s): estimate %.0f kbit/s", self.name,
+                                    demand.bitrate / 1000,
+                                estimate / 1000)
+                    self._resume(demand.video, now)
+                    return  # one at a time: its keyframe is a burst of its own
+        # On a narrow link only a probe that got through brings a video back: the receivers'
+        # estimates follow what they are sent, so they cannot say what more would do.
+        candidates = [d for d in paused if d.video.can_probe]
+        if now < self._next_probe_at or not candidates:
+            return
+        candidate = candidates[0]
+        link = self.budget.estimate
+        base = audio + sum(d.bitrate for d in demands if d.forwarded)
+        if link.capacity is not None and base > link.capacity:
+            return  # what is forwarded already fills what the link was seen to carry
+        need = candidate.bitrate * RESUME_HEADROOM
+        step_to = PROBE_GROWTH * max(link.vouched(now) or base, base, MIN_PROBE_BASE_BPS)
+        if self._ceiling is not None and now - self._failed_at > CEILING_MEMORY_S:
+            self._ceiling = None
+        if self._ceiling is not None:
+            step_to = min(step_to, max(self._ceiling * PAST_CEILING, base * PAST_CEILING))
+        link.mark_queueing()
+        self.probe = Probe(candidate.video, min(need, step_to - base), base, need <= step_to - base, now,
+                           link.rtt_samples, link.remb_drops)
+        self.probes += 1
+
+    def _judge_probe(self, now: float, demands: list[Demand]) -> None:
+        probe = self.probe
+        assert probe is not None
+        link = self.budget.estimate
+        samples = link.rtt_samples - probe.samples_before
+        failed = (link.worst_queueing > PROBE_QUEUE_S or link.remb_drops > probe.drops_before
+                  or (now - probe.started > PROBE_LIMIT_S and samples < PROBE_RTT_SAMPLES))
+        if failed:
+            logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
+                        self.name, probe.base_bps / 1000, probe.rate_bps / 1000, link.worst_queueing * 1000,
+                        samples, link.remb_drops - probe.drops_before)
+            self.probe = None
+            self.probes_failed += 1
+            # the step that failed overshot; never below the smallest probe, or the next would send nothing
+            self._ceiling = max(self._last_good, probe.base_bps, MIN_PROBE_BASE_BPS)
+            self._climbs = 0
+            self._failed_at = now
+            self._back_off(now)
+        elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
+            logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
+                        probe.rate_bps / 1000, samples, ": resuming" if probe.final else "")
+            self.probe = None
+            total = probe.base_bps + probe.rate_bps
+            if self._ceiling is not None and total > self._ceiling:
+                # better than when a probe failed: a step at a time, doubling again after two
+                self._climbs += 1
+                self._ceiling = None if self._climbs >= CLIMBS_TO_FORGET else total
+                self._backoff = FIRST_PROBE_BACKOFF_S
+            link.note_probe_ok(total, now)
+            self._last_good = total
+            if probe.final:
+                self._resume(probe.video, now)
+            else:
+                self._next_probe_at = now  # the next step at once
+
+    async def pad(self, now: float) -> None:
+        """Padding for the running probe, at its rate."""
+        probe = self.probe
+        if probe is None:
+            return
+        probe.credit = min(probe.credit + probe.rate_bps / 8 * PADDING_TICK_S, probe.rate_bps / 8 * 0.1)
+        probe.credit -= await probe.video.send_padding(int(probe.credit), now)
+
+    def _back_off(self, now: float) -> None:
+        self._next_probe_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_PROBE_BACKOFF_S)
+
+    def _pause(self, video: ControlledVideo, now: float) -> None:
+        resumed_at = self._resumed_at.pop(id(video), None)
+        if resumed_at is not None and now - resumed_at < RESUME_TRIAL_S:
+            self._back_off(now)  # what the probe vouched for did not hold
+        elif resumed_at is not None:
+            self._backoff = FIRST_PROBE_BACKOFF_S
+            self._next_probe_at = now + self._backoff
+        else:
+            self._next_probe_at = max(self._next_probe_at, now + self._backoff)
+        video.pause()
+        self.budget.estimate.note_paused(now)
+        self.pauses += 1
+        self._on_change(video, True)
+
+    def _resume(self, video: ControlledVideo, now: float) -> None:
+        self._resumed_at[id(video)] = now
+        video.resume()
+        self.resumes += 1
+        self._on_change(video, False)
+
+    def summary(self) -> dict:
+        return {"pauses": self.pauses, "resumes": self.resumes, "probes": self.probes,
+                "probes_failed": self.probes_failed, "probing": self.probe is not None}

@@ -1,0 +1,834 @@
+"""DownlinkController: pausing videos on a congested downlink and bringing them back by probes.
+
+Driven through `tick(now)` on a simulated clock: a real SendBudget whose meters and estimate
+are fed by hand (media for the forwarded videos, RTT samples, receiver estimates), and fake
+videos implementing ControlledVideo. No real time passes except in the padding tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import pytest
+
+from media.downlink_control import (
+    CEILING_MEMORY_S,
+    CLIMBS_TO_FORGET,
+    FIRST_PROBE_BACKOFF_S,
+    MAX_PROBE_BACKOFF_S,
+    MIN_PROBE_BASE_BPS,
+    PACER_SHED_S,
+    PADDING_TICK_S,
+    PAST_CEILING,
+    PAUSE_SPACING_S,
+    PROBE_GROWTH,
+    PROBE_LIMIT_S,
+    PROBE_QUEUE_S,
+    PROBE_RTT_SAMPLES,
+    PROBE_S,
+    RESUME_HEADROOM,
+    RESUME_TRIAL_S,
+    TICK_S,
+    Demand,
+    DownlinkController,
+    Probe,
+    fitting,
+)
+from media.downlink_estimate import CONGESTED_QUEUE_S, REMB_DROP, REMB_FRESH_S
+from media.pacer import VIDEO
+from media.send_budget import NARROW_MEMORY_S, PACER_CONGESTED_S, PACKET_OVERHEAD_BYTES, SendBudget
+
+BASE = 0.05  # the path's RTT
+CLEAN = BASE
+QUEUED = BASE + 3 * CONGESTED_QUEUE_S  # one such sample is congestion at once
+PROBE_HURT = BASE + (PROBE_QUEUE_S + CONGESTED_QUEUE_S) / 2  # fails a probe, yet is no congestion
+STEP = 0.05  # simulation step
+RTT_EVERY = 10  # steps: a receiver report every 0.5 s
+REMB_EVERY = 20  # steps
+TICK_EVERY = round(TICK_S / STEP)
+
+
+class FakeVideo:
+    """A ControlledVideo: a source at a fixed rate; padding goes out in whole packets."""
+
+    PADDING_PACKET = 250
+
+    def __init__(self, name: str, bps: float, priority: int = 1, *, paused: bool = False, active: bool = True,
+                 can_probe: bool = True) -> None:
+        self.name = name
+        self.bps = bps
+        self.priority = priority
+        self.paused = paused
+        self.active = active
+        self.can_probe = can_probe
+        self.padding: list[tuple[int, float]] = []
+        self.blocked = False  # padding cannot go out
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+    def offered_bps(self, now: float) -> float:
+        return self.bps
+
+    def pause(self) -> None:
+        assert not self.paused
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.paused
+        self.paused = False
+
+    async def send_padding(self, nbytes: int, now: float) -> int:
+        if self.blocked:
+            return 0
+        sent = nbytes // self.PADDING_PACKET * self.PADDING_PACKET
+        self.padding.append((sent, now))
+        return sent
+
+
+class NullTransport:
+    """Where the pacer would send (these tests never let its drain run)."""
+
+    async def _send_rtp(self, data: bytes) -> None:
+        pass
+
+
+class Downlink:
+    """One subscriber: budget, controller, videos and a clock stepped by hand."""
+
+    def __init__(self, *videos: FakeVideo, audio_bps: float = 40_000, remb: Optional[float] = 3_000_000) -> None:
+        self.budget = SendBudget()
+        self.estimate = self.budget.estimate
+        self.videos = list(videos)
+        self.audio_bps = audio_bps
+        self.remb = remb  # sent every REMB_EVERY steps (None: none)
+        self.rtt: Optional[float] = CLEAN  # sampled every RTT_EVERY steps (None: none)
+        self.ticking = True
+        self.step = 0
+        self.changes: list[tuple[str, bool, float]] = []
+        self.probes: list[tuple[Probe, float]] = []  # every probe seen running, with when it was first seen
+        self.ctrl = DownlinkController(self.budget, lambda: self.videos, lambda v: v.priority, self._changed,
+                                       name="test")
+
+    @property
+    def now(self) -> float:
+        return 100.0 + self.step * STEP
+
+    def _changed(self, video: FakeVideo, paused: bool) -> None:
+        assert video.paused == paused  # told after the video changed
+        self.changes.append((video.name, paused, self.now))
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds / STEP)):
+            self.step += 1
+            now = self.now
+            if self.audio_bps:
+                self.budget.note_media(round(self.audio_bps / 8 * STEP) - PACKET_OVERHEAD_BYTES, now, audio=True)
+            for video in self.videos:
+                if video.active and not video.paused:
+                    self.budget.note_media(round(video.bps / 8 * STEP) - PACKET_OVERHEAD_BYTES, now, audio=False)
+            if self.rtt is not None and self.step % RTT_EVERY == 0:
+                self.estimate.note_rtt(self.rtt, now)
+            if self.remb is not None and self.step % REMB_EVERY == 1:
+                self.estimate.note_remb(round(self.remb), frozenset({1}), now)
+            if self.ticking and self.step % TICK_EVERY == 0:
+                self.tick()
+
+    def run_until(self, condition, limit: float) -> None:
+        end = self.step + round(limit / STEP)
+        while not condition():
+            assert self.step < end, "condition not reached"
+            self.run(STEP)
+
+    def tick(self) -> None:
+        self.ctrl.tick(self.now)
+        probe = self.ctrl.probe
+        if probe is not None and (not self.probes or self.probes[-1][0] is not probe):
+            self.probes.append((probe, self.now))
+
+    def sample(self, rtt: float) -> None:
+        self.estimate.note_rtt(rtt, self.now)
+
+    def congest(self) -> None:
+        """Queue now: two samples well over the path's RTT."""
+        self.sample(QUEUED)
+        self.sample(QUEUED)
+        assert self.estimate.congested
+
+    def paused(self) -> list[str]:
+        return [v.name for v in self.videos if v.paused]
+
+
+def narrow_link(*videos: FakeVideo, **kwargs) -> Downlink:
+    """A downlink that queued a moment ago (narrow, no longer congested) with no video paused for it."""
+    h = Downlink(*videos, **kwargs)
+    kept, h.videos = h.videos, [v for v in videos if not v.paused]  # a wide link would resume them
+    h.run(2.0)
+    h.videos = []  # nothing to pause while the queue shows
+    h.congest()
+    h.tick()
+    h.sample(CLEAN)
+    h.sample(CLEAN)
+    h.videos = kept
+    assert h.budget.narrow and not h.budget.congested
+    return h
+
+
+def fail_probe(h: Downlink) -> float:
+    """Make the running probe fail by a queueing sample; returns when it failed."""
+    assert h.ctrl.probe is not None
+    h.sample(PROBE_HURT)
+    h.tick()
+    assert h.ctrl.probe is None
+    assert not h.budget.congested
+    return h.now
+
+
+# --- fitting -----------------------------------------------------------------------------
+
+
+def demand(name: str, bitrate: float, priority: int, forwarded: bool = True) -> Demand:
+    return Demand(FakeVideo(name, bitrate), priority, bitrate, forwarded)
+
+
+def names(demands: list[Demand]) -> list[str]:
+    return [d.video.name for d in demands]
+
+
+def test_fitting_takes_the_most_important_first():
+    demands = [demand("low", 500, 1), demand("high", 500, 3), demand("mid", 500, 2)]
+    assert names(fitting(1000, demands)) == ["high", "mid"]
+    assert names(fitting(1500, demands)) == ["high", "mid", "low"]
+    assert fitting(499, demands) == []
+
+
+def test_fitting_skips_one_that_does_not_fit_and_fills_with_smaller_ones():
+    demands = [demand("big", 900, 3), demand("small", 300, 2), demand("tiny", 100, 1)]
+    assert names(fitting(500, demands)) == ["small", "tiny"]
+
+
+def test_fitting_asks_headroom_of_a_paused_video():
+    exact = [demand("paused", 1000, 1, forwarded=False)]
+    assert fitting(1000, exact) == []
+    assert names(fitting(1000 * RESUME_HEADROOM, exact)) == ["paused"]
+    assert names(fitting(1000, [demand("forwarded", 1000, 1)])) == ["forwarded"]
+
+
+# --- nothing to do -------------------------------------------------------------------------
+
+
+def test_no_videos_no_action_but_the_budget_is_updated():
+    h = Downlink()
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    assert h.budget.narrow  # update ran: the queue made the link narrow
+    assert h.ctrl.summary() == {"pauses": 0, "resumes": 0, "probes": 0, "probes_failed": 0, "probing": False}
+
+
+def test_without_any_estimate_paused_videos_stay_as_they_are():
+    v = FakeVideo("v", 300_000, paused=True)
+    h = Downlink(v, remb=None)
+    h.run(5.0)
+    assert h.budget.estimate_bps(h.now) is None
+    assert h.paused() == ["v"] and h.ctrl.probes == 0 and h.changes == []
+
+
+def test_inactive_videos_are_left_alone():
+    idle = FakeVideo("idle", 300_000, active=False)
+    h = Downlink(idle)
+    h.run(2.0)
+    h.congest()
+    h.run(2.0)
+    assert not idle.paused and h.changes == []
+    idle.active, idle.paused = False, True
+    h.rtt = CLEAN
+    h.run(5.0)
+    assert idle.paused and h.ctrl.probes == 0 and h.changes == []
+
+
+def test_a_clean_link_with_room_changes_nothing():
+    a, b = FakeVideo("a", 500_000, 2), FakeVideo("b", 500_000, 1)
+    h = Downlink(a, b)
+    h.run(10.0)
+    assert h.changes == [] and h.ctrl.probes == 0
+    assert not h.budget.narrow
+
+
+# --- pausing under congestion ------------------------------------------------------------
+
+
+def test_congestion_pauses_the_least_important_video_first():
+    high, low, mid = FakeVideo("high", 400_000, 3), FakeVideo("low", 400_000, 1), FakeVideo("mid", 400_000, 2)
+    h = Downlink(high, low, mid)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    assert h.changes == [("low", True, h.now)]
+    assert h.ctrl.pauses == 1
+
+
+def test_under_congestion_what_does_not_fit_in_what_arrives_goes_first():
+    big, small = FakeVideo("big", 600_000, 2), FakeVideo("small", 100_000, 1)
+    h = Downlink(big, small)
+    h.run(2.0)
+    for k in range(round(1.0 / STEP)):  # a second of reports: 600 kbit/s arrive, whatever the estimate says
+        h.estimate.note_delivered(round(600_000 / 8 * STEP), h.now - 1.0 + (k + 1) * STEP)
+    h.congest()
+    h.tick()
+    assert h.estimate.capacity is None  # too short a record to stand for the link
+    assert h.budget.estimate_bps(h.now) > 1_000_000
+    # big does not fit in what arrives (less the share kept for draining); small fits in what is left
+    assert h.paused() == ["big"]
+
+
+def test_congestion_pauses_even_without_any_estimate():
+    v = FakeVideo("v", 400_000)
+    h = Downlink(v, remb=None)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    assert h.paused() == ["v"]
+
+
+def test_the_queue_keeps_pausing_one_per_feedback_round():
+    videos = [FakeVideo(f"v{p}", 300_000, p) for p in (1, 2, 3, 4)]
+    h = Downlink(*videos)
+    h.run(2.0)
+    h.rtt = QUEUED
+    h.run(6.0)
+    times = [at for _, paused, at in h.changes if paused]
+    assert [name for name, _, _ in h.changes] == ["v1", "v2", "v3", "v4"][:len(times)]
+    assert len(times) >= 3
+    assert all(b - a >= PAUSE_SPACING_S - 1e-9 for a, b in zip(times, times[1:]))
+
+
+def test_a_second_pause_needs_both_the_spacing_and_two_new_rtt_samples():
+    high, low = FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1)
+    h = Downlink(high, low)
+    h.run(2.0)
+    h.rtt = None  # samples by hand from here
+    h.congest()
+    h.tick()
+    first = h.now
+    assert h.paused() == ["low"]
+    h.run(0.1)
+    h.sample(QUEUED)
+    h.sample(QUEUED)
+    h.run(0.4)
+    h.tick()
+    assert h.paused() == ["low"]  # two samples, but within the spacing
+    h.run(PAUSE_SPACING_S)
+    h.tick()
+    assert h.paused() == ["high", "low"]
+    assert h.changes[-1][:2] == ("high", True)
+    assert h.changes[-1][2] - first >= PAUSE_SPACING_S
+
+    h2 = Downlink(FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1))
+    h2.run(2.0)
+    h2.rtt = None
+    h2.congest()
+    h2.tick()
+    h2.run(PAUSE_SPACING_S + 0.5)
+    h2.sample(QUEUED)
+    h2.tick()
+    assert h2.paused() == ["low"]  # spacing, but only one new sample
+    h2.sample(QUEUED)
+    h2.tick()
+    assert h2.paused() == ["high", "low"]
+
+
+async def test_the_first_pause_waits_for_two_rtt_samples():
+    v = FakeVideo("v", 400_000)
+    h = Downlink(v)
+    h.rtt = None
+    h.run(2.0)
+    try:
+        # video waiting long in the pacer: congestion, though no RTT sample has come yet
+        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - PACER_CONGESTED_S - 0.1)
+        h.tick()
+        assert h.budget.congested
+        assert not v.paused
+        h.sample(CLEAN)
+        h.tick()
+        assert not v.paused
+        h.sample(CLEAN)
+        h.tick()
+        assert v.paused
+    finally:
+        await h.budget.pacer.close()
+
+
+def test_pausing_is_told_and_quiets_the_receivers_drops():
+    low = FakeVideo("low", 400_000, 1)
+    h = Downlink(FakeVideo("high", 400_000, 2), low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    assert h.changes == [("low", True, h.now)]
+    drops = h.estimate.remb_drops
+    h.estimate.note_remb(100_000, frozenset({1}), h.now + 0.5)  # falls as the receiver gets less
+    assert h.estimate.remb_drops == drops
+
+
+@pytest.mark.parametrize("waited, paused", [(PACER_SHED_S * 0.8, []), (PACER_SHED_S + 0.1, ["low"])])
+async def test_video_outgrowing_the_pacers_rate_is_paused(waited, paused):
+    h = narrow_link(FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1))
+    h.run(0.5)
+    try:
+        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - waited)
+        h.tick()
+        assert not h.budget.congested  # not yet long enough to count as a queue
+        assert h.paused() == paused
+    finally:
+        await h.budget.pacer.close()
+
+
+# --- resuming directly ---------------------------------------------------------------------
+
+
+def test_a_paused_video_resumes_directly_when_not_narrow_and_the_estimate_has_room():
+    shown, paused = FakeVideo("shown", 1_000_000, 2), FakeVideo("paused", 300_000, 1, paused=True)
+    h = Downlink(shown, paused)
+    h.run(1.5)
+    assert h.changes and h.changes[0][:2] == ("paused", False)
+    assert h.ctrl.probes == 0 and h.ctrl.resumes == 1
+
+
+def test_room_for_the_video_alone_is_not_enough_it_needs_headroom():
+    shown = FakeVideo("shown", 1_000_000, 2)
+    waiting = FakeVideo("waiting", 100_000, 1, paused=True, can_probe=False)
+    h = Downlink(shown, waiting)
+    h.ticking = False
+    h.run(1.5)
+    now = h.now
+    room = h.budget.estimate_bps(now) - h.budget.audio.bps(now) - shown.bps
+    waiting.bps = room / (RESUME_HEADROOM - 0.02)  # fits, but without the headroom
+    h.tick()
+    assert waiting.paused
+    waiting.bps = room / (RESUME_HEADROOM + 0.02)
+    h.tick()
+    assert not waiting.paused
+
+
+def test_direct_resumes_go_one_per_tick_most_important_that_fits_first():
+    shown = FakeVideo("shown", 1_000_000, 5)
+    huge = FakeVideo("huge", 5_000_000, 4, paused=True, can_probe=False)
+    a = FakeVideo("a", 100_000, 3, paused=True)
+    b = FakeVideo("b", 100_000, 2, paused=True)
+    h = Downlink(shown, huge, a, b)
+    h.ticking = False
+    h.run(1.5)
+    h.tick()
+    assert h.paused() == ["huge", "b"]
+    h.tick()
+    assert h.paused() == ["huge"]
+    assert [name for name, _, _ in h.changes] == ["a", "b"]
+
+
+def test_without_room_a_paused_video_stays_paused_on_a_wide_link():
+    shown = FakeVideo("shown", 100_000, 2)
+    waiting = FakeVideo("waiting", 500_000, 1, paused=True, can_probe=False)
+    h = Downlink(shown, waiting, remb=500_000)
+    h.run(10.0)
+    assert waiting.paused and h.changes == []
+
+
+def test_on_a_narrow_link_a_paused_video_does_not_resume_directly_however_much_room():
+    shown, low = FakeVideo("shown", 1_000_000, 2), FakeVideo("low", 300_000, 1, can_probe=False)
+    h = Downlink(shown, low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    paused_at = h.now
+    assert h.paused() == ["low"]
+    h.run(NARROW_MEMORY_S - 1.0)
+    assert low.paused and h.budget.narrow  # the estimate had room all along
+    h.run_until(lambda: not low.paused, limit=3.0)
+    assert h.now >= paused_at + NARROW_MEMORY_S
+    assert not h.budget.narrow
+    assert h.ctrl.probes == 0
+
+
+# --- probing -----------------------------------------------------------------------------
+
+
+def test_a_video_paused_by_the_queue_is_probed_for_after_the_first_backoff():
+    shown, low = FakeVideo("shown", 300_000, 2), FakeVideo("low", 300_000, 1)
+    h = Downlink(shown, low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    paused_at = h.now
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    assert h.now >= paused_at + FIRST_PROBE_BACKOFF_S
+    assert h.now < paused_at + FIRST_PROBE_BACKOFF_S + TICK_S + 1e-9
+    assert h.ctrl.probe.video is low
+
+
+def test_probes_climb_a_ladder_and_the_last_step_resumes_the_video():
+    shown = FakeVideo("shown", 200_000, 2)
+    big = FakeVideo("big", 1_000_000, 1, paused=True)
+    h = narrow_link(shown, big)
+    h.run_until(lambda: not big.paused, limit=20.0)
+    probes = [p for p, _ in h.probes]
+    assert len(probes) >= 3
+    first = probes[0]
+    assert first.base_bps + first.rate_bps == pytest.approx(PROBE_GROWTH * max(first.base_bps, MIN_PROBE_BASE_BPS))
+    for before, after in zip(probes, probes[1:-1]):
+        assert after.base_bps + after.rate_bps == pytest.approx(PROBE_GROWTH * (before.base_bps + before.rate_bps))
+    assert [p.final for p in probes] == [False] * (len(probes) - 1) + [True]
+    assert probes[-1].rate_bps == pytest.approx(big.bps * RESUME_HEADROOM)
+    assert all(p.video is big for p in probes)
+    assert h.ctrl.probes == len(probes) and h.ctrl.probes_failed == 0
+    assert h.changes[-1][:2] == ("big", False)
+    total = probes[-1].base_bps + probes[-1].rate_bps
+    assert h.estimate.vouched(h.now) == pytest.approx(total)
+    assert h.estimate.capacity >= total
+    assert h.budget.estimate_bps(h.now) >= total
+
+
+def test_a_probe_that_covers_the_need_resumes_in_one_step():
+    shown = FakeVideo("shown", 600_000, 2)
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(shown, small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    probe = h.ctrl.probe
+    assert probe.final and probe.rate_bps == pytest.approx(small.bps * RESUME_HEADROOM)
+    h.run_until(lambda: not small.paused, limit=PROBE_LIMIT_S)
+    assert h.ctrl.probes == 1
+
+
+def started_probe(rtt_by_hand: bool = True) -> tuple[Downlink, FakeVideo]:
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    if rtt_by_hand:
+        h.rtt = None
+        h.ticking = False
+    h.run(STEP)
+    h.tick()
+    assert h.ctrl.probe is not None and h.ctrl.probe.final
+    return h, small
+
+
+def test_a_probe_succeeds_only_after_its_time():
+    h, small = started_probe()
+    started = h.now
+    for _ in range(PROBE_RTT_SAMPLES):
+        h.run(0.2)
+        h.sample(CLEAN)
+    h.run_until(lambda: h.now >= started + PROBE_S - STEP - 1e-9, limit=PROBE_S)
+    h.tick()
+    assert h.ctrl.probe is not None and small.paused  # samples enough, time not yet
+    h.run(STEP)
+    h.tick()
+    assert h.ctrl.probe is None and not small.paused
+    assert h.ctrl.resumes == 1 and h.ctrl.probes_failed == 0
+
+
+def test_a_probe_succeeds_only_after_enough_samples():
+    h, small = started_probe()
+    for _ in range(PROBE_RTT_SAMPLES - 1):
+        h.sample(CLEAN)
+    h.run(PROBE_S + 0.5)
+    h.tick()
+    assert h.ctrl.probe is not None and small.paused  # time enough, one sample too few
+    h.sample(CLEAN)
+    h.tick()
+    assert h.ctrl.probe is None and not small.paused
+
+
+def test_a_probe_fails_on_a_sample_with_queueing():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    h.sample(BASE + PROBE_QUEUE_S * 0.9)  # a little jitter is no failure
+    h.tick()
+    assert h.ctrl.probe is not None
+    fail_probe(h)
+    assert h.ctrl.probes_failed == 1 and small.paused
+
+
+def test_a_probe_fails_when_a_receiver_estimate_drops():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    h.estimate.note_remb(round(h.remb * REMB_DROP * 0.9), frozenset({1}), h.now)
+    h.tick()
+    assert h.ctrl.probe is None and h.ctrl.probes_failed == 1 and small.paused
+
+
+def test_a_receiver_estimate_falling_just_after_a_pause_does_not_fail_a_probe():
+    shown, low = FakeVideo("shown", 300_000, 2), FakeVideo("low", 100_000, 1)
+    h = Downlink(shown, low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    paused_at = h.now
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    assert h.now < paused_at + REMB_FRESH_S  # the probe began within the quiet period
+    h.estimate.note_remb(round(h.remb * REMB_DROP * 0.5), frozenset({1}), h.now)
+    h.remb = h.remb * REMB_DROP * 0.5
+    h.tick()
+    assert h.ctrl.probe is not None
+    h.run_until(lambda: not low.paused, limit=PROBE_LIMIT_S)
+    assert h.ctrl.probes_failed == 0
+
+
+def test_a_probe_fails_without_enough_samples_in_its_time_limit():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    started = h.now
+    h.rtt = None
+    h.sample(CLEAN)  # one only
+    h.run(PROBE_LIMIT_S - TICK_S)
+    assert h.ctrl.probe is not None
+    h.run_until(lambda: h.ctrl.probe is None, limit=2 * TICK_S)
+    assert h.now - started > PROBE_LIMIT_S
+    assert h.ctrl.probes_failed == 1 and small.paused
+
+
+def test_a_probe_whose_video_went_away_is_dropped():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    small.active = False
+    h.tick()
+    assert h.ctrl.probe is None and h.ctrl.probes_failed == 0
+
+
+def test_no_probe_when_what_is_forwarded_already_fills_the_capacity():
+    def link(shown_bps: float) -> Downlink:
+        h = Downlink(FakeVideo("shown", shown_bps, 2), FakeVideo("waiting", 200_000, 1, paused=True))
+        kept, h.videos = h.videos, []
+        h.run(3.0)
+        for k in range(round(3.0 / STEP)):  # the receivers report 500 kbit/s delivered
+            h.estimate.note_delivered(round(500_000 / 8 * STEP), h.now - 3.0 + k * STEP)
+        h.congest()
+        h.tick()
+        h.sample(CLEAN)
+        h.sample(CLEAN)
+        h.videos = kept
+        assert h.estimate.capacity == pytest.approx(500_000, rel=0.1)
+        h.run(3.0)
+        return h
+
+    assert link(1_000_000).ctrl.probes == 0
+    assert link(300_000).ctrl.probes >= 1
+
+
+def test_a_video_that_cannot_carry_padding_is_not_probed_for():
+    h = narrow_link(FakeVideo("shown", 600_000, 2), FakeVideo("nortx", 200_000, 1, paused=True, can_probe=False))
+    h.run(10.0)
+    assert h.ctrl.probes == 0 and h.paused() == ["nortx"]
+
+
+def test_the_most_important_paused_video_that_can_carry_padding_is_probed_for():
+    a = FakeVideo("a", 200_000, 3, paused=True, can_probe=False)
+    b = FakeVideo("b", 200_000, 2, paused=True)
+    c = FakeVideo("c", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 5), a, b, c)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    assert h.ctrl.probe.video is b
+
+
+def test_after_a_failed_probe_the_next_goes_only_a_little_past_what_held():
+    big = FakeVideo("big", 2_000_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 300_000, 2), big)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    failed = h.ctrl.probe
+    fail_probe(h)
+    ceiling = failed.base_bps  # nothing got through before
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    probe = h.ctrl.probe
+    total = probe.base_bps + probe.rate_bps
+    assert total == pytest.approx(max(ceiling, probe.base_bps) * PAST_CEILING)
+    assert total < PROBE_GROWTH * max(probe.base_bps, MIN_PROBE_BASE_BPS)
+    # steps that get through raise the ceiling a step at a time; after CLIMBS_TO_FORGET of them
+    # the link has shown itself better and the steps double again
+    h.run_until(lambda: len(h.probes) >= CLIMBS_TO_FORGET + 3, limit=10.0)
+    totals = [p.base_bps + p.rate_bps for p, _ in h.probes[1:]]
+    growth = [after / before for before, after in zip(totals, totals[1:])]
+    assert growth[:CLIMBS_TO_FORGET - 1] == pytest.approx([PAST_CEILING] * (CLIMBS_TO_FORGET - 1))
+    assert growth[CLIMBS_TO_FORGET - 1:CLIMBS_TO_FORGET + 1] == pytest.approx([PROBE_GROWTH] * 2)
+    assert h.ctrl.probes_failed == 1
+
+
+@pytest.mark.parametrize("wait, growth", [(CEILING_MEMORY_S / 3, PAST_CEILING),
+                                          (CEILING_MEMORY_S + 1.0, PROBE_GROWTH)])
+def test_the_ceiling_is_forgotten_after_a_while_without_failures(wait, growth):
+    big = FakeVideo("big", 2_000_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 300_000, 2), big)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    failed = h.ctrl.probe
+    failed_at = fail_probe(h)
+    big.can_probe = False  # no probe for a while
+    h.run(wait)
+    big.can_probe = True
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    probe = h.ctrl.probe
+    assert h.now - failed_at >= wait
+    assert probe.base_bps + probe.rate_bps == pytest.approx(growth * max(failed.base_bps, probe.base_bps), rel=0.01)
+
+
+def probe_times_with_failures(h: Downlink, failures: int) -> list[tuple[float, float]]:
+    """Fail the next `failures` probes at once; (failed at, next probe seen at) for each."""
+    gaps = []
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    for _ in range(failures):
+        failed_at = fail_probe(h)
+        h.run_until(lambda: h.ctrl.probe is not None, limit=MAX_PROBE_BACKOFF_S + 1.0)
+        gaps.append((failed_at, h.now))
+    return gaps
+
+
+def test_failed_probes_back_off_doubling_up_to_a_limit():
+    h = narrow_link(FakeVideo("shown", 300_000, 2), FakeVideo("big", 2_000_000, 1, paused=True))
+    gaps = [start - failed for failed, start in probe_times_with_failures(h, 5)]
+    expected = []
+    backoff = FIRST_PROBE_BACKOFF_S
+    for _ in gaps:
+        expected.append(backoff)
+        backoff = min(backoff * 2, MAX_PROBE_BACKOFF_S)
+    assert expected[-1] == MAX_PROBE_BACKOFF_S
+    for gap, want in zip(gaps, expected):
+        assert want <= gap < want + TICK_S + 1e-9
+
+
+def test_a_step_that_got_through_past_the_ceiling_resets_the_backoff():
+    h = narrow_link(FakeVideo("shown", 300_000, 2), FakeVideo("big", 20_000_000, 1, paused=True))
+    probe_times_with_failures(h, 3)  # backoff now well above the first
+    h.run_until(lambda: len(h.probes) >= 5, limit=5.0)  # the fourth probe got through
+    failed_at = fail_probe(h)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=MAX_PROBE_BACKOFF_S + 1.0)
+    assert FIRST_PROBE_BACKOFF_S <= h.now - failed_at < FIRST_PROBE_BACKOFF_S + TICK_S + 1e-9
+
+
+def resume_then_repause(after: float) -> Downlink:
+    """`low` resumed by a probe, then a queue `after` seconds later pauses it again."""
+    shown, low = FakeVideo("shown", 300_000, 2), FakeVideo("low", 100_000, 1)
+    h = Downlink(shown, low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    h.run_until(lambda: not low.paused, limit=FIRST_PROBE_BACKOFF_S + PROBE_LIMIT_S)
+    assert h.ctrl.probes_failed == 0
+    h.run(after)
+    h.rtt = QUEUED
+    h.run_until(lambda: low.paused, limit=2.0)
+    h.rtt = CLEAN
+    return h
+
+
+@pytest.mark.parametrize("soon", [True, False])
+def test_a_video_paused_again_soon_after_resuming_backs_off_the_probes(soon):
+    h = resume_then_repause(1.0 if soon else RESUME_TRIAL_S + 1.0)
+    repaused = h.changes[-1][2]
+    gaps = probe_times_with_failures(h, 1)
+    first_probe = h.probes[-2][1]
+    assert FIRST_PROBE_BACKOFF_S <= first_probe - repaused < FIRST_PROBE_BACKOFF_S + TICK_S + 1e-9
+    failed_at, next_probe = gaps[0]
+    # soon: counted as a failed probe, so the backoff doubled; late: it starts afresh
+    want = 2 * FIRST_PROBE_BACKOFF_S if soon else FIRST_PROBE_BACKOFF_S
+    assert want <= next_probe - failed_at < want + TICK_S + 1e-9
+
+
+def test_congestion_during_a_probe_fails_it_then_pauses_as_usual():
+    shown = FakeVideo("shown", 300_000, 2)
+    big = FakeVideo("big", 2_000_000, 1, paused=True)
+    h = narrow_link(shown, big)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    h.congest()
+    h.tick()
+    assert h.ctrl.probe is None and h.ctrl.probes_failed == 1
+    h.sample(QUEUED)
+    h.sample(QUEUED)
+    h.tick()
+    assert shown.paused
+
+
+def test_summary_counts():
+    low = FakeVideo("low", 100_000, 1)
+    h = Downlink(FakeVideo("shown", 300_000, 2), low)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    assert h.ctrl.summary() == {"pauses": 1, "resumes": 0, "probes": 1, "probes_failed": 0, "probing": True}
+    h.run_until(lambda: not low.paused, limit=PROBE_LIMIT_S)
+    assert h.ctrl.summary() == {"pauses": 1, "resumes": 1, "probes": 1, "probes_failed": 0, "probing": False}
+    assert [(name, paused) for name, paused, _ in h.changes] == [("low", True), ("low", False)]
+
+
+def test_after_a_failed_probe_with_nothing_else_sent_the_next_probe_still_sends():
+    only = FakeVideo("only", 300_000, 1)
+    h = Downlink(only, audio_bps=0)
+    h.run(2.0)
+    h.congest()
+    h.tick()
+    assert only.paused
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    assert h.ctrl.probe.rate_bps > 0
+    fail_probe(h)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=MAX_PROBE_BACKOFF_S + 1.0)
+    assert h.ctrl.probe.rate_bps > 0
+
+
+# --- padding -------------------------------------------------------------------------------
+
+
+async def test_padding_goes_at_about_the_probes_rate():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    rate = h.ctrl.probe.rate_bps
+    calls = 100  # two seconds of padding ticks
+    for k in range(calls):
+        await h.ctrl.pad(h.now + k * PADDING_TICK_S)
+    sent = sum(n for n, _ in small.padding)
+    assert sent <= rate / 8 * calls * PADDING_TICK_S
+    assert sent >= rate / 8 * calls * PADDING_TICK_S - FakeVideo.PADDING_PACKET
+
+
+async def test_padding_owed_while_it_could_not_go_is_capped():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    rate = h.ctrl.probe.rate_bps
+    small.blocked = True
+    for k in range(50):
+        await h.ctrl.pad(h.now + k * PADDING_TICK_S)
+    small.blocked = False
+    await h.ctrl.pad(h.now + 1.0)
+    burst = small.padding[-1][0]
+    assert burst <= rate / 8 * 0.1  # a tenth of a second's worth, not a second's
+    assert burst >= rate / 8 * 0.1 - FakeVideo.PADDING_PACKET
+
+
+async def test_no_padding_without_a_probe():
+    small = FakeVideo("small", 200_000, 1, paused=True, can_probe=False)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run(1.0)
+    await h.ctrl.pad(h.now)
+    assert small.padding == []
+
+
+async def test_the_running_controller_ticks_on_its_own_until_stopped():
+    only = FakeVideo("only", 100_000, 1)
+    h = Downlink(only)
+    h.ticking = False
+    h.run(2.0)
+    h.congest()
+    h.ctrl.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        while not only.paused:  # its first tick comes TICK_S after the start
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)
+    finally:
+        await h.ctrl.stop()
+    assert h.ctrl.pauses == 1
+    assert h.ctrl._task is None
