@@ -280,8 +280,14 @@ def audio_stream_metrics(stream: dict, log: SendLog, window: Window, deadline_s:
               if ok and not from_fec and len(first[s]) > 2 and first[s][2])
     by_deadline = {ms: sum(1 for s, i in in_window if playable(i, s, ms / 1000)[0])
                    for ms in AUDIO_DEADLINES_REPORTED_MS}
+    # which seconds of the window the misses fell in: a step or a probe shows as a cluster
+    late_by_second: dict[str, int] = {}
+    for (s, _), (ok, _) in zip(in_window, outcome):
+        if not ok:
+            second = str(int(s - window.start))
+            late_by_second[second] = late_by_second.get(second, 0) + 1
     return {"packets_sent": sent, "packets_arrived": len(delays), "packets_in_time": in_time,
-            "packets_fec": fec, "packets_red": red,
+            "packets_fec": fec, "packets_red": red, "late_by_second": late_by_second,
             "in_time_ratio": round(in_time / sent, 4) if sent else None, "delay_s": delays,
             "in_time_by_deadline": by_deadline}
 

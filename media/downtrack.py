@@ -38,12 +38,14 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
 from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
 from .rtcp_io import send_rtcp
 from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
+from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
 from .seqnum import seq_add, seq_diff
 from .video_fec import VideoFecSender, red_wrap
 
@@ -83,6 +85,14 @@ REPORTED_LOSS_WEIGHT = 0.5
 # Numbers skipped over (the source had not delivered them) remembered for the receiver
 # reports: a few seconds of 720p video.
 UNSENT_TRACKED = 1024
+# Sender reports remembered for matching the receiver reports that answer them (RTT).
+RECENT_SENDER_REPORTS = 4
+# An RTP header with this down-track's extensions, about.
+RTP_HEADER_BYTES = 24
+# Padding for a bandwidth probe: past the pacer, since it tests what the rate does not yet allow.
+PROBE = -1
+# The largest padding one packet carries (RFC 3550: the count is one byte).
+PADDING_PACKET_BYTES = 255
 
 
 def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
@@ -105,15 +115,20 @@ class DownTrackSource(Protocol):
 
     def request_keyframe(self) -> None: ...
 
+    def offered_bps(self, now: float) -> float:
+        """What the source sends (what forwarding it costs a subscriber), over a few seconds."""
+        ...
+
     @property
     def sender_report(self) -> Optional[SenderReport]: ...
 
 
 class DownTrack:
     def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int,
-                 downlink_loss: Optional[LossEstimate] = None) -> None:
+                 downlink_loss: Optional[LossEstimate] = None, budget: Optional[SendBudget] = None) -> None:
         self.subscriber_id = subscriber_id
         self.kind = kind
+        self._media_class = AUDIO if kind == "audio" else VIDEO
         self._ssrc = ssrc  # the key aiortc's RTP router files senders under
         self._rtx_ssrc = rtx_ssrc
         self.transport: Optional[RTCDtlsTransport] = None
@@ -148,13 +163,20 @@ class DownTrack:
         # transport). Measured from video NACKs, not RTCP RR: the copies sent below count
         # as received in an RR and would hide the very loss that made them necessary.
         self.downlink_loss = downlink_loss if downlink_loss is not None else LossEstimate()
+        # What the subscriber's downlink carries, shared by its down-tracks (media/send_budget.py).
+        self.budget = budget if budget is not None else SendBudget()
+        self._pacer = self.budget.pacer
+        self._media_meter = self.budget.audio if kind == "audio" else self.budget.video
+        self._paused = False  # video withheld for the downlink's sake (media/downlink_control.py)
+        self.plis_while_paused = 0
+        self.padding_sent = 0
         self._loss_sample_sent = 0
         self._loss_sample_nacked = 0
         self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
         self.stale_nack_keyframes = 0
         self.nacks_crossed = 0  # NACKs for late packets answered by their own late sending
         self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
-        self._last_sr: Optional[tuple[int, float]] = None  # (lsr, sent at)
+        self._recent_srs: dict[int, float] = {}  # lsr -> when sent
         # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
         self._fec: Optional[VideoFecSender] = None
         # Loss the subscriber reports in RTCP RR (fraction lost, smoothed): a browser counts
@@ -163,6 +185,7 @@ class DownTrack:
         # gap before it asked).
         self.reported_loss = 0.0
         self._last_report: Optional[tuple[int, int]] = None  # (extended highest number, cumulative lost)
+        self._last_delivery_report: Optional[tuple[int, int]] = None  # the same, for the delivered rate
         self._unsent: set[int] = set()  # numbers skipped over, the source not having them (video)
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
@@ -236,6 +259,60 @@ class DownTrack:
         if self._rewriter is not None:
             self._rewriter.reset()
 
+    # --- pausing for a narrow downlink (driven by media/downlink_control.py) ------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def active(self) -> bool:
+        return self.started and not self.stopped and self.source is not None
+
+    def offered_bps(self, now: float) -> float:
+        return 0.0 if self.source is None else self.source.offered_bps(now)
+
+    def pause(self) -> None:
+        """Stop sending this video; the numbering carries on where it stopped when it resumes."""
+        if self._paused or self.kind != "video":
+            return
+        self._paused = True
+        if self._rewriter is not None:
+            self._rewriter.reset()
+        self._waiting_for_keyframe = True
+
+    def resume(self) -> None:
+        """Send this video again from the source's next keyframe."""
+        if not self._paused:
+            return
+        self._paused = False
+        self._waiting_for_keyframe = True
+        self._keyframe_asked_at = time.monotonic()
+        if self.source is not None:
+            self.source.request_keyframe()
+
+    @property
+    def can_probe(self) -> bool:
+        return self.started and bool(self._out_rtx_pt)
+
+    async def send_padding(self, nbytes: int, now: float) -> int:
+        """Padding-only RTX packets, for a bandwidth probe (no media numbering is touched)."""
+        writer, rewriter = self._writer, self._rewriter
+        if writer is None or rewriter is None or not self._out_rtx_pt or self.stopped:
+            return 0
+        rtx_pt = next(iter(self._out_rtx_pt.values()))
+        sent = 0
+        while nbytes - sent >= PADDING_PACKET_BYTES:
+            data = writer.write_padding(payload_type=rtx_pt, sequence_number=self._rtx_seq,
+                                        timestamp=rewriter.last_timestamp, ssrc=self._rtx_ssrc,
+                                        size=PADDING_PACKET_BYTES, abs_send_time=abs_send_time_now())
+            self._rtx_seq = seq_add(self._rtx_seq, 1)
+            await self._send(data, PROBE)
+            self.budget.note_padding(len(data), now)
+            self.padding_sent += 1
+            sent += PADDING_PACKET_BYTES
+        return sent
+
     # --- the per-packet path ----------------------------------------------------
 
     def summary(self) -> dict:
@@ -250,6 +327,7 @@ class DownTrack:
             "reported_loss": round(self.reported_loss, 3),
             "fec_packets": 0 if self._fec is None else self._fec.fec_packets,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
+            "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
         }
 
     @property
@@ -286,6 +364,8 @@ class DownTrack:
         rewriter = self._rewriter
         if rewriter is None:  # not started
             return
+        if self._paused:
+            return
         if not rewriter.started:
             if self._waiting_for_keyframe and not keyframe_start:
                 now = time.monotonic()
@@ -315,7 +395,8 @@ class DownTrack:
                           late=late)
         self._cache.put(sent)
         data = self._serialize(sent, self._ssrc, seq, wire_pt, wire_payload, abs_send_time)
-        await self._send(data)
+        await self._send(data, self._media_class)
+        self._media_meter.add(len(data) + PACKET_OVERHEAD_BYTES, now)
         self.packets_sent += 1
         self.octets_sent += len(wire_payload)
         if fec is not None and fec.active and not late and seq == rewriter.last_sequence_number:
@@ -384,14 +465,14 @@ class DownTrack:
             payload_type=media_pt, marker=sent.marker, sequence_number=sent.sequence_number,
             timestamp=sent.timestamp, ssrc=self._ssrc, payload=media_payload, abs_send_time=0)
         payloads = fec.protect(protected)
-        if not payloads:
+        if not payloads or not self.budget.allow_recovery(sum(len(p) + 12 for p in payloads), sent.sent_at):
             return
         first = rewriter.reserve(len(payloads))
         for i, payload in enumerate(payloads):
             data = writer.write(
                 payload_type=fec.payload_types.red, marker=0, sequence_number=seq_add(first, i),
                 timestamp=sent.timestamp, ssrc=self._ssrc, payload=payload, abs_send_time=abs_send_time)
-            await self._send(data)
+            await self._send(data, RECOVERY)
             self.packets_sent += 1
             self.octets_sent += len(payload)
 
@@ -404,9 +485,17 @@ class DownTrack:
             ssrc=ssrc, payload=payload, abs_send_time=abs_send_time, audio_level=sent.audio_level,
         )
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes, cls: int) -> None:
+        """One packet to the subscriber; through its pacer when its downlink is narrow
+        (`cls`: media/pacer.py's class, or PROBE for padding that tests beyond the rate)."""
         transport = self.transport
         assert transport is not None  # set by start(); nothing is sent before
+        pacer = self._pacer
+        if pacer.rate_bps is not None and cls != PROBE:
+            now = time.monotonic()
+            if not pacer.admit(len(data), cls, now):
+                pacer.enqueue(transport, data, cls, now)
+                return
         try:
             await transport._send_rtp(data)
         except ConnectionError:
@@ -423,7 +512,9 @@ class DownTrack:
                 await self._retransmit(seq)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.plis_received += 1
-            if self.source is not None:
+            if self._paused:  # it has no picture because we paused it: nothing for the publisher to do
+                self.plis_while_paused += 1
+            elif self.source is not None:
                 self.source.request_keyframe()
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
@@ -432,21 +523,48 @@ class DownTrack:
                 return
             if self._ssrc in ssrcs:
                 self.remb_bitrate = bitrate
+                self.budget.estimate.note_remb(bitrate, frozenset(ssrcs), time.monotonic())
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc != self._ssrc:
                     continue
-                if self._last_sr and report.lsr == self._last_sr[0] and report.dlsr:
-                    self.rtt = max(0.0, time.time() - self._last_sr[1] - report.dlsr / 65536)
+                # once per sender report: a receiver repeats the last one's figures in every
+                # report until another arrives (none while paused), which would replay an old RTT
+                sent_at = self._recent_srs.pop(report.lsr, None)
+                rtt = None if sent_at is None or not report.dlsr else time.time() - sent_at - report.dlsr / 65536
+                if rtt is not None and rtt > 0:  # not below zero: a report that cannot be timed
+                    self.rtt = rtt
+                    self.budget.estimate.note_rtt(rtt, time.monotonic())
+                self._note_delivered(report.highest_sequence, report.packets_lost)
                 if self.kind == "video":
                     loss = self._loss_in_report(report.highest_sequence, report.packets_lost)
                     if loss is not None:
                         self.note_reported_loss(loss)
 
+    def _note_delivered(self, highest: int, cumulative_lost: int) -> None:
+        """The bytes this report says arrived since the previous one: what the downlink
+        delivers, which under a full queue is what it can carry."""
+        previous, self._last_delivery_report = self._last_delivery_report, (highest, cumulative_lost)
+        if previous is None:
+            return
+        expected = highest - previous[0]
+        if not 0 < expected <= self._cache.size:
+            return
+        sent = 0
+        for k in range(1, expected + 1):
+            packet = self._cache.get((previous[0] + k) & 0xFFFF)
+            if packet is not None:
+                sent += len(packet.payload) + RTP_HEADER_BYTES + PACKET_OVERHEAD_BYTES
+        lost = min(expected, max(0, cumulative_lost - previous[1]))
+        self.budget.estimate.note_delivered(sent * (expected - lost) // expected, time.monotonic())
+
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)
         if sent is None:
             return
+        # loss on a congested link is the queue's: not a sample for the copies, not a reason
+        # to ask the publisher for keyframes
+        congested = self.budget.congested
         rtt = self.rtt if self.rtt is not None else DEFAULT_RTT_S
         crossed = sent.late and time.monotonic() - sent.sent_at < CROSSING_RTTS * rtt
         if crossed:
@@ -458,12 +576,14 @@ class DownTrack:
             self.nacks_crossed += 1
             if self.downlink_loss.copies == 1:
                 return
-        elif self.kind == "video":
+        elif self.kind == "video" and not congested:
             if not sent.nacked:
                 sent.nacked = True
                 self._loss_sample_nacked += 1
-            if time.monotonic() - sent.sent_at > STALE_NACK_S:
+            if time.monotonic() - sent.sent_at > STALE_NACK_S and not self._paused:
                 self._escalate_stale(seq)
+        if not self.budget.allow_recovery(len(sent.payload) + RTP_HEADER_BYTES, time.monotonic()):
+            return
         rtx_pt = self._out_rtx_pt.get(sent.payload_type)
         if rtx_pt is not None:
             data = self._serialize(sent, self._rtx_ssrc, self._rtx_seq, rtx_pt,
@@ -472,7 +592,7 @@ class DownTrack:
         else:
             data = self._serialize(sent, self._ssrc, seq, sent.payload_type, sent.payload, abs_send_time_now())
         self.retransmitted += 1
-        await self._send(data)
+        await self._send(data, RECOVERY)
         # a lost retransmission costs the subscriber a whole retry interval (an RTT in
         # browsers): on a lossy downlink send a few copies
         self._send_copies(data, self.downlink_loss.copies)
@@ -480,15 +600,15 @@ class DownTrack:
     def _send_copies(self, data: bytes, copies: int) -> None:
         """`copies` - 1 more of a packet just sent (as the downlink's loss calls for), spaced
         past a short loss burst."""
-        if copies > 1:
+        if copies > 1 and not self.budget.congested:  # on a full link a copy only adds to the queue
             loop = asyncio.get_running_loop()
             for k in range(1, copies):
                 loop.call_later(k * COPY_SPACING_S, self._send_copy, data)
 
     def _send_copy(self, data: bytes) -> None:
-        if not self.stopped and self.transport is not None:
+        if not self.stopped and self.transport is not None and self.budget.allow_recovery(len(data), time.monotonic()):
             self.copies_sent += 1
-            task = asyncio.ensure_future(self._send(data))
+            task = asyncio.ensure_future(self._send(data, RECOVERY))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _escalate_stale(self, seq: int) -> None:
@@ -504,32 +624,45 @@ class DownTrack:
             self.source.request_keyframe()
 
     async def _run_rtcp(self) -> None:
-        """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
-        rewriter, transport = self._rewriter, self.transport
-        assert rewriter is not None and transport is not None  # start() sets both before starting this task
         while True:
-            await asyncio.sleep(0.5 + random.random())
-            source = self.source
-            if source is None or source.sender_report is None or not rewriter.started:
-                continue
-            report = source.sender_report
-            ntp = report.ntp_timestamp
-            packets: list[AnyRtcpPacket] = [
-                RtcpSrPacket(
-                    ssrc=self._ssrc,
-                    sender_info=RtcpSenderInfo(
-                        ntp_timestamp=ntp,
-                        rtp_timestamp=rewriter.map_timestamp(report.rtp_timestamp),
-                        packet_count=self.packets_sent & 0xFFFFFFFF,
-                        octet_count=self.octets_sent & 0xFFFFFFFF,
-                    ),
-                )
-            ]
-            if self._cname:
-                sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
-                packets.append(RtcpSdesPacket(chunks=[sdes]))
-            self._last_sr = ((ntp >> 16) & 0xFFFFFFFF, time.time())
-            await send_rtcp(transport, packets)
+            # more often while the downlink is narrow: each report answered is an RTT sample,
+            # and those samples are what tells a queue building there
+            await asyncio.sleep((0.2 + 0.2 * random.random()) if self.budget.narrow else (0.5 + random.random()))
+            await self.send_sender_report()
+
+    async def send_sender_report(self) -> None:
+        """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
+        rewriter, transport, source = self._rewriter, self.transport, self.source
+        if rewriter is None or transport is None or source is None or not rewriter.started:
+            return
+        report = source.sender_report
+        if report is None:
+            return
+        # The publisher's mapping carried forward to now: the same line for lip sync, and a
+        # timestamp of our own in each report, so the receiver's answer (LSR) names which
+        # one it answers. Repeating the publisher's made several reports share an LSR, and
+        # RTTs from them came out wrong, down to zero.
+        elapsed = max(0.0, time.time() - report.received_at)
+        ntp = (report.ntp_timestamp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
+        rtp = (report.rtp_timestamp + int(elapsed * rewriter.clock_rate)) & 0xFFFFFFFF
+        packets: list[AnyRtcpPacket] = [
+            RtcpSrPacket(
+                ssrc=self._ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp,
+                    rtp_timestamp=rewriter.map_timestamp(rtp),
+                    packet_count=self.packets_sent & 0xFFFFFFFF,
+                    octet_count=self.octets_sent & 0xFFFFFFFF,
+                ),
+            )
+        ]
+        if self._cname:
+            sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
+            packets.append(RtcpSdesPacket(chunks=[sdes]))
+        self._recent_srs[(ntp >> 16) & 0xFFFFFFFF] = time.time()
+        if len(self._recent_srs) > RECENT_SENDER_REPORTS:
+            del self._recent_srs[next(iter(self._recent_srs))]
+        await send_rtcp(transport, packets)
 
     def __repr__(self) -> str:
         return f"DownTrack({self.subscriber_id}, {self.kind}, mid={self._mid})"

@@ -29,6 +29,10 @@ class PacketCache:
         self._slots: list[Optional[SentPacket]] = [None] * size
         self.newest_sequence_number: Optional[int] = None  # of the last packet put
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def put(self, packet: SentPacket) -> None:
         self._slots[packet.sequence_number % self._size] = packet
         self.newest_sequence_number = packet.sequence_number

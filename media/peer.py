@@ -24,12 +24,14 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParamete
 
 from .aiortc_bridge import bound_ice_receive_queue, receiver_rtcp_ssrc, take_over_receiver, take_over_sender
 from .bounded_queue import DropOldestQueue
+from .downlink_control import ControlledVideo, DownlinkController
 from .downtrack import DownTrack
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .redundancy import LossEstimate
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
+from .send_budget import SendBudget
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class MediaPeer:
         video_codec: str = "vp8",
         on_track_started: Callable[["MediaPeer", PublishedTrack], None],
         on_connection_failed: Callable[["MediaPeer"], None],
+        video_priority: int = 0,
+        priority_of: Callable[[str], int] = lambda publisher_id: 0,
+        on_video_paused: Callable[["MediaPeer", str, bool], None] = lambda peer, publisher_id, paused: None,
     ) -> None:
         if video_codec not in VIDEO_CODECS:
             raise ValueError(f"video codec must be one of {VIDEO_CODECS}")
@@ -104,6 +109,13 @@ class MediaPeer:
         self.published: dict[str, PublishedTrack] = {}
         self.pairs: list[SlotPair] = []
         self.downlink_loss = LossEstimate()  # one transport: shared by every down-track of this peer
+        # How much its remote videos matter to others (the patient's view is the clinical one).
+        self.video_priority = video_priority
+        self.send_budget = SendBudget()  # likewise shared: one downlink
+        self._priority_of = priority_of
+        self._on_video_paused = on_video_paused
+        self.downlink = DownlinkController(self.send_budget, self._remote_videos, self._remote_video_priority,
+                                           self._remote_video_paused, name=participant_id)
         self.stats = PeerStats()
         self.closed = False
         self._offer_pending = False
@@ -181,6 +193,24 @@ class MediaPeer:
 
     # --- receive slots ------------------------------------------------------------
 
+    def _remote_videos(self) -> list[ControlledVideo]:
+        return [pair.downtracks["video"] for pair in self.pairs if pair.publisher_id is not None]
+
+    def _publisher_of(self, video: ControlledVideo) -> Optional[str]:
+        return next((p.publisher_id for p in self.pairs if p.downtracks["video"] is video), None)
+
+    def _remote_video_priority(self, video: ControlledVideo) -> int:
+        publisher_id = self._publisher_of(video)
+        return 0 if publisher_id is None else self._priority_of(publisher_id)
+
+    def _remote_video_paused(self, video: ControlledVideo, paused: bool) -> None:
+        if paused:
+            # the loss measured up to now was the congestion's, not the link's: copies would only add to it
+            self.downlink_loss.reset()
+        publisher_id = self._publisher_of(video)
+        if publisher_id is not None:
+            self._on_video_paused(self, publisher_id, paused)
+
     def slot_for(self, publisher_id: str) -> Optional[SlotPair]:
         return next((p for p in self.pairs if p.publisher_id == publisher_id), None)
 
@@ -203,6 +233,7 @@ class MediaPeer:
         if pair is not None:
             for downtrack in pair.downtracks.values():
                 downtrack.detach()
+                downtrack.resume()  # whoever comes next into the slot starts unpaused
             pair.publisher_id = None
         return pair
 
@@ -220,6 +251,7 @@ class MediaPeer:
                 ssrc=transceiver.sender._ssrc,
                 rtx_ssrc=transceiver.sender._rtx_ssrc,
                 downlink_loss=self.downlink_loss,
+                budget=self.send_budget,
             )
 
             def prepare(parameters: RTCRtpSendParameters, t: RTCRtpTransceiver = transceiver) -> RTCRtpSendParameters:
@@ -230,6 +262,7 @@ class MediaPeer:
             downtracks[kind] = downtrack
         pair = SlotPair(stream_id=stream_id, transceivers=transceivers, downtracks=downtracks)
         self.pairs.append(pair)
+        self.downlink.start()
         return pair
 
     # --- negotiation ----------------------------------------------------------------
@@ -313,6 +346,8 @@ class MediaPeer:
         if self.closed:
             return
         self.closed = True
+        await self.downlink.stop()
+        await self.send_budget.pacer.close()
         await self.pc.close()  # stops transceivers, which stops our tracks and down-tracks
         # A transceiver that was never negotiated has no started receiver/sender to stop.
         for track in list(self.published.values()):

@@ -41,6 +41,7 @@ from .codec_inspect import keyframe_detector
 from .downtrack import DEFAULT_RTT_S, abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
+from .rate_meter import RateMeter
 from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
@@ -108,6 +109,8 @@ class PublishedTrack:
         }
         self._rtcp_ssrc = rtcp_ssrc
         self._downtracks: list[DownTrack] = []
+        # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
+        self._offered = RateMeter(bucket_s=0.25, buckets=12)
         self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
@@ -157,6 +160,9 @@ class PublishedTrack:
     def remove_tap(self, tap: "PacketTap") -> None:
         if tap in self._taps:
             self._taps.remove(tap)
+
+    def offered_bps(self, now: float) -> float:
+        return self._offered.bps(now)
 
     def request_keyframe(self) -> None:
         if self.kind == "video" and not self.stopped:
@@ -370,6 +376,7 @@ class PublishedTrack:
         if keyframe_start:
             self._keyframes.keyframe_started()
 
+        self._offered.add(len(packet.payload), now)
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:

@@ -53,3 +53,7 @@ class LossEstimate:
         self.value = self.value * keep + (lost / total) * (1.0 - keep)
         self.copies = copies_for_loss(self.value)
         self.audio_copies = copies_for_loss(self.value, AUDIO_RESIDUAL_LOSS)
+
+    def reset(self) -> None:
+        self.value = 0.0
+        self.copies = self.audio_copies = 1

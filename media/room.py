@@ -10,6 +10,7 @@ the control plane.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional, Protocol
 
 from .downtrack import DownTrackSource
@@ -27,6 +28,10 @@ class RoomMediaEvents(Protocol):
     def tracks_changed(self, participant_id: str, changes: dict[str, Optional[dict]]) -> None: ...
 
     def connection_failed(self, participant_id: str) -> None: ...
+
+    def video_paused(self, subscriber_id: str, publisher_id: str, paused: bool) -> None:
+        """The publisher's video to this subscriber paused for its downlink's sake (or resumed)."""
+        ...
 
 
 class SourceChooser(Protocol):
@@ -48,7 +53,9 @@ class MediaRoom:
         # taps wanted on (participant, kind); attached when that track starts
         self._taps: dict[tuple[str, str], list[PacketTap]] = {}
 
-    def create_peer(self, participant_id: str, *, publish: bool, subscribe: bool) -> MediaPeer:
+    def create_peer(self, participant_id: str, *, publish: bool, subscribe: bool, video_priority: int = 0) -> MediaPeer:
+        """`video_priority`: how much this participant's video matters to the others; a narrow
+        downlink keeps the higher ones longest."""
         if participant_id in self.peers:
             raise ValueError(f"participant {participant_id} already has a peer in room {self.room_id}")
         peer = MediaPeer(
@@ -59,6 +66,10 @@ class MediaRoom:
             video_codec=self._video_codec,
             on_track_started=self._track_started,
             on_connection_failed=lambda p: self._events.connection_failed(p.participant_id),
+            video_priority=video_priority,
+            priority_of=self._video_priority,
+            on_video_paused=lambda p, publisher_id, paused: self._events.video_paused(
+                p.participant_id, publisher_id, paused),
         )
         self.peers[participant_id] = peer
         if subscribe:
@@ -68,6 +79,10 @@ class MediaRoom:
                     for track in other.published.values():
                         self._subscribe(peer, track, notify=False)
         return peer
+
+    def _video_priority(self, participant_id: str) -> int:
+        peer = self.peers.get(participant_id)
+        return 0 if peer is None else peer.video_priority
 
     async def remove_peer(self, participant_id: str) -> None:
         peer = self.peers.pop(participant_id, None)
@@ -141,6 +156,7 @@ class MediaRoom:
         for pid, peer in self.peers.items():
             summary[pid] = {
                 "published": {k: t.summary() for k, t in peer.published.items()},
+                "downlink": {**peer.send_budget.summary(time.monotonic()), **peer.downlink.summary()},
                 "receiving": {
                     f"{pair.publisher_id}:{kind}": pair.downtracks[kind].summary()
                     for pair in peer.pairs

@@ -48,3 +48,15 @@ class RtpWriter:
             ext += b"\x00" * pad
         return (_header.pack(0x90, second, sequence_number, timestamp, ssrc, ONE_BYTE_PROFILE, len(ext) // 4)
                 + ext + payload)
+
+    def write_padding(self, *, payload_type: int, sequence_number: int, timestamp: int, ssrc: int, size: int,
+                      abs_send_time: int) -> bytes:
+        """A padding-only packet (RFC 3550 5.1): `size` bytes of padding, the last one counting them.
+        Bandwidth probes are made of these; receivers discard them after counting their arrival."""
+        if not 1 <= size <= 255:
+            raise ValueError("RTP padding is 1 to 255 bytes")
+        data = bytearray(self.write(payload_type=payload_type, marker=0, sequence_number=sequence_number,
+                                    timestamp=timestamp, ssrc=ssrc, payload=bytes(size - 1) + bytes([size]),
+                                    abs_send_time=abs_send_time))
+        data[0] |= 0x20
+        return bytes(data)

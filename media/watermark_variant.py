@@ -42,6 +42,7 @@ from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
 from .downtrack import abs_send_time_now
+from .rate_meter import RateMeter
 from .seqnum import seq_add
 from .variant_encoder import EncodedFrame, VariantEncoder
 
@@ -99,6 +100,8 @@ class WatermarkVariant:
         self._on_idle = on_idle
         self._loop = asyncio.get_running_loop()
         self._downtracks: list["DownTrack"] = []
+        # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
+        self._offered = RateMeter(bucket_s=0.25, buckets=12)
         self._cond = threading.Condition()
         self._slot: Optional[tuple[VideoFrame, int, float]] = None
         self._keyframe_wanted = True  # the first frame out must be one
@@ -139,6 +142,9 @@ class WatermarkVariant:
     def request_keyframe(self) -> None:
         """From our encoder: the publisher's stream is fine, only this copy needs one."""
         self._keyframe_wanted = True
+
+    def offered_bps(self, now: float) -> float:
+        return self._offered.bps(now)
 
     @property
     def sender_report(self) -> Optional["SenderReport"]:
@@ -253,6 +259,7 @@ class WatermarkVariant:
                 packet = RtpPacket(payload_type=codec.payloadType, marker=int(i == last),
                                    sequence_number=self._seq, timestamp=rtp_ts, payload=payload)
                 self._seq = seq_add(self._seq, 1)
+                self._offered.add(len(payload), now)
                 for downtrack in list(self._downtracks):
                     try:
                         await downtrack.forward(packet, codec, encoded.keyframe and i == 0, send_time, now)

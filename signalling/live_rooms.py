@@ -34,6 +34,7 @@ from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
 from .revocations import REVOCATIONS_FILE, RevocationList
+from .roles import VIDEO_PRIORITY
 
 if TYPE_CHECKING:
     from .session import ParticipantSession
@@ -102,6 +103,14 @@ class LiveRoom:
         session = self.sessions.get(participant_id)
         if session is not None:
             session.send({"type": "tracks", "tracks": changes})
+
+    def video_paused(self, subscriber_id: str, publisher_id: str, paused: bool) -> None:
+        session = self.sessions.get(subscriber_id)
+        if session is not None:
+            message: dict = {"type": "video-state", "participant": publisher_id, "paused": paused}
+            if paused:
+                message["reason"] = "weak-connection"
+            session.send(message)
 
     def connection_failed(self, participant_id: str) -> None:
         session = self.sessions.get(participant_id)
@@ -347,7 +356,8 @@ class RoomService:
         session.participant = participant
         live.sessions[participant.id] = session
         session.peer = live.media.create_peer(
-            participant.id, publish=grant.allows("publish"), subscribe=grant.allows("subscribe")
+            participant.id, publish=grant.allows("publish"), subscribe=grant.allows("subscribe"),
+            video_priority=VIDEO_PRIORITY.get(participant.role, 0),
         )
         if grant.allows("publish"):
             live.processors.participant_joined(participant.id, participant.role)

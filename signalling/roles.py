@@ -17,3 +17,7 @@ ROLES = tuple(DEFAULT_PERMISSIONS)
 
 # Which page a join link opens for each role.
 PAGE_FOR_ROLE = {"patient": "/patient", "doctor": "/console", "expert": "/console", "trainer": "/trainer"}
+
+# Whose video a narrow downlink keeps longest: the patient's is the clinical view, the
+# doctor leads the consultation, the expert advises.
+VIDEO_PRIORITY = {"patient": 3, "doctor": 2, "expert": 1}

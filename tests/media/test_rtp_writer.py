@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
@@ -48,3 +49,20 @@ def test_without_negotiated_extensions_writes_a_plain_header():
     data = RtpWriter([], mid="0").write(payload_type=96, marker=0, sequence_number=1, timestamp=2, ssrc=3,
                                         payload=b"p", abs_send_time=1)
     assert len(data) == 13 and parse(data).payload == b"p"
+
+
+def test_padding_only_packets_read_back_as_padding_with_their_extensions():
+    writer = RtpWriter(EXTENSIONS, mid="3")
+    data = writer.write_padding(payload_type=97, sequence_number=7, timestamp=1234, ssrc=42, size=255,
+                                abs_send_time=0x123456)
+    packet = parse(data)
+    assert (packet.payload_type, packet.sequence_number, packet.timestamp, packet.ssrc) == (97, 7, 1234, 42)
+    assert packet.payload == b"" and packet.padding_size == 255
+    assert packet.extensions.mid == "3" and packet.extensions.abs_send_time == 0x123456
+
+
+@pytest.mark.parametrize("size", [0, 256])
+def test_padding_is_one_to_255_bytes(size):
+    with pytest.raises(ValueError):
+        RtpWriter(EXTENSIONS, mid="3").write_padding(payload_type=97, sequence_number=7, timestamp=0, ssrc=42,
+                                                     size=size, abs_send_time=0)
