@@ -75,6 +75,13 @@ const END_TEXT = {
   'no_token': 'This link is incomplete. Please open the full link you were sent.',
 };
 
+// Over a remote tile while the server has paused that video to us alone (our downlink
+// is too weak for it; see client.pausedVideo), by reason. Its sound keeps playing.
+const PAUSED_VIDEO_TEXT = {
+  'weak-connection': {title: 'Video paused: weak connection', detail: 'Audio continues'},
+};
+const PAUSED_VIDEO_DEFAULT = {title: 'Video paused', detail: 'Audio continues'};
+
 /** Ends after which joining again with the same link makes sense. */
 const REJOINABLE_ENDS = new Set(['left', 'replaced']);
 
@@ -211,8 +218,9 @@ export function bindSoundButton(button, view, client) {
 
 /**
  * Renders one tile per remote participant into `container`: their video (if they
- * send any), a placeholder when the camera is off, a name + role label, and one
- * <audio> per audio track. Video elements stay muted so sound never plays twice.
+ * send any), a placeholder when the camera is off, a notice while the server has
+ * paused their video to us, a name + role label, and one <audio> per audio track.
+ * Video elements stay muted so sound never plays twice.
  * Fires `playbackblocked` when the browser wants a tap before playing; see
  * bindSoundButton.
  */
@@ -235,6 +243,7 @@ export class RemoteMediaView extends EventTarget {
     people.forEach((person, index) => {
       const tile = this.tiles.get(person.id) ?? this._createTile(person.id);
       this._updateTile(tile, person, media.filter((m) => m.participantId === person.id));
+      this._updatePausedNotice(tile, client.pausedVideo.has(person.id), client.pausedVideo.get(person.id));
       // Move only tiles that are out of place, to leave playing videos alone.
       if (this.container.children[index] !== tile) {
         this.container.insertBefore(tile, this.container.children[index] ?? null);
@@ -255,6 +264,9 @@ export class RemoteMediaView extends EventTarget {
       <div class="tile-placeholder" aria-hidden="true">
         <span class="tile-initials"></span>
         <span>Camera off</span>
+      </div>
+      <div class="tile-paused" role="status" aria-live="polite">
+        <p class="tile-paused-notice"><span class="tile-paused-title"></span><span class="tile-paused-detail"></span></p>
       </div>
       <figcaption class="tile-label">
         <span class="tile-name"></span>
@@ -283,6 +295,19 @@ export class RemoteMediaView extends EventTarget {
     tile.querySelector('.tile-initials').textContent = initials(person.name);
     this._updateVideo(tile, person, video);
     this._updateAudio(tile, person, media.filter((m) => m.kind === 'audio'));
+  }
+
+  _updatePausedNotice(tile, paused, reason) {
+    // "Camera off" already says there is no picture; the notice is for a live camera.
+    let text = {title: '', detail: ''};
+    if (paused && !tile.classList.contains('camera-off')) {
+      text = Object.hasOwn(PAUSED_VIDEO_TEXT, reason) ? PAUSED_VIDEO_TEXT[reason] : PAUSED_VIDEO_DEFAULT;
+    }
+    tile.classList.toggle('video-paused', Boolean(text.title));
+    // The region stays in the tile so that a change is announced; each write would be
+    // announced again, so only changes are written.
+    setText(tile.querySelector('.tile-paused-title'), text.title);
+    setText(tile.querySelector('.tile-paused-detail'), text.detail);
   }
 
   _updateVideo(tile, person, item) {
@@ -346,6 +371,10 @@ export class RemoteMediaView extends EventTarget {
       if (err.name === 'NotAllowedError') this.dispatchEvent(new Event('playbackblocked'));
     });
   }
+}
+
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
 }
 
 function initials(name) {

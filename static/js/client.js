@@ -16,6 +16,8 @@
  *   analysis     - CustomEvent; `detail` is an `analysis` or `processor-failed` message
  *   recording    - `recording` changed (the server tells everyone whether the room is
  *                  being recorded: right after joining and on every change)
+ *   videostate   - `pausedVideo` changed: the server paused or resumed a remote video
+ *                  to us alone (our downlink is too weak for it; its audio goes on)
  *
  * `state` is one of connecting | connected | reconnecting | closed.
  */
@@ -103,6 +105,9 @@ export class ConsultClient extends EventTarget {
     // hide a recording); the new session's message follows `joined`.
     this.recording = NOT_RECORDING;
     this._controls = [];                        // our record/capture requests awaiting an outcome
+    // Participant id -> reason (e.g. 'weak-connection') for each remote video the server
+    // has paused to us (`video-state`); absent when it flows.
+    this.pausedVideo = new Map();
     this._conn = null;              // the current socket and peer connection, see _open()
     this._retryTimer = null;
     this._attempt = 0;
@@ -359,6 +364,7 @@ export class ConsultClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('analysis', {detail: msg}));
         return undefined;
       case 'recording': return this._onRecording(msg);
+      case 'video-state': return this._onVideoState(msg);
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);
       case 'pong': return undefined;  // lastHeard, already updated, is all it is for
@@ -400,18 +406,48 @@ export class ConsultClient extends EventTarget {
     await iceGatheringDone(pc, ICE_GATHERING_TIMEOUT_MS);
     if (conn !== this._conn) return;
     this._send({type: 'answer', rev: offer.rev, sdp: pc.localDescription.sdp});
+    const before = this.slots;
     this.slots = new Map(Object.entries(offer.tracks ?? {}).filter(([, slot]) => slot));
+    this._forgetPausedVideoOfFreedSlots(before);
     // With no media lines there is no ICE to wait for: signalling is all there is.
     if (pc.getTransceivers().length === 0) this._setState('connected');
     this._emit('tracks');
   }
 
   _onTracks(changes) {
+    const before = new Map(this.slots);
     for (const [mid, slot] of Object.entries(changes ?? {})) {
       if (slot) this.slots.set(mid, slot);
       else this.slots.delete(mid);
     }
+    this._forgetPausedVideoOfFreedSlots(before);
     this._emit('tracks');
+  }
+
+  _onVideoState(msg) {
+    // Checked here because a throw in a signalling step would force a reconnect.
+    if (typeof msg.participant !== 'string' || !msg.participant || typeof msg.paused !== 'boolean') {
+      console.warn('consult: ignoring a malformed video-state message');
+      return;
+    }
+    if (msg.paused) this.pausedVideo.set(msg.participant, typeof msg.reason === 'string' ? msg.reason : null);
+    else if (!this.pausedVideo.delete(msg.participant)) return;  // it was not paused
+    this._emit('videostate');
+  }
+
+  /**
+   * A participant whose video slot went idle or to someone else (and who has no other
+   * video slot) sends us no video to be paused: drop its notice so it cannot stick.
+   */
+  _forgetPausedVideoOfFreedSlots(before) {
+    const sending = new Set([...this.slots.values()].filter((s) => s.kind === 'video').map((s) => s.participant));
+    let changed = false;
+    for (const slot of before.values()) {
+      if (slot.kind === 'video' && !sending.has(slot.participant)) {
+        changed = this.pausedVideo.delete(slot.participant) || changed;
+      }
+    }
+    if (changed) this._emit('videostate');
   }
 
   _onParticipant(participant) {
@@ -422,6 +458,7 @@ export class ConsultClient extends EventTarget {
 
   _onParticipantLeft(participantId) {
     this.participants.delete(participantId);
+    if (this.pausedVideo.delete(participantId)) this._emit('videostate');
     this._emit('participants');
   }
 
@@ -622,6 +659,11 @@ export class ConsultClient extends EventTarget {
     conn.pc?.close();
     this.participants = new Map();
     this.slots = new Map();
+    // The server's adaptation is per session: the next one starts with all video flowing.
+    if (this.pausedVideo.size) {
+      this.pausedVideo = new Map();
+      this._emit('videostate');
+    }
     // What we sent on this socket may or may not have been applied: the next
     // connection's snapshot tells. The board's shapes stay up until then.
     this._forgetOperations();

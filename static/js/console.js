@@ -42,6 +42,7 @@ function start(joinToken) {
   };
   client.addEventListener('participants', render);
   client.addEventListener('tracks', render);
+  client.addEventListener('videostate', () => view.render(client));  // a video paused or resumed to us
   client.addEventListener('localmedia', () => renderPeople(client));  // our own muted icons
   client.addEventListener('statechange', () => {
     render();

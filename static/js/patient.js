@@ -30,6 +30,7 @@ function start(joinToken) {
   };
   client.addEventListener('participants', renderRemote);
   client.addEventListener('tracks', renderRemote);
+  client.addEventListener('videostate', renderRemote);  // a video paused or resumed to us
   client.addEventListener('statechange', () => {
     renderRemote();
     if (client.state === 'closed') showEnded(client.endReason);
