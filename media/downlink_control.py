@@ -8,7 +8,7 @@ paused) stays in time. A paused video comes
 back by itself: directly when the estimate has room for it, otherwise after a
 probe — padding at the video's rate on the paused stream's retransmission SSRC —
 got through without a queue building. Probes climb in steps; after one fails, the
-next go only a little past what got through, after a back-off of up to 8 s, so a
+next go only a little past what got through, after a back-off of up to 4 s, so a
 link that stays narrow pays for small overshoots now and then.
 
 Without simulcast a paused video is all or nothing; layers come later and slot in
@@ -45,10 +45,10 @@ PROBE_LIMIT_S = 3.0
 # A single RTT sample with this much queueing fails a probe: it is already costing the audio.
 PROBE_QUEUE_S = 0.04
 FIRST_PROBE_BACKOFF_S = 2.0
-MAX_PROBE_BACKOFF_S = 8.0
+MAX_PROBE_BACKOFF_S = 4.0
 # After a probe failed, the next goes only this far past the total that failed: whether the
 # link got better is asked for the price of a small overshoot, not the whole step.
-PAST_CEILING = 1.25
+PAST_CEILING = 1.1
 # Probes in a row that get through past the ceiling before steps double again (the link got better).
 CLIMBS_TO_FORGET = 2
 # A link whose probes have all got through this long is probed in doubling steps again.
@@ -180,7 +180,7 @@ class DownlinkController:
         estimate = budget.estimate_bps(now)
         videos = [v for v in self._videos() if v.active]
         if self.probe is not None and self.probe.video not in videos:
-            self.probe = None
+            self._end_probe()
         if not videos:
             return
         demands = [Demand(v, self._priority_of(v), v.offered_bps(now), not v.paused) for v in videos]
@@ -200,7 +200,9 @@ class DownlinkController:
         elif estimate is None:
             return  # nothing known of the link yet: everything is forwarded
         elif budget.narrow and budget.pacer.waiting_s(VIDEO, now) > PACER_SHED_S:
-            # the videos outgrow the rate the pacer holds them to (a publisher sending more)
+            # the videos outgrow the rate the pacer holds them to (a publisher sending more):
+            # pausing one keeps the audio in time; letting them through faster as a probe
+            # cost the audio more (docs/BENCHMARKS.md)
             self._shed(now, estimate, audio, demands, force=True)
         else:
             self._restore(now, estimate, audio, demands)
@@ -257,10 +259,17 @@ class DownlinkController:
             self._ceiling = None
         if self._ceiling is not None:
             step_to = min(step_to, max(self._ceiling * PAST_CEILING, base * PAST_CEILING))
+        self._start_probe(candidate.video, min(need, step_to - base), base, final=need <= step_to - base, now=now)
+
+    def _start_probe(self, video: ControlledVideo, rate_bps: float, base_bps: float, *, final: bool,
+                     now: float) -> None:
+        link = self.budget.estimate
         link.mark_queueing()
-        self.probe = Probe(candidate.video, min(need, step_to - base), base, need <= step_to - base, now,
-                           link.rtt_samples, link.remb_drops)
+        self.probe = Probe(video, rate_bps, base_bps, final, now, link.rtt_samples, link.remb_drops)
         self.probes += 1
+
+    def _end_probe(self) -> None:
+        self.probe = None
 
     def _judge_probe(self, now: float, demands: list[Demand]) -> None:
         probe = self.probe
@@ -273,7 +282,7 @@ class DownlinkController:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
                         self.name, probe.base_bps / 1000, probe.rate_bps / 1000, link.worst_queueing * 1000,
                         samples, link.remb_drops - probe.drops_before)
-            self.probe = None
+            self._end_probe()
             self.probes_failed += 1
             # the step that failed overshot; never below the smallest probe, or the next would send nothing
             self._ceiling = max(self._last_good, probe.base_bps, MIN_PROBE_BASE_BPS)
@@ -283,7 +292,7 @@ class DownlinkController:
         elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
             logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
                         probe.rate_bps / 1000, samples, ": resuming" if probe.final else "")
-            self.probe = None
+            self._end_probe()
             total = probe.base_bps + probe.rate_bps
             if self._ceiling is not None and total > self._ceiling:
                 # better than when a probe failed: a step at a time, doubling again after two

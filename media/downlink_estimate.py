@@ -103,7 +103,9 @@ class DownlinkEstimate:
     def note_congested(self, now: float) -> None:
         """A queue is building: what arrives now is what the link carries."""
         if self._delivered_since is not None and now - self._delivered_since >= DELIVERED_WINDOW_S:
-            self.capacity = self.delivered.bps(now)
+            delivered = self.delivered.bps(now)
+            if delivered > 0:  # no report in the window says nothing (browsers report audio every few seconds)
+                self.capacity = delivered
 
     def forget_capacity(self) -> None:
         self.capacity = None

@@ -83,10 +83,15 @@ class SendBudget:
             self.estimate.forget_capacity()
             self.pacer.set_rate(None, now)
             return
-        # narrow: what the link was seen to carry, else what its receivers estimate
-        rate = self.estimate.capacity if self.estimate.capacity is not None else estimate
-        if rate is not None and self.estimate.congested:
-            rate = min(rate, sent) * CONGESTED_TARGET_SHARE
+        # narrow: what the link was seen to carry; once the queue is gone, more if its receivers
+        # estimate more (a capacity measured once would hold back a link that got better)
+        capacity = self.estimate.capacity
+        if self.estimate.congested:
+            rate = capacity if capacity is not None else estimate
+            if rate is not None:
+                rate = min(rate, sent) * CONGESTED_TARGET_SHARE
+        else:
+            rate = estimate if capacity is None else capacity if estimate is None else max(capacity, estimate)
         self.pacer.set_rate(rate, now)
 
     def allow_recovery(self, nbytes: int, now: float) -> bool:

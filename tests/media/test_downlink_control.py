@@ -372,15 +372,39 @@ def test_pausing_is_told_and_quiets_the_receivers_drops():
     assert h.estimate.remb_drops == drops
 
 
-@pytest.mark.parametrize("waited, paused", [(PACER_SHED_S * 0.8, []), (PACER_SHED_S + 0.1, ["low"])])
-async def test_video_outgrowing_the_pacers_rate_is_paused(waited, paused):
+async def test_video_waiting_briefly_in_the_pacer_changes_nothing():
     h = narrow_link(FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1))
     h.run(0.5)
     try:
-        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - waited)
+        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - PACER_SHED_S * 0.8)
         h.tick()
-        assert not h.budget.congested  # not yet long enough to count as a queue
-        assert h.paused() == paused
+        assert h.ctrl.probe is None and h.paused() == []
+    finally:
+        await h.budget.pacer.close()
+
+
+async def test_video_outgrowing_the_pacers_rate_is_paused():
+    h = narrow_link(FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1))
+    h.run(0.5)
+    try:
+        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - PACER_SHED_S - 0.1)
+        h.tick()
+        assert not h.budget.congested  # no queue at the bottleneck: this one is ours
+        assert h.paused() == ["low"]
+    finally:
+        await h.budget.pacer.close()
+
+
+async def test_video_outgrowing_the_pacers_rate_is_paused_when_a_queue_shows():
+    h = narrow_link(FakeVideo("high", 400_000, 2), FakeVideo("low", 400_000, 1))
+    h.run(0.5)
+    try:
+        h.rtt = PROBE_HURT  # a queue, though not yet congestion
+        h.run(1.5)
+        assert not h.budget.congested
+        h.budget.pacer.enqueue(NullTransport(), b"x" * 1000, VIDEO, h.now - PACER_SHED_S - 0.1)
+        h.tick()
+        assert h.ctrl.probe is None and h.paused() == ["low"]
     finally:
         await h.budget.pacer.close()
 
