@@ -339,6 +339,69 @@ class NetNamespace:
         return f"<NetNamespace {self.name} {getattr(self, 'address', '?')}>"
 
 
+@dataclass
+class NamespaceLink:
+    """A veth pair straight between two test namespaces (no route through the host)."""
+
+    a: NetNamespace
+    b: NetNamespace
+    a_veth: str
+    a_address: str
+    b_address: str
+
+
+def link_namespaces(a: NetNamespace, b: NetNamespace) -> NamespaceLink:
+    """Joins ``a`` and ``b`` by their own /30; ``b`` reaches ``a``'s media address
+    (``a.address``) over it, so whatever ``a`` sends ``b`` leaves by ``a_veth``,
+    where a test can shape it (tc). Removed with ``a``'s namespace."""
+    tag = secrets.token_hex(3)
+    a_veth, b_veth = f"csfu{tag}a", f"csfu{tag}b"
+    _ip("link", "add", a_veth, "type", "veth", "peer", "name", b_veth)
+    _ip("link", "set", a_veth, "netns", a.name)
+    _ip("link", "set", b_veth, "netns", b.name)
+    hosts = list(_pick_subnet().hosts())
+    a_address, b_address = str(hosts[0]), str(hosts[1])
+    conf = "/proc/sys/net/ipv6/conf"
+    for ns, veth, address in ((a, a_veth, a_address), (b, b_veth, b_address)):
+        _ip("netns", "exec", ns.name, "sh", "-c", f"echo 1 > {conf}/{veth}/disable_ipv6 || true")
+        _ip("-n", ns.name, "addr", "add", f"{address}/30", "dev", veth)
+        _ip("-n", ns.name, "link", "set", veth, "up")
+    _ip("-n", b.name, "route", "add", f"{a.address}/32", "via", a_address)
+    return NamespaceLink(a=a, b=b, a_veth=a_veth, a_address=a_address, b_address=b_address)
+
+
+# Relays TCP connections from a local port to another address (a page's origin stays
+# http://127.0.0.1:PORT, a secure context, while the server runs in another namespace).
+_TCP_FORWARDER = r"""
+import asyncio, sys
+listen_port, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection(host, port)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
+    print("forwarding", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start_tcp_forwarder(netns: NetNamespace, listen_port: int, host: str, port: int,
+                        timeout: float = 10.0) -> ManagedProcess:
+    proc = netns.spawn("forwarder", [sys.executable, "-c", _TCP_FORWARDER, str(listen_port), host, str(port)])
+    if not proc.wait_for(lambda lines: any("forwarding" in line for line in lines), timeout):
+        raise RuntimeError(f"TCP forwarder did not start:\n{proc.output()}")
+    return proc
+
+
 # --------------------------------------------------------------------------- SFU server
 
 _LINK_RE = re.compile(r"^\s+(patient|doctor|expert):\s+(\S+)$")
