@@ -30,8 +30,11 @@ BASE_RTT_WINDOW_S = 30.0
 # Queueing delay (RTT over the path's) that means congestion: above what jitter and
 # the receivers' RTCP timing add, well below the 200 ms that makes audio late.
 CONGESTED_QUEUE_S = 0.08
-# A single sample this many times over the mark counts at once.
+# A single sample this many times over the mark counts as over it, smoothed or not.
 SINGLE_SAMPLE_FACTOR = 2.0
+# Samples in a row over the mark that make congestion (bad Wi-Fi's jitter, or a stalled
+# event loop, put one over now and then: at 1 it paused a video on the bad-wifi profile).
+CONGESTED_SAMPLES = 2
 # Weight of a new RTT sample: a single late report must not read as a queue.
 RTT_SMOOTHING = 0.5
 # The receivers' figures count up to this multiple of what was sent lately: beyond it they
@@ -57,6 +60,7 @@ class DownlinkEstimate:
         self.remb_drops = 0  # receiver estimates that fell: their sign of a queue building
         self._quiet_until = float("-inf")  # estimates falling before this are our own doing
         self._latest_raw_queueing = 0.0
+        self._samples_over = 0  # RTT samples in a row over the mark
         self.delivered = RateMeter(bucket_s=0.25, buckets=int(DELIVERED_WINDOW_S / 0.25))
         self._delivered_since: Optional[float] = None
         self.delivered_bytes = 0
@@ -89,6 +93,11 @@ class DownlinkEstimate:
             rtts.popleft()
         self._latest_raw_queueing = rtt_s - rtts[0][1]
         self.worst_queueing = max(self.worst_queueing, self._latest_raw_queueing)
+        # a sample far over the mark counts at once (a link stepping down fills its queue in a
+        # blink), but never one alone: a stall anywhere on the way can delay a single report
+        over = (self.queueing_delay > CONGESTED_QUEUE_S
+                or self._latest_raw_queueing > CONGESTED_QUEUE_S * SINGLE_SAMPLE_FACTOR)
+        self._samples_over = self._samples_over + 1 if over else 0
 
     def mark_queueing(self) -> None:
         """Start watching the worst single-sample queueing delay afresh (a probe begins)."""
@@ -129,9 +138,7 @@ class DownlinkEstimate:
 
     @property
     def congested(self) -> bool:
-        # one sample far over the mark is enough: a link stepping down fills its queue in a blink
-        return (self.queueing_delay > CONGESTED_QUEUE_S
-                or self._latest_raw_queueing > CONGESTED_QUEUE_S * SINGLE_SAMPLE_FACTOR)
+        return self._samples_over >= CONGESTED_SAMPLES
 
     def bitrate(self, now: float, sent_bps: float) -> Optional[float]:
         """Bit/s the downlink is estimated to carry, given what was sent over the last second;

@@ -280,6 +280,9 @@ class DownTrack:
         if self._rewriter is not None:
             self._rewriter.reset()
         self._waiting_for_keyframe = True
+        # the loss its reports showed was the congestion's: FEC sized for it would come back with it
+        self.reported_loss = 0.0
+        self._update_fec()
 
     def resume(self) -> None:
         """Send this video again from the source's next keyframe."""

@@ -122,6 +122,14 @@ async def test_a_paused_video_sends_nothing_and_resumes_at_a_keyframe_numbered_o
     assert downtrack.summary()["paused"] is False
 
 
+async def test_pausing_forgets_the_loss_the_congestion_caused() -> None:
+    downtrack, _, _ = await started()
+    downtrack.note_reported_loss(0.6)
+    assert downtrack.reported_loss > 0
+    downtrack.pause()
+    assert downtrack.reported_loss == 0.0
+
+
 async def test_a_pli_for_a_paused_video_does_not_reach_the_publisher() -> None:
     downtrack, _, source = await started()
     await send(downtrack, 100, 9000, keyframe=True)
@@ -200,7 +208,8 @@ async def test_nacks_are_not_answered_on_a_congested_downlink() -> None:
     assert downtrack.retransmitted == 1
     now = time.monotonic()
     budget.estimate.note_rtt(0.05, now)
-    budget.estimate.note_rtt(0.5, now)  # a queue of 450 ms
+    budget.estimate.note_rtt(0.5, now)  # a queue of 450 ms, in two reports in a row
+    budget.estimate.note_rtt(0.5, now)
     assert budget.congested
     await downtrack._handle_rtcp_packet(nack)
     assert downtrack.retransmitted == 1
