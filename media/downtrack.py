@@ -3,9 +3,12 @@
 Registered with the subscriber's DTLS transport in place of aiortc's
 RTCRtpSender (which would encode, or pack per frame and ignore PLI). Per packet
 it rewrites SSRC / sequence number / timestamp / payload type and the header
-extensions, keeps the packet for NACKs and hands it to SRTP. RTCP from the
-subscriber is answered here: NACK from the cache (RTX where negotiated), PLI/FIR
-forwarded to the source's coalescing keyframe requester.
+extensions, keeps the packet for NACKs and hands it to SRTP, through the
+subscriber's pacer when its downlink is narrow (media/send_budget.py). RTCP from
+the subscriber is answered here: NACK from the cache (RTX where negotiated) within
+the send budget, PLI/FIR forwarded to the source's coalescing keyframe requester;
+REMB, RTT and delivered bytes go to the downlink estimate. The downlink controller
+may pause a video down-track and probe through its RTX SSRC.
 """
 
 from __future__ import annotations
