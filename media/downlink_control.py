@@ -185,11 +185,12 @@ class DownlinkController:
             return
         demands = [Demand(v, self._priority_of(v), v.offered_bps(now), not v.paused) for v in videos]
         audio = budget.audio.bps(now)
-        logger.debug("%s: estimate %s sent %.0f delivered %.0f capacity %s queueing %.0f ms narrow %s videos %s",
-                     self.name, estimate and round(estimate / 1000), budget.sent_bps(now) / 1000,
-                     budget.estimate.delivered.bps(now) / 1000, budget.estimate.capacity,
-                     budget.estimate.queueing_delay * 1000, budget.narrow,
-                     [(round(d.bitrate / 1000), d.forwarded) for d in demands])
+        if logger.isEnabledFor(logging.DEBUG):  # its figures cost sums every tick: only when asked for
+            logger.debug("%s: estimate %s sent %.0f delivered %.0f capacity %s queueing %.0f ms narrow %s videos %s",
+                         self.name, estimate and round(estimate / 1000), budget.sent_bps(now) / 1000,
+                         budget.estimate.delivered.bps(now) / 1000, budget.estimate.capacity,
+                         budget.estimate.queueing_delay * 1000, budget.narrow,
+                         [(round(d.bitrate / 1000), d.forwarded) for d in demands])
         if self.probe is not None:
             self._judge_probe(now, demands)
         elif budget.congested:  # with or without an estimate: the queue is the evidence

@@ -74,7 +74,7 @@ class DownlinkEstimate:
                 self.remb_drops += 1
             del self._remb[key]
         self._remb[ssrcs] = (bitrate, now)
-        self._held = float(sum(rate for rate, at in self._remb.values() if now - at <= REMB_FRESH_S))
+        self._hold_fresh(now)
 
     def note_paused(self, now: float) -> None:
         """A stream stopped: its receiver's estimate falls with what it receives, not with a queue."""
@@ -140,12 +140,16 @@ class DownlinkEstimate:
     def congested(self) -> bool:
         return self._samples_over >= CONGESTED_SAMPLES
 
-    def bitrate(self, now: float, sent_bps: float) -> Optional[float]:
-        """Bit/s the downlink is estimated to carry, given what was sent over the last second;
-        None before any estimate arrived."""
+    def _hold_fresh(self, now: float) -> None:
+        """Hold the sum of the fresh figures; with none fresh, the last sum stays."""
         fresh = [rate for rate, at in self._remb.values() if now - at <= REMB_FRESH_S]
         if fresh:
             self._held = float(sum(fresh))
+
+    def bitrate(self, now: float, sent_bps: float) -> Optional[float]:
+        """Bit/s the downlink is estimated to carry, given what was sent over the last second;
+        None before any estimate arrived."""
+        self._hold_fresh(now)
         estimate = None if self._held is None else min(self._held, SENT_CAP_FACTOR * sent_bps)
         if self._probe is not None:
             if now > self._probe[1]:

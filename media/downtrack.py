@@ -169,6 +169,7 @@ class DownTrack:
         # What the subscriber's downlink carries, shared by its down-tracks (media/send_budget.py).
         self.budget = budget if budget is not None else SendBudget()
         self._pacer = self.budget.pacer
+        # counted straight into the budget's meter, as SendBudget.note_media would: per packet
         self._media_meter = self.budget.audio if kind == "audio" else self.budget.video
         self._paused = False  # video withheld for the downlink's sake (media/downlink_control.py)
         self.plis_while_paused = 0
@@ -188,7 +189,6 @@ class DownTrack:
         # gap before it asked).
         self.reported_loss = 0.0
         self._last_report: Optional[tuple[int, int]] = None  # (extended highest number, cumulative lost)
-        self._last_delivery_report: Optional[tuple[int, int]] = None  # the same, for the delivered rate
         self._unsent: set[int] = set()  # numbers skipped over, the source not having them (video)
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
@@ -261,6 +261,7 @@ class DownTrack:
         self.source = None
         if self._rewriter is not None:
             self._rewriter.reset()
+        self._paused = False  # a pause was for that source; whoever comes next starts unpaused
 
     # --- pausing for a narrow downlink (driven by media/downlink_control.py) ------
 
@@ -436,14 +437,11 @@ class DownTrack:
         elif ahead <= 0:
             self._unsent.discard(seq)  # a late packet filled its place
 
-    def _loss_in_report(self, highest: int, cumulative_lost: int) -> Optional[float]:
+    def _loss_in_report(self, previous: tuple[int, int], highest: int, cumulative_lost: int) -> Optional[float]:
         """The downlink's own loss over the interval since the previous report: the numbers the
         subscriber counts lost, less those we had not sent because the publisher's uplink lost them
         (recovery still under way, or given up). Without that a lossy uplink would read as a lossy
         downlink to every subscriber, and turn their FEC on for nothing."""
-        previous, self._last_report = self._last_report, (highest, cumulative_lost)
-        if previous is None:
-            return None
         expected = highest - previous[0]
         if not 0 < expected < 1 << 15:
             return None
@@ -471,7 +469,8 @@ class DownTrack:
             payload_type=media_pt, marker=sent.marker, sequence_number=sent.sequence_number,
             timestamp=sent.timestamp, ssrc=self._ssrc, payload=media_payload, abs_send_time=0)
         payloads = fec.protect(protected)
-        if not payloads or not self.budget.allow_recovery(sum(len(p) + 12 for p in payloads), sent.sent_at):
+        if not payloads or not self.budget.allow_recovery(sum(len(p) + RTP_HEADER_BYTES for p in payloads),
+                                                          sent.sent_at):
             return
         first = rewriter.reserve(len(payloads))
         for i, payload in enumerate(payloads):
@@ -541,18 +540,19 @@ class DownTrack:
                 if rtt is not None and rtt > 0:  # not below zero: a report that cannot be timed
                     self.rtt = rtt
                     self.budget.estimate.note_rtt(rtt, time.monotonic())
-                self._note_delivered(report.highest_sequence, report.packets_lost)
+                highest, lost = report.highest_sequence, report.packets_lost
+                previous, self._last_report = self._last_report, (highest, lost)
+                if previous is None:
+                    continue
+                self._note_delivered(previous, highest, lost)
                 if self.kind == "video":
-                    loss = self._loss_in_report(report.highest_sequence, report.packets_lost)
+                    loss = self._loss_in_report(previous, highest, lost)
                     if loss is not None:
                         self.note_reported_loss(loss)
 
-    def _note_delivered(self, highest: int, cumulative_lost: int) -> None:
+    def _note_delivered(self, previous: tuple[int, int], highest: int, cumulative_lost: int) -> None:
         """The bytes this report says arrived since the previous one: what the downlink
         delivers, which under a full queue is what it can carry."""
-        previous, self._last_delivery_report = self._last_delivery_report, (highest, cumulative_lost)
-        if previous is None:
-            return
         expected = highest - previous[0]
         if not 0 < expected <= self._cache.size:
             return

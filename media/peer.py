@@ -233,7 +233,6 @@ class MediaPeer:
         if pair is not None:
             for downtrack in pair.downtracks.values():
                 downtrack.detach()
-                downtrack.resume()  # whoever comes next into the slot starts unpaused
             pair.publisher_id = None
         return pair
 
