@@ -18,7 +18,7 @@ import logging
 import random
 import struct
 import time
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
 
 from aiortc import clock
 from aiortc.codecs import is_rtx
@@ -31,6 +31,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSdesPacket,
@@ -96,6 +97,8 @@ RTP_HEADER_BYTES = 24
 PROBE = -1
 # The largest padding one packet carries (RFC 3550: the count is one byte).
 PADDING_PACKET_BYTES = 255
+# Sender reports go out for the RTX stream too while a probe's padding went out this recently.
+PROBE_REPORT_S = 2.0
 
 
 def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
@@ -126,6 +129,25 @@ class DownTrackSource(Protocol):
     def sender_report(self) -> Optional[SenderReport]: ...
 
 
+@runtime_checkable
+class LayeredSource(Protocol):
+    """A source sent in several layers (simulcast, media/simulcast.py): it feeds each down-track
+    from one of them (`DownTrack.switch_feed`), the one `select_layer` chose, once it can."""
+
+    def layer_rates(self, now: float) -> list[float]:
+        """What each layer sends, lowest first (0: not arriving)."""
+        ...
+
+    def layer_of(self, downtrack: DownTrack) -> Optional[int]: ...
+
+    def feeding(self, downtrack: DownTrack) -> Optional[int]: ...
+
+    def select_layer(self, downtrack: DownTrack, index: int) -> None: ...
+
+    @property
+    def rids(self) -> tuple[str, ...]: ...
+
+
 class DownTrack:
     def __init__(self, *, subscriber_id: str, kind: str, ssrc: int, rtx_ssrc: int,
                  downlink_loss: Optional[LossEstimate] = None, budget: Optional[SendBudget] = None) -> None:
@@ -136,6 +158,10 @@ class DownTrack:
         self._rtx_ssrc = rtx_ssrc
         self.transport: Optional[RTCDtlsTransport] = None
         self.source: Optional[DownTrackSource] = None
+        # what sends it packets now: the source, or the source's layer (simulcast)
+        self.feed: Optional[DownTrackSource] = None
+        self._layers: Optional[LayeredSource] = None
+        self.layer_switches = 0
         self._rewriter: Optional[StreamRewriter] = None
         # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
         self._cache = PacketCache(STALE_STRETCH_PACKETS if kind == "video" else 256)
@@ -174,6 +200,7 @@ class DownTrack:
         self._paused = False  # video withheld for the downlink's sake (media/downlink_control.py)
         self.plis_while_paused = 0
         self.padding_sent = 0
+        self._padding_at = float("-inf")
         self._loss_sample_sent = 0
         self._loss_sample_nacked = 0
         self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
@@ -214,8 +241,8 @@ class DownTrack:
         self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
         self.started = True
         self._sr_task = asyncio.ensure_future(self._run_rtcp())
-        if self.source is not None and self.kind == "video":
-            self.source.request_keyframe()
+        if self.feed is not None and self.kind == "video":
+            self.feed.request_keyframe()
 
     async def stop(self) -> None:
         if self.stopped:
@@ -223,7 +250,7 @@ class DownTrack:
         self.stopped = True
         if self.source is not None:
             self.source.remove_downtrack(self)
-            self.source = None
+            self.source = self.feed = self._layers = None
         if self.transport is not None:
             self.transport._unregister_rtp_sender(self)
         if self._sr_task is not None:
@@ -236,7 +263,8 @@ class DownTrack:
             return
         if self.source is not None:
             self.source.remove_downtrack(self)
-        self.source = source
+        self.source = self.feed = source
+        self._layers = source if isinstance(source, LayeredSource) else None
         self._pt_for_source.clear()
         self._fec_for_source.clear()
         if self._rewriter is not None:
@@ -244,6 +272,18 @@ class DownTrack:
         self._waiting_for_keyframe = self.kind == "video"
         self._keyframe_asked_at = time.monotonic()
         source.add_downtrack(self)
+
+    def switch_feed(self, feed: DownTrackSource) -> None:
+        """A layered source feeds this down-track from `feed` from now on: carried from its
+        next keyframe (the source switches at one), the numbering continuing."""
+        if feed is self.feed:
+            return
+        if self.feed is not None and self.feed is not self.source:
+            self.layer_switches += 1
+        self.feed = feed
+        self._pt_for_source.clear()
+        self._fec_for_source.clear()
+        self.source_restarted()
 
     def source_restarted(self) -> None:
         """The source's stream started over (a new SSRC, numbering anew): carry it on from its
@@ -258,7 +298,7 @@ class DownTrack:
             return
         if self.source is not None:
             self.source.remove_downtrack(self)
-        self.source = None
+        self.source = self.feed = self._layers = None
         if self._rewriter is not None:
             self._rewriter.reset()
         self._paused = False  # a pause was for that source; whoever comes next starts unpaused
@@ -274,7 +314,31 @@ class DownTrack:
         return self.started and not self.stopped and self.source is not None
 
     def offered_bps(self, now: float) -> float:
-        return 0.0 if self.source is None else self.source.offered_bps(now)
+        return 0.0 if self.feed is None else self.feed.offered_bps(now)
+
+    # --- layers (simulcast), chosen by media/downlink_control.py ------------------
+
+    def layer_rates(self, now: float) -> list[float]:
+        """What each layer of the source sends, lowest first (one, unlayered)."""
+        return [self.offered_bps(now)] if self._layers is None else self._layers.layer_rates(now)
+
+    @property
+    def layer(self) -> int:
+        """The layer this down-track should carry (it switches at that layer's next keyframe)."""
+        index = None if self._layers is None else self._layers.layer_of(self)
+        return 0 if index is None else index
+
+    def select_layer(self, index: int) -> None:
+        if self._layers is not None:
+            self._layers.select_layer(self, index)
+
+    @property
+    def layer_name(self) -> Optional[str]:
+        """The RID of the layer it carries now (None: unlayered, or none yet)."""
+        if self._layers is None:
+            return None
+        index = self._layers.feeding(self)
+        return None if index is None else self._layers.rids[index]
 
     def pause(self) -> None:
         """Stop sending this video; the numbering carries on where it stopped when it resumes."""
@@ -295,8 +359,8 @@ class DownTrack:
         self._paused = False
         self._waiting_for_keyframe = True
         self._keyframe_asked_at = time.monotonic()
-        if self.source is not None:
-            self.source.request_keyframe()
+        if self.feed is not None:
+            self.feed.request_keyframe()
 
     @property
     def can_probe(self) -> bool:
@@ -317,6 +381,7 @@ class DownTrack:
             await self._send(data, PROBE)
             self.budget.note_padding(len(data), now)
             self.padding_sent += 1
+            self._padding_at = now
             sent += PADDING_PACKET_BYTES
         return sent
 
@@ -335,6 +400,7 @@ class DownTrack:
             "fec_packets": 0 if self._fec is None else self._fec.fec_packets,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
+            "layer": self.layer_name, "layer_switches": self.layer_switches,
         }
 
     @property
@@ -376,9 +442,9 @@ class DownTrack:
         if not rewriter.started:
             if self._waiting_for_keyframe and not keyframe_start:
                 now = time.monotonic()
-                if now - self._keyframe_asked_at > KEYFRAME_RETRY_S and self.source is not None:
+                if now - self._keyframe_asked_at > KEYFRAME_RETRY_S and self.feed is not None:
                     self._keyframe_asked_at = now
-                    self.source.request_keyframe()
+                    self.feed.request_keyframe()
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
             self._waiting_for_keyframe = False
@@ -519,8 +585,8 @@ class DownTrack:
             self.plis_received += 1
             if self._paused:  # it has no picture because we paused it: nothing for the publisher to do
                 self.plis_while_paused += 1
-            elif self.source is not None:
-                self.source.request_keyframe()
+            elif self.feed is not None:
+                self.feed.request_keyframe()
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
@@ -531,15 +597,12 @@ class DownTrack:
                 self.budget.estimate.note_remb(bitrate, frozenset(ssrcs), time.monotonic())
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
+                if report.ssrc == self._rtx_ssrc and report.ssrc != self._ssrc:
+                    self._note_rtt(report)  # a probe's padding: the RTT is all it says about this stream
+                    continue
                 if report.ssrc != self._ssrc:
                     continue
-                # once per sender report: a receiver repeats the last one's figures in every
-                # report until another arrives (none while paused), which would replay an old RTT
-                sent_at = self._recent_srs.pop(report.lsr, None)
-                rtt = None if sent_at is None or not report.dlsr else time.time() - sent_at - report.dlsr / 65536
-                if rtt is not None and rtt > 0:  # not below zero: a report that cannot be timed
-                    self.rtt = rtt
-                    self.budget.estimate.note_rtt(rtt, time.monotonic())
+                self._note_rtt(report)
                 highest, lost = report.highest_sequence, report.packets_lost
                 previous, self._last_report = self._last_report, (highest, lost)
                 if previous is None:
@@ -549,6 +612,15 @@ class DownTrack:
                     loss = self._loss_in_report(previous, highest, lost)
                     if loss is not None:
                         self.note_reported_loss(loss)
+
+    def _note_rtt(self, report: RtcpReceiverInfo) -> None:
+        # once per sender report: a receiver repeats the last one's figures in every report
+        # until another arrives, which would replay an old RTT
+        sent_at = self._recent_srs.pop(report.lsr, None)
+        rtt = None if sent_at is None or not report.dlsr else time.time() - sent_at - report.dlsr / 65536
+        if rtt is not None and rtt > 0:  # not below zero: a report that cannot be timed
+            self.rtt = rtt
+            self.budget.estimate.note_rtt(rtt, time.monotonic())
 
     def _note_delivered(self, previous: tuple[int, int], highest: int, cumulative_lost: int) -> None:
         """The bytes this report says arrived since the previous one: what the downlink
@@ -626,8 +698,8 @@ class DownTrack:
             return
         self._stale_after_seq = self._cache.newest_sequence_number
         self.stale_nack_keyframes += 1
-        if self.source is not None:
-            self.source.request_keyframe()
+        if self.feed is not None:
+            self.feed.request_keyframe()
 
     async def _run_rtcp(self) -> None:
         while True:
@@ -638,8 +710,12 @@ class DownTrack:
 
     async def send_sender_report(self) -> None:
         """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
-        rewriter, transport, source = self._rewriter, self.transport, self.source
-        if rewriter is None or transport is None or source is None or not rewriter.started:
+        rewriter, transport, source = self._rewriter, self.transport, self.feed
+        if rewriter is None or transport is None or source is None:
+            return
+        # paused, it goes on (with the mapping it last sent under): each report answered is an
+        # RTT sample, and a probe for bringing it back is judged on those samples
+        if not rewriter.started and not (self._paused and self.packets_sent):
             return
         report = source.sender_report
         if report is None:
@@ -662,6 +738,13 @@ class DownTrack:
                 ),
             )
         ]
+        if self._paused and time.monotonic() - self._padding_at < PROBE_REPORT_S:
+            # a browser stops reporting a stream that stopped: the probe's padding, on the RTX
+            # stream, is what it still receives and reports on
+            packets.append(RtcpSrPacket(ssrc=self._rtx_ssrc, sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp, rtp_timestamp=rewriter.map_timestamp(rtp),
+                packet_count=self.padding_sent & 0xFFFFFFFF,
+                octet_count=(self.padding_sent * PADDING_PACKET_BYTES) & 0xFFFFFFFF)))
         if self._cname:
             sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
             packets.append(RtcpSdesPacket(chunks=[sdes]))

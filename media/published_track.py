@@ -86,8 +86,12 @@ class PublishedTrack:
         parameters: RTCRtpReceiveParameters,
         rtcp_ssrc: int,
         rtt_s: Callable[[], float] = lambda: DEFAULT_RTT_S,
+        rid: Optional[str] = None,
     ) -> None:
         self.participant_id = participant_id
+        # One layer of a simulcast publication (media/simulcast.py), which takes the packets
+        # from the transport and sends the publisher one REMB for all its layers.
+        self.rid = rid
         self.kind = kind
         self.transport = transport
         # (aiortc types payloadType Optional: negotiated codecs all have one)
@@ -117,7 +121,7 @@ class PublishedTrack:
         self._nack = NackGenerator(deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S)
         self._nack_timer: Optional[asyncio.TimerHandle] = None
         self._rtt_s = rtt_s
-        self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" else None
+        self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" and rid is None else None
         self._keyframes = KeyframeRequester(self._send_pli)
         self.uplink_estimate: Optional[int] = None  # bit/s, from abs-send-time arrival patterns
         self.sender_report: Optional[SenderReport] = None
@@ -133,22 +137,28 @@ class PublishedTrack:
         self.red_recovered_alone = 0  # ... sent on their own to RED subscribers on a lossy downlink
         self.duplicates_dropped = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
+        self.last_packet_at = float("-inf")
+        # told at the first packet of each keyframe, before it is forwarded (a layer switch starts there)
+        self.on_keyframe: Optional[Callable[[PublishedTrack], None]] = None
 
     # --- wiring -------------------------------------------------------------
 
     def start(self) -> None:
-        self.transport._register_rtp_receiver(self, self._parameters)
+        if self.rid is None:
+            self.transport._register_rtp_receiver(self, self._parameters)
         self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
 
-    def add_downtrack(self, downtrack: "DownTrack") -> None:
+    def add_downtrack(self, downtrack: "DownTrack", keyframe: bool = True) -> None:
+        """`keyframe`: ask the publisher for one (not when switching to a layer at one of its keyframes)."""
+        # a new list, not the one a forwarding loop suspended at an await is going through
         if downtrack not in self._downtracks:
-            self._downtracks.append(downtrack)
-        if self.kind == "video":
+            self._downtracks = [*self._downtracks, downtrack]
+        if self.kind == "video" and keyframe:
             self.request_keyframe()
 
     def remove_downtrack(self, downtrack: "DownTrack") -> None:
         if downtrack in self._downtracks:
-            self._downtracks.remove(downtrack)
+            self._downtracks = [d for d in self._downtracks if d is not downtrack]
 
     @property
     def downtracks(self) -> list["DownTrack"]:
@@ -176,7 +186,8 @@ class PublishedTrack:
         if self.stopped:
             return
         self.stopped = True
-        self.transport._unregister_rtp_receiver(self)
+        if self.rid is None:
+            self.transport._unregister_rtp_receiver(self)
         self._keyframes.close()
         if self._nack_timer is not None:
             self._nack_timer.cancel()
@@ -185,7 +196,7 @@ class PublishedTrack:
             await asyncio.gather(self._rtcp_task, return_exceptions=True)
         for downtrack in list(self._downtracks):
             downtrack.detach(self)
-        self._downtracks.clear()
+        self._downtracks = []
         for tap in self._taps:
             tap.close()
         self._taps.clear()
@@ -373,8 +384,11 @@ class PublishedTrack:
 
         detect = self._keyframe_detectors.get(codec.payloadType) if codec.payloadType is not None else None
         keyframe_start = detect is not None and detect(packet.payload)
+        self.last_packet_at = now
         if keyframe_start:
             self._keyframes.keyframe_started()
+            if self.on_keyframe is not None:
+                self.on_keyframe(self)
 
         self._offered.add(len(packet.payload), now)
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
@@ -425,6 +439,8 @@ class PublishedTrack:
             )
 
     async def _send_remb(self) -> None:
+        if self.rid is not None:
+            return  # the simulcast publication sends one for all its layers
         bitrate = publisher_bitrate(self.uplink_estimate, (d.remb_bitrate for d in self._downtracks))
         if bitrate is not None and self.media_ssrc is not None:
             fci = pack_remb_fci(bitrate, [self.media_ssrc])
@@ -464,6 +480,7 @@ class PublishedTrack:
                 "fec_received": self._uplink_fec.fec_received, "rebuilt": self._uplink_fec.recovered,
                 "malformed": self._uplink_fec.fec_malformed},
             "keyframe_requests": self.keyframe_requests_sent, "duplicates_dropped": self.duplicates_dropped,
+            "offered_kbps": round(self.offered_bps(time.monotonic()) / 1000),
         }
 
     @property
@@ -515,4 +532,5 @@ class PublishedTrack:
                 await self._send_remb()  # also when only the subscribers' estimates changed
 
     def __repr__(self) -> str:
-        return f"PublishedTrack({self.participant_id}, {self.kind})"
+        layer = "" if self.rid is None else f", rid={self.rid}"
+        return f"PublishedTrack({self.participant_id}, {self.kind}{layer})"

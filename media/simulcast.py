@@ -1,0 +1,292 @@
+"""One published video sent as several simulcast layers, and which layer each subscriber gets.
+
+Registered with the publisher's DTLS transport in place of aiortc's receiver (as a
+single PublishedTrack is otherwise). Each layer arrives on its own SSRC, named by the
+rtp-stream-id header extension of its first packets (its RTX by repaired-rtp-stream-id);
+each becomes a PublishedTrack of its own (NACKs, receiver reports, keyframe requests,
+uplink FEC per layer). The publisher gets one REMB for all of them, from the arrival
+pattern of every layer's packets: subscribers are served by the choice of layer, so the
+publisher is limited by its uplink alone.
+
+A down-track attached here is fed by one layer at a time. `select_layer` sets the layer
+it should get (media/downlink_control.py decides); the switch happens at the first
+packet of a keyframe of that layer, so the subscriber's decoder never sees a frame
+that refers to another layer, and the down-track's numbering runs on without a gap.
+A layer the publisher stopped sending (its encoder drops the top layers when its
+uplink narrows) is left for the best one still arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Optional, Union
+
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+
+from .published_track import PublishedTrack, SenderReport
+from .rtcp_io import send_rtcp
+
+if TYPE_CHECKING:
+    from .downtrack import DownTrack
+    from .taps import PacketTap
+
+logger = logging.getLogger(__name__)
+
+# A layer with no packet for this long is no longer being sent (a keyframe interval is 1-3 s,
+# frames come every 33-100 ms): its subscribers move to the best layer still arriving.
+LAYER_SILENT_S = 1.0
+WATCH_INTERVAL_S = 0.25
+
+
+class SimulcastTrack:
+    """The layers of one published video, lowest first (`rids` in that order)."""
+
+    kind = "video"
+
+    def __init__(self, *, participant_id: str, transport: RTCDtlsTransport, parameters: RTCRtpReceiveParameters,
+                 rids: Sequence[str], make_layer: Callable[[str], PublishedTrack], rtcp_ssrc: int) -> None:
+        if not rids:
+            raise ValueError("a simulcast track needs at least one RID")
+        self.participant_id = participant_id
+        self.transport = transport
+        self.rids = tuple(rids)
+        self._parameters = parameters
+        self._make_layer = make_layer
+        self._rtcp_ssrc = rtcp_ssrc
+        self.layers: list[Optional[PublishedTrack]] = [None] * len(self.rids)
+        self._by_ssrc: dict[int, PublishedTrack] = {}
+        self._estimator = RemoteBitrateEstimator()
+        self.uplink_estimate: Optional[int] = None
+        self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
+        self._feeding: dict[DownTrack, int] = {}  # the layer each down-track gets now
+        self._taps: list[PacketTap] = []
+        self._watch_task: Optional[asyncio.Task] = None
+        self.stopped = False
+        self.unrouted = 0  # packets on an SSRC no RID named (yet)
+
+    # --- wiring -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.transport._register_rtp_receiver(self, self._parameters)
+        self._watch_task = asyncio.ensure_future(self._watch())
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.transport._unregister_rtp_receiver(self)
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        for downtrack in list(self._targets):
+            downtrack.detach(self)
+        for layer in self.layers:
+            if layer is not None:
+                await layer.stop()
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
+
+    def _layer_for(self, rid: str) -> Optional[PublishedTrack]:
+        if rid not in self.rids or self.stopped:
+            return None
+        index = self.rids.index(rid)
+        layer = self.layers[index]
+        if layer is None:
+            layer = self.layers[index] = self._make_layer(rid)
+            layer.on_keyframe = self._keyframe_arrived
+            layer.start()
+            if index == len(self.rids) - 1:
+                for tap in self._taps:
+                    layer.add_tap(tap)
+            for downtrack in self._targets:
+                if downtrack not in self._feeding:  # waiting for any layer at all
+                    self._feed(downtrack, index, keyframe=True)
+        return layer
+
+    # --- called by aiortc's RTP router --------------------------------------
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        layer = self._by_ssrc.get(packet.ssrc)
+        if layer is None:
+            rid = packet.extensions.rtp_stream_id or packet.extensions.repaired_rtp_stream_id
+            layer = None if rid is None else self._layer_for(rid)
+            if layer is None:
+                self.unrouted += 1
+                return
+            self._by_ssrc[packet.ssrc] = layer
+        if packet.extensions.abs_send_time is not None:
+            remb = self._estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
+                                       payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
+            if remb is not None:
+                self.uplink_estimate = remb[0]
+                await self._send_remb()
+        await layer._handle_rtp_packet(packet, arrival_time_ms)
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        layer = self._by_ssrc.get(getattr(packet, "ssrc", -1))
+        if layer is not None:
+            await layer._handle_rtcp_packet(packet)
+
+    def _handle_disconnect(self) -> None:
+        pass  # the peer's close path stops this track
+
+    async def _send_remb(self) -> None:
+        ssrcs = [layer.media_ssrc for layer in self.layers if layer is not None and layer.media_ssrc is not None]
+        if self.uplink_estimate is not None and ssrcs:
+            fci = pack_remb_fci(self.uplink_estimate, ssrcs)
+            await send_rtcp(self.transport, [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
+                                                            media_ssrc=0, fci=fci)])
+
+    # --- a source of down-tracks (media/downtrack.py DownTrackSource) -----------
+
+    def add_downtrack(self, downtrack: DownTrack, keyframe: bool = True) -> None:
+        """From the top layer until told otherwise (the controller steps it down if it does not fit)."""
+        if downtrack in self._targets:
+            return
+        self._targets[downtrack] = len(self.rids) - 1
+        best = self._best_arriving(len(self.rids) - 1, time.monotonic())
+        if best is not None:
+            self._feed(downtrack, best, keyframe=True)
+
+    def remove_downtrack(self, downtrack: DownTrack) -> None:
+        self._targets.pop(downtrack, None)
+        index = self._feeding.pop(downtrack, None)
+        layer = None if index is None else self.layers[index]
+        if layer is not None:
+            layer.remove_downtrack(downtrack)
+
+    @property
+    def downtracks(self) -> list[DownTrack]:
+        return list(self._targets)
+
+    def request_keyframe(self) -> None:
+        """For the control plane's taps (recording, processors): they take the top layer."""
+        top = self.layers[-1]
+        if top is not None:
+            top.request_keyframe()
+
+    def offered_bps(self, now: float) -> float:
+        return sum(layer.offered_bps(now) for layer in self.layers if layer is not None)
+
+    @property
+    def sender_report(self) -> Optional[SenderReport]:
+        top = self.layers[-1]
+        return None if top is None else top.sender_report
+
+    @property
+    def last_codec(self) -> Optional[RTCRtpCodecParameters]:
+        top = self.layers[-1]
+        return None if top is None else top.last_codec
+
+    def add_tap(self, tap: PacketTap) -> None:
+        self._taps.append(tap)
+        top = self.layers[-1]
+        if top is not None:
+            top.add_tap(tap)
+
+    def remove_tap(self, tap: PacketTap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+        for layer in self.layers:
+            if layer is not None:
+                layer.remove_tap(tap)
+
+    # --- layers per down-track ----------------------------------------------------
+
+    def layer_rates(self, now: float) -> list[float]:
+        """What each layer sends now, lowest first (0: not arriving)."""
+        return [0.0 if layer is None or not self._arriving(layer, now) else layer.offered_bps(now)
+                for layer in self.layers]
+
+    def layer_of(self, downtrack: DownTrack) -> Optional[int]:
+        """The layer this down-track should get (it may still be waiting for its keyframe)."""
+        return self._targets.get(downtrack)
+
+    def feeding(self, downtrack: DownTrack) -> Optional[int]:
+        """The layer this down-track gets now."""
+        return self._feeding.get(downtrack)
+
+    def select_layer(self, downtrack: DownTrack, index: int) -> None:
+        if downtrack not in self._targets or not 0 <= index < len(self.rids):
+            return
+        self._targets[downtrack] = index
+        current = self._feeding.get(downtrack)
+        layer = self.layers[index]
+        if current != index and layer is not None:
+            layer.request_keyframe()  # the switch happens at its next keyframe
+
+    def _keyframe_arrived(self, layer: PublishedTrack) -> None:
+        index = self.layers.index(layer)
+        now = time.monotonic()
+        for downtrack, target in list(self._targets.items()):
+            if self._feeding.get(downtrack) != index and self._best_arriving(target, now) == index:
+                self._feed(downtrack, index, keyframe=False)
+
+    def _feed(self, downtrack: DownTrack, index: int, *, keyframe: bool) -> None:
+        """Move `downtrack` to layer `index`; it starts there at a keyframe (`keyframe`: ask for one)."""
+        layer = self.layers[index]
+        if layer is None:
+            return
+        previous = self._feeding.get(downtrack)
+        if previous is not None:
+            old = self.layers[previous]
+            if old is not None:
+                old.remove_downtrack(downtrack)
+        self._feeding[downtrack] = index
+        downtrack.switch_feed(layer)
+        layer.add_downtrack(downtrack, keyframe=keyframe)
+
+    @staticmethod
+    def _arriving(layer: PublishedTrack, now: float) -> bool:
+        return now - layer.last_packet_at < LAYER_SILENT_S
+
+    def _best_arriving(self, at_most: int, now: float) -> Optional[int]:
+        """The highest layer up to `at_most` still arriving, else the lowest above it."""
+        arriving = [i for i, layer in enumerate(self.layers) if layer is not None and self._arriving(layer, now)]
+        below = [i for i in arriving if i <= at_most]
+        if below:
+            return below[-1]
+        return arriving[0] if arriving else None
+
+    async def _watch(self) -> None:
+        """Move down-tracks off layers the publisher stopped sending, and back when they return."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            self.check_layers(time.monotonic())
+
+    def check_layers(self, now: float) -> None:
+        for downtrack, target in list(self._targets.items()):
+            current = self._feeding.get(downtrack)
+            best = self._best_arriving(target, now)
+            if best is None or best == current:
+                continue
+            current_layer = None if current is None else self.layers[current]
+            if current_layer is None or not self._arriving(current_layer, now):
+                self._feed(downtrack, best, keyframe=True)  # nothing comes where it is
+            else:
+                best_layer = self.layers[best]
+                if best_layer is not None:
+                    best_layer.request_keyframe()  # a better fit arrives again: there at its next keyframe
+
+    def summary(self) -> dict:
+        """Counters for operators (admin API) and tests: the top layer's, and each layer's."""
+        top = self.layers[-1]
+        summary = top.summary() if top is not None else {}
+        summary["simulcast"] = {rid: None if layer is None else layer.summary()
+                                for rid, layer in zip(self.rids, self.layers)}
+        summary["unrouted"] = self.unrouted
+        return summary
+
+    def __repr__(self) -> str:
+        return f"SimulcastTrack({self.participant_id}, {'/'.join(self.rids)})"
+
+
+# What a participant publishes per kind: one stream, or a video in simulcast layers.
+Publication = Union[PublishedTrack, SimulcastTrack]

@@ -1,0 +1,275 @@
+"""SimulcastTrack: layers told apart by RID, one down-track fed from one layer, switches at keyframes.
+
+Packets are built as Chrome sends simulcast (each layer on its own SSRC, the RID in a
+header extension, RTX naming its layer's RID as repaired-rtp-stream-id) and handed to
+the track as aiortc's DTLS transport would; what the down-track sends is read back
+before SRTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from aiortc.rtcrtpparameters import (
+    RTCRtcpParameters,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    HeaderExtensionsMap,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtpPacket,
+    unpack_remb_fci,
+)
+
+from media.aiortc_bridge import WirePacket
+from media.downtrack import DownTrack
+from media.keyframe_requests import MIN_INTERVAL_S
+from media.published_track import PublishedTrack
+from media.sdp_simulcast import REPAIRED_RID_URI, RID_URI
+from media.simulcast import LAYER_SILENT_S, SimulcastTrack
+
+from .test_downtrack_fec import CapturingTransport, payload_of, seq_of
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97})
+EXTENSIONS = [
+    RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+    RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+    RTCRtpHeaderExtensionParameters(id=10, uri=RID_URI),
+    RTCRtpHeaderExtensionParameters(id=11, uri=REPAIRED_RID_URI),
+]
+RIDS = ("l", "m", "h")  # lowest first
+SSRCS = {"l": 1001, "m": 1002, "h": 1003}
+RTX_SSRCS = {"l": 2001, "m": 2002, "h": 2003}
+
+
+class UplinkTransport(CapturingTransport):
+    """Stands in for the publisher's RTCDtlsTransport: keeps the RTCP sent to the publisher."""
+
+    def _register_rtp_receiver(self, receiver, parameters) -> None: ...
+    def _unregister_rtp_receiver(self, receiver) -> None: ...
+
+    def rtcp(self) -> list:
+        return [p for data in self.sent for p in RtcpPacket.parse(data)]
+
+
+class SimulcastPublisher:
+    """Three layers as Chrome sends them: each frame in each layer, a keyframe where asked."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.extensions = HeaderExtensionsMap()
+        self.extensions.configure(RTCRtpReceiveParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS))
+        self.seq = {rid: self.rng.randrange(1 << 16) for rid in RIDS}
+        self.timestamp = {rid: self.rng.randrange(1 << 32) for rid in RIDS}
+        self.picture = 0
+        self.named = 0  # packets per layer that carry the RID (Chrome stops once acknowledged)
+        self.payloads: dict[bytes, str] = {}  # payload -> layer
+
+    def frame(self, rid: str, *, keyframe: bool, packets: int = 2) -> list[bytes]:
+        out = []
+        self.picture += 1
+        self.timestamp[rid] = (self.timestamp[rid] + 3000) & 0xFFFFFFFF
+        for i in range(packets):
+            descriptor = bytes([0x90 if i == 0 else 0x80, 0x80, 0x80 | (self.picture >> 8) & 0x7F, self.picture & 0xFF])
+            header = bytes([0x00 if keyframe else 0x01]) if i == 0 else b""
+            payload = descriptor + header + self.rng.randbytes(60)
+            self.payloads[payload] = rid
+            packet = RtpPacket(payload_type=VP8.payloadType, marker=int(i == packets - 1),
+                               sequence_number=self.seq[rid], timestamp=self.timestamp[rid], ssrc=SSRCS[rid],
+                               payload=payload)
+            packet.extensions.abs_send_time = (self.picture * 1000) & 0xFFFFFF
+            if self.named < 100:
+                packet.extensions.rtp_stream_id = rid
+            self.seq[rid] = (self.seq[rid] + 1) & 0xFFFF
+            out.append(packet.serialize(self.extensions))
+        return out
+
+    def rtx(self, rid: str, original: bytes, rtx_seq: int) -> bytes:
+        packet = WirePacket.parse(original, self.extensions)
+        rtx = RtpPacket(payload_type=RTX.payloadType, marker=packet.marker, sequence_number=rtx_seq,
+                        timestamp=packet.timestamp, ssrc=RTX_SSRCS[rid],
+                        payload=packet.sequence_number.to_bytes(2, "big") + packet.payload)
+        rtx.extensions.repaired_rtp_stream_id = rid
+        return rtx.serialize(self.extensions)
+
+
+def make_track(transport: UplinkTransport) -> SimulcastTrack:
+    parameters = RTCRtpReceiveParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS, rtcp=RTCRtcpParameters())
+
+    def layer(rid: str) -> PublishedTrack:
+        return PublishedTrack(participant_id="patient", kind="video", transport=transport, parameters=parameters,
+                              rtcp_ssrc=7, rid=rid)
+
+    return SimulcastTrack(participant_id="patient", transport=transport, parameters=parameters, rids=RIDS,
+                          make_layer=layer, rtcp_ssrc=7)
+
+
+async def started_downtrack() -> tuple[DownTrack, CapturingTransport]:
+    downtrack = DownTrack(subscriber_id="s", kind="video", ssrc=5555, rtx_ssrc=6666)
+    transport = CapturingTransport()
+    await downtrack.start(transport, RTCRtpSendParameters(codecs=[VP8, RTX], headerExtensions=EXTENSIONS[:2],
+                                                          muxId="3", rtcp=RTCRtcpParameters(cname="x")))
+    return downtrack, transport
+
+
+async def send(track: SimulcastTrack, publisher: SimulcastPublisher, datagrams: list[bytes]) -> None:
+    for data in datagrams:
+        await track._handle_rtp_packet(WirePacket.parse(data, publisher.extensions), arrival_time_ms=0)
+
+
+async def all_layers(track: SimulcastTrack, publisher: SimulcastPublisher, *, keyframe: tuple[str, ...] = (),
+                     rids: tuple[str, ...] = RIDS) -> None:
+    for rid in rids:
+        await send(track, publisher, publisher.frame(rid, keyframe=rid in keyframe))
+
+
+def plis(transport: UplinkTransport) -> list[int]:
+    return [p.media_ssrc for p in transport.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI]
+
+
+async def test_layers_are_told_apart_by_rid_and_then_by_ssrc():
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=RIDS)
+    publisher.named = 100  # acknowledged: no more RIDs on the wire
+    await all_layers(track, publisher)
+    assert [layer.rid if layer else None for layer in track.layers] == list(RIDS)
+    assert [layer.packets_received if layer else 0 for layer in track.layers] == [4, 4, 4]
+    assert [layer.media_ssrc if layer else None for layer in track.layers] == [SSRCS[r] for r in RIDS]
+    # a stream no RID ever named is not guessed at
+    stranger = RtpPacket(payload_type=VP8.payloadType, sequence_number=1, timestamp=1, ssrc=999, payload=b"\x10x")
+    await send(track, publisher, [stranger.serialize(publisher.extensions)])
+    assert track.unrouted == 1
+    await track.stop()
+
+
+async def test_a_downtrack_starts_on_the_top_layer_and_switches_down_at_the_lower_ones_keyframe():
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=RIDS)
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    assert track.feeding(downtrack) == 2 and downtrack.layer == 2
+    await all_layers(track, publisher, keyframe=("h",))
+    await all_layers(track, publisher)
+    assert {publisher.payloads[payload_of(d)] for d in to_subscriber.sent} == {"h"}
+
+    downtrack.select_layer(0)
+    assert downtrack.layer == 0 and track.feeding(downtrack) == 2  # until layer 0's keyframe
+    await asyncio.sleep(MIN_INTERVAL_S + 0.1)  # keyframe requests are spaced
+    assert SSRCS["l"] in plis(upstream)
+    await all_layers(track, publisher)
+    sent_before = len(to_subscriber.sent)
+    assert {publisher.payloads[payload_of(d)] for d in to_subscriber.sent} == {"h"}
+    await all_layers(track, publisher, keyframe=("l",))
+    await all_layers(track, publisher)
+    after = to_subscriber.sent[sent_before:]
+    assert [publisher.payloads[payload_of(d)] for d in after] == ["l"] * 4  # from its keyframe on
+    assert track.feeding(downtrack) == 0 and downtrack.layer_name == "l" and downtrack.layer_switches == 1
+    # one stream for the subscriber: its numbers run on without a gap across the switch
+    seqs = [seq_of(d) for d in to_subscriber.sent]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), seqs
+    await track.stop()
+    assert downtrack.source is None
+
+
+async def test_a_retransmission_on_a_layers_rtx_reaches_the_downtrack_fed_by_that_layer():
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    await all_layers(track, publisher, keyframe=RIDS)
+    lost = publisher.frame("h", keyframe=False, packets=3)
+    await send(track, publisher, [lost[0], lost[2]])
+    await send(track, publisher, [publisher.rtx("h", lost[1], rtx_seq=40)])
+    got = [payload_of(d) for d in to_subscriber.sent]
+    assert WirePacket.parse(lost[1], publisher.extensions).payload in got
+    top = track.layers[2]
+    assert top is not None and top.nack_stats["recovered"] == 1
+    await track.stop()
+
+
+async def test_a_layer_the_publisher_stops_sending_is_left_for_the_best_still_arriving(monkeypatch):
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    clock = [1000.0]
+    monkeypatch.setattr("media.simulcast.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("media.published_track.time.monotonic", lambda: clock[0])
+    await all_layers(track, publisher, keyframe=RIDS)
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    await all_layers(track, publisher, keyframe=RIDS)
+    assert track.feeding(downtrack) == 2
+    # the publisher's uplink narrows: its encoder drops the top layer
+    for _ in range(3):
+        clock[0] += LAYER_SILENT_S / 2
+        await all_layers(track, publisher, rids=("l", "m"))
+        track.check_layers(clock[0])
+    assert track.feeding(downtrack) == 1 and downtrack.layer == 2  # fed by m, still meant for h
+    assert track.layer_rates(clock[0])[2] == 0.0
+    await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
+    assert publisher.payloads[payload_of(to_subscriber.sent[-1])] == "m"
+    # the top layer comes back: up again at its keyframe
+    clock[0] += 0.1
+    await all_layers(track, publisher)
+    track.check_layers(clock[0])
+    assert track.feeding(downtrack) == 1
+    await all_layers(track, publisher, keyframe=("h",))
+    assert track.feeding(downtrack) == 2
+    assert publisher.payloads[payload_of(to_subscriber.sent[-1])] == "h"
+    await track.stop()
+
+
+async def test_the_publisher_gets_one_remb_for_all_its_layers():
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    track.uplink_estimate = 2_000_000
+    await all_layers(track, publisher, keyframe=RIDS)
+    await track._send_remb()
+    rembs = [p for p in upstream.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_APP]
+    assert len(rembs) == 1
+    bitrate, ssrcs = unpack_remb_fci(rembs[0].fci)
+    assert sorted(ssrcs) == sorted(SSRCS.values()) and abs(bitrate - 2_000_000) < 2_000_000 * 0.01
+    # a layer never sends one of its own
+    layer = track.layers[0]
+    assert layer is not None
+    await layer._send_remb()
+    assert len([p for p in upstream.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_APP]) == 1
+    await track.stop()
+
+
+async def test_taps_take_the_top_layer():
+    class Tap:
+        def __init__(self) -> None:
+            self.ssrcs: list[int] = []
+
+        def on_packet(self, packet, codec, arrived_at) -> None:
+            self.ssrcs.append(packet.ssrc)
+
+        def close(self) -> None: ...
+
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    tap = Tap()
+    track.add_tap(tap)  # before any layer arrived
+    await all_layers(track, publisher, keyframe=RIDS)
+    await all_layers(track, publisher)
+    assert set(tap.ssrcs) == {SSRCS["h"]} and len(tap.ssrcs) == 4
+    track.request_keyframe()
+    await asyncio.sleep(MIN_INTERVAL_S + 0.1)
+    assert plis(upstream)[-1] == SSRCS["h"]
+    await track.stop()
