@@ -11,8 +11,10 @@ got through without a queue building. Probes climb in steps; after one fails, th
 next go only a little past what got through, after a back-off of up to 4 s, so a
 link that stays narrow pays for small overshoots now and then.
 
-Without simulcast a paused video is all or nothing; layers come later and slot in
-as smaller demands of the same publisher.
+A video sent in simulcast layers (media/simulcast.py) is a ladder of smaller
+demands: shedding steps it down a layer before any video is paused, every video
+gets its lowest layer before any gets a better one, and going up a layer is earned
+like a resume, directly on a wide link, by a probe on a narrow one.
 """
 
 from __future__ import annotations
@@ -76,6 +78,17 @@ class ControlledVideo(Protocol):
         """What the source sends: what forwarding it costs (measured paused or not)."""
         ...
 
+    def layer_rates(self, now: float) -> list[float]:
+        """What each layer it could carry sends, lowest first (0: not arriving); one if unlayered."""
+        ...
+
+    @property
+    def layer(self) -> int:
+        """The layer it carries (or is switching to)."""
+        ...
+
+    def select_layer(self, index: int) -> None: ...
+
     def pause(self) -> None: ...
 
     def resume(self) -> None: ...
@@ -94,19 +107,51 @@ class ControlledVideo(Protocol):
 class Demand:
     video: ControlledVideo
     priority: int
-    bitrate: float
+    rates: Sequence[float]  # per layer, lowest first
+    layer: int  # the layer it carries
     forwarded: bool
 
+    @property
+    def bitrate(self) -> float:
+        """What it costs: its layer's rate, or, while that layer is not arriving, the one it gets instead."""
+        below = [i for i in self.usable if i <= self.layer]
+        return self.rates[below[-1] if below else self.usable[0]]
 
-def fitting(available: float, demands: Sequence[Demand]) -> list[Demand]:
-    """The demands that fit in `available` bit/s, most important first; a paused one needs
-    headroom to come back, and each that does not fit leaves room for smaller ones after it."""
-    chosen = []
-    for demand in sorted(demands, key=lambda d: -d.priority):
-        need = demand.bitrate if demand.forwarded else demand.bitrate * RESUME_HEADROOM
+    @property
+    def usable(self) -> list[int]:
+        """The layers it could carry: those arriving (an unlayered video's one, whatever its rate)."""
+        arriving = [i for i, rate in enumerate(self.rates) if rate > 0]
+        return arriving if len(self.rates) > 1 and arriving else [min(self.layer, len(self.rates) - 1)]
+
+    def next_up(self) -> Optional[int]:
+        """The next better layer arriving, if any."""
+        return next((i for i in self.usable if i > self.layer), None)
+
+
+def allocate(available: float, demands: Sequence[Demand]) -> dict[int, Optional[int]]:
+    """id(video) -> the layer each demand gets in `available` bit/s (None: paused), never above
+    the one it carries: first the lowest layer of each, most important first (a paused one needs
+    headroom to come back; each that does not fit leaves room for smaller ones after it), then
+    better layers, most important first."""
+    order = sorted(demands, key=lambda d: -d.priority)
+    chosen: dict[int, Optional[int]] = {}
+    for demand in order:
+        lowest = demand.usable[0]
+        rate = demand.rates[lowest]
+        need = rate if demand.forwarded else rate * RESUME_HEADROOM
+        chosen[id(demand.video)] = lowest if need <= available else None
         if need <= available:
-            chosen.append(demand)
-            available -= demand.bitrate
+            available -= rate
+    for demand in order:
+        got = chosen[id(demand.video)]
+        if got is None or not demand.forwarded:
+            continue
+        for index in reversed([i for i in demand.usable if got < i <= demand.layer]):
+            extra = demand.rates[index] - demand.rates[got]
+            if extra <= available:
+                chosen[id(demand.video)] = index
+                available -= extra
+                break
     return chosen
 
 
@@ -115,7 +160,8 @@ class Probe:
     video: ControlledVideo
     rate_bps: float  # padding, on top of `base_bps`
     base_bps: float  # what was sent besides
-    final: bool  # whether getting through brings the video back (or only sets the next step)
+    final: bool  # whether getting through brings the video back or up (or only sets the next step)
+    layer: int  # the layer it brings the video to
     started: float
     samples_before: int
     drops_before: int
@@ -133,7 +179,7 @@ class DownlinkController:
         self._on_change = on_change
         self._last_pause = float("-inf")
         self._samples_at_pause = 0
-        self._resumed_at: dict[int, float] = {}  # id(video) -> when it resumed
+        self._raised_at: dict[int, float] = {}  # id(video) -> when it resumed or went up a layer
         self._backoff = FIRST_PROBE_BACKOFF_S
         self._next_probe_at = float("-inf")
         self.probe: Optional[Probe] = None
@@ -144,6 +190,8 @@ class DownlinkController:
         self._task: Optional[asyncio.Task] = None
         self.pauses = 0
         self.resumes = 0
+        self.layer_downs = 0
+        self.layer_ups = 0
         self.probes = 0
         self.probes_failed = 0
 
@@ -183,14 +231,14 @@ class DownlinkController:
             self._end_probe()
         if not videos:
             return
-        demands = [Demand(v, self._priority_of(v), v.offered_bps(now), not v.paused) for v in videos]
+        demands = [Demand(v, self._priority_of(v), v.layer_rates(now), v.layer, not v.paused) for v in videos]
         audio = budget.audio.bps(now)
         if logger.isEnabledFor(logging.DEBUG):  # its figures cost sums every tick: only when asked for
             logger.debug("%s: estimate %s sent %.0f delivered %.0f capacity %s queueing %.0f ms narrow %s videos %s",
                          self.name, estimate and round(estimate / 1000), budget.sent_bps(now) / 1000,
                          budget.estimate.delivered.bps(now) / 1000, budget.estimate.capacity,
                          budget.estimate.queueing_delay * 1000, budget.narrow,
-                         [(round(d.bitrate / 1000), d.forwarded) for d in demands])
+                         [(round(d.bitrate / 1000), d.layer, d.forwarded) for d in demands])
         if self.probe is not None:
             self._judge_probe(now, demands)
         elif budget.congested:  # with or without an estimate: the queue is the evidence
@@ -217,56 +265,78 @@ class DownlinkController:
         forwarded = [d for d in demands if d.forwarded]
         if not forwarded:
             return
-        keep = fitting(target - audio, forwarded)
-        shed = [d for d in forwarded if d not in keep]
-        if not shed and not force:
+        chosen = allocate(target - audio, forwarded)
+        changed = [(d, chosen[id(d.video)]) for d in forwarded if chosen[id(d.video)] != d.layer]
+        if (not changed and force) or target <= 0:
+            # the queue says too much, the rate is unknown: the least important steps down (or goes)
+            least = min(forwarded, key=lambda d: d.priority)
+            below = [i for i in least.usable if i < least.layer]
+            changed = [(least, below[-1] if below else None)]
+        if not changed:
             return
-        if not shed or target <= 0:  # the queue says too much, the rate is unknown: the least important goes
-            shed = [min(forwarded, key=lambda d: d.priority)]
-        for demand in shed:
-            logger.info("%s: pausing a video (%.0f kbit/s): target %.0f kbit/s, queueing %.0f ms", self.name,
-                        demand.bitrate / 1000,
+        for demand, layer in changed:
+            logger.info("%s: %s a video (%.0f kbit/s): target %.0f kbit/s, queueing %.0f ms", self.name,
+                        "pausing" if layer is None else f"stepping down to layer {layer}", demand.bitrate / 1000,
                         target / 1000, self.budget.estimate.queueing_delay * 1000)
-            self._pause(demand.video, now)
+            if layer is None:
+                self._pause(demand.video, now)
+            else:
+                self._step_down(demand.video, layer, now)
         self._last_pause = now
         self._samples_at_pause = self.budget.estimate.rtt_samples
 
     def _restore(self, now: float, estimate: float, audio: float, demands: list[Demand]) -> None:
+        # what would bring a video back (its lowest layer) or up a layer, most important first;
+        # every paused one before any goes up
         paused = sorted((d for d in demands if not d.forwarded), key=lambda d: -d.priority)
-        if not paused:
+        raised = sorted((d for d in demands if d.forwarded and d.next_up() is not None), key=lambda d: -d.priority)
+        steps: list[tuple[Demand, int, float]] = []  # (demand, layer, bit/s it adds)
+        for demand in paused:
+            steps.append((demand, demand.usable[0], demand.rates[demand.usable[0]]))
+        for demand in raised:
+            up = demand.next_up()
+            assert up is not None  # chosen so above
+            steps.append((demand, up, demand.rates[up] - demand.bitrate))
+        if not steps:
             return
+        free = next(((d, layer) for d, layer, adds in steps if d.forwarded and adds <= 0), None)
+        if free is not None:  # its better layer sends less than the one it has, for now
+            self._raise(free[0].video, free[1], now)
+            return
+        forwarded_bps = sum(d.bitrate for d in demands if d.forwarded)
         if not self.budget.narrow:  # no queue seen for a while: the estimate is to be trusted
-            room = estimate - audio - sum(d.bitrate for d in demands if d.forwarded)
-            for demand in paused:
-                if demand.bitrate * RESUME_HEADROOM <= room:
-                    logger.info("%s: resuming a video (%.0f kbit/s): estimate %.0f kbit/s", self.name,
-                                    demand.bitrate / 1000,
-                                estimate / 1000)
-                    self._resume(demand.video, now)
+            room = estimate - audio - forwarded_bps
+            for demand, layer, adds in steps:
+                if adds * RESUME_HEADROOM <= room:
+                    logger.info("%s: %s (%.0f kbit/s more): estimate %.0f kbit/s", self.name,
+                                "resuming a video" if not demand.forwarded else f"up to layer {layer}",
+                                adds / 1000, estimate / 1000)
+                    self._raise(demand.video, layer, now)
                     return  # one at a time: its keyframe is a burst of its own
         # On a narrow link only a probe that got through brings a video back: the receivers'
         # estimates follow what they are sent, so they cannot say what more would do.
-        candidates = [d for d in paused if d.video.can_probe]
+        candidates = [step for step in steps if step[0].video.can_probe]
         if now < self._next_probe_at or not candidates:
             return
-        candidate = candidates[0]
+        demand, layer, adds = candidates[0]
         link = self.budget.estimate
-        base = audio + sum(d.bitrate for d in demands if d.forwarded)
+        base = audio + forwarded_bps
         if link.capacity is not None and base > link.capacity:
             return  # what is forwarded already fills what the link was seen to carry
-        need = candidate.bitrate * RESUME_HEADROOM
+        need = adds * RESUME_HEADROOM
         step_to = PROBE_GROWTH * max(link.vouched(now) or base, base, MIN_PROBE_BASE_BPS)
         if self._ceiling is not None and now - self._failed_at > CEILING_MEMORY_S:
             self._ceiling = None
         if self._ceiling is not None:
             step_to = min(step_to, max(self._ceiling * PAST_CEILING, base * PAST_CEILING))
-        self._start_probe(candidate.video, min(need, step_to - base), base, final=need <= step_to - base, now=now)
+        self._start_probe(demand.video, min(need, step_to - base), base, final=need <= step_to - base,
+                          layer=layer, now=now)
 
-    def _start_probe(self, video: ControlledVideo, rate_bps: float, base_bps: float, *, final: bool,
+    def _start_probe(self, video: ControlledVideo, rate_bps: float, base_bps: float, *, final: bool, layer: int,
                      now: float) -> None:
         link = self.budget.estimate
         link.mark_queueing()
-        self.probe = Probe(video, rate_bps, base_bps, final, now, link.rtt_samples, link.remb_drops)
+        self.probe = Probe(video, rate_bps, base_bps, final, layer, now, link.rtt_samples, link.remb_drops)
         self.probes += 1
 
     def _end_probe(self) -> None:
@@ -290,6 +360,10 @@ class DownlinkController:
             self._climbs = 0
             self._failed_at = now
             self._back_off(now)
+            # the queue it built drains now that it stopped: nothing is paused for it before
+            # the next feedback round says the queue stayed
+            self._last_pause = now
+            self._samples_at_pause = link.rtt_samples
         elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
             logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
                         probe.rate_bps / 1000, samples, ": resuming" if probe.final else "")
@@ -303,7 +377,7 @@ class DownlinkController:
             link.note_probe_ok(total, now)
             self._last_good = total
             if probe.final:
-                self._resume(probe.video, now)
+                self._raise(probe.video, probe.layer, now)
             else:
                 self._next_probe_at = now  # the next step at once
 
@@ -319,26 +393,43 @@ class DownlinkController:
         self._next_probe_at = now + self._backoff
         self._backoff = min(self._backoff * 2, MAX_PROBE_BACKOFF_S)
 
-    def _pause(self, video: ControlledVideo, now: float) -> None:
-        resumed_at = self._resumed_at.pop(id(video), None)
-        if resumed_at is not None and now - resumed_at < RESUME_TRIAL_S:
+    def _lowered(self, video: ControlledVideo, now: float) -> None:
+        """Probing waits after a step down; longer if what was vouched for did not hold."""
+        raised_at = self._raised_at.pop(id(video), None)
+        if raised_at is not None and now - raised_at < RESUME_TRIAL_S:
             self._back_off(now)  # what the probe vouched for did not hold
-        elif resumed_at is not None:
+        elif raised_at is not None:
             self._backoff = FIRST_PROBE_BACKOFF_S
             self._next_probe_at = now + self._backoff
         else:
             self._next_probe_at = max(self._next_probe_at, now + self._backoff)
+
+    def _pause(self, video: ControlledVideo, now: float) -> None:
+        self._lowered(video, now)
         video.pause()
         self.budget.estimate.note_paused(now)
         self.pauses += 1
         self._on_change(video, True)
 
-    def _resume(self, video: ControlledVideo, now: float) -> None:
-        self._resumed_at[id(video)] = now
-        video.resume()
-        self.resumes += 1
-        self._on_change(video, False)
+    def _step_down(self, video: ControlledVideo, layer: int, now: float) -> None:
+        self._lowered(video, now)
+        video.select_layer(layer)
+        # its receiver's estimate falls with what it is sent, as after a pause: not a failed probe
+        self.budget.estimate.note_paused(now)
+        self.layer_downs += 1
+
+    def _raise(self, video: ControlledVideo, layer: int, now: float) -> None:
+        """Resume a paused video at `layer`, or take a forwarded one up to it."""
+        self._raised_at[id(video)] = now
+        video.select_layer(layer)
+        if video.paused:
+            video.resume()
+            self.resumes += 1
+            self._on_change(video, False)
+        else:
+            self.layer_ups += 1
 
     def summary(self) -> dict:
-        return {"pauses": self.pauses, "resumes": self.resumes, "probes": self.probes,
+        return {"pauses": self.pauses, "resumes": self.resumes, "layer_downs": self.layer_downs,
+                "layer_ups": self.layer_ups, "probes": self.probes,
                 "probes_failed": self.probes_failed, "probing": self.probe is not None}

@@ -78,7 +78,10 @@ class SendBudget:
         self._pacer_congested = self.pacer.waiting_s(VIDEO, now) > PACER_CONGESTED_S
         if self.estimate.congested:
             self._narrow_until = now + NARROW_MEMORY_S
-            self.estimate.note_congested(now)
+            # what arrives stands for the link only while the videos fill it: with them paused,
+            # audio alone is reported every few seconds and would read as a link of a few kbit/s
+            if self.video.bps(now) > self.audio.bps(now):
+                self.estimate.note_congested(now)
         if now >= self._narrow_until:
             self.estimate.forget_capacity()
             self.pacer.set_rate(None, now)

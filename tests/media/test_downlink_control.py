@@ -33,7 +33,7 @@ from media.downlink_control import (
     Demand,
     DownlinkController,
     Probe,
-    fitting,
+    allocate,
 )
 from media.downlink_estimate import CONGESTED_QUEUE_S, REMB_DROP, REMB_FRESH_S
 from media.pacer import VIDEO
@@ -50,14 +50,17 @@ TICK_EVERY = round(TICK_S / STEP)
 
 
 class FakeVideo:
-    """A ControlledVideo: a source at a fixed rate; padding goes out in whole packets."""
+    """A ControlledVideo: a source at a fixed rate (or simulcast `layers`, lowest first, carrying
+    the top one at first); padding goes out in whole packets."""
 
     PADDING_PACKET = 250
 
     def __init__(self, name: str, bps: float, priority: int = 1, *, paused: bool = False, active: bool = True,
-                 can_probe: bool = True) -> None:
+                 can_probe: bool = True, layers: Optional[list[float]] = None) -> None:
         self.name = name
-        self.bps = bps
+        self._bps = bps
+        self.layers = layers
+        self.layer = 0 if layers is None else len(layers) - 1
         self.priority = priority
         self.paused = paused
         self.active = active
@@ -68,8 +71,24 @@ class FakeVideo:
     def __repr__(self) -> str:
         return f"<{self.name}>"
 
+    @property
+    def bps(self) -> float:
+        return self._bps if self.layers is None else self.layers[self.layer]
+
+    @bps.setter
+    def bps(self, value: float) -> None:
+        self._bps = value
+
     def offered_bps(self, now: float) -> float:
         return self.bps
+
+    def layer_rates(self, now: float) -> list[float]:
+        return [self._bps] if self.layers is None else list(self.layers)
+
+    def select_layer(self, index: int) -> None:
+        if self.layers is not None:
+            assert 0 <= index < len(self.layers)
+            self.layer = index
 
     def pause(self) -> None:
         assert not self.paused
@@ -185,34 +204,55 @@ def fail_probe(h: Downlink) -> float:
     return h.now
 
 
-# --- fitting -----------------------------------------------------------------------------
+# --- allocating layers --------------------------------------------------------------------
 
 
-def demand(name: str, bitrate: float, priority: int, forwarded: bool = True) -> Demand:
-    return Demand(FakeVideo(name, bitrate), priority, bitrate, forwarded)
+def demand(name: str, bitrate: float, priority: int, forwarded: bool = True,
+           layers: Optional[list[float]] = None) -> Demand:
+    video = FakeVideo(name, bitrate, layers=layers)
+    return Demand(video, priority, video.layer_rates(0.0), video.layer, forwarded)
 
 
-def names(demands: list[Demand]) -> list[str]:
-    return [d.video.name for d in demands]
+def kept(available: float, demands: list[Demand]) -> list[str]:
+    chosen = allocate(available, demands)
+    return [d.video.name for d in sorted(demands, key=lambda d: -d.priority) if chosen[id(d.video)] is not None]
 
 
-def test_fitting_takes_the_most_important_first():
+def test_allocation_takes_the_most_important_first():
     demands = [demand("low", 500, 1), demand("high", 500, 3), demand("mid", 500, 2)]
-    assert names(fitting(1000, demands)) == ["high", "mid"]
-    assert names(fitting(1500, demands)) == ["high", "mid", "low"]
-    assert fitting(499, demands) == []
+    assert kept(1000, demands) == ["high", "mid"]
+    assert kept(1500, demands) == ["high", "mid", "low"]
+    assert kept(499, demands) == []
 
 
-def test_fitting_skips_one_that_does_not_fit_and_fills_with_smaller_ones():
+def test_allocation_skips_one_that_does_not_fit_and_fills_with_smaller_ones():
     demands = [demand("big", 900, 3), demand("small", 300, 2), demand("tiny", 100, 1)]
-    assert names(fitting(500, demands)) == ["small", "tiny"]
+    assert kept(500, demands) == ["small", "tiny"]
 
 
-def test_fitting_asks_headroom_of_a_paused_video():
+def test_allocation_asks_headroom_of_a_paused_video():
     exact = [demand("paused", 1000, 1, forwarded=False)]
-    assert fitting(1000, exact) == []
-    assert names(fitting(1000 * RESUME_HEADROOM, exact)) == ["paused"]
-    assert names(fitting(1000, [demand("forwarded", 1000, 1)])) == ["forwarded"]
+    assert kept(1000, exact) == []
+    assert kept(1000 * RESUME_HEADROOM, exact) == ["paused"]
+    assert kept(1000, [demand("forwarded", 1000, 1)]) == ["forwarded"]
+
+
+def test_allocation_gives_every_video_its_lowest_layer_before_any_a_better_one():
+    high = demand("high", 0, 3, layers=[150, 500, 1500])
+    low = demand("low", 0, 1, layers=[150, 500, 1500])
+    chosen = allocate(900, [low, high])
+    assert chosen[id(high.video)] == 1 and chosen[id(low.video)] == 0  # 500 + 150, not 1500 alone
+    chosen = allocate(2100, [low, high])
+    assert chosen[id(high.video)] == 2 and chosen[id(low.video)] == 1
+
+
+def test_allocation_never_takes_a_video_above_the_layer_it_carries_nor_onto_a_silent_one():
+    v = demand("v", 0, 1, layers=[150, 500, 1500])
+    v.layer = 1
+    assert allocate(10_000, [v])[id(v.video)] == 1
+    silent_middle = demand("s", 0, 1, layers=[150, 0, 1500])
+    assert allocate(1000, [silent_middle])[id(silent_middle.video)] == 0
+    assert silent_middle.usable == [0, 2] and silent_middle.next_up() is None  # it carries the top one
 
 
 # --- nothing to do -------------------------------------------------------------------------
@@ -224,7 +264,8 @@ def test_no_videos_no_action_but_the_budget_is_updated():
     h.congest()
     h.tick()
     assert h.budget.narrow  # update ran: the queue made the link narrow
-    assert h.ctrl.summary() == {"pauses": 0, "resumes": 0, "probes": 0, "probes_failed": 0, "probing": False}
+    assert h.ctrl.summary() == {"pauses": 0, "resumes": 0, "layer_downs": 0, "layer_ups": 0, "probes": 0,
+                                "probes_failed": 0, "probing": False}
 
 
 def test_without_any_estimate_paused_videos_stay_as_they_are():
@@ -628,8 +669,9 @@ def test_no_probe_when_what_is_forwarded_already_fills_the_capacity():
         h = Downlink(FakeVideo("shown", shown_bps, 2), FakeVideo("waiting", 200_000, 1, paused=True))
         kept, h.videos = h.videos, []
         h.run(3.0)
-        for k in range(round(3.0 / STEP)):  # the receivers report 500 kbit/s delivered
+        for k in range(round(3.0 / STEP)):  # the receivers report 500 kbit/s delivered of a video sent
             h.estimate.note_delivered(round(500_000 / 8 * STEP), h.now - 3.0 + k * STEP)
+            h.budget.note_media(round(shown_bps / 8 * STEP), h.now - 3.0 + k * STEP, audio=False)
         h.congest()
         h.tick()
         h.sample(CLEAN)
@@ -759,7 +801,7 @@ def test_a_video_paused_again_soon_after_resuming_backs_off_the_probes(soon):
     assert want <= next_probe - failed_at < want + TICK_S + 1e-9
 
 
-def test_congestion_during_a_probe_fails_it_then_pauses_as_usual():
+def test_congestion_during_a_probe_fails_it_then_pauses_only_if_the_queue_stays():
     shown = FakeVideo("shown", 300_000, 2)
     big = FakeVideo("big", 2_000_000, 1, paused=True)
     h = narrow_link(shown, big)
@@ -768,9 +810,14 @@ def test_congestion_during_a_probe_fails_it_then_pauses_as_usual():
     h.tick()
     assert h.ctrl.probe is None and h.ctrl.probes_failed == 1
     h.sample(QUEUED)
+    h.tick()
+    assert not shown.paused  # the probe's own queue: it drains now the padding stopped
+    h.ticking = False
+    h.run(PAUSE_SPACING_S)
+    h.sample(QUEUED)
     h.sample(QUEUED)
     h.tick()
-    assert shown.paused
+    assert shown.paused  # the next feedback round says it stayed
 
 
 def test_summary_counts():
@@ -780,9 +827,11 @@ def test_summary_counts():
     h.congest()
     h.tick()
     h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
-    assert h.ctrl.summary() == {"pauses": 1, "resumes": 0, "probes": 1, "probes_failed": 0, "probing": True}
+    assert h.ctrl.summary() == {"pauses": 1, "resumes": 0, "layer_downs": 0, "layer_ups": 0, "probes": 1,
+                                "probes_failed": 0, "probing": True}
     h.run_until(lambda: not low.paused, limit=PROBE_LIMIT_S)
-    assert h.ctrl.summary() == {"pauses": 1, "resumes": 1, "probes": 1, "probes_failed": 0, "probing": False}
+    assert h.ctrl.summary() == {"pauses": 1, "resumes": 1, "layer_downs": 0, "layer_ups": 0, "probes": 1,
+                                "probes_failed": 0, "probing": False}
     assert [(name, paused) for name, paused, _ in h.changes] == [("low", True), ("low", False)]
 
 
@@ -856,3 +905,84 @@ async def test_the_running_controller_ticks_on_its_own_until_stopped():
         await h.ctrl.stop()
     assert h.ctrl.pauses == 1
     assert h.ctrl._task is None
+
+
+# --- simulcast layers --------------------------------------------------------------------
+
+LADDER = [150_000, 500_000, 1_500_000]
+
+
+def test_under_congestion_layers_step_down_before_any_video_is_paused():
+    patient = FakeVideo("patient", 0, 3, layers=list(LADDER))
+    doctor = FakeVideo("doctor", 0, 2, layers=list(LADDER))
+    h = Downlink(patient, doctor, remb=None)
+    h.run(2.0)
+    for k in range(round(2.0 / STEP)):  # the link delivers 900 kbit/s of the 3 Mbit/s sent
+        h.estimate.note_delivered(round(900_000 / 8 * STEP), h.now - 2.0 + k * STEP)
+    h.congest()
+    h.tick()
+    # 85 % of 900 less the audio: each its lowest layer, then the more important one better
+    assert (patient.layer, doctor.layer) == (1, 0)
+    assert h.paused() == [] and h.changes == [] and h.ctrl.layer_downs == 2 and h.ctrl.pauses == 0
+
+
+def test_forced_shedding_steps_the_least_important_down_one_layer_then_pauses_it():
+    patient = FakeVideo("patient", 0, 3, layers=list(LADDER))
+    doctor = FakeVideo("doctor", 0, 2, layers=list(LADDER))
+    patient.layer = doctor.layer = 0
+    h = Downlink(patient, doctor, remb=None)
+    h.run(2.0)
+    h.congest()  # no estimate, no delivered figure: the queue alone says too much
+    h.tick()
+    assert h.paused() == ["doctor"] and patient.layer == 0  # nothing lower left for the doctor's video
+
+
+def test_on_a_wide_link_a_video_climbs_back_to_its_top_layer():
+    v = FakeVideo("v", 0, 1, layers=list(LADDER))
+    v.layer = 0
+    h = Downlink(v, remb=5_000_000)
+    # the receivers' estimate counts up to twice what is sent: the steps past that are probed
+    h.run_until(lambda: v.layer == 2, limit=10.0)
+    assert h.ctrl.layer_ups == 2 and h.changes == []
+
+
+def test_on_a_wide_link_a_video_goes_up_directly_when_the_estimate_has_room():
+    v = FakeVideo("v", 0, 1, layers=[400_000, 500_000, 1_500_000])
+    v.layer = 0
+    h = Downlink(v, remb=5_000_000)
+    h.ticking = False
+    h.run(1.0)
+    h.tick()
+    assert v.layer == 1 and h.ctrl.layer_ups == 1 and h.ctrl.probes == 0
+
+
+def test_on_a_narrow_link_a_layer_up_is_earned_by_a_probe():
+    v = FakeVideo("v", 0, 1, layers=list(LADDER))
+    v.layer = 0
+    h = narrow_link(v)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    probe = h.ctrl.probe
+    assert probe.video is v and probe.layer == 1 and v.layer == 0
+    assert probe.rate_bps == pytest.approx((LADDER[1] - LADDER[0]) * RESUME_HEADROOM)
+    h.run_until(lambda: v.layer == 1, limit=PROBE_LIMIT_S)
+    assert h.ctrl.layer_ups == 1 and h.changes == []  # a layer change is no pause to announce
+
+
+def test_a_paused_layered_video_comes_back_at_its_lowest_layer():
+    v = FakeVideo("v", 0, 1, layers=list(LADDER), paused=True)
+    h = narrow_link(v)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
+    assert h.ctrl.probe.layer == 0
+    h.run_until(lambda: not v.paused, limit=3 * PROBE_LIMIT_S)
+    assert v.layer == 0
+
+
+def test_a_better_layer_sending_less_than_the_current_one_is_taken_at_once():
+    v = FakeVideo("v", 0, 1, layers=[300_000, 250_000, 1_500_000])
+    v.layer = 0
+    h = Downlink(v, remb=None)
+    h.ticking = False
+    h.run(1.0)
+    h.estimate.note_remb(500_000, frozenset({1}), h.now)  # no room for any step that costs
+    h.tick()
+    assert v.layer == 1 and h.ctrl.layer_ups == 1 and h.ctrl.probes == 0

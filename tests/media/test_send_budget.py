@@ -132,6 +132,19 @@ def test_under_congestion_the_delivered_rate_becomes_the_capacity_and_the_estima
     assert summary["pacing_kbps"] == round(budget.pacer.rate_bps / 1000)
 
 
+def test_with_the_videos_paused_what_arrives_no_longer_stands_for_the_link():
+    budget = SendBudget()
+    send(budget, 0.0, 3.0, video_bps=1_000_000, audio_bps=40_000, delivered_bps=600_000)
+    congest(budget, 3.0)
+    budget.update(3.0)
+    assert budget.estimate.capacity == pytest.approx(600_000, rel=0.05)
+    # the videos paused; the queue still drains, and audio alone is reported now and then
+    send(budget, 3.0, 9.0, audio_bps=40_000, delivered_bps=5_000)
+    congest(budget, 9.0)
+    budget.update(9.0)
+    assert budget.estimate.capacity == pytest.approx(600_000, rel=0.05)
+
+
 def test_without_any_estimate_congestion_does_not_pace():
     budget = SendBudget()
     send(budget, 0.0, 3.0, video_bps=800_000)
