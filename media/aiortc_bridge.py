@@ -30,7 +30,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
-from .published_track import PublishedTrack
+from .simulcast import Publication
 
 # ~0.5 s of a three-party room's incoming packets; beyond that, old packets are worth less than new ones.
 ICE_RECEIVE_QUEUE_PACKETS = 512
@@ -85,12 +85,13 @@ def receiver_rtcp_ssrc(transceiver: RTCRtpTransceiver) -> int:
 
 def take_over_receiver(
     transceiver: RTCRtpTransceiver,
-    make_track: Callable[[RTCRtpReceiveParameters], PublishedTrack],
-    on_started: Callable[[PublishedTrack], None],
+    make_track: Callable[[RTCRtpReceiveParameters], Publication],
+    on_started: Callable[[Publication], None],
 ) -> None:
-    """When aiortc starts receiving on this transceiver, a PublishedTrack takes the packets."""
+    """When aiortc starts receiving on this transceiver, a PublishedTrack (or a SimulcastTrack,
+    media/simulcast.py) takes the packets."""
     receiver = transceiver.receiver
-    state: dict[str, PublishedTrack] = {}
+    state: dict[str, Publication] = {}
 
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
         if "track" in state:

@@ -29,9 +29,11 @@ from .downtrack import DownTrack
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .redundancy import LossEstimate
+from .sdp_simulcast import SIMULCAST_LADDER, answered_simulcast, offer_simulcast, rid_extensions
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
 from .send_budget import SendBudget
+from .simulcast import Publication, SimulcastTrack
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +87,21 @@ class MediaPeer:
         subscribe: bool,
         ice: IceConfig,
         video_codec: str = "vp8",
-        on_track_started: Callable[["MediaPeer", PublishedTrack], None],
+        on_track_started: Callable[["MediaPeer", Publication], None],
         on_connection_failed: Callable[["MediaPeer"], None],
         video_priority: int = 0,
         priority_of: Callable[[str], int] = lambda publisher_id: 0,
         on_video_paused: Callable[["MediaPeer", str, bool], None] = lambda peer, publisher_id, paused: None,
+        simulcast: bool = False,
     ) -> None:
+        """`simulcast`: ask this participant's camera for the layers of SIMULCAST_LADDER."""
         if video_codec not in VIDEO_CODECS:
             raise ValueError(f"video codec must be one of {VIDEO_CODECS}")
         self.participant_id = participant_id
         self.video_codec = video_codec
         self.can_publish = publish
         self.can_subscribe = subscribe
+        self.offers_simulcast = simulcast and publish
         self.pc = RTCPeerConnection(
             RTCConfiguration(
                 iceServers=[s.to_aiortc() for s in ice.servers],  # explicit: aiortc's default is a public STUN host
@@ -106,7 +111,7 @@ class MediaPeer:
         self._on_track_started = on_track_started
         self._on_connection_failed = on_connection_failed
         self.publish_transceivers: dict[str, RTCRtpTransceiver] = {}
-        self.published: dict[str, PublishedTrack] = {}
+        self.published: dict[str, Publication] = {}
         self.pairs: list[SlotPair] = []
         self.downlink_loss = LossEstimate()  # one transport: shared by every down-track of this peer
         # How much its remote videos matter to others (the patient's view is the clinical one).
@@ -124,6 +129,9 @@ class MediaPeer:
         self._red_by_mid: dict[str, tuple[int, int]] = {}
         # mid -> video red/ulpfec payload types, from the answer (sending and publishing sections)
         self._video_fec_by_mid: dict[str, VideoFecPayloadTypes] = {}
+        # mid -> the RIDs the answer sends, lowest layer first; and the answer, for their extension ids
+        self._simulcast_by_mid: dict[str, tuple[str, ...]] = {}
+        self._answer_sdp = ""
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
@@ -149,21 +157,33 @@ class MediaPeer:
             transceiver.setCodecPreferences(codec_preferences(kind, self.video_codec))
         self.publish_transceivers[kind] = transceiver
 
-        def make_track(parameters) -> PublishedTrack:
+        def make_track(parameters: RTCRtpReceiveParameters, rid: Optional[str] = None) -> PublishedTrack:
             return PublishedTrack(
                 participant_id=self.participant_id,
                 kind=kind,
                 transport=transceiver.receiver.transport,
-                parameters=self._with_video_fec(transceiver, self._with_red(transceiver, parameters)),
+                parameters=parameters,
                 rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
                 rtt_s=self.rtt_s,
+                rid=rid,
             )
 
-        def started(track: PublishedTrack) -> None:
+        def make_publication(parameters: RTCRtpReceiveParameters) -> Publication:
+            parameters = self._with_video_fec(transceiver, self._with_red(transceiver, parameters))
+            rids = self._simulcast_by_mid.get(transceiver.mid or "")
+            if kind != "video" or not rids:
+                return make_track(parameters)
+            parameters = dataclasses.replace(parameters, headerExtensions=[
+                *parameters.headerExtensions, *rid_extensions(self._answer_sdp, transceiver.mid or "")])
+            return SimulcastTrack(participant_id=self.participant_id, transport=transceiver.receiver.transport,
+                                  parameters=parameters, rids=rids, rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
+                                  make_layer=lambda rid: make_track(parameters, rid))
+
+        def started(track: Publication) -> None:
             self.published[kind] = track
             self._on_track_started(self, track)
 
-        take_over_receiver(transceiver, make_track, started)
+        take_over_receiver(transceiver, make_publication, started)
 
     def _with_red(self, transceiver: RTCRtpTransceiver, parameters: RtpParameters) -> RtpParameters:
         """The negotiated parameters plus RED, when the answer accepted it for this m-section."""
@@ -289,12 +309,16 @@ class MediaPeer:
         if self.closed:
             raise RuntimeError("peer closed")
         offer = await self.pc.createOffer()
-        await self.pc.setLocalDescription(
-            RTCSessionDescription(sdp=offer_video_fec(offer_audio_red(enable_audio_resilience(offer.sdp))),
-                                  type="offer"))
+        sdp = offer_video_fec(offer_audio_red(enable_audio_resilience(offer.sdp)))
+        if self.offers_simulcast:
+            sdp = offer_simulcast(sdp)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._offer_pending = True
         self.stats.renegotiations += 1
-        return self.pc.localDescription.sdp
+        # aiortc writes its local description anew (with the candidates) and drops what it
+        # does not know, the RIDs among them: they go into what the client is sent
+        sent = self.pc.localDescription.sdp
+        return offer_simulcast(sent) if self.offers_simulcast else sent
 
     async def apply_answer(self, sdp_text: str) -> None:
         if not self._offer_pending:
@@ -303,6 +327,11 @@ class MediaPeer:
         self._check_directions(description)
         self._red_by_mid.update(answered_red_by_mid(sdp_text))
         self._video_fec_by_mid.update(video_fec_by_mid(sdp_text))
+        if self.offers_simulcast:
+            ladder = [layer.rid for layer in reversed(SIMULCAST_LADDER)]  # lowest first
+            self._simulcast_by_mid.update({mid: tuple(sorted(rids, key=ladder.index))
+                                           for mid, rids in answered_simulcast(sdp_text).items()})
+            self._answer_sdp = sdp_text
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))
         except Exception as exc:  # aiortc raises a variety of errors on SDP it cannot use

@@ -17,6 +17,7 @@ from .downtrack import DownTrackSource
 from .ice import IceConfig
 from .peer import KINDS, MediaPeer
 from .published_track import PublishedTrack
+from .simulcast import Publication
 from .taps import PacketTap
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,13 @@ class SourceChooser(Protocol):
 
 class MediaRoom:
     def __init__(self, room_id: str, ice: IceConfig, events: RoomMediaEvents, video_codec: str = "vp8",
-                 sources: Optional[SourceChooser] = None) -> None:
+                 sources: Optional[SourceChooser] = None, simulcast: bool = True) -> None:
         self.room_id = room_id
         self._ice = ice
         self._video_codec = video_codec
         self._events = events
         self._sources = sources
+        self._simulcast = simulcast  # ask browsers for camera layers (not where sources are made per viewer)
         self.peers: dict[str, MediaPeer] = {}
         # taps wanted on (participant, kind); attached when that track starts
         self._taps: dict[tuple[str, str], list[PacketTap]] = {}
@@ -68,6 +70,7 @@ class MediaRoom:
             on_connection_failed=lambda p: self._events.connection_failed(p.participant_id),
             video_priority=video_priority,
             priority_of=self._video_priority,
+            simulcast=self._simulcast and self._sources is None,
             on_video_paused=lambda p, publisher_id, paused: self._events.video_paused(
                 p.participant_id, publisher_id, paused),
         )
@@ -120,7 +123,7 @@ class MediaRoom:
             peer.published[kind].remove_tap(tap)
         tap.close()
 
-    def _track_started(self, publisher: MediaPeer, track: PublishedTrack) -> None:
+    def _track_started(self, publisher: MediaPeer, track: Publication) -> None:
         if self.peers.get(publisher.participant_id) is not publisher:
             return  # started after its participant left
         for tap in self._taps.get((publisher.participant_id, track.kind), []):
@@ -129,13 +132,16 @@ class MediaRoom:
             if subscriber is not publisher and subscriber.can_subscribe:
                 self._subscribe(subscriber, track, notify=True)
 
-    def _subscribe(self, subscriber: MediaPeer, track: PublishedTrack, *, notify: bool) -> None:
+    def _subscribe(self, subscriber: MediaPeer, track: Publication, *, notify: bool) -> None:
         try:
             pair, created = subscriber.claim_slot(track.participant_id)
         except RuntimeError as exc:
             logger.warning("not forwarding %s to %s: %s", track, subscriber, exc)
             return
-        source = track if self._sources is None else self._sources.source_for(track, subscriber.participant_id)
+        # (a room with a source chooser does not offer simulcast: its sources are made from one stream)
+        source: Optional[DownTrackSource] = track
+        if self._sources is not None and isinstance(track, PublishedTrack):
+            source = self._sources.source_for(track, subscriber.participant_id)
         if source is not None:
             pair.downtracks[track.kind].attach(source)
         else:

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from annotate.model import AnnotationError
 from media.peer import AnswerRejected, MediaPeer
+from media.sdp_simulcast import SIMULCAST_LADDER
 from recorder.errors import RecorderError
 
 from .live_rooms import JoinRefused
@@ -340,6 +341,8 @@ class ParticipantSession:
                 "sdp": sdp,
                 "publish": peer.publish_mids(),
                 "tracks": peer.track_map(),
+                **({"simulcast": [layer.to_message() for layer in SIMULCAST_LADDER]}
+                   if peer.offers_simulcast else {}),
             })
             loop = asyncio.get_running_loop()
             self._answer_timer = loop.call_later(self._answer_timeout_s, self._answer_timed_out)

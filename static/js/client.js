@@ -402,6 +402,7 @@ export class ConsultClient extends EventTarget {
     conn.senders = prepareTransceivers(pc, offer.publish);
     await this._attachLocalTracks(conn);
     await pc.setLocalDescription(await pc.createAnswer());
+    await applySimulcastLayers(conn.senders.video, offer.simulcast);
     // The server takes no trickled candidates: they must all be in the answer.
     await iceGatheringDone(pc, ICE_GATHERING_TIMEOUT_MS);
     if (conn !== this._conn) return;
@@ -762,6 +763,34 @@ function prepareTransceivers(pc, publish) {
     if (kind) senders[kind] = transceiver.sender;
   }
   return senders;
+}
+
+/**
+ * When the server asked for camera layers (`offer.simulcast`, highest first), the browser's
+ * answer gave the video sender one encoding per RID but no sizes or rates: set them.
+ */
+async function applySimulcastLayers(sender, layers) {
+  if (!sender || !layers?.length) return;
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length < 2) return;  // this browser sends one stream
+  const byRid = new Map(layers.map((layer) => [layer.rid, layer]));
+  let changed = false;
+  for (const encoding of params.encodings) {
+    const layer = byRid.get(encoding.rid);
+    if (!layer) continue;
+    if (encoding.scaleResolutionDownBy !== layer.scale_down || encoding.maxBitrate !== layer.max_bitrate) {
+      encoding.scaleResolutionDownBy = layer.scale_down;
+      encoding.maxBitrate = layer.max_bitrate;
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  try {
+    await sender.setParameters(params);
+  } catch (err) {
+    // the call goes on with the browser's own sizes: worse for a weak downlink, not broken
+    console.warn('consult: setting simulcast layers failed', err);
+  }
 }
 
 function iceGatheringDone(pc, timeoutMs) {
