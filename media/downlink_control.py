@@ -37,6 +37,8 @@ PADDING_TICK_S = 0.02
 PACER_SHED_S = 0.6
 # One pause per feedback round: the RTT reports lag the queue by about this much.
 PAUSE_SPACING_S = 1.0
+# A queue shrinking since the last round stands for that round's change working, this long.
+SHRINKING_TRUST_S = 3.0
 # A paused video resumes only with this much room to spare (its rate varies; keyframes).
 RESUME_HEADROOM = 1.2
 # A probe lasts at least this long and until this many RTT samples judged it (receivers
@@ -48,6 +50,8 @@ PROBE_LIMIT_S = 3.0
 PROBE_QUEUE_S = 0.04
 FIRST_PROBE_BACKOFF_S = 2.0
 MAX_PROBE_BACKOFF_S = 4.0
+MAX_LAYER_PROBE_BACKOFF_S = 16.0
+SETTLE_AFTER_RAISE_S = 2.0
 # After a probe failed, the next goes only this far past the total that failed: whether the
 # link got better is asked for the price of a small overshoot, not the whole step.
 PAST_CEILING = 1.1
@@ -179,6 +183,7 @@ class DownlinkController:
         self._on_change = on_change
         self._last_pause = float("-inf")
         self._samples_at_pause = 0
+        self._queue_at_pause = 0.0  # the queueing delay when the last round shed
         self._raised_at: dict[int, float] = {}  # id(video) -> when it resumed or went up a layer
         self._backoff = FIRST_PROBE_BACKOFF_S
         self._next_probe_at = float("-inf")
@@ -243,7 +248,8 @@ class DownlinkController:
             self._judge_probe(now, demands)
         elif budget.congested:  # with or without an estimate: the queue is the evidence
             # what arrives now is all the link carries, whatever the estimate still says
-            delivered = budget.estimate.delivered.bps(now)
+            # (the receivers report media only: a probe's padding also went through the link)
+            delivered = budget.estimate.delivered.bps(now) + budget.padding.bps(now)
             target = min(estimate, delivered) if estimate is not None and delivered > 0 else (estimate or 0.0)
             self._shed(now, target * CONGESTED_TARGET_SHARE, audio, demands, force=True)
         elif estimate is None:
@@ -267,6 +273,11 @@ class DownlinkController:
             return
         chosen = allocate(target - audio, forwarded)
         changed = [(d, chosen[id(d.video)]) for d in forwarded if chosen[id(d.video)] != d.layer]
+        queueing = self.budget.estimate.queueing_delay
+        if queueing < self._queue_at_pause and now - self._last_pause < SHRINKING_TRUST_S:
+            # the queue is draining since the last round: that round's change works. What
+            # arrives meanwhile follows what is sent now, and would shed more for nothing.
+            return
         if (not changed and force) or target <= 0:
             # the queue says too much, the rate is unknown: the least important steps down (or goes)
             least = min(forwarded, key=lambda d: d.priority)
@@ -284,6 +295,7 @@ class DownlinkController:
                 self._step_down(demand.video, layer, now)
         self._last_pause = now
         self._samples_at_pause = self.budget.estimate.rtt_samples
+        self._queue_at_pause = queueing
 
     def _restore(self, now: float, estimate: float, audio: float, demands: list[Demand]) -> None:
         # what would bring a video back (its lowest layer) or up a layer, most important first;
@@ -323,7 +335,8 @@ class DownlinkController:
         base = audio + forwarded_bps
         if link.capacity is not None and base > link.capacity:
             return  # what is forwarded already fills what the link was seen to carry
-        need = adds * RESUME_HEADROOM
+        # the headroom on the whole: what got through for a second must hold with keyframes
+        need = (base + adds) * RESUME_HEADROOM - base
         step_to = PROBE_GROWTH * max(link.vouched(now) or base, base, MIN_PROBE_BASE_BPS)
         if self._ceiling is not None and now - self._failed_at > CEILING_MEMORY_S:
             self._ceiling = None
@@ -359,11 +372,12 @@ class DownlinkController:
             self._ceiling = max(self._last_good, probe.base_bps, MIN_PROBE_BASE_BPS)
             self._climbs = 0
             self._failed_at = now
-            self._back_off(now)
+            self._back_off(now, for_better_layer=not probe.video.paused)
             # the queue it built drains now that it stopped: nothing is paused for it before
             # the next feedback round says the queue stayed
             self._last_pause = now
             self._samples_at_pause = link.rtt_samples
+            self._queue_at_pause = link.queueing_delay
         elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
             logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
                         probe.rate_bps / 1000, samples, ": resuming" if probe.final else "")
@@ -373,7 +387,6 @@ class DownlinkController:
                 # better than when a probe failed: a step at a time, doubling again after two
                 self._climbs += 1
                 self._ceiling = None if self._climbs >= CLIMBS_TO_FORGET else total
-                self._backoff = FIRST_PROBE_BACKOFF_S
             link.note_probe_ok(total, now)
             self._last_good = total
             if probe.final:
@@ -389,9 +402,12 @@ class DownlinkController:
         probe.credit = min(probe.credit + probe.rate_bps / 8 * PADDING_TICK_S, probe.rate_bps / 8 * 0.1)
         probe.credit -= await probe.video.send_padding(int(probe.credit), now)
 
-    def _back_off(self, now: float) -> None:
+    def _back_off(self, now: float, *, for_better_layer: bool = False) -> None:
+        """`for_better_layer`: a video that plays already waits longer for more (a failed probe
+        costs the audio a queue; a layer up is worth less than a video back)."""
         self._next_probe_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, MAX_PROBE_BACKOFF_S)
+        limit = MAX_LAYER_PROBE_BACKOFF_S if for_better_layer else MAX_PROBE_BACKOFF_S
+        self._backoff = min(self._backoff * 2, limit)
 
     def _lowered(self, video: ControlledVideo, now: float) -> None:
         """Probing waits after a step down; longer if what was vouched for did not hold."""
@@ -421,6 +437,8 @@ class DownlinkController:
     def _raise(self, video: ControlledVideo, layer: int, now: float) -> None:
         """Resume a paused video at `layer`, or take a forwarded one up to it."""
         self._raised_at[id(video)] = now
+        # the next probe waits for this step's keyframe and a feedback round on the new rate
+        self._next_probe_at = max(self._next_probe_at, now + SETTLE_AFTER_RAISE_S)
         video.select_layer(layer)
         if video.paused:
             video.resume()

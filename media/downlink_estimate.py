@@ -42,8 +42,10 @@ RTT_SMOOTHING = 0.5
 SENT_CAP_FACTOR = 2.0
 # The delivered rate needs this long of reports before it stands for the link.
 DELIVERED_WINDOW_S = 2.0
-# A receiver estimate this far below its previous one: it saw delay growing (a queue).
-REMB_DROP = 0.95
+# A receiver estimate this far below its previous one: it saw delay growing (a queue). An
+# overuse cuts an AIMD estimate to 0.85 of what arrives; smaller steps are its noise, and at
+# 0.95 they failed most probes from aiortc receivers on a link that had room (BENCHMARKS.md).
+REMB_DROP = 0.9
 # How long a probe's rate stands without a receiver estimate as high.
 PROBE_HOLD_S = 6.0
 

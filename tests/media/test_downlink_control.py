@@ -16,6 +16,7 @@ from media.downlink_control import (
     CEILING_MEMORY_S,
     CLIMBS_TO_FORGET,
     FIRST_PROBE_BACKOFF_S,
+    MAX_LAYER_PROBE_BACKOFF_S,
     MAX_PROBE_BACKOFF_S,
     MIN_PROBE_BASE_BPS,
     PACER_SHED_S,
@@ -29,6 +30,7 @@ from media.downlink_control import (
     PROBE_S,
     RESUME_HEADROOM,
     RESUME_TRIAL_S,
+    SETTLE_AFTER_RAISE_S,
     TICK_S,
     Demand,
     DownlinkController,
@@ -544,7 +546,8 @@ def test_probes_climb_a_ladder_and_the_last_step_resumes_the_video():
     for before, after in zip(probes, probes[1:-1]):
         assert after.base_bps + after.rate_bps == pytest.approx(PROBE_GROWTH * (before.base_bps + before.rate_bps))
     assert [p.final for p in probes] == [False] * (len(probes) - 1) + [True]
-    assert probes[-1].rate_bps == pytest.approx(big.bps * RESUME_HEADROOM)
+    last = probes[-1]
+    assert last.rate_bps == pytest.approx((last.base_bps + big.bps) * RESUME_HEADROOM - last.base_bps)
     assert all(p.video is big for p in probes)
     assert h.ctrl.probes == len(probes) and h.ctrl.probes_failed == 0
     assert h.changes[-1][:2] == ("big", False)
@@ -560,7 +563,9 @@ def test_a_probe_that_covers_the_need_resumes_in_one_step():
     h = narrow_link(shown, small)
     h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
     probe = h.ctrl.probe
-    assert probe.final and probe.rate_bps == pytest.approx(small.bps * RESUME_HEADROOM)
+    # headroom on the whole it would send, keyframes and all
+    assert probe.final and probe.rate_bps == pytest.approx((probe.base_bps + small.bps) * RESUME_HEADROOM
+                                                           - probe.base_bps)
     h.run_until(lambda: not small.paused, limit=PROBE_LIMIT_S)
     assert h.ctrl.probes == 1
 
@@ -763,13 +768,14 @@ def test_failed_probes_back_off_doubling_up_to_a_limit():
         assert want <= gap < want + TICK_S + 1e-9
 
 
-def test_a_step_that_got_through_past_the_ceiling_resets_the_backoff():
+def test_a_step_that_got_through_past_the_ceiling_keeps_the_backoff():
+    # a small step past the ceiling getting through says little: the next overshoot waits as long
     h = narrow_link(FakeVideo("shown", 300_000, 2), FakeVideo("big", 20_000_000, 1, paused=True))
-    probe_times_with_failures(h, 3)  # backoff now well above the first
+    probe_times_with_failures(h, 3)  # backoff now at its longest
     h.run_until(lambda: len(h.probes) >= 5, limit=5.0)  # the fourth probe got through
     failed_at = fail_probe(h)
     h.run_until(lambda: h.ctrl.probe is not None, limit=MAX_PROBE_BACKOFF_S + 1.0)
-    assert FIRST_PROBE_BACKOFF_S <= h.now - failed_at < FIRST_PROBE_BACKOFF_S + TICK_S + 1e-9
+    assert MAX_PROBE_BACKOFF_S <= h.now - failed_at < MAX_PROBE_BACKOFF_S + TICK_S + 1e-9
 
 
 def resume_then_repause(after: float) -> Downlink:
@@ -963,7 +969,8 @@ def test_on_a_narrow_link_a_layer_up_is_earned_by_a_probe():
     h.run_until(lambda: h.ctrl.probe is not None, limit=FIRST_PROBE_BACKOFF_S + 1.0)
     probe = h.ctrl.probe
     assert probe.video is v and probe.layer == 1 and v.layer == 0
-    assert probe.rate_bps == pytest.approx((LADDER[1] - LADDER[0]) * RESUME_HEADROOM)
+    assert probe.rate_bps == pytest.approx((probe.base_bps + LADDER[1] - LADDER[0]) * RESUME_HEADROOM
+                                           - probe.base_bps)
     h.run_until(lambda: v.layer == 1, limit=PROBE_LIMIT_S)
     assert h.ctrl.layer_ups == 1 and h.changes == []  # a layer change is no pause to announce
 
@@ -986,3 +993,49 @@ def test_a_better_layer_sending_less_than_the_current_one_is_taken_at_once():
     h.estimate.note_remb(500_000, frozenset({1}), h.now)  # no room for any step that costs
     h.tick()
     assert v.layer == 1 and h.ctrl.layer_ups == 1 and h.ctrl.probes == 0
+
+
+def test_while_the_queue_drains_after_a_round_nothing_more_is_shed():
+    a, b, c = FakeVideo("a", 400_000, 3), FakeVideo("b", 400_000, 2), FakeVideo("c", 400_000, 1)
+    h = Downlink(a, b, c, remb=None)
+    h.ticking = False
+    h.run(2.0)
+    h.sample(BASE + 6 * CONGESTED_QUEUE_S)
+    h.sample(BASE + 6 * CONGESTED_QUEUE_S)
+    h.tick()
+    assert h.paused() == ["c"]
+    h.run(PAUSE_SPACING_S)
+    h.sample(BASE + 4 * CONGESTED_QUEUE_S)  # still a queue, but less of it: the last round works
+    h.sample(BASE + 4 * CONGESTED_QUEUE_S)
+    h.tick()
+    assert h.paused() == ["c"]
+    h.run(PAUSE_SPACING_S)
+    h.sample(BASE + 8 * CONGESTED_QUEUE_S)  # it grew again: more must go
+    h.sample(BASE + 8 * CONGESTED_QUEUE_S)
+    h.tick()
+    assert h.paused() == ["b", "c"]
+
+
+def test_after_a_resume_the_next_probe_waits_for_the_new_rate_to_show():
+    shown = FakeVideo("shown", 300_000, 2)
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    other = FakeVideo("other", 200_000, 0, paused=True)
+    h = narrow_link(shown, small, other)
+    h.run_until(lambda: not small.paused, limit=10.0)
+    resumed_at = h.now
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    assert h.ctrl.probe.video is other and h.now - resumed_at >= SETTLE_AFTER_RAISE_S
+
+
+def test_probes_for_a_better_layer_back_off_longer_than_for_a_paused_video():
+    v = FakeVideo("v", 0, 1, layers=[150_000, 5_000_000, 20_000_000])
+    v.layer = 0
+    h = narrow_link(v)
+    gaps: list[float] = []
+    failed_at: Optional[float] = None
+    for _ in range(6):
+        h.run_until(lambda: h.ctrl.probe is not None, limit=MAX_LAYER_PROBE_BACKOFF_S + 1.0)
+        if failed_at is not None:
+            gaps.append(h.now - failed_at)
+        failed_at = fail_probe(h)
+    assert max(gaps) >= MAX_LAYER_PROBE_BACKOFF_S > MAX_PROBE_BACKOFF_S

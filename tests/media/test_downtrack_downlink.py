@@ -242,3 +242,32 @@ async def test_receiver_reports_measure_what_was_delivered() -> None:
     # 20 of the 30 packets, each counted with the SRTP/UDP/IP bytes around it
     per_packet = len(transport.sent[5]) + PACKET_OVERHEAD_BYTES
     assert 19 * per_packet < downtrack.budget.estimate.delivered_bytes < 21 * per_packet
+
+
+async def test_a_paused_video_keeps_reporting_and_a_probe_is_timed_on_its_rtx_stream() -> None:
+    """Chromium reports only on streams it still receives: while paused the down-track goes on
+    sending sender reports, and while a probe's padding flows one for the RTX stream too, whose
+    answer is an RTT sample like any other."""
+    downtrack, transport, source = await started()
+    await send(downtrack, 100, 9000, keyframe=True)
+    source.sender_report = SenderReport(ntp_timestamp=0x1234_5678_0000_0000, rtp_timestamp=9000,
+                                        received_at=time.time())
+    downtrack.pause()
+
+    def sender_reports() -> list[RtcpSrPacket]:
+        return [p for d in transport.datagrams if is_rtcp(d) for p in RtcpPacket.parse(d)
+                if isinstance(p, RtcpSrPacket)]
+
+    await downtrack.send_sender_report()
+    assert [sr.ssrc for sr in sender_reports()] == [SSRC]  # paused, no probe: the media stream's only
+    await downtrack.send_padding(1000, time.monotonic())
+    await downtrack.send_sender_report()
+    latest = sender_reports()[-2:]
+    assert {sr.ssrc for sr in latest} == {SSRC, RTX_SSRC}
+    lsr = (latest[0].sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+    samples = downtrack.budget.estimate.rtt_samples
+    report = RtcpReceiverInfo(ssrc=RTX_SSRC, fraction_lost=0, packets_lost=0, highest_sequence=3, jitter=0,
+                              lsr=lsr, dlsr=1)
+    await downtrack._handle_rtcp_packet(RtcpRrPacket(ssrc=9, reports=[report]))
+    assert downtrack.budget.estimate.rtt_samples == samples + 1
+    await downtrack.stop()
