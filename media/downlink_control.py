@@ -50,7 +50,7 @@ PROBE_LIMIT_S = 3.0
 PROBE_QUEUE_S = 0.04
 FIRST_PROBE_BACKOFF_S = 2.0
 MAX_PROBE_BACKOFF_S = 4.0
-MAX_LAYER_PROBE_BACKOFF_S = 16.0
+MAX_LAYER_PROBE_BACKOFF_S = 8.0
 SETTLE_AFTER_RAISE_S = 2.0
 # After a probe failed, the next goes only this far past the total that failed: whether the
 # link got better is asked for the price of a small overshoot, not the whole step.
@@ -387,6 +387,7 @@ class DownlinkController:
                 # better than when a probe failed: a step at a time, doubling again after two
                 self._climbs += 1
                 self._ceiling = None if self._climbs >= CLIMBS_TO_FORGET else total
+                self._backoff = FIRST_PROBE_BACKOFF_S
             link.note_probe_ok(total, now)
             self._last_good = total
             if probe.final:
