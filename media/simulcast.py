@@ -276,16 +276,30 @@ class SimulcastTrack:
                     best_layer.request_keyframe()  # a better fit arrives again: there at its next keyframe
 
     def summary(self) -> dict:
-        """Counters for operators (admin API) and tests: the top layer's, and each layer's."""
-        top = self.layers[-1]
-        summary = top.summary() if top is not None else {}
-        summary["simulcast"] = {rid: None if layer is None else layer.summary()
-                                for rid, layer in zip(self.rids, self.layers)}
+        """Counters for operators (admin API) and tests: the layers' added up, and each layer's."""
+        per_layer = {rid: None if layer is None else layer.summary() for rid, layer in zip(self.rids, self.layers)}
+        summary = _added_up([counters for counters in per_layer.values() if counters is not None])
+        summary["simulcast"] = per_layer
         summary["unrouted"] = self.unrouted
         return summary
 
     def __repr__(self) -> str:
         return f"SimulcastTrack({self.participant_id}, {'/'.join(self.rids)})"
+
+
+def _added_up(summaries: list[dict]) -> dict:
+    """Counters summed key by key (nested ones too); anything else from the first that has it."""
+    total: dict = {}
+    for summary in summaries:
+        for key, value in summary.items():
+            previous = total.get(key)
+            if isinstance(value, dict):
+                total[key] = _added_up([previous, value]) if isinstance(previous, dict) else dict(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = (previous or 0) + value
+            elif previous is None:
+                total[key] = value
+    return total
 
 
 # What a participant publishes per kind: one stream, or a video in simulcast layers.

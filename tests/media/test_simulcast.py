@@ -273,3 +273,14 @@ async def test_taps_take_the_top_layer():
     await asyncio.sleep(MIN_INTERVAL_S + 0.1)
     assert plis(upstream)[-1] == SSRCS["h"]
     await track.stop()
+
+
+async def test_the_summary_adds_the_layers_up_and_keeps_each():
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=("l", "m"), rids=("l", "m"))  # no top layer (yet)
+    summary = track.summary()
+    assert summary["packets"] == 4 and summary["nack"]["nacked"] == 0 and summary["codec"] == "video/VP8"
+    assert summary["simulcast"]["h"] is None and summary["simulcast"]["l"]["packets"] == 2
+    await track.stop()
