@@ -62,6 +62,7 @@ from loadtest.harness import (
     wait_healthy,
 )
 from loadtest.impairment import KNOWN_PROFILES, PROFILES, Profile, parse_profiles
+from loadtest.layer_share import LayerSampler, attach_layer_shares, layer_shares, shares_json
 from loadtest.metrics import AUDIO_DEADLINE_S, REUSE_HORIZON_S, run_metrics
 from loadtest.receiver import MODES
 
@@ -133,6 +134,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "rebuild lost packets from it, publishers send RED with ULPFEC at Chrome's rate "
                         "(loadtest/video_fec_sender.py); downlink: subscribers only (publishing sections answered "
                         "without it); auto: both, with --receiver browser")
+    p.add_argument("--simulcast", choices=("auto", "off"), default="auto",
+                   help="publishers send their camera as simulcast layers (the clip ladder's full-size, 2/3- and "
+                        "half-size encodings for h, m, l; loadtest/simulcast_sender.py) where our server's offer asks "
+                        "for them, as Chrome does; off: they answer without simulcast and send one stream")
     p.add_argument("--audio-fec", choices=("auto", "off"), default="auto",
                    help="the audio clip carries Opus in-band FEC for the profile's uplink loss, as Chrome's encoder "
                         "does (loss learnt from receiver reports, capped at 20 %%); auto: with --receiver browser")
@@ -267,6 +272,8 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         "audio_red": audio_feature_on(args.audio_red, args.receiver),
         "video_fec": video_fec_on(args.video_fec, args.receiver),
         "video_fec_uplink": audio_feature_on(args.video_fec, args.receiver),
+        # layers are encoded beforehand only where they can be asked for (the relay offers no simulcast)
+        "simulcast": args.simulcast == "auto" and kind == "ours",
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
         "receiver": args.receiver, "probe_roles": probe_roles,
         "jitter_buffer_target_s": (None if args.jitter_buffer_target == "auto"
@@ -290,6 +297,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     samples: dict = {}
     server = client = sampler = client_sampler = None
+    layer_sampler: Optional[LayerSampler] = None
     room_ids: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"loadtest-{kind}-{profile.name}-") as tmp:
         workdir = Path(tmp)
@@ -350,6 +358,8 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                     result["clip"] = {k: v for k, v in event.items() if k != "event"}
                 elif name == "window_start":
                     machine_before = machine_cpu_ticks()
+                    if kind == "ours":
+                        layer_sampler = LayerSampler(base_url, admin_key, room_ids).start()
                     for s in (sampler, client_sampler):
                         if s:
                             s.mark("window_start")
@@ -357,6 +367,8 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                     for s in (sampler, client_sampler):
                         if s:
                             s.mark("window_end")
+                    if layer_sampler is not None:
+                        layer_sampler.stop()
                     if machine_before is not None:
                         result["machine_usage"] = machine_usage(machine_before, machine_cpu_ticks())
                     if sampler:
@@ -403,6 +415,8 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                 usage["other_processes_cores"] = round(max(0.0, usage["busy_share_of_all_cores"] * (os.cpu_count() or 1)
                                                            - (result["server_cpu_core_share"] or 0)
                                                            - (result["client_cpu_core_share"] or 0)), 2)
+            if layer_sampler is not None:
+                result["simulcast"] = simulcast_summary(record, layer_sampler, figures["video_streams"])
             result["video_streams_detail"] = figures["video_streams"]
             result["audio_streams_detail"] = figures["audio_streams"]
             result["impairment_counters"] = record["impairment"]
@@ -419,12 +433,27 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
             for s in (sampler, client_sampler):
                 if s:
                     s.stop()
+            if layer_sampler is not None:
+                layer_sampler.stop()
             stop_process(client, signal.SIGTERM, 10)
             stop_process(server, signal.SIGINT, 10)
             if args.url and kind == "ours" and room_ids:
                 close_rooms(base_url, _admin_key(args.admin_key), room_ids)
             progress.finish_run(run_total)
     return result, samples
+
+
+def simulcast_summary(record: dict[str, Any], layer_sampler: LayerSampler, video_streams: list[dict]
+                      ) -> dict[str, Any]:
+    """Which layer each subscriber's video stream carried over the window (the server's admin API, sampled),
+    added to each stream's figures too; and what the publishers sent (their SimulcastSender counters)."""
+    shares = layer_shares(layer_sampler.samples, end=record["window"]["end"])
+    attach_layer_shares(video_streams, shares)
+    layered = {pid: counters["video"]["simulcast"] for pid, counters in record["publishers"].items()
+               if counters.get("video", {}).get("simulcast")}
+    return {"publishers_simulcasting": len(layered), "samples": len(layer_sampler.samples),
+            "sample_errors": layer_sampler.errors, "streams": shares_json(shares),
+            "notes": sorted({note for c in layered.values() for note in c.get("notes", [])})}
 
 
 def server_media(base_url: str, admin_key: Optional[str], room_ids: list[str]) -> dict[str, Any]:
@@ -479,7 +508,7 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "jitter_buffer_target": args.jitter_buffer_target,
         "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt,
         "audio_deadline_ms": args.audio_deadline_ms, "audio_red": args.audio_red, "audio_fec": args.audio_fec,
-        "video_fec": args.video_fec,
+        "video_fec": args.video_fec, "simulcast": args.simulcast,
         "seed": args.seed,
         "url": args.url,
     }

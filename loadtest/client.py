@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from loadtest.harness import ROLES, emit
 
 if TYPE_CHECKING:
+    from loadtest.simulcast_sender import SimulcastSender
     from loadtest.video_fec_sender import ChromeVideoSender
 
 PROGRESS_EVERY_S = 1.0
@@ -36,9 +37,12 @@ LAG_PROBE_S = 0.01
 def _participant_class():
     from loadtest.impaired_transport import ImpairedTransport, impair
     from loadtest.participant import SyntheticParticipant
+    from loadtest.publisher import StampedClipTrack
     from loadtest.receiver import StreamRecord, buffer_of, equip
     from loadtest.red_audio import RedCodec, answer_with_red
     from loadtest.red_video import answer_with_video_fec
+    from loadtest.simulcast_answer import answer_with_simulcast, plan_simulcast, with_simulcast
+    from loadtest.simulcast_sender import SimulcastPlan
     from media.sdp_video_fec import VideoFecPayloadTypes
 
     class LoadParticipant(SyntheticParticipant):
@@ -47,12 +51,14 @@ def _participant_class():
         With `audio_red`, it answers red for audio as Chrome does (loadtest.red_audio); with
         `video_fec`, red + ulpfec for video, and decodes them as Chrome does (loadtest.red_video);
         with `video_fec_uplink` too, on its publishing section, and sends them as Chrome does
-        (loadtest.video_fec_sender).
+        (loadtest.video_fec_sender). With `simulcast_layers`, it answers an offer asking for
+        simulcast with those layers (loadtest.simulcast_answer; its video then goes without
+        uplink FEC).
         """
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
                   keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False,
-                  video_fec: bool = False, video_fec_uplink: bool = False) -> None:
+                  video_fec: bool = False, video_fec_uplink: bool = False, simulcast_layers: tuple = ()) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
             self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
@@ -62,6 +68,9 @@ def _participant_class():
             self.video_fec_uplink = video_fec_uplink
             self.video_fec_mids: dict[str, VideoFecPayloadTypes] = {}
             self._offer_sdp = ""
+            self.simulcast_layers = simulcast_layers
+            self._simulcast_plan: Optional[SimulcastPlan] = None  # for the offer being answered
+            self.simulcast_mids: dict[str, SimulcastPlan] = {}  # what the answers agreed to
             self.records: dict[str, StreamRecord] = {}
             self.impairment: Optional[ImpairedTransport] = None
             self.join_started: Optional[float] = None
@@ -76,11 +85,20 @@ def _participant_class():
                 pc.createAnswer = answer_with_red(pc, lambda: self._offer_sdp, self.red_mids)
             if self.video_fec:
                 pc.createAnswer = answer_with_video_fec(pc, lambda: self._offer_sdp, self.video_fec_mids,
-                                                        send=self.video_fec_uplink)
+                                                        send=self._sends_video_fec)
+            if self.simulcast_layers:
+                pc.createAnswer = answer_with_simulcast(pc, lambda: self._simulcast_plan, self.simulcast_mids)
             return pc
+
+        def _sends_video_fec(self) -> bool:
+            # simulcast layers go out plain: no RED/ULPFEC on the publishing section then
+            return self.video_fec_uplink and self._simulcast_plan is None and not self.simulcast_mids
 
         async def _answer(self, offer: dict) -> None:
             self._offer_sdp = offer["sdp"]
+            video = self.video
+            frames = video.frame_count if isinstance(video, StampedClipTrack) else 0
+            self._simulcast_plan = plan_simulcast(offer, self.simulcast_layers, frames) if frames else None
             await super()._answer(offer)
             if self.impairment is None:
                 pc = self.pc
@@ -89,6 +107,9 @@ def _participant_class():
                              {t.sender.transport for t in pc.getTransceivers()}
                 for transport in transports:  # max-bundle: one
                     self.impairment = impair(transport, *self.links) or self.impairment
+
+        def answer_to_send(self, local_sdp: str) -> str:
+            return with_simulcast(local_sdp, self.simulcast_mids) if self.simulcast_mids else local_sdp
 
         def _on_track(self, track) -> None:
             super()._on_track(track)
@@ -127,6 +148,7 @@ class LoadClient:
             load_or_encode,
             load_or_encode_variants,
         )
+        from loadtest.simulcast_layers import LayerClip, prepare_layers
 
         cache = Path(self.config["cache_dir"]) if self.config.get("cache_dir") else None
         self.video_spec = ClipSpec(**self.config["video"])
@@ -145,6 +167,17 @@ class LoadClient:
                 keys = load_or_encode_variants(spec, rung, cache) if self.config["keyframe_on_pli"] else None
                 self.ladder.append((rung, keys))
                 variants += [frame_keys(rung)] + ([frame_keys(keys)] if keys else [])
+        self.simulcast_layers: list[LayerClip] = []
+        self.simulcast_notes: list[str] = []
+        if self.config.get("simulcast"):
+            # every layer's frames must be recognised: a subscriber is switched between them
+            encoded = {i + 1: rung for i, rung in enumerate(self.ladder)}
+            known = set(encoded)
+            self.simulcast_layers, self.simulcast_notes = prepare_layers(
+                self.video_spec, self.video_clip, self.keyframe_clip, encoded, cache, self.config["keyframe_on_pli"])
+            for index in sorted(set(encoded) - known):
+                rung, keys = encoded[index]
+                variants += [frame_keys(rung)] + ([frame_keys(keys)] if keys else [])
         video_keys, video_dups = key_table(frame_keys(self.video_clip), *variants)
         audio_keys, audio_dups = key_table(frame_keys(self.audio_clip))
         self.keys = {"video": video_keys, "audio": audio_keys}
@@ -158,7 +191,12 @@ class LoadClient:
                           "video_fec": self.video_fec(), "video_fec_uplink": self.video_fec_uplink(),
                           "video_keyframes": sum(self.video_clip.keyframes),
                           "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
-                          if self.ladder else None}
+                          if self.ladder else None,
+                          # prepared layers, highest first (the offer then names them by RID)
+                          "simulcast_layers": [{"width": layer.width, "height": layer.height,
+                                                "kbps": round(layer.bitrate / 1000)} for layer in self.simulcast_layers]
+                          if self.simulcast_layers else None,
+                          "simulcast_notes": self.simulcast_notes}
 
     def video_fec(self) -> bool:
         """Accept video red + ulpfec as Chrome always does: with the browser receiver (stock aiortc cannot)."""
@@ -192,7 +230,8 @@ class LoadClient:
                 p.setup(room=r, role=role, links=links, probe=role in probe_roles, codec=self.video_spec.codec,
                         by_marker=self.config["identify_by_marker"], keys=self.keys,
                         audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False),
-                        video_fec=self.video_fec(), video_fec_uplink=self.video_fec_uplink())
+                        video_fec=self.video_fec(), video_fec_uplink=self.video_fec_uplink(),
+                        simulcast_layers=tuple(self.simulcast_layers))
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)
@@ -304,14 +343,30 @@ class LoadClient:
                     found[p.id] = fec
         return found
 
+    def simulcast_senders(self) -> dict[str, SimulcastSender]:
+        """Participant id -> its video sender's simulcast layers (where its answer agreed to simulcast)."""
+        from loadtest.simulcast_sender import simulcast_sender_of
+
+        found: dict[str, SimulcastSender] = {}
+        for p in self.participants():
+            for t in p.pc.getTransceivers() if p.pc else []:
+                layers = simulcast_sender_of(t.sender) if t.kind == "video" else None
+                if layers is not None:
+                    found[p.id] = layers
+        return found
+
     def publisher_counters(self) -> dict[str, dict]:
-        """Per publisher and kind: the track's counters; video also its uplink RED/ULPFEC (None: sent plain)."""
+        """Per publisher and kind: the track's counters; video also its uplink RED/ULPFEC (None: sent plain)
+        and its simulcast layers (None: one stream)."""
         senders = self.uplink_fec_senders()
+        layered = self.simulcast_senders()
         out: dict[str, dict] = {}
         for pid, tracks in self.tracks.items():
             out[pid] = {kind: t.counters() for kind, t in tracks.items()}
             fec = senders.get(pid)
             out[pid]["video"]["uplink_fec"] = fec.counters() if fec is not None else None
+            simulcast = layered.get(pid)
+            out[pid]["video"]["simulcast"] = simulcast.counters() if simulcast is not None else None
         return out
 
     def video_fec_uplink_totals(self) -> dict[str, int]:

@@ -138,8 +138,14 @@ class SyntheticParticipant:
         self.tracks_map.update(offer.get("tracks") or {})
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        await self.send({"type": "answer", "rev": offer["rev"], "sdp": self.pc.localDescription.sdp})
+        sdp = self.answer_to_send(self.pc.localDescription.sdp)
+        await self.send({"type": "answer", "rev": offer["rev"], "sdp": sdp})
         self.answers_sent += 1
+
+    def answer_to_send(self, local_sdp: str) -> str:
+        """The answer as sent: aiortc's local description (rebuilt with the ICE candidates; it drops the
+        attributes it does not parse, which a subclass that added some writes back here)."""
+        return local_sdp
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         assert self.pc is not None  # the track came from it

@@ -35,6 +35,7 @@ in real time, which aiortc's RTCRtpSender packetizes without encoding. On top:
 from __future__ import annotations
 
 import asyncio
+import fractions
 import time
 from dataclasses import dataclass
 from typing import Optional, Protocol, cast
@@ -154,20 +155,48 @@ class StampedClipTrack(MediaStreamTrack):
     def rung(self) -> int:
         return self._rung
 
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        clip = self._clip
+    @property
+    def time_base(self) -> fractions.Fraction:
+        return self._clip.time_base
+
+    @property
+    def frame_count(self) -> int:
+        return len(self._clip.packets)
+
+    async def _pace(self) -> tuple[int, float]:
+        """Wait until the next packet is due: its pts, and the time it goes out."""
         now = time.monotonic()
         if self._start is None:
             self._start = now
         pts = self._position * self._step
-        due = self._start + float(pts * clip.time_base)
+        due = self._start + float(pts * self._clip.time_base)
         if due > now:
             await asyncio.sleep(due - now)
             now = time.monotonic()
         else:
             self.max_late_s = max(self.max_late_s, now - due)
+        return pts, now
+
+    def _advance(self, index: int, now: float) -> None:
+        self.sends.append((index, now))
+        self._index = (index + 1) % len(self._clip.packets)
+        self._position += 1
+
+    async def next_frame(self) -> tuple[int, int, float]:
+        """For a sender that sends the frame itself (loadtest.simulcast_sender: every layer's
+        encoding of it): the next clip index, its pts and send time, paced and logged as recv() does."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts, now = await self._pace()
+        index = self._index
+        self._advance(index, now)
+        return index, pts, now
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts, now = await self._pace()
+        clip = self._clip
         index = self._index
         if self._wanted_rung != self._rung:
             target = self._rungs[self._wanted_rung]
@@ -194,9 +223,7 @@ class StampedClipTrack(MediaStreamTrack):
         packet = av.Packet(data)
         packet.pts = pts
         packet.time_base = clip.time_base
-        self.sends.append((index, now))
-        self._index = (index + 1) % len(clip.packets)
-        self._position += 1
+        self._advance(index, now)
         return packet
 
     def counters(self) -> dict:

@@ -111,27 +111,29 @@ def add_video_fec_to_answer(answer_sdp: str, offer_sdp: str, *, sending: bool = 
 
 
 def answer_with_video_fec(pc: RTCPeerConnection, offer_sdp: Callable[[], str],
-                          accepted: dict[str, VideoFecPayloadTypes], *, send: bool = True
+                          accepted: dict[str, VideoFecPayloadTypes], *, send: bool | Callable[[], bool] = True
                           ) -> Callable[[], Awaitable[RTCSessionDescription]]:
     """A createAnswer for `pc` that accepts video red + ulpfec like Chrome and wires receivers and senders for it.
 
     Install it before the first setLocalDescription (aiortc starts receivers and senders
     there); it wraps whatever createAnswer `pc` has (loadtest.red_audio's too). `accepted`
     collects mid -> payload types. Without `send`, the publishing section is answered
-    without them and its sender stays plain (receive side only).
+    without them and its sender stays plain (receive side only); a callable `send` is asked
+    per answer (a simulcast publisher's layers are sent plain, loadtest.simulcast_sender).
     """
     create_answer = pc.createAnswer
 
     async def create() -> RTCSessionDescription:
         answer = await create_answer()
-        sdp, fec_mids = add_video_fec_to_answer(answer.sdp, offer_sdp(), sending=send)
+        sending = send() if callable(send) else send
+        sdp, fec_mids = add_video_fec_to_answer(answer.sdp, offer_sdp(), sending=sending)
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
             fec = fec_mids.get(mid) if mid is not None else None
             if mid is not None and fec is not None and transceiver.kind == "video":
                 accepted[mid] = fec
                 receive_video_fec(transceiver.receiver, fec)  # acts only if the receiver starts
-                if send:
+                if sending:
                     send_video_fec(transceiver.sender, fec)  # acts only if the sender starts
         return RTCSessionDescription(sdp=sdp, type=answer.type)
 

@@ -30,6 +30,9 @@ def loss_30_run(tmp_path_factory) -> dict:
         "--duration", "8", "--warmup", "2", "--settle-timeout", "25",
         "--resolution", "480p", "--codec", "vp8", "--clip-seconds", "6", "--receiver", "browser",
         "--cache-dir", str(tmp / "clips"), "--json", str(out), "--no-progress",
+        # one stream per publisher, with the uplink RED + ULPFEC these tests are about (the
+        # load test's simulcast layers go out plain; test_simulcast_ci.py covers those)
+        "--simulcast", "off",
     ]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=170)
     assert out.exists(), f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
