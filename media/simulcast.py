@@ -31,6 +31,7 @@ from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, 
 
 from .published_track import PublishedTrack, SenderReport
 from .rtcp_io import send_rtcp
+from .simulcast_taps import TapLayers
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -65,7 +66,9 @@ class SimulcastTrack:
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
         self._feeding: dict[DownTrack, int] = {}  # the layer each down-track gets now
-        self._taps: list[PacketTap] = []
+        # recording and processors: the best layer arriving, as one stream
+        self._tap_layers = TapLayers()
+        self._tap_feeds: dict[int, PacketTap] = {}  # layer index -> what feeds _tap_layers from it
         self._watch_task: Optional[asyncio.Task] = None
         self.stopped = False
         self.unrouted = 0  # packets on an SSRC no RID named (yet)
@@ -89,9 +92,9 @@ class SimulcastTrack:
         for layer in self.layers:
             if layer is not None:
                 await layer.stop()
-        for tap in self._taps:
+        for tap in self._tap_layers.taps:
             tap.close()
-        self._taps.clear()
+        self._tap_layers.taps.clear()
 
     def _layer_for(self, rid: str) -> Optional[PublishedTrack]:
         if rid not in self.rids or self.stopped:
@@ -102,9 +105,8 @@ class SimulcastTrack:
             layer = self.layers[index] = self._make_layer(rid)
             layer.on_keyframe = self._keyframe_arrived
             layer.start()
-            if index == len(self.rids) - 1:
-                for tap in self._taps:
-                    layer.add_tap(tap)
+            if self._tap_layers.taps:
+                self._feed_taps_from(index, layer)
             for downtrack in self._targets:
                 if downtrack not in self._feeding:  # waiting for any layer at all
                     self._feed(downtrack, index, keyframe=True)
@@ -167,10 +169,11 @@ class SimulcastTrack:
         return list(self._targets)
 
     def request_keyframe(self) -> None:
-        """For the control plane's taps (recording, processors): they take the top layer."""
-        top = self.layers[-1]
-        if top is not None:
-            top.request_keyframe()
+        """For the control plane's taps (recording, processors): the layer they get (or will)."""
+        index = self._tap_layers.current if self._tap_layers.current is not None else self._tap_layers.wanted
+        layer = self.layers[index] if index is not None else self.layers[-1]
+        if layer is not None:
+            layer.request_keyframe()
 
     def offered_bps(self, now: float) -> float:
         return sum(layer.offered_bps(now) for layer in self.layers if layer is not None)
@@ -186,17 +189,35 @@ class SimulcastTrack:
         return None if top is None else top.last_codec
 
     def add_tap(self, tap: PacketTap) -> None:
-        self._taps.append(tap)
-        top = self.layers[-1]
-        if top is not None:
-            top.add_tap(tap)
+        self._tap_layers.add(tap)
+        for index, layer in enumerate(self.layers):
+            if layer is not None:
+                self._feed_taps_from(index, layer)
+        self._choose_tap_layer(time.monotonic())
 
     def remove_tap(self, tap: PacketTap) -> None:
-        if tap in self._taps:
-            self._taps.remove(tap)
-        for layer in self.layers:
-            if layer is not None:
-                layer.remove_tap(tap)
+        self._tap_layers.remove(tap)
+        if not self._tap_layers.taps:  # nobody taps: no per-packet work for it
+            for index, feed in self._tap_feeds.items():
+                layer = self.layers[index]
+                if layer is not None:
+                    layer.remove_tap(feed)
+            self._tap_feeds.clear()
+
+    def _feed_taps_from(self, index: int, layer: PublishedTrack) -> None:
+        if index not in self._tap_feeds:
+            feed = self._tap_feeds[index] = self._tap_layers.feed(index)
+            layer.add_tap(feed)
+
+    def _choose_tap_layer(self, now: float) -> None:
+        """The taps move to the best layer arriving, at its next keyframe (asked for)."""
+        best = self._best_arriving(len(self.rids) - 1, now)
+        if best is None or best == self._tap_layers.current:
+            return
+        self._tap_layers.wanted = best
+        layer = self.layers[best]
+        if layer is not None:
+            layer.request_keyframe()
 
     # --- layers per down-track ----------------------------------------------------
 
@@ -262,6 +283,8 @@ class SimulcastTrack:
             self.check_layers(time.monotonic())
 
     def check_layers(self, now: float) -> None:
+        if self._tap_layers.taps:
+            self._choose_tap_layer(now)
         for downtrack, target in list(self._targets.items()):
             current = self._feeding.get(downtrack)
             best = self._best_arriving(target, now)
@@ -281,6 +304,9 @@ class SimulcastTrack:
         summary = _added_up([counters for counters in per_layer.values() if counters is not None])
         summary["simulcast"] = per_layer
         summary["unrouted"] = self.unrouted
+        current = self._tap_layers.current
+        summary["tap_layer"] = None if current is None else self.rids[current]
+        summary["tap_layer_switches"] = self._tap_layers.switches
         return summary
 
     def __repr__(self) -> str:

@@ -251,27 +251,53 @@ async def test_the_publisher_gets_one_remb_for_all_its_layers():
     await track.stop()
 
 
-async def test_taps_take_the_top_layer():
+async def test_taps_get_the_best_layer_arriving_as_one_stream(monkeypatch):
+    """Recording and processors must not wait for the top layer (a browser adds it late) nor
+    lose the picture when the publisher drops it."""
     class Tap:
         def __init__(self) -> None:
-            self.ssrcs: list[int] = []
+            self.packets: list[tuple[int, int, bytes]] = []  # (ssrc, seq, payload)
 
         def on_packet(self, packet, codec, arrived_at) -> None:
-            self.ssrcs.append(packet.ssrc)
+            self.packets.append((packet.ssrc, packet.sequence_number, packet.payload))
 
         def close(self) -> None: ...
 
+    clock = [1000.0]
+    monkeypatch.setattr("media.simulcast.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("media.published_track.time.monotonic", lambda: clock[0])
     upstream = UplinkTransport()
     track = make_track(upstream)
     publisher = SimulcastPublisher()
     tap = Tap()
     track.add_tap(tap)  # before any layer arrived
-    await all_layers(track, publisher, keyframe=RIDS)
+    await all_layers(track, publisher, keyframe=("l", "m"), rids=("l", "m"))  # no top layer yet
+    track.check_layers(clock[0])
+    await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
+    assert {publisher.payloads[p] for _, _, p in tap.packets} == {"m"}
+    # the top layer starts: the taps move up at its keyframe
+    clock[0] += 0.1
+    await all_layers(track, publisher, keyframe=("h",))
+    track.check_layers(clock[0])
+    await all_layers(track, publisher, keyframe=("h",))
     await all_layers(track, publisher)
-    assert set(tap.ssrcs) == {SSRCS["h"]} and len(tap.ssrcs) == 4
-    track.request_keyframe()
-    await asyncio.sleep(MIN_INTERVAL_S + 0.1)
-    assert plis(upstream)[-1] == SSRCS["h"]
+    assert [publisher.payloads[p] for _, _, p in tap.packets][-4:] == ["h"] * 4
+    # the publisher drops it again: back to m at m's next keyframe
+    for _ in range(3):
+        clock[0] += 0.4
+        await all_layers(track, publisher, rids=("l", "m"))
+        track.check_layers(clock[0])
+    await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
+    assert publisher.payloads[tap.packets[-1][2]] == "m"
+    # one stream for the taps: one SSRC, numbers running on without a gap
+    assert len({ssrc for ssrc, _, _ in tap.packets}) == 1
+    seqs = [seq for _, seq, _ in tap.packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), seqs
+    assert track.summary()["tap_layer"] == "m" and track.summary()["tap_layer_switches"] == 2
+    track.remove_tap(tap)
+    before = len(tap.packets)
+    await all_layers(track, publisher, keyframe=RIDS)
+    assert len(tap.packets) == before
     await track.stop()
 
 
