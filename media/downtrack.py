@@ -52,6 +52,7 @@ from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
 from .seqnum import seq_add, seq_diff
 from .video_fec import VideoFecSender, red_wrap
+from .vp8_munger import Vp8Munger
 
 if TYPE_CHECKING:
     from .published_track import SenderReport
@@ -161,6 +162,7 @@ class DownTrack:
         # what sends it packets now: the source, or the source's layer (simulcast)
         self.feed: Optional[DownTrackSource] = None
         self._layers: Optional[LayeredSource] = None
+        self._vp8: Optional[Vp8Munger] = None
         self.layer_switches = 0
         self._rewriter: Optional[StreamRewriter] = None
         # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
@@ -265,6 +267,8 @@ class DownTrack:
             self.source.remove_downtrack(self)
         self.source = self.feed = source
         self._layers = source if isinstance(source, LayeredSource) else None
+        # layers number their VP8 pictures apart: continuous across switches for the receiver
+        self._vp8 = Vp8Munger() if self._layers is not None else None
         self._pt_for_source.clear()
         self._fec_for_source.clear()
         if self._rewriter is not None:
@@ -447,6 +451,8 @@ class DownTrack:
                     self.feed.request_keyframe()
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
+            if self._vp8 is not None:
+                self._vp8.switch()
             self._waiting_for_keyframe = False
             if self._fec is not None:
                 self._fec.reset()
@@ -461,9 +467,12 @@ class DownTrack:
         if self.kind == "video":
             self._track_unsent(newest_sent, seq)
         fec = self._fec if self._fec is not None and self._protects(codec) else None
-        wire_pt, wire_payload = payload_type, packet.payload
+        payload = packet.payload
+        if self._vp8 is not None and codec.name.upper() == "VP8":
+            payload = self._vp8.rewrite(payload)
+        wire_pt, wire_payload = payload_type, payload
         if fec is not None:
-            wire_pt, wire_payload = fec.payload_types.red, red_wrap(payload_type, packet.payload)
+            wire_pt, wire_payload = fec.payload_types.red, red_wrap(payload_type, payload)
         sent = SentPacket(seq, ts, packet.marker, wire_pt, wire_payload, packet.extensions.audio_level, now,
                           late=late)
         self._cache.put(sent)
@@ -473,7 +482,7 @@ class DownTrack:
         self.packets_sent += 1
         self.octets_sent += len(wire_payload)
         if fec is not None and fec.active and not late and seq == rewriter.last_sequence_number:
-            await self._send_fec(fec, sent, payload_type, packet.payload, abs_send_time)
+            await self._send_fec(fec, sent, payload_type, payload, abs_send_time)
         if self.kind == "video" and not late:
             self._loss_sample_sent += 1
             if self._loss_sample_sent >= LOSS_SAMPLE_PACKETS:

@@ -115,6 +115,7 @@ class PublishedTrack:
         self._downtracks: list[DownTrack] = []
         # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
         self._offered = RateMeter(bucket_s=0.25, buckets=12)
+        self._frames = RateMeter(bucket_s=0.25, buckets=8)  # frame ends (marker bits), for frame_rate
         self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
@@ -173,6 +174,10 @@ class PublishedTrack:
 
     def offered_bps(self, now: float) -> float:
         return self._offered.bps(now)
+
+    def frame_rate(self, now: float) -> float:
+        """Frames per second over the last two seconds (video)."""
+        return self._frames.bps(now) / 8
 
     def request_keyframe(self) -> None:
         if self.kind == "video" and not self.stopped:
@@ -391,6 +396,8 @@ class PublishedTrack:
                 self.on_keyframe(self)
 
         self._offered.add(len(packet.payload), now)
+        if packet.marker:
+            self._frames.add(1, now)
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:
             try:

@@ -39,10 +39,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A layer with no packet for this long is no longer being sent (a keyframe interval is 1-3 s,
-# frames come every 33-100 ms): its subscribers move to the best layer still arriving.
-LAYER_SILENT_S = 1.0
+# A layer with no packet for this long is no longer being sent (frames come every 33-100 ms,
+# 200 ms at a starting layer's 5 fps): its subscribers move to the best layer still arriving.
+LAYER_SILENT_S = 0.5
 WATCH_INTERVAL_S = 0.25
+# A layer sending fewer frames a second than this share of the smoothest one is not moved to.
+FRAME_RATE_SHARE = 0.7
+# A layer arriving this long (after a silence) is settled: subscribers may move up to it.
+LAYER_SETTLED_S = 2.0
 
 
 class SimulcastTrack:
@@ -62,6 +66,7 @@ class SimulcastTrack:
         self._rtcp_ssrc = rtcp_ssrc
         self.layers: list[Optional[PublishedTrack]] = [None] * len(self.rids)
         self._by_ssrc: dict[int, PublishedTrack] = {}
+        self._arriving_since = [float("inf")] * len(self.rids)  # per layer: since when, without a silence
         self._estimator = RemoteBitrateEstimator()
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
@@ -123,6 +128,9 @@ class SimulcastTrack:
                 self.unrouted += 1
                 return
             self._by_ssrc[packet.ssrc] = layer
+        now = time.monotonic()
+        if layer.rid is not None and now - layer.last_packet_at > LAYER_SILENT_S:
+            self._arriving_since[self.rids.index(layer.rid)] = now  # (again) after a silence
         if packet.extensions.abs_send_time is not None:
             remb = self._estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
                                        payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
@@ -153,7 +161,7 @@ class SimulcastTrack:
         if downtrack in self._targets:
             return
         self._targets[downtrack] = len(self.rids) - 1
-        best = self._best_arriving(len(self.rids) - 1, time.monotonic())
+        best = self._best_arriving(len(self.rids) - 1, time.monotonic(), None)
         if best is not None:
             self._feed(downtrack, best, keyframe=True)
 
@@ -211,7 +219,7 @@ class SimulcastTrack:
 
     def _choose_tap_layer(self, now: float) -> None:
         """The taps move to the best layer arriving, at its next keyframe (asked for)."""
-        best = self._best_arriving(len(self.rids) - 1, now)
+        best = self._best_arriving(len(self.rids) - 1, now, self._tap_layers.current)
         if best is None or best == self._tap_layers.current:
             return
         self._tap_layers.wanted = best
@@ -247,7 +255,8 @@ class SimulcastTrack:
         index = self.layers.index(layer)
         now = time.monotonic()
         for downtrack, target in list(self._targets.items()):
-            if self._feeding.get(downtrack) != index and self._best_arriving(target, now) == index:
+            current = self._feeding.get(downtrack)
+            if current != index and self._best_arriving(target, now, current) == index:
                 self._feed(downtrack, index, keyframe=False)
 
     def _feed(self, downtrack: DownTrack, index: int, *, keyframe: bool) -> None:
@@ -268,13 +277,25 @@ class SimulcastTrack:
     def _arriving(layer: PublishedTrack, now: float) -> bool:
         return now - layer.last_packet_at < LAYER_SILENT_S
 
-    def _best_arriving(self, at_most: int, now: float) -> Optional[int]:
-        """The highest layer up to `at_most` still arriving, else the lowest above it."""
+    def _best_arriving(self, at_most: int, now: float, current: Optional[int]) -> Optional[int]:
+        """The layer to carry, up to `at_most`: the current one while it arrives, unless a better
+        one has run smoothly for a while; else the highest arriving, else the lowest above.
+        A browser starts and stops layers as its send estimate moves in a call's first
+        seconds: following every change made subscribers switch and wait on keyframes
+        several times (freezes of up to 3 s in a clean call)."""
         arriving = [i for i, layer in enumerate(self.layers) if layer is not None and self._arriving(layer, now)]
-        below = [i for i in arriving if i <= at_most]
-        if below:
-            return below[-1]
-        return arriving[0] if arriving else None
+        if not arriving:
+            return None
+        rates = {i: layer.frame_rate(now) for i in arriving if (layer := self.layers[i]) is not None}
+        smooth = FRAME_RATE_SHARE * max(rates.values())
+        # settled: arriving for a while at a frame rate like the others' (a layer the encoder is
+        # just starting sends a few frames a second, choppier than a smaller one)
+        settled = [i for i in arriving if now - self._arriving_since[i] >= LAYER_SETTLED_S and rates[i] >= smooth]
+        if current is not None and current in arriving and current <= at_most:
+            better = [i for i in settled if current < i <= at_most]
+            return better[-1] if better else current
+        below = [i for i in settled if i <= at_most] or [i for i in arriving if i <= at_most]
+        return below[-1] if below else arriving[0]
 
     async def _watch(self) -> None:
         """Move down-tracks off layers the publisher stopped sending, and back when they return."""
@@ -287,7 +308,7 @@ class SimulcastTrack:
             self._choose_tap_layer(now)
         for downtrack, target in list(self._targets.items()):
             current = self._feeding.get(downtrack)
-            best = self._best_arriving(target, now)
+            best = self._best_arriving(target, now, current)
             if best is None or best == current:
                 continue
             current_layer = None if current is None else self.layers[current]

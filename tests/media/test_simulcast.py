@@ -46,6 +46,7 @@ EXTENSIONS = [
     RTCRtpHeaderExtensionParameters(id=11, uri=REPAIRED_RID_URI),
 ]
 RIDS = ("l", "m", "h")  # lowest first
+DESCRIPTOR_BYTES = 4  # X, I with a 15-bit picture ID
 SSRCS = {"l": 1001, "m": 1002, "h": 1003}
 RTX_SSRCS = {"l": 2001, "m": 2002, "h": 2003}
 
@@ -71,7 +72,11 @@ class SimulcastPublisher:
         self.timestamp = {rid: self.rng.randrange(1 << 32) for rid in RIDS}
         self.picture = 0
         self.named = 0  # packets per layer that carry the RID (Chrome stops once acknowledged)
-        self.payloads: dict[bytes, str] = {}  # payload -> layer
+        self.payloads: dict[bytes, str] = {}  # payload past its descriptor -> layer
+
+    def layer_of(self, payload: bytes) -> str:
+        """Which layer a payload came from (down-tracks renumber the descriptor's picture IDs)."""
+        return self.payloads[payload[DESCRIPTOR_BYTES:]]
 
     def frame(self, rid: str, *, keyframe: bool, packets: int = 2) -> list[bytes]:
         out = []
@@ -81,7 +86,7 @@ class SimulcastPublisher:
             descriptor = bytes([0x90 if i == 0 else 0x80, 0x80, 0x80 | (self.picture >> 8) & 0x7F, self.picture & 0xFF])
             header = bytes([0x00 if keyframe else 0x01]) if i == 0 else b""
             payload = descriptor + header + self.rng.randbytes(60)
-            self.payloads[payload] = rid
+            self.payloads[payload[DESCRIPTOR_BYTES:]] = rid
             packet = RtpPacket(payload_type=VP8.payloadType, marker=int(i == packets - 1),
                                sequence_number=self.seq[rid], timestamp=self.timestamp[rid], ssrc=SSRCS[rid],
                                payload=payload)
@@ -162,7 +167,7 @@ async def test_a_downtrack_starts_on_the_top_layer_and_switches_down_at_the_lowe
     assert track.feeding(downtrack) == 2 and downtrack.layer == 2
     await all_layers(track, publisher, keyframe=("h",))
     await all_layers(track, publisher)
-    assert {publisher.payloads[payload_of(d)] for d in to_subscriber.sent} == {"h"}
+    assert {publisher.layer_of(payload_of(d)) for d in to_subscriber.sent} == {"h"}
 
     downtrack.select_layer(0)
     assert downtrack.layer == 0 and track.feeding(downtrack) == 2  # until layer 0's keyframe
@@ -170,12 +175,16 @@ async def test_a_downtrack_starts_on_the_top_layer_and_switches_down_at_the_lowe
     assert SSRCS["l"] in plis(upstream)
     await all_layers(track, publisher)
     sent_before = len(to_subscriber.sent)
-    assert {publisher.payloads[payload_of(d)] for d in to_subscriber.sent} == {"h"}
+    assert {publisher.layer_of(payload_of(d)) for d in to_subscriber.sent} == {"h"}
     await all_layers(track, publisher, keyframe=("l",))
     await all_layers(track, publisher)
     after = to_subscriber.sent[sent_before:]
-    assert [publisher.payloads[payload_of(d)] for d in after] == ["l"] * 4  # from its keyframe on
+    assert [publisher.layer_of(payload_of(d)) for d in after] == ["l"] * 4  # from its keyframe on
     assert track.feeding(downtrack) == 0 and downtrack.layer_name == "l" and downtrack.layer_switches == 1
+    # the VP8 picture IDs too: the first of layer l's follows the last of h's sent
+    pids = [(payload_of(d)[2] & 0x7F) << 8 | payload_of(d)[3] for d in to_subscriber.sent]
+    switch_at = sent_before
+    assert pids[switch_at] == (pids[switch_at - 1] + 1) & 0x7FFF
     # one stream for the subscriber: its numbers run on without a gap across the switch
     seqs = [seq_of(d) for d in to_subscriber.sent]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), seqs
@@ -187,6 +196,8 @@ async def test_a_retransmission_on_a_layers_rtx_reaches_the_downtrack_fed_by_tha
     upstream = UplinkTransport()
     track = make_track(upstream)
     publisher = SimulcastPublisher()
+    for _ in range(3):  # every layer at its frame rate
+        await all_layers(track, publisher, keyframe=RIDS)
     downtrack, to_subscriber = await started_downtrack()
     downtrack.attach(track)
     await all_layers(track, publisher, keyframe=RIDS)
@@ -220,15 +231,19 @@ async def test_a_layer_the_publisher_stops_sending_is_left_for_the_best_still_ar
     assert track.feeding(downtrack) == 1 and downtrack.layer == 2  # fed by m, still meant for h
     assert track.layer_rates(clock[0])[2] == 0.0
     await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
-    assert publisher.payloads[payload_of(to_subscriber.sent[-1])] == "m"
-    # the top layer comes back: up again at its keyframe
+    assert publisher.layer_of(payload_of(to_subscriber.sent[-1])) == "m"
+    # the top layer comes back: up again at a keyframe, once it runs at the others' frame rate
     clock[0] += 0.1
-    await all_layers(track, publisher)
-    track.check_layers(clock[0])
+    await all_layers(track, publisher, keyframe=("h",))  # its encoder's first frame: not yet
+    assert track.feeding(downtrack) == 1
+    for _ in range(25):  # 10 frames a second on every layer
+        clock[0] += 0.1
+        await all_layers(track, publisher)
+        track.check_layers(clock[0])
     assert track.feeding(downtrack) == 1
     await all_layers(track, publisher, keyframe=("h",))
     assert track.feeding(downtrack) == 2
-    assert publisher.payloads[payload_of(to_subscriber.sent[-1])] == "h"
+    assert publisher.layer_of(payload_of(to_subscriber.sent[-1])) == "h"
     await track.stop()
 
 
@@ -274,21 +289,24 @@ async def test_taps_get_the_best_layer_arriving_as_one_stream(monkeypatch):
     await all_layers(track, publisher, keyframe=("l", "m"), rids=("l", "m"))  # no top layer yet
     track.check_layers(clock[0])
     await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
-    assert {publisher.payloads[p] for _, _, p in tap.packets} == {"m"}
-    # the top layer starts: the taps move up at its keyframe
+    assert {publisher.layer_of(p) for _, _, p in tap.packets} == {"m"}
+    # the top layer starts: the taps move up at a keyframe once it runs as smoothly as the others
     clock[0] += 0.1
     await all_layers(track, publisher, keyframe=("h",))
-    track.check_layers(clock[0])
+    for _ in range(25):  # 10 frames a second on every layer
+        clock[0] += 0.1
+        await all_layers(track, publisher)
+        track.check_layers(clock[0])
     await all_layers(track, publisher, keyframe=("h",))
     await all_layers(track, publisher)
-    assert [publisher.payloads[p] for _, _, p in tap.packets][-4:] == ["h"] * 4
+    assert [publisher.layer_of(p) for _, _, p in tap.packets][-4:] == ["h"] * 4
     # the publisher drops it again: back to m at m's next keyframe
     for _ in range(3):
         clock[0] += 0.4
         await all_layers(track, publisher, rids=("l", "m"))
         track.check_layers(clock[0])
     await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
-    assert publisher.payloads[tap.packets[-1][2]] == "m"
+    assert publisher.layer_of(tap.packets[-1][2]) == "m"
     # one stream for the taps: one SSRC, numbers running on without a gap
     assert len({ssrc for ssrc, _, _ in tap.packets}) == 1
     seqs = [seq for _, seq, _ in tap.packets]
