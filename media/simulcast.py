@@ -157,7 +157,9 @@ class SimulcastTrack:
     # --- a source of down-tracks (media/downtrack.py DownTrackSource) -----------
 
     def add_downtrack(self, downtrack: DownTrack, keyframe: bool = True) -> None:
-        """From the top layer until told otherwise (the controller steps it down if it does not fit)."""
+        """Meant for the top layer until told otherwise (the controller steps it down if it does
+        not fit); fed from the lowest at first, which starts the picture soonest and which a
+        browser never stops."""
         if downtrack in self._targets:
             return
         self._targets[downtrack] = len(self.rids) - 1
@@ -294,6 +296,8 @@ class SimulcastTrack:
         if current is not None and current in arriving and current <= at_most:
             better = [i for i in settled if current < i <= at_most]
             return better[-1] if better else current
+        if current is None:
+            return arriving[0]  # a start: the lowest (never stopped), up once a better one settles
         below = [i for i in settled if i <= at_most] or [i for i in arriving if i <= at_most]
         return below[-1] if below else arriving[0]
 
