@@ -15,10 +15,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
-from .harness import BrowserFactory, NetNamespace, link_namespaces, poll, start_sfu_server, start_tcp_forwarder
+from .harness import (
+    BrowserFactory,
+    NetNamespace,
+    SfuServer,
+    link_namespaces,
+    poll,
+    start_sfu_server,
+    start_tcp_forwarder,
+)
 from .test_audio import admin_get
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
@@ -54,19 +63,29 @@ def video_counters(peer: dict) -> tuple[int, int]:
     return media, recovery
 
 
-@pytest.mark.browser
-def test_a_patient_behind_a_narrow_downlink_keeps_its_audio(netns, patient_netns, chromium, tmp_path):
+def capped_patient_call(netns: NetNamespace, patient_netns: NetNamespace, chromium: BrowserFactory, tmp_path,
+                        cap: tuple[str, ...]) -> tuple[SfuServer, BrowserFactory, Callable[[str], str]]:
+    """The server in `netns`; the patient's browsers in `patient_netns`, everything the server
+    sends them shaped by `cap` (a tc qdisc) on its end of the link. Returns the server, the
+    patient's browser factory (close it) and a failure message maker with every page's state."""
     server = start_sfu_server(netns, tmp_path / "data",
                               extra_args=["--host", "0.0.0.0", "--public-url", f"http://127.0.0.1:{PORT}"])
     link = link_namespaces(netns, patient_netns)
     start_tcp_forwarder(patient_netns, PORT, link.a_address, PORT)
-    netns.run(["tc", "qdisc", "add", "dev", link.a_veth, "root", *CAP], check=True)
+    netns.run(["tc", "qdisc", "add", "dev", link.a_veth, "root", *cap], check=True)
     patient_browsers = BrowserFactory(patient_netns, artifact_dir=tmp_path / "patient")
 
     def diagnostics(summary: str) -> str:
         saved = chromium.save_diagnostics("failure") + patient_browsers.save_diagnostics("failure")
         return (f"{summary}\nsaved: {[str(p) for p in saved]}\n{chromium.console_summary()}\n"
                 f"{patient_browsers.console_summary()}\n--- server ---\n{server.output()[-6000:]}")
+
+    return server, patient_browsers, diagnostics
+
+
+@pytest.mark.browser
+def test_a_patient_behind_a_narrow_downlink_keeps_its_audio(netns, patient_netns, chromium, tmp_path):
+    server, patient_browsers, diagnostics = capped_patient_call(netns, patient_netns, chromium, tmp_path, CAP)
 
     try:
         patient = patient_browsers("patient")

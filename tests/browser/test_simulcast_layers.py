@@ -16,13 +16,12 @@ import time
 
 import pytest
 
-from .harness import BrowserFactory, link_namespaces, poll, start_sfu_server, start_tcp_forwarder
+from .harness import poll
 from .test_audio import admin_get
-from .test_narrow_downlink import downlink_of, patient_netns  # noqa: F401  (patient_netns: a fixture)
+from .test_narrow_downlink import capped_patient_call, downlink_of, patient_netns  # noqa: F401  (a fixture)
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
 
-PORT = 8080
 CAP = ("tbf", "rate", "700kbit", "burst", "16kb", "latency", "300ms")
 FULL_WIDTH = 1280  # the harness's fake camera
 SETTLE_S = 60  # Chromium's send estimate climbs to the top layer's rate in 15-30 s
@@ -55,17 +54,7 @@ def inbound_video(driver) -> dict:
 @pytest.mark.browser
 def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor_keeps_720p(
         netns, patient_netns, chromium, tmp_path):  # noqa: F811  (the fixture imported above)
-    server = start_sfu_server(netns, tmp_path / "data",
-                              extra_args=["--host", "0.0.0.0", "--public-url", f"http://127.0.0.1:{PORT}"])
-    link = link_namespaces(netns, patient_netns)
-    start_tcp_forwarder(patient_netns, PORT, link.a_address, PORT)
-    netns.run(["tc", "qdisc", "add", "dev", link.a_veth, "root", *CAP], check=True)
-    patient_browsers = BrowserFactory(patient_netns, artifact_dir=tmp_path / "patient")
-
-    def diagnostics(summary: str) -> str:
-        saved = chromium.save_diagnostics("failure") + patient_browsers.save_diagnostics("failure")
-        return (f"{summary}\nsaved: {[str(p) for p in saved]}\n{chromium.console_summary()}\n"
-                f"{patient_browsers.console_summary()}\n--- server ---\n{server.output()[-6000:]}")
+    server, patient_browsers, diagnostics = capped_patient_call(netns, patient_netns, chromium, tmp_path, CAP)
 
     try:
         patient = patient_browsers("patient")
