@@ -172,6 +172,8 @@ class DownTrack:
         self._pt_for_source: dict[int, Optional[int]] = {}
         # source payload type -> whether its packets get RED/FEC (VP8/VP9 with FEC negotiated)
         self._fec_for_source: dict[int, bool] = {}
+        # source payload type -> whether it is VP8 (its picture IDs renumbered, from layers)
+        self._vp8_for_source: dict[int, bool] = {}
         self._out_rtx_pt: dict[int, int] = {}
         self._rtx_seq = random.randrange(1 << 15)
         self._waiting_for_keyframe = kind == "video"
@@ -271,6 +273,7 @@ class DownTrack:
         self._vp8 = Vp8Munger() if self._layers is not None else None
         self._pt_for_source.clear()
         self._fec_for_source.clear()
+        self._vp8_for_source.clear()
         if self._rewriter is not None:
             self._rewriter.reset()
         self._waiting_for_keyframe = self.kind == "video"
@@ -284,9 +287,7 @@ class DownTrack:
             return
         if self.feed is not None and self.feed is not self.source:
             self.layer_switches += 1
-        self.feed = feed
-        self._pt_for_source.clear()
-        self._fec_for_source.clear()
+        self.feed = feed  # (a layer of the same source: the same payload types)
         self.source_restarted()
 
     def source_restarted(self) -> None:
@@ -434,6 +435,14 @@ class DownTrack:
             protects = self._fec_for_source[source_pt] = codec.mimeType.lower()[6:] in PROTECTABLE
         return protects
 
+    def _is_vp8(self, codec: RTCRtpCodecParameters) -> bool:
+        source_pt = codec.payloadType
+        assert source_pt is not None  # as in _out_payload_type
+        vp8 = self._vp8_for_source.get(source_pt)
+        if vp8 is None:
+            vp8 = self._vp8_for_source[source_pt] = codec.mimeType.lower() == "video/vp8"
+        return vp8
+
     async def forward(self, packet: RtpPacket, codec: RTCRtpCodecParameters, keyframe_start: bool,
                       abs_send_time: int, now: float, late: bool = False) -> None:
         """Send one packet on. `late`: it was recovered from the publisher and the
@@ -468,7 +477,7 @@ class DownTrack:
             self._track_unsent(newest_sent, seq)
         fec = self._fec if self._fec is not None and self._protects(codec) else None
         payload = packet.payload
-        if self._vp8 is not None and codec.name.upper() == "VP8":
+        if self._vp8 is not None and self._is_vp8(codec):
             payload = self._vp8.rewrite(payload)
         wire_pt, wire_payload = payload_type, payload
         if fec is not None:

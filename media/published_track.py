@@ -67,6 +67,11 @@ def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optiona
     return UplinkVideoFec(payload_types, zeroed_extensions(parameters.headerExtensions), vp8)
 
 
+# A stream with no packet for this long has stopped (frames come every 33-100 ms, 200 ms at a
+# simulcast layer's starting 5 fps): the next packet starts it again (`arriving_since`).
+STREAM_GAP_S = 0.5
+
+
 @dataclass(slots=True)
 class SenderReport:
     """The publisher's latest NTP <-> RTP timestamp mapping, kept for lip sync."""
@@ -115,7 +120,8 @@ class PublishedTrack:
         self._downtracks: list[DownTrack] = []
         # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
         self._offered = RateMeter(bucket_s=0.25, buckets=12)
-        self._frames = RateMeter(bucket_s=0.25, buckets=8)  # frame ends (marker bits), for frame_rate
+        # a layer's frame ends (marker bits): the publication compares its layers' frame rates
+        self._frames = RateMeter(bucket_s=0.25, buckets=8) if rid is not None else None
         self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
@@ -139,6 +145,7 @@ class PublishedTrack:
         self.duplicates_dropped = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
         self.last_packet_at = float("-inf")
+        self.arriving_since = float("inf")  # the first packet after a gap of STREAM_GAP_S or more
         # told at the first packet of each keyframe, before it is forwarded (a layer switch starts there)
         self.on_keyframe: Optional[Callable[[PublishedTrack], None]] = None
 
@@ -176,8 +183,8 @@ class PublishedTrack:
         return self._offered.bps(now)
 
     def frame_rate(self, now: float) -> float:
-        """Frames per second over the last two seconds (video)."""
-        return self._frames.bps(now) / 8
+        """Frames per second over the last two seconds (a simulcast layer's; 0 for other tracks)."""
+        return 0.0 if self._frames is None else self._frames.bps(now) / 8
 
     def request_keyframe(self) -> None:
         if self.kind == "video" and not self.stopped:
@@ -389,6 +396,8 @@ class PublishedTrack:
 
         detect = self._keyframe_detectors.get(codec.payloadType) if codec.payloadType is not None else None
         keyframe_start = detect is not None and detect(packet.payload)
+        if now - self.last_packet_at >= STREAM_GAP_S:
+            self.arriving_since = now
         self.last_packet_at = now
         if keyframe_start:
             self._keyframes.keyframe_started()
@@ -396,7 +405,7 @@ class PublishedTrack:
                 self.on_keyframe(self)
 
         self._offered.add(len(packet.payload), now)
-        if packet.marker:
+        if packet.marker and self._frames is not None:
             self._frames.add(1, now)
         send_time = abs_send_time_now()  # one clock read per packet, not per subscriber
         for downtrack in self._downtracks:

@@ -29,7 +29,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
-from .published_track import PublishedTrack, SenderReport
+from .published_track import STREAM_GAP_S, PublishedTrack, SenderReport
 from .rtcp_io import send_rtcp
 from .simulcast_taps import TapLayers
 
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A layer with no packet for this long is no longer being sent (frames come every 33-100 ms,
-# 200 ms at a starting layer's 5 fps): its subscribers move to the best layer still arriving.
-LAYER_SILENT_S = 0.5
+# A layer with no packet for this long is no longer being sent: its subscribers move to the
+# best layer still arriving.
+LAYER_SILENT_S = STREAM_GAP_S
 WATCH_INTERVAL_S = 0.25
 # A layer sending fewer frames a second than this share of the smoothest one is not moved to.
 FRAME_RATE_SHARE = 0.7
@@ -66,11 +66,9 @@ class SimulcastTrack:
         self._rtcp_ssrc = rtcp_ssrc
         self.layers: list[Optional[PublishedTrack]] = [None] * len(self.rids)
         self._by_ssrc: dict[int, PublishedTrack] = {}
-        self._arriving_since = [float("inf")] * len(self.rids)  # per layer: since when, without a silence
         self._estimator = RemoteBitrateEstimator()
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
-        self._feeding: dict[DownTrack, int] = {}  # the layer each down-track gets now
         # recording and processors: the best layer arriving, as one stream
         self._tap_layers = TapLayers()
         self._tap_feeds: dict[int, PacketTap] = {}  # layer index -> what feeds _tap_layers from it
@@ -113,7 +111,7 @@ class SimulcastTrack:
             if self._tap_layers.taps:
                 self._feed_taps_from(index, layer)
             for downtrack in self._targets:
-                if downtrack not in self._feeding:  # waiting for any layer at all
+                if self.feeding(downtrack) is None:  # waiting for any layer at all
                     self._feed(downtrack, index, keyframe=True)
         return layer
 
@@ -128,9 +126,6 @@ class SimulcastTrack:
                 self.unrouted += 1
                 return
             self._by_ssrc[packet.ssrc] = layer
-        now = time.monotonic()
-        if layer.rid is not None and now - layer.last_packet_at > LAYER_SILENT_S:
-            self._arriving_since[self.rids.index(layer.rid)] = now  # (again) after a silence
         if packet.extensions.abs_send_time is not None:
             remb = self._estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
                                        payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
@@ -169,7 +164,7 @@ class SimulcastTrack:
 
     def remove_downtrack(self, downtrack: DownTrack) -> None:
         self._targets.pop(downtrack, None)
-        index = self._feeding.pop(downtrack, None)
+        index = self.feeding(downtrack)
         layer = None if index is None else self.layers[index]
         if layer is not None:
             layer.remove_downtrack(downtrack)
@@ -241,14 +236,15 @@ class SimulcastTrack:
         return self._targets.get(downtrack)
 
     def feeding(self, downtrack: DownTrack) -> Optional[int]:
-        """The layer this down-track gets now."""
-        return self._feeding.get(downtrack)
+        """The layer this down-track gets now (its feed, while it is one of ours)."""
+        feed = downtrack.feed
+        return next((i for i, layer in enumerate(self.layers) if layer is feed and layer is not None), None)
 
     def select_layer(self, downtrack: DownTrack, index: int) -> None:
         if downtrack not in self._targets or not 0 <= index < len(self.rids):
             return
         self._targets[downtrack] = index
-        current = self._feeding.get(downtrack)
+        current = self.feeding(downtrack)
         layer = self.layers[index]
         if current != index and layer is not None:
             layer.request_keyframe()  # the switch happens at its next keyframe
@@ -257,7 +253,7 @@ class SimulcastTrack:
         index = self.layers.index(layer)
         now = time.monotonic()
         for downtrack, target in list(self._targets.items()):
-            current = self._feeding.get(downtrack)
+            current = self.feeding(downtrack)
             if current != index and self._best_arriving(target, now, current) == index:
                 self._feed(downtrack, index, keyframe=False)
 
@@ -266,12 +262,11 @@ class SimulcastTrack:
         layer = self.layers[index]
         if layer is None:
             return
-        previous = self._feeding.get(downtrack)
+        previous = self.feeding(downtrack)
         if previous is not None:
             old = self.layers[previous]
             if old is not None:
                 old.remove_downtrack(downtrack)
-        self._feeding[downtrack] = index
         downtrack.switch_feed(layer)
         layer.add_downtrack(downtrack, keyframe=keyframe)
 
@@ -285,14 +280,16 @@ class SimulcastTrack:
         A browser starts and stops layers as its send estimate moves in a call's first
         seconds: following every change made subscribers switch and wait on keyframes
         several times (freezes of up to 3 s in a clean call)."""
-        arriving = [i for i, layer in enumerate(self.layers) if layer is not None and self._arriving(layer, now)]
-        if not arriving:
+        layers = {i: layer for i, layer in enumerate(self.layers) if layer is not None and self._arriving(layer, now)}
+        if not layers:
             return None
-        rates = {i: layer.frame_rate(now) for i in arriving if (layer := self.layers[i]) is not None}
+        arriving = list(layers)  # lowest first
+        rates = {i: layer.frame_rate(now) for i, layer in layers.items()}
         smooth = FRAME_RATE_SHARE * max(rates.values())
         # settled: arriving for a while at a frame rate like the others' (a layer the encoder is
         # just starting sends a few frames a second, choppier than a smaller one)
-        settled = [i for i in arriving if now - self._arriving_since[i] >= LAYER_SETTLED_S and rates[i] >= smooth]
+        settled = [i for i, layer in layers.items()
+                   if now - layer.arriving_since >= LAYER_SETTLED_S and rates[i] >= smooth]
         if current is not None and current in arriving and current <= at_most:
             better = [i for i in settled if current < i <= at_most]
             return better[-1] if better else current
@@ -311,7 +308,7 @@ class SimulcastTrack:
         if self._tap_layers.taps:
             self._choose_tap_layer(now)
         for downtrack, target in list(self._targets.items()):
-            current = self._feeding.get(downtrack)
+            current = self.feeding(downtrack)
             best = self._best_arriving(target, now, current)
             if best is None or best == current:
                 continue
