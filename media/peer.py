@@ -29,7 +29,7 @@ from .downtrack import DownTrack
 from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .redundancy import LossEstimate
-from .sdp_simulcast import SIMULCAST_LADDER, answered_simulcast, offer_simulcast, rid_extensions
+from .sdp_simulcast import answered_layers, offer_simulcast, rid_extensions
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
 from .send_budget import SendBudget
@@ -328,9 +328,7 @@ class MediaPeer:
         self._red_by_mid.update(answered_red_by_mid(sdp_text))
         self._video_fec_by_mid.update(video_fec_by_mid(sdp_text))
         if self.offers_simulcast:
-            ladder = [layer.rid for layer in reversed(SIMULCAST_LADDER)]  # lowest first
-            self._simulcast_by_mid.update({mid: tuple(sorted(rids, key=ladder.index))
-                                           for mid, rids in answered_simulcast(sdp_text).items()})
+            self._simulcast_by_mid.update(answered_layers(sdp_text))
             self._answer_sdp = sdp_text
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))

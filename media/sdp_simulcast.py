@@ -94,6 +94,18 @@ def answered_simulcast(sdp: str) -> dict[str, tuple[str, ...]]:
     return found
 
 
+def answered_layers(sdp: str, ladder: tuple[SimulcastLayer, ...] = SIMULCAST_LADDER) -> dict[str, tuple[str, ...]]:
+    """mid -> the RIDs of `ladder` each video section of an answer sends, lowest layer first;
+    RIDs the ladder does not have are ignored (a section left with none sends one stream)."""
+    order = [layer.rid for layer in reversed(ladder)]
+    found = {}
+    for mid, rids in answered_simulcast(sdp).items():
+        known = sorted((rid for rid in rids if rid in order), key=order.index)
+        if known:
+            found[mid] = tuple(known)
+    return found
+
+
 def rid_extensions(sdp: str, mid: str) -> list[RTCRtpHeaderExtensionParameters]:
     """The RID extensions a section of an answer agreed to, for parsing its packets."""
     for section in split_sections(sdp)[1]:

@@ -7,6 +7,7 @@ from media.sdp_simulcast import (
     REPAIRED_RID_URI,
     RID_URI,
     SIMULCAST_LADDER,
+    answered_layers,
     answered_simulcast,
     offer_simulcast,
     rid_extensions,
@@ -76,3 +77,11 @@ def test_the_rid_extensions_are_read_from_the_answer():
     extensions = rid_extensions(answer("a=simulcast:send h;m;l"), "1")
     assert {(e.id, e.uri) for e in extensions} == {(10, RID_URI), (11, REPAIRED_RID_URI)}
     assert rid_extensions(answer(), "7") == []
+
+
+def test_the_layers_are_the_ladders_rids_answered_lowest_first():
+    assert answered_layers(answer("a=simulcast:send h;m;l")) == {"1": ("l", "m", "h")}
+    # a RID the ladder does not have is no layer of ours: ignored, not an error
+    unknown = answer("a=simulcast:send zz;h").replace("a=rid:l send", "a=rid:zz send")
+    assert answered_layers(unknown) == {"1": ("h",)}
+    assert answered_layers(answer("a=simulcast:send zz").replace("a=rid:l send", "a=rid:zz send")) == {}
