@@ -29,7 +29,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
-from .published_track import STREAM_GAP_S, PublishedTrack, SenderReport
+from .published_track import PublishedTrack, SenderReport
 from .rtcp_io import send_rtcp
 from .simulcast_taps import TapLayers
 
@@ -39,10 +39,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A layer with no packet for this long is no longer being sent: its subscribers move to the
-# best layer still arriving.
-LAYER_SILENT_S = STREAM_GAP_S
-WATCH_INTERVAL_S = 0.25
+# A layer with no media for this long is taken as stopped: its subscribers move to the best
+# layer still arriving, at that layer's next keyframe (asked for at once). Every moment of
+# this is a frozen picture; a false alarm costs only a keyframe of a smaller layer.
+LAYER_SILENT_S = 0.3
+WATCH_INTERVAL_S = 0.1
+# A new subscriber waits this long for the lowest layer before taking a larger one: a browser
+# starts its layers within a few hundred milliseconds, and the larger ones come and go first.
+LOWEST_WAIT_S = 0.5
 # A layer sending fewer frames a second than this share of the smoothest one is not moved to.
 FRAME_RATE_SHARE = 0.7
 # A layer arriving this long (after a silence) is settled: subscribers may move up to it.
@@ -69,6 +73,7 @@ class SimulcastTrack:
         self._estimator = RemoteBitrateEstimator()
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
+        self._waiting: dict[DownTrack, float] = {}  # down-tracks no layer feeds yet: since when
         # recording and processors: the best layer arriving, as one stream
         self._tap_layers = TapLayers()
         self._tap_feeds: dict[int, PacketTap] = {}  # layer index -> what feeds _tap_layers from it
@@ -110,9 +115,6 @@ class SimulcastTrack:
             layer.start()
             if self._tap_layers.taps:
                 self._feed_taps_from(index, layer)
-            for downtrack in self._targets:
-                if self.feeding(downtrack) is None:  # waiting for any layer at all
-                    self._feed(downtrack, index, keyframe=True)
         return layer
 
     # --- called by aiortc's RTP router --------------------------------------
@@ -158,12 +160,16 @@ class SimulcastTrack:
         if downtrack in self._targets:
             return
         self._targets[downtrack] = len(self.rids) - 1
-        best = self._best_arriving(len(self.rids) - 1, time.monotonic(), None)
+        now = time.monotonic()
+        best = self._best_arriving(len(self.rids) - 1, now, None)
         if best is not None:
             self._feed(downtrack, best, keyframe=True)
+        else:
+            self._waiting[downtrack] = now
 
     def remove_downtrack(self, downtrack: DownTrack) -> None:
         self._targets.pop(downtrack, None)
+        self._waiting.pop(downtrack, None)
         index = self.feeding(downtrack)
         layer = None if index is None else self.layers[index]
         if layer is not None:
@@ -250,11 +256,15 @@ class SimulcastTrack:
             layer.request_keyframe()  # the switch happens at its next keyframe
 
     def _keyframe_arrived(self, layer: PublishedTrack) -> None:
+        """Switches wait for a keyframe of the layer switched to: no picture stops meanwhile."""
         index = self.layers.index(layer)
         now = time.monotonic()
         for downtrack, target in list(self._targets.items()):
             current = self.feeding(downtrack)
-            if current != index and self._best_arriving(target, now, current) == index:
+            if current is None:
+                if index == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S:
+                    self._feed(downtrack, index, keyframe=False)
+            elif current != index and self._best_arriving(target, now, current) == index:
                 self._feed(downtrack, index, keyframe=False)
 
     def _feed(self, downtrack: DownTrack, index: int, *, keyframe: bool) -> None:
@@ -262,6 +272,7 @@ class SimulcastTrack:
         layer = self.layers[index]
         if layer is None:
             return
+        self._waiting.pop(downtrack, None)
         previous = self.feeding(downtrack)
         if previous is not None:
             old = self.layers[previous]
@@ -312,13 +323,13 @@ class SimulcastTrack:
             best = self._best_arriving(target, now, current)
             if best is None or best == current:
                 continue
-            current_layer = None if current is None else self.layers[current]
-            if current_layer is None or not self._arriving(current_layer, now):
-                self._feed(downtrack, best, keyframe=True)  # nothing comes where it is
+            if current is None:
+                if best == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S:
+                    self._feed(downtrack, best, keyframe=True)  # nothing to show yet: any keyframe will do
             else:
                 best_layer = self.layers[best]
                 if best_layer is not None:
-                    best_layer.request_keyframe()  # a better fit arrives again: there at its next keyframe
+                    best_layer.request_keyframe()  # there at its next keyframe (`_keyframe_arrived`)
 
     def summary(self) -> dict:
         """Counters for operators (admin API) and tests: the layers' added up, and each layer's."""

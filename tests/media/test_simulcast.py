@@ -34,7 +34,7 @@ from media.downtrack import DownTrack
 from media.keyframe_requests import MIN_INTERVAL_S
 from media.published_track import PublishedTrack
 from media.sdp_simulcast import REPAIRED_RID_URI, RID_URI
-from media.simulcast import LAYER_SETTLED_S, LAYER_SILENT_S, SimulcastTrack
+from media.simulcast import LAYER_SETTLED_S, LAYER_SILENT_S, LOWEST_WAIT_S, SimulcastTrack
 
 from .test_downtrack_fec import CapturingTransport, payload_of, seq_of
 
@@ -222,6 +222,40 @@ async def test_a_downtrack_moves_up_to_a_settled_top_layer_and_down_at_the_lower
     assert downtrack.source is None
 
 
+async def test_a_subscriber_there_before_the_layers_starts_on_the_lowest_not_the_first_to_come(clock):
+    """A browser's larger layers come and go in a call's first seconds; its lowest stays."""
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    early, _ = await started_downtrack()
+    early.attach(track)
+    # the browser probes on layer l's RTX before any of l's media: that is not l arriving
+    unsent = publisher.frame("l", keyframe=False)
+    await send(track, publisher, [publisher.rtx("l", unsent[0], rtx_seq=1)])
+    await all_layers(track, publisher, keyframe=("m",), rids=("m",))
+    assert track.feeding(early) is None
+    clock[0] += 0.1
+    await all_layers(track, publisher, keyframe=("l",), rids=("l",))
+    assert track.feeding(early) == 0
+    await track.stop()
+
+
+async def test_a_subscriber_takes_a_larger_layer_when_the_lowest_does_not_come(clock):
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    await all_layers(track, publisher, keyframe=("m",), rids=("m",))
+    await run_layers(track, publisher, clock, LOWEST_WAIT_S / 2, rids=("m",))
+    assert track.feeding(downtrack) is None
+    await run_layers(track, publisher, clock, LOWEST_WAIT_S, rids=("m",))
+    assert track.feeding(downtrack) == 1
+    await all_layers(track, publisher, keyframe=("m",), rids=("m",))
+    assert publisher.layer_of(payload_of(to_subscriber.sent[-1])) == "m"
+    await track.stop()
+
+
 async def test_a_retransmission_on_a_layers_rtx_reaches_the_downtrack_fed_by_that_layer(clock):
     upstream = UplinkTransport()
     track = make_track(upstream)
@@ -249,13 +283,19 @@ async def test_a_layer_the_publisher_stops_sending_is_left_for_the_best_still_ar
     downtrack.attach(track)
     await settled_on_top(track, publisher, clock, downtrack)
     # the publisher's uplink narrows: its encoder drops the top layer
+    plis_before = len(plis(upstream))
     for _ in range(3):
         clock[0] += LAYER_SILENT_S / 2
         await all_layers(track, publisher, rids=("l", "m"))
         track.check_layers(clock[0])
-    assert track.feeding(downtrack) == 1 and downtrack.layer == 2  # fed by m, still meant for h
     assert track.layer_rates(clock[0])[2] == 0.0
+    # m's keyframe is asked for at once; the switch happens on it (nothing shown is cut short)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert SSRCS["m"] in plis(upstream)[plis_before:]
+    assert track.feeding(downtrack) == 2
     await all_layers(track, publisher, keyframe=("m",), rids=("l", "m"))
+    assert track.feeding(downtrack) == 1 and downtrack.layer == 2  # fed by m, still meant for h
     assert publisher.layer_of(payload_of(to_subscriber.sent[-1])) == "m"
     # the top layer comes back: up again at a keyframe, once it runs at the others' frame rate
     clock[0] += 0.1
