@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from aiortc.codecs import is_rtx
-from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
@@ -48,6 +47,7 @@ from .rtcp_io import send_rtcp
 from .sdp_video_fec import video_fec_in_codecs
 from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
+from .uplink_estimate import UplinkEstimator
 from .uplink_fec import UplinkVideoFec
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class PublishedTrack:
         self._nack = NackGenerator(deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S)
         self._nack_timer: Optional[asyncio.TimerHandle] = None
         self._rtt_s = rtt_s
-        self._bitrate_estimator = RemoteBitrateEstimator() if kind == "video" and rid is None else None
+        self._bitrate_estimator = UplinkEstimator() if kind == "video" and rid is None else None
         self._keyframes = KeyframeRequester(self._send_pli)
         self.uplink_estimate: Optional[int] = None  # bit/s, from abs-send-time arrival patterns
         self.sender_report: Optional[SenderReport] = None
@@ -223,14 +223,14 @@ class PublishedTrack:
         self.packets_received += 1
 
         if self._bitrate_estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = self._bitrate_estimator.add(
+            estimate = self._bitrate_estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,
                 arrival_time_ms=arrival_time_ms,
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
-            if remb is not None:
-                self.uplink_estimate = remb[0]
+            if estimate is not None:
+                self.uplink_estimate = estimate
                 await self._send_remb()
 
         if is_rtx(codec):

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, Union
 
-from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
@@ -32,6 +31,7 @@ from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, 
 from .published_track import PublishedTrack, SenderReport
 from .rtcp_io import send_rtcp
 from .simulcast_taps import TapLayers
+from .uplink_estimate import UplinkEstimator
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -70,7 +70,7 @@ class SimulcastTrack:
         self._rtcp_ssrc = rtcp_ssrc
         self.layers: list[Optional[PublishedTrack]] = [None] * len(self.rids)
         self._by_ssrc: dict[int, PublishedTrack] = {}
-        self._estimator = RemoteBitrateEstimator()
+        self._estimator = UplinkEstimator()
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
         self._waiting: dict[DownTrack, float] = {}  # down-tracks no layer feeds yet: since when
@@ -129,10 +129,11 @@ class SimulcastTrack:
                 return
             self._by_ssrc[packet.ssrc] = layer
         if packet.extensions.abs_send_time is not None:
-            remb = self._estimator.add(abs_send_time=packet.extensions.abs_send_time, arrival_time_ms=arrival_time_ms,
-                                       payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
-            if remb is not None:
-                self.uplink_estimate = remb[0]
+            estimate = self._estimator.add(abs_send_time=packet.extensions.abs_send_time,
+                                           arrival_time_ms=arrival_time_ms,
+                                           payload_size=len(packet.payload) + packet.padding_size, ssrc=packet.ssrc)
+            if estimate is not None:
+                self.uplink_estimate = estimate
                 await self._send_remb()
         await layer._handle_rtp_packet(packet, arrival_time_ms)
 
@@ -154,12 +155,13 @@ class SimulcastTrack:
     # --- a source of down-tracks (media/downtrack.py DownTrackSource) -----------
 
     def add_downtrack(self, downtrack: DownTrack, keyframe: bool = True) -> None:
-        """Meant for the top layer until told otherwise (the controller steps it down if it does
-        not fit); fed from the lowest at first, which starts the picture soonest and which a
-        browser never stops."""
+        """Meant for the lowest layer until the subscriber's downlink controller raises it, as
+        the link shows room: nothing is known of a new subscriber's link, and the top layers of
+        a call already running at once (queue full from the first second, so no queue-free
+        RTT to measure against) left a phone's downlink collapsed."""
         if downtrack in self._targets:
             return
-        self._targets[downtrack] = len(self.rids) - 1
+        self._targets[downtrack] = 0
         now = time.monotonic()
         best = self._best_arriving(len(self.rids) - 1, now, None)
         if best is not None:

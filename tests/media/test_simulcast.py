@@ -157,8 +157,10 @@ async def run_layers(track: SimulcastTrack, publisher: SimulcastPublisher, clock
 
 async def settled_on_top(track: SimulcastTrack, publisher: SimulcastPublisher, clock: list[float],
                          downtrack: DownTrack) -> None:
-    """A down-track starts on the lowest layer and moves to the top one once that has settled."""
-    assert track.feeding(downtrack) == 0 and downtrack.layer == 2
+    """A down-track starts on (and is meant for) the lowest layer; raised to the top (as its
+    downlink controller does when the link has room), it moves there once that has settled."""
+    assert track.feeding(downtrack) == 0 and downtrack.layer == 0
+    downtrack.select_layer(2)
     await run_layers(track, publisher, clock, LAYER_SETTLED_S + 0.5)
     await all_layers(track, publisher, keyframe=("h",))
     assert track.feeding(downtrack) == 2
