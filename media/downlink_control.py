@@ -253,7 +253,9 @@ class DownlinkController:
             target = min(estimate, delivered) if estimate is not None and delivered > 0 else (estimate or 0.0)
             self._shed(now, target * CONGESTED_TARGET_SHARE, audio, demands, force=True)
         elif estimate is None:
-            return  # nothing known of the link yet: everything is forwarded
+            # nothing known of the link yet (no receiver estimate so far, or a browser that
+            # sends none): what is forwarded stays, and only probes can show room for more
+            self._restore(now, None, audio, demands)
         elif budget.narrow and budget.pacer.waiting_s(VIDEO, now) > PACER_SHED_S:
             # the videos outgrow the rate the pacer holds them to (a publisher sending more):
             # pausing one keeps the audio in time; letting them through faster as a probe
@@ -297,7 +299,7 @@ class DownlinkController:
         self._samples_at_pause = self.budget.estimate.rtt_samples
         self._queue_at_pause = queueing
 
-    def _restore(self, now: float, estimate: float, audio: float, demands: list[Demand]) -> None:
+    def _restore(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> None:
         # what would bring a video back (its lowest layer) or up a layer, most important first;
         # every paused one before any goes up
         paused = sorted((d for d in demands if not d.forwarded), key=lambda d: -d.priority)
@@ -316,7 +318,7 @@ class DownlinkController:
             self._raise(free[0].video, free[1], now)
             return
         forwarded_bps = sum(d.bitrate for d in demands if d.forwarded)
-        if not self.budget.narrow:  # no queue seen for a while: the estimate is to be trusted
+        if estimate is not None and not self.budget.narrow:  # no queue seen for a while: the estimate is trusted
             room = estimate - audio - forwarded_bps
             for demand, layer, adds in steps:
                 if adds * RESUME_HEADROOM <= room:

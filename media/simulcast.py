@@ -223,8 +223,15 @@ class SimulcastTrack:
             layer.add_tap(feed)
 
     def _choose_tap_layer(self, now: float) -> None:
-        """The taps move to the best layer arriving, at its next keyframe (asked for)."""
-        best = self._best_arriving(len(self.rids) - 1, now, self._tap_layers.current)
+        """The taps move to the best layer arriving, at its next keyframe (asked for). They start
+        on the best one already running smoothly: a recording has no link to spare, and
+        starting on the lowest made a call's recording open with a few frames of it."""
+        current = self._tap_layers.current
+        lowest = self.layers[0]
+        current_or_start: Optional[int] = current
+        if current is None and lowest is not None and self._arriving(lowest, now):
+            current_or_start = 0  # judged as if on the lowest: up to any settled better one
+        best = self._best_arriving(len(self.rids) - 1, now, current_or_start)
         if best is None or best == self._tap_layers.current:
             return
         self._tap_layers.wanted = best

@@ -270,12 +270,24 @@ def test_no_videos_no_action_but_the_budget_is_updated():
                                 "probes_failed": 0, "probing": False}
 
 
-def test_without_any_estimate_paused_videos_stay_as_they_are():
+def test_without_any_estimate_only_a_probe_that_got_through_brings_a_video_back():
     v = FakeVideo("v", 300_000, paused=True)
     h = Downlink(v, remb=None)
-    h.run(5.0)
+    h.run(0.5)
     assert h.budget.estimate_bps(h.now) is None
-    assert h.paused() == ["v"] and h.ctrl.probes == 0 and h.changes == []
+    assert h.paused() == ["v"] and h.ctrl.probes == 1 and h.changes == []
+    h.run_until(lambda: not v.paused, limit=5.0)
+    assert h.ctrl.probes_failed == 0 and h.changes == [("v", False, h.now)]
+
+
+def test_without_any_estimate_a_subscriber_on_its_lowest_layers_climbs_by_probes():
+    """A new subscriber starts on the lowest layers; a browser that sends no receiver
+    estimate (or not yet) must not keep it there."""
+    v = FakeVideo("v", 0, 1, layers=list(LADDER))
+    v.layer = 0
+    h = Downlink(v, remb=None)
+    h.run_until(lambda: v.layer == 2, limit=20.0)
+    assert h.ctrl.layer_ups == 2 and h.ctrl.probes >= 2 and h.ctrl.probes_failed == 0
 
 
 def test_inactive_videos_are_left_alone():
@@ -936,6 +948,7 @@ def test_forced_shedding_steps_the_least_important_down_one_layer_then_pauses_it
     doctor = FakeVideo("doctor", 0, 2, layers=list(LADDER))
     patient.layer = doctor.layer = 0
     h = Downlink(patient, doctor, remb=None)
+    h.ticking = False  # no probe for more meanwhile: the first decision is on the queue
     h.run(2.0)
     h.congest()  # no estimate, no delivered figure: the queue alone says too much
     h.tick()

@@ -377,6 +377,30 @@ async def test_taps_get_the_best_layer_arriving_as_one_stream(clock):
     await track.stop()
 
 
+async def test_a_tap_added_while_the_layers_run_starts_on_the_best_settled_one(clock):
+    """A recording started mid-call opens on the top layer, not a few frames of the lowest."""
+    got: list[bytes] = []
+
+    class Tap:
+        def on_packet(self, packet, codec, arrived_at) -> None:
+            got.append(packet.payload)
+
+        def close(self) -> None: ...
+
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=RIDS)
+    await run_layers(track, publisher, clock, LAYER_SETTLED_S + 0.5)
+    track.add_tap(Tap())
+    await all_layers(track, publisher, keyframe=("l",))
+    await all_layers(track, publisher, keyframe=("h",))
+    await all_layers(track, publisher)
+    assert got and {publisher.layer_of(p) for p in got} == {"h"}
+    assert track.summary()["tap_layer_switches"] == 0
+    await track.stop()
+
+
 async def test_the_summary_adds_the_layers_up_and_keeps_each():
     upstream = UplinkTransport()
     track = make_track(upstream)
