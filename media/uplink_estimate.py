@@ -29,6 +29,8 @@ class UplinkEstimator:
         probed = None
         if self._probes is not None:
             probed = self._probes.add(abs_send_time=abs_send_time, arrival_time_ms=arrival_time_ms, size=payload_size)
+            if self._probes.finished:
+                self._probes = None  # no per-packet work for it past a publisher's first seconds
         remb = self._delay_based.add(arrival_time_ms=arrival_time_ms, abs_send_time=abs_send_time,
                                      payload_size=payload_size, ssrc=ssrc)
         if probed is not None and (self.estimate is None or probed > self.estimate):

@@ -59,6 +59,11 @@ class ProbeBursts:
         self.best_bps = 0
         self.bursts: list[Burst] = []  # every burst measured, for tests and logs
 
+    @property
+    def finished(self) -> bool:
+        """Past the window, its last burst judged: nothing more to look at."""
+        return self._first_arrival_ms is not None and self._last_abs is None
+
     def add(self, *, abs_send_time: int, arrival_time_ms: int, size: int) -> Optional[int]:
         if self._first_arrival_ms is None:
             self._first_arrival_ms = arrival_time_ms

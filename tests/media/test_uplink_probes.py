@@ -81,9 +81,11 @@ def test_short_bursts_small_packets_and_late_bursts_are_not_timed():
     sender.burst(900, packets=10, size=120)  # audio-sized
     sender.pause(30)
     sender.packet(100, WINDOW_MS)  # past the first seconds
+    assert sender.probes.finished
     sender.burst(1800, packets=14)
     sender.pause(30)
     assert sender.results == []
+    assert sender.probes.finished
 
 
 def test_arrivals_read_in_one_go_count_at_the_sending_pace_and_the_clock_may_wrap():
