@@ -381,8 +381,9 @@ class DownlinkController:
             self._samples_at_pause = link.rtt_samples
             self._queue_at_pause = link.queueing_delay
         elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
+            outcome = "" if not probe.final else ": resuming" if probe.video.paused else f": up to layer {probe.layer}"
             logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
-                        probe.rate_bps / 1000, samples, ": resuming" if probe.final else "")
+                        probe.rate_bps / 1000, samples, outcome)
             self._end_probe()
             total = probe.base_bps + probe.rate_bps
             if self._ceiling is not None and total > self._ceiling:

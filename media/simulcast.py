@@ -271,10 +271,15 @@ class SimulcastTrack:
         for downtrack, target in list(self._targets.items()):
             current = self.feeding(downtrack)
             if current is None:
-                if index == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S:
+                if self._may_start_on(downtrack, index, now):
                     self._feed(downtrack, index, keyframe=False)
             elif current != index and self._best_arriving(target, now, current) == index:
                 self._feed(downtrack, index, keyframe=False)
+
+    def _may_start_on(self, downtrack: DownTrack, index: int, now: float) -> bool:
+        """Whether a down-track no layer feeds yet may start on layer `index`: the lowest, or any
+        once it has waited LOWEST_WAIT_S for the lowest."""
+        return index == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S
 
     def _feed(self, downtrack: DownTrack, index: int, *, keyframe: bool) -> None:
         """Move `downtrack` to layer `index`; it starts there at a keyframe (`keyframe`: ask for one)."""
@@ -333,7 +338,7 @@ class SimulcastTrack:
             if best is None or best == current:
                 continue
             if current is None:
-                if best == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S:
+                if self._may_start_on(downtrack, best, now):
                     self._feed(downtrack, best, keyframe=True)  # nothing to show yet: any keyframe will do
             else:
                 best_layer = self.layers[best]

@@ -46,25 +46,32 @@ class Vp8Munger:
         self._switching = True
 
     def rewrite(self, payload: bytes) -> bytes:
+        """The payload with its picture ID and TL0PICIDX renumbered (itself, uncopied, when
+        they stay as they are: until a switch, every packet)."""
         pid_at, width, tl0_at = _fields(payload)
         if pid_at is None and tl0_at is None:
             return payload
-        out = bytearray(payload)
+        pid = sent_pid = tl0 = sent_tl0 = 0
         if pid_at is not None:
             mask = (1 << width) - 1
             pid = ((payload[pid_at] & 0x7F) << 8 | payload[pid_at + 1]) if width == 15 else payload[pid_at] & 0x7F
             if self._switching and self._last_pid is not None:
                 self._pid_offset = (self._last_pid + 1 - pid) & mask
-            sent = (pid + self._pid_offset) & mask
-            if width == 15:
-                out[pid_at], out[pid_at + 1] = 0x80 | sent >> 8, sent & 0xFF
-            else:
-                out[pid_at] = sent
-            self._last_pid = sent
+            sent_pid = self._last_pid = (pid + self._pid_offset) & mask
         if tl0_at is not None:
             tl0 = payload[tl0_at]
             if self._switching and self._last_tl0 is not None:
                 self._tl0_offset = (self._last_tl0 + 1 - tl0) & 0xFF
-            out[tl0_at] = self._last_tl0 = (tl0 + self._tl0_offset) & 0xFF
+            sent_tl0 = self._last_tl0 = (tl0 + self._tl0_offset) & 0xFF
         self._switching = False
+        if sent_pid == pid and sent_tl0 == tl0:
+            return payload
+        out = bytearray(payload)
+        if pid_at is not None:
+            if width == 15:
+                out[pid_at], out[pid_at + 1] = 0x80 | sent_pid >> 8, sent_pid & 0xFF
+            else:
+                out[pid_at] = sent_pid
+        if tl0_at is not None:
+            out[tl0_at] = sent_tl0
         return bytes(out)
