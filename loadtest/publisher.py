@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Optional, Protocol, cast
 
 import av
+from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from loadtest.preencoded import EncodedClip
@@ -241,8 +242,6 @@ class StampedClipTrack(MediaStreamTrack):
 
 def install_keyframe_hook() -> None:
     """In this process, aiortc senders pass PLI/FIR on to tracks that can act on them."""
-    from aiortc.rtcrtpsender import RTCRtpSender
-
     if getattr(RTCRtpSender._send_keyframe, "_loadtest_hook", False):
         return
     original = RTCRtpSender._send_keyframe
@@ -259,7 +258,6 @@ def install_keyframe_hook() -> None:
 
 def install_bandwidth_hook() -> None:
     """In this process, aiortc senders pass REMB and receiver-report loss to tracks that adapt."""
-    from aiortc.rtcrtpsender import RTCRtpSender
     from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket, unpack_remb_fci
 
     if getattr(RTCRtpSender._handle_rtcp_packet, "_loadtest_hook", False):
@@ -288,6 +286,16 @@ def install_bandwidth_hook() -> None:
     RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]  # deliberate patch
 
 
+def leave_rtp_loop(sender: RTCRtpSender, exited: asyncio.Event) -> None:
+    """How an RTP loop put in place of aiortc's ends, as aiortc's own does: the track stopped
+    and dropped, then `exited` (the sender's private event its stop() waits on) set."""
+    track = sender.track
+    if track is not None:
+        track.stop()
+        sender.replaceTrack(None)
+    exited.set()
+
+
 class ResendGuard:
     """libwebrtc's rule: a packet already resent is not resent again within one RTT."""
 
@@ -308,8 +316,6 @@ class ResendGuard:
 
 def install_retransmission_guard() -> None:
     """In this process, an aiortc sender resends a packet at most once per measured RTT, like libwebrtc."""
-    from aiortc.rtcrtpsender import RTCRtpSender
-
     if getattr(RTCRtpSender._retransmit, "_loadtest_hook", False):
         return
     original = RTCRtpSender._retransmit

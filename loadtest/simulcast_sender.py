@@ -64,7 +64,7 @@ from aiortc.rtp import (
 )
 from aiortc.utils import random32, uint16_add, uint32_add
 
-from loadtest.publisher import ResendGuard, StampedClipTrack
+from loadtest.publisher import ResendGuard, StampedClipTrack, leave_rtp_loop
 from loadtest.simulcast_allocation import LayerAllocator
 from loadtest.simulcast_layers import LayerClip
 from loadtest.simulcast_sdp import REPAIRED_RID_URI, RID_URI, OfferedSimulcast
@@ -252,11 +252,7 @@ class SimulcastSender:
             pass
         except Exception:  # stop() waits for the exit event below: never leave without it
             logger.exception("simulcast sender failed")
-        track = sender.track
-        if track is not None:
-            track.stop()
-            sender.replaceTrack(None)
-        events._RTCRtpSender__rtp_exited.set()
+        leave_rtp_loop(sender, events._RTCRtpSender__rtp_exited)
 
     async def send_frame(self, stream: LayerStream, data: bytes, pts: int, time_base: Any, now: float) -> None:
         packet = av.Packet(data)

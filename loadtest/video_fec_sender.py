@@ -83,7 +83,7 @@ from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
-from loadtest.publisher import ResendGuard
+from loadtest.publisher import ResendGuard, leave_rtp_loop
 from media.codec_inspect import vp8_is_keyframe_start
 from media.sdp_video_fec import VideoFecPayloadTypes
 from media.ulpfec import build_fec, zero_extensions
@@ -375,12 +375,8 @@ class ChromeVideoSender:
             pass
         except Exception:  # stop() waits for the exit event below: never leave without it
             logger.exception("video FEC sender failed")
-        track = sender.track
-        if track is not None:
-            track.stop()
-            sender.replaceTrack(None)
         internals._RTCRtpSender__encoder = None
-        internals._RTCRtpSender__rtp_exited.set()
+        leave_rtp_loop(sender, internals._RTCRtpSender__rtp_exited)
 
     async def send_frame(self, payloads: list[bytes], timestamp: int, now: float) -> None:
         """One frame's VP8 payloads as RED, then the FEC it completes (if any)."""
