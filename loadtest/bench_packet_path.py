@@ -6,7 +6,7 @@ protection but no socket I/O (loadtest.forwarding_rig), so the figure is the ser
 own per-packet work (parse excluded: aiortc's router parses once before us). Used for
 before/after comparisons of media-path changes:
 
-    python -m loadtest.bench_packet_path --subscribers 2 --packets 20000
+    python -m loadtest.bench_packet_path --subscribers 2 --packets 20000 [--transport-cc]
 
 `--uplink-fec-loss L` makes the publisher's uplink Chrome's RED (every VP8 packet
 wrapped, ULPFEC after frames at the rate our FEC sender uses for loss L; 0: RED
@@ -25,11 +25,13 @@ from loadtest.forwarding_rig import ForwardingRig, plain_stream, red_uplink_stre
 
 
 async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = None,
-              uplink_fec_loss: Optional[float] = None) -> dict:
+              uplink_fec_loss: Optional[float] = None, transport_cc: bool = False) -> dict:
     """`fec_loss`: subscribers negotiated video RED/ULPFEC and report this loss (None: plain VP8).
-    `uplink_fec_loss`: the publisher sends RED, with ULPFEC as for this loss (None: plain VP8)."""
+    `uplink_fec_loss`: the publisher sends RED, with ULPFEC as for this loss (None: plain VP8).
+    `transport_cc`: subscribers negotiated transport-cc."""
     template = vp8_packets()
-    rig = await ForwardingRig.start(subscribers, fec_loss=fec_loss, uplink_red=uplink_fec_loss is not None)
+    rig = await ForwardingRig.start(subscribers, fec_loss=fec_loss, uplink_red=uplink_fec_loss is not None,
+                                    transport_cc=transport_cc)
 
     # pre-build the input stream so the timed loop measures only forwarding
     stream = plain_stream(template, packet_count)
@@ -52,6 +54,7 @@ async def run(subscribers: int, packet_count: int, fec_loss: Optional[float] = N
         "fec_packets_sent": counts["fec_packets_sent"],
         "uplink_fec_loss": uplink_fec_loss,
         "uplink_fec_packets": counts["uplink_fec_packets"],
+        "transport_cc": transport_cc,
     }
 
 
@@ -64,10 +67,12 @@ def main() -> None:
                         help="subscribers negotiated video RED/ULPFEC and report this loss fraction (e.g. 0.3)")
     parser.add_argument("--uplink-fec-loss", type=float, default=None,
                         help="the publisher sends RED with ULPFEC as for this loss fraction (0: RED, no FEC)")
+    parser.add_argument("--transport-cc", action="store_true",
+                        help="subscribers negotiated transport-cc (each packet numbered as it leaves)")
     args = parser.parse_args()
     results = []
     for n in args.subscribers:
-        best = min((asyncio.run(run(n, args.packets, args.fec_loss, args.uplink_fec_loss))
+        best = min((asyncio.run(run(n, args.packets, args.fec_loss, args.uplink_fec_loss, args.transport_cc))
                     for _ in range(args.repeat)),
                    key=lambda r: r["cpu_s"])
         results.append(best)

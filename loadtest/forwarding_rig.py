@@ -22,7 +22,7 @@ from typing import Optional, cast
 import numpy as np
 from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
     RTCRtpCodecParameters,
@@ -38,6 +38,7 @@ from pylibsrtp import Policy, Session
 from media.aiortc_bridge import WirePacket
 from media.downtrack import DownTrack
 from media.published_track import PublishedTrack
+from media.sdp_transport_cc import transport_cc_extension
 from media.sdp_video_fec import VideoFecPayloadTypes
 from media.video_fec import VideoFecSender, red_wrap
 
@@ -66,6 +67,7 @@ class SrtpOnlyTransport:
         self._srtp = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
         self._rtp_header_extensions_map = HeaderExtensionsMap()
         self._rtp_header_extensions_map.configure(RTCRtpSendParameters(codecs=[VP8], headerExtensions=EXTENSIONS))
+        self._rtp_router = RtpRouter()  # a down-track with transport-cc files itself under its RTX SSRC too
         self.bytes_sent = 0
 
     def _register_rtp_sender(self, sender, parameters) -> None: ...
@@ -148,9 +150,11 @@ class ForwardingRig:
 
     @classmethod
     async def start(cls, subscribers: int, *, fec_loss: Optional[float] = None,
-                    uplink_red: bool = False) -> ForwardingRig:
+                    uplink_red: bool = False, transport_cc: bool = False) -> ForwardingRig:
         """`fec_loss`: subscribers negotiated video RED/ULPFEC and report this loss (None: plain VP8).
-        `uplink_red`: the publisher negotiated RED/ULPFEC too (feed it red_uplink_stream)."""
+        `uplink_red`: the publisher negotiated RED/ULPFEC too (feed it red_uplink_stream).
+        `transport_cc`: subscribers negotiated transport-cc (every packet numbered as it leaves)."""
+        downlink_extensions = EXTENSIONS + ([transport_cc_extension(5)] if transport_cc else [])
         uplink_codecs = [VP8, RTX] + ([RED, ULPFEC, RTX_RED] if uplink_red else [])
         track = PublishedTrack(
             participant_id="publisher", kind="video", transport=cast(RTCDtlsTransport, SrtpOnlyTransport()),
@@ -165,7 +169,7 @@ class ForwardingRig:
             dt = DownTrack(subscriber_id=f"s{i}", kind="video", ssrc=1000 + i, rtx_ssrc=2000 + i)
             codecs = [VP8, RTX] + ([RED, ULPFEC, RTX_RED] if fec_loss is not None else [])
             await dt.start(cast(RTCDtlsTransport, SrtpOnlyTransport()),
-                           RTCRtpSendParameters(codecs=codecs, headerExtensions=EXTENSIONS, muxId="3",
+                           RTCRtpSendParameters(codecs=codecs, headerExtensions=downlink_extensions, muxId="3",
                                                 rtcp=RTCRtcpParameters(cname="x")))
             if fec_loss is not None:
                 dt.note_reported_loss(fec_loss)

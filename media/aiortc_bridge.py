@@ -11,9 +11,10 @@ whatever is registered, and files senders under their `_ssrc`.
 This relies on aiortc internals of the pinned version (1.16.0):
 RTCRtpReceiver.receive/stop, RTCRtpSender.send/stop being looked up on the
 instance by RTCPeerConnection, RTCDtlsTransport._register_rtp_receiver /
-_register_rtp_sender / _send_rtp and RTCRtpReceiver._rtcp_ssrc, aioice's
-Connection._queue, and aiortc.rtcdtlstransport parsing received RTP with its
-module-level `RtpPacket.parse` (WirePacket). The forwarding and loss-recovery tests,
+_register_rtp_sender / _send_rtp / _rtp_router.register_sender and
+RTCRtpReceiver._rtcp_ssrc, aioice's Connection._queue, and aiortc.rtcdtlstransport
+parsing received RTP and RTCP with its module-level `RtpPacket.parse` (WirePacket) and
+`RtcpPacket.parse` (transport-cc feedback, media/rtcp_feedback.py). The forwarding and loss-recovery tests,
 which run real aiortc peers through these paths, pin these assumptions.
 """
 
@@ -30,6 +31,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from .bounded_queue import DropOldestQueue
 from .downtrack import DownTrack
+from .rtcp_feedback import RtcpWithTransportFeedback
 from .simulcast import Publication
 
 # ~0.5 s of a three-party room's incoming packets; beyond that, old packets are worth less than new ones.
@@ -64,6 +66,11 @@ def keep_wire_bytes() -> None:
     """In this process, DTLS transports parse what they receive as WirePackets (the only RTP they parse)."""
     # replaces the class aiortc's DTLS transport parses RTP with, on purpose
     dtls_transport_module.RtpPacket = WirePacket  # type: ignore[misc]
+
+
+def keep_transport_feedback() -> None:
+    """In this process, DTLS transports parse RTCP with transport-cc feedback kept whole."""
+    dtls_transport_module.RtcpPacket = RtcpWithTransportFeedback  # type: ignore[misc]
 
 
 def bound_ice_receive_queue(transceiver: RTCRtpTransceiver,
@@ -122,6 +129,7 @@ def take_over_sender(
     sender = transceiver.sender
 
     async def send(parameters: RTCRtpSendParameters) -> None:
+        keep_transport_feedback()  # before the subscriber's first feedback arrives
         await downtrack.start(sender.transport, prepare(parameters))
 
     async def stop() -> None:

@@ -248,8 +248,10 @@ class DownlinkController:
             self._judge_probe(now, demands)
         elif budget.congested:  # with or without an estimate: the queue is the evidence
             # what arrives now is all the link carries, whatever the estimate still says
-            # (the receivers report media only: a probe's padding also went through the link)
-            delivered = budget.estimate.delivered.bps(now) + budget.padding.bps(now)
+            # (receiver reports count media only: a probe's padding also went through the link;
+            # transport-cc feedback counts every packet)
+            delivered = budget.estimate.delivered.bps(now) + (0 if budget.estimate.transport_cc
+                                                               else budget.padding.bps(now))
             target = min(estimate, delivered) if estimate is not None and delivered > 0 else (estimate or 0.0)
             self._shed(now, target * CONGESTED_TARGET_SHARE, audio, demands, force=True)
         elif estimate is None:

@@ -14,6 +14,14 @@ Once a queue has built, what the receivers say arrived (their reports' packet
 counts, against what was sent) is what the link carries: the capacity. It holds
 until a probe that got through (padding at a higher rate, no queue building)
 raises it, or a new queue lowers it.
+
+A browser that negotiated transport-cc (media/sdp_transport_cc.py) sends no REMB;
+it reports when each packet arrived instead, some ten times a second. Once that
+feedback comes, it replaces both signals: the one-way delay of each packet over the
+path's lowest stands for the queue (as the RTT did, but per packet and without
+the receivers' report timing), the bytes reported arrived for what the link
+delivers, and a delay-gradient estimator (media/delay_based_estimate.py) for the
+receivers' estimates; its overuse counts as an estimate falling.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
+from .delay_based_estimate import DelayBasedEstimate, PacketResult, Usage
 from .rate_meter import RateMeter
 
 # A REMB older than this no longer counts (receivers send one every second or so).
@@ -48,6 +57,8 @@ DELIVERED_WINDOW_S = 2.0
 REMB_DROP = 0.9
 # How long a probe's rate stands without a receiver estimate as high.
 PROBE_HOLD_S = 6.0
+# Where the delay-based estimate starts when no REMB came before the first feedback.
+DEFAULT_START_BPS = 300_000
 
 
 class DownlinkEstimate:
@@ -68,8 +79,13 @@ class DownlinkEstimate:
         self.delivered_bytes = 0
         self.capacity: Optional[float] = None  # bit/s the link carried under a queue, or a probe proved
         self.worst_queueing = 0.0  # the most any single sample showed since `mark_queueing`
+        # from the first transport-cc feedback on: the delay-based estimate, in place of REMB and RTT
+        self.delay_based: Optional[DelayBasedEstimate] = None
+        self._usage = Usage.NORMAL
 
     def note_remb(self, bitrate: int, ssrcs: frozenset[int], now: float) -> None:
+        if self.delay_based is not None:
+            return  # transport-cc feedback times every packet: a receiver's own estimate adds nothing
         # A browser's next REMB may cover a different set of streams: it replaces what it overlaps.
         for key in [k for k in self._remb if k & ssrcs]:
             if bitrate < self._remb[key][0] * REMB_DROP and now >= self._quiet_until:
@@ -82,7 +98,38 @@ class DownlinkEstimate:
         """A stream stopped: its receiver's estimate falls with what it receives, not with a queue."""
         self._quiet_until = now + REMB_FRESH_S
 
+    @property
+    def transport_cc(self) -> bool:
+        """Whether the subscriber's transport-cc feedback drives this estimate."""
+        return self.delay_based is not None
+
+    def note_transport_feedback(self, packets: list[PacketResult], now: float) -> None:
+        """One transport-cc feedback: each packet's send time, arrival (None: lost) and size."""
+        if self.delay_based is None:
+            # what was sent before stands for what the link is known to take, as a REMB would
+            self.delay_based = DelayBasedEstimate(start_bps=self._held or DEFAULT_START_BPS)
+        estimator = self.delay_based
+        estimator.update(packets, now)
+        usage = estimator.usage
+        if usage is Usage.OVERUSING and self._usage is not Usage.OVERUSING and now >= self._quiet_until:
+            self.remb_drops += 1
+        self._usage = usage
+        received = [p for p in packets if p.arrival_time is not None]
+        if not received:
+            return
+        self._add_delivered(sum(p.size for p in received), now)
+        # the newest packet's one-way delay: the clocks differ by a constant, which the
+        # path's lowest takes out as it takes out the propagation delay
+        newest = received[-1]
+        assert newest.arrival_time is not None
+        self._note_delay(newest.arrival_time - newest.send_time, now)
+
     def note_rtt(self, rtt_s: float, now: float) -> None:
+        """A receiver report's RTT (ignored once transport-cc feedback times every packet)."""
+        if self.delay_based is None:
+            self._note_delay(rtt_s, now)
+
+    def _note_delay(self, rtt_s: float, now: float) -> None:
         self.rtt_samples += 1
         latest = self._latest_rtt
         smoothed = self._latest_rtt = rtt_s if latest is None else latest + RTT_SMOOTHING * (rtt_s - latest)
@@ -106,6 +153,11 @@ class DownlinkEstimate:
         self.worst_queueing = 0.0
 
     def note_delivered(self, nbytes: int, now: float) -> None:
+        """What a receiver report says arrived (transport-cc feedback says it better)."""
+        if self.delay_based is None:
+            self._add_delivered(nbytes, now)
+
+    def _add_delivered(self, nbytes: int, now: float) -> None:
         if self._delivered_since is None:
             self._delivered_since = now
         self.delivered.add(nbytes, now)
@@ -123,6 +175,8 @@ class DownlinkEstimate:
 
     def note_probe_ok(self, bitrate: float, now: float) -> None:
         self._probe = (bitrate, now + PROBE_HOLD_S)
+        if self.delay_based is not None:
+            self.delay_based.set_estimate(bitrate, now)
         self.capacity = max(self.capacity or 0.0, bitrate)
 
     def vouched(self, now: float) -> Optional[float]:
@@ -151,7 +205,10 @@ class DownlinkEstimate:
     def bitrate(self, now: float, sent_bps: float) -> Optional[float]:
         """Bit/s the downlink is estimated to carry, given what was sent over the last second;
         None before any estimate arrived."""
-        self._hold_fresh(now)
+        if self.delay_based is not None:
+            self._held = self.delay_based.estimate_bps
+        else:
+            self._hold_fresh(now)
         estimate = None if self._held is None else min(self._held, SENT_CAP_FACTOR * sent_bps)
         if self._probe is not None:
             if now > self._probe[1]:

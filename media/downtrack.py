@@ -46,11 +46,13 @@ from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
 from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
+from .rtcp_feedback import TransportFeedbackPacket
 from .rtcp_io import send_rtcp
-from .rtp_writer import RtpWriter
+from .rtp_writer import MAX_PACKET_BYTES, RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
 from .seqnum import seq_add, seq_diff
+from .twcc_feedback import parse_fci
 from .video_fec import VideoFecSender, red_wrap
 from .vp8_munger import Vp8Munger
 
@@ -199,11 +201,14 @@ class DownTrack:
         # What the subscriber's downlink carries, shared by its down-tracks (media/send_budget.py).
         self.budget = budget if budget is not None else SendBudget()
         self._pacer = self.budget.pacer
+        self._sequencer = self.budget.sequencer
         # counted straight into the budget's meter, as SendBudget.note_media would: per packet
         self._media_meter = self.budget.audio if kind == "audio" else self.budget.video
         self._paused = False  # video withheld for the downlink's sake (media/downlink_control.py)
         self.plis_while_paused = 0
         self.padding_sent = 0
+        self.feedback_malformed = 0  # transport-cc feedback that did not parse
+        self.fec_oversize = 0  # FEC packets too long to protect, not sent
         self._padding_at = float("-inf")
         self._loss_sample_sent = 0
         self._loss_sample_nacked = 0
@@ -242,6 +247,10 @@ class DownTrack:
             self._fec = VideoFecSender(fec_pts)
         transport._register_rtp_sender(self, parameters)
         self._writer = RtpWriter(parameters.headerExtensions, parameters.muxId)
+        if self._writer.transport_cc_id is not None:
+            self.budget.sequencer.enable(self._writer.transport_cc_id)
+            # the subscriber's feedback names the SSRC it last received, a probe's RTX one among them
+            transport._rtp_router.register_sender(self, self._rtx_ssrc)
         self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
         self.started = True
         self._sr_task = asyncio.ensure_future(self._run_rtcp())
@@ -402,7 +411,8 @@ class DownTrack:
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "fec_group": None if self._fec is None else self._fec.group,
             "reported_loss": round(self.reported_loss, 3),
-            "fec_packets": 0 if self._fec is None else self._fec.fec_packets,
+            "fec_packets": 0 if self._fec is None else self._fec.fec_packets, "fec_oversize": self.fec_oversize,
+            "feedback_malformed": self.feedback_malformed,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
             "layer": self.layer_name, "layer_switches": self.layer_switches,
@@ -561,6 +571,9 @@ class DownTrack:
             data = writer.write(
                 payload_type=fec.payload_types.red, marker=0, sequence_number=seq_add(first, i),
                 timestamp=sent.timestamp, ssrc=self._ssrc, payload=payload, abs_send_time=abs_send_time)
+            if len(data) > MAX_PACKET_BYTES:  # FEC over full-size packets: its number is a harmless hole
+                self.fec_oversize += 1
+                continue
             await self._send(data, RECOVERY)
             self.packets_sent += 1
             self.octets_sent += len(payload)
@@ -586,7 +599,7 @@ class DownTrack:
                 pacer.enqueue(transport, data, cls, now)
                 return
         try:
-            await transport._send_rtp(data)
+            await transport._send_rtp(self._sequencer.stamp(data))
         except ConnectionError:
             pass
 
@@ -599,6 +612,13 @@ class DownTrack:
             # packets after PID 65535 on from 65536 (no wrap).
             for seq in dict.fromkeys(seq & 0xFFFF for seq in packet.lost):
                 await self._retransmit(seq)
+        elif isinstance(packet, TransportFeedbackPacket):
+            try:
+                feedback = parse_fci(packet.fci)
+            except ValueError:
+                self.feedback_malformed += 1
+                return
+            self.budget.note_transport_feedback(feedback, time.monotonic())
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.plis_received += 1
             if self._paused:  # it has no picture because we paused it: nothing for the publisher to do

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Optional
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -32,8 +33,10 @@ MAX_WAIT_S = {AUDIO: 0.0, VIDEO: 1.5, RECOVERY: 0.25}
 
 
 class Pacer:
-    def __init__(self) -> None:
+    def __init__(self, stamp: Callable[[bytes], bytes] = lambda data: data) -> None:
+        """`stamp`: what a packet gets as it leaves (its transport-wide number)."""
         self.rate_bps: Optional[float] = None  # None: not pacing
+        self._stamp = stamp
         self._tokens = 0.0
         self._tokens_at = 0.0
         # per class: (queued at, transport, packet)
@@ -104,7 +107,7 @@ class Pacer:
                     if rate is not None:
                         self._tokens -= len(data)
                     try:
-                        await transport._send_rtp(data)
+                        await transport._send_rtp(self._stamp(data))
                     except ConnectionError:
                         pass
                 if queue:

@@ -30,6 +30,7 @@ from .ice import IceConfig
 from .published_track import DEFAULT_RTT_S, PublishedTrack
 from .redundancy import LossEstimate
 from .sdp_simulcast import answered_layers, offer_simulcast, rid_extensions
+from .sdp_transport_cc import answered_transport_cc, offer_transport_cc, transport_cc_extension
 from .sdp_tweaks import answered_red_by_mid, enable_audio_resilience, offer_audio_red
 from .sdp_video_fec import VideoFecPayloadTypes, offer_video_fec, video_fec_by_mid
 from .send_budget import SendBudget
@@ -131,6 +132,8 @@ class MediaPeer:
         self._video_fec_by_mid: dict[str, VideoFecPayloadTypes] = {}
         # mid -> the RIDs the answer sends, lowest layer first; and the answer, for their extension ids
         self._simulcast_by_mid: dict[str, tuple[str, ...]] = {}
+        # mid -> the transport-cc extension id the answer kept on a section we send on
+        self._transport_cc_by_mid: dict[str, int] = {}
         self._answer_sdp = ""
 
         @self.pc.on("connectionstatechange")
@@ -206,6 +209,14 @@ class MediaPeer:
                                                parameters={"apt": fec.red}))
         return dataclasses.replace(parameters, codecs=list(parameters.codecs) + extra)
 
+    def _with_transport_cc(self, transceiver: RTCRtpTransceiver, parameters: RtpParameters) -> RtpParameters:
+        """The negotiated parameters plus the transport-cc extension, when the answer kept it."""
+        ext_id = self._transport_cc_by_mid.get(transceiver.mid or "")
+        if ext_id is None or any(e.id == ext_id for e in parameters.headerExtensions):
+            return parameters
+        extensions = list(parameters.headerExtensions) + [transport_cc_extension(ext_id)]
+        return dataclasses.replace(parameters, headerExtensions=extensions)
+
     def rtt_s(self) -> float:
         """Round-trip time to this participant, measured on the down-tracks of the same transport."""
         samples = sorted(d.rtt for p in self.pairs for d in p.downtracks.values() if d.rtt is not None)
@@ -274,7 +285,7 @@ class MediaPeer:
             )
 
             def prepare(parameters: RTCRtpSendParameters, t: RTCRtpTransceiver = transceiver) -> RTCRtpSendParameters:
-                return self._with_video_fec(t, self._with_red(t, parameters))
+                return self._with_transport_cc(t, self._with_video_fec(t, self._with_red(t, parameters)))
 
             take_over_sender(transceiver, downtrack, prepare)
             transceivers[kind] = transceiver
@@ -318,7 +329,7 @@ class MediaPeer:
         # aiortc writes its local description anew (with the candidates) and drops what it
         # does not know, the RIDs among them: they go into what the client is sent
         sent = self.pc.localDescription.sdp
-        return offer_simulcast(sent) if self.offers_simulcast else sent
+        return offer_transport_cc(offer_simulcast(sent) if self.offers_simulcast else sent)
 
     async def apply_answer(self, sdp_text: str) -> None:
         if not self._offer_pending:
@@ -327,6 +338,7 @@ class MediaPeer:
         self._check_directions(description)
         self._red_by_mid.update(answered_red_by_mid(sdp_text))
         self._video_fec_by_mid.update(video_fec_by_mid(sdp_text))
+        self._transport_cc_by_mid.update(answered_transport_cc(sdp_text))
         if self.offers_simulcast:
             self._simulcast_by_mid.update(answered_layers(sdp_text))
             self._answer_sdp = sdp_text

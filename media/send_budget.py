@@ -19,6 +19,8 @@ from typing import Optional
 from .downlink_estimate import DownlinkEstimate
 from .pacer import VIDEO, Pacer
 from .rate_meter import RateMeter
+from .transport_sequence import TransportSequencer
+from .twcc_feedback import TransportFeedback
 
 # Under congestion, aim the whole flow below the estimate so the bottleneck's queue drains.
 CONGESTED_TARGET_SHARE = 0.85
@@ -34,7 +36,9 @@ PACKET_OVERHEAD_BYTES = 38
 class SendBudget:
     def __init__(self, estimate: Optional[DownlinkEstimate] = None, pacer: Optional[Pacer] = None) -> None:
         self.estimate = estimate if estimate is not None else DownlinkEstimate()
-        self.pacer = pacer if pacer is not None else Pacer()
+        # numbers what goes out on the transport, when transport-cc is negotiated
+        self.sequencer = TransportSequencer()
+        self.pacer = pacer if pacer is not None else Pacer(self.sequencer.stamp)
         self.audio = RateMeter()
         self.video = RateMeter()
         self.recovery = RateMeter()
@@ -60,6 +64,9 @@ class SendBudget:
 
     def media_bps(self, now: float) -> float:
         return self.audio.bps(now) + self.video.bps(now)
+
+    def note_transport_feedback(self, feedback: TransportFeedback, now: float) -> None:
+        self.estimate.note_transport_feedback(self.sequencer.results(feedback, now, PACKET_OVERHEAD_BYTES), now)
 
     def estimate_bps(self, now: float) -> Optional[float]:
         """What the downlink carries: its measured capacity while it is narrow, else the
@@ -118,5 +125,6 @@ class SendBudget:
             "delivered_kbps": round(self.estimate.delivered.bps(now) / 1000),
             "congested": self.congested,
             "recovery_refused": self.recovery_refused,
+            "transport_cc": self.sequencer.summary() if self.sequencer.enabled else None,
             **self.pacer.summary(now),
         }

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from media.delay_based_estimate import PacketResult
 from media.downlink_estimate import (
     BASE_RTT_WINDOW_S,
     CONGESTED_QUEUE_S,
+    CONGESTED_SAMPLES,
+    DEFAULT_START_BPS,
     DELIVERED_WINDOW_S,
     PROBE_HOLD_S,
     REMB_DROP,
@@ -282,3 +285,87 @@ def test_a_probe_alone_makes_an_estimate():
     est.note_probe_ok(700_000, 1.0)
     assert est.bitrate(1.5, 0.0) == 700_000
     assert est.bitrate(1.0 + PROBE_HOLD_S + 1.0, 0.0) is None
+
+
+# --- transport-cc feedback -------------------------------------------------------------
+
+CLOCK_OFFSET = 1000.0  # the receiver's clock against ours: a constant the path's lowest delay takes out
+
+
+def feedback(est: DownlinkEstimate, now: float, one_way_s: float, packets: int = 10, size: int = 1200,
+             lost: int = 0) -> None:
+    """One feedback for `packets` sent over the last 100 ms, each `one_way_s` in flight; `lost` of them lost."""
+    sent = [now - 0.1 - one_way_s + k * 0.1 / packets for k in range(packets)]
+    est.note_transport_feedback([
+        PacketResult(t, None if k < lost else t + one_way_s + CLOCK_OFFSET, size) for k, t in enumerate(sent)], now)
+
+
+def with_feedback(until: float = 5.0, one_way_s: float = 0.02) -> DownlinkEstimate:
+    est = DownlinkEstimate()
+    now = 1.0
+    while now <= until:
+        feedback(est, now, one_way_s)
+        now += 0.1
+    return est
+
+
+def test_feedback_replaces_the_receivers_estimates_and_report_rtts():
+    est = DownlinkEstimate()
+    est.note_remb(2_000_000, frozenset({1}), 0.5)
+    assert not est.transport_cc
+    feedback(est, 1.0, 0.02)
+    assert est.transport_cc
+    assert est.delay_based is not None and est.delay_based.estimate_bps == 2_000_000  # starts from what was known
+    samples = est.rtt_samples
+    est.note_rtt(5.0, 1.1)  # a report's RTT no longer counts
+    est.note_remb(100_000, frozenset({1}), 1.1)  # nor a receiver's estimate, nor its falling
+    assert est.rtt_samples == samples and est.remb_drops == 0
+    assert est.bitrate(1.1, PLENTY) == pytest.approx(2_000_000)
+
+
+def test_without_an_earlier_estimate_the_delay_based_one_starts_low():
+    est = with_feedback(until=1.0)
+    assert est.bitrate(1.0, PLENTY) == pytest.approx(DEFAULT_START_BPS)
+
+
+def test_one_way_delay_over_the_paths_is_the_queue():
+    est = with_feedback()
+    assert est.queueing_delay == pytest.approx(0.0, abs=1e-6) and not est.congested
+    now = 5.1
+    for _ in range(CONGESTED_SAMPLES):
+        feedback(est, now, 0.02 + 3 * CONGESTED_QUEUE_S)
+        now += 0.1
+    assert est.congested
+    assert est.worst_queueing == pytest.approx(3 * CONGESTED_QUEUE_S, rel=0.01)
+
+
+def test_random_loss_is_no_queue():
+    est = with_feedback()
+    now = 5.1
+    for _ in range(30):
+        feedback(est, now, 0.02, lost=3)
+        now += 0.1
+    assert not est.congested and est.remb_drops == 0
+
+
+def test_what_arrived_is_what_was_delivered_counting_padding_and_not_the_lost():
+    est = DownlinkEstimate()
+    now = 1.0
+    while now < 1.0 + DELIVERED_WINDOW_S + 0.05:
+        feedback(est, now, 0.02, packets=10, size=1000, lost=2)  # 8 kB arrive every 100 ms
+        now += 0.1
+    assert est.delivered.bps(now) == pytest.approx(640_000, rel=0.15)
+    est.note_delivered(10**6, now)  # a receiver report's count no longer adds
+    assert est.delivered.bps(now) == pytest.approx(640_000, rel=0.15)
+
+
+def test_a_growing_queue_counts_as_an_estimate_falling_and_a_probe_sets_the_estimate():
+    est = with_feedback()
+    est.note_probe_ok(3_000_000, 5.1)
+    assert est.delay_based is not None and est.delay_based.estimate_bps >= 3_000_000
+    now, delay = 5.2, 0.02
+    while now < 7.0 and est.remb_drops == 0:
+        delay += 0.01  # the queue grows 10 ms every 100 ms
+        feedback(est, now, delay)
+        now += 0.1
+    assert est.remb_drops == 1

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import random
 
+from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket, RtpPacket
 
 from loadtest.forwarding_rig import EXTENSIONS, RTX, VP8
 from media import downtrack as downtrack_module
 from media.downtrack import DownTrack
+from media.rtp_writer import MAX_PACKET_BYTES
+from media.sdp_transport_cc import transport_cc_extension
 from media.seqnum import seq_diff
 from media.ulpfec import UlpfecDecoder, zero_extensions
 
@@ -254,4 +257,27 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) > sent_before and downtrack.nacks_crossed == 2
     assert downtrack._loss_sample_nacked == nacked_before
+    await downtrack.stop()
+
+
+async def test_fec_too_long_to_protect_is_not_sent_and_leaves_a_harmless_hole():
+    """Full-size media (as Chrome packs a keyframe) plus FEC's headers would exceed what SRTP
+    protects: that FEC packet is skipped, the media goes, and nothing raises."""
+    downtrack = DownTrack(subscriber_id="s", kind="video", ssrc=SSRC, rtx_ssrc=RTX_SSRC)
+    transport = CapturingTransport()
+    transport._rtp_router = RtpRouter()  # transport-cc files the down-track under its RTX SSRC too
+    await downtrack.start(transport, RTCRtpSendParameters(
+        codecs=[VP8, RTX, RED, ULPFEC, RTX_RED], headerExtensions=EXTENSIONS + [transport_cc_extension(5)],
+        muxId="3", rtcp=RTCRtcpParameters(cname="x")))
+    downtrack.note_reported_loss(0.3)
+    downtrack.note_reported_loss(0.3)
+    rng = random.Random(4)
+    for n in range(40):
+        descriptor = bytes([0x10, 0x00 if n == 0 else 0x01])
+        packet = RtpPacket(payload_type=VP8.payloadType, marker=1, sequence_number=n, timestamp=n * 3000, ssrc=1234,
+                           payload=descriptor + rng.randbytes(MAX_PACKET_BYTES - 40))
+        await downtrack.forward(packet, VP8, keyframe_start=n == 0, abs_send_time=0, now=n / 30)
+    assert len([d for d in transport.sent if payload_of(d)[0] == VP8.payloadType]) == 40
+    assert all(len(d) <= MAX_PACKET_BYTES for d in transport.sent)
+    assert downtrack.summary()["fec_oversize"] > 0
     await downtrack.stop()
