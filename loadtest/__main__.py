@@ -138,6 +138,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="publishers send their camera as simulcast layers (the clip ladder's full-size, 2/3- and "
                         "half-size encodings for h, m, l; loadtest/simulcast_sender.py) where our server's offer asks "
                         "for them, as Chrome does; off: they answer without simulcast and send one stream")
+    p.add_argument("--transport-cc", choices=("auto", "off"), default="auto",
+                   help="subscribers answer transport-wide congestion control where the server offers it and send "
+                        "its feedback every 100 ms (the arrival time of every packet; loadtest/transport_feedback.py), "
+                        "as Chrome does; auto: with --receiver browser; off: answered without it (REMB only)")
     p.add_argument("--audio-fec", choices=("auto", "off"), default="auto",
                    help="the audio clip carries Opus in-band FEC for the profile's uplink loss, as Chrome's encoder "
                         "does (loss learnt from receiver reports, capped at 20 %%); auto: with --receiver browser")
@@ -224,8 +228,8 @@ class Progress:
 
 
 def audio_feature_on(setting: str, receiver: str) -> bool:
-    """--audio-red / --audio-fec / --video-fec (its sending side): auto models Chrome with the browser receiver,
-    stock aiortc (plain Opus and VP8) otherwise."""
+    """--audio-red / --audio-fec / --video-fec (its sending side) / --transport-cc: auto models Chrome with the
+    browser receiver, stock aiortc (plain Opus and VP8, no transport-cc) otherwise."""
     return setting == "auto" and receiver == "browser"
 
 
@@ -272,6 +276,8 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
         "audio_red": audio_feature_on(args.audio_red, args.receiver),
         "video_fec": video_fec_on(args.video_fec, args.receiver),
         "video_fec_uplink": audio_feature_on(args.video_fec, args.receiver),
+        # only where the server offers it (the relay baseline does not)
+        "transport_cc": audio_feature_on(args.transport_cc, args.receiver),
         # layers are encoded beforehand only where they can be asked for (the relay offers no simulcast)
         "simulcast": args.simulcast == "auto" and kind == "ours",
         "cache_dir": str(args.cache_dir) if args.cache_dir else None,
@@ -394,6 +400,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
             result.update(summary)
             result["video_fec"] = record.get("video_fec")  # whole run: FEC packets received, packets rebuilt
             result["video_fec_uplink"] = record.get("video_fec_uplink")  # publishers' RED/ULPFEC sent
+            result["transport_cc"] = record.get("transport_cc")  # per subscriber: its transport-cc feedback sent
             result["frames_sent"] = sum(s["frames_sent"] for s in figures["video_streams"])
             result["frames_sent_probes"] = sum(s["frames_sent"] for s in figures["video_streams"] if s["probe"])
             result["server_cpu_core_share"] = None
@@ -508,7 +515,7 @@ def parameters(args, argv: list[str]) -> dict[str, Any]:
         "jitter_buffer_target": args.jitter_buffer_target,
         "publisher_pli": args.publisher_pli, "publisher_adapt": args.publisher_adapt,
         "audio_deadline_ms": args.audio_deadline_ms, "audio_red": args.audio_red, "audio_fec": args.audio_fec,
-        "video_fec": args.video_fec, "simulcast": args.simulcast,
+        "video_fec": args.video_fec, "simulcast": args.simulcast, "transport_cc": args.transport_cc,
         "seed": args.seed,
         "url": args.url,
     }

@@ -43,6 +43,7 @@ def _participant_class():
     from loadtest.red_video import answer_with_video_fec
     from loadtest.simulcast_answer import answer_with_simulcast, plan_simulcast, with_simulcast
     from loadtest.simulcast_sender import SimulcastPlan
+    from loadtest.transport_feedback import answer_with_transport_cc, feedback_generators
     from media.sdp_video_fec import VideoFecPayloadTypes
 
     class LoadParticipant(SyntheticParticipant):
@@ -53,12 +54,14 @@ def _participant_class():
         with `video_fec_uplink` too, on its publishing section, and sends them as Chrome does
         (loadtest.video_fec_sender). With `simulcast_layers`, it answers an offer asking for
         simulcast with those layers (loadtest.simulcast_answer; its video then goes without
-        uplink FEC).
+        uplink FEC). With `transport_cc`, it answers transport-cc where offered and sends transport-wide
+        feedback on what it receives, as Chrome does (loadtest.transport_feedback).
         """
 
         def setup(self, *, room: int, role: str, links: tuple, probe: bool, codec: str, by_marker: bool,
                   keys: dict[str, dict[bytes, int]], audio_deadline_s: float, audio_red: bool = False,
-                  video_fec: bool = False, video_fec_uplink: bool = False, simulcast_layers: tuple = ()) -> None:
+                  video_fec: bool = False, video_fec_uplink: bool = False, simulcast_layers: tuple = (),
+                  transport_cc: bool = False) -> None:
             self.room, self.role, self.links, self.probe = room, role, links, probe
             self.audio_deadline_s = audio_deadline_s
             self.codec, self.by_marker, self.keys = codec, by_marker, keys
@@ -71,6 +74,8 @@ def _participant_class():
             self.simulcast_layers = simulcast_layers
             self._simulcast_plan: Optional[SimulcastPlan] = None  # for the offer being answered
             self.simulcast_mids: dict[str, SimulcastPlan] = {}  # what the answers agreed to
+            self.transport_cc = transport_cc
+            self.transport_cc_mids: dict[str, int] = {}  # mid -> the transport-cc extension id answered
             self.records: dict[str, StreamRecord] = {}
             self.impairment: Optional[ImpairedTransport] = None
             self.join_started: Optional[float] = None
@@ -88,7 +93,22 @@ def _participant_class():
                                                         send=self._sends_video_fec)
             if self.simulcast_layers:
                 pc.createAnswer = answer_with_simulcast(pc, lambda: self._simulcast_plan, self.simulcast_mids)
+            if self.transport_cc:
+                pc.createAnswer = answer_with_transport_cc(pc, lambda: self._offer_sdp, self.transport_cc_mids)
             return pc
+
+        def transport_cc_counters(self) -> Optional[dict]:
+            """What its transport-cc feedback generator did (None: transport-cc not negotiated)."""
+            generators = feedback_generators(self.pc)
+            if not generators:
+                return None
+            counters = generators[0].counters()  # max-bundle: the one transport
+            return {**counters, "mids": dict(self.transport_cc_mids)}
+
+        async def close(self, leave: bool = True) -> None:
+            for generator in feedback_generators(self.pc):  # first: nothing more goes out while it closes
+                await generator.close()
+            await super().close(leave)
 
         def _sends_video_fec(self) -> bool:
             # simulcast layers go out plain: no RED/ULPFEC on the publishing section then
@@ -189,6 +209,7 @@ class LoadClient:
                           "audio_lbrr_share": round(self.audio_lbrr.count("1") / len(self.audio_lbrr), 4),
                           "audio_red": bool(self.config.get("audio_red")),
                           "video_fec": self.video_fec(), "video_fec_uplink": self.video_fec_uplink(),
+                          "transport_cc": self.transport_cc(),
                           "video_keyframes": sum(self.video_clip.keyframes),
                           "ladder_kbps": [round(c.bitrate / 1000) for c, _ in [(self.video_clip, None), *self.ladder]]
                           if self.ladder else None,
@@ -201,6 +222,11 @@ class LoadClient:
     def video_fec(self) -> bool:
         """Accept video red + ulpfec as Chrome always does: with the browser receiver (stock aiortc cannot)."""
         return bool(self.config.get("video_fec", self.config["receiver"] == "browser"))
+
+    def transport_cc(self) -> bool:
+        """Answer transport-cc and send its feedback as Chrome does: with the browser receiver (stock aiortc
+        does not)."""
+        return bool(self.config.get("transport_cc", self.config["receiver"] == "browser"))
 
     def video_fec_uplink(self) -> bool:
         """Also on the publishing sections, sending like Chrome (off: `--video-fec downlink`)."""
@@ -231,7 +257,7 @@ class LoadClient:
                         by_marker=self.config["identify_by_marker"], keys=self.keys,
                         audio_deadline_s=self.config["audio_deadline_s"], audio_red=self.config.get("audio_red", False),
                         video_fec=self.video_fec(), video_fec_uplink=self.video_fec_uplink(),
-                        simulcast_layers=tuple(self.simulcast_layers))
+                        simulcast_layers=tuple(self.simulcast_layers), transport_cc=self.transport_cc())
                 await p.join(timeout=15)
                 self.tracks[p.id] = {"video": video, "audio": audio}
                 people.append(p)
@@ -329,6 +355,8 @@ class LoadClient:
                           for p in self.participants()},
             "video_fec": self.video_fec_totals(),
             "video_fec_uplink": self.video_fec_uplink_totals(),
+            # per participant: its transport-cc feedback (loadtest.transport_feedback); None where not negotiated
+            "transport_cc": {p.id: p.transport_cc_counters() for p in self.participants()},
         }
 
     def uplink_fec_senders(self) -> dict[str, ChromeVideoSender]:
