@@ -2,10 +2,16 @@
 
 Chrome (libwebrtc SimulcastRateAllocator) gives its target bitrate to the layers from
 the lowest up; a layer the rest of the target does not cover is not encoded (the lowest
-one always is), and comes back, with a keyframe, when it fits. The target is the
+one always is), and comes back, with a keyframe, when it fits. Every layer the target
+covers is on at once: when the target jumps (a REMB after the initial probes,
+loadtest.initial_probes), all the layers that now fit start together, each on a keyframe
+(libvpx's simulcast encoder keys a stream that starts), not one per REMB. The target is the
 smaller of the receiver's estimate (REMB) and GoogCC's loss-based one (x (1 - loss / 2)
 above 10 % loss, +8 % per report under 2 %), from libwebrtc's start bitrate (300 kbit/s)
-until the first REMB.
+until the first REMB. A REMB above the target is taken as it is: Chrome does so in its
+first 2 s (SendSideBandwidthEstimation's start phase, while no loss is reported), which
+is when the REMB from our server's probe bursts comes; later Chrome's own estimate climbs
+~8 %/s under the REMB, as the server's REMB itself does then, so the REMB stands for both.
 
 The layers here are fixed-rate encodings of a clip. Chrome's encoder would send the top
 layer it turns on below that layer's full rate, and the server's estimate (aiortc's
@@ -97,8 +103,11 @@ class LayerAllocator:
         elif fit < self.active and target < sent * OVERUSE_SHARE:
             self._drop_to(fit, now)
         elif self.active < len(self.rates) and now >= self._retry_at.get(self.active, 0.0):
-            if fit > self.active:
-                self._set(self.active + 1, now)  # it fits already: one layer at a time, each from a keyframe
+            if fit > self.active:  # they fit already: every one that fits and is not backing off, at once
+                count = self.active + 1
+                while count < fit and now >= self._retry_at.get(count, 0.0):
+                    count += 1
+                self._set(count, now)
             elif target * TARGET_SHARE >= sent:
                 self.probes += 1
                 self._set(self.active + 1, now)

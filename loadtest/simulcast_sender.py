@@ -17,12 +17,20 @@ VP8 picture IDs) under its own RTP timestamp offset. Which layers are sent follo
 loadtest.simulcast_allocation (lowest first); a layer that starts again starts on a
 keyframe (its keyframe variant, else the clip's next keyframe), as does a PLI's answer.
 Retransmissions follow libwebrtc's history and once-per-RTT rule (ResendGuard).
+
+At the start, after its first frame, the sender sends Chrome's initial bandwidth probes
+(loadtest.initial_probes: clusters at 3x and 6x the start bitrate, then "further" ones
+while the estimate keeps up) as padding-only packets on the RTX SSRC of the layer sent
+last, between frame ticks. `LOADTEST_PUBLISHER_PROBES` (read when a sender is made;
+child processes inherit it) sets them: `on` (default), `initial` (no further probes),
+`off` (none: the publisher starts at 300 kbit/s and climbs with the REMB alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import OrderedDict
@@ -64,6 +72,7 @@ from aiortc.rtp import (
 )
 from aiortc.utils import random32, uint16_add, uint32_add
 
+from loadtest.initial_probes import FRAME_GAP_S, PADDING_BYTES, InitialProber, send_cluster
 from loadtest.publisher import ResendGuard, StampedClipTrack, leave_rtp_loop
 from loadtest.simulcast_allocation import LayerAllocator
 from loadtest.simulcast_layers import LayerClip
@@ -73,6 +82,21 @@ from loadtest.video_fec_sender import HISTORY_MAX_PACKETS, HISTORY_MIN_S, HISTOR
 logger = logging.getLogger(__name__)
 
 LOSS_UPDATE_S = 1.0  # receiver reports of every layer are pooled into one loss figure this often
+PROBES_ENV = "LOADTEST_PUBLISHER_PROBES"
+PROBE_MODES = ("on", "initial", "off")
+
+
+def probe_mode(mode: Optional[str] = None) -> str:
+    """`mode`, else the environment's, else "on"; see the module docstring."""
+    mode = (mode if mode is not None else os.environ.get(PROBES_ENV) or "on").strip().lower()
+    if mode not in PROBE_MODES:
+        raise ValueError(f"{PROBES_ENV}={mode!r}: expected one of {', '.join(PROBE_MODES)}")
+    return mode
+
+
+def abs_send_time_now() -> int:
+    """abs-send-time (6.18 fixed-point seconds) of the NTP time now."""
+    return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,7 @@ class LayerStream:
         self.fraction_lost: Optional[float] = None
         self.frames = self.keyframe_requests = self.keyframes_on_request = self.waited_for_keyframe = 0
         self.retransmissions = self.nacks_unanswered = self.pauses = self.resumes = 0
+        self.padding_packets = 0  # probe padding sent for this layer (loadtest.initial_probes)
 
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
@@ -164,6 +189,7 @@ class LayerStream:
                 "frames": self.frames, "packets": self.packet_count, "pauses": self.pauses, "resumes": self.resumes,
                 "keyframe_requests": self.keyframe_requests, "keyframes_on_request": self.keyframes_on_request,
                 "waited_for_keyframe": self.waited_for_keyframe, "retransmissions": self.retransmissions,
+                "padding_packets": self.padding_packets,
                 "resends_suppressed": self.guard.suppressed, "nacks_unanswered": self.nacks_unanswered,
                 "rtt_ms": None if self.rtt_s is None else round(self.rtt_s * 1000, 1),
                 "fraction_lost": self.fraction_lost}
@@ -196,7 +222,8 @@ def extensions_map(parameters: RTCRtpParameters, offered: OfferedSimulcast) -> H
 class SimulcastSender:
     """Sends one aiortc RTCRtpSender's track as the layers of `plan` (see the module docstring)."""
 
-    def __init__(self, sender: RTCRtpSender, plan: SimulcastPlan, parameters: RTCRtpSendParameters) -> None:
+    def __init__(self, sender: RTCRtpSender, plan: SimulcastPlan, parameters: RTCRtpSendParameters,
+                 probes: Optional[str] = None) -> None:
         self.sender = sender
         self._events = cast(_SenderEvents, sender)
         self.plan = plan
@@ -219,6 +246,10 @@ class SimulcastSender:
         self.allocator = LayerAllocator([s.layer.bitrate for s in self.lowest_first])
         self._last_loss_update = float("-inf")
         self.remb_bitrate: Optional[int] = None
+        mode = probe_mode(probes)
+        self.prober = InitialProber(self.allocator.start_bitrate, sum(self.allocator.rates),
+                                    enabled=mode != "off", further=mode == "on")
+        self._last_sent: Optional[LayerStream] = None  # the layer that sent last: probes pad on its RTX SSRC
         self._apply_allocation()
 
     def install(self) -> None:
@@ -248,6 +279,10 @@ class SimulcastSender:
                     data = stream.frame_data(index)
                     if data is not None:
                         await self.send_frame(stream, data, pts, track.time_base, now)
+                        self._last_sent = stream
+                if self._last_sent is not None:
+                    self.prober.start(time.monotonic())  # the first frame went out: probing may begin
+                    await self.probe_after_frame()
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # stop() waits for the exit event below: never leave without it
@@ -262,7 +297,7 @@ class SimulcastSender:
         for i, payload in enumerate(payloads):
             rtp = RtpPacket(payload_type=self.payload_type, marker=int(i == len(payloads) - 1),
                             sequence_number=stream.seq, timestamp=timestamp, ssrc=stream.ssrc, payload=payload)
-            rtp.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+            rtp.extensions.abs_send_time = abs_send_time_now()
             rtp.extensions.mid = self.mid
             rtp.extensions.rtp_stream_id = stream.rid
             stream.seq = uint16_add(stream.seq, 1)
@@ -273,13 +308,51 @@ class SimulcastSender:
             stream.octet_count += len(payload)
             stream.packet_count += 1
 
+    async def probe_after_frame(self, *, monotonic: Callable[[], float] = time.monotonic,
+                                sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        """The next probe cluster due, if any, in the gap after this frame tick (loadtest.initial_probes)."""
+        stream = self._last_sent
+        cluster = self.prober.next_cluster()
+        if cluster is None or stream is None:
+            return
+        bitrate, further = cluster
+        await sleep(FRAME_GAP_S)
+
+        async def send_padding() -> int:
+            packet = self.padding_packet(stream)
+            await self.sender.transport._send_rtp(packet.serialize(self.ext_map))
+            return len(packet.payload) + packet.padding_size
+
+        sent = await send_cluster(bitrate, send_padding, further=further, clock=monotonic, sleep=sleep)
+        self.prober.record(sent, monotonic())
+
+    def padding_packet(self, stream: LayerStream) -> RtpPacket:
+        """libwebrtc's padding-only packet: on the RTX SSRC (RTX payload type and sequence numbers,
+        the extensions of the stream's other RTX packets), else on the media SSRC; the media's last
+        RTP timestamp, no marker, PADDING_BYTES of padding, abs-send-time set now."""
+        if self.rtx_payload_type is not None:
+            packet = RtpPacket(payload_type=self.rtx_payload_type, sequence_number=stream.rtx_seq,
+                               timestamp=stream.rtp_timestamp, ssrc=stream.rtx_ssrc)
+            stream.rtx_seq = uint16_add(stream.rtx_seq, 1)
+            packet.extensions.repaired_rtp_stream_id = stream.rid
+        else:
+            packet = RtpPacket(payload_type=self.payload_type, sequence_number=stream.seq,
+                               timestamp=stream.rtp_timestamp, ssrc=stream.ssrc)
+            stream.seq = uint16_add(stream.seq, 1)
+            packet.extensions.rtp_stream_id = stream.rid
+        packet.padding_size = PADDING_BYTES
+        packet.extensions.mid = self.mid
+        packet.extensions.abs_send_time = abs_send_time_now()
+        stream.padding_packets += 1
+        return packet
+
     def rtx_packet(self, stream: LayerStream, packet: RtpPacket) -> RtpPacket:
         """`packet` again on the layer's RTX SSRC, named by repaired-rtp-stream-id (RFC 4588)."""
         assert self.rtx_payload_type is not None  # only called where RTX was negotiated
         rtx = wrap_rtx(packet, payload_type=self.rtx_payload_type, sequence_number=stream.rtx_seq,
                        ssrc=stream.rtx_ssrc)
         rtx.extensions = replace(packet.extensions, rtp_stream_id=None, repaired_rtp_stream_id=stream.rid,
-                                 abs_send_time=(clock.current_ntp_time() >> 14) & 0x00FFFFFF)
+                                 abs_send_time=abs_send_time_now())
         stream.rtx_seq = uint16_add(stream.rtx_seq, 1)
         return rtx
 
@@ -334,6 +407,7 @@ class SimulcastSender:
                 self.remb_bitrate = bitrate
                 self.allocator.on_remb(bitrate, now)
                 self._apply_allocation()
+                self.prober.on_estimate(self.allocator.target, now)  # over 70 % of the last probe: probe on
 
     def pooled_loss(self) -> float:
         """The loss over the layers sent, each layer's reported fraction weighted by its rate (as GoogCC
@@ -390,7 +464,7 @@ class SimulcastSender:
                 "probes_failed": allocator.probes_failed,
                 "target_kbps": round(allocator.target / 1000) if allocator.target != float("inf") else None,
                 "remb_kbps": None if self.remb_bitrate is None else round(self.remb_bitrate / 1000),
-                "notes": list(self.plan.notes)}
+                "initial_probing": self.prober.counters(), "notes": list(self.plan.notes)}
 
 
 def send_simulcast(sender: RTCRtpSender, plan: SimulcastPlan) -> None:

@@ -53,7 +53,13 @@ from loadtest.simulcast_sdp import (
     add_simulcast_to_answer,
     offered_simulcast,
 )
-from loadtest.simulcast_sender import SimulcastPlan, SimulcastSender, send_simulcast, simulcast_sender_of
+from loadtest.simulcast_sender import (
+    PROBES_ENV,
+    SimulcastPlan,
+    SimulcastSender,
+    send_simulcast,
+    simulcast_sender_of,
+)
 from media.sdp_tweaks import join_sections, section_mid, split_sections
 
 FPS = 30
@@ -360,7 +366,8 @@ async def test_a_layer_without_keyframe_variants_restarts_at_the_clips_next_keyf
     assert m.frame_data(31) == LAYERS[1].clip.packets[31]
 
 
-async def test_the_sender_takes_over_an_aiortc_sender_and_stops_cleanly():
+async def test_the_sender_takes_over_an_aiortc_sender_and_stops_cleanly(monkeypatch):
+    monkeypatch.delenv(PROBES_ENV, raising=False)  # probes on, as by default
     wire = Wire()
     sender = new_sender(wire)
     track = StampedClipTrack(LAYERS[0].clip)
@@ -377,9 +384,13 @@ async def test_the_sender_takes_over_an_aiortc_sender_and_stops_cleanly():
     assert all(router.senders[s.ssrc] is sender and router.senders[s.rtx_ssrc] is sender for s in simulcast.streams)
     await sender.stop()
     assert sender._RTCRtpSender__rtp_exited.is_set() and sender._RTCRtpSender__rtcp_exited.is_set()
-    sent = wire.packets()
+    sent = [p for p in wire.packets() if p.payload_type == VP8.payloadType]
     assert len(track.sends) >= 3 and {p.extensions.rtp_stream_id for p in sent} == {"l"}  # 300 kbit/s: l only
     assert all(p.ssrc == by_rid(simulcast)["l"].ssrc for p in sent)
+    # after the first frame, Chrome's initial probes: padding on l's RTX SSRC (loadtest/initial_probes.py)
+    padding = [p for p in wire.packets() if p.payload_type == RTX.payloadType]
+    assert padding and all(p.ssrc == by_rid(simulcast)["l"].rtx_ssrc and p.padding_size for p in padding)
+    assert simulcast.counters()["initial_probing"]["clusters"] >= 1
 
 
 # --- which layers, and which encodings ------------------------------------------------------------------------------
@@ -398,8 +409,8 @@ def test_the_allocation_drops_what_does_not_fit_and_probes_back_after_a_backoff(
     allocator = LayerAllocator(rates)
     assert allocator.active == layers_that_fit(START_BITRATE, rates) == 1
     now = 100.0
-    assert allocator.on_remb(3_000_000, now) == 2  # fits: one more layer, each from a keyframe
-    assert allocator.on_remb(3_000_000, now + 1) == 3
+    assert allocator.on_remb(3_000_000, now) == 3  # all fit: all on at once (each from a keyframe), as Chrome
+    assert allocator.switches == 1
     assert allocator.on_remb(1_000_000, now + 2) == 2  # the estimate fell below l + m + h: h stops
     assert allocator.on_remb(3_000_000, now + 3) == 2  # it fits again, but it just failed: wait
     assert allocator.on_remb(3_000_000, now + 8) == 3  # PROBE_BACKOFF_S later
