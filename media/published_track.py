@@ -128,7 +128,7 @@ class PublishedTrack:
         self._nack = NackGenerator(deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S)
         self._nack_timer: Optional[asyncio.TimerHandle] = None
         self._rtt_s = rtt_s
-        self._bitrate_estimator = UplinkEstimator() if kind == "video" and rid is None else None
+        self._bitrate_estimator = UplinkEstimator(participant_id) if kind == "video" and rid is None else None
         self._keyframes = KeyframeRequester(self._send_pli)
         self.uplink_estimate: Optional[int] = None  # bit/s, from abs-send-time arrival patterns
         self.sender_report: Optional[SenderReport] = None

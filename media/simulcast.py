@@ -70,7 +70,7 @@ class SimulcastTrack:
         self._rtcp_ssrc = rtcp_ssrc
         self.layers: list[Optional[PublishedTrack]] = [None] * len(self.rids)
         self._by_ssrc: dict[int, PublishedTrack] = {}
-        self._estimator = UplinkEstimator()
+        self._estimator = UplinkEstimator(participant_id)
         self.uplink_estimate: Optional[int] = None
         self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
         self._waiting: dict[DownTrack, float] = {}  # down-tracks no layer feeds yet: since when
