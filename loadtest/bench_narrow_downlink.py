@@ -56,15 +56,22 @@ DOWNLINK_KEYS = ("pauses", "resumes", "layer_downs", "layer_ups", "probes", "pro
                  "transport_cc")
 
 # Every inbound stream of a page: video with the role of whose it is (from the client's
-# receive slots), audio with its jitter buffer counters.
+# receive slots), audio with its jitter buffer counters; and its outbound video layers
+# with why the browser limits them (cpu or bandwidth: a 2-core machine running three
+# Chromiums limits encoders by CPU, which no server change can help).
 INBOUND_JS = r"""
 const done = arguments[arguments.length - 1];
 const c = window.consultClient;
 const pc = c?._conn?.pc;
 if (!pc) { done(null); return; }
 pc.getStats().then((report) => {
-  const out = {video: [], audio: []};
+  const out = {video: [], audio: [], outbound: []};
   report.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out.outbound.push({rid: s.rid ?? null, width: s.frameWidth ?? 0, frames: s.framesEncoded ?? 0,
+                         limit: s.qualityLimitationReason ?? null});
+      return;
+    }
     if (s.type !== 'inbound-rtp') return;
     const slot = s.mid != null ? c.slots?.get(s.mid) : null;
     const role = slot ? (c.participants?.get(slot.participant)?.role ?? null) : null;
@@ -221,6 +228,20 @@ def server_figures(start: Optional[dict[str, Any]], end: Optional[dict[str, Any]
             "downlink": None if downlink is None else {k: downlink.get(k) for k in DOWNLINK_KEYS}}
 
 
+def outbound_figures(polls: list[dict[str, Any]], width: int) -> dict[str, Any]:
+    """What a page sends: the share of polls in which some layer went out `width` wide, and
+    the share in which the browser said a layer was limited by CPU or by bandwidth."""
+    if not polls:
+        return {f"share_{width}": None, "cpu_limited": None, "bandwidth_limited": None}
+
+    def share(test: Callable[[dict[str, Any]], bool]) -> float:
+        return round(sum(1 for p in polls if any(test(o) for o in p.get("outbound") or [])) / len(polls), 3)
+
+    return {f"share_{width}": share(lambda o: o["width"] >= width),
+            "cpu_limited": share(lambda o: o["limit"] == "cpu"),
+            "bandwidth_limited": share(lambda o: o["limit"] == "bandwidth")}
+
+
 def derive(run: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run, from its polls and the server's two snapshots."""
     out: dict[str, Any] = {}
@@ -230,12 +251,15 @@ def derive(run: dict[str, Any]) -> dict[str, Any]:
         series = video_series(polls)
         if role == "patient":
             out[role] = {"video": {key: video_figures(times, s, PATIENT_WIDTH) for key, s in series.items()},
-                         "audio": audio_figures(polls)}
+                         "audio": audio_figures(polls), "sends": outbound_figures(polls, CLINICIAN_WIDTH)}
         else:
             own = series.get("patient")
             out[role] = {"from_patient": video_figures(times, own, CLINICIAN_WIDTH) if own else None}
     server = run.get("server") or {}
     out["server"] = server_figures(server.get("start"), server.get("end"))
+    # the clinicians' downlink control: a layer down or a probe failing there is the server's doing
+    out["clinicians_downlink"] = {role: ((server.get("end") or {}).get("others") or {}).get(role)
+                                  for role in ("doctor", "expert")}
     return out
 
 
@@ -271,6 +295,8 @@ COLUMN_GROUPS: list[tuple[str, list[Column]]] = [
         *((f"on {who[:3]} >=1280", _clinician(who, f"share_{CLINICIAN_WIDTH}"), "{:.0%}")
           for who in ("doctor", "expert")),
         *((f"on {who[:3]} freezes", _clinician(who, "freezes"), "{}") for who in ("doctor", "expert")),
+        ("pat sends 1280", lambda f: f["patient"]["sends"][f"share_{CLINICIAN_WIDTH}"], "{:.0%}"),
+        ("cpu-limited", lambda f: f["patient"]["sends"]["cpu_limited"], "{:.0%}"),
         ("recovery", lambda f: f["server"]["recovery_share"], "{:.0%}"),
         ("pauses", _downlink("pauses"), "{}"),
         ("resumes", _downlink("resumes"), "{}"),
@@ -335,7 +361,9 @@ def print_report(results: dict[str, Any]) -> None:
     print("\nfps: frames decoded per second; stall s: the longest time the frame count stood still; >=640, >=1280:\n"
           "share of polls at that decoded width; freezes: counted by the browser; concealed: share of the audio\n"
           "samples concealed; jitter ms: mean jitter buffer delay; recovery: recovery packets per video media\n"
-          "packet sent the patient; pauses .. est kbps: the server's downlink control toward the patient at the end.\n"
+          "packet sent the patient; pauses .. est kbps: the server's downlink control toward the patient at the end;\n"
+          "pat sends 1280, cpu-limited: share of polls in which the patient's page sent a 1280-wide layer, and in\n"
+          "which its browser limited a layer for CPU.\n"
           "'-': no such stream or figure.")
 
 
@@ -353,10 +381,13 @@ def media_snapshot(server: Any, ids: dict[str, str]) -> Optional[dict[str, Any]]
     """The admin API's entry for the patient: its downlink control and what it is sent."""
     if "patient" not in ids:
         return None
-    entry = admin_get(server, "/api/rooms/demo/media")["participants"].get(ids["patient"])
+    participants = admin_get(server, "/api/rooms/demo/media")["participants"]
+    entry = participants.get(ids["patient"])
     if entry is None:
         return None
-    return {"downlink": entry.get("downlink"), "receiving": entry.get("receiving")}
+    others = {role: {k: (participants.get(pid) or {}).get("downlink", {}).get(k) for k in DOWNLINK_KEYS}
+              for role, pid in ids.items() if role != "patient"}
+    return {"downlink": entry.get("downlink"), "receiving": entry.get("receiving"), "others": others}
 
 
 def watch_call(run_py: Optional[Path], workdir: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -140,6 +140,15 @@ def test_a_run_is_derived_and_tabled():
     assert dict(zip(headers, values))["doc fps"] == 30.0
 
 
+def test_what_the_patient_sends_and_why_the_browser_limits_it():
+    polls = [{"outbound": [{"rid": "h", "width": 1280, "limit": "none"}, {"rid": "l", "width": 320, "limit": "none"}]},
+             {"outbound": [{"rid": "h", "width": 960, "limit": "cpu"}]},
+             {"outbound": [{"rid": "m", "width": 640, "limit": "bandwidth"}]},
+             {}]
+    assert bench.outbound_figures(polls, 1280) == {"share_1280": 0.25, "cpu_limited": 0.25, "bandwidth_limited": 0.25}
+    assert bench.outbound_figures([], 1280)["cpu_limited"] is None
+
+
 def test_medians_skip_missing_figures(capsys):
     assert bench.medians([[1, None, 3.0], [3, None, 5.0], [2, None, None]]) == [2, None, 4.0]
     run = hand_made_run()
