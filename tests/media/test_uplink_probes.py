@@ -1,6 +1,6 @@
-"""Probe bursts from a publisher's first seconds: a burst shows the uplink carried the slower
-of its sending and its arriving pace (a narrow link spreads it to the link's rate); one too
-short to time shows nothing."""
+"""Probe bursts from a publisher's first seconds: a burst that arrives as fast as it was sent
+shows the uplink carries its rate; one the link spread out, or one too short to time, shows
+nothing."""
 
 from __future__ import annotations
 
@@ -55,37 +55,23 @@ def test_a_burst_that_arrives_as_sent_sets_its_rate():
     assert abs(sender.results[1] - 1_800_000) < 1_800_000 * 0.1
 
 
-def test_a_burst_a_narrow_link_spreads_out_shows_the_link_and_nothing_above_it():
+def test_a_burst_a_narrow_link_spreads_out_shows_nothing_above_the_link():
     sender = Sender(ProbeBursts(), link_kbps=500)
     sender.burst(900, packets=8)
     sender.pause(30)
     sender.burst(1800, packets=14)
     sender.pause(30)
+    assert sender.results == []
     assert sender.probes.bursts and not any(b.got_through for b in sender.probes.bursts)
-    assert sender.results and all(r <= 500_000 for r in sender.results)
-    assert sender.results[-1] > 500_000 * 0.8
 
 
-def test_a_link_wide_enough_for_the_first_burst_only_shows_its_own_rate_for_the_second():
+def test_a_link_wide_enough_for_the_first_burst_only_gets_the_first():
     sender = Sender(ProbeBursts(), link_kbps=1200)
     sender.burst(900, packets=8)
     sender.pause(30)
     sender.burst(1800, packets=14)
     sender.pause(30)
-    assert len(sender.results) == 2 and sender.results[0] < 1_000_000
-    assert 1_000_000 < sender.results[1] <= 1_200_000
-
-
-def test_a_burst_the_event_loop_read_late_still_counts_at_its_arrival_pace():
-    """6 packets sent in 11 ms, read over 21 ms by a busy loop: what a patient page's only burst
-    looked like in a call whose top layer then stayed off for 14 s."""
-    probes = ProbeBursts()
-    sends = [0.0, 2.2, 4.4, 6.6, 8.8, 11.0]
-    reads = [20, 21, 33, 34, 40, 41]
-    for send, read in zip(sends, reads):
-        probes.add(abs_send_time=abs_send_time(send), arrival_time_ms=read, size=1000)
-    probes.add(abs_send_time=abs_send_time(60.0), arrival_time_ms=80, size=100)
-    assert probes.best_bps == round(5 * 1000 * 8 * 1000 / 21)
+    assert len(sender.results) == 1 and sender.results[0] < 1_000_000
 
 
 def test_short_bursts_small_packets_and_late_bursts_are_not_timed():
