@@ -245,7 +245,7 @@ class DownlinkController:
                          budget.estimate.queueing_delay * 1000, budget.narrow,
                          [(round(d.bitrate / 1000), d.layer, d.forwarded) for d in demands])
         if self.probe is not None:
-            self._judge_probe(now, demands)
+            self._judge_probe(now)
         elif budget.congested:  # with or without an estimate: the queue is the evidence
             # what arrives now is all the link carries, whatever the estimate still says
             # (receiver reports count media only: a probe's padding also went through the link;
@@ -315,6 +315,8 @@ class DownlinkController:
             steps.append((demand, up, demand.rates[up] - demand.bitrate))
         if not steps:
             return
+        if paused and self._make_room(now, estimate, audio, demands):
+            return
         free = next(((d, layer) for d, layer, adds in steps if d.forwarded and adds <= 0), None)
         if free is not None:  # its better layer sends less than the one it has, for now
             self._raise(free[0].video, free[1], now)
@@ -349,6 +351,25 @@ class DownlinkController:
         self._start_probe(demand.video, min(need, step_to - base), base, final=need <= step_to - base,
                           layer=layer, now=now)
 
+    def _make_room(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> bool:
+        """Every video its lowest layer before any a better one: with a video paused, the least
+        important one above its lowest layer steps down, when the link holds every lowest
+        layer. Otherwise a raised video keeps the room the paused one's probes need, and they
+        fail for good (the expert's video stayed paused a whole run behind the doctor's m)."""
+        raised = [d for d in demands if d.forwarded and d.layer > d.usable[0]]
+        known = self.budget.estimate.capacity or estimate
+        if not raised or known is None:
+            return False
+        lowest = sum(d.rates[d.usable[0]] for d in demands)
+        if audio + lowest * RESUME_HEADROOM > known:
+            return False
+        victim = min(raised, key=lambda d: d.priority)
+        layer = [i for i in victim.usable if i < victim.layer][-1]
+        logger.info("%s: stepping down to layer %d (%.0f kbit/s) to make room for a paused video: %.0f kbit/s known",
+                    self.name, layer, victim.bitrate / 1000, known / 1000)
+        self._step_down(victim.video, layer, now)
+        return True
+
     def _start_probe(self, video: ControlledVideo, rate_bps: float, base_bps: float, *, final: bool, layer: int,
                      now: float) -> None:
         link = self.budget.estimate
@@ -359,13 +380,17 @@ class DownlinkController:
     def _end_probe(self) -> None:
         self.probe = None
 
-    def _judge_probe(self, now: float, demands: list[Demand]) -> None:
+    def _probe_failing(self) -> bool:
+        """A sample of the running probe already shows a queue (or an estimate falling)."""
+        probe, link = self.probe, self.budget.estimate
+        return probe is not None and (link.worst_queueing > PROBE_QUEUE_S or link.remb_drops > probe.drops_before)
+
+    def _judge_probe(self, now: float) -> None:
         probe = self.probe
         assert probe is not None
         link = self.budget.estimate
         samples = link.rtt_samples - probe.samples_before
-        failed = (link.worst_queueing > PROBE_QUEUE_S or link.remb_drops > probe.drops_before
-                  or (now - probe.started > PROBE_LIMIT_S and samples < PROBE_RTT_SAMPLES))
+        failed = self._probe_failing() or (now - probe.started > PROBE_LIMIT_S and samples < PROBE_RTT_SAMPLES)
         if failed:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
                         self.name, probe.base_bps / 1000, probe.rate_bps / 1000, link.worst_queueing * 1000,
@@ -401,9 +426,14 @@ class DownlinkController:
                 self._next_probe_at = now  # the next step at once
 
     async def pad(self, now: float) -> None:
-        """Padding for the running probe, at its rate."""
+        """Padding for the running probe, at its rate; a probe a sample already failed ends
+        here, not at the next tick: each 20 ms more of it fills the bottleneck's queue toward
+        dropping (transport-cc feedback comes ten times a second)."""
         probe = self.probe
         if probe is None:
+            return
+        if self._probe_failing():
+            self._judge_probe(now)
             return
         probe.credit = min(probe.credit + probe.rate_bps / 8 * PADDING_TICK_S, probe.rate_bps / 8 * 0.1)
         probe.credit -= await probe.video.send_padding(int(probe.credit), now)

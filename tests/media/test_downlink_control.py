@@ -569,6 +569,29 @@ def test_probes_climb_a_ladder_and_the_last_step_resumes_the_video():
     assert h.budget.estimate_bps(h.now) >= total
 
 
+def test_a_raised_video_steps_down_to_make_room_for_a_paused_one_when_every_lowest_layer_fits():
+    doctor = FakeVideo("doctor", 0, 2, layers=[300_000, 520_000])
+    expert = FakeVideo("expert", 0, 1, layers=[300_000, 520_000], paused=True)
+    expert.layer = 0
+    h = narrow_link(doctor, expert)
+    h.estimate.capacity = 900_000  # 40 + 1.2 x (300 + 300) kbit/s fits: both lowest layers do
+    h.tick()
+    assert doctor.layer == 0 and expert.paused and h.ctrl.layer_downs == 1
+    # then the paused one is probed for, not the doctor's better layer
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    assert h.ctrl.probe.video is expert
+
+
+def test_nothing_steps_down_for_a_paused_video_when_the_lowest_layers_do_not_all_fit():
+    doctor = FakeVideo("doctor", 0, 2, layers=[300_000, 520_000])
+    expert = FakeVideo("expert", 0, 1, layers=[300_000, 520_000], paused=True)
+    expert.layer = 0
+    h = narrow_link(doctor, expert)
+    h.estimate.capacity = 650_000
+    h.tick()
+    assert doctor.layer == 1 and h.ctrl.layer_downs == 0
+
+
 def test_a_probe_that_covers_the_need_resumes_in_one_step():
     shown = FakeVideo("shown", 600_000, 2)
     small = FakeVideo("small", 200_000, 1, paused=True)
@@ -895,6 +918,18 @@ async def test_padding_owed_while_it_could_not_go_is_capped():
     burst = small.padding[-1][0]
     assert burst <= rate / 8 * 0.1  # a tenth of a second's worth, not a second's
     assert burst >= rate / 8 * 0.1 - FakeVideo.PADDING_PACKET
+
+
+async def test_a_probe_a_sample_failed_ends_at_the_next_padding_step_not_the_next_tick():
+    small = FakeVideo("small", 200_000, 1, paused=True)
+    h = narrow_link(FakeVideo("shown", 600_000, 2), small)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=1.0)
+    await h.ctrl.pad(h.now)
+    sent = len(small.padding)
+    h.sample(BASE + PROBE_QUEUE_S * 2)
+    await h.ctrl.pad(h.now + PADDING_TICK_S)
+    assert h.ctrl.probe is None and h.ctrl.probes_failed == 1 and small.paused
+    assert len(small.padding) == sent  # not one more packet of it
 
 
 async def test_no_padding_without_a_probe():
