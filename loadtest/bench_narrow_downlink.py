@@ -88,14 +88,6 @@ pc.getStats().then((report) => {
 }, () => done(null));
 """
 
-FETCH_JS = """
-import sys, urllib.request
-request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-print(opener.open(request, timeout=5).read().decode())
-"""
-
-
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_narrow_downlink",
                                      description=(__doc__ or "").split("\n")[0])
@@ -370,18 +362,11 @@ def print_report(results: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the call
 
 
-def admin_get(server: Any, path: str) -> Any:
-    """An admin API call, made from inside the server's namespace."""
-    key = (server.data_dir / "admin.key").read_text().strip()
-    done = server.netns.run([sys.executable, "-c", FETCH_JS, server.url(path), key], check=True)
-    return json.loads(done.stdout)
-
-
 def media_snapshot(server: Any, ids: dict[str, str]) -> Optional[dict[str, Any]]:
     """The admin API's entry for the patient: its downlink control and what it is sent."""
     if "patient" not in ids:
         return None
-    participants = admin_get(server, "/api/rooms/demo/media")["participants"]
+    participants = server.admin_get("/api/rooms/demo/media")["participants"]
     entry = participants.get(ids["patient"])
     if entry is None:
         return None
@@ -422,7 +407,7 @@ def watch_call(run_py: Optional[Path], workdir: Path, args: argparse.Namespace) 
         pages["patient"].get(server.patient_url)
         time.sleep(max(0.0, args.warmup - (time.monotonic() - started)))
 
-        ids = {p["role"]: p["id"] for p in admin_get(server, "/api/rooms/demo/participants")["participants"]}
+        ids = {p["role"]: p["id"] for p in server.admin_get("/api/rooms/demo/participants")["participants"]}
         server_start = media_snapshot(server, ids)
         polls: dict[str, list[dict[str, Any]]] = {role: [] for role in pages}
         failed = dict.fromkeys(pages, 0)

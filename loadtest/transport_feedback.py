@@ -37,13 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import unpack_header_extensions
 
 from media.rtp_writer import TRANSPORT_CC_URI
+from media.sdp_transport_cc import EXTMAP, TRANSPORT_CC_FEEDBACK, transport_cc_id
 from media.sdp_tweaks import join_sections, section_mid, split_sections
 from media.twcc_feedback import DELTA_TICK_US, REFERENCE_TICK_US, build_fci, build_rtcp
 
@@ -53,12 +55,8 @@ FEEDBACK_INTERVAL_S = 0.1  # libwebrtc's default send interval (kDefaultInterval
 BACK_WINDOW_US = 500_000  # arrival records kept this long once reported (libwebrtc's kBackWindow)
 MAX_RECEIVED_PER_FEEDBACK = 1000
 MAX_SEQUENCE_SPAN = 1 << 15  # a packet further behind the highest is ignored (libwebrtc's map size)
-ONE_BYTE_PROFILE = 0xBEDE
-TWO_BYTE_PROFILE = 0x1000  # the top 12 bits; the low 4 are "appbits"
 LARGE_DELTA_MIN, LARGE_DELTA_MAX = -0x8000, 0x7FFF
 
-_EXTMAP = re.compile(r"a=extmap:(\d+)(?:/\w+)? (\S+).*")
-_TRANSPORT_CC_FB = re.compile(r"a=rtcp-fb:(\d{1,3}|\*) transport-cc\s*")
 
 
 # --- the answer ---------------------------------------------------------------------------------------
@@ -70,9 +68,8 @@ def offered_transport_cc(offer_sdp: str) -> dict[str, tuple[int, Optional[set[in
     found: dict[str, tuple[int, Optional[set[int]]]] = {}
     for section in split_sections(offer_sdp)[1]:
         mid = section_mid(section)
-        ext_id = next((int(m.group(1)) for line in section
-                       if (m := _EXTMAP.fullmatch(line)) and m.group(2) == TRANSPORT_CC_URI), None)
-        feedback = [m.group(1) for line in section if (m := _TRANSPORT_CC_FB.fullmatch(line))]
+        ext_id = transport_cc_id(section)
+        feedback = [m.group(1) for line in section if (m := TRANSPORT_CC_FEEDBACK.fullmatch(line))]
         if mid is not None and ext_id is not None and 0 < ext_id < 256 and feedback:
             found[mid] = (ext_id, None if "*" in feedback else {int(pt) for pt in feedback})
     return found
@@ -107,7 +104,7 @@ def add_transport_cc_to_answer(answer_sdp: str, offer_sdp: str) -> tuple[str, di
 
 def _accept(section: list[str], fields: list[str], ext_id: int,
             feedback_pts: Optional[set[int]]) -> Optional[list[str]]:
-    ids = {int(m.group(1)): m.group(2) for line in section if (m := _EXTMAP.fullmatch(line))}
+    ids = {int(m.group(1)): m.group(2) for line in section if (m := EXTMAP.fullmatch(line))}
     if ids.get(ext_id, TRANSPORT_CC_URI) != TRANSPORT_CC_URI:
         return None
     formats = [int(f) for f in fields[3:] if f.isdigit()]
@@ -172,49 +169,22 @@ def answer_with_transport_cc(pc: RTCPeerConnection, offer_sdp: Callable[[], str]
 
 def transport_sequence_number(data: bytes, ext_id: int) -> Optional[int]:
     """The 16-bit transport-wide sequence number in RTP packet `data` under header extension `ext_id`
-    (RFC 8285, one-byte or two-byte form), or None (no extension, not that id, malformed)."""
-    size = len(data)
-    if size < 12 or data[0] >> 6 != 2 or not data[0] & 0x10:
+    (RFC 8285, one-byte or two-byte form, read by aiortc), or None (no extension, not that id, malformed)."""
+    if len(data) < 12 or data[0] >> 6 != 2 or not data[0] & 0x10:
         return None
     pos = 12 + 4 * (data[0] & 0x0F)
-    if pos + 4 > size:
+    if pos + 4 > len(data):
         return None
-    profile = data[pos] << 8 | data[pos + 1]
-    end = pos + 4 + 4 * (data[pos + 2] << 8 | data[pos + 3])
-    if end > size:
+    profile, words = struct.unpack_from("!HH", data, pos)
+    value = data[pos + 4:pos + 4 + 4 * words]
+    if len(value) < 4 * words:
         return None
-    pos += 4
-    if profile == ONE_BYTE_PROFILE:
-        while pos < end:
-            byte = data[pos]
-            if byte == 0:  # padding
-                pos += 1
-                continue
-            element_id, length = byte >> 4, (byte & 0x0F) + 1
-            if element_id == 15:  # reserved: stop parsing
-                return None
-            pos += 1
-            if pos + length > end:
-                return None
-            if element_id == ext_id:
-                return data[pos] << 8 | data[pos + 1] if length == 2 else None
-            pos += length
-    elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
-        while pos < end:
-            element_id = data[pos]
-            if element_id == 0:  # padding
-                pos += 1
-                continue
-            if pos + 2 > end:
-                return None
-            length = data[pos + 1]
-            pos += 2
-            if pos + length > end:
-                return None
-            if element_id == ext_id:
-                return data[pos] << 8 | data[pos + 1] if length == 2 else None
-            pos += length
-    return None
+    try:
+        extensions = unpack_header_extensions(profile, value)
+    except ValueError:
+        return None
+    found = next((x_value for x_id, x_value in extensions if x_id == ext_id), None)
+    return int.from_bytes(found, "big") if found is not None and len(found) == 2 else None
 
 
 class TransportFeedbackGenerator:

@@ -39,42 +39,30 @@ def _is_transport_feedback(first: int, packet_type: int) -> bool:
 class RtcpWithTransportFeedback(RtcpPacket):
     @classmethod
     def parse(cls, data: bytes) -> list[AnyRtcpPacket]:
-        if not any(_is_transport_feedback(first, packet_type) for first, packet_type in _headers(data)):
-            return RtcpPacket.parse(data)
         packets: list[AnyRtcpPacket] = []
         pos = 0
         while pos < len(data):
+            if len(data) < pos + 4:
+                raise ValueError("RTCP packet length is less than 4 bytes")
             first, packet_type, length = _header.unpack_from(data, pos)
             end = pos + 4 + length * 4
-            if _is_transport_feedback(first, packet_type):
-                payload = data[pos + 4:end]
-                if first & 0x20:  # padding: its last byte counts it
-                    if not payload or not 0 < payload[-1] <= len(payload):
-                        raise ValueError("RTCP packet padding length is invalid")
-                    payload = payload[:-payload[-1]]
-                if len(payload) < _ssrcs.size:
-                    raise ValueError("RTCP transport feedback is too short")
-                ssrc, media_ssrc = _ssrcs.unpack_from(payload)
-                packets.append(TransportFeedbackPacket(fmt=RTCP_RTPFB_TRANSPORT_CC, ssrc=ssrc,
-                                                       media_ssrc=media_ssrc, fci=bytes(payload[_ssrcs.size:])))
-            else:
-                packets.extend(RtcpPacket.parse(data[pos:end]))
+            if end > len(data):
+                raise ValueError("RTCP packet is truncated")
+            if not _is_transport_feedback(first, packet_type):
+                packets.extend(RtcpPacket.parse(data[pos:end]))  # aiortc's rules, its version check among them
+                pos = end
+                continue
+            if first >> 6 != 2:
+                raise ValueError("RTCP packet has invalid version")
+            payload = data[pos + 4:end]
+            if first & 0x20:  # padding: its last byte counts it
+                if not payload or not 0 < payload[-1] <= len(payload):
+                    raise ValueError("RTCP packet padding length is invalid")
+                payload = payload[:-payload[-1]]
+            if len(payload) < _ssrcs.size:
+                raise ValueError("RTCP transport feedback is too short")
+            ssrc, media_ssrc = _ssrcs.unpack_from(payload)
+            packets.append(TransportFeedbackPacket(fmt=RTCP_RTPFB_TRANSPORT_CC, ssrc=ssrc,
+                                                   media_ssrc=media_ssrc, fci=bytes(payload[_ssrcs.size:])))
             pos = end
         return packets
-
-
-def _headers(data: bytes) -> list[tuple[int, int]]:
-    """(first byte, packet type) of each message of a compound packet; ValueError if truncated."""
-    found = []
-    pos = 0
-    while pos < len(data):
-        if len(data) < pos + 4:
-            raise ValueError("RTCP packet length is less than 4 bytes")
-        first, packet_type, length = _header.unpack_from(data, pos)
-        if first >> 6 != 2:
-            raise ValueError("RTCP packet has invalid version")
-        pos += 4 + length * 4
-        if pos > len(data):
-            raise ValueError("RTCP packet is truncated")
-        found.append((first, packet_type))
-    return found

@@ -11,6 +11,7 @@ transport-cc would wait for feedback on its uplink that the server does not give
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
@@ -19,22 +20,29 @@ from .sdp_tweaks import join_sections, section_mid, split_sections
 
 # One id across the bundle: every section's packets share the one sequence.
 PREFERRED_EXTENSION_ID = 5
-_EXTMAP = re.compile(r"a=extmap:(\d+)(?:/\w+)? (\S+).*")
+EXTMAP = re.compile(r"a=extmap:(\d+)(?:/\w+)? (\S+).*")
+TRANSPORT_CC_FEEDBACK = re.compile(r"a=rtcp-fb:(\d{1,3}|\*) transport-cc\s*")
+
+
+def transport_cc_id(section: list[str]) -> Optional[int]:
+    """The id an m-section's extmap gives the transport-wide sequence number, if any."""
+    return next((int(m.group(1)) for line in section
+                 if (m := EXTMAP.fullmatch(line)) and m.group(2) == TRANSPORT_CC_URI), None)
 
 
 def offer_transport_cc(sdp: str) -> str:
     """The offer with transport-cc on every send-only section (the subscriber's)."""
     session, sections = split_sections(sdp)
-    used = {int(m.group(1)) for s in sections for line in s if (m := _EXTMAP.fullmatch(line))}
-    ids = [m.group(1) for s in sections for line in s
-           if (m := _EXTMAP.fullmatch(line)) and m.group(2) == TRANSPORT_CC_URI]
-    ext_id = int(ids[0]) if ids else next(i for i in [PREFERRED_EXTENSION_ID, *range(1, 15)] if i not in used)
+    used = {int(m.group(1)) for s in sections for line in s if (m := EXTMAP.fullmatch(line))}
+    ext_id = next((i for s in sections if (i := transport_cc_id(s)) is not None), None)
+    if ext_id is None:
+        ext_id = next(i for i in [PREFERRED_EXTENSION_ID, *range(1, 15)] if i not in used)
     return join_sections(session, [_transport_cc_section(s, ext_id) if "a=sendonly" in s else s for s in sections])
 
 
 def _transport_cc_section(section: list[str], ext_id: int) -> list[str]:
     lines = list(section)
-    if not any((m := _EXTMAP.fullmatch(line)) and m.group(2) == TRANSPORT_CC_URI for line in lines):
+    if transport_cc_id(lines) is None:
         last_extmap = max((i for i, line in enumerate(lines) if line.startswith("a=extmap:")), default=None)
         at = last_extmap + 1 if last_extmap is not None else len(lines)
         lines.insert(at, f"a=extmap:{ext_id} {TRANSPORT_CC_URI}")
@@ -62,9 +70,8 @@ def answered_transport_cc(sdp: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for section in split_sections(sdp)[1]:
         mid = section_mid(section)
-        ext_id = next((int(m.group(1)) for line in section
-                       if (m := _EXTMAP.fullmatch(line)) and m.group(2) == TRANSPORT_CC_URI), None)
-        feedback = any(re.fullmatch(r"a=rtcp-fb:(\d{1,3}|\*) transport-cc\s*", line) for line in section)
+        ext_id = transport_cc_id(section)
+        feedback = any(TRANSPORT_CC_FEEDBACK.fullmatch(line) for line in section)
         if mid is not None and ext_id is not None and 0 < ext_id < 15 and feedback:
             found[mid] = ext_id
     return found

@@ -112,6 +112,14 @@ class SendBudget:
         self.recovery.add(nbytes + PACKET_OVERHEAD_BYTES, now)
         return True
 
+    def _transport_cc_summary(self) -> Optional[dict]:
+        if not self.sequencer.enabled:
+            return None
+        estimator = self.estimate.delay_based
+        # what the feedback reported lost (copies the receiver discarded as replays count too)
+        loss = None if estimator is None else round(estimator.loss_ratio, 3)
+        return {**self.sequencer.summary(), "reported_loss": loss}
+
     def summary(self, now: float) -> dict:
         estimate = self.estimate_bps(now)
         return {
@@ -125,6 +133,6 @@ class SendBudget:
             "delivered_kbps": round(self.estimate.delivered.bps(now) / 1000),
             "congested": self.congested,
             "recovery_refused": self.recovery_refused,
-            "transport_cc": self.sequencer.summary() if self.sequencer.enabled else None,
+            "transport_cc": self._transport_cc_summary(),
             **self.pacer.summary(now),
         }

@@ -437,6 +437,21 @@ class SfuServer:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
+    def admin_get(self, path: str):
+        """An admin API call, made from inside the server's namespace."""
+        key = (self.data_dir / "admin.key").read_text().strip()
+        done = self.netns.run([sys.executable, "-c", _ADMIN_FETCH_PY, self.url(path), key], check=True)
+        return json.loads(done.stdout)
+
+
+# run in the server's namespace: the admin API listens there only
+_ADMIN_FETCH_PY = """
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+print(opener.open(request, timeout=5).read().decode())
+"""
+
 
 def start_sfu_server(netns: NetNamespace, data_dir: Path, *, port: int = 8080,
                      timeout: float = 30.0, extra_args: Iterable[str] = (),

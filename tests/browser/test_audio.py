@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 
 import pytest
@@ -30,21 +29,6 @@ pc.getStats().then(report => {
   done(out);
 }, () => done(null));
 """
-
-
-FETCH_JS = """
-import sys, urllib.request
-request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-print(opener.open(request, timeout=5).read().decode())
-"""
-
-
-def admin_get(sfu_server, path: str) -> dict:
-    """An admin API call, made from inside the server's namespace."""
-    key = (sfu_server.data_dir / "admin.key").read_text().strip()
-    done = sfu_server.netns.run([sys.executable, "-c", FETCH_JS, sfu_server.url(path), key])
-    return json.loads(done.stdout)
 
 
 def audio_stats(driver) -> dict | None:
@@ -81,8 +65,8 @@ def test_browsers_send_red_and_the_sfu_forwards_it_playable(sfu_server, chromium
     # The patient's browser answered with red first on its sending m-section, so it sends RED.
     assert first_audio_codec(patient_stats["sdp"], "sendonly") == "red", patient_stats["sdp"]
     # The server received RED from the patient's browser and sends RED on to the doctor's.
-    ids = {p["role"]: p["id"] for p in admin_get(sfu_server, "/api/rooms/demo/participants")["participants"]}
-    media = admin_get(sfu_server, "/api/rooms/demo/media")["participants"]
+    ids = {p["role"]: p["id"] for p in sfu_server.admin_get("/api/rooms/demo/participants")["participants"]}
+    media = sfu_server.admin_get("/api/rooms/demo/media")["participants"]
     print(json.dumps(media, indent=1))
     published_audio = media[ids["patient"]]["published"]["audio"]
     assert published_audio["red"] and published_audio["red_packets"] > 100, published_audio

@@ -28,7 +28,6 @@ from .harness import (
     start_sfu_server,
     start_tcp_forwarder,
 )
-from .test_audio import admin_get
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
 
@@ -50,7 +49,7 @@ def patient_netns(browser_prerequisites, tmp_path):
 
 
 def downlink_of(server, participant_id: str) -> dict:
-    return admin_get(server, "/api/rooms/demo/media")["participants"][participant_id]
+    return server.admin_get("/api/rooms/demo/media")["participants"][participant_id]
 
 
 def video_counters(peer: dict) -> tuple[int, int]:
@@ -99,7 +98,7 @@ def test_a_patient_behind_a_narrow_downlink_keeps_its_audio(netns, patient_netns
         if len(live) < 2:
             pytest.fail(diagnostics(f"the patient's video is not live on {sorted(set(others) - set(live))}"),
                         pytrace=False)
-        ids = {p["role"]: p["id"] for p in admin_get(server, "/api/rooms/demo/participants")["participants"]}
+        ids = {p["role"]: p["id"] for p in server.admin_get("/api/rooms/demo/participants")["participants"]}
         assert poll(lambda: audio_totals(patient)["samples"] > 0, timeout=30), "the patient hears nothing"
 
         audio_before = audio_totals(patient)

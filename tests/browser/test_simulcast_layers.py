@@ -17,7 +17,6 @@ import time
 import pytest
 
 from .harness import poll
-from .test_audio import admin_get
 from .test_narrow_downlink import capped_patient_call, downlink_of, patient_netns  # noqa: F401  (a fixture)
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
@@ -67,7 +66,7 @@ def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor
         live, _ = wait_for_live_remote_video(pages)
         if len(live) < 3:
             pytest.fail(diagnostics(f"video is not live on {sorted(set(pages) - set(live))}"), pytrace=False)
-        ids = {p["role"]: p["id"] for p in admin_get(server, "/api/rooms/demo/participants")["participants"]}
+        ids = {p["role"]: p["id"] for p in server.admin_get("/api/rooms/demo/participants")["participants"]}
 
         # the doctor gets the patient's top layer once the patient's browser sends it
         def doctor_sees_720p() -> bool:
@@ -80,7 +79,7 @@ def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor
         # the top layers grow with the publishers' send estimates; once both are past what the
         # patient's link could take beside anything else, the patient must be on smaller ones
         def top_layer_kbps() -> dict:
-            participants = admin_get(server, "/api/rooms/demo/media")["participants"]
+            participants = server.admin_get("/api/rooms/demo/media")["participants"]
             return {role: (participants[ids[role]]["published"]["video"]["simulcast"]["h"] or {}).get("offered_kbps", 0)
                     for role in ("doctor", "expert")}
 

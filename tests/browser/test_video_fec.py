@@ -27,7 +27,7 @@ import time
 import pytest
 
 from .answer_edits import edit_answers
-from .test_audio import admin_get, audio_stats
+from .test_audio import audio_stats
 from .test_pages import wait_for_live_remote_video
 
 VIDEO_STATS_JS = r"""
@@ -85,8 +85,8 @@ def receiving_sections(sdp: str) -> list[str]:
 
 def server_downtracks(sfu_server) -> list[dict]:
     """Every down-track summary in every room, from the admin API."""
-    rooms = admin_get(sfu_server, "/api/rooms")["rooms"]
-    return [d for room in rooms for d in _summaries(admin_get(sfu_server, f"/api/rooms/{room['id']}/media"))]
+    rooms = sfu_server.admin_get("/api/rooms")["rooms"]
+    return [d for room in rooms for d in _summaries(sfu_server.admin_get(f"/api/rooms/{room['id']}/media"))]
 
 
 def _summaries(node) -> list[dict]:
@@ -121,7 +121,7 @@ def test_chromium_rebuilds_lost_video_from_our_fec(sfu_server, chromium, netns, 
     clean = {name: video_stats(d)["inbound"] for name, d in (("patient", patient), ("doctor", doctor))}
     assert all(s["codec"] == "video/VP8" for inbound in clean.values() for s in inbound if s["frames"]), clean
     assert all(d["fec_packets"] == 0 for d in server_downtracks(sfu_server))
-    ids = {p["role"]: p["id"] for p in admin_get(sfu_server, "/api/rooms/demo/participants")["participants"]}
+    ids = {p["role"]: p["id"] for p in sfu_server.admin_get("/api/rooms/demo/participants")["participants"]}
 
     netns.run(["nft", "-f", "-"], input=LOSS_RULES, check=True)
     before = {name: totals(video_stats(d)) for name, (d, _) in pages.items()}
@@ -135,7 +135,7 @@ def test_chromium_rebuilds_lost_video_from_our_fec(sfu_server, chromium, netns, 
 
     # the uplinks: every page sent its video as RED; what the loss took came back over
     # RTX-for-red (the patient's stock page decoding the doctor's video shows it playable).
-    published = admin_get(sfu_server, "/api/rooms/demo/media")["participants"]
+    published = sfu_server.admin_get("/api/rooms/demo/media")["participants"]
     video_up = {role: published[ids[role]]["published"]["video"] for role in pages}
     print(json.dumps(video_up, indent=1))
     for role in pages:
