@@ -188,15 +188,14 @@ class LoadClient:
                 self.ladder.append((rung, keys))
                 variants += [frame_keys(rung)] + ([frame_keys(keys)] if keys else [])
         self.simulcast_layers: list[LayerClip] = []
-        self.simulcast_notes: list[str] = []
         if self.config.get("simulcast"):
             # every layer's frames must be recognised: a subscriber is switched between them
-            encoded = {i + 1: rung for i, rung in enumerate(self.ladder)}
+            encoded = dict(zip(ladder_specs(self.video_spec)[1:], self.ladder))
             known = set(encoded)
-            self.simulcast_layers, self.simulcast_notes = prepare_layers(
+            self.simulcast_layers = prepare_layers(
                 self.video_spec, self.video_clip, self.keyframe_clip, encoded, cache, self.config["keyframe_on_pli"])
-            for index in sorted(set(encoded) - known):
-                rung, keys = encoded[index]
+            for made in [s for s in encoded if s not in known]:
+                rung, keys = encoded[made]
                 variants += [frame_keys(rung)] + ([frame_keys(keys)] if keys else [])
         video_keys, video_dups = key_table(frame_keys(self.video_clip), *variants)
         audio_keys, audio_dups = key_table(frame_keys(self.audio_clip))
@@ -216,8 +215,7 @@ class LoadClient:
                           # prepared layers, highest first (the offer then names them by RID)
                           "simulcast_layers": [{"width": layer.width, "height": layer.height,
                                                 "kbps": round(layer.bitrate / 1000)} for layer in self.simulcast_layers]
-                          if self.simulcast_layers else None,
-                          "simulcast_notes": self.simulcast_notes}
+                          if self.simulcast_layers else None}
 
     def video_fec(self) -> bool:
         """Accept video red + ulpfec as Chrome always does: with the browser receiver (stock aiortc cannot)."""

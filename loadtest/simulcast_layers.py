@@ -1,16 +1,17 @@
 """Which encodings of the clip a simulcast publisher sends as its layers.
 
-The server asks for layers by RID with a size each (`scale_down`: 1, 2, 4 for h, m, l;
-media/sdp_simulcast.py). The publisher has no encoder: its layers are rungs of the clip's
-ladder (loadtest.clips.ladder_specs: the same frames and keyframe positions at lower
-bitrates and sizes), so a frame index names the same picture on every layer and the
-receivers' frame matching holds across layer switches.
+The server asks for layers by RID with a size and a bitrate cap each (`scale_down`: 1, 2,
+4 and `max_bitrate` for h, m, l; media/sdp_simulcast.py). The publisher has no encoder:
+each layer is an encoding of the same clip at that size (`layer_specs`), with the same
+frames and keyframe positions, so a frame index names the same picture on every layer and
+the receivers' frame matching holds across layer switches. A layer's bitrate is what a
+browser's encoder spends at that size, up to the cap, as Chrome does when the page sets
+`maxBitrate` per encoding.
 
-`pick_rungs` takes, for each wanted size, the rung of the closest size (by ratio), keeping
-the layers distinct and in falling bitrate: two layers on one encoding would make the
-server's choice between them meaningless. Where a size is not on the ladder, it says so
-(`notes`). With the default ladder (sizes 1, 1, 2/3, 1/2) h, m, l are the full-size
-full-rate rung, the 2/3-size one and the half-size one.
+`pick_rungs` takes, for each size an offer wants, the prepared encoding of the closest
+size (by ratio), keeping the layers distinct and in falling bitrate: two layers on one
+encoding would make the server's choice between them meaningless. Where a size is not
+prepared, it says so (`notes`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from loadtest.clips import ClipSpec, ladder_specs, load_or_encode, load_or_encode_variants
+from loadtest.clips import ClipSpec, load_or_encode, load_or_encode_variants
 from loadtest.preencoded import EncodedClip
 
-# What the server asks for (media/sdp_simulcast.py SIMULCAST_LADDER), highest first: prepared
-# before the offer arrives, which then names the layers it wants.
-DEFAULT_SCALE_DOWNS = (1, 2, 4)
+# What the server asks for (media/sdp_simulcast.py SIMULCAST_LADDER), highest first, as
+# (scale_down, max_bitrate): prepared before the offer arrives, which then names the layers it wants.
+DEFAULT_LAYERS: tuple[tuple[float, int], ...] = ((1, 1_500_000), (2, 500_000), (4, 150_000))
+# An encoder's bitrate for the same picture grows about as pixels^0.75 (libwebrtc's simulcast
+# bitrate table: 1280x720 / 640x360 / 320x180 targets 2500 / 500 / 150 kbit/s).
+PIXEL_EXPONENT = 0.75
 SIZE_TOLERANCE = 0.05  # a rung within 5 % of the wanted size counts as that size
 
 
@@ -85,29 +89,42 @@ def layers_for_offer(prepared: Sequence[LayerClip], scale_downs: Sequence[float]
     return [prepared[i] for i in picked], notes
 
 
-def prepare_layers(spec: ClipSpec, full: EncodedClip, full_keyframes: Optional[EncodedClip],
-                   encoded: dict[int, tuple[EncodedClip, Optional[EncodedClip]]], cache_dir: Optional[Path],
-                   keyframe_variants: bool, scale_downs: Sequence[float] = DEFAULT_SCALE_DOWNS
-                   ) -> tuple[list[LayerClip], list[str]]:
-    """The layer encodings for `scale_downs` (highest first) from the ladder of `spec`.
+def layer_specs(spec: ClipSpec, layers: Sequence[tuple[float, int]] = DEFAULT_LAYERS) -> list[ClipSpec]:
+    """The clip at each (scale_down, max_bitrate), highest first: same frames, same keyframe positions.
 
-    `full` (+ its keyframe variants) is rung 0; `encoded` holds rungs already encoded by
-    ladder index (the adaptive publisher's) and receives those encoded here.
+    A layer's bitrate is the full clip's scaled by its share of the pixels^PIXEL_EXPONENT,
+    never over the cap; a layer of the full size and rate is the clip itself.
     """
-    specs = ladder_specs(spec)
-    picked, notes = pick_rungs([s.width / spec.width for s in specs], [s.bitrate for s in specs],
-                               [1 / max(1.0, d) for d in scale_downs], [f"1/{d:g}" for d in scale_downs])
-    layers = []
-    for index in picked:
-        rung = specs[index]
-        if index == 0:
+    def even(x: float) -> int:
+        return max(2, int(round(x / 2)) * 2)
+
+    out = []
+    for scale_down, cap in layers:
+        scale = 1 / max(1.0, scale_down)
+        bitrate = min(cap, int(spec.bitrate * (scale * scale) ** PIXEL_EXPONENT))
+        out.append(replace(spec, bitrate=bitrate, width=even(spec.width * scale), height=even(spec.height * scale)))
+    return out
+
+
+def prepare_layers(spec: ClipSpec, full: EncodedClip, full_keyframes: Optional[EncodedClip],
+                   encoded: dict[ClipSpec, tuple[EncodedClip, Optional[EncodedClip]]], cache_dir: Optional[Path],
+                   keyframe_variants: bool, layers: Sequence[tuple[float, int]] = DEFAULT_LAYERS) -> list[LayerClip]:
+    """The layer encodings for `layers` ((scale_down, max_bitrate), highest first) of `spec`'s clip.
+
+    `full` (+ its keyframe variants) serves a layer equal to `spec`; `encoded` holds
+    encodings already made (the adaptive publisher's ladder) by spec and receives those
+    made here.
+    """
+    out = []
+    for rung in layer_specs(spec, layers):
+        if rung == spec:
             clip, keyframes = full, full_keyframes
-        elif index in encoded:
-            clip, keyframes = encoded[index]
+        elif rung in encoded:
+            clip, keyframes = encoded[rung]
         else:
             clip = load_or_encode(rung, cache_dir)
             keyframes = load_or_encode_variants(rung, clip, cache_dir) if keyframe_variants else None
-            encoded[index] = (clip, keyframes)
-        layers.append(LayerClip(scale=rung.width / spec.width, width=rung.width, height=rung.height, clip=clip,
-                                keyframes=keyframes))
-    return layers, notes
+            encoded[rung] = (clip, keyframes)
+        out.append(LayerClip(scale=rung.width / spec.width, width=rung.width, height=rung.height, clip=clip,
+                             keyframes=keyframes))
+    return out

@@ -37,7 +37,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from loadtest.clips import frame_key, frame_keys, key_table
+from loadtest.clips import ClipSpec, frame_key, frame_keys, key_table
 from loadtest.frames import vp8_is_keyframe
 from loadtest.layer_share import attach_layer_shares, layer_shares, video_layers
 from loadtest.preencoded import EncodedClip
@@ -45,7 +45,7 @@ from loadtest.publisher import StampedClipTrack
 from loadtest.receiver import FrameBundle, InstrumentedBuffer, StreamRecord
 from loadtest.simulcast_allocation import START_BITRATE, LayerAllocator, layers_that_fit
 from loadtest.simulcast_answer import answer_with_simulcast, plan_simulcast, with_simulcast
-from loadtest.simulcast_layers import LayerClip, layers_for_offer, pick_rungs
+from loadtest.simulcast_layers import DEFAULT_LAYERS, LayerClip, layer_specs, layers_for_offer, pick_rungs
 from loadtest.simulcast_sdp import (
     REPAIRED_RID_URI,
     RID_URI,
@@ -60,6 +60,7 @@ from loadtest.simulcast_sender import (
     send_simulcast,
     simulcast_sender_of,
 )
+from media.sdp_simulcast import SIMULCAST_LADDER
 from media.sdp_tweaks import join_sections, section_mid, split_sections
 
 FPS = 30
@@ -432,6 +433,24 @@ def test_headroom_probes_the_next_layer_which_stays_while_the_estimate_climbs_an
     assert allocator.on_remb(900_000, now + 8) == 2  # backing off
     assert allocator.on_remb(900_000, now + 13) == 3  # tried again after the back-off
     assert allocator.on_remb(2_200_000, now + 14) == 3 and allocator._probing is False  # reached: it fits
+
+
+def test_the_prepared_layers_are_the_servers_ladder():
+    assert DEFAULT_LAYERS == tuple((layer.scale_down, layer.max_bitrate) for layer in SIMULCAST_LADDER)
+
+
+def test_layers_are_the_clip_at_each_size_at_a_browsers_rate_under_the_cap():
+    full = ClipSpec(width=1280, height=720, bitrate=1_500_000)
+    top, middle, low = layer_specs(full)
+    assert top == full  # the full size at its own rate is the clip itself
+    assert (middle.width, middle.height, low.width, low.height) == (640, 360, 320, 180)
+    assert (middle.bitrate, low.bitrate) == (500_000, 150_000)  # capped: pixels^0.75 would give 530 / 187 kbit/s
+    assert (middle.fps, middle.keyframe_interval_s, middle.seed, middle.seconds) == (
+        full.fps, full.keyframe_interval_s, full.seed, full.seconds)
+    small = ClipSpec(width=854, height=480, bitrate=500_000)
+    _, middle, low = layer_specs(small)
+    assert (middle.width, low.width) == (428, 214)
+    assert (middle.bitrate, low.bitrate) == (176_776, 62_500)  # under the caps: a quarter of the pixels costs 4^-0.75
 
 
 def test_layers_are_picked_from_the_ladder_by_size_distinct_and_the_gaps_are_named():

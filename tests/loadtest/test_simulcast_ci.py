@@ -76,8 +76,9 @@ def test_subscribers_receive_video_from_a_layer_and_the_share_is_reported(simulc
 
 
 @pytest.mark.timeout(320)
-def test_the_layers_are_the_ladders_closest_rungs_and_say_so(simulcast_run):
-    clip = simulcast_run["clip"]
-    # the default ladder has no quarter-size rung: h full size, m 2/3, l 1/2 (distinct encodings)
-    assert [layer["width"] for layer in clip["simulcast_layers"]] == [854, 570, 428]
-    assert any("1/4" in note for note in clip["simulcast_notes"])
+def test_the_layers_are_the_sizes_and_rates_the_offer_asks_for(simulcast_run):
+    layers = simulcast_run["clip"]["simulcast_layers"]
+    # 480p at 500 kbit/s: halves and quarters of the size; each under the offer's cap (500 / 150 kbit/s)
+    assert [(layer["width"], layer["height"]) for layer in layers] == [(854, 480), (428, 240), (214, 120)]
+    assert layers[0]["kbps"] > layers[1]["kbps"] > layers[2]["kbps"]
+    assert simulcast_run["simulcast"]["notes"] == []
