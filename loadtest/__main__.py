@@ -65,6 +65,7 @@ from loadtest.impairment import KNOWN_PROFILES, PROFILES, Profile, parse_profile
 from loadtest.layer_share import LayerSampler, attach_layer_shares, layer_shares, shares_json
 from loadtest.metrics import AUDIO_DEADLINE_S, REUSE_HORIZON_S, run_metrics
 from loadtest.receiver import MODES
+from loadtest.step_recovery import DELAY_BOUND_S, step_recovery
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -424,6 +425,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                                                            - (result["client_cpu_core_share"] or 0)), 2)
             if layer_sampler is not None:
                 result["simulcast"] = simulcast_summary(record, layer_sampler, figures["video_streams"])
+            result["steps"] = step_recovery(record, layer_sampler.samples if layer_sampler is not None else ())
             result["video_streams_detail"] = figures["video_streams"]
             result["audio_streams_detail"] = figures["audio_streams"]
             result["impairment_counters"] = record["impairment"]
@@ -483,6 +485,21 @@ def server_media(base_url: str, admin_key: Optional[str], room_ids: list[str]) -
         **{f"nack_{k}": sum(v["nack"][k] for v in video) for k in ("nacked", "recovered", "given_up", "not_media")},
     }
     return {"uplink_video": uplink, "rooms": rooms}
+
+
+def describe_step(step: dict[str, Any], participants: list[dict[str, Any]]) -> str:
+    """One line for a rate step: who, when, to what, and how fast delay and layers came back."""
+    role = next((p["role"] for p in participants if p["id"] == step["subscriber"]), step["subscriber"])
+    rate = "uncapped" if step["kbps"] is None else f"{step['kbps']:g} kbit/s"
+    parts = [f"{role}'s downlink {rate} at {step['at_s']:g} s of the window",
+             f"media delay p95 <= {DELAY_BOUND_S * 1000:.0f} ms after {_seconds(step['delay_ok_after_s'])}"]
+    if "top_layer_after_s" in step:
+        parts.append(f"every video at the top layer after {_seconds(step['top_layer_after_s'])}")
+    return "; ".join(parts)
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "- (never)" if value is None else f"{value:g} s"
 
 
 def warnings_for(result: dict[str, Any]) -> list[str]:
@@ -552,6 +569,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for result in results:
         for warning in result.get("warnings", []):
             print(f"note: {result['key']}: {warning}")
+        for step in result.get("steps", []):
+            print(f"step: {result['key']}: {describe_step(step, result.get('participants', []))}")
     print("\ng2g = glass-to-glass on the probe receivers (sent by the publisher -> decoded; the clip is pre-encoded, "
           "so capture and encode time are not included); transport = sent -> every packet of the frame arrived; "
           f"audio in time = playable {args.audio_deadline_ms:.0f} ms after being sent: the packet or its RED copy "

@@ -305,11 +305,15 @@ class LinkCounters:
     lost: int = 0  # by the loss stage
     dropped: int = 0  # by the full bottleneck queue
     delivered: int = 0
+    initial_kbps: Optional[float] = None  # the bottleneck's rate before any step (None: uncapped)
+    # (monotonic time, kbit/s or None) of each rate step as it took effect
+    steps: list[tuple[float, Optional[float]]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"packets": self.packets, "lost": self.lost, "queue_dropped": self.dropped,
                 "delivered": self.delivered,
-                "loss_ratio": round((self.lost + self.dropped) / self.packets, 4) if self.packets else 0.0}
+                "loss_ratio": round((self.lost + self.dropped) / self.packets, 4) if self.packets else 0.0,
+                "initial_kbps": self.initial_kbps, "steps": [list(step) for step in self.steps]}
 
 
 class Link:
@@ -333,7 +337,7 @@ class Link:
         if spec.delay_ms:
             self.delay = DelayJitter(spec.delay_ms / 1000, spec.jitter_ms / 1000,
                                      random.Random(derive_seed(seed, "jitter")), spec.reorder)
-        self.counters = LinkCounters()
+        self.counters = LinkCounters(initial_kbps=spec.rate_kbps or None)
 
     def admit(self, now: float, size: int) -> Optional[float]:
         """When a packet of `size` wire bytes sent at `now` leaves the link; None if it is lost."""
@@ -345,6 +349,7 @@ class Link:
             rate = None if rate_kbps is None else rate_kbps * 1000
             assert self.bottleneck is not None  # made whenever there are steps
             self.bottleneck.set_rate(self._first_packet_at + at, rate, self._queue_bytes(rate))
+            self.counters.steps.append((self._first_packet_at + at, rate_kbps))
         if self.loss is not None and self.loss.lost():
             self.counters.lost += 1
             return None

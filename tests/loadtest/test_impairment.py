@@ -281,6 +281,9 @@ def test_a_stepped_cap_narrows_and_opens_the_link_mid_call():
     assert link.counters.dropped > 0
     # after the cap lifts (35 s) the queue drains in order, then packets pass at once again
     assert all(t == s for s, t in out if s >= 35.5)
+    # each step is on record as it took effect, on the clock packets were admitted on
+    assert link.counters.as_dict()["steps"] == [[15.0, 500.0], [35.0, None]]
+    assert link.counters.as_dict()["initial_kbps"] is None
     assert not any(t is None for s, t in out if s >= 35.0)
     departures = [t for _, t in out if t is not None]
     assert departures == sorted(departures)
