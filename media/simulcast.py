@@ -261,8 +261,13 @@ class SimulcastTrack:
         self._targets[downtrack] = index
         current = self.feeding(downtrack)
         layer = self.layers[index]
-        if current != index and layer is not None:
-            layer.request_keyframe()  # the switch happens at its next keyframe
+        if current == index or layer is None:
+            return
+        if downtrack.paused and current is not None:
+            # nothing of it is on screen to keep until the new layer's keyframe: move now, or
+            # resuming would start on the old layer's keyframe (a 720p one floods a narrow link)
+            self._feed(downtrack, index, keyframe=False)
+        layer.request_keyframe()  # the switch happens at its next keyframe
 
     def _keyframe_arrived(self, layer: PublishedTrack) -> None:
         """Switches wait for a keyframe of the layer switched to: no picture stops meanwhile."""

@@ -224,6 +224,30 @@ async def test_a_downtrack_moves_up_to_a_settled_top_layer_and_down_at_the_lower
     assert downtrack.source is None
 
 
+async def test_a_paused_downtrack_resumes_on_the_layer_selected_not_the_old_ones_keyframe(clock):
+    """Paused at h, brought back at l: h's keyframe (asked for by others, or first to come) must not
+    restart it; a 720p keyframe alone floods the narrow link it was paused for."""
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=RIDS)
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    await settled_on_top(track, publisher, clock, downtrack)
+    downtrack.pause()
+    downtrack.select_layer(0)
+    assert track.feeding(downtrack) == 0  # moved at once: nothing of it is on screen
+    downtrack.resume()
+    sent_before = len(to_subscriber.sent)
+    await all_layers(track, publisher, keyframe=("h",))
+    await all_layers(track, publisher)
+    assert to_subscriber.sent[sent_before:] == []  # h's keyframe came first: not carried
+    await all_layers(track, publisher, keyframe=("l",))
+    after = to_subscriber.sent[sent_before:]
+    assert after and {publisher.layer_of(payload_of(d)) for d in after} == {"l"}
+    await track.stop()
+
+
 async def test_a_subscriber_there_before_the_layers_starts_on_the_lowest_not_the_first_to_come(clock):
     """A browser's larger layers come and go in a call's first seconds; its lowest stays."""
     upstream = UplinkTransport()
