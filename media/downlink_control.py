@@ -35,8 +35,10 @@ PADDING_TICK_S = 0.02
 # Video waiting this long in the pacer has outgrown the rate (a keyframe alone waits about
 # half a second at 1 Mbit/s).
 PACER_SHED_S = 0.6
-# One pause per feedback round: the RTT reports lag the queue by about this much.
+# One pause per feedback round: the RTT reports lag the queue by about this much; transport-cc
+# feedback comes every 100 ms, so a round is about an RTT and one feedback interval.
 PAUSE_SPACING_S = 1.0
+TRANSPORT_CC_PAUSE_SPACING_S = 0.3
 # A queue shrinking since the last round stands for that round's change working, this long.
 SHRINKING_TRUST_S = 3.0
 # A paused video resumes only with this much room to spare (its rate varies; keyframes).
@@ -45,6 +47,8 @@ RESUME_HEADROOM = 1.2
 # report about once a second per stream), but no longer than the limit.
 PROBE_S = 1.0
 PROBE_RTT_SAMPLES = 2
+# Transport-cc feedback times every packet ten times a second: half a second of it judges a probe.
+TRANSPORT_CC_PROBE_S = 0.5
 PROBE_LIMIT_S = 3.0
 # A single RTT sample with this much queueing fails a probe: it is already costing the audio.
 PROBE_QUEUE_S = 0.04
@@ -52,11 +56,16 @@ FIRST_PROBE_BACKOFF_S = 2.0
 MAX_PROBE_BACKOFF_S = 4.0
 MAX_LAYER_PROBE_BACKOFF_S = 8.0
 SETTLE_AFTER_RAISE_S = 2.0
+TRANSPORT_CC_SETTLE_S = 1.0  # the keyframe's burst and the new rate show within a second of feedback
 # After a probe failed, the next goes only this far past the total that failed: whether the
 # link got better is asked for the price of a small overshoot, not the whole step.
 PAST_CEILING = 1.1
 # Probes in a row that get through past the ceiling before steps double again (the link got better).
 CLIMBS_TO_FORGET = 2
+# What arrives under this share of what is sent: the link, not the sender, sets the rate.
+LINK_LIMITED_SHARE = 0.9
+# A layer's measured rate moves this much within a probe's time (a keyframe in or out of its window).
+LAYER_RATE_MARGIN = 1.15
 # A link whose probes have all got through this long is probed in doubling steps again.
 CEILING_MEMORY_S = 30.0
 # A video paused again this soon after it resumed counts as a failed probe.
@@ -250,8 +259,8 @@ class DownlinkController:
             # what arrives now is all the link carries, whatever the estimate still says
             # (receiver reports count media only: a probe's padding also went through the link;
             # transport-cc feedback counts every packet)
-            delivered = budget.estimate.delivered.bps(now) + (0 if budget.estimate.transport_cc
-                                                               else budget.padding.bps(now))
+            delivered = budget.estimate.delivered_now_bps(now) + (0 if budget.estimate.transport_cc
+                                                                  else budget.padding.bps(now))
             target = min(estimate, delivered) if estimate is not None and delivered > 0 else (estimate or 0.0)
             self._shed(now, target * CONGESTED_TARGET_SHARE, audio, demands, force=True)
         elif estimate is None:
@@ -270,17 +279,22 @@ class DownlinkController:
         """Pause what does not fit in `target` (all at once: a link stepping down needs it fast);
         `force`: a queue is building, so at least one goes."""
         # one pause per feedback round: its effect shows in the next reports, not at once
-        if now - self._last_pause < PAUSE_SPACING_S or self.budget.estimate.rtt_samples < self._samples_at_pause + 2:
+        link = self.budget.estimate
+        spacing = TRANSPORT_CC_PAUSE_SPACING_S if link.transport_cc else PAUSE_SPACING_S
+        if now - self._last_pause < spacing or link.rtt_samples < self._samples_at_pause + 2:
             return
         forwarded = [d for d in demands if d.forwarded]
         if not forwarded:
             return
         chosen = allocate(target - audio, forwarded)
         changed = [(d, chosen[id(d.video)]) for d in forwarded if chosen[id(d.video)] != d.layer]
-        queueing = self.budget.estimate.queueing_delay
-        if queueing < self._queue_at_pause and now - self._last_pause < SHRINKING_TRUST_S:
+        queueing = link.queueing_delay
+        if queueing < self._queue_at_pause and now - self._last_pause < SHRINKING_TRUST_S and not (
+                changed and link.transport_cc and self._link_limits(now)):
             # the queue is draining since the last round: that round's change works. What
-            # arrives meanwhile follows what is sent now, and would shed more for nothing.
+            # arrives meanwhile follows what is sent now, and would shed more for nothing
+            # (with transport-cc, what arrived over half a second well under what is sent
+            # says the link still cannot take it: that is shed without waiting).
             return
         if (not changed and force) or target <= 0:
             # the queue says too much, the rate is unknown: the least important steps down (or goes)
@@ -301,20 +315,28 @@ class DownlinkController:
         self._samples_at_pause = self.budget.estimate.rtt_samples
         self._queue_at_pause = queueing
 
-    def _restore(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> None:
-        # what would bring a video back (its lowest layer) or up a layer, most important first;
-        # every paused one before any goes up
+    @staticmethod
+    def _steps_up(demands: Sequence[Demand]) -> list[tuple[Demand, int, float]]:
+        """(demand, layer, bit/s it adds) for what would bring a video back (its lowest layer) or
+        up a layer, most important first; every paused one before any goes up."""
         paused = sorted((d for d in demands if not d.forwarded), key=lambda d: -d.priority)
         raised = sorted((d for d in demands if d.forwarded and d.next_up() is not None), key=lambda d: -d.priority)
-        steps: list[tuple[Demand, int, float]] = []  # (demand, layer, bit/s it adds)
-        for demand in paused:
-            steps.append((demand, demand.usable[0], demand.rates[demand.usable[0]]))
+        steps = [(d, d.usable[0], d.rates[d.usable[0]]) for d in paused]
         for demand in raised:
             up = demand.next_up()
             assert up is not None  # chosen so above
             steps.append((demand, up, demand.rates[up] - demand.bitrate))
+        return steps
+
+    def _link_limits(self, now: float) -> bool:
+        """Whether what arrives lately falls well short of what is sent: the link is the limit."""
+        return self.budget.estimate.delivered_now_bps(now) < self.budget.sent_bps(now) * LINK_LIMITED_SHARE
+
+    def _restore(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> None:
+        steps = self._steps_up(demands)
         if not steps:
             return
+        paused = [d for d in demands if not d.forwarded]
         if paused and self._make_room(now, estimate, audio, demands):
             return
         free = next(((d, layer) for d, layer, adds in steps if d.forwarded and adds <= 0), None)
@@ -341,6 +363,11 @@ class DownlinkController:
         base = audio + forwarded_bps
         if link.capacity is not None and base > link.capacity:
             return  # what is forwarded already fills what the link was seen to carry
+        if link.transport_cc:
+            # a probe that gets through proves its whole rate, and every step up that fits in it
+            # is taken at once (_raise_within): probe for all of them, as far as growth allows,
+            # with a margin for the layers' rates moving meanwhile (keyframes)
+            adds = sum(step[2] for step in steps) * LAYER_RATE_MARGIN
         # the headroom on the whole: what got through for a second must hold with keyframes
         need = (base + adds) * RESUME_HEADROOM - base
         step_to = PROBE_GROWTH * max(link.vouched(now) or base, base, MIN_PROBE_BASE_BPS)
@@ -390,6 +417,7 @@ class DownlinkController:
         assert probe is not None
         link = self.budget.estimate
         samples = link.rtt_samples - probe.samples_before
+        probe_s = TRANSPORT_CC_PROBE_S if link.transport_cc else PROBE_S
         failed = self._probe_failing() or (now - probe.started > PROBE_LIMIT_S and samples < PROBE_RTT_SAMPLES)
         if failed:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
@@ -403,12 +431,16 @@ class DownlinkController:
             self._failed_at = now
             self._back_off(now, for_better_layer=not probe.video.paused)
             # the queue it built drains now that it stopped: nothing is paused for it before
-            # the next feedback round says the queue stayed
+            # the next feedback round says the queue stayed (with transport-cc, a round is
+            # shorter than the drain and padding still in flight grows the queue a little:
+            # only what does not fit in what arrives is shed, for the trust period)
             self._last_pause = now
             self._samples_at_pause = link.rtt_samples
-            self._queue_at_pause = link.queueing_delay
-        elif now - probe.started >= PROBE_S and samples >= PROBE_RTT_SAMPLES:
-            outcome = "" if not probe.final else ": resuming" if probe.video.paused else f": up to layer {probe.layer}"
+            self._queue_at_pause = float("inf") if link.transport_cc else link.queueing_delay
+        elif now - probe.started >= probe_s and samples >= PROBE_RTT_SAMPLES:
+            # (with transport-cc what it brings is logged by _raise_within)
+            outcome = ("" if not probe.final or link.transport_cc else ": resuming" if probe.video.paused
+                       else f": up to layer {probe.layer}")
             logger.info("%s: probe at %.0f + %.0f kbit/s got through (%d samples)%s", self.name, probe.base_bps / 1000,
                         probe.rate_bps / 1000, samples, outcome)
             self._end_probe()
@@ -420,10 +452,31 @@ class DownlinkController:
                 self._backoff = FIRST_PROBE_BACKOFF_S
             link.note_probe_ok(total, now)
             self._last_good = total
-            if probe.final:
+            if link.transport_cc:
+                if not self._raise_within(total, now):
+                    self._next_probe_at = now  # the next step at once
+            elif probe.final:
                 self._raise(probe.video, probe.layer, now)
             else:
                 self._next_probe_at = now  # the next step at once
+
+    def _raise_within(self, proven: float, now: float) -> bool:
+        """After a probe got through at `proven` bit/s: every step up that fits in it with
+        headroom, most important first (one layer per video). Whether any was taken."""
+        demands = [Demand(v, self._priority_of(v), v.layer_rates(now), v.layer, not v.paused)
+                   for v in self._videos() if v.active]
+        forwarded = sum(d.bitrate for d in demands if d.forwarded)
+        room = proven / RESUME_HEADROOM - self.budget.audio.bps(now) - forwarded
+        taken = 0
+        for demand, layer, adds in self._steps_up(demands):
+            if adds <= room:
+                logger.info("%s: %s (%.0f kbit/s more) within the probe's %.0f kbit/s", self.name,
+                            "resuming a video" if not demand.forwarded else f"up to layer {layer}",
+                            adds / 1000, proven / 1000)
+                self._raise(demand.video, layer, now)
+                room -= adds
+                taken += 1
+        return taken > 0
 
     async def pad(self, now: float) -> None:
         """Padding for the running probe, at its rate; a probe a sample already failed ends
@@ -474,7 +527,8 @@ class DownlinkController:
         """Resume a paused video at `layer`, or take a forwarded one up to it."""
         self._raised_at[id(video)] = now
         # the next probe waits for this step's keyframe and a feedback round on the new rate
-        self._next_probe_at = max(self._next_probe_at, now + SETTLE_AFTER_RAISE_S)
+        settle = TRANSPORT_CC_SETTLE_S if self.budget.estimate.transport_cc else SETTLE_AFTER_RAISE_S
+        self._next_probe_at = max(self._next_probe_at, now + settle)
         video.select_layer(layer)
         if video.paused:
             video.resume()

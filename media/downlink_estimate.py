@@ -51,6 +51,9 @@ RTT_SMOOTHING = 0.5
 SENT_CAP_FACTOR = 2.0
 # The delivered rate needs this long of reports before it stands for the link.
 DELIVERED_WINDOW_S = 2.0
+# Transport-cc feedback comes ten times a second: what arrived over this long is what the
+# link carries now, a step down included (the 2 s window still remembers the wider link).
+RECENT_DELIVERED_S = 0.5
 # A receiver estimate this far below its previous one: it saw delay growing (a queue). An
 # overuse cuts an AIMD estimate to 0.85 of what arrives; smaller steps are its noise, and at
 # 0.95 they failed most probes from aiortc receivers on a link that had room (BENCHMARKS.md).
@@ -75,6 +78,7 @@ class DownlinkEstimate:
         self._latest_raw_queueing = 0.0
         self._samples_over = 0  # RTT samples in a row over the mark
         self.delivered = RateMeter(bucket_s=0.25, buckets=int(DELIVERED_WINDOW_S / 0.25))
+        self._recent_delivered = RateMeter(bucket_s=0.1, buckets=int(RECENT_DELIVERED_S / 0.1))
         self._delivered_since: Optional[float] = None
         self.delivered_bytes = 0
         self.capacity: Optional[float] = None  # bit/s the link carried under a queue, or a probe proved
@@ -161,7 +165,13 @@ class DownlinkEstimate:
         if self._delivered_since is None:
             self._delivered_since = now
         self.delivered.add(nbytes, now)
+        self._recent_delivered.add(nbytes, now)
         self.delivered_bytes += nbytes
+
+    def delivered_now_bps(self, now: float) -> float:
+        """What the link delivers lately: over the last half second with transport-cc feedback,
+        over the delivered window with receiver reports (a few a second per stream at most)."""
+        return (self._recent_delivered if self.delay_based is not None else self.delivered).bps(now)
 
     def note_congested(self, now: float) -> None:
         """A queue is building: what arrives now is what the link carries."""

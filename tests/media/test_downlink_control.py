@@ -12,6 +12,7 @@ from typing import Optional
 
 import pytest
 
+from media.delay_based_estimate import PacketResult
 from media.downlink_control import (
     CEILING_MEMORY_S,
     CLIMBS_TO_FORGET,
@@ -1086,3 +1087,85 @@ def test_probes_for_a_better_layer_back_off_longer_than_for_a_paused_video():
             gaps.append(h.now - failed_at)
         failed_at = fail_probe(h)
     assert max(gaps) >= MAX_LAYER_PROBE_BACKOFF_S > MAX_PROBE_BACKOFF_S
+
+
+# --- transport-cc feedback ------------------------------------------------------------
+
+
+PATH_ONE_WAY = 0.03
+
+
+class TransportCcDownlink(Downlink):
+    """A subscriber whose browser sends transport-cc feedback every 100 ms (no REMB, no report
+    RTTs): what arrived of what was sent, up to the link's `cap_bps`, `queue_s` late."""
+
+    def __init__(self, *videos: FakeVideo, **kwargs) -> None:
+        super().__init__(*videos, remb=None, **kwargs)
+        self.rtt = None
+        self.cap_bps: Optional[float] = None
+        self.queue_s = 0.0
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds / STEP)):
+            super().run(STEP)
+            if self.step % 2 == 0:
+                self.feedback()
+
+    def feedback(self) -> None:
+        now = self.now
+        sent = self.budget.sent_bps(now)
+        arrived = sent if self.cap_bps is None else min(sent, self.cap_bps)
+        packets = 10
+        size = max(1, round(arrived / 8 * 0.1 / packets))
+        one_way = PATH_ONE_WAY + self.queue_s
+        sends = [now - 0.1 - one_way + k * 0.01 for k in range(packets)]
+        self.estimate.note_transport_feedback([PacketResult(t, t + one_way, size) for t in sends], now)
+
+
+def layered(name: str, priority: int) -> FakeVideo:
+    return FakeVideo(name, 0, priority, layers=[150_000, 500_000, 1_500_000])
+
+
+def test_with_transport_cc_a_link_stepping_down_is_fitted_within_a_second():
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    h.run(3.0)
+    assert h.estimate.transport_cc and (a.layer, b.layer) == (2, 2) and not h.budget.congested
+    h.cap_bps, h.queue_s = 500_000, 0.3  # the link steps down; its queue fills at once
+    h.run(1.0)
+    # 0.85 of what arrives (425 kbit/s): audio, the more important video's lowest layer, nothing more
+    assert a.layer == 0 and not a.paused and b.paused
+
+
+def step_down_and_drain(h: TransportCcDownlink) -> None:
+    """The link steps down to 500 kbit/s: its queue fills at once, then drains once videos are shed."""
+    h.run(3.0)
+    h.cap_bps, h.queue_s = 500_000, 0.3
+    h.run(1.0)
+    h.queue_s = 0.0
+    h.run(1.0)
+
+
+def test_with_transport_cc_a_link_that_widened_again_is_climbed_within_eight_seconds():
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down_and_drain(h)
+    assert h.budget.narrow and (a.layer, a.paused, b.paused) == (0, False, True)
+    h.cap_bps = None  # the link widens again
+    start = h.now
+    h.run_until(lambda: (a.layer, b.paused, b.layer) == (2, False, 2), limit=8.0)
+    assert h.ctrl.probes_failed == 0 and h.now - start <= 8.0
+
+
+def test_with_transport_cc_the_queue_a_failed_probe_left_pauses_nothing_that_fits():
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down_and_drain(h)
+    assert (a.layer, a.paused, b.paused) == (0, False, True)
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    h.queue_s = PROBE_QUEUE_S + 0.01  # the probe's padding queues: it fails
+    h.run_until(lambda: h.ctrl.probe is None, limit=2.0)
+    assert h.ctrl.probes_failed == 1
+    h.queue_s = 0.15  # padding in flight grows the queue a little after the failure
+    h.run(0.5)
+    assert not a.paused  # what arrives still holds audio and its lowest layer: it stays

@@ -369,3 +369,23 @@ def test_a_growing_queue_counts_as_an_estimate_falling_and_a_probe_sets_the_esti
         feedback(est, now, delay)
         now += 0.1
     assert est.remb_drops == 1
+
+
+def test_with_feedback_what_arrived_lately_is_the_last_half_second():
+    est = DownlinkEstimate()
+    now = 1.0
+    while now <= 4.0:  # 30 packets of 1200 bytes a tenth of a second: 2.9 Mbit/s
+        feedback(est, now, 0.02, packets=30)
+        now += 0.1
+    while now <= 4.7:  # the link steps down: 5 a tenth of a second, 480 kbit/s
+        feedback(est, now, 0.02, packets=5)
+        now += 0.1
+    assert est.delivered_now_bps(now) == pytest.approx(480_000, rel=0.15)
+    assert est.delivered.bps(now) > 1_000_000  # the two-second window still remembers the wider link
+
+
+def test_without_feedback_what_arrived_lately_is_the_delivered_window():
+    est = DownlinkEstimate()
+    for k in range(30):
+        est.note_delivered(12_500, 1.0 + k * 0.1)  # 1 Mbit/s in receiver reports
+    assert est.delivered_now_bps(4.0) == est.delivered.bps(4.0)
