@@ -29,8 +29,9 @@ from loadtest.preencoded import EncodedClip
 # What the server asks for (media/sdp_simulcast.py SIMULCAST_LADDER), highest first, as
 # (scale_down, max_bitrate): prepared before the offer arrives, which then names the layers it wants.
 DEFAULT_LAYERS: tuple[tuple[float, int], ...] = ((1, 1_500_000), (2, 500_000), (4, 150_000))
-# An encoder's bitrate for the same picture grows about as pixels^0.75 (libwebrtc's simulcast
-# bitrate table: 1280x720 / 640x360 / 320x180 targets 2500 / 500 / 150 kbit/s).
+# A smaller layer of the same picture costs its share of the pixels to this power (a rule of
+# thumb: at 720p and 1.5 Mbit/s it gives 530 / 187 kbit/s, which the offer's caps bring to
+# libwebrtc's targets for 640x360 / 320x180, 500 / 150).
 PIXEL_EXPONENT = 0.75
 SIZE_TOLERANCE = 0.05  # a rung within 5 % of the wanted size counts as that size
 

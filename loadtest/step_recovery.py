@@ -1,6 +1,6 @@
 """How fast one subscriber's media recovers after its link's rate steps (issue 14's step targets).
 
-A link with `rate_steps` records when each step took effect (`Link.counters()["steps"]`,
+A link with `rate_steps` records when each step took effect (`Link.counters.as_dict()["steps"]`,
 monotonic seconds, the clock every send and arrival is logged on). For each step into a
 narrower rate, `delay_ok_after_s` is how long after the step the media toward that
 subscriber stayed over DELAY_BOUND_S: the end of the last BIN_S bin (by send time, up
