@@ -49,6 +49,15 @@ PROBE_S = 1.0
 PROBE_RTT_SAMPLES = 2
 # Transport-cc feedback times every packet ten times a second: half a second of it judges a probe.
 TRANSPORT_CC_PROBE_S = 0.5
+# With it a probe climbs within itself: a level is proven once feedback on packets sent over
+# this long of it (and two feedbacks) showed no queue, and the next level climbs toward what
+# every step up needs; a level that fails leaves the last one held proven, so a failure costs
+# one level's overshoot, not the climb. (Judged on time alone, a level was passed on the
+# feedback of its first tenth of a second, before its queue showed.)
+RAMP_LEVEL_S = 0.25
+# Each level sends this much more in all than the one it passed: a level that fails costs the
+# audio its overshoot for a feedback round (doubling padding on a narrow link: 130 ms of queue).
+RAMP_GROWTH = 1.5
 PROBE_LIMIT_S = 3.0
 # A single RTT sample with this much queueing fails a probe: it is already costing the audio.
 PROBE_QUEUE_S = 0.04
@@ -56,7 +65,7 @@ FIRST_PROBE_BACKOFF_S = 2.0
 MAX_PROBE_BACKOFF_S = 4.0
 MAX_LAYER_PROBE_BACKOFF_S = 8.0
 SETTLE_AFTER_RAISE_S = 2.0
-TRANSPORT_CC_SETTLE_S = 1.0  # the keyframe's burst and the new rate show within a second of feedback
+TRANSPORT_CC_SETTLE_S = 0.5  # the keyframe's burst and the new rate show within five feedbacks
 # After a probe failed, the next goes only this far past the total that failed: whether the
 # link got better is asked for the price of a small overshoot, not the whole step.
 PAST_CEILING = 1.1
@@ -179,6 +188,11 @@ class Probe:
     samples_before: int
     drops_before: int
     credit: float = 0.0  # bytes owed to the wire since the last padding tick
+    # with transport-cc a probe climbs within itself toward `goal_bps` of padding, level by level
+    goal_bps: float = 0.0
+    level_at: float = 0.0  # when the current level began
+    samples_at_level: int = 0
+    proven_bps: float = 0.0  # the total (base + padding) the last level passed held; 0: none yet
 
 
 class DownlinkController:
@@ -363,11 +377,6 @@ class DownlinkController:
         base = audio + forwarded_bps
         if link.capacity is not None and base > link.capacity:
             return  # what is forwarded already fills what the link was seen to carry
-        if link.transport_cc:
-            # a probe that gets through proves its whole rate, and every step up that fits in it
-            # is taken at once (_raise_within): probe for all of them, as far as growth allows,
-            # with a margin for the layers' rates moving meanwhile (keyframes)
-            adds = sum(step[2] for step in steps) * LAYER_RATE_MARGIN
         # the headroom on the whole: what got through for a second must hold with keyframes
         need = (base + adds) * RESUME_HEADROOM - base
         step_to = PROBE_GROWTH * max(link.vouched(now) or base, base, MIN_PROBE_BASE_BPS)
@@ -377,6 +386,14 @@ class DownlinkController:
             step_to = min(step_to, max(self._ceiling * PAST_CEILING, base * PAST_CEILING))
         self._start_probe(demand.video, min(need, step_to - base), base, final=need <= step_to - base,
                           layer=layer, now=now)
+        if link.transport_cc and self.probe is not None:
+            # a probe that gets through proves its whole rate, and every step up that fits in it
+            # is taken at once (_raise_within): from the first step's level (held to the ceiling
+            # after a failure) it climbs toward all of them, with a margin for the layers' rates
+            # moving (keyframes). Each level past the ceiling is proven before the next: a link
+            # that got better is climbed in one probe, one that did not costs one level.
+            wanted = (base + sum(step[2] for step in steps) * LAYER_RATE_MARGIN) * RESUME_HEADROOM - base
+            self.probe.goal_bps = max(self.probe.rate_bps, wanted)
 
     def _make_room(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> bool:
         """Every video its lowest layer before any a better one: with a video paused, the least
@@ -401,7 +418,8 @@ class DownlinkController:
                      now: float) -> None:
         link = self.budget.estimate
         link.mark_queueing()
-        self.probe = Probe(video, rate_bps, base_bps, final, layer, now, link.rtt_samples, link.remb_drops)
+        self.probe = Probe(video, rate_bps, base_bps, final, layer, now, link.rtt_samples, link.remb_drops,
+                           level_at=now, samples_at_level=link.rtt_samples)
         self.probes += 1
 
     def _end_probe(self) -> None:
@@ -419,6 +437,27 @@ class DownlinkController:
         samples = link.rtt_samples - probe.samples_before
         probe_s = TRANSPORT_CC_PROBE_S if link.transport_cc else PROBE_S
         failed = self._probe_failing() or (now - probe.started > PROBE_LIMIT_S and samples < PROBE_RTT_SAMPLES)
+        if failed and probe.proven_bps > 0:
+            # a level it passed held: that much is proven, the level that failed is the ceiling
+            logger.info("%s: probe held %.0f kbit/s, failed at %.0f + %.0f kbit/s: queueing %.0f ms", self.name,
+                        probe.proven_bps / 1000, probe.base_bps / 1000, probe.rate_bps / 1000,
+                        link.worst_queueing * 1000)
+            self._end_probe()
+            self.probes_failed += 1
+            self._ceiling = probe.proven_bps
+            self._climbs = 0
+            self._failed_at = now
+            self._proven(probe.proven_bps, now)
+            self._last_pause = now
+            self._samples_at_pause = link.rtt_samples
+            self._queue_at_pause = float("inf")
+            return
+        if not failed and probe.goal_bps > probe.rate_bps and self._covered(probe.level_at + RAMP_LEVEL_S) \
+                and link.rtt_samples - probe.samples_at_level >= PROBE_RTT_SAMPLES:
+            probe.proven_bps = probe.base_bps + probe.rate_bps
+            probe.rate_bps = min(probe.goal_bps, (probe.base_bps + probe.rate_bps) * RAMP_GROWTH - probe.base_bps)
+            probe.level_at, probe.samples_at_level = now, link.rtt_samples
+            return
         if failed:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
                         self.name, probe.base_bps / 1000, probe.rate_bps / 1000, link.worst_queueing * 1000,
@@ -437,7 +476,8 @@ class DownlinkController:
             self._last_pause = now
             self._samples_at_pause = link.rtt_samples
             self._queue_at_pause = float("inf") if link.transport_cc else link.queueing_delay
-        elif now - probe.started >= probe_s and samples >= PROBE_RTT_SAMPLES:
+        elif now - probe.level_at >= probe_s and samples >= PROBE_RTT_SAMPLES and (
+                not link.transport_cc or self._covered(probe.level_at + probe_s)):
             # (with transport-cc what it brings is logged by _raise_within)
             outcome = ("" if not probe.final or link.transport_cc else ": resuming" if probe.video.paused
                        else f": up to layer {probe.layer}")
@@ -450,33 +490,47 @@ class DownlinkController:
                 self._climbs += 1
                 self._ceiling = None if self._climbs >= CLIMBS_TO_FORGET else total
                 self._backoff = FIRST_PROBE_BACKOFF_S
+            if link.transport_cc:
+                self._proven(total, now)
+                return
             link.note_probe_ok(total, now)
             self._last_good = total
-            if link.transport_cc:
-                if not self._raise_within(total, now):
-                    self._next_probe_at = now  # the next step at once
-            elif probe.final:
+            if probe.final:
                 self._raise(probe.video, probe.layer, now)
             else:
                 self._next_probe_at = now  # the next step at once
 
+    def _covered(self, sent_by: float) -> bool:
+        """Whether transport-cc feedback has judged packets sent up to `sent_by`."""
+        newest = self.budget.estimate.newest_sample_sent_at
+        return newest is not None and newest >= sent_by
+
+    def _proven(self, total: float, now: float) -> None:
+        """A probe (or a level of one) held `total` bit/s: the link takes it; take what fits."""
+        self.budget.estimate.note_probe_ok(total, now)
+        self._last_good = total
+        if not self._raise_within(total, now):
+            self._next_probe_at = now  # the next step at once
+
     def _raise_within(self, proven: float, now: float) -> bool:
         """After a probe got through at `proven` bit/s: every step up that fits in it with
-        headroom, most important first (one layer per video). Whether any was taken."""
-        demands = [Demand(v, self._priority_of(v), v.layer_rates(now), v.layer, not v.paused)
-                   for v in self._videos() if v.active]
-        forwarded = sum(d.bitrate for d in demands if d.forwarded)
-        room = proven / RESUME_HEADROOM - self.budget.audio.bps(now) - forwarded
+        headroom, most important first, a layer at a time, as long as any fits (a video may
+        come back and go up, or climb two layers). Whether any was taken."""
         taken = 0
-        for demand, layer, adds in self._steps_up(demands):
-            if adds <= room:
-                logger.info("%s: %s (%.0f kbit/s more) within the probe's %.0f kbit/s", self.name,
-                            "resuming a video" if not demand.forwarded else f"up to layer {layer}",
-                            adds / 1000, proven / 1000)
-                self._raise(demand.video, layer, now)
-                room -= adds
-                taken += 1
-        return taken > 0
+        while True:
+            demands = [Demand(v, self._priority_of(v), v.layer_rates(now), v.layer, not v.paused)
+                       for v in self._videos() if v.active]
+            forwarded = sum(d.bitrate for d in demands if d.forwarded)
+            room = proven / RESUME_HEADROOM - self.budget.audio.bps(now) - forwarded
+            step = next(((d, layer, adds) for d, layer, adds in self._steps_up(demands) if adds <= room), None)
+            if step is None:
+                return taken > 0
+            demand, layer, adds = step
+            logger.info("%s: %s (%.0f kbit/s more) within the probe's %.0f kbit/s", self.name,
+                        "resuming a video" if not demand.forwarded else f"up to layer {layer}",
+                        adds / 1000, proven / 1000)
+            self._raise(demand.video, layer, now)
+            taken += 1
 
     async def pad(self, now: float) -> None:
         """Padding for the running probe, at its rate; a probe a sample already failed ends

@@ -85,6 +85,8 @@ class DownlinkEstimate:
         self.worst_queueing = 0.0  # the most any single sample showed since `mark_queueing`
         # from the first transport-cc feedback on: the delay-based estimate, in place of REMB and RTT
         self.delay_based: Optional[DelayBasedEstimate] = None
+        # when the packet of the newest transport-cc delay sample was sent: what feedback covers so far
+        self.newest_sample_sent_at: Optional[float] = None
         self._usage = Usage.NORMAL
 
     def note_remb(self, bitrate: int, ssrcs: frozenset[int], now: float) -> None:
@@ -127,6 +129,7 @@ class DownlinkEstimate:
         newest = received[-1]
         assert newest.arrival_time is not None
         self._note_delay(newest.arrival_time - newest.send_time, now)
+        self.newest_sample_sent_at = max(self.newest_sample_sent_at or newest.send_time, newest.send_time)
 
     def note_rtt(self, rtt_s: float, now: float) -> None:
         """A receiver report's RTT (ignored once transport-cc feedback times every packet)."""

@@ -29,6 +29,7 @@ from media.downlink_control import (
     PROBE_QUEUE_S,
     PROBE_RTT_SAMPLES,
     PROBE_S,
+    RAMP_LEVEL_S,
     RESUME_HEADROOM,
     RESUME_TRIAL_S,
     SETTLE_AFTER_RAISE_S,
@@ -1097,24 +1098,35 @@ PATH_ONE_WAY = 0.03
 
 class TransportCcDownlink(Downlink):
     """A subscriber whose browser sends transport-cc feedback every 100 ms (no REMB, no report
-    RTTs): what arrived of what was sent, up to the link's `cap_bps`, `queue_s` late."""
+    RTTs) through a link of `cap_bps` (None: no cap) with a drop-tail queue of up to QUEUE_S:
+    what is sent beyond the cap queues, and arrives that much later."""
+
+    QUEUE_S = 0.3
 
     def __init__(self, *videos: FakeVideo, **kwargs) -> None:
         super().__init__(*videos, remb=None, **kwargs)
         self.rtt = None
         self.cap_bps: Optional[float] = None
         self.queue_s = 0.0
+        self.feedback_held = False  # the receiver's feedback is late (a stalled browser, a slow path)
 
     def run(self, seconds: float) -> None:
         for _ in range(round(seconds / STEP)):
             super().run(STEP)
-            if self.step % 2 == 0:
+            if self.step % 2 == 0 and not self.feedback_held:
                 self.feedback()
 
     def feedback(self) -> None:
         now = self.now
-        sent = self.budget.sent_bps(now)
-        arrived = sent if self.cap_bps is None else min(sent, self.cap_bps)
+        probe = self.ctrl.probe
+        sent = (self.audio_bps + sum(v.bps for v in self.videos if v.active and not v.paused)
+                + (probe.rate_bps if probe is not None else 0.0))  # now, not over the meters' second
+        if self.cap_bps is None:
+            arrived, self.queue_s = sent, 0.0
+        else:
+            # a fluid queue: it grows by what is sent past the cap, drains by what the cap spares
+            self.queue_s = min(self.QUEUE_S, max(0.0, self.queue_s + (sent - self.cap_bps) * 0.1 / self.cap_bps))
+            arrived = self.cap_bps if self.queue_s > 0 else min(sent, self.cap_bps)
         packets = 10
         size = max(1, round(arrived / 8 * 0.1 / packets))
         one_way = PATH_ONE_WAY + self.queue_s
@@ -1131,41 +1143,72 @@ def test_with_transport_cc_a_link_stepping_down_is_fitted_within_a_second():
     h = TransportCcDownlink(a, b, audio_bps=170_000)
     h.run(3.0)
     assert h.estimate.transport_cc and (a.layer, b.layer) == (2, 2) and not h.budget.congested
-    h.cap_bps, h.queue_s = 500_000, 0.3  # the link steps down; its queue fills at once
+    h.cap_bps = 500_000  # the link steps down; its queue fills at once
     h.run(1.0)
     # 0.85 of what arrives (425 kbit/s): audio, the more important video's lowest layer, nothing more
     assert a.layer == 0 and not a.paused and b.paused
 
 
-def step_down_and_drain(h: TransportCcDownlink) -> None:
-    """The link steps down to 500 kbit/s: its queue fills at once, then drains once videos are shed."""
+def step_down(h: TransportCcDownlink) -> None:
     h.run(3.0)
-    h.cap_bps, h.queue_s = 500_000, 0.3
-    h.run(1.0)
-    h.queue_s = 0.0
-    h.run(1.0)
+    h.cap_bps = 500_000
+    h.run(2.0)
+    assert h.budget.narrow
 
 
 def test_with_transport_cc_a_link_that_widened_again_is_climbed_within_eight_seconds():
     a, b = layered("a", 2), layered("b", 1)
     h = TransportCcDownlink(a, b, audio_bps=170_000)
-    step_down_and_drain(h)
-    assert h.budget.narrow and (a.layer, a.paused, b.paused) == (0, False, True)
+    step_down(h)
+    assert (a.layer, a.paused, b.paused) == (0, False, True)
     h.cap_bps = None  # the link widens again
     start = h.now
     h.run_until(lambda: (a.layer, b.paused, b.layer) == (2, False, 2), limit=8.0)
-    assert h.ctrl.probes_failed == 0 and h.now - start <= 8.0
+    assert h.now - start <= 8.0
 
 
-def test_with_transport_cc_the_queue_a_failed_probe_left_pauses_nothing_that_fits():
+def test_with_transport_cc_failed_probes_on_a_link_that_stays_narrow_pause_nothing_that_fits():
     a, b = layered("a", 2), layered("b", 1)
     h = TransportCcDownlink(a, b, audio_bps=170_000)
-    step_down_and_drain(h)
+    step_down(h)
     assert (a.layer, a.paused, b.paused) == (0, False, True)
-    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
-    h.queue_s = PROBE_QUEUE_S + 0.01  # the probe's padding queues: it fails
-    h.run_until(lambda: h.ctrl.probe is None, limit=2.0)
+    h.run(15.0)  # b's lowest layer does not fit with the headroom: its probes fail, now and then
+    assert h.ctrl.probes_failed >= 2
+    assert not a.paused and h.ctrl.pauses == 1
+
+
+def test_with_transport_cc_a_probe_climbs_within_itself_and_a_failed_level_keeps_the_one_below():
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down(h)
+    h.cap_bps = 1_300_000  # wider, though not wide enough for everything
+    seen_levels: list[float] = []
+    for _ in range(round(10.0 / STEP)):
+        h.run(STEP)
+        probe = h.ctrl.probe
+        if probe is not None and (not seen_levels or probe.rate_bps != seen_levels[-1]):
+            seen_levels.append(probe.rate_bps)
+        if h.ctrl.probes_failed:
+            break
+    assert any(later > earlier for earlier, later in zip(seen_levels, seen_levels[1:]))  # it climbed in one probe
     assert h.ctrl.probes_failed == 1
-    h.queue_s = 0.15  # padding in flight grows the queue a little after the failure
-    h.run(0.5)
-    assert not a.paused  # what arrives still holds audio and its lowest layer: it stays
+    # what the level below the failed one proved was taken at once: b is back, a went up
+    assert not b.paused and a.layer >= 1
+    assert h.estimate.capacity is not None and 500_000 < h.estimate.capacity <= 1_300_000
+
+
+def test_with_transport_cc_a_probes_level_is_passed_only_on_feedback_covering_it():
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down(h)
+    h.cap_bps = None
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    probe = h.ctrl.probe
+    h.feedback()  # two more feedbacks at once, on packets sent before the probe
+    h.feedback()
+    h.feedback_held = True
+    h.run(2 * RAMP_LEVEL_S)  # time enough, but nothing judged the level's own packets
+    assert probe.proven_bps == 0 and probe is h.ctrl.probe
+    h.feedback_held = False
+    h.run_until(lambda: probe.proven_bps > 0 or h.ctrl.probe is not probe, limit=1.0)
+    assert probe.proven_bps > 0

@@ -389,3 +389,14 @@ def test_without_feedback_what_arrived_lately_is_the_delivered_window():
     for k in range(30):
         est.note_delivered(12_500, 1.0 + k * 0.1)  # 1 Mbit/s in receiver reports
     assert est.delivered_now_bps(4.0) == est.delivered.bps(4.0)
+
+
+def test_feedback_says_up_to_when_it_has_judged_what_was_sent():
+    est = DownlinkEstimate()
+    assert est.newest_sample_sent_at is None
+    est.note_transport_feedback([PacketResult(10.00, 10.03 + CLOCK_OFFSET, 1200),
+                                 PacketResult(10.05, 10.08 + CLOCK_OFFSET, 1200),
+                                 PacketResult(10.09, None, 1200)], 10.2)
+    assert est.newest_sample_sent_at == 10.05  # the newest packet that arrived; a lost one judges nothing
+    est.note_transport_feedback([PacketResult(10.02, 10.05 + CLOCK_OFFSET, 1200)], 10.3)  # a late report of older ones
+    assert est.newest_sample_sent_at == 10.05
