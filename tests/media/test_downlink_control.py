@@ -1212,3 +1212,25 @@ def test_with_transport_cc_a_probes_level_is_passed_only_on_feedback_covering_it
     h.feedback_held = False
     h.run_until(lambda: probe.proven_bps > 0 or h.ctrl.probe is not probe, limit=1.0)
     assert probe.proven_bps > 0
+
+
+def test_with_transport_cc_a_probes_levels_land_on_the_rate_a_step_up_needs():
+    """Both videos paused on a 300 kbit/s link that then widens to 500: a level of the climb is
+    exactly what resuming one needs (audio + its lowest layer, with headroom), so that much is
+    proven though the next level, toward both, fails."""
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    h.run(3.0)
+    h.cap_bps = 300_000
+    h.run(3.0)
+    assert a.paused and b.paused
+    h.run(1.0)  # its queue drained
+    h.cap_bps = 500_000
+    landed: list[bool] = []
+    while a.paused:
+        h.run(STEP)
+        probe = h.ctrl.probe
+        if probe is not None and probe.proven_bps:
+            landed.append(any(abs(probe.proven_bps - total) < 1 for total in probe.totals))
+        assert h.now < 130.0, "a did not come back"
+    assert landed and landed[-1] and b.paused
