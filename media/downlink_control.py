@@ -55,6 +55,10 @@ TRANSPORT_CC_PROBE_S = 0.5
 # one level's overshoot, not the climb. (Judged on time alone, a level was passed on the
 # feedback of its first tenth of a second, before its queue showed.)
 RAMP_LEVEL_S = 0.25
+# A level whose queueing grew by this much over its time fails, under the 40 ms mark too: a
+# quarter second 16 % past the link builds only 40 ms, and a level passed so (1219 kbit/s on
+# a 1 Mbit/s link) raised a layer the link then queued behind for seventeen seconds.
+LEVEL_QUEUE_GROWTH_S = 0.01
 # Each level sends this much more in all than the one it passed: a level that fails costs the
 # audio its overshoot for a feedback round (doubling padding on a narrow link: 130 ms of queue).
 RAMP_GROWTH = 1.5
@@ -195,6 +199,7 @@ class Probe:
     totals: tuple[float, ...] = ()
     level_at: float = 0.0  # when the current level began
     samples_at_level: int = 0
+    queue_at_level: float = 0.0  # the newest sample's queueing when the level began
     proven_bps: float = 0.0  # the total (base + padding) the last level passed held; 0: none yet
 
 
@@ -362,6 +367,10 @@ class DownlinkController:
             return
         forwarded_bps = sum(d.bitrate for d in demands if d.forwarded)
         if estimate is not None and not self.budget.narrow:  # no queue seen for a while: the estimate is trusted
+            if self._ceiling is not None and now - self._failed_at <= CEILING_MEMORY_S:
+                # a probe past the ceiling queued: the estimate's guess above it is not (an AIMD
+                # estimate grows by itself; it raised a layer into a 1 Mbit/s link's queue)
+                estimate = min(estimate, self._ceiling)
             room = estimate - audio - forwarded_bps
             for demand, layer, adds in steps:
                 if adds * RESUME_HEADROOM <= room:
@@ -391,16 +400,17 @@ class DownlinkController:
                           layer=layer, now=now)
         if link.transport_cc and self.probe is not None:
             # a probe that gets through proves its whole rate, and every step up that fits in it
-            # is taken at once (_raise_within): from the first step's level (held to the ceiling
-            # after a failure) it climbs toward all of them, with a margin for the layers' rates
-            # moving (keyframes). Each level past the ceiling is proven before the next: a link
-            # that got better is climbed in one probe, one that did not costs one level.
+            # is taken at once (_raise_within): from the first step's level it climbs toward all
+            # of them, with a margin for the layers' rates moving (keyframes). Past a failure it
+            # stays within the ceiling's step until the ceiling is lifted (CLIMBS_TO_FORGET).
             totals, adds_so_far = [], 0.0
             for step in steps:
                 adds_so_far += step[2] * LAYER_RATE_MARGIN
                 totals.append((base + adds_so_far) * RESUME_HEADROOM)
+            if self._ceiling is not None:  # past a failure, not beyond the step the ceiling allows
+                totals = [t for t in totals if t <= step_to]
             self.probe.totals = tuple(sorted(totals))
-            self.probe.goal_bps = max(self.probe.rate_bps, totals[-1] - base)
+            self.probe.goal_bps = max(self.probe.rate_bps, (totals[-1] - base) if totals else 0.0)
 
     def _make_room(self, now: float, estimate: Optional[float], audio: float, demands: list[Demand]) -> bool:
         """Every video its lowest layer before any a better one: with a video paused, the least
@@ -426,16 +436,20 @@ class DownlinkController:
         link = self.budget.estimate
         link.mark_queueing()
         self.probe = Probe(video, rate_bps, base_bps, final, layer, now, link.rtt_samples, link.remb_drops,
-                           level_at=now, samples_at_level=link.rtt_samples)
+                           level_at=now, samples_at_level=link.rtt_samples, queue_at_level=link.latest_queueing)
         self.probes += 1
 
     def _end_probe(self) -> None:
         self.probe = None
 
     def _probe_failing(self) -> bool:
-        """A sample of the running probe already shows a queue (or an estimate falling)."""
+        """A sample of the running probe already shows a queue (or an estimate falling); with
+        transport-cc, a queue growing since its level began."""
         probe, link = self.probe, self.budget.estimate
-        return probe is not None and (link.worst_queueing > PROBE_QUEUE_S or link.remb_drops > probe.drops_before)
+        if probe is None:
+            return False
+        growing = link.transport_cc and link.latest_queueing - probe.queue_at_level > LEVEL_QUEUE_GROWTH_S
+        return link.worst_queueing > PROBE_QUEUE_S or link.remb_drops > probe.drops_before or growing
 
     def _judge_probe(self, now: float) -> None:
         probe = self.probe
@@ -466,6 +480,7 @@ class DownlinkController:
             useful = [t for t in probe.totals if total < t <= total * RAMP_GROWTH]
             probe.rate_bps = min(probe.goal_bps, (max(useful) if useful else total * RAMP_GROWTH) - probe.base_bps)
             probe.level_at, probe.samples_at_level = now, link.rtt_samples
+            probe.queue_at_level = link.latest_queueing
             return
         if failed:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",

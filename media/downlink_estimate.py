@@ -155,6 +155,11 @@ class DownlinkEstimate:
                 or self._latest_raw_queueing > CONGESTED_QUEUE_S * SINGLE_SAMPLE_FACTOR)
         self._samples_over = self._samples_over + 1 if over else 0
 
+    @property
+    def latest_queueing(self) -> float:
+        """The newest sample's queueing delay, unsmoothed (0 before any)."""
+        return self._latest_raw_queueing
+
     def mark_queueing(self) -> None:
         """Start watching the worst single-sample queueing delay afresh (a probe begins)."""
         self.worst_queueing = 0.0

@@ -1011,6 +1011,25 @@ def test_on_a_wide_link_a_video_goes_up_directly_when_the_estimate_has_room():
     assert v.layer == 1 and h.ctrl.layer_ups == 1 and h.ctrl.probes == 0
 
 
+def test_a_failed_probe_bounds_the_estimate_a_direct_step_up_trusts():
+    v = FakeVideo("v", 0, 1, layers=[400_000, 500_000, 1_500_000])
+    v.layer = 0
+    h = Downlink(v, remb=5_000_000)
+    h.ticking = False
+    h.run(1.0)
+    h.ctrl.probe = Probe(v, 500_000, 440_000, True, 1, h.now, h.estimate.rtt_samples, h.estimate.remb_drops)
+    h.sample(PROBE_HURT)  # 940 kbit/s queued: the receiver's 5 Mbit/s is a guess past that
+    h.tick()
+    assert h.ctrl.probes_failed == 1 and not h.budget.narrow
+    h.ctrl._next_probe_at = float("inf")  # no further probe: only a direct step up could raise it
+    h.run(1.0)
+    h.tick()
+    assert v.layer == 0
+    h.run(CEILING_MEMORY_S)  # the failure is old news: the estimate is trusted again
+    h.tick()
+    assert v.layer == 1
+
+
 def test_on_a_narrow_link_a_layer_up_is_earned_by_a_probe():
     v = FakeVideo("v", 0, 1, layers=list(LADDER))
     v.layer = 0
@@ -1234,3 +1253,39 @@ def test_with_transport_cc_a_probes_levels_land_on_the_rate_a_step_up_needs():
             landed.append(any(abs(probe.proven_bps - total) < 1 for total in probe.totals))
         assert h.now < 130.0, "a did not come back"
     assert landed and landed[-1] and b.paused
+
+
+def test_with_transport_cc_probes_past_a_failure_stay_near_the_ceiling():
+    """On a link that stays narrow, a probe after a failure does not climb on past the rate that
+    failed: each such probe costs the audio only a small overshoot."""
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down(h)
+    h.run_until(lambda: h.ctrl.probes_failed > 0, limit=10.0)
+    highest = 0.0
+    for _ in range(round(20.0 / STEP)):
+        h.run(STEP)
+        probe = h.ctrl.probe
+        if probe is not None:
+            highest = max(highest, probe.base_bps + probe.rate_bps)
+    assert h.ctrl.probes > 2 and 0 < highest <= 500_000 * 1.25
+
+
+def test_with_transport_cc_a_level_whose_queue_grows_fails_under_the_40_ms_mark():
+    """A quarter second 10 % past a 1 Mbit/s link builds only 25 ms of queue: a level fails on
+    the queue growing, or it would be taken as proven past the link."""
+    a, b = layered("a", 2), layered("b", 1)
+    h = TransportCcDownlink(a, b, audio_bps=170_000)
+    step_down(h)
+    h.cap_bps = None
+    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
+    probe = h.ctrl.probe
+    h.feedback_held = True
+    for k in range(1, 4):  # feedback on the level's packets, each 8 ms later than the one before
+        now = h.now
+        sends = [now - 0.1 - PATH_ONE_WAY + j * 0.01 for j in range(10)]
+        delay = PATH_ONE_WAY + 0.008 * k
+        h.estimate.note_transport_feedback([PacketResult(t, t + delay, 600) for t in sends], now)
+        h.run(0.1)
+    assert delay - PATH_ONE_WAY < PROBE_QUEUE_S  # under the mark all along
+    assert h.ctrl.probe is not probe and h.ctrl.probes_failed > 0
