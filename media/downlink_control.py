@@ -540,21 +540,22 @@ class DownlinkController:
         """After a probe got through at `proven` bit/s: every step up that fits in it with
         headroom, most important first, a layer at a time, as long as any fits (a video may
         come back and go up, or climb two layers). Whether any was taken."""
-        taken = 0
+        taken: set[tuple[int, int]] = set()  # (id(video), layer): each once, should a raise not stick
         while True:
             demands = [Demand(v, self._priority_of(v), v.layer_rates(now), v.layer, not v.paused)
                        for v in self._videos() if v.active]
             forwarded = sum(d.bitrate for d in demands if d.forwarded)
             room = proven / RESUME_HEADROOM - self.budget.audio.bps(now) - forwarded
-            step = next(((d, layer, adds) for d, layer, adds in self._steps_up(demands) if adds <= room), None)
+            step = next(((d, layer, adds) for d, layer, adds in self._steps_up(demands)
+                         if adds <= room and (id(d.video), layer) not in taken), None)
             if step is None:
-                return taken > 0
+                return bool(taken)
             demand, layer, adds = step
             logger.info("%s: %s (%.0f kbit/s more) within the probe's %.0f kbit/s", self.name,
                         "resuming a video" if not demand.forwarded else f"up to layer {layer}",
                         adds / 1000, proven / 1000)
             self._raise(demand.video, layer, now)
-            taken += 1
+            taken.add((id(demand.video), layer))
 
     async def pad(self, now: float) -> None:
         """Padding for the running probe, at its rate; a probe a sample already failed ends

@@ -1289,3 +1289,15 @@ def test_with_transport_cc_a_level_whose_queue_grows_fails_under_the_40_ms_mark(
         h.run(0.1)
     assert delay - PATH_ONE_WAY < PROBE_QUEUE_S  # under the mark all along
     assert h.ctrl.probe is not probe and h.ctrl.probes_failed > 0
+
+
+def test_with_transport_cc_a_step_up_that_does_not_stick_is_taken_once():
+    """A layered source that ignores a layer change (the down-track left it meanwhile) must not
+    keep the controller raising it for ever."""
+    a = layered("a", 2)
+    a.select_layer = lambda index: None  # type: ignore[method-assign]
+    a.layer = 0
+    h = TransportCcDownlink(a, audio_bps=170_000)
+    h.run(1.0)
+    assert h.ctrl._raise_within(5_000_000, h.now) is True
+    assert a.layer == 0
