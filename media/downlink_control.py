@@ -463,15 +463,8 @@ class DownlinkController:
             logger.info("%s: probe held %.0f kbit/s, failed at %.0f + %.0f kbit/s: queueing %.0f ms", self.name,
                         probe.proven_bps / 1000, probe.base_bps / 1000, probe.rate_bps / 1000,
                         link.worst_queueing * 1000)
-            self._end_probe()
-            self.probes_failed += 1
-            self._ceiling = probe.proven_bps
-            self._climbs = 0
-            self._failed_at = now
+            self._probe_failed(probe.proven_bps, now)
             self._proven(probe.proven_bps, now)
-            self._last_pause = now
-            self._samples_at_pause = link.rtt_samples
-            self._queue_at_pause = float("inf")
             return
         if not failed and probe.goal_bps > probe.rate_bps and self._covered(probe.level_at + RAMP_LEVEL_S) \
                 and link.rtt_samples - probe.samples_at_level >= PROBE_RTT_SAMPLES:
@@ -486,20 +479,9 @@ class DownlinkController:
             logger.info("%s: probe at %.0f + %.0f kbit/s failed: queueing %.0f ms, %d samples, %d estimates fell",
                         self.name, probe.base_bps / 1000, probe.rate_bps / 1000, link.worst_queueing * 1000,
                         samples, link.remb_drops - probe.drops_before)
-            self._end_probe()
-            self.probes_failed += 1
             # the step that failed overshot; never below the smallest probe, or the next would send nothing
-            self._ceiling = max(self._last_good, probe.base_bps, MIN_PROBE_BASE_BPS)
-            self._climbs = 0
-            self._failed_at = now
+            self._probe_failed(max(self._last_good, probe.base_bps, MIN_PROBE_BASE_BPS), now)
             self._back_off(now, for_better_layer=not probe.video.paused)
-            # the queue it built drains now that it stopped: nothing is paused for it before
-            # the next feedback round says the queue stayed (with transport-cc, a round is
-            # shorter than the drain and padding still in flight grows the queue a little:
-            # only what does not fit in what arrives is shed, for the trust period)
-            self._last_pause = now
-            self._samples_at_pause = link.rtt_samples
-            self._queue_at_pause = float("inf") if link.transport_cc else link.queueing_delay
         elif now - probe.level_at >= probe_s and samples >= PROBE_RTT_SAMPLES and (
                 not link.transport_cc or self._covered(probe.level_at + probe_s)):
             # (with transport-cc what it brings is logged by _raise_within)
@@ -523,6 +505,22 @@ class DownlinkController:
                 self._raise(probe.video, probe.layer, now)
             else:
                 self._next_probe_at = now  # the next step at once
+
+    def _probe_failed(self, ceiling: float, now: float) -> None:
+        """End the running probe as failed; `ceiling`: the most it (or the last one) showed the link takes."""
+        link = self.budget.estimate
+        self._end_probe()
+        self.probes_failed += 1
+        self._ceiling = ceiling
+        self._climbs = 0
+        self._failed_at = now
+        # the queue it built drains now that it stopped: nothing is paused for it before the next
+        # feedback round says the queue stayed (with transport-cc, a round is shorter than the
+        # drain and padding still in flight grows the queue a little: only what does not fit in
+        # what arrives is shed, for the trust period)
+        self._last_pause = now
+        self._samples_at_pause = link.rtt_samples
+        self._queue_at_pause = float("inf") if link.transport_cc else link.queueing_delay
 
     def _covered(self, sent_by: float) -> bool:
         """Whether transport-cc feedback has judged packets sent up to `sent_by`."""

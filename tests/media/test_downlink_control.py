@@ -1001,22 +1001,25 @@ def test_on_a_wide_link_a_video_climbs_back_to_its_top_layer():
     assert h.ctrl.layer_ups == 2 and h.changes == []
 
 
-def test_on_a_wide_link_a_video_goes_up_directly_when_the_estimate_has_room():
+def wide_link_at_lowest_layer() -> tuple[FakeVideo, Downlink]:
+    """A layered video on its lowest layer, a second into a link whose receiver estimates 5 Mbit/s
+    (ticked by hand)."""
     v = FakeVideo("v", 0, 1, layers=[400_000, 500_000, 1_500_000])
     v.layer = 0
     h = Downlink(v, remb=5_000_000)
     h.ticking = False
     h.run(1.0)
+    return v, h
+
+
+def test_on_a_wide_link_a_video_goes_up_directly_when_the_estimate_has_room():
+    v, h = wide_link_at_lowest_layer()
     h.tick()
     assert v.layer == 1 and h.ctrl.layer_ups == 1 and h.ctrl.probes == 0
 
 
 def test_a_failed_probe_bounds_the_estimate_a_direct_step_up_trusts():
-    v = FakeVideo("v", 0, 1, layers=[400_000, 500_000, 1_500_000])
-    v.layer = 0
-    h = Downlink(v, remb=5_000_000)
-    h.ticking = False
-    h.run(1.0)
+    v, h = wide_link_at_lowest_layer()
     h.ctrl.probe = Probe(v, 500_000, 440_000, True, 1, h.now, h.estimate.rtt_samples, h.estimate.remb_drops)
     h.sample(PROBE_HURT)  # 940 kbit/s queued: the receiver's 5 Mbit/s is a guess past that
     h.tick()

@@ -166,6 +166,19 @@ async def settled_on_top(track: SimulcastTrack, publisher: SimulcastPublisher, c
     assert track.feeding(downtrack) == 2
 
 
+async def downtrack_on_top(clock: list[float]) -> tuple[UplinkTransport, SimulcastTrack, SimulcastPublisher,
+                                                        DownTrack, CapturingTransport]:
+    """A track with all three layers arriving and a started down-track settled on its top layer."""
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    await all_layers(track, publisher, keyframe=RIDS)
+    downtrack, to_subscriber = await started_downtrack()
+    downtrack.attach(track)
+    await settled_on_top(track, publisher, clock, downtrack)
+    return upstream, track, publisher, downtrack, to_subscriber
+
+
 def plis(transport: UplinkTransport) -> list[int]:
     return [p.media_ssrc for p in transport.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_PLI]
 
@@ -188,13 +201,7 @@ async def test_layers_are_told_apart_by_rid_and_then_by_ssrc():
 
 
 async def test_a_downtrack_moves_up_to_a_settled_top_layer_and_down_at_the_lower_ones_keyframe(clock):
-    upstream = UplinkTransport()
-    track = make_track(upstream)
-    publisher = SimulcastPublisher()
-    await all_layers(track, publisher, keyframe=RIDS)
-    downtrack, to_subscriber = await started_downtrack()
-    downtrack.attach(track)
-    await settled_on_top(track, publisher, clock, downtrack)
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
     await all_layers(track, publisher)
     to_subscriber.sent[:] = [d for d in to_subscriber.sent if publisher.layer_of(payload_of(d)) == "h"]
     assert downtrack.layer_switches == 1
@@ -227,13 +234,7 @@ async def test_a_downtrack_moves_up_to_a_settled_top_layer_and_down_at_the_lower
 async def test_a_paused_downtrack_resumes_on_the_layer_selected_not_the_old_ones_keyframe(clock):
     """Paused at h, brought back at l: h's keyframe (asked for by others, or first to come) must not
     restart it; a 720p keyframe alone floods the narrow link it was paused for."""
-    upstream = UplinkTransport()
-    track = make_track(upstream)
-    publisher = SimulcastPublisher()
-    await all_layers(track, publisher, keyframe=RIDS)
-    downtrack, to_subscriber = await started_downtrack()
-    downtrack.attach(track)
-    await settled_on_top(track, publisher, clock, downtrack)
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
     downtrack.pause()
     downtrack.select_layer(0)
     assert track.feeding(downtrack) == 0  # moved at once: nothing of it is on screen
@@ -283,13 +284,7 @@ async def test_a_subscriber_takes_a_larger_layer_when_the_lowest_does_not_come(c
 
 
 async def test_a_retransmission_on_a_layers_rtx_reaches_the_downtrack_fed_by_that_layer(clock):
-    upstream = UplinkTransport()
-    track = make_track(upstream)
-    publisher = SimulcastPublisher()
-    await all_layers(track, publisher, keyframe=RIDS)
-    downtrack, to_subscriber = await started_downtrack()
-    downtrack.attach(track)
-    await settled_on_top(track, publisher, clock, downtrack)
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
     lost = publisher.frame("h", keyframe=False, packets=3)
     await send(track, publisher, [lost[0], lost[2]])
     await send(track, publisher, [publisher.rtx("h", lost[1], rtx_seq=40)])
@@ -301,13 +296,7 @@ async def test_a_retransmission_on_a_layers_rtx_reaches_the_downtrack_fed_by_tha
 
 
 async def test_a_layer_the_publisher_stops_sending_is_left_for_the_best_still_arriving(clock):
-    upstream = UplinkTransport()
-    track = make_track(upstream)
-    publisher = SimulcastPublisher()
-    await all_layers(track, publisher, keyframe=RIDS)
-    downtrack, to_subscriber = await started_downtrack()
-    downtrack.attach(track)
-    await settled_on_top(track, publisher, clock, downtrack)
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
     # the publisher's uplink narrows: its encoder drops the top layer
     plis_before = len(plis(upstream))
     for _ in range(3):
