@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from i18n import DEFAULT_LOCALE, LOCALES, text
 from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
 from signalling.app import build_services, create_app
 from signalling.config import ServerConfig
@@ -29,7 +30,7 @@ from signalling.tls import self_signed_certificate, server_ssl_context
 PRIVATE_UMASK = 0o077
 DEMO_ROOM_ID = "demo"
 # The trainer's link replays this start's recordings of the demo room.
-DEMO_PEOPLE = (("patient", "Patient"), ("doctor", "Doctor"), ("expert", "Expert"), ("trainer", "Trainer"))
+DEMO_ROLES = ("patient", "doctor", "expert", "trainer")  # each named by its role, in the room's language
 
 
 def _env(name: str, default=None):
@@ -66,6 +67,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--live-watermark", default=_env("LIVE_WATERMARK", "off"), choices=LIVE_WATERMARK_MODES,
                    help="live video watermark for new rooms and the demo room: off, page (the page draws the "
                         "viewer's label) or server (visible + forensic marks burned in per viewer; default: off)")
+    p.add_argument("--language", default=_env("ROOM_LANGUAGE"), choices=LOCALES,
+                   help="the demo room's language (its prompts, the pages its links open); default: each browser's")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -92,6 +95,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         tls_cert=a.tls_cert, tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
         ice=IceConfig(servers=servers, host_addresses=a.media_host_address),
         demo_room=not a.no_demo_room,
+        demo_language=a.language,
         default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
         default_live_watermark=a.live_watermark,
     )
@@ -106,11 +110,14 @@ async def demo_links(services) -> dict[str, str]:
         await services.rooms.close_room(DEMO_ROOM_ID)
     room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
                                       processors=services.config.default_processors,
+                                      language=services.config.demo_language,
                                       live_watermark=services.config.default_live_watermark)
     links = {}
-    for role, name in DEMO_PEOPLE:
+    for role in DEMO_ROLES:
+        name = text(f"role.{role}", room.language or DEFAULT_LOCALE)
         token = services.issuer.mint(room=room.id, identity=f"demo-{role}", name=name, role=role,
-                                     ttl_s=services.config.link_ttl_s, instance=room.instance)
+                                     ttl_s=services.config.link_ttl_s, instance=room.instance,
+                                     language=room.language)
         links[role] = f"{services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={token}"
     return links
 

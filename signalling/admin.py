@@ -13,16 +13,15 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 
+from i18n import LOCALES, supported_locale
 from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
-from media.processors.prompts import CATALOGUE as LANGUAGE_CATALOGUE
 from recorder.errors import RecorderError
 
 from .registry import LIVE_WATERMARK_MODES, RegistryError, RoomInstance, find_instance
 from .roles import PAGE_FOR_ROLE, ROLES
 from .tokens import JTI_PATTERN, unique_identity
 
-LANGUAGES = tuple(LANGUAGE_CATALOGUE)
 ADMIN_MAX_BODY = 16 * 1024
 MAX_LINK_TTL_S = 7 * 86400
 
@@ -96,9 +95,9 @@ class AdminApi:
         processors = body.get("processors", self._services.config.default_processors)
         if not isinstance(processors, list) or not all(p in PROCESSORS for p in processors):
             return json_error(400, "bad_request", f"'processors' must be a list of: {', '.join(PROCESSORS)}")
-        language = body.get("language", "en")
-        if language not in LANGUAGES:
-            return json_error(400, "bad_request", f"'language' must be one of {', '.join(LANGUAGES)}")
+        language = supported_locale(body.get("language"))  # none: each page follows its browser
+        if body.get("language") is not None and language is None:
+            return json_error(400, "bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
         live_watermark = body.get("live_watermark", self._services.config.default_live_watermark)
         if not isinstance(live_watermark, str) or live_watermark not in LIVE_WATERMARK_MODES:
             return json_error(400, "bad_request",
@@ -145,6 +144,11 @@ class AdminApi:
         identity = body.get("identity", unique_identity(role))
         ttl_s = body.get("ttl_s", self._services.config.link_ttl_s)
         permissions = body.get("permissions")
+        # the page's language: the link's own, else the room's (the page falls back to the browser's)
+        room = await self._services.registry.get_room(life.room_id)
+        language = supported_locale(body.get("language", room.language if room is not None else None))
+        if body.get("language") is not None and language is None:
+            return json_error(400, "bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= MAX_LINK_TTL_S:
             return json_error(400, "bad_request", f"'ttl_s' must be an integer from 60 to {MAX_LINK_TTL_S}")
         if permissions is not None and (not isinstance(permissions, list)
@@ -152,13 +156,14 @@ class AdminApi:
             return json_error(400, "bad_request", "'permissions' must be a list of strings")
         try:  # identity and name are checked there: bounded, printable (a clear 400 otherwise)
             issued = self._services.issuer.issue(room=life.room_id, identity=identity, name=name, role=role,
-                                                 ttl_s=ttl_s, permissions=permissions, instance=life.instance)
+                                                 ttl_s=ttl_s, permissions=permissions, instance=life.instance,
+                                                 language=language)
         except ValueError as exc:
             return json_error(400, "bad_request", str(exc))
         url = f"{self._services.config.base_url()}{PAGE_FOR_ROLE[role]}#token={issued.token}"
         return web.json_response({"token": issued.token, "url": url, "role": role, "room": life.room_id,
                                   "instance": life.instance, "identity": identity, "jti": issued.jti,
-                                  "expires_at": issued.expires_at}, status=201)
+                                  "expires_at": issued.expires_at, "language": language}, status=201)
 
     @staticmethod
     def _link_instance(lives: list[RoomInstance], role: str, wanted: Any) -> RoomInstance:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from i18n import LOCALES, page_catalogue
 from recorder.audit import AUDIT_LOG_FILE, AuditLog
 from recorder.errors import RecorderError
 
@@ -135,6 +136,16 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         return web.json_response({"name": "consult-sfu", "protocol_versions": list(PROTOCOL_VERSIONS),
                                   "max_message_bytes": MAX_MESSAGE_BYTES})
 
+    async def catalogue(request: web.Request) -> web.Response:
+        """A page's texts in one language (i18n/locales); the page picks the language."""
+        locale = request.match_info["locale"]
+        if locale not in LOCALES:
+            return web.json_response({"error": "not_found", "message": f"languages: {', '.join(LOCALES)}"},
+                                     status=404)
+        response = web.json_response(page_catalogue(locale))
+        response.headers["Cache-Control"] = "no-cache"  # revalidated: texts change with the server
+        return response
+
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})  # liveness only: how busy the clinic is is no one's business
 
@@ -148,6 +159,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         web.get("/", page("index.html")),
         web.get("/api/info", info),
         web.get("/healthz", health),
+        web.get("/i18n/{locale}.json", catalogue),
         *admin.routes(),
         *replay_routes(services),
         web.static("/static", STATIC_DIR),

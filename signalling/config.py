@@ -20,6 +20,7 @@ class ServerConfig:
     public_url: Optional[str] = None  # base of printed/minted links; derived if unset
     ice: IceConfig = field(default_factory=IceConfig)
     demo_room: bool = True
+    demo_language: Optional[str] = None  # i18n.LOCALES: the demo room's prompts and pages; None: the browser's
     # processors for rooms created without an explicit list (admin API, demo room)
     default_processors: list[str] = field(default_factory=lambda: ["face-analysis"])
     # live video watermarking for rooms created without an explicit setting: off | page | server

@@ -84,7 +84,9 @@ class RoomRecord:
     closed_at: Optional[float] = None
     video_codec: str = "vp8"  # what publishers are asked to send: vp8 or h264
     processors: list[str] = field(default_factory=list)  # frame processors enabled, e.g. face-analysis
-    language: str = "en"  # of the prompts the patient is shown
+    # i18n.LOCALES: the patient's prompts and the pages its links open in; None: each page
+    # follows its browser (prompts in English on the server's side)
+    language: Optional[str] = None
     live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
     instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
 
@@ -122,7 +124,7 @@ class ParticipantRecord:
 class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: str = "en", live_watermark: str = "off") -> RoomRecord: ...
+                          language: Optional[str] = None, live_watermark: str = "off") -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def instances(self, room_id: str) -> list[RoomInstance]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
@@ -173,7 +175,7 @@ class InMemoryRegistry:
 
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: str = "en", live_watermark: str = "off") -> RoomRecord:
+                          language: Optional[str] = None, live_watermark: str = "off") -> RoomRecord:
         if live_watermark not in LIVE_WATERMARK_MODES:
             raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         async with self._lock:

@@ -16,6 +16,8 @@ from typing import Optional
 
 import jwt
 
+from i18n import LOCALES
+
 from .roles import DEFAULT_PERMISSIONS, PERMISSIONS, ROLES
 
 ISSUER = "consult-sfu"
@@ -101,9 +103,10 @@ class TokenIssuer:
         ttl_s: int,
         permissions: Optional[list[str]] = None,
         instance: Optional[str] = None,
+        language: Optional[str] = None,
     ) -> str:
         return self.issue(room=room, identity=identity, name=name, role=role, ttl_s=ttl_s,
-                          permissions=permissions, instance=instance).token
+                          permissions=permissions, instance=instance, language=language).token
 
     def issue(
         self,
@@ -115,8 +118,10 @@ class TokenIssuer:
         ttl_s: int,
         permissions: Optional[list[str]] = None,
         instance: Optional[str] = None,
+        language: Optional[str] = None,
     ) -> IssuedToken:
-        """A signed token and what identifies it (its jti, for revocation). ValueError on bad input."""
+        """A signed token and what identifies it (its jti, for revocation). ValueError on bad input.
+        `language` (a locale of i18n.LOCALES) is the language its page opens in."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         perms = list(DEFAULT_PERMISSIONS[role] if permissions is None else permissions)
@@ -129,6 +134,8 @@ class TokenIssuer:
         check_name(name)
         if instance is not None and not _INSTANCE_PATTERN.match(instance):
             raise ValueError("'instance' is not a room instance id")
+        if language is not None and language not in LOCALES:
+            raise ValueError(f"'language' must be one of {', '.join(LOCALES)}")
         now = int(time.time())
         jti = uuid.uuid4().hex
         claims = {
@@ -144,6 +151,8 @@ class TokenIssuer:
         }
         if instance is not None:
             claims["inst"] = instance
+        if language is not None:
+            claims["lang"] = language  # read by the page only (static/js/i18n.js), never trusted here
         return IssuedToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), jti, now + ttl_s)
 
     def verify(self, token: object) -> Grant:

@@ -73,9 +73,9 @@ class FaceAnalysisProcessor:
     language = "en"
 
     @classmethod
-    def in_language(cls, language: str) -> type["FaceAnalysisProcessor"]:
-        """This processor class with the patient's prompts in `language` (en, zh)."""
-        return type(cls.__name__, (cls,), {"language": language})
+    def in_language(cls, language: str | None) -> type["FaceAnalysisProcessor"]:
+        """This processor class with the patient's prompts in `language` (i18n.LOCALES; None: English)."""
+        return type(cls.__name__, (cls,), {"language": language or cls.language})
 
     def start(self, context: ProcessorContext) -> None:
         self._context = context

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from i18n import LOCALES, messages
 from media.processors.analysis import FaceMetrics, FrameMetrics
 from media.processors.face_landmarks import FaceLandmarks
 from media.processors.framing import Framing
 from media.processors.guidance import Band, Guidance, GuidanceConfig, TargetPose
 from media.processors.head_pose import HeadPose
 from media.processors.image_quality import ColourCast, Exposure
-from media.processors.prompts import CATALOGUE, Prompt, prompt_text
+from media.processors.prompts import Prompt, prompt_text
 
 _DUMMY_LANDMARKS = FaceLandmarks(np.zeros((478, 3), np.float32), np.zeros((478, 2), np.float32), None, 640, 480)
 
@@ -159,11 +160,9 @@ def test_both_languages():
     assert Guidance().text is None  # nothing shown before the first frame
 
 
-def test_the_catalogue_is_complete():
-    assert {"en", "zh"} <= CATALOGUE.keys()
-    for language, texts in CATALOGUE.items():
-        assert set(texts) == set(Prompt), language
-        assert all(t.strip() for t in texts.values())
+def test_every_prompt_has_a_text_in_every_language():
+    for locale in LOCALES:
+        assert all(messages(locale).get(f"prompt.{prompt.value}", "").strip() for prompt in Prompt), locale
 
 
 def test_pose_reached_needs_consecutive_sharp_frames_within_tolerance():
