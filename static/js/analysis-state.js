@@ -9,31 +9,28 @@
  * `left` when the participant went away.
  */
 
+import {hasText, t} from './i18n.js';
+
 // The poses of the photo protocol (signalling/protocol.py CAPTURE_POSES), in the
 // server's default order.
 export const POSES = Object.freeze(['frontal', 'left45', 'right45']);
 
-// What the patient is asked to do for each pose. Left and right are the patient's own
-// (media/processors/guidance.py TargetPose), as in the server's prompts.
-export const POSE_INSTRUCTIONS = Object.freeze({
-  frontal: 'Face the camera',
-  left45: 'Turn your head to your left',
-  right45: 'Turn your head to your right',
-});
-
-// The clinician's name for each photo.
-export const POSE_LABELS = Object.freeze({
-  frontal: 'Frontal',
-  left45: 'Turned left 45°',
-  right45: 'Turned right 45°',
-});
-
+// What the patient is asked to do for each pose (`pose.instruction.<pose>`: left and
+// right are the patient's own, media/processors/guidance.py TargetPose, as in the
+// server's prompts) and the clinician's name for each photo (`pose.label.<pose>`).
 export function poseInstruction(pose) {
-  return POSE_INSTRUCTIONS[pose] ?? 'Hold still for the photo';
+  return t(POSES.includes(pose) ? `pose.instruction.${pose}` : 'pose.instruction.default');
 }
 
 export function poseLabel(pose) {
-  return POSE_LABELS[pose] ?? String(pose ?? 'Photo');
+  if (POSES.includes(pose)) return t(`pose.label.${pose}`);
+  return pose ? String(pose) : t('pose.label.default');
+}
+
+/** A guidance prompt in the page's language (the server's own text for a prompt this page does not know). */
+export function guidanceText(guidance) {
+  const key = `prompt.${guidance.prompt}`;
+  return hasText(key) ? t(key) : guidance.text;
 }
 
 const THUMBNAIL_PREFIX = 'data:image/jpeg;base64,';

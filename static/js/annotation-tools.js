@@ -19,16 +19,19 @@
 import {DEFAULT_ITEM, LIMITS, PALETTE, coord} from './annotation-board.js';
 import {FaceTracker, anchorPoints, roundAnchor} from './annotation-face.js';
 import {AnnotationOverlay} from './annotation-render.js';
+import {applyTranslations, onLanguageChange, t, tn} from './i18n.js';
 import {icon} from './icons.js';
 
+// Labels are catalogue keys (i18n/locales).
 const TOOLS = [
-  {id: 'freehand', label: 'Draw', icon: 'pen'},
-  {id: 'circle', label: 'Circle', icon: 'circle'},
-  {id: 'arrow', label: 'Arrow', icon: 'arrow'},
-  {id: 'text', label: 'Text', icon: 'text'},
+  {id: 'freehand', label: 'annotation.tool.freehand', icon: 'pen'},
+  {id: 'circle', label: 'annotation.tool.circle', icon: 'circle'},
+  {id: 'arrow', label: 'annotation.tool.arrow', icon: 'arrow'},
+  {id: 'text', label: 'annotation.tool.text', icon: 'text'},
 ];
 const ITEM_LABELS = {
-  toxin: 'Toxin', filler: 'Filler', laser: 'Laser', peel: 'Peel', lesion: 'Lesion', note: 'Note',
+  toxin: 'annotation.item.toxin', filler: 'annotation.item.filler', laser: 'annotation.item.laser',
+  peel: 'annotation.item.peel', lesion: 'annotation.item.lesion', note: 'annotation.item.note',
 };
 // Freehand points closer than this (CSS px) to the previous one add nothing visible.
 const MIN_STEP_PX = 1.5;
@@ -38,22 +41,22 @@ const CLEAR_CONFIRM_MS = 4_000;
 const STATUS_MS = 6_000;
 
 const ERROR_TEXT = {
-  board_full: 'The drawing is full. Clear some marks first.',
-  rate_limited: 'Drawing too fast: a mark was not saved.',
-  nothing_to_undo: 'You have no marks to undo.',
-  too_many_points: 'That stroke was too long to save.',
-  too_long: `Text is limited to ${LIMITS.maxTextChars} characters.`,
-  forbidden: 'You are not allowed to do that.',
-  no_reply: 'A mark could not be saved (no answer from the server).',
+  board_full: 'annotation.error.board_full',
+  rate_limited: 'annotation.error.rate_limited',
+  nothing_to_undo: 'annotation.error.nothing_to_undo',
+  too_many_points: 'annotation.error.too_many_points',
+  too_long: 'annotation.error.too_long',
+  forbidden: 'annotation.error.forbidden',
+  no_reply: 'annotation.error.no_reply',
 };
 const FALLBACK_TEXT = {
-  'off-face': 'Part of that mark is off the face: it stays where you drew it on the screen.',
-  'no-face': 'The face was lost while drawing: that mark stays where you drew it on the screen.',
+  'off-face': 'annotation.fallback.off-face',
+  'no-face': 'annotation.fallback.no-face',
 };
 const PIN_TITLE = {
-  on: 'Marks follow the patient\'s face (press to keep marks where they are drawn on the screen)',
-  off: 'Marks stay where they are drawn on the screen (press to pin them to the face)',
-  unavailable: 'No face found in the patient\'s video: marks stay where they are drawn on the screen',
+  on: 'annotation.pin.on',
+  off: 'annotation.pin.off',
+  unavailable: 'annotation.pin.unavailable',
 };
 
 function hasFaceShapes(shapes) {
@@ -76,7 +79,7 @@ export function bindSelfViewAnnotations(client, figure, video) {
   const faces = new FaceTracker(client);
   const overlay = new AnnotationOverlay(figure, {
     shapes: () => boardShapes(client),
-    label: (n) => (n ? `Your doctor marked ${n === 1 ? 'one spot' : `${n} spots`} on your picture` : 'No marks on your picture'),
+    label: (n) => (n ? tn('annotation.self_marks', n) : t('annotation.self_marks_none')),
     before: video.nextSibling,
     face: () => faces.face(client.self?.id),
   });
@@ -91,6 +94,7 @@ export function bindSelfViewAnnotations(client, figure, video) {
   client.addEventListener('annotations', update);
   // A new stream (camera switched) or mirroring change: the picture moved.
   client.addEventListener('localmedia', update);
+  onLanguageChange(update);  // the overlay's accessible label
   update();
   return overlay;
 }
@@ -112,6 +116,12 @@ export function bindPatientAnnotations(client, view) {
       if (redraw || layer.tools?.draft) layer.overlay.redraw();
     }
   });
+  onLanguageChange(() => {
+    for (const layer of layers.values()) {
+      layer.tools?.update();
+      layer.overlay.redraw();
+    }
+  });
 
   const sync = () => {
     for (const [tile, layer] of layers) {
@@ -128,7 +138,7 @@ export function bindPatientAnnotations(client, view) {
         const face = () => faces.face(tile.dataset.participantId);
         const overlay = new AnnotationOverlay(tile, {
           shapes: () => layer.tools ? layer.tools.shapes() : boardShapes(client),
-          label: (n) => `${n === 1 ? 'One mark' : `${n} marks`} on the patient's video`,
+          label: (n) => tn('annotation.patient_marks', n),
           before: tile.querySelector('.tile-placeholder'),
           face,
         });
@@ -226,7 +236,7 @@ export class AnnotationTools {
     for (const button of this.toolbar.querySelectorAll('[data-item]')) {
       button.setAttribute('aria-pressed', String(button.dataset.item === this.item));
     }
-    this._itemName.textContent = ITEM_LABELS[this.item];
+    this._itemName.textContent = t(ITEM_LABELS[this.item]);
     this.overlay.canvas.classList.toggle('is-drawing', usable && this.tool !== null);
     this.overlay.canvas.dataset.tool = this.tool ?? '';
     // The toolbar's one tab stop must stay on a button that can take focus.
@@ -243,7 +253,7 @@ export class AnnotationTools {
     const pin = this._pin;
     pin.dataset.state = state;
     pin.setAttribute('aria-pressed', String(state === 'on'));
-    pin.title = PIN_TITLE[state];
+    pin.title = t(PIN_TITLE[state]);
     pin.disabled = !this.client.joined || !available;
     this.toolbar.dataset.anchor = state === 'on' ? 'face' : 'screen';
     if (pin.disabled && pin.tabIndex === 0) this._setRovingStop(this.toolbar.querySelector('[data-tool]'));
@@ -274,7 +284,8 @@ export class AnnotationTools {
   }
 
   showError({code, message}) {
-    this._showStatus(ERROR_TEXT[code] ?? `The mark was not saved: ${message}`);
+    this._showStatus(Object.hasOwn(ERROR_TEXT, code) ? t(ERROR_TEXT[code], {max: LIMITS.maxTextChars})
+      : t('annotation.error.unknown', {message}));
   }
 
   _showStatus(text) {
@@ -302,7 +313,7 @@ export class AnnotationTools {
     const bar = document.createElement('div');
     bar.className = 'annotation-toolbar';
     bar.setAttribute('role', 'toolbar');
-    bar.setAttribute('aria-label', 'Drawing on the patient\'s video');
+    bar.dataset.i18nAttr = 'aria-label:annotation.toolbar';
 
     const tools = TOOLS.map(({id, label, icon: name}) => {
       const button = toolButton(label, name);
@@ -317,30 +328,29 @@ export class AnnotationTools {
       button.className = 'tool swatch';
       button.dataset.item = item;
       button.style.setProperty('--swatch', PALETTE[item]);
-      button.setAttribute('aria-label', ITEM_LABELS[item]);
-      button.title = ITEM_LABELS[item];
+      button.dataset.i18nAttr = `aria-label:${ITEM_LABELS[item]};title:${ITEM_LABELS[item]}`;
       button.addEventListener('click', () => this.selectItem(item));
       return button;
     });
     const itemGroup = document.createElement('div');
     itemGroup.className = 'annotation-items';
     itemGroup.setAttribute('role', 'group');
-    itemGroup.setAttribute('aria-label', 'Treatment item (colour)');
+    itemGroup.dataset.i18nAttr = 'aria-label:annotation.items';
     this._itemName = document.createElement('span');
     this._itemName.className = 'annotation-item-name';
     this._itemName.setAttribute('aria-hidden', 'true');  // the pressed swatch says it
     itemGroup.append(...items, this._itemName);
 
-    this._undo = toolButton('Undo my last mark (Ctrl+Z)', 'undo');
+    this._undo = toolButton('annotation.undo', 'undo');
     this._undo.classList.add('annotation-undo');
     this._undo.addEventListener('click', () => this.undo());
 
     // Clearing cannot be undone: the first press arms it, the second clears.
-    this._clear = toolButton('Clear all marks', 'trash');
+    this._clear = toolButton('annotation.clear', 'trash');
     this._clear.classList.add('annotation-clear');
     this._clearText = document.createElement('span');
     this._clearText.className = 'tool-text';
-    this._clearText.textContent = 'Clear all?';
+    this._clearText.dataset.i18n = 'annotation.clear_confirm';
     this._clearText.hidden = true;
     this._clear.append(this._clearText);
     this._clear.addEventListener('click', () => this._onClear());
@@ -356,7 +366,7 @@ export class AnnotationTools {
     this._pin.className = 'tool annotation-pin';
     const pinText = document.createElement('span');
     pinText.className = 'tool-text';
-    pinText.textContent = 'Pin to face';
+    pinText.dataset.i18n = 'annotation.pin';
     this._pin.append(pinText);
     this._pin.addEventListener('click', () => {
       this.pinToFace = !this.pinToFace;
@@ -366,6 +376,7 @@ export class AnnotationTools {
     bar.append(...tools, this._pin, separator(), itemGroup, separator(), this._undo, this._clear, this._status);
     bar.addEventListener('keydown', (event) => this._rovingFocus(event));
     this.toolbar = bar;
+    applyTranslations(bar);  // and again on every change of language (i18n.js)
     this.tile.append(bar);
     this._setRovingStop(tools[0]);
   }
@@ -374,7 +385,8 @@ export class AnnotationTools {
     if (this._clear.dataset.confirm === undefined) {
       this._clear.dataset.confirm = '';
       this._clearText.hidden = false;
-      this._clear.setAttribute('aria-label', 'Press again to clear all marks for everyone');
+      this._clear.dataset.i18nAttr = 'aria-label:annotation.clear_armed;title:annotation.clear';
+      applyTranslations(this._clear);
       this._clearTimer = setTimeout(() => this._disarmClear(), CLEAR_CONFIRM_MS);
       return;
     }
@@ -387,7 +399,8 @@ export class AnnotationTools {
     clearTimeout(this._clearTimer);
     delete this._clear.dataset.confirm;
     this._clearText.hidden = true;
-    this._clear.setAttribute('aria-label', 'Clear all marks');
+    this._clear.dataset.i18nAttr = 'aria-label:annotation.clear;title:annotation.clear';
+    applyTranslations(this._clear);
   }
 
   // A toolbar is one tab stop; arrow keys, Home and End move within it.
@@ -537,7 +550,7 @@ export class AnnotationTools {
     if (anchors) {
       const problem = anchors.find((a) => typeof a === 'string');
       if (problem) {
-        this._showStatus(FALLBACK_TEXT[problem]);  // the screen-anchored shape it stays
+        this._showStatus(t(FALLBACK_TEXT[problem]));  // the screen-anchored shape it stays
       } else {
         shape.anchor = 'face';
         if (shape.kind === 'freehand') shape.points = [...anchors];
@@ -555,8 +568,8 @@ export class AnnotationTools {
     field.type = 'text';
     field.className = 'annotation-text-field';
     field.maxLength = LIMITS.maxTextChars;
-    field.setAttribute('aria-label', 'Text of the label (Enter to place it, Escape to cancel)');
-    field.placeholder = 'Label, e.g. 1 ml';
+    field.setAttribute('aria-label', t('annotation.text_field'));
+    field.placeholder = t('annotation.text_placeholder');
     field.style.setProperty('--swatch', PALETTE[this.item]);
     const box = this.tile.getBoundingClientRect();
     field.style.left = `${Math.max(0, clientX - box.left)}px`;
@@ -599,12 +612,12 @@ export class AnnotationTools {
   }
 }
 
+/** A toolbar button named by catalogue key `label` (aria-label and tooltip). */
 function toolButton(label, iconName) {
   const button = document.createElement('button');
   button.type = 'button';
   button.className = 'tool';
-  button.setAttribute('aria-label', label);
-  button.title = label;
+  button.dataset.i18nAttr = `aria-label:${label};title:${label}`;
   button.append(icon(iconName));
   return button;
 }

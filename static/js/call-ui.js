@@ -3,6 +3,7 @@
  * handling, plain-language messages, call controls and the remote video tiles.
  */
 
+import {applyTranslations, onLanguageChange, roleName, t} from './i18n.js';
 import {labelledIcon} from './icons.js';
 
 // The tab keeps its join token so a reload rejoins (the first thing a patient tries);
@@ -43,50 +44,46 @@ export function byRole(roles) {
   return (a, b) => rank(a) - rank(b);
 }
 
-export function roleLabel(role) {
-  return role ? role[0].toUpperCase() + role.slice(1) : '';
-}
+export const roleLabel = roleName;
 
+// Catalogue keys (i18n/locales) of what the pages say, by the code they say it for.
 const STATE_TEXT = {
-  connecting: 'Connecting…',
-  connected: 'Connected',
-  reconnecting: 'Connection lost. Reconnecting…',
-  closed: 'Call ended',
+  connecting: 'state.connecting',
+  connected: 'state.connected',
+  reconnecting: 'state.reconnecting',
+  closed: 'state.closed',
 };
 
 // What the empty video area says while there is no one to show.
 const STAGE_TEXT = {
-  connecting: 'Connecting to the consultation…',
-  reconnecting: 'The connection was lost. Reconnecting… Please keep this page open.',
+  connecting: 'stage.connecting',
+  reconnecting: 'stage.reconnecting',
 };
 
 const END_TEXT = {
-  'left': 'You left the consultation.',
-  'kicked': 'You were removed from the consultation by the host.',
-  'room-closed': 'The consultation has ended.',
-  'replaced': 'You joined this consultation from another window or device, so it was closed here.',
-  'unauthorized': 'This link is not valid. Please ask the clinic for a new link.',
-  'token_expired': 'This link has expired. Please ask the clinic for a new link.',
-  'wrong_room': 'This consultation has ended or does not exist.',
-  'stale_link': 'This link was for an earlier consultation. Please ask the clinic for a new link.',
-  'link_revoked': 'This link has been withdrawn. Please ask the clinic for a new link.',
-  'room_full': 'This consultation is full. Please contact the clinic.',
-  'bad_message': 'The consultation could not be joined from this page. Please open the link again.',
-  'no_token': 'This link is incomplete. Please open the full link you were sent.',
+  'left': 'end.left',
+  'kicked': 'end.kicked',
+  'room-closed': 'end.room_closed',
+  'replaced': 'end.replaced',
+  'unauthorized': 'end.unauthorized',
+  'token_expired': 'end.token_expired',
+  'wrong_room': 'end.wrong_room',
+  'stale_link': 'end.stale_link',
+  'link_revoked': 'end.link_revoked',
+  'room_full': 'end.room_full',
+  'bad_message': 'end.bad_message',
+  'no_token': 'end.no_token',
 };
 
 // Over a remote tile while the server has paused that video to us alone (our downlink
 // is too weak for it; see client.pausedVideo), by reason. Its sound keeps playing.
-const PAUSED_VIDEO_TEXT = {
-  'weak-connection': {title: 'Video paused: weak connection', detail: 'Audio continues'},
-};
-const PAUSED_VIDEO_DEFAULT = {title: 'Video paused', detail: 'Audio continues'};
+const PAUSED_VIDEO_TITLE = {'weak-connection': 'tile.paused.weak_connection'};
 
 /** Ends after which joining again with the same link makes sense. */
 const REJOINABLE_ENDS = new Set(['left', 'replaced']);
 
 function endText(reason) {
-  return END_TEXT[reason] ?? 'The consultation has ended.';
+  return t(Object.hasOwn(END_TEXT, reason) ? END_TEXT[reason] : 'end.room_closed');
 }
 
 /**
@@ -96,7 +93,9 @@ function endText(reason) {
 export function showEnded(reason) {
   if (!REJOINABLE_ENDS.has(reason)) forgetToken();
   showConnectionState(document.getElementById('banner'), 'closed');
-  document.getElementById('ended-text').textContent = endText(reason);
+  const text = document.getElementById('ended-text');
+  text.dataset.i18n = Object.hasOwn(END_TEXT, reason) ? END_TEXT[reason] : 'end.room_closed';
+  text.textContent = endText(reason);
   document.getElementById('rejoin').hidden = !REJOINABLE_ENDS.has(reason);
   document.getElementById('ended').hidden = false;
 }
@@ -104,61 +103,62 @@ export function showEnded(reason) {
 /** Shows a connection state on <body data-connection-state> and in the banner. */
 export function showConnectionState(banner, state) {
   document.body.dataset.connectionState = state;
-  banner.textContent = STATE_TEXT[state];
+  banner.dataset.i18n = STATE_TEXT[state];  // kept in the page's language when it changes
+  banner.textContent = t(STATE_TEXT[state]);
 }
 
 /**
  * Explains an empty video area: connecting, reconnecting, or (connected, nobody
- * else here yet) the page's `waiting` text. Hidden once there is someone to show.
+ * else here yet) the page's `waiting` text (a catalogue key). Hidden once there is
+ * someone to show.
  */
 export function showStageMessage(element, client, waiting) {
-  const text = client.state === 'connected' ? (client.participants.size === 0 ? waiting : null) : STAGE_TEXT[client.state];
-  element.hidden = !text;
-  if (text) element.textContent = text;
-}
-
-/**
- * Explains a getUserMedia failure in plain language. `audience` is who would see
- * us, mid-sentence ("the doctor"); `hasAudio` says whether the microphone works.
- */
-function mediaProblemText(err, {hasAudio, audience}) {
-  const consequence = hasAudio
-    ? `${audience} can hear you but cannot see you.`
-    : `${audience} cannot see or hear you.`;
-  switch (err.name) {
-    case 'NotAllowedError':
-    case 'SecurityError':
-      return `${hasAudio ? 'Your camera is' : 'Your camera and microphone are'} blocked, so ${consequence} `
-        + `Allow ${hasAudio ? 'the camera' : 'them'} in your browser settings `
-        + '(often behind the icon next to the web address), then press Try again.';
-    case 'NotFoundError':
-    case 'OverconstrainedError':
-      return `${hasAudio ? 'No camera was' : 'No camera or microphone was'} found, so ${consequence}`;
-    case 'NotReadableError':
-    case 'AbortError':
-      return `Your camera is being used by another app, so ${consequence} Close the other app, then press Try again.`;
-    case 'NotSupportedError':
-      return 'This browser cannot use your camera on this page. '
-        + 'Please open the link in an up-to-date Chrome, Safari, Edge or Firefox.';
-    default:
-      return `Your camera could not be started, so ${consequence} Press Try again.`;
+  const key = client.state === 'connected' ? (client.participants.size === 0 ? waiting : null) : STAGE_TEXT[client.state];
+  element.hidden = !key;
+  if (key) {
+    element.dataset.i18n = key;
+    element.textContent = t(key);
   }
 }
 
 /**
- * Wires a mute toggle for 'audio' or 'video'. The visible label names the action
- * ("Mute" / "Unmute"), which is also the button's accessible name; the icon (struck
- * through by .is-off) shows the current state.
+ * Explains a getUserMedia failure in plain language. `audience` is the catalogue key of
+ * who would see us, mid-sentence ("the doctor"); `hasAudio` says whether the microphone works.
+ */
+function mediaProblemText(err, {hasAudio, audience}) {
+  const consequence = t(hasAudio ? 'media.consequence.hear_only' : 'media.consequence.neither', {audience: t(audience)});
+  switch (err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return t(hasAudio ? 'media.blocked.camera' : 'media.blocked.both', {consequence});
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return t(hasAudio ? 'media.not_found.camera' : 'media.not_found.both', {consequence});
+    case 'NotReadableError':
+    case 'AbortError':
+      return t('media.in_use', {consequence});
+    case 'NotSupportedError':
+      return t('media.unsupported');
+    default:
+      return t('media.failed', {consequence});
+  }
+}
+
+/**
+ * Wires a mute toggle for 'audio' or 'video'. The visible label (catalogue keys) names
+ * the action ("Mute" / "Unmute"), which is also the button's accessible name; the icon
+ * (struck through by .is-off) shows the current state.
  */
 export function bindMuteButton(button, client, kind, {muteLabel, unmuteLabel}) {
   const label = button.querySelector('.control-label');
   const update = () => {
     button.disabled = !client.localTrack(kind);
     button.classList.toggle('is-off', client.isOff(kind));
-    label.textContent = client.muted[kind] ? unmuteLabel : muteLabel;
+    label.textContent = t(client.muted[kind] ? unmuteLabel : muteLabel);
   };
   button.addEventListener('click', () => client.setMuted(kind, !client.muted[kind]));
   client.addEventListener('localmedia', update);
+  onLanguageChange(update);
   update();
 }
 
@@ -179,12 +179,17 @@ export function bindLocalPreview(client, video, frame) {
 
 /** Wires the media problem box (text + Try again) and returns the function that starts media. */
 export function bindMediaNotice(client, {box, text, retry, audience}) {
-  const start = async () => {
-    const problem = await client.startMedia();
+  let problem = null;
+  const show = () => {
     box.hidden = !problem;
     if (problem) text.textContent = mediaProblemText(problem, {hasAudio: Boolean(client.localTrack('audio')), audience});
   };
+  const start = async () => {
+    problem = await client.startMedia();
+    show();
+  };
   retry.addEventListener('click', start);
+  onLanguageChange(show);
   return start;
 }
 
@@ -263,7 +268,7 @@ export class RemoteMediaView extends EventTarget {
     tile.innerHTML = `
       <div class="tile-placeholder" aria-hidden="true">
         <span class="tile-initials"></span>
-        <span>Camera off</span>
+        <span data-i18n="tile.camera_off"></span>
       </div>
       <div class="tile-paused" role="status" aria-live="polite">
         <p class="tile-paused-notice"><span class="tile-paused-title"></span><span class="tile-paused-detail"></span></p>
@@ -272,9 +277,12 @@ export class RemoteMediaView extends EventTarget {
         <span class="tile-name"></span>
         <span class="tile-role"></span>
       </figcaption>`;
-    const micOff = labelledIcon('mic-off', 'Microphone off');
+    const micOff = labelledIcon('mic-off', t('tile.mic_off'));
     micOff.classList.add('mic-off-icon');
+    micOff.dataset.i18nAttr = 'aria-label:tile.mic_off';
+    micOff.querySelector('title').dataset.i18n = 'tile.mic_off';
     tile.querySelector('.tile-label').append(micOff);
+    applyTranslations(tile);
     this.tiles.set(id, tile);
     return tile;
   }
@@ -291,7 +299,9 @@ export class RemoteMediaView extends EventTarget {
     tile.classList.toggle('mic-off', Boolean(person.muted?.audio));
     tile.classList.toggle('camera-off', !video || Boolean(person.muted?.video));
     tile.querySelector('.tile-name').textContent = person.name;
-    tile.querySelector('.tile-role').textContent = roleLabel(person.role);
+    // A name that is only the role ("Doctor Doctor") says it once.
+    const role = roleLabel(person.role);
+    tile.querySelector('.tile-role').textContent = sameWords(person.name, role) ? '' : role;
     tile.querySelector('.tile-initials').textContent = initials(person.name);
     this._updateVideo(tile, person, video);
     this._updateAudio(tile, person, media.filter((m) => m.kind === 'audio'));
@@ -301,7 +311,8 @@ export class RemoteMediaView extends EventTarget {
     // "Camera off" already says there is no picture; the notice is for a live camera.
     let text = {title: '', detail: ''};
     if (paused && !tile.classList.contains('camera-off')) {
-      text = Object.hasOwn(PAUSED_VIDEO_TEXT, reason) ? PAUSED_VIDEO_TEXT[reason] : PAUSED_VIDEO_DEFAULT;
+      const title = Object.hasOwn(PAUSED_VIDEO_TITLE, reason) ? PAUSED_VIDEO_TITLE[reason] : 'tile.paused';
+      text = {title: t(title), detail: t('tile.paused.detail')};
     }
     tile.classList.toggle('video-paused', Boolean(text.title));
     // The region stays in the tile so that a change is announced; each write would be
@@ -331,7 +342,7 @@ export class RemoteMediaView extends EventTarget {
     video.dataset.participantId = person.id;
     video.dataset.name = person.name;
     video.dataset.role = person.role;
-    video.setAttribute('aria-label', `Video of ${person.name}`);
+    video.setAttribute('aria-label', t('tile.video_of', {name: person.name}));
     this._play(video, item.track);
   }
 
@@ -375,6 +386,10 @@ export class RemoteMediaView extends EventTarget {
 
 function setText(element, text) {
   if (element.textContent !== text) element.textContent = text;
+}
+
+function sameWords(a, b) {
+  return (a ?? '').trim().toLocaleLowerCase() === (b ?? '').trim().toLocaleLowerCase();
 }
 
 function initials(name) {

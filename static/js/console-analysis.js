@@ -12,8 +12,9 @@
  * #console-alert[data-code][data-about].
  */
 
-import {POSES, poseInstruction, poseLabel} from './analysis-state.js';
+import {POSES, guidanceText, poseInstruction, poseLabel} from './analysis-state.js';
 import {FaceMeshOverlay} from './face-mesh.js';
+import {hasText, listText, onLanguageChange, t, tn} from './i18n.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;  // a button waits this long for the server's answer
 const STALE_AFTER_MS = 3_000;       // metrics arrive at 5 Hz; older than this is no news
@@ -69,14 +70,25 @@ export function bindConsoleAlert(client) {
     const {code, message, about} = event.detail;
     if (about === 'annotate') return;  // the drawing toolbar says it, next to the drawing
     if (about === null && !UNCLAIMED_SHOWN.has(code)) return;
-    const lead = {record: 'Recording', capture: 'Clinical photos'}[about];
-    const detail = capitalize(message || code);
-    show(lead ? `${lead}: ${detail}` : detail, {code, about: about ?? ''});
+    const detail = serverErrorText(code, message, about);
+    const lead = {record: 'console.alert.record', capture: 'console.alert.capture'}[about];
+    show(lead ? t(lead, {detail}) : detail, {code, about: about ?? ''});
   });
   client.addEventListener('statechange', () => {
     if (client.state === 'closed') hide();
   });
   return {show, hide};
+}
+
+/**
+ * A refusal in the page's language, by its code and what it was about; the server's own
+ * words (English, often technical) for a refusal the catalogue has no text for.
+ */
+function serverErrorText(code, message, about) {
+  for (const key of [`server_error.${about}.${code}`, `server_error.${code}`]) {
+    if (hasText(key)) return t(key);
+  }
+  return capitalize(message || code);
 }
 
 // ---- recording ----------------------------------------------------------------------
@@ -101,13 +113,13 @@ export function bindRecording(client, alert) {
     region.dataset.recording = on ? 'on' : 'off';
     document.body.dataset.recording = on ? 'on' : 'off';
     badge.hidden = !on;
-    by.textContent = on ? `Recording${recording.by ? ` by ${recording.by}` : ''}` : '';
-    badge.title = on && recording.recording_id ? `Recording ${recording.recording_id}` : '';
+    by.textContent = on ? (recording.by ? t('recording.badge_by', {name: recording.by}) : t('recording.badge')) : '';
+    badge.title = on && recording.recording_id ? t('recording.badge_title', {id: recording.recording_id}) : '';
 
     button.hidden = !client.can('record');
     button.dataset.recording = on ? 'on' : 'off';
     button.classList.toggle('is-recording', on);
-    label.textContent = on ? 'Stop recording' : 'Record';
+    label.textContent = t(on ? 'control.stop_recording' : 'control.record');
     button.disabled = !client.joined || pending !== null;
   };
 
@@ -128,9 +140,9 @@ export function bindRecording(client, alert) {
       wasOn = true;
     } else {
       if (wasOn && typeof reason === 'string' && reason.startsWith('error')) {
-        const what = reason.replace(/^error:?\s*/, '') || 'an error';
-        alert.show(`The recording stopped: ${what}. The call goes on.`, {code: 'recording-error', about: 'record',
-                                                                           persist: true});
+        const what = reason.replace(/^error:?\s*/, '');
+        const text = what ? t('recording.stopped_error', {reason: what}) : t('recording.stopped_error_unknown');
+        alert.show(text, {code: 'recording-error', about: 'record', persist: true});
       }
       wasOn = false;
     }
@@ -143,6 +155,7 @@ export function bindRecording(client, alert) {
     }
   });
   for (const type of ['statechange', 'participants']) client.addEventListener(type, render);
+  onLanguageChange(render);
   render();
 }
 
@@ -154,9 +167,10 @@ function signed(value, digits = 1) {
   return `${value > 0 ? '+' : '−'}${text}`;
 }
 
+/** A head angle with its direction in words (catalogue keys for either sign). */
 function angle(value, positive, negative) {
   if (typeof value !== 'number') return '–';
-  const words = Math.abs(value) < MIN_DIRECTION_DEG ? 'straight' : value > 0 ? positive : negative;
+  const words = t(Math.abs(value) < MIN_DIRECTION_DEG ? 'analysis.straight' : value > 0 ? positive : negative);
   return `${signed(value)}° · ${words}`;
 }
 
@@ -169,10 +183,13 @@ function percent(fraction, digits = 0) {
 function offsetText(framing) {
   const part = (value, positive, negative) => {
     const share = Math.abs(value) * 50;
-    return share < 1 ? null : `${share.toFixed(0)}% ${value > 0 ? positive : negative}`;
+    return share < 1 ? null : t(value > 0 ? positive : negative, {share: share.toFixed(0)});
   };
-  const parts = [part(framing.offset_x, 'right', 'left'), part(framing.offset_y, 'down', 'up')].filter(Boolean);
-  return parts.length ? `${parts.join(', ')} (in the image)` : 'centred';
+  const parts = [
+    part(framing.offset_x, 'analysis.offset.right', 'analysis.offset.left'),
+    part(framing.offset_y, 'analysis.offset.down', 'analysis.offset.up'),
+  ].filter(Boolean);
+  return parts.length ? t('analysis.offset.in_image', {parts: listText(parts, 'unit')}) : t('analysis.offset.centred');
 }
 
 function castText(cast) {
@@ -180,11 +197,11 @@ function castText(cast) {
   let tint = '';
   if (cast.chroma >= CAST_NOTICEABLE) {
     const hues = [];
-    if (Math.abs(cast.b) >= 4) hues.push(cast.b > 0 ? 'yellow' : 'blue');
-    if (Math.abs(cast.a) >= 4) hues.push(cast.a > 0 ? 'red' : 'green');
-    tint = hues.length ? ` · tinted ${hues.join('-')}` : ' · tinted';
+    if (Math.abs(cast.b) >= 4) hues.push(t(cast.b > 0 ? 'analysis.hue.yellow' : 'analysis.hue.blue'));
+    if (Math.abs(cast.a) >= 4) hues.push(t(cast.a > 0 ? 'analysis.hue.red' : 'analysis.hue.green'));
+    tint = ` · ${hues.length ? t('analysis.cast.tinted_hues', {hues: hues.join('-')}) : t('analysis.cast.tinted')}`;
   }
-  return `chroma ${cast.chroma.toFixed(1)} (a ${signed(cast.a)}, b ${signed(cast.b)})${tint}`;
+  return t('analysis.cast', {chroma: cast.chroma.toFixed(1), a: signed(cast.a), b: signed(cast.b)}) + tint;
 }
 
 /**
@@ -214,21 +231,21 @@ export function bindAnalysisPanel(client, analysis, view) {
 
     const guidance = entry?.guidance;
     // Prompts are sent when they change: one sent before we joined is not known here.
-    told.textContent = guidance ? `“${guidance.text}”` : 'Not known yet';
+    told.textContent = guidance ? `“${guidanceText(guidance)}”` : t('analysis.told_unknown');
     told.dataset.prompt = guidance?.prompt ?? '';
 
     let state = 'unknown';
     let line;
-    if (!patient) line = client.joined ? 'Waiting for the patient to join…' : 'Not connected.';
-    else if (entry?.failed) line = 'No analysis: it stopped on this video (see below).';
-    else if (!metrics) line = `Waiting for ${patient.name}'s video…`;
-    else if (stale) line = 'No recent analysis: the patient\'s video may have stopped.';
+    if (!patient) line = t(client.joined ? 'analysis.waiting_patient' : 'analysis.not_connected');
+    else if (entry?.failed) line = t('analysis.stopped_line');
+    else if (!metrics) line = t('analysis.waiting_video', {name: patient.name});
+    else if (stale) line = t('analysis.stale');
     else if (!face) {
       state = 'none';
-      line = 'No face found in the picture.';
+      line = t('analysis.no_face');
     } else {
       state = 'found';
-      line = 'Face found.';
+      line = t('analysis.face_found');
     }
     panel.dataset.face = state;
     panel.dataset.updates = String(entry?.updates ?? 0);
@@ -238,14 +255,15 @@ export function bindAnalysisPanel(client, analysis, view) {
     if (face) {
       setMetrics({
         // Left and right are the patient's own (docs/PROTOCOL.md signs).
-        yaw: angle(face.pose?.yaw, 'to their left', 'to their right'),
-        pitch: angle(face.pose?.pitch, 'chin up', 'chin down'),
-        roll: angle(face.pose?.roll, 'tilted to their left', 'tilted to their right'),
-        size: face.framing ? `${percent(face.framing.height)} of frame height` : '–',
+        yaw: angle(face.pose?.yaw, 'analysis.yaw.positive', 'analysis.yaw.negative'),
+        pitch: angle(face.pose?.pitch, 'analysis.pitch.positive', 'analysis.pitch.negative'),
+        roll: angle(face.pose?.roll, 'analysis.roll.positive', 'analysis.roll.negative'),
+        size: face.framing ? t('analysis.size', {share: percent(face.framing.height)}) : '–',
         offset: face.framing ? offsetText(face.framing) : '–',
         sharpness: typeof face.sharpness === 'number' ? face.sharpness.toFixed(1) : '–',
         exposure: face.exposure
-          ? `median ${Math.round(face.exposure.p50)} (${Math.round(face.exposure.p05)}–${Math.round(face.exposure.p95)})`
+          ? t('analysis.exposure', {p50: Math.round(face.exposure.p50), p05: Math.round(face.exposure.p05),
+                                    p95: Math.round(face.exposure.p95)})
           : '–',
         clipped: face.exposure ? percent(face.exposure.clipped, 1) : '–',
         cast: castText(metrics.cast),
@@ -257,9 +275,11 @@ export function bindAnalysisPanel(client, analysis, view) {
 
     failed.hidden = !entry?.failed;
     if (entry?.failed) {
-      const name = capitalize((entry.failed.processor ?? 'analysis').replace(/-/g, ' '));
-      failed.textContent = `${name} stopped on the patient's video`
-        + `${entry.failed.error ? `: ${entry.failed.error}` : ''}. The call goes on; guidance and photos are off.`;
+      const key = `processor.${entry.failed.processor}`;
+      const processor = hasText(key) ? t(key) : capitalize(String(entry.failed.processor ?? '').replace(/-/g, ' '));
+      failed.textContent = entry.failed.error
+        ? t('analysis.stopped_because', {processor, error: entry.failed.error})
+        : t('analysis.stopped', {processor});
     }
     mesh?.overlay.setLandmarks(toggle.checked && face ? face.landmarks : null);
   };
@@ -282,6 +302,7 @@ export function bindAnalysisPanel(client, analysis, view) {
 
   toggle.addEventListener('change', sync);
   analysis.addEventListener('change', render);
+  onLanguageChange(render);
   for (const type of ['statechange', 'participants']) client.addEventListener(type, render);
   // Staleness shows without any message arriving.
   setInterval(render, 1_000);
@@ -325,7 +346,7 @@ export function bindCapturePanel(client, analysis) {
     stop.hidden = !running;
     start.disabled = !client.joined || !patient || pending !== null;
     stop.disabled = !client.joined || pending?.action === 'stop';
-    start.title = patient ? '' : 'The patient is not here.';
+    start.title = patient ? '' : t('capture.patient_absent');
     section.dataset.captureState = capture?.state ?? 'idle';
 
     steps.hidden = !capture;
@@ -339,7 +360,8 @@ export function bindCapturePanel(client, analysis) {
         else if (!running) step = 'skipped';
         item.dataset.step = step;
         if (step === 'current') item.setAttribute('aria-current', 'step');
-        const state = {done: 'taken', current: 'now', pending: 'to do', skipped: 'not taken'}[step];
+        const state = t({done: 'capture.step.done', current: 'capture.step.current', pending: 'capture.step.pending',
+                         skipped: 'capture.step.skipped'}[step]);
         item.innerHTML = '<span class="step-mark" aria-hidden="true"></span><span class="step-name"></span>'
           + '<span class="step-state"></span>';
         item.querySelector('.step-name').textContent = poseLabel(pose);
@@ -354,21 +376,16 @@ export function bindCapturePanel(client, analysis) {
     let text;
     if (!capture) {
       text = allowed
-        ? `${POSES.map((p) => poseLabel(p)).join(', ')}: each photo is taken when the patient holds the pose.`
-        : 'No photos are being taken.';
+        ? t('capture.protocol', {poses: listText(POSES.map((p) => poseLabel(p)), 'unit')})
+        : t('capture.none');
     } else if (running) {
-      text = `Photo ${taken + 1} of ${total}: ${poseLabel(capture.pose)}. `
-        + `The patient is asked: “${poseInstruction(capture.pose)}”.`;
-    } else if (capture.state === 'done') {
-      text = `All ${total} photos taken.`;
-    } else if (capture.state === 'stopped') {
-      text = `Stopped after ${taken} of ${total} photos.`;
-    } else if (capture.state === 'interrupted') {
-      text = `Interrupted after ${taken} of ${total} photos: the patient's video went away.`;
+      text = t('capture.running', {n: taken + 1, total, pose: poseLabel(capture.pose),
+                                   instruction: poseInstruction(capture.pose)});
     } else {
-      text = `Stopped after ${taken} of ${total} photos: the face analysis failed.`;
+      const ended = {done: 'capture.done', stopped: 'capture.stopped', interrupted: 'capture.interrupted'};
+      text = tn(ended[capture.state] ?? 'capture.failed', total, {taken, total});
     }
-    if (pending?.action === 'start') text = 'Starting…';
+    if (pending?.action === 'start') text = t('capture.starting');
     if (status.textContent !== text) status.textContent = text;
   };
 
@@ -380,12 +397,12 @@ export function bindCapturePanel(client, analysis) {
     const figure = document.createElement('figure');
     const image = document.createElement('img');
     image.src = still.thumbnail;
-    image.alt = `${label} photo`;
+    image.alt = t('still.alt', {label});
     image.decoding = 'async';
     const caption = document.createElement('figcaption');
     caption.textContent = label;
     if (still.width && still.height) {
-      caption.title = `${still.width}×${still.height} px, kept in the consultation record`;
+      caption.title = t('still.size', {width: still.width, height: still.height});
       image.width = 160;
       image.height = Math.round((160 * still.height) / still.width);
     }
@@ -422,5 +439,6 @@ export function bindCapturePanel(client, analysis) {
     }
   });
   for (const type of ['statechange', 'participants']) client.addEventListener(type, render);
+  onLanguageChange(render);
   render();
 }

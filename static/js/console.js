@@ -5,6 +5,7 @@ import {AnalysisState} from './analysis-state.js';
 import {bindPatientAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {bindAnalysisPanel, bindCapturePanel, bindConsoleAlert, bindRecording} from './console-analysis.js';
+import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {labelledIcon, renderIcons} from './icons.js';
 import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
@@ -17,6 +18,8 @@ const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
 
 renderIcons();
 const token = takeTokenFromHash();
+await initLanguage({token});
+bindLanguageSwitch($('language'));
 if (token) start(token);
 else showEnded('no_token');
 
@@ -38,7 +41,7 @@ function start(joinToken) {
     syncMesh();
     renderPeople(client);
     renderRoomName(client);
-    showStageMessage($('stage-message'), client, 'Waiting for the others to join…');
+    showStageMessage($('stage-message'), client, 'stage.waiting_for_others');
   };
   client.addEventListener('participants', render);
   client.addEventListener('tracks', render);
@@ -49,14 +52,15 @@ function start(joinToken) {
     if (client.state === 'closed') showEnded(client.endReason);
     else showConnectionState($('banner'), client.state);
   });
+  onLanguageChange(render);
 
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'));  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));
-  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
-  bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
+  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
+  bindMuteButton($('cam'), client, 'video', {muteLabel: 'control.stop_video', unmuteLabel: 'control.start_video'});
   const startMedia = bindMediaNotice(client, {
-    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'the others',
+    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.others',
   });
 
   $('leave').addEventListener('click', () => client.leave());
@@ -75,9 +79,11 @@ function join(client, startMedia) {
 }
 
 function renderRoomName(client) {
-  const name = client.room?.name ?? 'Consultation';
-  $('room-name').textContent = name;
-  document.title = `${name} · Consultation console`;
+  const name = client.room?.name;
+  const heading = $('room-name');
+  if (name) delete heading.dataset.i18n;  // the room's own name, in no language of ours
+  heading.textContent = name ?? t('console.room_default');
+  document.title = name ? t('console.title_named', {room: name}) : t('console.title');
 }
 
 function renderPeople(client) {
@@ -96,7 +102,7 @@ function personItem(person, {isSelf = false} = {}) {
 
   const name = document.createElement('span');
   name.className = 'person-name';
-  name.textContent = isSelf ? `${person.name} (you)` : person.name;
+  name.textContent = isSelf ? t('console.you_named', {name: person.name}) : person.name;
 
   const role = document.createElement('span');
   role.className = 'person-role';
@@ -104,8 +110,8 @@ function personItem(person, {isSelf = false} = {}) {
 
   const status = document.createElement('span');
   status.className = 'person-status';
-  if (person.muted?.audio) status.append(labelledIcon('mic-off', 'Microphone off'));
-  if (person.muted?.video) status.append(labelledIcon('cam-off', 'Camera off'));
+  if (person.muted?.audio) status.append(labelledIcon('mic-off', t('tile.mic_off')));
+  if (person.muted?.video) status.append(labelledIcon('cam-off', t('tile.camera_off')));
 
   item.append(name, role, status);
   return item;

@@ -8,7 +8,8 @@
  * [data-capture-state=idle|running|done][data-pose]; #photo-taken[data-pose].
  */
 
-import {poseInstruction} from './analysis-state.js';
+import {guidanceText, poseInstruction} from './analysis-state.js';
+import {onLanguageChange, t} from './i18n.js';
 
 const PHOTO_TAKEN_MS = 3_000;  // how long "Photo taken" shows
 const ALL_DONE_MS = 6_000;     // how long the thank-you shows after the last photo
@@ -29,15 +30,14 @@ export function bindRecordingNotice(client, {region, strip, text}, {onStopped = 
     document.body.dataset.recording = on ? 'on' : 'off';
     strip.hidden = !on;
     if (on) {
-      setText(text, recording.by
-        ? `This consultation is being recorded by ${recording.by}`
-        : 'This consultation is being recorded');
+      setText(text, recording.by ? t('recording.on_by', {name: recording.by}) : t('recording.on'));
     }
     if (wasOn && !on && client.state !== 'closed') onStopped(recording);
     wasOn = on;
   };
   client.addEventListener('recording', update);
   client.addEventListener('statechange', update);
+  onLanguageChange(update);
   update();
 }
 
@@ -74,11 +74,11 @@ export function bindCoach(client, analysis, els) {
     if (running) {
       const total = capture.poses.length;
       els.count.hidden = total < 2;
-      setText(els.count, `Photo ${Math.min(capture.taken + 1, total)} of ${total}`);
+      setText(els.count, t('capture.count', {n: Math.min(capture.taken + 1, total), total}));
       setText(els.pose, poseInstruction(capture.pose));
     } else if (allDone) {
       els.count.hidden = true;
-      setText(els.pose, 'All photos taken. Thank you!');
+      setText(els.pose, t('capture.all_done'));
     }
     els.taken.hidden = !takenShown;
     els.taken.dataset.pose = takenShown ? lastTaken.pose ?? '' : '';
@@ -94,8 +94,8 @@ export function bindCoach(client, analysis, els) {
       else nextCheck = Math.min(nextCheck, until);
     }
     let text = null;
-    if (cameraOff) text = running ? 'Turn your camera on for the photos' : null;
-    else if (guidance) text = guidance.text;
+    if (cameraOff) text = running ? t('capture.camera_off') : null;
+    else if (guidance) text = guidanceText(guidance);
     els.guidance.hidden = !text;
     setText(els.guidance, text ?? '');
     els.guidance.dataset.prompt = cameraOff ? 'camera_off' : guidance?.prompt ?? '';
@@ -108,5 +108,6 @@ export function bindCoach(client, analysis, els) {
   client.addEventListener('statechange', render);
   client.addEventListener('participants', render);
   client.addEventListener('localmedia', render);
+  onLanguageChange(render);
   render();
 }

@@ -2,6 +2,7 @@
 import {AnalysisState} from './analysis-state.js';
 import {bindSelfViewAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
+import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {renderIcons} from './icons.js';
 import {bindCoach, bindRecordingNotice} from './patient-coach.js';
 import {
@@ -16,6 +17,8 @@ let toastTimer = null;
 
 renderIcons();
 const token = takeTokenFromHash();
+await initLanguage({token});
+bindLanguageSwitch($('language'));
 if (token) start(token);
 else showEnded('no_token');
 
@@ -26,7 +29,7 @@ function start(joinToken) {
   const view = new RemoteMediaView($('remote'), {roleOrder: ['doctor', 'expert', 'trainer', 'patient']});
   const renderRemote = () => {
     view.render(client);
-    showStageMessage($('stage-message'), client, 'Waiting for your doctor to join…');
+    showStageMessage($('stage-message'), client, 'stage.waiting_for_doctor');
   };
   client.addEventListener('participants', renderRemote);
   client.addEventListener('tracks', renderRemote);
@@ -36,18 +39,19 @@ function start(joinToken) {
     if (client.state === 'closed') showEnded(client.endReason);
     else showConnectionState($('banner'), client.state);
   });
+  onLanguageChange(renderRemote);
 
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));
   // The doctor's marks, over the patient's own preview: it is the same picture.
   bindSelfViewAnnotations(client, $('self-view'), $('local-video'));
-  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'Mute', unmuteLabel: 'Unmute'});
-  bindMuteButton($('cam'), client, 'video', {muteLabel: 'Stop video', unmuteLabel: 'Start video'});
+  bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
+  bindMuteButton($('cam'), client, 'video', {muteLabel: 'control.stop_video', unmuteLabel: 'control.start_video'});
   bindFlipButton(client);
   // Consent first: whether the consultation is recorded, and by whom.
   bindRecordingNotice(client, {region: $('recording'), strip: $('recording-strip'), text: $('recording-text')}, {
-    onStopped: () => showToast('The recording has stopped.'),
+    onStopped: () => showToast(t('recording.stopped')),
   });
   // The face analysis' prompts and the doctor's photo protocol, over the stage.
   bindCoach(client, new AnalysisState(client), {
@@ -55,7 +59,7 @@ function start(joinToken) {
     taken: $('photo-taken'), guidance: $('guidance'),
   });
   const startMedia = bindMediaNotice(client, {
-    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'the doctor',
+    box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.doctor',
   });
 
   $('leave').addEventListener('click', () => client.leave());
@@ -82,9 +86,7 @@ function bindFlipButton(client) {
     try {
       await client.switchCamera();
     } catch (err) {
-      showToast(err.name === 'OverconstrainedError'
-        ? 'This phone has no other camera.'
-        : 'The other camera could not be started.');
+      showToast(t(err.name === 'OverconstrainedError' ? 'patient.no_other_camera' : 'patient.other_camera_failed'));
     } finally {
       button.disabled = false;
     }

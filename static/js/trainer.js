@@ -29,8 +29,10 @@
  * Test hook: window.trainer.state().
  */
 
+import {poseLabel} from './analysis-state.js';
 import {AnnotationOverlay} from './annotation-render.js';
 import {byRole, forgetToken, roleLabel, takeTokenFromHash} from './call-ui.js';
+import {bindLanguageSwitch, currentLanguage, hasText, initLanguage, listText, onLanguageChange, t as tr, tn} from './i18n.js';
 import {ReplaySource} from './replay-source.js';
 
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
@@ -49,30 +51,35 @@ const SKIP_S = 5;
 
 const $ = (id) => document.getElementById(id);
 
+// What each refusal of the replay API says (catalogue keys, by its code).
 const PROBLEM_TEXT = {
-  no_token: 'This link is incomplete. Please open the full link you were sent.',
-  unauthorized: 'This link is not valid. Please ask the clinic for a new trainer link.',
-  token_expired: 'This link has expired. Please ask the clinic for a new trainer link.',
-  forbidden: 'This link does not allow replaying recordings. Please ask the clinic for a trainer link.',
-  wrong_room: 'This recording belongs to another consultation room.',
-  stale_link: 'This link was for an earlier consultation. Please ask the clinic for a new trainer link.',
-  link_revoked: 'This link has been withdrawn. Please ask the clinic for a new trainer link.',
-  not_found: 'This recording no longer exists.',
-  recording_in_progress: 'This consultation is still being recorded. It can be replayed once the recording has stopped.',
-  tampered: 'This recording failed its integrity check and cannot be shown.',
-  unreadable: 'This recording cannot be opened.',
-  unavailable: 'Recordings cannot be opened right now. Please try again later.',
-  network: 'The server could not be reached. Check the connection and reload the page.',
+  no_token: 'trainer.problem.no_token',
+  unauthorized: 'trainer.problem.unauthorized',
+  token_expired: 'trainer.problem.token_expired',
+  forbidden: 'trainer.problem.forbidden',
+  wrong_room: 'trainer.problem.wrong_room',
+  stale_link: 'trainer.problem.stale_link',
+  link_revoked: 'trainer.problem.link_revoked',
+  not_found: 'trainer.problem.not_found',
+  recording_in_progress: 'trainer.problem.recording_in_progress',
+  tampered: 'trainer.problem.tampered',
+  unreadable: 'trainer.problem.unreadable',
+  unavailable: 'trainer.problem.unavailable',
+  network: 'trainer.problem.network',
 };
+
+function problemText(code) {
+  return tr(Object.hasOwn(PROBLEM_TEXT, code) ? PROBLEM_TEXT[code] : PROBLEM_TEXT.unavailable);
+}
 
 const TOKEN_PROBLEMS = new Set(['unauthorized', 'token_expired', 'forbidden', 'wrong_room', 'stale_link', 'link_revoked']);
 
 const STATE_TEXT = {
-  complete: 'Complete',
-  incomplete: 'Incomplete (cut short)',
-  recording: 'Being recorded now',
-  unreadable: 'Cannot be opened',
-  shredded: 'Deleted',
+  complete: 'trainer.state.complete',
+  incomplete: 'trainer.state.incomplete',
+  recording: 'trainer.state.recording',
+  unreadable: 'trainer.state.unreadable',
+  shredded: 'trainer.state.shredded',
 };
 
 class ApiError extends Error {
@@ -96,7 +103,7 @@ export function formatTime(seconds) {
 function formatCreated(iso) {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
-  return date.toLocaleString(undefined, {weekday: 'short', day: 'numeric', month: 'short', year: 'numeric',
+  return date.toLocaleString(currentLanguage(), {weekday: 'short', day: 'numeric', month: 'short', year: 'numeric',
     hour: '2-digit', minute: '2-digit'});
 }
 
@@ -150,7 +157,7 @@ class TrackView {
     this.key = media.key;
     this.media = media;
     this.hooks = hooks;
-    this.participant = participant ?? {name: 'Unknown participant', role: null};
+    this.participant = participant ?? {name: tr('trainer.unknown_participant'), role: null};
     this.start = media.start_ms / 1000;
     this.hasVideo = media.kinds.includes('video');
     this.retries = 0;
@@ -175,7 +182,6 @@ class TrackView {
       </figcaption>`;
     tile.querySelector('.tile-initials').textContent = initials(this.participant.name);
     tile.querySelector('.tile-name').textContent = this.participant.name ?? '';
-    tile.querySelector('.tile-role').textContent = roleLabel(this.participant.role);
     const video = document.createElement('video');
     video.className = 'replay-video';
     video.preload = 'auto';
@@ -184,7 +190,6 @@ class TrackView {
     video.dataset.key = this.key;
     video.dataset.name = this.participant.name ?? '';
     video.dataset.role = this.participant.role ?? '';
-    video.setAttribute('aria-label', `${this.hasVideo ? 'Video' : 'Sound'} of ${this.participant.name} (${roleLabel(this.participant.role)})`);
     video.addEventListener('error', () => hooks.onError(this));
     // Running: playing and producing frames ('playing' comes once playback has really
     // started, 'waiting' when it ran out of data).
@@ -196,7 +201,18 @@ class TrackView {
     tile.prepend(video);
     this.tile = tile;
     this.video = video;
+    this.relabel();
     this.attach();
+  }
+
+  /** The texts of the tile in the page's language (again after a change of language). */
+  relabel() {
+    const role = roleLabel(this.participant.role);
+    this.tile.querySelector('.tile-role').textContent = role;
+    const params = {name: this.participant.name, role};
+    (this.video ?? this.tile.querySelector('video'))?.setAttribute(
+      'aria-label', tr(this.hasVideo ? 'trainer.media_of.video' : 'trainer.media_of.sound', params));
+    if (this.source) this._renderPreparation();
   }
 
   /** A fresh MediaSource on the element, fed the watermarked replay (again after a media error). */
@@ -229,13 +245,13 @@ class TrackView {
     const s = this.source;
     const label = this.tile.querySelector('.tile-preparing');
     let text = '';
-    if (s.state === 'queued') text = 'Preparing…';
-    else if (s.state === 'rendering') text = `Preparing ${Math.floor(s.progress * 100)} %`;
-    else if (s.state === 'failed') text = 'Cannot be shown';
+    if (s.state === 'queued') text = tr('trainer.preparing');
+    else if (s.state === 'rendering') text = tr('trainer.preparing_percent', {percent: Math.floor(s.progress * 100)});
+    else if (s.state === 'failed') text = tr('trainer.cannot_show');
     if (label.textContent !== text) label.textContent = text;
     this.tile.dataset.render = s.state;
     if (s.state === 'failed') {
-      this.tile.querySelector('.tile-absence').textContent = 'This video cannot be played';
+      this.tile.querySelector('.tile-absence').textContent = tr('trainer.video_failed');
       this.hooks.onChange?.(this);
     }
   }
@@ -385,7 +401,7 @@ class Player {
       if (track.participant.role === 'patient' && track.hasVideo) {
         const overlay = new AnnotationOverlay(track.tile, {
           shapes: () => this._shapesFor(track),
-          label: (n) => `${n} marks on the patient's video`,
+          label: (n) => tn('annotation.patient_marks', n),
           before: track.tile.querySelector('.tile-placeholder'),
         });
         overlay.setVideo(track.video);
@@ -393,7 +409,7 @@ class Player {
         this.overlays.push(overlay);
       }
     }
-    if (!this.tracks.length) $('status').textContent = 'This recording holds no playable media.';
+    if (!this.tracks.length) $('status').textContent = tr('trainer.no_media');
 
     this._buildEventLog();
     this._bindControls();
@@ -477,10 +493,10 @@ class Player {
     document.body.toggleAttribute('data-buffering', this.stalled);
     const blocked = this.tracks.some((track) => track.blocked);
     const preparing = this.tracks.filter((track) => track.isPreparing(t));
-    let status = this.stalled ? 'Loading…' : blocked ? 'Press play to hear the sound' : '';
+    let status = this.stalled ? tr('trainer.loading') : blocked ? tr('trainer.sound_blocked') : '';
     if (preparing.length) {
       const progress = Math.min(...preparing.map((track) => track.source.progress));
-      status = `Preparing the watermarked replay… ${Math.floor(progress * 100)} %`;
+      status = tr('trainer.preparing_all', {percent: Math.floor(progress * 100)});
       this.preparingShown = true;
     }
     if ($('status').textContent !== status) $('status').textContent = status;
@@ -527,10 +543,10 @@ class Player {
   _renderTime(t) {
     const button = $('play');
     button.classList.toggle('is-playing', this.playing);
-    button.setAttribute('aria-label', this.playing ? 'Pause' : 'Play');
+    button.setAttribute('aria-label', tr(this.playing ? 'trainer.pause' : 'trainer.play'));
     $('clock').textContent = `${formatTime(t)} / ${formatTime(this.duration)}`;
     if (!this._dragging) $('seek').value = String(Math.round(t * 1000));
-    $('seek').setAttribute('aria-valuetext', `${formatTime(t)} of ${formatTime(this.duration)}`);
+    $('seek').setAttribute('aria-valuetext', tr('trainer.seek_value', {time: formatTime(t), duration: formatTime(this.duration)}));
   }
 
   _renderMarkers() {
@@ -617,7 +633,8 @@ class Player {
     const ms = t * 1000;
     const g = this.guidance[lastAtOrBefore(this.guidance, ms)];
     const guidance = $('guidance');
-    const text = g?.event.text ?? '—';
+    const prompt = g ? `prompt.${g.event.prompt}` : null;
+    const text = !g ? '—' : hasTextr(prompt) ? tr(prompt) : g.event.text ?? '—';
     if (guidance.textContent !== text) guidance.textContent = text;
     guidance.dataset.prompt = g?.event.prompt ?? '';
 
@@ -635,49 +652,71 @@ class Player {
       rows.push(dt, dd);
     };
     if (!fresh) {
-      row('Face', '—');
+      row(tr('trainer.metric.face'), '—');
     } else if (!fresh.face) {
-      row('Face', 'not found');
+      row(tr('trainer.metric.face'), tr('trainer.metric.face_not_found'));
     } else {
       const {pose, framing, sharpness, exposure} = fresh.face;
-      row('Yaw', `${round1(pose?.yaw)}°`);
-      row('Pitch', `${round1(pose?.pitch)}°`);
-      row('Roll', `${round1(pose?.roll)}°`);
-      if (framing) row('Face height', `${Math.round((framing.height ?? 0) * 100)} % of frame`);
-      row('Sharpness', round1(sharpness));
-      if (exposure) row('Exposure', `median ${Math.round(exposure.p50 ?? 0)}, clipped ${round1((exposure.clipped ?? 0) * 100)} %`);
-      if (fresh.cast) row('Colour cast', round1(fresh.cast.chroma));
+      row(tr('analysis.metric.yaw'), `${round1(pose?.yaw)}°`);
+      row(tr('analysis.metric.pitch'), `${round1(pose?.pitch)}°`);
+      row(tr('analysis.metric.roll'), `${round1(pose?.roll)}°`);
+      if (framing) {
+        row(tr('trainer.metric.face_height'),
+          tr('trainer.metric.face_height_value', {percent: Math.round((framing.height ?? 0) * 100)}));
+      }
+      row(tr('analysis.metric.sharpness'), round1(sharpness));
+      if (exposure) {
+        row(tr('analysis.metric.exposure'), tr('trainer.metric.exposure_value',
+          {median: Math.round(exposure.p50 ?? 0), clipped: round1((exposure.clipped ?? 0) * 100)}));
+      }
+      if (fresh.cast) row(tr('analysis.metric.cast'), round1(fresh.cast.chroma));
     }
     $('metrics').replaceChildren(...rows);
   }
 
   _describe(event) {
     const person = (id) => this.participants.get(id);
-    const who = (identity) => this.names.get(identity) ?? identity ?? 'Someone';
+    const who = (identity) => this.names.get(identity) ?? identity ?? tr('trainer.event.someone');
+    const drew = {freehand: 'trainer.event.drew.freehand', circle: 'trainer.event.drew.circle',
+                  arrow: 'trainer.event.drew.arrow'};
     switch (event.type) {
       case 'recording':
-        return event.state === 'on' ? `Recording started${event.by ? ` by ${event.by}` : ''}` : 'Recording stopped';
+        if (event.state !== 'on') return tr('trainer.event.recording_stopped');
+        return event.by ? tr('trainer.event.recording_started_by', {name: event.by}) : tr('trainer.event.recording_started');
       case 'participant-joined':
-        return `${event.participant?.name} (${roleLabel(event.participant?.role)}) joined`;
+        return tr('trainer.event.joined', {person: tr('trainer.person', {name: event.participant?.name,
+                                                                     role: roleLabel(event.participant?.role)})});
       case 'participant-left': {
         const p = person(event.participant_id);
-        return `${p ? p.name : 'A participant'} left`;
+        return tr('trainer.event.left', {name: p ? p.name : tr('trainer.event.a_participant')});
       }
       case 'annotation':
         if (event.op === 'add') {
           const s = event.shape ?? {};
-          return s.kind === 'text' ? `${who(event.author)} wrote “${s.text}”` : `${who(event.author)} drew a ${s.kind}`;
+          if (s.kind === 'text') return tr('trainer.event.wrote', {name: who(event.author), text: s.text});
+          return tr(Object.hasOwn(drew, s.kind) ? drew[s.kind] : 'trainer.event.drew', {name: who(event.author)});
         }
-        if (event.op === 'undo') return `${who(event.author)} undid a mark`;
-        if (event.op === 'clear') return `${who(event.author)} cleared ${event.ids?.length ?? 0} mark(s)`;
+        if (event.op === 'undo') return tr('trainer.event.undid', {name: who(event.author)});
+        if (event.op === 'clear') return tn('trainer.event.cleared', event.ids?.length ?? 0, {name: who(event.author)});
         return null;
       case 'analysis':
-        if (event.kind === 'guidance') return `Guidance: ${event.text}`;
-        if (event.kind === 'still') return `Photo taken (${event.pose})`;
+        if (event.kind === 'guidance') {
+          const prompt = `prompt.${event.prompt}`;
+          return tr('trainer.event.guidance', {text: hasTextr(prompt) ? tr(prompt) : event.text});
+        }
+        if (event.kind === 'still') return tr('trainer.event.photo', {pose: poseLabel(event.pose)});
         return null;
       default:
         return null;
     }
+  }
+
+  /** Every text of the player in the page's language, after a change of language. */
+  relabel() {
+    for (const track of this.tracks) track.relabel();
+    this._metricsKey = undefined;
+    this._buildEventLog();
+    this.tick();
   }
 
   _buildEventLog() {
@@ -796,6 +835,8 @@ class Player {
 // ---- the page -------------------------------------------------------------------------
 
 const token = takeTokenFromHash();
+await initLanguage({token});
+bindLanguageSwitch($('language'));
 const page = {player: null, recordings: null, state: () => page.player?.state() ?? null};
 window.trainer = page;
 
@@ -804,7 +845,7 @@ async function api(path) {
   try {
     response = await fetch(path, {headers: {Authorization: `Bearer ${token}`}, cache: 'no-store'});
   } catch {
-    throw new ApiError(0, 'network', 'the server could not be reached');
+    throw new ApiError(0, 'network', '');
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body?.error ?? 'unavailable', body?.message);
@@ -823,7 +864,7 @@ function showProblem(code, message) {
   if (TOKEN_PROBLEMS.has(code)) forgetToken();  // a reload must not retry a link that cannot work
   page.player?.destroy();
   page.player = null;
-  $('problem-text').textContent = PROBLEM_TEXT[code] ?? message ?? PROBLEM_TEXT.unavailable;
+  $('problem-text').textContent = problemText(code);
   $('problem').dataset.code = code;
   $('status').textContent = '';
   showView('problem');
@@ -832,9 +873,9 @@ function showProblem(code, message) {
 async function showList() {
   page.player?.destroy();
   page.player = null;
-  document.title = 'Consultation recordings';
-  $('title').textContent = 'Consultation recordings';
-  $('status').textContent = 'Loading…';
+  document.title = tr('trainer.title');
+  $('title').textContent = tr('trainer.title');
+  $('status').textContent = tr('trainer.loading');
   let listing;
   try {
     listing = await api('/api/replay/recordings');
@@ -842,12 +883,17 @@ async function showList() {
     showProblem(err.code, err.message);
     return;
   }
+  page.listing = listing;
   page.recordings = listing.recordings;
-  $('title').textContent = `Recordings of room ${listing.room}`;
   $('status').textContent = '';
+  renderList(listing);
+  showView('list');
+}
+
+function renderList(listing) {
+  $('title').textContent = tr('trainer.title_room', {room: listing.room});
   $('recordings').replaceChildren(...listing.recordings.map(recordingItem));
   $('list-empty').hidden = listing.recordings.length > 0;
-  showView('list');
 }
 
 function recordingItem(rec) {
@@ -861,46 +907,56 @@ function recordingItem(rec) {
   when.textContent = formatCreated(rec.created);
   const state = document.createElement('span');
   state.className = 'recording-state';
-  state.textContent = STATE_TEXT[rec.state] ?? rec.state;
+  state.textContent = Object.hasOwn(STATE_TEXT, rec.state) ? tr(STATE_TEXT[rec.state]) : rec.state;
   when.append(state);
   const meta = document.createElement('p');
   meta.className = 'recording-meta';
-  const people = rec.participants.map((p) => `${p.name} (${roleLabel(p.role)})`).join(', ');
+  const people = listText(rec.participants.map((p) => tr('trainer.person', {name: p.name, role: roleLabel(p.role)})));
   const parts = [rec.duration_ms != null ? formatTime(rec.duration_ms / 1000) : null, people || null];
-  meta.textContent = parts.filter(Boolean).join(' · ') || `${rec.tracks} tracks`;
+  meta.textContent = parts.filter(Boolean).join(' · ') || tn('trainer.tracks', rec.tracks);
   info.append(when, meta);
   const open = document.createElement('button');
   open.type = 'button';
   open.className = 'button';
-  open.textContent = 'Replay';
+  open.textContent = tr('trainer.replay');
   open.disabled = !['complete', 'incomplete'].includes(rec.state);
-  open.setAttribute('aria-label', `Replay the recording of ${formatCreated(rec.created)}`);
+  open.setAttribute('aria-label', tr('trainer.replay_of', {created: formatCreated(rec.created)}));
   open.addEventListener('click', () => openRecording(rec.id));
   li.append(info, open);
   return li;
 }
 
 async function openRecording(id) {
-  $('status').textContent = 'Opening…';
+  $('status').textContent = tr('trainer.opening');
   let rec;
   try {
     rec = await api(`/api/replay/recordings/${encodeURIComponent(id)}`);
   } catch (err) {
     if (err.code === 'recording_in_progress' || err.code === 'not_found') {
-      $('status').textContent = PROBLEM_TEXT[err.code];
+      $('status').textContent = problemText(err.code);
       return;
     }
     showProblem(err.code, err.message);
     return;
   }
   $('status').textContent = '';
-  const title = `Replay · ${formatCreated(rec.created)}`;
+  const title = tr('trainer.title_replay', {created: formatCreated(rec.created)});
   $('title').textContent = title;
-  document.title = `${title} · Consultation recordings`;
+  document.title = tr('trainer.tab_title', {title});
   showView('player');
   page.player = new Player(rec, api);
 }
 
 $('back').addEventListener('click', () => showList());
+onLanguageChange(() => {
+  const view = document.body.dataset.view;
+  if (view === 'list' && page.listing) renderList(page.listing);
+  else if (view === 'player' && page.player) {
+    page.player.relabel();
+    const title = tr('trainer.title_replay', {created: formatCreated(page.player.rec.created)});
+    $('title').textContent = title;
+    document.title = tr('trainer.tab_title', {title});
+  } else if (view === 'problem') $('problem-text').textContent = problemText($('problem').dataset.code);
+});
 if (token) showList();
 else showProblem('no_token');

@@ -19,15 +19,16 @@
  */
 
 import {VideoCanvasLayer, fitCanvasToPicture} from './annotation-render.js';
+import {onLanguageChange, t} from './i18n.js';
 
 const PERIOD_S = 90;            // one lap of the drift path, as on the server
 const OPACITY = 0.5;
 const FONT_PX_AT_720 = 30;      // label height relative to the picture, as on the server
 const REDRAW_MS = 250;          // the label moves at most ~1 % of the picture per redraw
 
-const NOTICES = {
-  page: 'This video is watermarked with your name',
-  server: 'Video in this consultation is watermarked for each viewer',
+const NOTICES = {  // catalogue keys
+  page: 'watermark.notice.page',
+  server: 'watermark.notice.server',
 };
 
 /** Top-left of the label as fractions of the free area, t in seconds (watermark_embed.drift_position). */
@@ -128,7 +129,7 @@ export function bindViewerMark(client, container, {corner = 'right'} = {}) {
     const current = mode();
     notice.hidden = !(current in NOTICES);
     notice.dataset.mode = current;
-    notice.textContent = NOTICES[current] ?? '';
+    notice.textContent = current in NOTICES ? t(NOTICES[current]) : '';
     const wanted = new Set(current === 'page' ? container.querySelectorAll('video.remote-video') : []);
     for (const [tile, layer] of layers) {
       if (!tile.isConnected || !wanted.has(layer.video)) {
@@ -149,6 +150,7 @@ export function bindViewerMark(client, container, {corner = 'right'} = {}) {
 
   new MutationObserver(sync).observe(container, {childList: true, subtree: true});
   client.addEventListener('participants', sync);
+  onLanguageChange(sync);
   setInterval(() => {
     for (const layer of layers.values()) layer.redraw();
   }, REDRAW_MS);

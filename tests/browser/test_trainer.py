@@ -198,7 +198,7 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
         return probe(trainer, PATIENT_VIDEO, PATIENT_CANVAS, [tuple(p) for p in STROKE[1:-1]])
 
     # -- the stroke is there between its add and its undo, and only then ------------------
-    log_item = trainer.find_element(By.XPATH, "//ol[@id='events']//button[contains(., 'drew a freehand')]")
+    log_item = trainer.find_element(By.XPATH, "//ol[@id='events']//button[contains(., 'drew a line')]")
     log_item.click()  # seeks to the moment it was drawn
     # a seek may wait for the watermarked render to reach that moment: allow for a busy machine
     assert poll(lambda: abs(state(trainer)["time"] - added / 1000) < 0.01, 15), diagnostics(
