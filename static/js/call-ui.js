@@ -81,6 +81,8 @@ const PAUSED_VIDEO_TITLE = {'weak-connection': 'tile.paused.weak_connection'};
 
 /** Ends after which joining again with the same link makes sense. */
 const REJOINABLE_ENDS = new Set(['left', 'replaced']);
+/** Ends of a call that was under way; any other end is a link that never let the person in. */
+const CALL_ENDS = new Set(['left', 'kicked', 'room-closed', 'replaced']);
 
 function endText(reason) {
   return t(Object.hasOwn(END_TEXT, reason) ? END_TEXT[reason] : 'end.room_closed');
@@ -92,7 +94,14 @@ function endText(reason) {
  */
 export function showEnded(reason) {
   if (!REJOINABLE_ENDS.has(reason)) forgetToken();
-  showConnectionState(document.getElementById('banner'), 'closed');
+  const banner = document.getElementById('banner');
+  showConnectionState(banner, 'closed');
+  // "Call ended" only for a call there was; a bad link says it could not join.
+  const title = CALL_ENDS.has(reason) ? 'end.title' : 'end.title_not_joined';
+  for (const element of [banner, document.getElementById('ended-title')]) {
+    element.dataset.i18n = title;
+    element.textContent = t(title);
+  }
   const text = document.getElementById('ended-text');
   text.dataset.i18n = Object.hasOwn(END_TEXT, reason) ? END_TEXT[reason] : 'end.room_closed';
   text.textContent = endText(reason);

@@ -189,7 +189,7 @@ function offsetText(framing) {
     part(framing.offset_x, 'analysis.offset.right', 'analysis.offset.left'),
     part(framing.offset_y, 'analysis.offset.down', 'analysis.offset.up'),
   ].filter(Boolean);
-  return parts.length ? t('analysis.offset.in_image', {parts: listText(parts, 'unit')}) : t('analysis.offset.centred');
+  return parts.length ? t('analysis.offset.in_image', {parts: listText(parts)}) : t('analysis.offset.centred');
 }
 
 function castText(cast) {
@@ -376,7 +376,7 @@ export function bindCapturePanel(client, analysis) {
     let text;
     if (!capture) {
       text = allowed
-        ? t('capture.protocol', {poses: listText(POSES.map((p) => poseLabel(p)), 'unit')})
+        ? t('capture.protocol', {poses: listText(POSES.map((p) => poseLabel(p)))})
         : t('capture.none');
     } else if (running) {
       text = t('capture.running', {n: taken + 1, total, pose: poseLabel(capture.pose),

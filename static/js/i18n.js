@@ -118,9 +118,9 @@ export function tn(key, count, params = {}) {
   return t(hasText(`${key}.${category}`) ? `${key}.${category}` : `${key}.other`, {count, ...params});
 }
 
-/** A list in the page's language ("a, b and c" / "a、b和c"). */
-export function listText(items, type = 'conjunction') {
-  return new Intl.ListFormat(current, {style: 'long', type}).format(items);
+/** Items in a row, in the page's language ("a, b, c" / "a、b、c"). */
+export function listText(items) {
+  return items.join(t('list.separator'));
 }
 
 /** Translates `[data-i18n]` text and `[data-i18n-attr="aria-label:key;title:key"]` attributes under `root`. */

@@ -293,7 +293,7 @@ class TrackView {
     const active = this.isActive(t);
     this.tile.classList.toggle('is-absent', !active);
     if (!active) {
-      this.tile.querySelector('.tile-absence').textContent = local < 0 ? 'Not in the call yet' : 'Left the call';
+      this.tile.querySelector('.tile-absence').textContent = tr(local < 0 ? 'trainer.absence.before' : 'trainer.absence.after');
       if (!v.paused) v.pause();
       // Parked at its start, so it is ready when the clock gets there.
       if (local < 0 && v.readyState >= HTMLMediaElement.HAVE_METADATA && !v.seeking && v.currentTime > 0.05) {
@@ -301,7 +301,7 @@ class TrackView {
       }
       return;
     }
-    if (!this.hasVideo) this.tile.querySelector('.tile-absence').textContent = 'Sound only';
+    if (!this.hasVideo) this.tile.querySelector('.tile-absence').textContent = tr('trainer.sound_only');
     if (v.error || v.readyState < HTMLMediaElement.HAVE_METADATA) return;  // cannot seek yet
     const drift = v.currentTime - local;
     const heard = Math.abs(drift) / rate;  // how far apart it sounds and looks
@@ -801,7 +801,7 @@ class Player {
   _mediaFailed(track) {
     // The element could not decode what it was given: start it over on a fresh MediaSource.
     if (track.retries >= MAX_MEDIA_RETRIES) {
-      track.tile.querySelector('.tile-absence').textContent = 'This video cannot be played';
+      track.tile.querySelector('.tile-absence').textContent = tr('trainer.video_failed');
       return;
     }
     track.retries += 1;

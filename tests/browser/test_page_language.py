@@ -112,7 +112,7 @@ def test_a_link_without_a_language_follows_the_browser(sfu_server, chromium, bro
     stranger = chromium("stranger", extra_args=["--lang=zh-CN", "--accept-lang=zh-CN,zh"])
     stranger.get(sfu_server.url("/patient"))
     ok, ui = wait_ui(stranger, page, lambda s: s["connection"] == "closed", timeout=10)
-    assert ok and ui["banner"] == ZH["state.closed"], ui
+    assert ok and ui["banner"] == ZH["end.title_not_joined"], ui
     assert stranger.find_element("id", "ended-text").text == ZH["end.no_token"]
 
     english = chromium("english", extra_args=["--lang=en-US"])
