@@ -71,6 +71,7 @@ class Action:
     RECORD_START = "record.start"
     RECORD_STOP = "record.stop"
     RECORD_FAILED = "record.failed"
+    RECORD_CONSENT = "record.consent"  # a participant continued (or left) when told of a recording
     REPLAY = "replay"
     EXPORT = "export"
     VERIFY = "verify"

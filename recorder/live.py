@@ -69,6 +69,10 @@ class LiveRecording:
 
         return EncodedFrameTap(consume, request_keyframe=request_keyframe, name=f"record-{track_id}")
 
+    async def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
+        """An audit entry about this recording, written off the event loop. Raises RecorderError."""
+        await self._loop.run_in_executor(None, self.writer.audit, actor, action, details)
+
     def event(self, timestamp_ms: int, event: dict[str, Any]) -> None:
         self._put(("event", timestamp_ms, event))
 

@@ -311,6 +311,11 @@ class RecordingWriter:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
+        """An entry about this recording by someone else than who started it. Raises RecorderError."""
+        if self._audit is not None:
+            self._audit.append(actor, action, self.id, details)
+
     def _audit_best_effort(self, action: str, details: dict[str, Any]) -> None:
         # The audit log may sit on the same full disk; failing to log a stop must not mask it.
         if self._audit is None:

@@ -24,6 +24,7 @@ from media.processors.face_processor import CATALOGUE as PROCESSORS
 from media.processors.face_processor import DEFAULT_PROTOCOL
 from media.room import MediaRoom
 from media.taps import PacketTap
+from recorder.audit import Action
 from recorder.errors import RecorderError
 from recorder.live import LiveRecording
 from recorder.manifest import room_label
@@ -251,6 +252,21 @@ class LiveRoom:
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
         self._keyframe_timer = asyncio.ensure_future(self._keyframes_while_recording())
         return self.recording
+
+    async def record_consent(self, participant: "ParticipantRecord", recording_id: str, given: bool) -> bool:
+        """A participant's answer to being recorded, in the audit log and the recording, and told
+        to the room (consoles show who agreed). False when `recording_id` is not the one running.
+        Raises RecorderError when the audit log cannot take it."""
+        recording = self.recording
+        if recording is None or recording.id != recording_id:
+            return False
+        await recording.audit(participant.identity, Action.RECORD_CONSENT,
+                              {"given": given, "participant": participant.id, "role": participant.role})
+        message = {"type": "consent", "participant": participant.id, "recording_id": recording_id, "given": given,
+                   "t_ms": self.session_ms()}
+        self._record_event(message)
+        self.broadcast(message)
+        return True
 
     async def _keyframes_while_recording(self) -> None:
         """A keyframe every few seconds, so a replay can seek without decoding from the start."""

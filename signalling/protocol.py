@@ -26,6 +26,8 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "annotate": {"op": ((str,), True)},
     "annotations-get": {},
     "record": {"action": ((str,), True)},
+    # a participant's answer when told the room is recorded: continue (true) or leave (false)
+    "consent": {"recording_id": ((str,), True), "given": ((bool,), True)},
     "capture": {"action": ((str,), True), "poses": ((list,), False), "tolerance_deg": ((int, float), False)},
 }
 

@@ -265,6 +265,8 @@ class ParticipantSession:
             self.send(self._joined_room().board.snapshot())
         elif kind == "record":
             await self._on_record(message["action"])
+        elif kind == "consent":
+            await self._on_consent(message["recording_id"], message["given"])
         elif kind == "capture":
             await self._on_capture(message)
         elif kind == "join":
@@ -283,6 +285,14 @@ class ParticipantSession:
             self.send(exc.to_message())
             return
         room.broadcast(event)
+
+    async def _on_consent(self, recording_id: str, given: bool) -> None:
+        room = self._joined_room()
+        try:
+            if not await room.record_consent(self.joined_participant(), recording_id, given):
+                self.send_error("bad_state", "that recording is not the one running")
+        except RecorderError as exc:
+            self.send_error("recording_failed", f"the answer could not be recorded: {exc}")
 
     async def _on_record(self, action: str) -> None:
         room = self._joined_room()

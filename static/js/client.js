@@ -242,6 +242,16 @@ export class ConsultClient extends EventTarget {
   }
 
   /**
+   * Answers being told the room is recorded: continue (true) or leave (false); the server
+   * audits it under our identity. False when it cannot be sent now.
+   */
+  answerRecording(recordingId, given) {
+    if (this._conn?.ws?.readyState !== WebSocket.OPEN || !this.joined) return false;
+    this._send({type: 'consent', recording_id: recordingId, given});
+    return true;
+  }
+
+  /**
    * Starts the guided photo protocol on the patient's video (needs 'record'): `poses`
    * (1-8 of frontal, left45, right45; default all three), `toleranceDeg` (2-20; default
    * the server's, 8). Progress comes as `analysis` events of kind `capture`, photos as
@@ -364,6 +374,9 @@ export class ConsultClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('analysis', {detail: msg}));
         return undefined;
       case 'recording': return this._onRecording(msg);
+      case 'consent':
+        this.dispatchEvent(new CustomEvent('consent', {detail: msg}));
+        return undefined;
       case 'video-state': return this._onVideoState(msg);
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);

@@ -7,6 +7,7 @@ import {ConsultClient} from './client.js';
 import {bindAnalysisPanel, bindCapturePanel, bindConsoleAlert, bindRecording} from './console-analysis.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {labelledIcon, renderIcons} from './icons.js';
+import {bindRecordingConsent} from './recording-consent.js';
 import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   byRole, roleLabel, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
@@ -15,6 +16,8 @@ import {bindViewerMark} from './viewer-mark.js';
 
 const $ = (id) => document.getElementById(id);
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
+// Who answered the running recording's question, and how (participant id -> given).
+const consents = {recordingId: null, answers: new Map()};
 
 renderIcons();
 const token = takeTokenFromHash();
@@ -47,6 +50,17 @@ function start(joinToken) {
   client.addEventListener('tracks', render);
   client.addEventListener('videostate', () => view.render(client));  // a video paused or resumed to us
   client.addEventListener('localmedia', () => renderPeople(client));  // our own muted icons
+  client.addEventListener('consent', (event) => {
+    const {participant, recording_id: recordingId, given} = event.detail;
+    if (recordingId !== consents.recordingId) consents.answers.clear();
+    consents.recordingId = recordingId;
+    consents.answers.set(participant, given);
+    renderPeople(client);
+  });
+  client.addEventListener('recording', () => {
+    if (client.recording.recording_id !== consents.recordingId) consents.answers.clear();
+    renderPeople(client);
+  });
   client.addEventListener('statechange', () => {
     render();
     if (client.state === 'closed') showEnded(client.endReason);
@@ -59,6 +73,9 @@ function start(joinToken) {
   bindLocalPreview(client, $('local-video'), $('self-view'));
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'control.stop_video', unmuteLabel: 'control.start_video'});
+  bindRecordingConsent(client, {
+    box: $('consent'), text: $('consent-text'), proceed: $('consent-continue'), leave: $('consent-leave'),
+  });
   const startMedia = bindMediaNotice(client, {
     box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.others',
   });
@@ -87,7 +104,11 @@ function renderRoomName(client) {
 }
 
 function renderPeople(client) {
-  const items = [...client.participants.values()].sort(byRole(ROLE_ORDER)).map((person) => personItem(person));
+  const recording = client.recording.state === 'on' ? client.recording.recording_id : null;
+  const answer = (person) => (recording !== null && recording === consents.recordingId
+    ? consents.answers.get(person.id) : undefined);
+  const items = [...client.participants.values()].sort(byRole(ROLE_ORDER))
+    .map((person) => personItem(person, {answer: answer(person)}));
   if (client.self) {
     const muted = {audio: client.isOff('audio'), video: client.isOff('video')};
     items.unshift(personItem({...client.self, muted}, {isSelf: true}));
@@ -95,7 +116,8 @@ function renderPeople(client) {
   $('people').replaceChildren(...items);
 }
 
-function personItem(person, {isSelf = false} = {}) {
+/** A participant in the list; `answer`: their answer to the running recording, if any. */
+function personItem(person, {isSelf = false, answer} = {}) {
   const item = document.createElement('li');
   item.className = 'person';
   item.dataset.participantId = person.id;
@@ -114,5 +136,12 @@ function personItem(person, {isSelf = false} = {}) {
   if (person.muted?.video) status.append(labelledIcon('cam-off', t('tile.camera_off')));
 
   item.append(name, role, status);
+  if (answer !== undefined) {
+    const consent = document.createElement('span');
+    consent.className = 'person-consent';
+    consent.dataset.given = String(answer);
+    consent.textContent = t(answer ? 'console.consent.given' : 'console.consent.refused');
+    item.append(consent);
+  }
   return item;
 }

@@ -19,9 +19,11 @@ const PERFECT_SHOWN_MS = 4_000;
 
 /**
  * Shows the recording strip while the server says the room is recorded. `onStopped`
- * is called when a recording the patient was told about ends.
+ * is called when the server says a recording the patient was told about ended (not when
+ * our own call ended: the state we knew is only forgotten then), `onStarted` when one
+ * is on again.
  */
-export function bindRecordingNotice(client, {region, strip, text}, {onStopped = () => {}} = {}) {
+export function bindRecordingNotice(client, {region, strip, text}, {onStopped = () => {}, onStarted = () => {}} = {}) {
   let wasOn = false;
   const update = () => {
     const recording = client.recording;
@@ -32,7 +34,8 @@ export function bindRecordingNotice(client, {region, strip, text}, {onStopped = 
     if (on) {
       setText(text, recording.by ? t('recording.on_by', {name: recording.by}) : t('recording.on'));
     }
-    if (wasOn && !on && client.state !== 'closed') onStopped(recording);
+    if (wasOn && !on && client.state !== 'closed' && recording.reason) onStopped(recording);
+    if (!wasOn && on) onStarted(recording);
     wasOn = on;
   };
   client.addEventListener('recording', update);

@@ -5,6 +5,7 @@ import {ConsultClient} from './client.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {renderIcons} from './icons.js';
 import {bindCoach, bindRecordingNotice} from './patient-coach.js';
+import {bindRecordingConsent} from './recording-consent.js';
 import {
   RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
@@ -52,6 +53,10 @@ function start(joinToken) {
   // Consent first: whether the consultation is recorded, and by whom.
   bindRecordingNotice(client, {region: $('recording'), strip: $('recording-strip'), text: $('recording-text')}, {
     onStopped: () => showToast(t('recording.stopped')),
+    onStarted: () => hideToast(t('recording.stopped')),  // "stopped" must not outlive a new start
+  });
+  bindRecordingConsent(client, {
+    box: $('consent'), text: $('consent-text'), proceed: $('consent-continue'), leave: $('consent-leave'),
   });
   // The face analysis' prompts and the doctor's photo protocol, over the stage.
   bindCoach(client, new AnalysisState(client), {
@@ -99,6 +104,11 @@ function bindFlipButton(client) {
 async function updateFlipButton() {
   const devices = await navigator.mediaDevices?.enumerateDevices() ?? [];
   $('flip').hidden = devices.filter((d) => d.kind === 'videoinput').length < 2;
+}
+
+function hideToast(text) {
+  const toast = $('toast');
+  if (toast.textContent === text) toast.hidden = true;
 }
 
 function showToast(text) {

@@ -686,6 +686,11 @@ class Player {
       case 'participant-joined':
         return tr('trainer.event.joined', {person: tr('trainer.person', {name: event.participant?.name,
                                                                      role: roleLabel(event.participant?.role)})});
+      case 'consent': {
+        const p = person(event.participant);
+        const name = p ? p.name : tr('trainer.event.a_participant');
+        return tr(event.given ? 'trainer.event.consent_given' : 'trainer.event.consent_refused', {name});
+      }
       case 'participant-left': {
         const p = person(event.participant_id);
         return tr('trainer.event.left', {name: p ? p.name : tr('trainer.event.a_participant')});

@@ -50,6 +50,7 @@ VALID_VALUES: dict[str, st.SearchStrategy] = {
     "poses": st.lists(st.sampled_from(CAPTURE_POSES + ("up", "")), max_size=10) | st.lists(json_values, max_size=3),
     "tolerance_deg": st.sampled_from((1, 2, 8, 20, 21, 2.0, 1.99, 19.99, 20.01, math.inf, math.nan))
     | st.integers(-3, 25) | st.floats(allow_nan=True),
+    "recording_id": st.text(max_size=40) | surrogate_text, "given": st.booleans(),
 }
 
 

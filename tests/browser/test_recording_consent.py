@@ -1,0 +1,98 @@
+"""Consent when a recording starts (issue 17): the patient is asked, by name of who records,
+to continue or leave; the answer is audited under the patient's identity and shown on the
+doctor's console; leaving ends the patient's call. The doctor, who started it, is not asked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recorder.audit import Action, AuditLog
+
+from .harness import poll
+from .test_consultation_ui import click, phone_sized, wait_ui
+from .test_pages import wait_for_live_remote_video
+
+CONSENT_JS = r"""
+const box = document.getElementById('consent');
+const shown = box && !box.hidden && box.getClientRects().length > 0;
+const r = shown ? box.getBoundingClientRect() : null;
+return {
+  connection: document.body.dataset.connectionState,
+  asked: shown,
+  recordingId: box ? box.dataset.recordingId : null,
+  text: shown ? document.getElementById('consent-text').textContent : null,
+  inView: r ? r.top >= 0 && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth : null,
+  consents: [...document.querySelectorAll('.person-consent')].map((e) => [e.closest('.person').dataset.participantId,
+                                                                          e.dataset.given]),
+  ended: document.getElementById('ended')?.hidden === false ? document.getElementById('ended-text').textContent : null,
+  recording: document.body.dataset.recording,
+  toast: document.getElementById('toast')?.hidden === false ? document.getElementById('toast').textContent : null,
+};
+"""
+
+
+def ui(driver) -> dict:
+    return driver.execute_script(CONSENT_JS)
+
+
+def send(driver, message: dict) -> None:
+    driver.execute_script("window.consultClient._send(arguments[0]);", message)
+
+
+def answers(server) -> list[tuple[str, bool]]:
+    return [(e["actor"], e["details"]["given"]) for e in AuditLog.open(server.data_dir).authentic_entries()
+            if e["action"] == Action.RECORD_CONSENT]
+
+
+@pytest.mark.browser
+def test_the_patient_is_asked_and_the_answer_is_audited(sfu_server, chromium, browser_diagnostics):
+    doctor = chromium("doctor")
+    doctor.get(sfu_server.doctor_url)
+    patient = chromium("patient")
+    phone_sized(patient)
+    patient.get(sfu_server.patient_url)
+    live, last = wait_for_live_remote_video({"doctor": (doctor, "patient"), "patient": (patient, "doctor")})
+    assert len(live) == 2, browser_diagnostics(f"no live call: {json.dumps(last, default=str)}")
+    assert not ui(patient)["asked"] and not ui(doctor)["asked"]
+    doctor_name = doctor.execute_script("return window.consultClient.self.name")
+    patient_id = patient.execute_script("return window.consultClient.self.id")
+
+    send(doctor, {"type": "record", "action": "start"})
+    ok, p = wait_ui(patient, ui, lambda s: s["asked"], timeout=15)
+    assert ok, browser_diagnostics(f"the patient was not asked: {p}")
+    assert doctor_name in p["text"] and p["inView"] and p["recordingId"], p
+    assert not ui(doctor)["asked"]  # who started it is not asked
+    click(patient, "#consent-continue")
+    ok, p = wait_ui(patient, ui, lambda s: not s["asked"], timeout=5)
+    assert ok and p["connection"] == "connected", p
+    ok, d = wait_ui(doctor, ui, lambda s: [patient_id, "true"] in s["consents"], timeout=10)
+    assert ok, browser_diagnostics(f"the console does not show the patient's answer: {d}")
+    assert poll(lambda: answers(sfu_server) == [("demo-patient", True)], 10), answers(sfu_server)
+
+    # Leave and "Join again" while it records: the strip, no "recording has stopped" toast,
+    # and no second question about the same recording (issue 17, item 5).
+    click(patient, "#leave")
+    ok, p = wait_ui(patient, ui, lambda s: s["ended"] is not None, timeout=10)
+    assert ok, p
+    click(patient, "#rejoin")
+    ok, p = wait_ui(patient, ui, lambda s: s["connection"] == "connected" and s["recording"] == "on", timeout=30)
+    assert ok and p["toast"] is None and not p["asked"], browser_diagnostics(f"after Join again: {p}")
+
+    # A reload does not ask again about the same recording.
+    patient.refresh()
+    ok, p = wait_ui(patient, ui, lambda s: s["connection"] == "connected", timeout=30)
+    assert ok and not p["asked"], p
+
+    # A new recording asks again; leaving is an answer, and ends the patient's call.
+    send(doctor, {"type": "record", "action": "stop"})
+    poll(lambda: doctor.execute_script("return window.consultClient.recording.state") == "off", 10)
+    send(doctor, {"type": "record", "action": "start"})
+    ok, p = wait_ui(patient, ui, lambda s: s["asked"], timeout=15)
+    assert ok, browser_diagnostics(f"the patient was not asked about the second recording: {p}")
+    click(patient, "#consent-leave")
+    ok, p = wait_ui(patient, ui, lambda s: s["ended"] is not None, timeout=10)
+    assert ok and p["connection"] == "closed", p
+    assert poll(lambda: answers(sfu_server) == [("demo-patient", True), ("demo-patient", False)], 10), \
+        answers(sfu_server)
