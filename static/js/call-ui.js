@@ -239,10 +239,14 @@ export function bindSoundButton(button, view, client) {
  * bindSoundButton.
  */
 export class RemoteMediaView extends EventTarget {
-  /** roleOrder: roles in display order (first = largest tile). */
-  constructor(container, {roleOrder}) {
+  /**
+   * roleOrder: roles in display order (first = largest tile); quality: a ConnectionQuality
+   * (connection-quality.js) whose verdict each tile shows, or null.
+   */
+  constructor(container, {roleOrder, quality = null}) {
     super();
     this.container = container;
+    this.quality = quality;
     this.compare = byRole(roleOrder);
     this.tiles = new Map();  // participant id -> tile element
   }
@@ -258,6 +262,7 @@ export class RemoteMediaView extends EventTarget {
       const tile = this.tiles.get(person.id) ?? this._createTile(person.id);
       this._updateTile(tile, person, media.filter((m) => m.participantId === person.id));
       this._updatePausedNotice(tile, client.pausedVideo.has(person.id), client.pausedVideo.get(person.id));
+      this._updateQuality(tile, this.quality?.get(person.id) ?? null);
       // Move only tiles that are out of place, to leave playing videos alone.
       if (this.container.children[index] !== tile) {
         this.container.insertBefore(tile, this.container.children[index] ?? null);
@@ -285,6 +290,7 @@ export class RemoteMediaView extends EventTarget {
       <figcaption class="tile-label">
         <span class="tile-name"></span>
         <span class="tile-role"></span>
+        <span class="tile-quality" role="status"></span>
       </figcaption>`;
     const micOff = labelledIcon('mic-off', t('tile.mic_off'));
     micOff.classList.add('mic-off-icon');
@@ -328,6 +334,13 @@ export class RemoteMediaView extends EventTarget {
     // announced again, so only changes are written.
     setText(tile.querySelector('.tile-paused-title'), text.title);
     setText(tile.querySelector('.tile-paused-detail'), text.detail);
+  }
+
+  /** How well this person reaches us: a word on the tile while it is not good. */
+  _updateQuality(tile, quality) {
+    tile.dataset.quality = quality ?? '';
+    const text = {weak: 'tile.quality.weak', lost: 'tile.quality.lost'}[quality];
+    setText(tile.querySelector('.tile-quality'), text ? t(text) : '');
   }
 
   _updateVideo(tile, person, item) {

@@ -4,6 +4,7 @@
 import {AnalysisState} from './analysis-state.js';
 import {bindPatientAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
+import {ConnectionQuality} from './connection-quality.js';
 import {bindAnalysisPanel, bindCapturePanel, bindConsoleAlert, bindRecording} from './console-analysis.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {labelledIcon, renderIcons} from './icons.js';
@@ -30,7 +31,8 @@ function start(joinToken) {
   const client = new ConsultClient(joinToken);
   window.consultClient = client;
 
-  const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER});
+  const quality = new ConnectionQuality(client);
+  const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER, quality});
   // Marks over the patient's tile, and the drawing tools for those who may annotate.
   const syncAnnotations = bindPatientAnnotations(client, view);
   const analysis = new AnalysisState(client);
@@ -67,6 +69,7 @@ function start(joinToken) {
     else showConnectionState($('banner'), client.state);
   });
   onLanguageChange(render);
+  quality.addEventListener('change', () => view.render(client));
 
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'));  // the room's live watermark, if any

@@ -2,6 +2,7 @@
 import {AnalysisState} from './analysis-state.js';
 import {bindSelfViewAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
+import {ConnectionQuality} from './connection-quality.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {renderIcons} from './icons.js';
 import {bindCoach, bindRecordingNotice} from './patient-coach.js';
@@ -27,7 +28,8 @@ function start(joinToken) {
   const client = new ConsultClient(joinToken);
   window.consultClient = client;
 
-  const view = new RemoteMediaView($('remote'), {roleOrder: ['doctor', 'expert', 'trainer', 'patient']});
+  const quality = new ConnectionQuality(client);
+  const view = new RemoteMediaView($('remote'), {roleOrder: ['doctor', 'expert', 'trainer', 'patient'], quality});
   const renderRemote = () => {
     view.render(client);
     showStageMessage($('stage-message'), client, 'stage.waiting_for_doctor');
@@ -41,6 +43,7 @@ function start(joinToken) {
     else showConnectionState($('banner'), client.state);
   });
   onLanguageChange(renderRemote);
+  quality.addEventListener('change', renderRemote);
 
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
