@@ -1,11 +1,14 @@
 /**
  * The patient page's consultation prompts: the recording notice (consent: whenever the
- * room is recorded the patient is told, by whom), and the coach over the stage: which
- * pose the doctor's photo protocol wants, "Photo taken" when one is done, and the one
- * steady prompt of the server's face analysis ("Please face the camera").
+ * room is recorded the patient is told, by whom), and the coach over the stage while the
+ * doctor's photo protocol runs: which photo, one instruction at a time (the face
+ * analysis' prompt for the wanted pose, "Please face the camera", else the pose itself),
+ * and "Photo taken" when one is done. Outside the protocol the coach says nothing: the
+ * prompts would nag through the whole conversation over the doctor's picture.
  *
- * Test hooks: #recording[data-recording=on|off]; #guidance[data-prompt]; #capture-step
- * [data-capture-state=idle|running|done][data-pose]; #photo-taken[data-pose].
+ * Test hooks: #recording[data-recording=on|off]; #guidance[data-prompt] (the analysis'
+ * latest prompt, shown or not); #capture-step[data-capture-state=idle|running|done]
+ * [data-pose]; #photo-taken[data-pose].
  */
 
 import {guidanceText, poseInstruction} from './analysis-state.js';
@@ -13,9 +16,6 @@ import {onLanguageChange, t} from './i18n.js';
 
 const PHOTO_TAKEN_MS = 3_000;  // how long "Photo taken" shows
 const ALL_DONE_MS = 6_000;     // how long the thank-you shows after the last photo
-// "Perfect, hold still" needs no action: outside a photo protocol it goes after a while,
-// so the doctor's picture is not covered all consultation long.
-const PERFECT_SHOWN_MS = 4_000;
 
 /**
  * Shows the recording strip while the server says the room is recorded. `onStopped`
@@ -79,29 +79,27 @@ export function bindCoach(client, analysis, els) {
       els.count.hidden = total < 2;
       setText(els.count, t('capture.count', {n: Math.min(capture.taken + 1, total), total}));
       setText(els.pose, poseInstruction(capture.pose));
+      els.pose.hidden = false;
     } else if (allDone) {
+      els.pose.hidden = false;
       els.count.hidden = true;
       setText(els.pose, t('capture.all_done'));
     }
     els.taken.hidden = !takenShown;
     els.taken.dataset.pose = takenShown ? lastTaken.pose ?? '' : '';
 
-    // The analysis' prompt: about the camera picture, so not while the camera is off.
-    // A prompt from before the photo just taken was about the previous pose: it waits
-    // for the server's next one ("Photo taken" shows meanwhile).
+    // The analysis' prompt, while photos are taken, in place of the pose's own words: it
+    // is about the camera picture, so not while the camera is off. A prompt from before
+    // the last photo was about the previous pose: the pose's words wait for the next one.
     let guidance = entry?.guidance ?? null;
-    if (guidance && takenShown && guidance.at < lastTaken.at) guidance = null;
-    if (guidance?.prompt === 'perfect' && !running) {
-      const until = guidance.at + PERFECT_SHOWN_MS;
-      if (now >= until) guidance = null;
-      else nextCheck = Math.min(nextCheck, until);
-    }
+    els.guidance.dataset.prompt = cameraOff ? 'camera_off' : guidance?.prompt ?? '';
+    if (guidance && lastTaken && guidance.at < lastTaken.at) guidance = null;
     let text = null;
-    if (cameraOff) text = running ? t('capture.camera_off') : null;
-    else if (guidance) text = guidanceText(guidance);
+    if (running && cameraOff) text = t('capture.camera_off');
+    else if (running && guidance) text = guidanceText(guidance);
     els.guidance.hidden = !text;
     setText(els.guidance, text ?? '');
-    els.guidance.dataset.prompt = cameraOff ? 'camera_off' : guidance?.prompt ?? '';
+    if (running && text) els.pose.hidden = true;
 
     els.coach.hidden = els.step.hidden && els.guidance.hidden;
     if (nextCheck !== Infinity) timer = setTimeout(render, Math.max(50, nextCheck - now + 20));
