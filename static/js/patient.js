@@ -48,6 +48,7 @@ function start(joinToken) {
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));
+  bindSelfViewSize($('self-view'));
   // The doctor's marks, over the patient's own preview: it is the same picture.
   bindSelfViewAnnotations(client, $('self-view'), $('local-video'));
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
@@ -112,6 +113,21 @@ async function updateFlipButton() {
 function hideToast(text) {
   const toast = $('toast');
   if (toast.textContent === text) toast.hidden = true;
+}
+
+// The own preview stays small so it never covers the doctor; a tap (or Enter/Space)
+// makes it larger, e.g. to look at the marks the doctor drew, and smaller again.
+function bindSelfViewSize(figure) {
+  const toggle = () => {
+    const enlarged = figure.classList.toggle('enlarged');
+    figure.setAttribute('aria-pressed', String(enlarged));
+  };
+  figure.addEventListener('click', toggle);
+  figure.addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter' && event.key !== ' ') return;
+    event.preventDefault();
+    toggle();
+  });
 }
 
 function showToast(text) {

@@ -197,6 +197,14 @@ def test_doctor_draws_and_patient_sees_the_stroke(sfu_server, chromium, browser_
     assert ok, browser_diagnostics(f"the patient page did not get or draw the annotation: {seen}")
     assert seen["shapes"][0]["id"] == shape["id"] and seen["version"] == state["version"], (seen, state)
 
+    # The preview stays small with marks on it, so it never covers the doctor (issue 17,
+    # item 4); the patient taps it to look closer.
+    share = patient.execute_script("return document.getElementById('self-view').getBoundingClientRect().width"
+                                   " / innerWidth")
+    assert share <= 0.3, share
+    patient.find_element(By.ID, "self-view").click()
+    assert patient.find_element(By.ID, "self-view").get_attribute("aria-pressed") == "true"
+
     def drawn_on_patient():
         found = probe(patient, "#local-video", "#self-view canvas.annotation-layer", STROKE)
         visible = [p for p in found or [] if p["visible"]]
