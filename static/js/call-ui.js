@@ -112,8 +112,10 @@ export function showEnded(reason) {
 /** Shows a connection state on <body data-connection-state> and in the banner. */
 export function showConnectionState(banner, state) {
   document.body.dataset.connectionState = state;
-  banner.dataset.i18n = STATE_TEXT[state];  // kept in the page's language when it changes
-  banner.textContent = t(STATE_TEXT[state]);
+  const key = state === 'connected' && document.body.dataset.media === 'problem'
+    ? 'state.connected_no_camera' : STATE_TEXT[state];
+  banner.dataset.i18n = key;  // kept in the page's language when it changes
+  banner.textContent = t(key);
 }
 
 /**
@@ -138,8 +140,11 @@ function mediaProblemText(err, {hasAudio, audience}) {
   const consequence = t(hasAudio ? 'media.consequence.hear_only' : 'media.consequence.neither', {audience: t(audience)});
   switch (err.name) {
     case 'NotAllowedError':
-    case 'SecurityError':
-      return t(hasAudio ? 'media.blocked.camera' : 'media.blocked.both', {consequence});
+    case 'SecurityError': {
+      const steps = platformSteps();
+      const text = t(hasAudio ? 'media.blocked.camera' : 'media.blocked.both', {consequence});
+      return steps ? `${text} ${t(steps)}` : text;
+    }
     case 'NotFoundError':
     case 'OverconstrainedError':
       return t(hasAudio ? 'media.not_found.camera' : 'media.not_found.both', {consequence});
@@ -151,6 +156,15 @@ function mediaProblemText(err, {hasAudio, audience}) {
     default:
       return t('media.failed', {consequence});
   }
+}
+
+/** Where to allow the camera on this phone's system: a catalogue key, or null (a computer). */
+function platformSteps() {
+  const agent = navigator.userAgent;
+  if (/iPhone|iPad|iPod/.test(agent) || (/Macintosh/.test(agent) && navigator.maxTouchPoints > 1)) {
+    return 'media.steps.ios';
+  }
+  return /Android/.test(agent) ? 'media.steps.android' : null;
 }
 
 /**
@@ -191,6 +205,9 @@ export function bindMediaNotice(client, {box, text, retry, audience}) {
   let problem = null;
   const show = () => {
     box.hidden = !problem;
+    // The banner must not stay a plain green "Connected" while nobody can see us.
+    document.body.dataset.media = problem ? 'problem' : 'ok';
+    if (client.state === 'connected') showConnectionState(document.getElementById('banner'), client.state);
     if (problem) text.textContent = mediaProblemText(problem, {hasAudio: Boolean(client.localTrack('audio')), audience});
   };
   const start = async () => {
