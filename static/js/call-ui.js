@@ -185,6 +185,39 @@ export function bindMuteButton(button, client, kind, {muteLabel, unmuteLabel}) {
   update();
 }
 
+const LEAVE_CONFIRM_MS = 4_000;
+
+/**
+ * Wires the Leave button: the first press asks "Tap again to leave" for a few seconds, the
+ * second leaves. A patient holding the phone to show their skin must not end the call by a
+ * slip of the thumb.
+ */
+export function bindLeaveButton(button, client) {
+  const label = button.querySelector('.control-label');
+  let timer = null;
+  const disarm = () => {
+    clearTimeout(timer);
+    timer = null;
+    delete button.dataset.confirm;
+    label.dataset.i18n = 'control.leave';
+    label.textContent = t('control.leave');
+  };
+  button.addEventListener('click', () => {
+    if (button.dataset.confirm === undefined) {
+      button.dataset.confirm = '';
+      label.dataset.i18n = 'control.leave_confirm';
+      label.textContent = t('control.leave_confirm');
+      timer = setTimeout(disarm, LEAVE_CONFIRM_MS);
+      return;
+    }
+    disarm();
+    client.leave();
+  });
+  client.addEventListener('statechange', () => {
+    if (client.state === 'closed') disarm();
+  });
+}
+
 /** Keeps the own preview on the local stream, mirrored like a mirror for the front camera. */
 export function bindLocalPreview(client, video, frame) {
   const update = () => {

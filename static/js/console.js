@@ -10,7 +10,7 @@ import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
 import {labelledIcon, renderIcons} from './icons.js';
 import {bindRecordingConsent} from './recording-consent.js';
 import {
-  RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
+  RemoteMediaView, bindLeaveButton, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   byRole, roleLabel, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
 import {bindViewerMark} from './viewer-mark.js';
@@ -83,7 +83,7 @@ function start(joinToken) {
     box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.others',
   });
 
-  $('leave').addEventListener('click', () => client.leave());
+  bindLeaveButton($('leave'), client);
   $('rejoin').addEventListener('click', () => {
     $('ended').hidden = true;
     join(client, startMedia);

@@ -8,7 +8,7 @@ import {renderIcons} from './icons.js';
 import {bindCoach, bindRecordingNotice} from './patient-coach.js';
 import {bindRecordingConsent} from './recording-consent.js';
 import {
-  RemoteMediaView, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
+  RemoteMediaView, bindLeaveButton, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
 import {bindViewerMark} from './viewer-mark.js';
@@ -71,7 +71,7 @@ function start(joinToken) {
     box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.doctor',
   });
 
-  $('leave').addEventListener('click', () => client.leave());
+  bindLeaveButton($('leave'), client);
   $('rejoin').addEventListener('click', () => {
     $('ended').hidden = true;
     join(client, startMedia);

@@ -25,7 +25,8 @@ return tile ? {quality: tile.dataset.quality, text: tile.querySelector('.tile-qu
                connection: document.body.dataset.connectionState} : null;
 """
 
-DROP_UDP = "table inet csfu_quality {\n chain out {\n type filter hook output priority 0;\n meta l4proto udp drop\n }\n}\n"
+DROP_UDP = ("table inet csfu_quality {\n chain out {\n type filter hook output priority 0;\n"
+            " meta l4proto udp drop\n }\n}\n")
 
 
 def tile(driver, role: str) -> dict | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from recorder.audit import Action, AuditLog
 
@@ -73,6 +74,9 @@ def test_the_patient_is_asked_and_the_answer_is_audited(sfu_server, chromium, br
 
     # Leave and "Join again" while it records: the strip, no "recording has stopped" toast,
     # and no second question about the same recording (issue 17, item 5).
+    click(patient, "#leave")
+    assert ui(patient)["ended"] is None  # the first tap only asks (issue 17, item 14)
+    assert patient.find_element(By.CSS_SELECTOR, "#leave .control-label").text == "Tap again to leave"
     click(patient, "#leave")
     ok, p = wait_ui(patient, ui, lambda s: s["ended"] is not None, timeout=10)
     assert ok, p
