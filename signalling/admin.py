@@ -104,6 +104,10 @@ class AdminApi:
                               f"'live_watermark' must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         if not isinstance(name, str) or not (1 <= len(name) <= 120):
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
+        clinic = body.get("clinic")
+        if clinic is not None and (not isinstance(clinic, str) or not 1 <= len(clinic) <= 80
+                                   or not clinic.isprintable()):
+            return json_error(400, "bad_request", "'clinic' must be 1-80 printable characters")
         if room_id is not None and not isinstance(room_id, str):
             return json_error(400, "bad_request", "'id' must be a string")
         if (not isinstance(max_participants, int) or isinstance(max_participants, bool)
@@ -111,7 +115,7 @@ class AdminApi:
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
         try:
             room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
-                                                             processors, language, live_watermark)
+                                                             processors, language, live_watermark, clinic)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)

@@ -88,6 +88,7 @@ class RoomRecord:
     # follows its browser (prompts in English on the server's side)
     language: Optional[str] = None
     live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
+    clinic: Optional[str] = None  # shown to the patient while they wait
     instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
 
     @property
@@ -101,7 +102,7 @@ class RoomRecord:
         return {"id": self.id, "instance": self.instance, "name": self.name, "created_at": self.created_at,
                 "max_participants": self.max_participants, "video_codec": self.video_codec,
                 "processors": list(self.processors), "language": self.language,
-                "live_watermark": self.live_watermark, "open": self.open}
+                "live_watermark": self.live_watermark, "clinic": self.clinic, "open": self.open}
 
 
 @dataclass
@@ -124,7 +125,8 @@ class ParticipantRecord:
 class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: Optional[str] = None, live_watermark: str = "off") -> RoomRecord: ...
+                          language: Optional[str] = None, live_watermark: str = "off",
+                          clinic: Optional[str] = None) -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def instances(self, room_id: str) -> list[RoomInstance]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
@@ -175,7 +177,8 @@ class InMemoryRegistry:
 
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
-                          language: Optional[str] = None, live_watermark: str = "off") -> RoomRecord:
+                          language: Optional[str] = None, live_watermark: str = "off",
+                          clinic: Optional[str] = None) -> RoomRecord:
         if live_watermark not in LIVE_WATERMARK_MODES:
             raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         async with self._lock:
@@ -189,7 +192,7 @@ class InMemoryRegistry:
                 self._earlier.setdefault(room_id, []).append(existing.life())
             room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
                               video_codec=video_codec, processors=list(processors or []), language=language,
-                              live_watermark=live_watermark, instance=new_instance_id())
+                              live_watermark=live_watermark, clinic=clinic, instance=new_instance_id())
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()

@@ -181,7 +181,7 @@ class ParticipantSession:
             "v": PROTOCOL_VERSIONS[-1],
             "participant": participant.public(),
             "room": {"id": self.room.record.id, "name": self.room.record.name,
-                     "live_watermark": self.room.record.live_watermark},
+                     "live_watermark": self.room.record.live_watermark, "clinic": self.room.record.clinic},
             "participants": others,
             "ice_servers": self._ice_servers,
         })

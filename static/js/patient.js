@@ -12,6 +12,7 @@ import {
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
 import {bindViewerMark} from './viewer-mark.js';
+import {bindWaitingRoom} from './waiting-room.js';
 
 const $ = (id) => document.getElementById(id);
 const TOAST_MS = 6_000;
@@ -45,6 +46,8 @@ function start(joinToken) {
   onLanguageChange(renderRemote);
   quality.addEventListener('change', renderRemote);
 
+  bindWaitingRoom(client, {section: $('waiting'), clinic: $('waiting-clinic'), level: $('mic-level'),
+                           status: $('mic-status')});
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));

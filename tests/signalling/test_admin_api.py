@@ -176,3 +176,15 @@ async def test_a_body_that_arrives_in_pieces_is_read_whole(sfu):
     status, room = await api(sfu, "POST", "/api/rooms", data=pieces(),
                              headers={"Content-Type": "application/json"})
     assert status == 201 and room["id"] == "chen-2" and room["name"] == "Mrs Chen, follow-up", room
+
+
+async def test_a_rooms_clinic_reaches_its_participants(sfu):
+    status, room = await api(sfu, "POST", "/api/rooms", json={"name": "r", "id": "r3", "clinic": "瑞康皮肤科诊所"})
+    assert status == 201 and room["clinic"] == "瑞康皮肤科诊所"
+    for bad in ("", "x" * 81, "a\nb", 7):
+        status, body = await api(sfu, "POST", "/api/rooms", json={"name": "r", "clinic": bad})
+        assert status == 400 and "clinic" in body["message"], bad
+    patient = sfu.participant("patient")
+    patient.token = (await api(sfu, "POST", "/api/rooms/r3/links", json={"role": "patient"}))[1]["token"]
+    joined = await patient.join()
+    assert joined["room"]["clinic"] == "瑞康皮肤科诊所"

@@ -66,3 +66,4 @@ def test_the_issuer_refuses_a_language_we_do_not_ship(sfu):
     assert jwt.decode(token, options={"verify_signature": False})["lang"] == "zh-CN"
     with pytest.raises(ValueError, match="language"):
         issuer.mint(room="r", identity="p-1", name="P", role="patient", ttl_s=60, language="zh")
+
