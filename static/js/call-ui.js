@@ -4,7 +4,7 @@
  */
 
 import {applyTranslations, onLanguageChange, roleName, t} from './i18n.js';
-import {labelledIcon} from './icons.js';
+import {icon, labelledIcon} from './icons.js';
 
 // The tab keeps its join token so a reload rejoins (the first thing a patient tries);
 // sessionStorage is per tab and gone when the tab closes.
@@ -291,12 +291,16 @@ export function bindSoundButton(button, view, client) {
 export class RemoteMediaView extends EventTarget {
   /**
    * roleOrder: roles in display order (first = largest tile); quality: a ConnectionQuality
-   * (connection-quality.js) whose verdict each tile shows, or null.
+   * (connection-quality.js) whose verdict each tile shows, or null; spotlight: each tile
+   * gets a button that shows it large, the others in a row beneath (the console, where
+   * the patient's picture is the work).
    */
-  constructor(container, {roleOrder, quality = null}) {
+  constructor(container, {roleOrder, quality = null, spotlight = false}) {
     super();
     this.container = container;
     this.quality = quality;
+    this.spotlight = spotlight;
+    this.spotlit = null;  // participant id shown large, or null
     this.compare = byRole(roleOrder);
     this.tiles = new Map();  // participant id -> tile element
   }
@@ -308,11 +312,14 @@ export class RemoteMediaView extends EventTarget {
     for (const [id, tile] of this.tiles) {
       if (!present.has(id)) this._removeTile(id, tile);
     }
+    if (!present.has(this.spotlit) || people.length < 2) this.spotlit = null;
+    this.container.classList.toggle('has-spotlight', this.spotlit !== null);
     people.forEach((person, index) => {
       const tile = this.tiles.get(person.id) ?? this._createTile(person.id);
       this._updateTile(tile, person, media.filter((m) => m.participantId === person.id));
       this._updatePausedNotice(tile, client.pausedVideo.has(person.id), client.pausedVideo.get(person.id));
       this._updateQuality(tile, this.quality?.get(person.id) ?? null);
+      this._updateSpotlight(tile, person, people.length > 1);
       // Move only tiles that are out of place, to leave playing videos alone.
       if (this.container.children[index] !== tile) {
         this.container.insertBefore(tile, this.container.children[index] ?? null);
@@ -347,6 +354,17 @@ export class RemoteMediaView extends EventTarget {
     micOff.dataset.i18nAttr = 'aria-label:tile.mic_off';
     micOff.querySelector('title').dataset.i18n = 'tile.mic_off';
     tile.querySelector('.tile-label').append(micOff);
+    if (this.spotlight) {
+      const pin = document.createElement('button');
+      pin.type = 'button';
+      pin.className = 'tile-pin';
+      pin.append(icon('expand'));
+      pin.addEventListener('click', () => {
+        this.spotlit = this.spotlit === id ? null : id;
+        this.dispatchEvent(new Event('spotlightchange'));
+      });
+      tile.append(pin);
+    }
     applyTranslations(tile);
     this.tiles.set(id, tile);
     return tile;
@@ -384,6 +402,18 @@ export class RemoteMediaView extends EventTarget {
     // announced again, so only changes are written.
     setText(tile.querySelector('.tile-paused-title'), text.title);
     setText(tile.querySelector('.tile-paused-detail'), text.detail);
+  }
+
+  _updateSpotlight(tile, person, several) {
+    const on = this.spotlit === person.id;
+    tile.classList.toggle('spotlight', on);
+    const pin = tile.querySelector('.tile-pin');
+    if (!pin) return;
+    pin.hidden = !several;
+    pin.setAttribute('aria-pressed', String(on));
+    const label = on ? t('tile.spotlight_off') : t('tile.spotlight', {name: person.name});
+    pin.setAttribute('aria-label', label);
+    pin.title = label;
   }
 
   /** How well this person reaches us: a word on the tile while it is not good. */

@@ -32,7 +32,8 @@ function start(joinToken) {
   window.consultClient = client;
 
   const quality = new ConnectionQuality(client);
-  const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER, quality});
+  const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER, quality, spotlight: true});
+  view.addEventListener('spotlightchange', () => render());
   // Marks over the patient's tile, and the drawing tools for those who may annotate.
   const syncAnnotations = bindPatientAnnotations(client, view);
   const analysis = new AnalysisState(client);

@@ -24,6 +24,8 @@ const PATHS = {
   rec: 'M12 5.5a6.5 6.5 0 1 0 0 13a6.5 6.5 0 1 0 0-13z',
   stop: 'M7 7h10v10H7z',
   check: 'M4.5 12.5l5 5L19.5 7',
+  // a tile shown large (corners pointing out)
+  expand: 'M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5',
 };
 // Struck through: "mic-off" is the mic icon plus this line.
 const SLASH = 'M3 3l18 18';
