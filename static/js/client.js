@@ -201,6 +201,11 @@ export class ConsultClient extends EventTarget {
   }
 
   /** True while joined: signalling works (media may still be connecting). */
+  /** The RTCPeerConnection of the current connection, or null (for getStats). */
+  get peerConnection() {
+    return this._conn?.pc ?? null;
+  }
+
   get joined() {
     return Boolean(this._conn?.joined);
   }

@@ -34,9 +34,10 @@ export class ConnectionQuality extends EventTarget {
   }
 
   async _poll() {
-    const pc = this.client._conn?.pc;
-    if (this._busy || !pc || this.client.state !== 'connected') {
-      if (this.client.state !== 'connected') this._set(new Map());
+    if (this._busy) return;  // the last read is still running
+    const pc = this.client.peerConnection;
+    if (!pc || this.client.state !== 'connected') {
+      this._set(new Map());
       this._samples = [];
       this._heardAt.clear();
       this._pending.clear();
