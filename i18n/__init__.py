@@ -1,7 +1,7 @@
 """The user-facing texts of the pages and of the server, in every language we ship.
 
 One PO catalogue per language (i18n/locales/<locale>.po), keyed by stable message ids
-(`call.leave`, `prompt.move_closer`); the pages fetch theirs as JSON
+(`control.leave`, `prompt.move_closer`); the pages fetch theirs as JSON
 (signalling/app.py, /i18n/<locale>.json) and the server formats its own from the same.
 """
 

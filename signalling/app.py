@@ -143,7 +143,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
             return web.json_response({"error": "not_found", "message": f"languages: {', '.join(LOCALES)}"},
                                      status=404)
         response = web.json_response(page_catalogue(locale))
-        response.headers["Cache-Control"] = "no-cache"  # revalidated: texts change with the server
+        response.headers["Cache-Control"] = "no-cache"  # never an old text after the server is updated
         return response
 
     async def health(request: web.Request) -> web.Response:

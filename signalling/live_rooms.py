@@ -63,6 +63,7 @@ class LiveRoom:
         self.recording: Optional[LiveRecording] = None
         self._recording_taps: list[tuple[str, str, PacketTap]] = []
         self._recording_by: Optional[str] = None
+        self._answered: set[str] = set()  # identities that answered the running recording's question
         self._keyframe_timer: Optional[asyncio.Task] = None
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
@@ -244,6 +245,7 @@ class LiveRoom:
             self._data_dir, room=self.recording_room, actor=actor, session_ms_at=self.session_ms_at,
             on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
         self._recording_by = by if isinstance(by, str) else by.name
+        self._answered = set()
         # the state at the start, so a replay shows what was already on screen
         for part in self.board.snapshot_parts(MAX_EVENT_BYTES - 1024):  # a full board is ~0.5 MB
             self._record_event(part)
@@ -255,11 +257,13 @@ class LiveRoom:
 
     async def record_consent(self, participant: "ParticipantRecord", recording_id: str, given: bool) -> bool:
         """A participant's answer to being recorded, in the audit log and the recording, and told
-        to the room (consoles show who agreed). False when `recording_id` is not the one running.
-        Raises RecorderError when the audit log cannot take it."""
+        to the room (consoles show who agreed). One answer per identity and recording (so no one
+        can grow the log by repeating it); False when `recording_id` is not the one running or
+        this identity answered already. Raises RecorderError when the audit log cannot take it."""
         recording = self.recording
-        if recording is None or recording.id != recording_id:
+        if recording is None or recording.id != recording_id or participant.identity in self._answered:
             return False
+        self._answered.add(participant.identity)
         await recording.audit(participant.identity, Action.RECORD_CONSENT,
                               {"given": given, "participant": participant.id, "role": participant.role})
         message = {"type": "consent", "participant": participant.id, "recording_id": recording_id, "given": given,

@@ -290,7 +290,7 @@ class ParticipantSession:
         room = self._joined_room()
         try:
             if not await room.record_consent(self.joined_participant(), recording_id, given):
-                self.send_error("bad_state", "that recording is not the one running")
+                self.send_error("bad_state", "that recording is not the one running, or it was answered already")
         except RecorderError as exc:
             self.send_error("recording_failed", f"the answer could not be recorded: {exc}")
 

@@ -31,9 +31,22 @@ async def test_an_answer_is_audited_recorded_and_told_to_the_room(sfu):
     assert entry["actor"] == patient.participant["identity"] and entry["target"] == on["recording_id"]
     assert entry["details"] == {"given": True, "participant": patient.id, "role": "patient"}
 
-    # Leaving instead is an answer too, and the one who started the recording is not asked.
-    await patient.send({"type": "consent", "recording_id": on["recording_id"], "given": False})
-    await doctor.wait_for(lambda m: m["type"] == "consent" and m["given"] is False, start=start)
+    # One answer per recording: repeating it cannot grow the audit log.
+    start = len(patient.messages)
+    for given in (False, True, False):
+        await patient.send({"type": "consent", "recording_id": on["recording_id"], "given": given})
+    errors = [await patient.wait_for(lambda m: m["type"] == "error", start=start + i) for i in range(3)]
+    assert {e["code"] for e in errors} == {"bad_state"}
+    assert [e["details"]["given"] for e in consents(sfu)] == [True]
+
+    # A new recording asks again.
+    await doctor.send({"type": "record", "action": "stop"})
+    await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off")
+    start = len(patient.messages)
+    await doctor.send({"type": "record", "action": "start"})
+    again = await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on", start=start)
+    await patient.send({"type": "consent", "recording_id": again["recording_id"], "given": False})
+    await doctor.wait_for(lambda m: m["type"] == "consent" and m["given"] is False)
     assert [e["details"]["given"] for e in consents(sfu)] == [True, False]
 
 
