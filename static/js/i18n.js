@@ -64,7 +64,7 @@ export async function setLanguage(locale, {remember = false} = {}) {
     current = chosen;
   } catch (err) {
     console.error(`texts for ${chosen} could not be loaded`, err);
-    if (chosen === current && Object.keys(texts).length) return;
+    if (Object.keys(texts).length) return;  // a switch that failed: the page keeps its language
     texts = chosen === DEFAULT_LOCALE ? {} : await fetchCatalogue(DEFAULT_LOCALE).catch(() => ({}));
     current = DEFAULT_LOCALE;
   }
