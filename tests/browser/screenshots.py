@@ -81,8 +81,11 @@ def _call(factory: BrowserFactory, server, language: str, out: Path) -> list[Pat
     shots.append(_save(patient, out, "patient-landscape", language))
     _send(doctor, {"type": "record", "action": "stop"})
     poll(lambda: patient.execute_script("return document.body.dataset.recording") == "off", 10)
-    patient.quit()
-    doctor.quit()
+    # Leave, rather than vanish: the server renders replays slower while calls run.
+    for driver in (patient, doctor):
+        driver.execute_script("window.consultClient.leave();")
+        poll(lambda d=driver: d.execute_script("return window.consultClient.state") == "closed", 10)
+        driver.quit()
     return shots
 
 
@@ -98,14 +101,15 @@ def _trainer(factory: BrowserFactory, server, language: str, out: Path) -> list[
     _language(trainer, language)
     shots = [_save(trainer, out, "trainer-list", language)]
     buttons[-1].click()
-    ready = poll(lambda: trainer.execute_script(
-        "const s = window.trainer.state();"
-        "return s && s.tracks.length > 0 && s.tracks.every((t) => t.render.state === 'ready' && t.readyState >= 2);"),
-        90)
-    if not ready:
-        raise RuntimeError(f"the replay did not become ready ({language})")
-    trainer.execute_script("window.trainer.player.seek(window.trainer.player.duration / 2);")
-    time.sleep(1.5)
+    # A frame of every track (the watermarked replay is prepared as it plays, from the start).
+    playable = ("const s = window.trainer.state();"
+                "return s && s.tracks.length > 0 && s.tracks.every((t) => t.readyState >= 2);")
+    if not poll(lambda: trainer.execute_script(playable), 120):
+        raise RuntimeError(f"the replay did not become playable ({language}): "
+                           f"{trainer.execute_script('return window.trainer.state()')}")
+    trainer.execute_script("window.trainer.player.seek(1.5);")
+    poll(lambda: trainer.execute_script(playable), 30)
+    time.sleep(1.0)
     shots.append(_save(trainer, out, "trainer-replay", language))
     trainer.quit()
     return shots
