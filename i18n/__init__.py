@@ -9,10 +9,9 @@ from .catalogue import (
     DEFAULT_LOCALE,
     LOCALES,
     messages,
-    negotiate,
     page_catalogue,
     supported_locale,
     text,
 )
 
-__all__ = ["DEFAULT_LOCALE", "LOCALES", "messages", "negotiate", "page_catalogue", "supported_locale", "text"]
+__all__ = ["DEFAULT_LOCALE", "LOCALES", "messages", "page_catalogue", "supported_locale", "text"]

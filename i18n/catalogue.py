@@ -7,7 +7,7 @@ that depends on a count has one key per CLDR plural category of the language
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -25,15 +25,6 @@ def supported_locale(tag: object) -> str | None:
     if not isinstance(tag, str) or not tag or len(tag) > 35:
         return None
     return LANGUAGE_OF.get(tag.replace("_", "-").split("-")[0].lower())
-
-
-def negotiate(tags: Iterable[object]) -> str:
-    """The first of `tags` we ship (most preferred first), else English."""
-    for tag in tags:
-        locale = supported_locale(tag)
-        if locale is not None:
-            return locale
-    return DEFAULT_LOCALE
 
 
 def _po_path(locale: str) -> Path:

@@ -95,9 +95,7 @@ class AdminApi:
         processors = body.get("processors", self._services.config.default_processors)
         if not isinstance(processors, list) or not all(p in PROCESSORS for p in processors):
             return json_error(400, "bad_request", f"'processors' must be a list of: {', '.join(PROCESSORS)}")
-        language = supported_locale(body.get("language"))  # none: each page follows its browser
-        if body.get("language") is not None and language is None:
-            return json_error(400, "bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
+        language = _language(body, None)  # none: each page follows its browser
         live_watermark = body.get("live_watermark", self._services.config.default_live_watermark)
         if not isinstance(live_watermark, str) or live_watermark not in LIVE_WATERMARK_MODES:
             return json_error(400, "bad_request",
@@ -150,9 +148,7 @@ class AdminApi:
         permissions = body.get("permissions")
         # the page's language: the link's own, else the room's (the page falls back to the browser's)
         room = await self._services.registry.get_room(life.room_id)
-        language = supported_locale(body.get("language", room.language if room is not None else None))
-        if body.get("language") is not None and language is None:
-            return json_error(400, "bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
+        language = _language(body, supported_locale(room.language) if room is not None else None)
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 60 <= ttl_s <= MAX_LINK_TTL_S:
             return json_error(400, "bad_request", f"'ttl_s' must be an integer from 60 to {MAX_LINK_TTL_S}")
         if permissions is not None and (not isinstance(permissions, list)
@@ -246,6 +242,16 @@ class AdminApi:
         except RecorderError as exc:
             return json_error(500, "recording_failed", str(exc))
         return web.json_response({"recording_id": recording.id, "state": "on"}, status=201)
+
+
+def _language(body: dict, default: str | None) -> str | None:
+    """The locale we ship for the body's `language` (any tag of it), else `default`; 400 otherwise."""
+    if body.get("language") is None:
+        return default
+    language = supported_locale(body["language"])
+    if language is None:
+        raise _bad_request("bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
+    return language
 
 
 def _bad_request(code: str, message: str) -> web.HTTPBadRequest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from i18n import DEFAULT_LOCALE, supported_locale, text
+from i18n import DEFAULT_LOCALE, text
 
 
 class Prompt(StrEnum):
@@ -34,11 +34,7 @@ class Prompt(StrEnum):
 DEFAULT_LANGUAGE = DEFAULT_LOCALE
 
 
-def language_code(language: str) -> str:
-    """The locale we ship for a BCP 47 tag ("zh", "zh-Hans" -> "zh-CN"); English if we lack it."""
-    return supported_locale(language) or DEFAULT_LOCALE
-
-
 def prompt_text(prompt: Prompt, language: str = DEFAULT_LANGUAGE) -> str:
-    """The prompt as the patient reads it; the texts are the i18n catalogues' `prompt.<key>`."""
-    return text(f"prompt.{prompt.value}", language_code(language))
+    """The prompt as the patient reads it, in `language` (any tag; English if we lack it): the
+    i18n catalogues' `prompt.<key>`."""
+    return text(f"prompt.{prompt.value}", language)

@@ -44,8 +44,6 @@ export function byRole(roles) {
   return (a, b) => rank(a) - rank(b);
 }
 
-export const roleLabel = roleName;
-
 // Catalogue keys (i18n/locales) of what the pages say, by the code they say it for.
 const STATE_TEXT = {
   connecting: 'state.connecting',
@@ -383,7 +381,7 @@ export class RemoteMediaView extends EventTarget {
     tile.classList.toggle('camera-off', !video || Boolean(person.muted?.video));
     tile.querySelector('.tile-name').textContent = person.name;
     // A name that is only the role ("Doctor Doctor") says it once.
-    const role = roleLabel(person.role);
+    const role = roleName(person.role);
     tile.querySelector('.tile-role').textContent = sameWords(person.name, role) ? '' : role;
     tile.querySelector('.tile-initials').textContent = initials(person.name);
     this._updateVideo(tile, person, video);

@@ -6,12 +6,12 @@ import {bindPatientAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {ConnectionQuality} from './connection-quality.js';
 import {bindAnalysisPanel, bindCapturePanel, bindConsoleAlert, bindRecording} from './console-analysis.js';
-import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
+import {bindLanguageSwitch, initLanguage, onLanguageChange, roleName, t} from './i18n.js';
 import {labelledIcon, renderIcons} from './icons.js';
 import {bindRecordingConsent} from './recording-consent.js';
 import {
   RemoteMediaView, bindLeaveButton, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
-  byRole, roleLabel, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
+  byRole, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
 import {bindViewerMark} from './viewer-mark.js';
 
@@ -132,7 +132,7 @@ function personItem(person, {isSelf = false, answer} = {}) {
 
   const role = document.createElement('span');
   role.className = 'person-role';
-  role.textContent = roleLabel(person.role);
+  role.textContent = roleName(person.role);
 
   const status = document.createElement('span');
   status.className = 'person-status';

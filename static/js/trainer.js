@@ -31,8 +31,10 @@
 
 import {poseLabel} from './analysis-state.js';
 import {AnnotationOverlay} from './annotation-render.js';
-import {byRole, forgetToken, roleLabel, takeTokenFromHash} from './call-ui.js';
-import {bindLanguageSwitch, currentLanguage, hasText, initLanguage, listText, onLanguageChange, t as tr, tn} from './i18n.js';
+import {byRole, forgetToken, takeTokenFromHash} from './call-ui.js';
+import {
+  bindLanguageSwitch, currentLanguage, hasText, initLanguage, listText, onLanguageChange, roleName, t as tr, tn,
+} from './i18n.js';
 import {ReplaySource} from './replay-source.js';
 
 const ROLE_ORDER = ['patient', 'doctor', 'expert', 'trainer'];
@@ -207,7 +209,7 @@ class TrackView {
 
   /** The texts of the tile in the page's language (again after a change of language). */
   relabel() {
-    const role = roleLabel(this.participant.role);
+    const role = roleName(this.participant.role);
     this.tile.querySelector('.tile-role').textContent = role;
     const params = {name: this.participant.name, role};
     (this.video ?? this.tile.querySelector('video'))?.setAttribute(
@@ -685,7 +687,7 @@ class Player {
         return event.by ? tr('trainer.event.recording_started_by', {name: event.by}) : tr('trainer.event.recording_started');
       case 'participant-joined':
         return tr('trainer.event.joined', {person: tr('trainer.person', {name: event.participant?.name,
-                                                                     role: roleLabel(event.participant?.role)})});
+                                                                     role: roleName(event.participant?.role)})});
       case 'consent': {
         const p = person(event.participant);
         const name = p ? p.name : tr('trainer.event.a_participant');
@@ -916,7 +918,7 @@ function recordingItem(rec) {
   when.append(state);
   const meta = document.createElement('p');
   meta.className = 'recording-meta';
-  const people = listText(rec.participants.map((p) => tr('trainer.person', {name: p.name, role: roleLabel(p.role)})));
+  const people = listText(rec.participants.map((p) => tr('trainer.person', {name: p.name, role: roleName(p.role)})));
   const parts = [rec.duration_ms != null ? formatTime(rec.duration_ms / 1000) : null, people || null];
   meta.textContent = parts.filter(Boolean).join(' · ') || tn('trainer.tracks', rec.tracks);
   info.append(when, meta);

@@ -13,8 +13,7 @@ import pytest
 from i18n import messages
 
 from .harness import poll
-from .test_consultation_ui import phone_sized, wait_ui
-from .test_pages import wait_for_live_remote_video
+from .test_consultation_ui import start_consultation, wait_ui
 
 OUTAGE_S = 5.0
 NOTICED_WITHIN_S = 3.5  # 1.5 s of silence, judged twice a second, plus a margin for a busy machine
@@ -38,13 +37,7 @@ def test_a_tile_says_when_its_media_stops_and_clears_when_it_flows(sfu_server, n
                                                                    browser_diagnostics):
     if shutil.which("nft") is None:
         pytest.fail("nft is missing: scripts/setup.sh --test installs nftables")
-    doctor = chromium("doctor")
-    doctor.get(sfu_server.doctor_url)
-    patient = chromium("patient")
-    phone_sized(patient)
-    patient.get(sfu_server.patient_url)
-    live, last = wait_for_live_remote_video({"doctor": (doctor, "patient"), "patient": (patient, "doctor")})
-    assert len(live) == 2, browser_diagnostics(f"no live call: {last}")
+    patient, doctor = start_consultation(sfu_server, chromium, browser_diagnostics)
     ok, state = wait_ui(patient, lambda d: tile(d, "doctor"), lambda s: s["quality"] == "good", timeout=15)
     assert ok and state["text"] == "", browser_diagnostics(f"a clean call is not 'good': {state}")
 

@@ -4,16 +4,13 @@ doctor's console; leaving ends the patient's call. The doctor, who started it, i
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from selenium.webdriver.common.by import By
 
 from recorder.audit import Action, AuditLog
 
 from .harness import poll
-from .test_consultation_ui import click, phone_sized, wait_ui
-from .test_pages import wait_for_live_remote_video
+from .test_consultation_ui import click, start_consultation, wait_ui
 
 CONSENT_JS = r"""
 const box = document.getElementById('consent');
@@ -49,13 +46,7 @@ def answers(server) -> list[tuple[str, bool]]:
 
 @pytest.mark.browser
 def test_the_patient_is_asked_and_the_answer_is_audited(sfu_server, chromium, browser_diagnostics):
-    doctor = chromium("doctor")
-    doctor.get(sfu_server.doctor_url)
-    patient = chromium("patient")
-    phone_sized(patient)
-    patient.get(sfu_server.patient_url)
-    live, last = wait_for_live_remote_video({"doctor": (doctor, "patient"), "patient": (patient, "doctor")})
-    assert len(live) == 2, browser_diagnostics(f"no live call: {json.dumps(last, default=str)}")
+    patient, doctor = start_consultation(sfu_server, chromium, browser_diagnostics)
     assert not ui(patient)["asked"] and not ui(doctor)["asked"]
     doctor_name = doctor.execute_script("return window.consultClient.self.name")
     patient_id = patient.execute_script("return window.consultClient.self.id")

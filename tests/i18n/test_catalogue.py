@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from babel import Locale
 
-from i18n import DEFAULT_LOCALE, LOCALES, messages, negotiate, page_catalogue, supported_locale, text
+from i18n import DEFAULT_LOCALE, LOCALES, messages, page_catalogue, supported_locale, text
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"
@@ -96,12 +96,6 @@ def test_every_message_is_used_by_a_page_or_the_server():
 ])
 def test_supported_locale(tag, locale):
     assert supported_locale(tag) == locale
-
-
-def test_negotiate_takes_the_first_language_we_ship():
-    assert negotiate(["fr-FR", "zh-TW", "en"]) == "zh-CN"
-    assert negotiate(["de", "ja"]) == "en"
-    assert negotiate([]) == "en"
 
 
 def test_server_texts_come_from_the_catalogue_with_placeholders_filled():

@@ -1219,13 +1219,18 @@ def test_with_transport_cc_a_probe_climbs_within_itself_and_a_failed_level_keeps
     assert h.estimate.capacity is not None and 500_000 < h.estimate.capacity <= 1_300_000
 
 
-def test_with_transport_cc_a_probes_level_is_passed_only_on_feedback_covering_it():
-    a, b = layered("a", 2), layered("b", 1)
-    h = TransportCcDownlink(a, b, audio_bps=170_000)
+def first_probe_after_widening() -> tuple[TransportCcDownlink, Probe]:
+    """Two layered videos stepped down on a 500 kbit/s link that then widens: the first probe."""
+    h = TransportCcDownlink(layered("a", 2), layered("b", 1), audio_bps=170_000)
     step_down(h)
     h.cap_bps = None
     h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
-    probe = h.ctrl.probe
+    assert h.ctrl.probe is not None
+    return h, h.ctrl.probe
+
+
+def test_with_transport_cc_a_probes_level_is_passed_only_on_feedback_covering_it():
+    h, probe = first_probe_after_widening()
     h.feedback()  # two more feedbacks at once, on packets sent before the probe
     h.feedback()
     h.feedback_held = True
@@ -1277,12 +1282,7 @@ def test_with_transport_cc_probes_past_a_failure_stay_near_the_ceiling():
 def test_with_transport_cc_a_level_whose_queue_grows_fails_under_the_40_ms_mark():
     """A quarter second 10 % past a 1 Mbit/s link builds only 25 ms of queue: a level fails on
     the queue growing, or it would be taken as proven past the link."""
-    a, b = layered("a", 2), layered("b", 1)
-    h = TransportCcDownlink(a, b, audio_bps=170_000)
-    step_down(h)
-    h.cap_bps = None
-    h.run_until(lambda: h.ctrl.probe is not None, limit=10.0)
-    probe = h.ctrl.probe
+    h, probe = first_probe_after_widening()
     h.feedback_held = True
     for k in range(1, 4):  # feedback on the level's packets, each 8 ms later than the one before
         now = h.now

@@ -67,3 +67,10 @@ def test_the_issuer_refuses_a_language_we_do_not_ship(sfu):
     with pytest.raises(ValueError, match="language"):
         issuer.mint(room="r", identity="p-1", name="P", role="patient", ttl_s=60, language="zh")
 
+
+
+async def test_a_room_from_before_locales_gives_its_links_the_locale(sfu):
+    """rooms.json written before i18n holds `"language": "zh"`: its links open in zh-CN."""
+    await sfu.services.registry.create_room("old", "old-zh", language="zh")
+    status, link = await api(sfu, "POST", "/api/rooms/old-zh/links", json={"role": "patient"})
+    assert status == 201 and link["language"] == "zh-CN" and lang_claim(link) == "zh-CN"
