@@ -24,6 +24,7 @@ from signalling.http_limits import runner_options
 from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
+from webhooks import check_endpoints, secret_key
 
 # Secrets, recordings, exports and logs this process writes are for its own user only,
 # whatever the shell's umask (files that matter are also created 0600 explicitly).
@@ -69,6 +70,12 @@ def parse_args(argv: list[str]) -> ServerConfig:
                         "viewer's label) or server (visible + forensic marks burned in per viewer; default: off)")
     p.add_argument("--language", default=_env("ROOM_LANGUAGE"), choices=LOCALES,
                    help="the demo room's language (its prompts, the pages its links open); default: each browser's")
+    p.add_argument("--webhook", action="append", default=_env_list("WEBHOOKS"), metavar="URL",
+                   help="POST consultation events here, signed (repeatable; docs/DEPLOY.md; default: none)")
+    p.add_argument("--webhook-secret-file", type=Path, default=_env("WEBHOOK_SECRET_FILE"),
+                   help="file holding the webhook signing secret (default: generated in the data dir)")
+    p.add_argument("--webhook-retry-max", type=float, default=float(_env("WEBHOOK_RETRY_MAX", "300")), metavar="S",
+                   help="longest wait between two attempts of a webhook (seconds; default: 300)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -82,6 +89,22 @@ def parse_args(argv: list[str]) -> ServerConfig:
             credential = a.ice_credential_file.read_text().strip()
         except OSError as exc:
             p.error(f"cannot read the TURN credential file {a.ice_credential_file}: {exc.strerror}")
+    try:
+        check_endpoints(a.webhook)
+    except ValueError as exc:
+        p.error(str(exc))
+    webhook_secret = None
+    if a.webhook_secret_file is not None:
+        try:
+            webhook_secret = a.webhook_secret_file.read_text().strip()
+        except OSError as exc:
+            p.error(f"cannot read the webhook secret file {a.webhook_secret_file}: {exc.strerror}")
+        try:
+            secret_key(webhook_secret)
+        except ValueError as exc:
+            p.error(f"the webhook secret file {a.webhook_secret_file}: {exc}")
+    if a.webhook_retry_max < 1:
+        p.error("--webhook-retry-max is at least 1 second")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from media.processors.face_processor import CATALOGUE as PROCESSORS
 
@@ -98,6 +121,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
         demo_language=a.language,
         default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
         default_live_watermark=a.live_watermark,
+        webhook_urls=tuple(a.webhook),
+        webhook_secret=webhook_secret,
+        webhook_retry_max_s=a.webhook_retry_max,
     )
 
 

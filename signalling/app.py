@@ -17,6 +17,7 @@ from aiohttp import web
 from i18n import LOCALES, page_catalogue
 from recorder.audit import AUDIT_LOG_FILE, AuditLog
 from recorder.errors import RecorderError
+from webhooks import WebhookSender, WebhookSettings, new_webhook_secret
 
 from .admin import AdminApi
 from .config import ServerConfig
@@ -34,6 +35,7 @@ from .live_rooms import RoomService
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
 from .registry import InMemoryRegistry, RoomRegistry
 from .replay_api import replay_routes
+from .room_events import RoomEvents
 from .secrets_store import load_or_create_secret
 from .session import ParticipantSession
 from .tokens import TokenIssuer
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DATA_DIR_MODE = 0o700
+WEBHOOK_SECRET_FILE = "webhook.secret"
 
 SERVICES_KEY = web.AppKey("services", object)
 
@@ -53,6 +56,7 @@ class Services:
     issuer: TokenIssuer
     rooms: RoomService
     admin_key: str
+    webhooks: WebhookSender | None = None
 
 
 def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -> Services:
@@ -61,8 +65,18 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
     registry = registry or InMemoryRegistry(config.data_dir / "rooms.json")
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
-    return Services(config=config, registry=registry, issuer=issuer,
-                    rooms=RoomService(registry, config.ice, config.data_dir), admin_key=admin_key)
+    events = RoomEvents()
+    rooms = RoomService(registry, config.ice, config.data_dir, events)
+    webhooks = None
+    if config.webhook_urls:
+        secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,
+                                                                generate=new_webhook_secret)
+        webhooks = WebhookSender(WebhookSettings(config.webhook_urls, secret, retry_cap_s=config.webhook_retry_max_s),
+                                 config.data_dir)
+        events.subscribe(webhooks.on_room_event)
+        rooms.on_shutdown(webhooks.close)  # after the rooms have ended (their last events are kept)
+    return Services(config=config, registry=registry, issuer=issuer, rooms=rooms, admin_key=admin_key,
+                    webhooks=webhooks)
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -149,6 +163,10 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})  # liveness only: how busy the clinic is is no one's business
 
+    async def on_startup(app: web.Application) -> None:
+        if services.webhooks is not None:
+            await services.webhooks.start()
+
     async def on_shutdown(app: web.Application) -> None:
         await services.rooms.shutdown()
 
@@ -164,6 +182,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         *replay_routes(services),
         web.static("/static", STATIC_DIR),
     ])
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     return app
 

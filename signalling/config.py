@@ -29,6 +29,10 @@ class ServerConfig:
     max_participants: int = 8
     join_timeout_s: float = 10.0
     answer_timeout_s: float = 15.0
+    # webhooks (docs/DEPLOY.md): where to POST, the signing secret (None: data_dir/webhook.secret)
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: Optional[str] = None
+    webhook_retry_max_s: float = 300.0
 
     @property
     def uses_tls(self) -> bool:

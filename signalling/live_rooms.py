@@ -36,6 +36,7 @@ from .live_watermark import LiveWatermarks, WatermarkUnavailable
 from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
 from .revocations import REVOCATIONS_FILE, RevocationList
 from .roles import VIDEO_PRIORITY
+from .room_events import RoomEvents, participant_data
 
 if TYPE_CHECKING:
     from .session import ParticipantSession
@@ -57,9 +58,13 @@ class JoinRefused(Exception):
 class LiveRoom:
     """Implements media.room.RoomMediaEvents for one room."""
 
-    def __init__(self, record: RoomRecord, ice: IceConfig, data_dir: Path) -> None:
+    def __init__(self, record: RoomRecord, ice: IceConfig, data_dir: Path,
+                 events: Optional[RoomEvents] = None) -> None:
         self.record = record
         self._data_dir = data_dir
+        self._events = events or RoomEvents()
+        self.end_reason = "empty"  # why it ends, for room.ended: the last one left, unless the room is ended
+        self._closed = False
         self.recording: Optional[LiveRecording] = None
         self._recording_taps: list[tuple[str, str, PacketTap]] = []
         self._recording_by: Optional[str] = None
@@ -192,6 +197,7 @@ class LiveRoom:
         capture, self.capture = self.capture, None
         if capture is not None:
             await capture.close()  # after the saves queued before it (one lock, in order)
+            self.emit("capture.completed", {"capture_id": capture.id, "stills": capture.count})
 
     def analysis_state_for(self, role: str) -> list[dict]:
         """What a page that joins now must know: the current prompt, the photo protocol's step."""
@@ -212,11 +218,19 @@ class LiveRoom:
                 session.send(message)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         await self.stop_recording("room-closed")
         await self._end_capture()
         await self.processors.close()
         await self.media.close()
         self.watermarks.close()
+        self.emit("room.ended", {"reason": self.end_reason, "duration_s": round(self.session_ms() / 1000, 1)})
+
+    def emit(self, type: str, data: dict) -> None:
+        """Tell the room's event listeners (webhooks) what happened."""
+        self._events.emit(type, self.record, data)
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
         self._record_event(message)
@@ -253,6 +267,7 @@ class LiveRoom:
             self._record_participant(session.joined_participant())
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
         self._keyframe_timer = asyncio.ensure_future(self._keyframes_while_recording())
+        self.emit("recording.started", {"recording_id": self.recording.id, "by": actor})
         return self.recording
 
     async def record_consent(self, participant: "ParticipantRecord", recording_id: str, given: bool) -> bool:
@@ -270,6 +285,8 @@ class LiveRoom:
                    "t_ms": self.session_ms()}
         self._record_event(message)
         self.broadcast(message)
+        self.emit("consent.given" if given else "consent.refused",
+                  {"recording_id": recording_id, "participant": participant_data(participant)})
         return True
 
     async def _keyframes_while_recording(self) -> None:
@@ -311,7 +328,9 @@ class LiveRoom:
         for participant_id, kind, tap in self._recording_taps:
             self.media.remove_tap(participant_id, kind, tap)
         self._recording_taps.clear()
+        self.emit("recording.stopped", {"recording_id": recording.id, "reason": reason})
         await recording.stop()
+        self.emit("recording.sealed", {"recording_id": recording.id, "failure": recording.failure})
         message = {"type": "recording", "state": "off", "recording_id": recording.id, "reason": reason,
                    "t_ms": self.session_ms()}
         self.broadcast(message)
@@ -322,8 +341,10 @@ class LiveRoom:
 
 
 class RoomService:
-    def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path) -> None:
+    def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path,
+                 events: Optional[RoomEvents] = None) -> None:
         self.registry = registry
+        self.events = events or RoomEvents()
         self.ice = ice
         self.data_dir = data_dir
         self.live: dict[str, LiveRoom] = {}  # by room id; always the room's current instance
@@ -349,7 +370,8 @@ class RoomService:
             await self._end_live(live, "room-closed")  # an earlier instance's, closed behind our back
             live = None
         if live is None:
-            live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir)
+            live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir, self.events)
+            live.emit("room.started", {})
 
         # A participant reconnecting after a network drop replaces their old session.
         previous = live.by_identity(grant.identity)
@@ -383,6 +405,7 @@ class RoomService:
             live.processors.participant_joined(participant.id, participant.role)
             live._record_participant(participant)
         live.broadcast({"type": "participant-joined", "participant": participant.public()}, exclude=participant.id)
+        live.emit("participant.joined", {"participant": participant_data(participant)})
         return live
 
     async def leave(self, session: "ParticipantSession", reason: str) -> None:
@@ -405,6 +428,8 @@ class RoomService:
         await live.media.remove_peer(participant.id)
         live.watermarks.forget(participant.id)
         live.broadcast({"type": "participant-left", "participant_id": participant.id, "reason": reason})
+        live.emit("participant.left", {"participant": participant_data(participant), "reason": reason,
+                                       "duration_s": round(time.time() - participant.joined_at, 1)})
         if not live.sessions:
             self.live.pop(participant.room_id, None)
             await live.close()  # the last one out ends the recording
@@ -448,6 +473,7 @@ class RoomService:
         return closed
 
     async def _end_live(self, live: LiveRoom, reason: str) -> None:
+        live.end_reason = reason  # the last session's leave closes it, with this reason
         for session in list(live.sessions.values()):
             await session.close(reason)
         await live.close()

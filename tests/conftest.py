@@ -12,6 +12,8 @@ from loadtest.sources import PatternVideoTrack, ToneAudioTrack
 from media.ice import restrict_host_addresses
 from signalling.app import Services, build_services, create_app
 from signalling.config import ServerConfig
+from tests.webhooks.receiver import WebhookReceiver
+from webhooks import new_webhook_secret
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -67,3 +69,12 @@ async def sfu(aiohttp_server, tmp_path) -> AsyncIterator[ServerUnderTest]:
     sut = ServerUnderTest(services, str(server.make_url("")).rstrip("/"))
     yield sut
     await asyncio.gather(*(p.close() for p in sut.participants), return_exceptions=True)
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A clinic's webhook endpoint on loopback that checks signatures (tests/webhooks/receiver.py)."""
+    receiver = WebhookReceiver(secret=new_webhook_secret())
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
