@@ -18,7 +18,8 @@ from aiohttp import web
 
 from i18n import DEFAULT_LOCALE, LOCALES, text
 from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
-from signalling.app import build_services, create_app
+from metrics import parse_address
+from signalling.app import METRICS_KEY, build_services, create_app
 from signalling.config import ServerConfig
 from signalling.http_limits import runner_options
 from signalling.registry import LIVE_WATERMARK_MODES
@@ -76,6 +77,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
                    help="file holding the webhook signing secret (default: generated in the data dir)")
     p.add_argument("--webhook-retry-max", type=float, default=float(_env("WEBHOOK_RETRY_MAX", "300")), metavar="S",
                    help="longest wait between two attempts of a webhook (seconds; default: 300)")
+    p.add_argument("--metrics-address", default=_env("METRICS_ADDRESS"), metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there, without a key (default: /metrics on the main port, "
+                        "behind the admin key)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -103,6 +107,11 @@ def parse_args(argv: list[str]) -> ServerConfig:
             secret_key(webhook_secret)
         except ValueError as exc:
             p.error(f"the webhook secret file {a.webhook_secret_file}: {exc}")
+    if a.metrics_address:
+        try:
+            parse_address(a.metrics_address)
+        except ValueError as exc:
+            p.error(str(exc))
     if a.webhook_retry_max < 1:
         p.error("--webhook-retry-max is at least 1 second")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -124,6 +133,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         webhook_urls=tuple(a.webhook),
         webhook_secret=webhook_secret,
         webhook_retry_max_s=a.webhook_retry_max,
+        metrics_address=a.metrics_address,
     )
 
 
@@ -161,6 +171,10 @@ async def serve(config: ServerConfig) -> None:
     runner = web.AppRunner(app, access_log=None, **runner_options(app))  # header timeout (signalling/http_limits.py)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()
+    metrics_runner = None
+    if config.metrics_address:
+        metrics_host, metrics_port = parse_address(config.metrics_address)
+        metrics_runner = await app[METRICS_KEY].serve(metrics_host, metrics_port)
 
     print(f"consult-sfu listening on {config.base_url()}", flush=True)
     if config.demo_room:
@@ -169,9 +183,14 @@ async def serve(config: ServerConfig) -> None:
         for role, url in links.items():
             print(f"  {role + ':':8} {url}")
     print(f"Admin API key: {config.data_dir / 'admin.key'} (Authorization: Bearer <key>)", flush=True)
+    if config.metrics_address:
+        print(f"Metrics: http://{metrics_host}:{metrics_port}/metrics (no key: bind it where only Prometheus reaches)",
+              flush=True)
     try:
         await asyncio.Event().wait()
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
 
 

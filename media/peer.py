@@ -123,6 +123,8 @@ class MediaPeer:
         self.downlink = DownlinkController(self.send_budget, self._remote_videos, self._remote_video_priority,
                                            self._remote_video_paused, name=participant_id)
         self.stats = PeerStats()
+        # called once, when the connection (ICE + DTLS) first connects: the control plane times joins by it
+        self.on_connected: Optional[Callable[[], None]] = None
         self.closed = False
         self._offer_pending = False
         self.receive_queue: Optional[DropOldestQueue] = None
@@ -138,6 +140,9 @@ class MediaPeer:
 
         @self.pc.on("connectionstatechange")
         def _state_changed() -> None:
+            if self.pc.connectionState == "connected" and self.on_connected is not None:
+                connected, self.on_connected = self.on_connected, None
+                connected()
             if self.pc.connectionState == "failed" and not self.closed:
                 self._on_connection_failed(self)
 

@@ -500,6 +500,11 @@ class PublishedTrack:
         }
 
     @property
+    def uplink_loss(self) -> float:
+        """First-transmission loss on the publisher's uplink (0..1, smoothed), as its NACKs measure it."""
+        return self._nack.loss.value
+
+    @property
     def nack_stats(self) -> dict[str, int]:
         return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up,
                 "not_media": self._nack.not_media}

@@ -118,6 +118,7 @@ class WatermarkVariant:
         self.packets_out = 0
         self.failures = 0
         self.latency_s = 0.0  # decoded -> packets handed to the down-track, smoothed
+        self.busy_s = 0.0  # wall time the worker spent marking + encoding (its load: busy_s per second ~ cores)
         self._bitrate = BitrateFollower(MIN_BITRATE)  # sized to the picture at the first frame
         self._thread = threading.Thread(target=self._work, name=f"wm-{viewer_id}", daemon=True)
         self._thread.start()
@@ -190,6 +191,7 @@ class WatermarkVariant:
             codec = self.track.last_codec
             if codec is None or codec.name not in ("VP8", "H264"):
                 continue
+            began = time.monotonic()
             try:
                 if encoder is None or encoder.codec_name != codec.name:
                     start = START_BITRATE_PER_PIXEL * frame.width * frame.height
@@ -207,6 +209,7 @@ class WatermarkVariant:
                 if keyframe:
                     self._keyframe_wanted = False
                 encoded = encoder.encode(VideoFrame.from_ndarray(image, format="yuv420p"), pts, keyframe)
+                self.busy_s += time.monotonic() - began
             except Exception:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 300 == 0:  # not 30 log lines a second

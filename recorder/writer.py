@@ -60,6 +60,22 @@ WRITER_LOCK_FILE = "writer.lock"
 RESERVED_EVENT_PREFIX = "recording."  # event types the writer itself emits
 STOP_EVENT = "recording.stop"
 
+SegmentObserver = Callable[[float, int], None]  # (seconds the seal took, bytes written)
+# Told of every segment any writer in this process seals (in the writer's thread): the metrics
+# service (metrics/) counts recording bytes and seal latency here. A tuple, replaced whole, so a
+# writer thread never sees it change under it.
+_segment_observers: tuple[SegmentObserver, ...] = ()
+
+
+def observe_segments(observer: SegmentObserver) -> None:
+    global _segment_observers
+    _segment_observers = (*_segment_observers, observer)
+
+
+def stop_observing_segments(observer: SegmentObserver) -> None:
+    global _segment_observers
+    _segment_observers = tuple(o for o in _segment_observers if o != observer)  # equal: bound methods are new each time
+
 
 @dataclass
 class _Track:
@@ -236,6 +252,7 @@ class RecordingWriter:
                 self._seal(track, final=False)
 
     def _seal(self, track: _Track, final: bool) -> None:
+        began = time.perf_counter()  # the seal's latency: encryption, append, fdatasync
         ciphertext = self._cipher.seal(track.meta.no, track.meta.track_id, track.index, final, track.buf)
         record = encode_segment(track.index, final, ciphertext)
         try:
@@ -249,6 +266,11 @@ class RecordingWriter:
         track.index += 1
         self.bytes_written += len(record)
         self.segments_written += 1
+        for observe in _segment_observers:
+            try:
+                observe(time.perf_counter() - began, len(record))
+            except Exception:  # counting must never stop a recording
+                log.exception("a segment observer failed")
         if self.on_segment is not None:
             self.on_segment(track.meta.track_id, track.index - 1, final)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from i18n import LOCALES, page_catalogue
+from metrics import Metrics
 from recorder.audit import AUDIT_LOG_FILE, AuditLog
 from recorder.errors import RecorderError
 from webhooks import WebhookSender, WebhookSettings, new_webhook_secret
@@ -47,6 +48,7 @@ DATA_DIR_MODE = 0o700
 WEBHOOK_SECRET_FILE = "webhook.secret"
 
 SERVICES_KEY = web.AppKey("services", object)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 @dataclass
@@ -113,6 +115,8 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
                           client_max_size=64 * 1024)
     app[SERVICES_KEY] = services
     app[LIMITS_KEY] = limits
+    metrics = app[METRICS_KEY] = Metrics(services.rooms)
+    app.cleanup_ctx.append(metrics.cleanup_ctx)
     app.on_response_prepare.append(security_headers(inline_style_hashes(STATIC_DIR)))
     ice_servers = [s.to_browser() for s in services.config.ice.servers]
     pending = PendingSockets(limits.pending_ws_per_address, limits.pending_ws_total)
@@ -133,6 +137,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
                 join_timeout_s=services.config.join_timeout_s,
                 answer_timeout_s=services.config.answer_timeout_s,
                 on_joined=release,
+                on_join_timing=metrics.observe_join,
             )
             await session.run()
             return ws
@@ -179,6 +184,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         web.get("/healthz", health),
         web.get("/i18n/{locale}.json", catalogue),
         *admin.routes(),
+        *([] if services.config.metrics_address else metrics.routes(api_key=services.admin_key)),
         *replay_routes(services),
         web.static("/static", STATIC_DIR),
     ])

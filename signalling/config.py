@@ -33,6 +33,8 @@ class ServerConfig:
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: Optional[str] = None
     webhook_retry_max_s: float = 300.0
+    # HOST:PORT serving /metrics without a key; None: /metrics on the main port, behind the admin key
+    metrics_address: Optional[str] = None
 
     @property
     def uses_tls(self) -> bool:

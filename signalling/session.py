@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -53,6 +54,10 @@ _CLOSE_CODE_FOR_ERROR = {
     "too_large": CLOSE_TOO_BIG,
 }
 
+# Told how long a join took, once per stage: "joined" (the join message to `joined` sent) and
+# "connected" (to the media connection first connected); the metrics service observes them.
+JoinTimer = Callable[[str, float], None]
+
 
 class ParticipantSession:
     def __init__(
@@ -65,9 +70,11 @@ class ParticipantSession:
         join_timeout_s: float,
         answer_timeout_s: float,
         on_joined: Optional[Callable[[], None]] = None,
+        on_join_timing: Optional[JoinTimer] = None,
     ) -> None:
         self.ws = ws
         self._on_joined = on_joined  # the app's count of not-yet-joined sockets lets go of this one
+        self._on_join_timing = on_join_timing
         self._rooms = rooms
         self._issuer = issuer
         self._ice_servers = ice_servers
@@ -147,6 +154,7 @@ class ParticipantSession:
         except asyncio.TimeoutError:
             await self._fatal("unauthorized", f"send 'join' within {self._join_timeout_s:g} s of connecting")
             return False
+        join_started = time.monotonic()
         if msg.type != WSMsgType.TEXT:
             if msg.type == WSMsgType.BINARY:
                 await self._fatal("unauthorized", "the first message must be a JSON 'join'")
@@ -189,8 +197,16 @@ class ParticipantSession:
         self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded
         for message in self.room.analysis_state_for(participant.role):
             self.send(message)
+        self._time_join(join_started)
         self.request_renegotiation()
         return True
+
+    def _time_join(self, started: float) -> None:
+        timer = self._on_join_timing
+        if timer is None:
+            return
+        timer("joined", time.monotonic() - started)
+        self._joined_peer().on_connected = lambda: timer("connected", time.monotonic() - started)
 
     async def _receive_loop(self) -> None:
         async for msg in self.ws:
