@@ -25,6 +25,7 @@ from signalling.http_limits import runner_options
 from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
+from signalling.turn import check_turn_urls
 from webhooks import check_endpoints, secret_key
 
 # Secrets, recordings, exports and logs this process writes are for its own user only,
@@ -71,6 +72,13 @@ def parse_args(argv: list[str]) -> ServerConfig:
                         "viewer's label) or server (visible + forensic marks burned in per viewer; default: off)")
     p.add_argument("--language", default=_env("ROOM_LANGUAGE"), choices=LOCALES,
                    help="the demo room's language (its prompts, the pages its links open); default: each browser's")
+    p.add_argument("--turn-url", action="append", default=_env_list("TURN_URLS"), metavar="URL",
+                   help="TURN relay for browsers, e.g. turn:turn.clinic.example:3478?transport=tcp (repeatable), with "
+                        "per-session credentials for coturn's use-auth-secret (docs/DEPLOY.md)")
+    p.add_argument("--turn-secret-file", type=Path, default=_env("TURN_SECRET_FILE"),
+                   help="file holding coturn's static-auth-secret (default: generated in the data dir)")
+    p.add_argument("--turn-ttl", type=int, default=int(_env("TURN_TTL", str(6 * 3600))), metavar="S",
+                   help="how long a session's TURN credential is valid (seconds; default: 21600)")
     p.add_argument("--webhook", action="append", default=_env_list("WEBHOOKS"), metavar="URL",
                    help="POST consultation events here, signed (repeatable; docs/DEPLOY.md; default: none)")
     p.add_argument("--webhook-secret-file", type=Path, default=_env("WEBHOOK_SECRET_FILE"),
@@ -93,6 +101,20 @@ def parse_args(argv: list[str]) -> ServerConfig:
             credential = a.ice_credential_file.read_text().strip()
         except OSError as exc:
             p.error(f"cannot read the TURN credential file {a.ice_credential_file}: {exc.strerror}")
+    try:
+        check_turn_urls(a.turn_url)
+    except ValueError as exc:
+        p.error(str(exc))
+    turn_secret = None
+    if a.turn_secret_file is not None:
+        try:
+            turn_secret = a.turn_secret_file.read_text().strip()
+        except OSError as exc:
+            p.error(f"cannot read the TURN secret file {a.turn_secret_file}: {exc.strerror}")
+        if not turn_secret:
+            p.error(f"the TURN secret file {a.turn_secret_file} is empty")
+    if a.turn_ttl < 60:
+        p.error("--turn-ttl is at least 60 seconds")
     try:
         check_endpoints(a.webhook)
     except ValueError as exc:
@@ -130,6 +152,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
         demo_language=a.language,
         default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
         default_live_watermark=a.live_watermark,
+        turn_urls=tuple(a.turn_url),
+        turn_secret=turn_secret,
+        turn_ttl_s=a.turn_ttl,
         webhook_urls=tuple(a.webhook),
         webhook_secret=webhook_secret,
         webhook_retry_max_s=a.webhook_retry_max,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything consult-sfu needs on a fresh Debian machine:
 #   --test    also the Debian packages the browser tests need (Chromium + driver, iproute2
-#             for the network namespaces they run in, nftables for outages inside them)
+#             for the network namespaces they run in, nftables for outages and firewalls
+#             inside them, coturn for the TURN relay test)
 #   --latest  build .venv-latest from the newest versions pyproject.toml's ranges allow,
 #             instead of .venv from the lock (to see drift before it lands)
 # The default venv holds exactly requirements/lock.txt (hash-checked); when the lock
@@ -27,6 +28,7 @@ if [ "$want_test" = 1 ]; then
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
   command -v ip >/dev/null || apt_pkgs+=(iproute2)
   command -v nft >/dev/null || apt_pkgs+=(nftables)
+  command -v turnserver >/dev/null || apt_pkgs+=(coturn)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -38,6 +40,11 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${apt_pkgs[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    # The tests start their own coturn inside a namespace; the package's service, with its
+    # stock configuration, must not relay for anyone on this machine.
+    if [[ " ${apt_pkgs[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
+      $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

@@ -40,6 +40,7 @@ from .room_events import RoomEvents
 from .secrets_store import load_or_create_secret
 from .session import ParticipantSession
 from .tokens import TokenIssuer
+from .turn import TURN_SECRET_FILE, TurnService
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Services:
     rooms: RoomService
     admin_key: str
     webhooks: WebhookSender | None = None
+    turn: TurnService | None = None
 
 
 def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -> Services:
@@ -77,8 +79,12 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
                                  config.data_dir)
         events.subscribe(webhooks.on_room_event)
         rooms.on_shutdown(webhooks.close)  # after the rooms have ended (their last events are kept)
+    turn = None
+    if config.turn_urls:
+        turn_secret = config.turn_secret or load_or_create_secret(config.data_dir / TURN_SECRET_FILE)
+        turn = TurnService(config.turn_urls, turn_secret, config.turn_ttl_s)
     return Services(config=config, registry=registry, issuer=issuer, rooms=rooms, admin_key=admin_key,
-                    webhooks=webhooks)
+                    webhooks=webhooks, turn=turn)
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -118,7 +124,11 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
     metrics = app[METRICS_KEY] = Metrics(services.rooms)
     app.cleanup_ctx.append(metrics.cleanup_ctx)
     app.on_response_prepare.append(security_headers(inline_style_hashes(STATIC_DIR)))
-    ice_servers = [s.to_browser() for s in services.config.ice.servers]
+    configured_ice = [s.to_browser() for s in services.config.ice.servers]
+
+    def ice_servers(participant_id: str) -> list[dict]:
+        relay = [services.turn.credentials(participant_id)] if services.turn is not None else []
+        return relay + configured_ice
     pending = PendingSockets(limits.pending_ws_per_address, limits.pending_ws_total)
 
     async def websocket(request: web.Request) -> web.WebSocketResponse:

@@ -33,6 +33,11 @@ class ServerConfig:
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: Optional[str] = None
     webhook_retry_max_s: float = 300.0
+    # TURN (docs/DEPLOY.md): relay URLs handed to browsers with per-session credentials from the
+    # secret shared with coturn (None: data_dir/turn.secret)
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: Optional[str] = None
+    turn_ttl_s: int = 6 * 3600
     # HOST:PORT serving /metrics without a key; None: /metrics on the main port, behind the admin key
     metrics_address: Optional[str] = None
 

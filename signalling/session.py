@@ -66,7 +66,7 @@ class ParticipantSession:
         *,
         rooms: "RoomService",
         issuer: TokenIssuer,
-        ice_servers: list[dict],
+        ice_servers: Callable[[str], list[dict]],
         join_timeout_s: float,
         answer_timeout_s: float,
         on_joined: Optional[Callable[[], None]] = None,
@@ -77,7 +77,7 @@ class ParticipantSession:
         self._on_join_timing = on_join_timing
         self._rooms = rooms
         self._issuer = issuer
-        self._ice_servers = ice_servers
+        self._ice_servers = ice_servers  # by participant id: TURN credentials are minted per session
         self._join_timeout_s = join_timeout_s
         self._answer_timeout_s = answer_timeout_s
         self._outbox = Outbox(ws, on_overflow=lambda: self.close_soon("error"))
@@ -191,7 +191,7 @@ class ParticipantSession:
             "room": {"id": self.room.record.id, "name": self.room.record.name,
                      "live_watermark": self.room.record.live_watermark, "clinic": self.room.record.clinic},
             "participants": others,
-            "ice_servers": self._ice_servers,
+            "ice_servers": self._ice_servers(participant.id),
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
         self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded

@@ -1,6 +1,7 @@
 """Fixtures for the real-browser tests (see harness.py for how the pieces fit).
 
-- ``netns``: a fresh network namespace with a veth pair, destroyed afterwards.
+- ``netns``: a fresh network namespace with a veth pair, destroyed afterwards;
+  ``patient_netns`` another one, for a patient behind a link of its own.
 - ``sfu_server``: consult-sfu running in that namespace; ``.patient_url``,
   ``.doctor_url``, ``.expert_url`` (``.links``), ``.output()``.
 - ``chromium``: factory; ``chromium("patient")`` gives a headless Chromium WebDriver
@@ -43,6 +44,16 @@ def browser_prerequisites():
 @pytest.fixture
 def netns(browser_prerequisites, tmp_path):
     ns = NetNamespace(log_dir=tmp_path / "logs")
+    try:
+        yield ns
+    finally:
+        ns.destroy()
+
+
+@pytest.fixture
+def patient_netns(browser_prerequisites, tmp_path):
+    """A second namespace for the patient's browser, behind a link the test shapes or filters."""
+    ns = NetNamespace(log_dir=tmp_path / "patient-logs")
     try:
         yield ns
     finally:

@@ -402,6 +402,32 @@ def start_tcp_forwarder(netns: NetNamespace, listen_port: int, host: str, port: 
     return proc
 
 
+# --------------------------------------------------------------------------- TURN (coturn)
+
+TURNSERVER = os.environ.get("CSFU_TURNSERVER") or shutil.which("turnserver") or "/usr/bin/turnserver"
+TURN_PORT = 3478
+
+
+def start_coturn(netns: NetNamespace, address: str, secret: str, state_dir: Path,
+                 allowed_peers: str = "10.231.0.0-10.231.255.255", timeout: float = 15.0) -> ManagedProcess:
+    """coturn listening and relaying on ``address`` inside ``netns``, checking the REST-style
+    credentials consult-sfu mints from ``secret`` (use-auth-secret), as docs/DEPLOY.md
+    configures it; plain TURN over UDP and TCP (no TLS), peers only in the test supernet."""
+    if not (os.path.isfile(TURNSERVER) and os.access(TURNSERVER, os.X_OK)):
+        raise RuntimeError("the TURN test needs coturn's turnserver (Debian package coturn; scripts/setup.sh --test)")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [TURNSERVER, "-n", f"--listening-ip={address}", f"--relay-ip={address}", f"--listening-port={TURN_PORT}",
+            "--min-port=49160", "--max-port=49400", "--use-auth-secret", f"--static-auth-secret={secret}",
+            "--realm=consult-sfu.test", "--fingerprint", "--no-tls", "--no-dtls", "--no-cli", "--no-multicast-peers",
+            f"--allowed-peer-ip={allowed_peers}", "--verbose", "--log-file=stdout", "--simple-log",
+            f"--pidfile={state_dir / 'turnserver.pid'}", f"--userdb={state_dir / 'turndb'}"]
+    proc = netns.spawn("coturn", ["stdbuf", "-oL", *argv])  # its log is read while it runs
+    if not proc.wait_for(lambda lines: any("Total General servers" in line or "relay ports initialized" in line
+                                           for line in lines), timeout):
+        raise RuntimeError(f"coturn did not start:\n{proc.output()}")
+    return proc
+
+
 # --------------------------------------------------------------------------- SFU server
 
 _LINK_RE = re.compile(r"^\s+(patient|doctor|expert):\s+(\S+)$")

@@ -39,15 +39,6 @@ PAUSED_TILES_JS = "return [...document.querySelectorAll('.tile.video-paused .til
                   ".map(e => e.textContent);"
 
 
-@pytest.fixture
-def patient_netns(browser_prerequisites, tmp_path):
-    ns = NetNamespace(log_dir=tmp_path / "patient-logs")
-    try:
-        yield ns
-    finally:
-        ns.destroy()
-
-
 def downlink_of(server, participant_id: str) -> dict:
     return server.admin_get("/api/rooms/demo/media")["participants"][participant_id]
 

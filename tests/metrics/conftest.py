@@ -61,7 +61,7 @@ async def metered(aiohttp_server, tmp_path) -> AsyncIterator[MeteredServer]:
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=20.0)
         await ws.prepare(request)
-        session = ParticipantSession(ws, rooms=services.rooms, issuer=services.issuer, ice_servers=[],
+        session = ParticipantSession(ws, rooms=services.rooms, issuer=services.issuer, ice_servers=lambda pid: [],
                                      join_timeout_s=config.join_timeout_s, answer_timeout_s=config.answer_timeout_s,
                                      on_join_timing=metrics.observe_join)
         await session.run()
