@@ -65,6 +65,7 @@ from loadtest.impairment import KNOWN_PROFILES, PROFILES, Profile, parse_profile
 from loadtest.layer_share import LayerSampler, attach_layer_shares, layer_shares, shares_json
 from loadtest.metrics import AUDIO_DEADLINE_S, REUSE_HORIZON_S, run_metrics
 from loadtest.receiver import MODES
+from loadtest.server_metrics import server_metrics
 from loadtest.step_recovery import DELAY_BOUND_S, step_recovery
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -382,6 +383,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                         result["server_rss_mb"] = proc_memory_mb(server_pid)["rss_mb"]
                     if kind == "ours":
                         result["server_media"] = server_media(base_url, admin_key, room_ids)
+                        result["server_metrics"] = server_metrics(base_url, admin_key)  # as Prometheus sees it
                 elif name == "done":
                     break
             record = json.loads(record_path.read_text())

@@ -77,3 +77,26 @@ def test_publishers_fec_is_decoded_at_the_server(loss_30_run):
     assert uplink["publishers"] == 3 and loss_30_run["video_fec_uplink"]["publishers"] == 3, uplink
     assert uplink["fec_received"] > 100 and uplink["fec_rebuilt"] > 20, uplink
     assert uplink["nack_not_media"] > 0, uplink
+
+
+@pytest.mark.timeout(180)
+def test_the_servers_metrics_show_the_call_while_it_runs(loss_30_run):
+    """/metrics, scraped at the window's end as Prometheus would: the call, its recovery, its joins."""
+    metrics = loss_30_run["server_metrics"]
+    assert "error" not in metrics, metrics
+    s = metrics["samples"]
+    assert s["consult_rooms_active"] == 1
+    assert {role: s[f'consult_participants{{role="{role}"}}'] for role in ("patient", "doctor", "expert")} == \
+        {"patient": 1, "doctor": 1, "expert": 1}
+    assert s['consult_published_streams{kind="video"}'] == 3
+    assert s['consult_forwarded_streams{kind="video",state="forwarding"}'] + \
+        s['consult_forwarded_streams{kind="video",state="paused"}'] == 6
+    for direction in ("uplink", "downlink"):
+        assert s[f'consult_rtp_packets_total{{direction="{direction}",kind="video"}}'] > 1000
+    # 30 % loss each way: the server asked publishers to resend, and resent to subscribers
+    assert s['consult_nacked_packets_total{kind="video"}'] > 50
+    assert s['consult_retransmissions_total{kind="video"}'] > 50
+    assert s['consult_packet_loss_ratio_gcount{direction="downlink"}'] >= 6
+    assert s['consult_join_seconds_count{stage="joined"}'] == 3
+    assert s['consult_join_seconds_count{stage="connected"}'] == 3
+    assert metrics["event_loop_lag_p99_ms"] is not None
