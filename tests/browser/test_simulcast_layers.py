@@ -17,7 +17,7 @@ import time
 import pytest
 
 from .harness import poll
-from .test_narrow_downlink import capped_patient_call, downlink_of, patient_netns  # noqa: F401  (a fixture)
+from .test_narrow_downlink import capped_patient_call, downlink_of
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
 
@@ -52,7 +52,7 @@ def inbound_video(driver) -> dict:
 
 @pytest.mark.browser
 def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor_keeps_720p(
-        netns, patient_netns, chromium, tmp_path):  # noqa: F811  (the fixture imported above)
+        netns, patient_netns, chromium, tmp_path):
     server, patient_browsers, diagnostics = capped_patient_call(netns, patient_netns, chromium, tmp_path, CAP)
 
     try:
