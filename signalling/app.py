@@ -7,6 +7,7 @@ data directory is made readable by the server's user only.
 
 from __future__ import annotations
 
+import json
 import logging
 import stat
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .replay_api import replay_routes
 from .room_events import RoomEvents
 from .secrets_store import load_or_create_secret
 from .session import ParticipantSession
+from .static_files import CompressedBodies, shared_site
 from .tokens import TokenIssuer
 from .turn import TURN_SECRET_FILE, TurnService
 
@@ -154,12 +156,9 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         finally:
             release()
 
-    def page(name: str):
-        async def handler(request: web.Request) -> web.FileResponse:
-            response = web.FileResponse(STATIC_DIR / name)
-            response.headers["Cache-Control"] = "no-store"
-            return response
-        return handler
+    static_site = shared_site(STATIC_DIR)  # compressed, versioned, cached in memory (static_files.py)
+    page = static_site.page
+    catalogues = CompressedBodies()  # the /i18n texts: compressed and revalidated like the static files
 
     async def info(request: web.Request) -> web.Response:
         return web.json_response({"name": "consult-sfu", "protocol_versions": list(PROTOCOL_VERSIONS),
@@ -171,9 +170,9 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         if locale not in LOCALES:
             return web.json_response({"error": "not_found", "message": f"languages: {', '.join(LOCALES)}"},
                                      status=404)
-        response = web.json_response(page_catalogue(locale))
-        response.headers["Cache-Control"] = "no-cache"  # never an old text after the server is updated
-        return response
+        body = json.dumps(page_catalogue(locale), ensure_ascii=False).encode()
+        # no-cache with an ETag: never an old text after the server is updated, a 304 otherwise
+        return await catalogues.respond(request, body, "application/json; charset=utf-8")
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})  # liveness only: how busy the clinic is is no one's business
@@ -196,7 +195,7 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         *admin.routes(),
         *([] if services.config.metrics_address else metrics.routes(api_key=services.admin_key)),
         *replay_routes(services),
-        web.static("/static", STATIC_DIR),
+        *static_site.routes(),
     ])
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -95,6 +95,7 @@ from .links import LINK_REVOKED, LinkGuard, LinkRefused
 from .rate_limit import TokenBucket
 from .refusals import SUMMARY_INTERVAL_S, RefusalSummary
 from .registry import RoomInstance, instance_at
+from .static_files import shared_site
 from .tokens import Grant, TokenError, TokenIssuer
 
 logger = logging.getLogger(__name__)
@@ -731,9 +732,10 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         service.links = services.rooms.links  # the server's instances and revocations, never a copy
     services.rooms.on_shutdown(service.close)  # the app's shutdown: the refusal summary is written
 
-    async def page(request: web.Request) -> web.FileResponse:
-        response = web.FileResponse(STATIC_DIR / "trainer.html")
-        response.headers["Cache-Control"] = "no-store"
+    trainer_page = shared_site(STATIC_DIR).page("trainer.html")  # no-store, compressed (static_files.py)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        response = await trainer_page(request)
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
