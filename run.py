@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from metrics import parse_address
 from signalling.app import METRICS_KEY, build_services, create_app
 from signalling.config import ServerConfig
 from signalling.http_limits import runner_options
+from signalling.log_format import LOG_FORMATS, configure_logging
 from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
@@ -89,6 +89,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
                    help="serve Prometheus /metrics there, without a key (default: /metrics on the main port, "
                         "behind the admin key)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
+                   help="text (default) or json: one JSON object a line with room, participant and request ids")
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
@@ -136,7 +138,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
             p.error(str(exc))
     if a.webhook_retry_max < 1:
         p.error("--webhook-retry-max is at least 1 second")
-    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(a.log_level, a.log_format)  # secrets masked in both formats (signalling/log_format.py)
+    except ValueError as exc:
+        p.error(str(exc))
     from media.processors.face_processor import CATALOGUE as PROCESSORS
 
     unknown = [n for n in a.processors.split(",") if n.strip() and n.strip() not in PROCESSORS]

@@ -34,6 +34,7 @@ from .http_limits import (
     upgrade,
 )
 from .live_rooms import RoomService
+from .log_context import echo_request_id, request_ids
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
 from .registry import InMemoryRegistry, RoomRegistry
 from .replay_api import replay_routes
@@ -119,13 +120,15 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
     hide_server_version()
     quiet_bad_requests()
     admin = AdminApi(api_key=services.admin_key, services=services)
-    app = web.Application(middlewares=[body_deadline(limits.body_timeout_s), admin.auth_middleware],
+    # request_ids first: every later middleware and handler logs under the request's id
+    app = web.Application(middlewares=[request_ids, body_deadline(limits.body_timeout_s), admin.auth_middleware],
                           client_max_size=64 * 1024)
     app[SERVICES_KEY] = services
     app[LIMITS_KEY] = limits
     metrics = app[METRICS_KEY] = Metrics(services.rooms)
     app.cleanup_ctx.append(metrics.cleanup_ctx)
     app.on_response_prepare.append(security_headers(inline_style_hashes(STATIC_DIR)))
+    app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every response
     configured_ice = [s.to_browser() for s in services.config.ice.servers]
 
     def ice_servers(participant_id: str) -> list[dict]:

@@ -21,6 +21,7 @@ from media.peer import AnswerRejected, MediaPeer
 from media.sdp_simulcast import SIMULCAST_LADDER
 from recorder.errors import RecorderError
 
+from . import log_context
 from .live_rooms import JoinRefused
 from .outbox import Outbox
 from .protocol import (
@@ -95,6 +96,7 @@ class ParticipantSession:
         self._closing: Optional[asyncio.Task] = None
         self._closed = False
         self.close_reason: Optional[str] = None
+        self._log_ids: dict[str, str] = {}  # room, participant, request: for tasks other sessions start
 
     # --- outbound --------------------------------------------------------------------
 
@@ -174,6 +176,7 @@ class ParticipantSession:
             return False
         try:
             self.grant = self._issuer.verify(message["token"])
+            log_context.bind(room=self.grant.room)  # this task's log lines, and those of tasks it starts
         except TokenError as exc:
             await self._fatal(exc.code, exc.message)
             return False
@@ -183,6 +186,8 @@ class ParticipantSession:
             await self._fatal(exc.code, exc.message)
             return False
         participant = self.joined_participant()  # RoomService.join set it
+        log_context.bind(participant=participant.id)
+        self._log_ids = log_context.current()
         others = [s.joined_participant().public() for pid, s in self.room.sessions.items() if pid != participant.id]
         self.send({
             "type": "joined",
@@ -348,6 +353,7 @@ class ParticipantSession:
             asyncio.ensure_future(self._offer_if_needed())
 
     async def _offer_if_needed(self) -> None:
+        self._log_as_this_session()  # another session's join may have started this task
         async with self._negotiation_lock:
             if not self._renegotiate or self._awaiting_rev is not None or self._closed:
                 return
@@ -394,6 +400,10 @@ class ParticipantSession:
         if self._renegotiate:
             await self._offer_if_needed()
 
+    def _log_as_this_session(self) -> None:
+        """Lines this task logs from here on (and its new tasks') name this session's room and participant."""
+        log_context.bind(**self._log_ids)
+
     # --- closing ------------------------------------------------------------------------
 
     def close_soon(self, reason: str) -> None:
@@ -413,6 +423,7 @@ class ParticipantSession:
         return self._closing
 
     async def _close(self, reason: str, ws_code: int, notify: bool) -> None:
+        self._log_as_this_session()  # a kick or a closed room may have started this task
         self._closed = True
         self.close_reason = self.close_reason or reason
         if self._answer_timer is not None:

@@ -45,6 +45,13 @@ def check_endpoints(endpoints: Sequence[str]) -> None:
         raise ValueError("a webhook URL is given twice")
 
 
+def shown(endpoint: str) -> str:
+    """An endpoint as the log shows it: without its query, which may carry the receiver's key
+    (Azure Functions' `?code=`, chat webhooks' `?key=…&token=…`)."""
+    url = yarl.URL(endpoint)
+    return str(url.with_query(None).with_fragment(None)) + ("?[query]" if url.raw_query_string else "")
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     endpoints: tuple[str, ...]
@@ -84,10 +91,11 @@ class WebhookSender:
         backlog = await self._in_thread(self._outbox.backlog)
         for endpoint, count in backlog.items():
             if endpoint in self._wake:
-                logger.info("webhooks: %d event(s) for %s kept from before; sending them first", count, endpoint)
+                logger.info("webhooks: %d event(s) for %s kept from before; sending them first", count,
+                            shown(endpoint))
             else:
                 logger.warning("webhooks: %d event(s) are kept for %s, which is no longer configured; they "
-                               "are sent if it is configured again", count, endpoint)
+                               "are sent if it is configured again", count, shown(endpoint))
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                                            headers={"User-Agent": USER_AGENT})
         self._tasks = [asyncio.ensure_future(self._send_loop(endpoint)) for endpoint in self.settings.endpoints]
@@ -158,7 +166,7 @@ class WebhookSender:
                     await self._in_thread(self._delivered, item.seq)
                 elif time.time() - item.created_at > self.settings.max_age_s:
                     logger.error("webhooks: %s %s to %s given up after %d attempts over %.0f h (last: %s)",
-                                 item.event_type, item.event_id, endpoint, item.attempts + 1,
+                                 item.event_type, item.event_id, shown(endpoint), item.attempts + 1,
                                  self.settings.max_age_s / 3600, error)
                     await self._in_thread(self._delivered, item.seq)
                 else:
@@ -200,7 +208,7 @@ class WebhookSender:
         attempt = item.attempts + 1
         level = logging.WARNING if attempt == 1 or attempt % WARN_EVERY_ATTEMPTS == 0 else logging.INFO
         logger.log(level, "webhooks: %s %s to %s failed (attempt %d): %s; retrying", item.event_type,
-                   item.event_id, item.endpoint, attempt, error)
+                   item.event_id, shown(item.endpoint), attempt, error)
 
     # outbox calls, made on its one thread
     def _head(self, endpoint: str) -> Optional[PendingDelivery]:
