@@ -7,8 +7,9 @@ extensions, keeps the packet for NACKs and hands it to SRTP, through the
 subscriber's pacer when its downlink is narrow (media/send_budget.py). RTCP from
 the subscriber is answered here: NACK from the cache (RTX where negotiated) within
 the send budget, PLI/FIR forwarded to the source's coalescing keyframe requester;
-REMB, RTT and delivered bytes go to the downlink estimate. The downlink controller
-may pause a video down-track and probe through its RTX SSRC.
+REMB goes to the downlink estimate, receiver reports to media/receiver_reports.py (RTT,
+the downlink's own loss, delivered bytes). The downlink controller may pause a video
+down-track and probe through its RTX SSRC.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
-    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSdesPacket,
@@ -44,6 +44,7 @@ from aiortc.rtp import (
 
 from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
+from .receiver_reports import RTP_HEADER_BYTES, ReceiverReports
 from .redundancy import COPY_SPACING_S, LossEstimate
 from .rewriter import StreamRewriter
 from .rtcp_feedback import TransportFeedbackPacket
@@ -87,15 +88,6 @@ KEYFRAME_RETRY_S = 0.5
 STALE_NACK_S = 1.0
 # Video packets per downlink-loss sample (a few per second at 480p-720p).
 LOSS_SAMPLE_PACKETS = 50
-# Weight of each receiver report's fraction lost (one report covers about a second).
-REPORTED_LOSS_WEIGHT = 0.5
-# Numbers skipped over (the source had not delivered them) remembered for the receiver
-# reports: a few seconds of 720p video.
-UNSENT_TRACKED = 1024
-# Sender reports remembered for matching the receiver reports that answer them (RTT).
-RECENT_SENDER_REPORTS = 4
-# An RTP header with this down-track's extensions, about.
-RTP_HEADER_BYTES = 24
 # Padding for a bandwidth probe: past the pacer, since it tests what the rate does not yet allow.
 PROBE = -1
 # The largest padding one packet carries (RFC 3550: the count is one byte).
@@ -193,7 +185,6 @@ class DownTrack:
         self.nacks_received = 0
         self.plis_received = 0
         self.remb_bitrate: Optional[int] = None
-        self.rtt: Optional[float] = None
         # First-transmission loss toward this subscriber, shared by its down-tracks (one
         # transport). Measured from video NACKs, not RTCP RR: the copies sent below count
         # as received in an RR and would hide the very loss that made them necessary.
@@ -216,16 +207,11 @@ class DownTrack:
         self.stale_nack_keyframes = 0
         self.nacks_crossed = 0  # NACKs for late packets answered by their own late sending
         self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
-        self._recent_srs: dict[int, float] = {}  # lsr -> when sent
         # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
         self._fec: Optional[VideoFecSender] = None
-        # Loss the subscriber reports in RTCP RR (fraction lost, smoothed): a browser counts
-        # packets it recovered (RTX, FEC) as lost there, so this sees through FEC where the
-        # NACK count may not (a receiver that does not NACK, or one whose FEC repaired the
-        # gap before it asked).
-        self.reported_loss = 0.0
-        self._last_report: Optional[tuple[int, int]] = None  # (extended highest number, cumulative lost)
-        self._unsent: set[int] = set()  # numbers skipped over, the source not having them (video)
+        # RTT, the downlink's own loss and the bytes it delivered, from the subscriber's reports
+        self.reports = ReceiverReports(ssrc=ssrc, rtx_ssrc=rtx_ssrc, video=kind == "video", cache=self._cache,
+                                       estimate=self.budget.estimate)
 
     # --- lifecycle (driven by the aiortc bridge and the room) -----------------
 
@@ -363,7 +349,7 @@ class DownTrack:
             self._rewriter.reset()
         self._waiting_for_keyframe = True
         # the loss its reports showed was the congestion's: FEC sized for it would come back with it
-        self.reported_loss = 0.0
+        self.reports.forget_loss()
         self._update_fec()
 
     def resume(self) -> None:
@@ -410,13 +396,22 @@ class DownTrack:
             "stale_nack_keyframes": self.stale_nack_keyframes,
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "fec_group": None if self._fec is None else self._fec.group,
-            "reported_loss": round(self.reported_loss, 3),
+            "reported_loss": round(self.reports.reported_loss, 3),
             "fec_packets": 0 if self._fec is None else self._fec.fec_packets, "fec_oversize": self.fec_oversize,
             "feedback_malformed": self.feedback_malformed,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
             "layer": self.layer_name, "layer_switches": self.layer_switches,
         }
+
+    @property
+    def rtt(self) -> Optional[float]:
+        """Round-trip time to the subscriber, from its receiver reports (None: not measured yet)."""
+        return self.reports.rtt
+
+    @property
+    def reported_loss(self) -> float:
+        return self.reports.reported_loss
 
     @property
     def ssrc(self) -> int:
@@ -484,7 +479,7 @@ class DownTrack:
             return  # older than where this subscriber started
         seq, ts = mapped
         if self.kind == "video":
-            self._track_unsent(newest_sent, seq)
+            self.reports.track_unsent(newest_sent, seq)
         fec = self._fec if self._fec is not None and self._protects(codec) else None
         payload = packet.payload
         if self._vp8 is not None and self._is_vp8(codec):
@@ -521,37 +516,14 @@ class DownTrack:
         if rewriter is not None and rewriter.started:
             rewriter.skip(after_seq, upto_seq)
 
-    def _track_unsent(self, newest_sent: int, seq: int) -> None:
-        """Numbers this down-track skipped over because the source had not delivered them (yet)."""
-        ahead = seq_diff(seq, newest_sent)
-        if ahead > 1:
-            self._unsent.update(seq_add(newest_sent, k) for k in range(1, min(ahead, UNSENT_TRACKED)))
-            if len(self._unsent) > UNSENT_TRACKED:  # long gone: the reports are past them
-                self._unsent = {s for s in self._unsent if seq_diff(seq, s) < UNSENT_TRACKED}
-        elif ahead <= 0:
-            self._unsent.discard(seq)  # a late packet filled its place
-
-    def _loss_in_report(self, previous: tuple[int, int], highest: int, cumulative_lost: int) -> Optional[float]:
-        """The downlink's own loss over the interval since the previous report: the numbers the
-        subscriber counts lost, less those we had not sent because the publisher's uplink lost them
-        (recovery still under way, or given up). Without that a lossy uplink would read as a lossy
-        downlink to every subscriber, and turn their FEC on for nothing."""
-        expected = highest - previous[0]
-        if not 0 < expected < 1 << 15:
-            return None
-        top = highest & 0xFFFF
-        unsent = sum(1 for s in self._unsent if 0 <= seq_diff(top, s) < expected)
-        lost = cumulative_lost - previous[1] - unsent
-        return min(1.0, max(0, lost) / max(1, expected - unsent))
-
     def note_reported_loss(self, fraction: float) -> None:
         """One receiver report's fraction lost for this stream (0..1)."""
-        self.reported_loss += REPORTED_LOSS_WEIGHT * (fraction - self.reported_loss)
+        self.reports.note_reported_loss(fraction)
         self._update_fec()
 
     def _update_fec(self) -> None:
         if self._fec is not None:
-            self._fec.update_loss(max(self.downlink_loss.value, self.reported_loss))
+            self._fec.update_loss(max(self.downlink_loss.value, self.reports.reported_loss))
 
     async def _send_fec(self, fec: VideoFecSender, sent: SentPacket, media_pt: int, media_payload: bytes,
                         abs_send_time: int) -> None:
@@ -635,44 +607,8 @@ class DownTrack:
                 self.budget.estimate.note_remb(bitrate, frozenset(ssrcs), time.monotonic())
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
-                if report.ssrc == self._rtx_ssrc and report.ssrc != self._ssrc:
-                    self._note_rtt(report)  # a probe's padding: the RTT is all it says about this stream
-                    continue
-                if report.ssrc != self._ssrc:
-                    continue
-                self._note_rtt(report)
-                highest, lost = report.highest_sequence, report.packets_lost
-                previous, self._last_report = self._last_report, (highest, lost)
-                if previous is None:
-                    continue
-                self._note_delivered(previous, highest, lost)
-                if self.kind == "video":
-                    loss = self._loss_in_report(previous, highest, lost)
-                    if loss is not None:
-                        self.note_reported_loss(loss)
-
-    def _note_rtt(self, report: RtcpReceiverInfo) -> None:
-        # once per sender report: a receiver repeats the last one's figures in every report
-        # until another arrives, which would replay an old RTT
-        sent_at = self._recent_srs.pop(report.lsr, None)
-        rtt = None if sent_at is None or not report.dlsr else time.time() - sent_at - report.dlsr / 65536
-        if rtt is not None and rtt > 0:  # not below zero: a report that cannot be timed
-            self.rtt = rtt
-            self.budget.estimate.note_rtt(rtt, time.monotonic())
-
-    def _note_delivered(self, previous: tuple[int, int], highest: int, cumulative_lost: int) -> None:
-        """The bytes this report says arrived since the previous one: what the downlink
-        delivers, which under a full queue is what it can carry."""
-        expected = highest - previous[0]
-        if not 0 < expected <= self._cache.size:
-            return
-        sent = 0
-        for k in range(1, expected + 1):
-            packet = self._cache.get((previous[0] + k) & 0xFFFF)
-            if packet is not None:
-                sent += len(packet.payload) + RTP_HEADER_BYTES + PACKET_OVERHEAD_BYTES
-        lost = min(expected, max(0, cumulative_lost - previous[1]))
-        self.budget.estimate.note_delivered(sent * (expected - lost) // expected, time.monotonic())
+                if self.reports.on_report(report):
+                    self._update_fec()
 
     async def _retransmit(self, seq: int) -> None:
         sent = self._cache.get(seq)
@@ -681,7 +617,7 @@ class DownTrack:
         # loss on a congested link is the queue's: not a sample for the copies, not a reason
         # to ask the publisher for keyframes
         congested = self.budget.congested
-        rtt = self.rtt if self.rtt is not None else DEFAULT_RTT_S
+        rtt = self.reports.rtt if self.reports.rtt is not None else DEFAULT_RTT_S
         crossed = sent.late and time.monotonic() - sent.sent_at < CROSSING_RTTS * rtt
         if crossed:
             # It went out late, as a retransmission would have: this NACK crossed it on the way
@@ -786,9 +722,7 @@ class DownTrack:
         if self._cname:
             sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
             packets.append(RtcpSdesPacket(chunks=[sdes]))
-        self._recent_srs[(ntp >> 16) & 0xFFFFFFFF] = time.time()
-        if len(self._recent_srs) > RECENT_SENDER_REPORTS:
-            del self._recent_srs[next(iter(self._recent_srs))]
+        self.reports.sender_report_sent(ntp)
         await send_rtcp(transport, packets)
 
     def __repr__(self) -> str:

@@ -45,9 +45,10 @@ from hypothesis import strategies as st
 
 from loadtest.forwarding_rig import EXTENSIONS, FEC_PTS, RED, RTX, RTX_RED, ULPFEC, VP8
 from media.aiortc_bridge import WirePacket
-from media.downtrack import UNSENT_TRACKED, DownTrack
+from media.downtrack import DownTrack
 from media.nack_generator import MAX_TRACKED
 from media.published_track import PublishedTrack
+from media.receiver_reports import UNSENT_TRACKED
 from media.red import build_red
 from media.seqnum import seq_add
 from media.uplink_fec import PICTURES_REMEMBERED, SEEN_WINDOW
@@ -241,7 +242,7 @@ async def drive_downtrack(case: DowntrackRun) -> None:
                         assert downtrack.remb_bitrate == (bitrate if SUBSCRIBER_SSRC in listed else before_remb)
                 assert 0.0 <= downtrack.reported_loss <= 1.0
                 assert downtrack.rtt is None or downtrack.rtt >= 0
-                assert len(downtrack._unsent) <= 2 * UNSENT_TRACKED
+                assert len(downtrack.reports._unsent) <= 2 * UNSENT_TRACKED
                 json.dumps(downtrack.summary())
     finally:
         await downtrack.stop()

@@ -226,7 +226,7 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     now = [50.0]
     monkeypatch.setattr(downtrack_module.time, "monotonic", lambda: now[0])
     downtrack, transport = await started_downtrack([VP8, RTX])
-    downtrack.rtt = 0.1
+    downtrack.reports.rtt = 0.1
     stream = source_stream(frames=20, seed=2)
     held = stream[5]  # lost upstream, recovered a round trip later
     for n, packet in enumerate(stream):
