@@ -335,6 +335,7 @@ class _Encoder:
                 stream.time_base = MS
                 self.streams[no] = stream
         self._last: Optional[_Picture] = None
+        self._held: Optional[Any] = None  # the newest encoded video packet, muxed when its duration is known
         self._last_key = -KEYFRAME_MS
         self._audio_end = 0
 
@@ -363,7 +364,7 @@ class _Encoder:
             frame.pict_type = PictureType.I
             self._last_key = at
         assert self.video is not None  # pictures come only from a video track, which added the stream
-        self.container.mux(self.video.encode(frame))
+        self._mux_video(self.video.encode(frame))
         self.stats.frames += 1
         self.stats.end_ms = max(self.stats.end_ms, at)
 
@@ -389,8 +390,23 @@ class _Encoder:
         if self.video is not None:
             if self._last is None:
                 raise RenderError("no frame of the video could be decoded")
-            self.container.mux(self.video.encode(None))
+            self._mux_video(self.video.encode(None))
+            if self._held is not None:  # the last picture: the encoder's nominal frame duration
+                self.container.mux(self._held)
+                self._held = None
         self.close()
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        """Each picture lasts until the next one: a packet is muxed once the next is encoded,
+        with that as its duration. With the encoder's nominal 1/30 s instead, a picture
+        followed by a gap under FILL_GAP_MS left a hole in the page's buffered ranges (the
+        first picture of a track especially), where its MediaSource stalls."""
+        for packet in packets:
+            held = self._held
+            if held is not None:
+                held.duration = max(1, packet.pts - held.pts)
+                self.container.mux(held)
+            self._held = packet
 
     def close(self) -> None:
         try:

@@ -166,6 +166,21 @@ def _recorded_pictures(frames, start_ms: int):
 
 
 @pytest.mark.slow
+def test_each_picture_lasts_until_the_next_so_the_page_buffers_no_hole(data_dir, keys, audit, registry):
+    """A MediaSource stalls at a hole in its buffered ranges, and it takes each block's duration
+    as written: with the encoder's nominal 1/30 s, a first picture followed by one 150 ms later
+    (a browser's first frames after a keyframe request) left [0, 0.033] apart from the rest."""
+    recording_id = record_real(data_dir, keys, audit, seconds=2.0, video_hole=(40, 190))
+    *_, sink, _, _ = _render(data_dir, keys, registry, recording_id)
+    with av.open(io.BytesIO(bytes(sink.data))) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.duration) for p in container.demux(stream) if p.pts is not None]
+    assert any(b[0] - a[0] > 100 for a, b in zip(packets, packets[1:]))  # the gap is there ...
+    # ... and covered: no hole but the millisecond that 30 fps rounds to
+    assert all(pts + duration >= following - 1 for (pts, duration), (following, _) in zip(packets, packets[1:]))
+
+
+@pytest.mark.slow
 def test_two_viewers_get_different_marks(data_dir, keys, audit, registry, tmp_path):
     recording_id = record_real(data_dir, keys, audit, seconds=3.0)
     verdicts = {}
