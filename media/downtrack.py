@@ -42,6 +42,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from .nack_answers import STALE_STRETCH_PACKETS, NackAnswers
 from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
 from .receiver_reports import RTP_HEADER_BYTES, ReceiverReports
@@ -52,7 +53,7 @@ from .rtcp_io import send_rtcp
 from .rtp_writer import MAX_PACKET_BYTES, RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
-from .seqnum import seq_add, seq_diff
+from .seqnum import seq_add
 from .twcc_feedback import parse_fci
 from .video_fec import VideoFecSender, red_wrap
 from .vp8_munger import Vp8Munger
@@ -62,8 +63,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How far back a stale-NACK keyframe request still covers a packet: the video cache's reach.
-STALE_STRETCH_PACKETS = 1024
 
 
 def abs_send_time_now() -> int:
@@ -71,23 +70,8 @@ def abs_send_time_now() -> int:
     return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
 
 
-# Until the subscriber's RTT is measured (RTCP SR/RR).
-DEFAULT_RTT_S = 0.1
-# A NACK this many RTTs after a packet went out late was sent before the packet could have
-# arrived (the subscriber NACKs about once per RTT, and stops once it has it). Over 1: at
-# exactly one RTT, scheduling jitter let ~20 % of those NACKs through on a clean downlink.
-CROSSING_RTTS = 1.5
 # How long a starting video down-track waits for a keyframe before asking again.
 KEYFRAME_RETRY_S = 0.5
-# A subscriber still NACKing a video packet this long after it was first sent is
-# stuck: a keyframe repairs its picture. Not sooner: at 30 % random loss a keyframe
-# (tens of packets, each as lossy) arrives later than a few more retransmission
-# rounds do, and at 0.4 s these requests made publishers send ~4 keyframes a second
-# (loss-30 720p, two seeds: frames delivered 94 -> 98 % and frozen time lower
-# without them; docs/BENCHMARKS.md).
-STALE_NACK_S = 1.0
-# Video packets per downlink-loss sample (a few per second at 480p-720p).
-LOSS_SAMPLE_PACKETS = 50
 # Padding for a bandwidth probe: past the pacer, since it tests what the rate does not yet allow.
 PROBE = -1
 # The largest padding one packet carries (RFC 3550: the count is one byte).
@@ -201,12 +185,9 @@ class DownTrack:
         self.feedback_malformed = 0  # transport-cc feedback that did not parse
         self.fec_oversize = 0  # FEC packets too long to protect, not sent
         self._padding_at = float("-inf")
-        self._loss_sample_sent = 0
-        self._loss_sample_nacked = 0
         self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
-        self.stale_nack_keyframes = 0
-        self.nacks_crossed = 0  # NACKs for late packets answered by their own late sending
-        self._stale_after_seq: Optional[int] = None  # newest packet a stale NACK already escalated
+        # which NACKs are answered, and the downlink loss they show (media/nack_answers.py)
+        self.nacks = NackAnswers(video=kind == "video", downlink_loss=self.downlink_loss)
         # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
         self._fec: Optional[VideoFecSender] = None
         # RTT, the downlink's own loss and the bytes it delivered, from the subscriber's reports
@@ -391,9 +372,9 @@ class DownTrack:
         """Counters for operators (admin API) and tests."""
         return {
             "packets": self.packets_sent, "retransmitted": self.retransmitted, "copies": self.copies_sent,
-            "nacks_received": self.nacks_received, "nacks_crossed": self.nacks_crossed,
+            "nacks_received": self.nacks_received, "nacks_crossed": self.nacks.crossed,
             "plis_received": self.plis_received,
-            "stale_nack_keyframes": self.stale_nack_keyframes,
+            "stale_nack_keyframes": self.nacks.stale_keyframes,
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "fec_group": None if self._fec is None else self._fec.group,
             "reported_loss": round(self.reports.reported_loss, 3),
@@ -412,6 +393,14 @@ class DownTrack:
     @property
     def reported_loss(self) -> float:
         return self.reports.reported_loss
+
+    @property
+    def stale_nack_keyframes(self) -> int:
+        return self.nacks.stale_keyframes
+
+    @property
+    def nacks_crossed(self) -> int:
+        return self.nacks.crossed
 
     @property
     def ssrc(self) -> int:
@@ -497,12 +486,8 @@ class DownTrack:
         self.octets_sent += len(wire_payload)
         if fec is not None and fec.active and not late and seq == rewriter.last_sequence_number:
             await self._send_fec(fec, sent, payload_type, payload, abs_send_time)
-        if self.kind == "video" and not late:
-            self._loss_sample_sent += 1
-            if self._loss_sample_sent >= LOSS_SAMPLE_PACKETS:
-                self.downlink_loss.add(min(self._loss_sample_nacked, self._loss_sample_sent), self._loss_sample_sent)
-                self._loss_sample_sent = self._loss_sample_nacked = 0
-                self._update_fec()
+        if self.kind == "video" and not late and self.nacks.first_sent():
+            self._update_fec()
         if late or self.kind == "audio":
             # On a lossy downlink, copies where a loss hurts most for the least bandwidth:
             # audio (small; no retransmission arrives before its playout deadline) and
@@ -614,27 +599,12 @@ class DownTrack:
         sent = self._cache.get(seq)
         if sent is None:
             return
-        # loss on a congested link is the queue's: not a sample for the copies, not a reason
-        # to ask the publisher for keyframes
-        congested = self.budget.congested
-        rtt = self.reports.rtt if self.reports.rtt is not None else DEFAULT_RTT_S
-        crossed = sent.late and time.monotonic() - sent.sent_at < CROSSING_RTTS * rtt
-        if crossed:
-            # It went out late, as a retransmission would have: this NACK crossed it on the way
-            # (the subscriber asked while it was still missing upstream). Not downlink loss; and
-            # on a clean downlink not worth answering, as libwebrtc's senders judge a NACK for a
-            # packet they resent less than an RTT ago. On a lossy one the answer is a cheap
-            # second chance for a packet the subscriber has waited on longest.
-            self.nacks_crossed += 1
-            if self.downlink_loss.copies == 1:
-                return
-        elif self.kind == "video" and not congested:
-            if not sent.nacked:
-                sent.nacked = True
-                self._loss_sample_nacked += 1
-            if time.monotonic() - sent.sent_at > STALE_NACK_S and not self._paused:
-                self._escalate_stale(seq)
-        if not self.budget.allow_recovery(len(sent.payload) + RTP_HEADER_BYTES, time.monotonic()):
+        now = time.monotonic()
+        decision = self.nacks.on_nack(sent, now, rtt=self.reports.rtt, congested=self.budget.congested,
+                                      paused=self._paused, newest_sent=self._cache.newest_sequence_number)
+        if decision.keyframe and self.feed is not None:
+            self.feed.request_keyframe()
+        if not decision.answer or not self.budget.allow_recovery(len(sent.payload) + RTP_HEADER_BYTES, now):
             return
         rtx_pt = self._out_rtx_pt.get(sent.payload_type)
         if rtx_pt is not None:
@@ -662,18 +632,6 @@ class DownTrack:
             self.copies_sent += 1
             task = asyncio.ensure_future(self._send(data, RECOVERY))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    def _escalate_stale(self, seq: int) -> None:
-        """One keyframe request per late stretch, not one per NACK of it."""
-        anchor = self._stale_after_seq
-        # at or before the packet the last request covered; an anchor further back than the
-        # cache reaches is from an old stretch (and 16-bit order flips 32768 packets on)
-        if anchor is not None and 0 <= seq_diff(anchor, seq) < STALE_STRETCH_PACKETS:
-            return
-        self._stale_after_seq = self._cache.newest_sequence_number
-        self.stale_nack_keyframes += 1
-        if self.feed is not None:
-            self.feed.request_keyframe()
 
     async def _run_rtcp(self) -> None:
         while True:

@@ -27,7 +27,8 @@ from .bounded_queue import DropOldestQueue
 from .downlink_control import ControlledVideo, DownlinkController
 from .downtrack import DownTrack
 from .ice import IceConfig
-from .published_track import DEFAULT_RTT_S, PublishedTrack
+from .published_track import PublishedTrack
+from .receiver_reports import DEFAULT_RTT_S
 from .redundancy import LossEstimate
 from .sdp_simulcast import answered_layers, offer_simulcast, rid_extensions
 from .sdp_transport_cc import answered_transport_cc, offer_transport_cc, transport_cc_extension

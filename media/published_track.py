@@ -37,10 +37,11 @@ from aiortc.rtp import (
 
 from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector
-from .downtrack import DEFAULT_RTT_S, abs_send_time_now
+from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
 from .rate_meter import RateMeter
+from .receiver_reports import DEFAULT_RTT_S
 from .red import RedError, parse_red
 from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp

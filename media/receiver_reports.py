@@ -25,6 +25,8 @@ from .packet_cache import PacketCache
 from .send_budget import PACKET_OVERHEAD_BYTES
 from .seqnum import seq_add, seq_diff
 
+# Until the subscriber's RTT is measured.
+DEFAULT_RTT_S = 0.1
 # Weight of each receiver report's fraction lost (one report covers about a second).
 REPORTED_LOSS_WEIGHT = 0.5
 # Numbers skipped over (the source had not delivered them) remembered for the receiver

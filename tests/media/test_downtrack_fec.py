@@ -243,7 +243,7 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     now[0] += 0.15  # 2 RTTs after it went out still asking: the late packet was lost on the downlink
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) == sent_before + 1 and downtrack.retransmitted == 1
-    assert downtrack._loss_sample_nacked == 1  # that one is downlink loss, the crossed one was not
+    assert downtrack.nacks.nacked_in_sample == 1  # that one is downlink loss, the crossed one was not
     # on a lossy downlink a crossed NACK is answered (a second chance), still not counted as loss
     for _ in range(4):
         downtrack.downlink_loss.add(30, 100)
@@ -253,10 +253,10 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
                                        timestamp=stream[-1].timestamp + 3000, ssrc=1234, payload=b"\x10\x01late")
     await downtrack.forward(late_packet, VP8, keyframe_start=False, abs_send_time=0, now=now[0], late=True)
     nack.lost = [seq_of(transport.sent[-1])]
-    sent_before, nacked_before = len(transport.sent), downtrack._loss_sample_nacked
+    sent_before, nacked_before = len(transport.sent), downtrack.nacks.nacked_in_sample
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) > sent_before and downtrack.nacks_crossed == 2
-    assert downtrack._loss_sample_nacked == nacked_before
+    assert downtrack.nacks.nacked_in_sample == nacked_before
     await downtrack.stop()
 
 

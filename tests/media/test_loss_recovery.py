@@ -129,7 +129,7 @@ async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
 
     from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
 
-    from media.downtrack import STALE_NACK_S
+    from media.nack_answers import STALE_NACK_S
 
     await sfu.room()
     patient = await sfu.join("patient", seed=1)
@@ -157,7 +157,7 @@ async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
     assert downtrack.retransmitted >= 4  # every NACK was still answered
     # an anchor from a stretch long ago (here 40000 packets back, where 16-bit order has
     # flipped) does not silence a new stretch
-    downtrack._stale_after_seq = (old_seq - 40000) & 0xFFFF
+    downtrack.nacks._stale_after_seq = (old_seq - 40000) & 0xFFFF
     await downtrack._handle_rtcp_packet(nack(old_seq))
     assert downtrack.stale_nack_keyframes == 2
 
