@@ -45,6 +45,17 @@ def _env_list(name: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _secret_from_file(p: argparse.ArgumentParser, path: Path, what: str) -> str:
+    """A secret kept in a file (never on the command line, which `ps` shows); exits with why if unusable."""
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        p.error(f"cannot read the {what} file {path}: {exc.strerror}")
+    if not value:
+        p.error(f"the {what} file {path} is empty")
+    return value
+
+
 def parse_args(argv: list[str]) -> ServerConfig:
     p = argparse.ArgumentParser(description="consult-sfu: WebRTC SFU for video consultations")
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (0.0.0.0 for the LAN)")
@@ -99,22 +110,12 @@ def parse_args(argv: list[str]) -> ServerConfig:
                 "(ps); set CONSULT_ICE_CREDENTIAL or pass --ice-credential-file")
     credential = _env("ICE_CREDENTIAL")
     if a.ice_credential_file is not None:
-        try:
-            credential = a.ice_credential_file.read_text().strip()
-        except OSError as exc:
-            p.error(f"cannot read the TURN credential file {a.ice_credential_file}: {exc.strerror}")
+        credential = _secret_from_file(p, a.ice_credential_file, "TURN credential")
     try:
         check_turn_urls(a.turn_url)
     except ValueError as exc:
         p.error(str(exc))
-    turn_secret = None
-    if a.turn_secret_file is not None:
-        try:
-            turn_secret = a.turn_secret_file.read_text().strip()
-        except OSError as exc:
-            p.error(f"cannot read the TURN secret file {a.turn_secret_file}: {exc.strerror}")
-        if not turn_secret:
-            p.error(f"the TURN secret file {a.turn_secret_file} is empty")
+    turn_secret = None if a.turn_secret_file is None else _secret_from_file(p, a.turn_secret_file, "TURN secret")
     if a.turn_ttl < 60:
         p.error("--turn-ttl is at least 60 seconds")
     try:
@@ -123,10 +124,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         p.error(str(exc))
     webhook_secret = None
     if a.webhook_secret_file is not None:
-        try:
-            webhook_secret = a.webhook_secret_file.read_text().strip()
-        except OSError as exc:
-            p.error(f"cannot read the webhook secret file {a.webhook_secret_file}: {exc.strerror}")
+        webhook_secret = _secret_from_file(p, a.webhook_secret_file, "webhook secret")
         try:
             secret_key(webhook_secret)
         except ValueError as exc:
