@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -60,15 +61,26 @@ class ServerUnderTest:
         return p
 
 
-@pytest.fixture
-async def sfu(aiohttp_server, tmp_path) -> AsyncIterator[ServerUnderTest]:
-    config = ServerConfig(data_dir=tmp_path / "data", demo_room=False, default_processors=[])
+@contextlib.asynccontextmanager
+async def running_sfu(aiohttp_server, config: ServerConfig,
+                      kind: type[ServerUnderTest] = ServerUnderTest) -> AsyncIterator[ServerUnderTest]:
+    """The app as signalling/app.py builds it for `config`, served on loopback; its participants
+    are closed afterwards."""
     services = build_services(config)
     server = await aiohttp_server(create_app(services))
     config.port = server.port
-    sut = ServerUnderTest(services, str(server.make_url("")).rstrip("/"))
-    yield sut
-    await asyncio.gather(*(p.close() for p in sut.participants), return_exceptions=True)
+    sut = kind(services, str(server.make_url("")).rstrip("/"))
+    try:
+        yield sut
+    finally:
+        await asyncio.gather(*(p.close() for p in sut.participants), return_exceptions=True)
+
+
+@pytest.fixture
+async def sfu(aiohttp_server, tmp_path) -> AsyncIterator[ServerUnderTest]:
+    config = ServerConfig(data_dir=tmp_path / "data", demo_room=False, default_processors=[])
+    async with running_sfu(aiohttp_server, config) as sut:
+        yield sut
 
 
 @pytest.fixture

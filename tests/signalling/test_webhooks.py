@@ -3,13 +3,10 @@ and consent event reaches a real receiver, signed, in order, naming no one by na
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from signalling.app import build_services, create_app
 from signalling.config import ServerConfig
-from tests.conftest import ServerUnderTest
+from tests.conftest import running_sfu
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +18,8 @@ async def hooked_sfu(aiohttp_server, tmp_path, webhook_receiver):
     receiver = webhook_receiver
     config = ServerConfig(data_dir=tmp_path / "data", demo_room=False, default_processors=[],
                           webhook_urls=(receiver.url,), webhook_secret=receiver.secret)
-    services = build_services(config)
-    server = await aiohttp_server(create_app(services))
-    config.port = server.port
-    sut = ServerUnderTest(services, str(server.make_url("")).rstrip("/"))
-    yield sut
-    await asyncio.gather(*(p.close() for p in sut.participants), return_exceptions=True)
+    async with running_sfu(aiohttp_server, config) as sut:
+        yield sut
 
 
 async def test_a_consultation_is_told_event_by_event(hooked_sfu, webhook_receiver):
