@@ -85,7 +85,11 @@ def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor
 
         if not poll(lambda: all(kbps >= TOP_LAYER_KBPS for kbps in top_layer_kbps().values()),
                     timeout=SETTLE_S, interval=1.0):
-            pytest.fail(diagnostics(f"the top layers did not reach {TOP_LAYER_KBPS} kbit/s: {top_layer_kbps()}"),
+            participants = server.admin_get("/api/rooms/demo/media")["participants"]
+            uplinks = {role: {k: v for k, v in participants[ids[role]].items() if k != "receiving"}
+                       for role in ("doctor", "expert")}  # what the server saw of their send estimates
+            pytest.fail(diagnostics(f"the top layers did not reach {TOP_LAYER_KBPS} kbit/s: {top_layer_kbps()}\n"
+                                    f"publishers: {json.dumps(uplinks)}"),
                         pytrace=False)
 
         def patient_layers() -> dict:
