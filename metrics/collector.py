@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from signalling.live_rooms import LiveRoom, RoomService
 
 KINDS = ("audio", "video")
+DOWNLINK_CLASSES = ("audio", "video", "recovery", "padding")
 # A stream whose last packet is older than this has no current loss to report.
 LOSS_STALE_S = 5.0
 
@@ -85,29 +86,25 @@ class MediaCollector(Collector):
     # --- gauges: what is going on now ---------------------------------------------------------
 
     def _gauges(self, live: list["LiveRoom"], now: float) -> Iterator[Any]:
-        rooms = GaugeMetricFamily("consult_rooms_active", "Rooms with someone in them")
-        rooms.add_metric([], len(live))
-        yield rooms
+        yield _gauge("consult_rooms_active", "Rooms with someone in them", {(): len(live)})
 
-        roles: dict[str, int] = defaultdict(int)
+        roles: dict[tuple[str, ...], float] = defaultdict(int)
         for room in live:
             for session in list(room.sessions.values()):
                 if session.participant is not None:
-                    roles[session.participant.role] += 1
-        participants = GaugeMetricFamily("consult_participants", "Participants in a room, by role",
-                                         labels=["role"])
-        for role, count in sorted(roles.items()):
-            participants.add_metric([role], count)
-        yield participants
+                    roles[(session.participant.role,)] += 1
+        yield _gauge("consult_participants", "Participants in a room, by role", dict(sorted(roles.items())),
+                     labels=("role",))
 
-        published = dict.fromkeys(KINDS, 0)
-        uplink_bps = dict.fromkeys(KINDS, 0.0)
-        forwarded = {(kind, state): 0 for kind in KINDS for state in ("forwarding", "paused")}
-        downlink_bps = dict.fromkeys(("audio", "video", "recovery", "padding"), 0.0)
+        published: dict[tuple[str, ...], float] = {(kind,): 0 for kind in KINDS}
+        uplink_bps: dict[tuple[str, ...], float] = {(kind,): 0.0 for kind in KINDS}
+        forwarded: dict[tuple[str, ...], float] = {(kind, state): 0 for kind in KINDS
+                                                   for state in ("forwarding", "paused")}
+        downlink_bps: dict[tuple[str, ...], float] = {(name,): 0.0 for name in DOWNLINK_CLASSES}
         for peer in _peers(live):
             for kind, publication in list(peer.published.items()):
-                published[kind] += 1
-                uplink_bps[kind] += publication.offered_bps(now)
+                published[(kind,)] += 1
+                uplink_bps[(kind,)] += publication.offered_bps(now)
             for downtrack in _downtracks(peer):
                 if downtrack.active:
                     forwarded[(downtrack.kind, "paused" if downtrack.paused else "forwarding")] += 1
@@ -115,43 +112,26 @@ class MediaCollector(Collector):
                 budget = peer.send_budget
                 for name, meter in (("audio", budget.audio), ("video", budget.video),
                                     ("recovery", budget.recovery), ("padding", budget.padding)):
-                    downlink_bps[name] += meter.bps(now)
-        family = GaugeMetricFamily("consult_published_streams", "Tracks participants publish (a simulcast video "
-                                   "counts once)", labels=["kind"])
-        for kind, count in published.items():
-            family.add_metric([kind], count)
-        yield family
-        family = GaugeMetricFamily("consult_forwarded_streams", "Tracks forwarded to subscribers, and those "
-                                   "paused for a narrow downlink", labels=["kind", "state"])
-        for (kind, state), count in forwarded.items():
-            family.add_metric([kind, state], count)
-        yield family
-        family = GaugeMetricFamily("consult_uplink_bits_per_second", "What publishers send, over the last "
-                                   "3 seconds", labels=["kind"])
-        for kind, bps in uplink_bps.items():
-            family.add_metric([kind], bps)
-        yield family
-        family = GaugeMetricFamily("consult_downlink_bits_per_second", "What the server sends subscribers over "
-                                   "the last second, by class (packet overhead included)", labels=["class"])
-        for name, bps in downlink_bps.items():
-            family.add_metric([name], bps)
-        yield family
+                    downlink_bps[(name,)] += meter.bps(now)
+        yield _gauge("consult_published_streams", "Tracks participants publish (a simulcast video counts once)",
+                     published, labels=("kind",))
+        yield _gauge("consult_forwarded_streams", "Tracks forwarded to subscribers, and those paused for a narrow "
+                     "downlink", forwarded, labels=("kind", "state"))
+        yield _gauge("consult_uplink_bits_per_second", "What publishers send, over the last 3 seconds", uplink_bps,
+                     labels=("kind",))
+        yield _gauge("consult_downlink_bits_per_second", "What the server sends subscribers over the last second, "
+                     "by class (packet overhead included)", downlink_bps, labels=("class",))
 
-        recordings = GaugeMetricFamily("consult_recordings_active", "Rooms being recorded")
-        recordings.add_metric([], sum(1 for room in live if room.recording is not None))
-        yield recordings
-        running: dict[str, int] = defaultdict(int)
+        yield _gauge("consult_recordings_active", "Rooms being recorded",
+                     {(): sum(1 for room in live if room.recording is not None)})
+        running: dict[tuple[str, ...], float] = defaultdict(int)
         for runner in _runners(live):
             if runner.failed is None:
-                running[runner.processor.name] += 1
-        family = GaugeMetricFamily("consult_processors_running", "Frame processors running on a track",
-                                   labels=["processor"])
-        for name, count in sorted(running.items()):
-            family.add_metric([name], count)
-        yield family
-        copies = GaugeMetricFamily("consult_watermark_copies", "Per-viewer watermarked video copies being encoded")
-        copies.add_metric([], sum(1 for variant in _variants(live) if not variant.stopped))
-        yield copies
+                running[(runner.processor.name,)] += 1
+        yield _gauge("consult_processors_running", "Frame processors running on a track",
+                     dict(sorted(running.items())), labels=("processor",))
+        yield _gauge("consult_watermark_copies", "Per-viewer watermarked video copies being encoded",
+                     {(): sum(1 for variant in _variants(live) if not variant.stopped)})
 
     # --- distributions across streams: loss and RTT per direction ---------------------------------
 
@@ -196,6 +176,15 @@ class MediaCollector(Collector):
 
 
 # --- walking the rooms ----------------------------------------------------------------------------
+
+def _gauge(name: str, documentation: str, values: dict[tuple[str, ...], float],
+           labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    """A gauge family with one sample per label-value tuple (`()` for an unlabelled gauge)."""
+    family = GaugeMetricFamily(name, documentation, labels=list(labels) if labels else None)
+    for label_values, value in values.items():
+        family.add_metric(list(label_values), value)
+    return family
+
 
 def _peers(live: list["LiveRoom"]) -> Iterator["MediaPeer"]:
     for room in live:
