@@ -395,14 +395,6 @@ class DownTrack:
         return self.reports.reported_loss
 
     @property
-    def stale_nack_keyframes(self) -> int:
-        return self.nacks.stale_keyframes
-
-    @property
-    def nacks_crossed(self) -> int:
-        return self.nacks.crossed
-
-    @property
     def ssrc(self) -> int:
         """The SSRC this down-track's media goes out under."""
         return self._ssrc

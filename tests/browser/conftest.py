@@ -41,23 +41,23 @@ def browser_prerequisites():
         pytest.skip(reason)
 
 
-@pytest.fixture
-def netns(browser_prerequisites, tmp_path):
-    ns = NetNamespace(log_dir=tmp_path / "logs")
+def _namespace(log_dir):
+    ns = NetNamespace(log_dir=log_dir)
     try:
         yield ns
     finally:
         ns.destroy()
+
+
+@pytest.fixture
+def netns(browser_prerequisites, tmp_path):
+    yield from _namespace(tmp_path / "logs")
 
 
 @pytest.fixture
 def patient_netns(browser_prerequisites, tmp_path):
     """A second namespace for the patient's browser, behind a link the test shapes or filters."""
-    ns = NetNamespace(log_dir=tmp_path / "patient-logs")
-    try:
-        yield ns
-    finally:
-        ns.destroy()
+    yield from _namespace(tmp_path / "patient-logs")
 
 
 @pytest.fixture

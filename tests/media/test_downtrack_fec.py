@@ -239,7 +239,7 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     sent_before = len(transport.sent)
     now[0] += 0.05  # the subscriber asked while the packet was still missing: the NACK crossed it
     await downtrack._handle_rtcp_packet(nack)
-    assert len(transport.sent) == sent_before and downtrack.nacks_crossed == 1
+    assert len(transport.sent) == sent_before and downtrack.nacks.crossed == 1
     now[0] += 0.15  # 2 RTTs after it went out still asking: the late packet was lost on the downlink
     await downtrack._handle_rtcp_packet(nack)
     assert len(transport.sent) == sent_before + 1 and downtrack.retransmitted == 1
@@ -255,7 +255,7 @@ async def test_a_nack_that_crossed_a_late_packet_is_no_downlink_loss_and_unanswe
     nack.lost = [seq_of(transport.sent[-1])]
     sent_before, nacked_before = len(transport.sent), downtrack.nacks.nacked_in_sample
     await downtrack._handle_rtcp_packet(nack)
-    assert len(transport.sent) > sent_before and downtrack.nacks_crossed == 2
+    assert len(transport.sent) > sent_before and downtrack.nacks.crossed == 2
     assert downtrack.nacks.nacked_in_sample == nacked_before
     await downtrack.stop()
 

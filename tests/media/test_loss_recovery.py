@@ -147,19 +147,19 @@ async def test_a_nack_for_a_packet_too_old_to_help_asks_for_one_keyframe(sfu):
         return packet
 
     await downtrack._handle_rtcp_packet(nack(fresh_seq))  # recent: retransmit, nothing more
-    assert downtrack.stale_nack_keyframes == 0
+    assert downtrack.nacks.stale_keyframes == 0
     assert time.monotonic() - downtrack._cache.get(old_seq).sent_at > STALE_NACK_S
     await downtrack._handle_rtcp_packet(nack(old_seq))
     await downtrack._handle_rtcp_packet(nack(old_seq))  # the browser retries: still one request
     await downtrack._handle_rtcp_packet(nack((old_seq - 1) & 0xFFFF))  # the same late stretch
-    assert downtrack.stale_nack_keyframes == 1
+    assert downtrack.nacks.stale_keyframes == 1
     assert downtrack.source._keyframes.requested_count == asked + 1
     assert downtrack.retransmitted >= 4  # every NACK was still answered
     # an anchor from a stretch long ago (here 40000 packets back, where 16-bit order has
     # flipped) does not silence a new stretch
     downtrack.nacks._stale_after_seq = (old_seq - 40000) & 0xFFFF
     await downtrack._handle_rtcp_packet(nack(old_seq))
-    assert downtrack.stale_nack_keyframes == 2
+    assert downtrack.nacks.stale_keyframes == 2
 
 
 async def test_receiver_reports_show_the_uplink_loss_that_retransmission_repaired(sfu):
