@@ -22,31 +22,47 @@ _NAL_FU_A = 28
 
 def vp8_is_keyframe_start(payload: bytes) -> bool:
     """True for the first packet of a VP8 keyframe (RFC 7741 section 4.3)."""
+    pos = _vp8_partition_start(payload)
+    # VP8 payload header: P bit (inverse keyframe flag) is bit 0
+    return pos is not None and not (payload[pos] & 0x01)
+
+
+def vp8_keyframe_size(payload: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from the first packet of a VP8 keyframe (RFC 6386 section 9.1), else None."""
+    pos = _vp8_partition_start(payload)
+    if pos is None or payload[pos] & 0x01 or len(payload) < pos + 10:
+        return None
+    if payload[pos + 3:pos + 6] != b"\x9d\x01\x2a":  # a keyframe's start code
+        return None
+    width = int.from_bytes(payload[pos + 6:pos + 8], "little") & 0x3FFF  # (the top 2 bits: upscaling)
+    height = int.from_bytes(payload[pos + 8:pos + 10], "little") & 0x3FFF
+    return (width, height) if width and height else None
+
+
+def _vp8_partition_start(payload: bytes) -> Optional[int]:
+    """Where the VP8 payload header starts in the first packet of a frame (None: not one)."""
     if not payload:
-        return False
+        return None
     first = payload[0]
     start_of_partition = bool(first & 0x10)
     partition_id = first & 0x07
     if not start_of_partition or partition_id != 0:
-        return False
+        return None
     pos = 1
     if first & 0x80:  # X: extended control bits present
         if len(payload) < 2:
-            return False
+            return None
         ext = payload[1]
         pos = 2
         if ext & 0x80:  # I: picture id, 7 or 15 bits
             if len(payload) <= pos:
-                return False
+                return None
             pos += 2 if payload[pos] & 0x80 else 1
         if ext & 0x40:  # L: TL0PICIDX
             pos += 1
         if ext & 0x30:  # T or K: TID/Y/KEYIDX byte
             pos += 1
-    if len(payload) <= pos:
-        return False
-    # VP8 payload header: P bit (inverse keyframe flag) is bit 0
-    return not (payload[pos] & 0x01)
+    return pos if len(payload) > pos else None
 
 
 def vp8_starts_frame(payload: bytes) -> bool:

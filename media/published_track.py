@@ -36,7 +36,7 @@ from aiortc.rtp import (
 )
 
 from .bitrate_policy import publisher_bitrate
-from .codec_inspect import keyframe_detector
+from .codec_inspect import keyframe_detector, vp8_keyframe_size
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
@@ -145,6 +145,8 @@ class PublishedTrack:
         self.red_recovered_alone = 0  # ... sent on their own to RED subscribers on a lossy downlink
         self.duplicates_dropped = 0
         self.last_codec: Optional[RTCRtpCodecParameters] = None
+        # (width, height) of its newest VP8 keyframe: which layer a subscriber's tile needs
+        self.frame_size: Optional[tuple[int, int]] = None
         self.last_packet_at = float("-inf")
         self.arriving_since = float("inf")  # the first packet after a gap of STREAM_GAP_S or more
         # told at the first packet of each keyframe, before it is forwarded (a layer switch starts there)
@@ -402,6 +404,7 @@ class PublishedTrack:
         self.last_packet_at = now
         if keyframe_start:
             self._keyframes.keyframe_started()
+            self.frame_size = vp8_keyframe_size(packet.payload) or self.frame_size
             if self.on_keyframe is not None:
                 self.on_keyframe(self)
 

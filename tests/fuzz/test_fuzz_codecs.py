@@ -15,6 +15,7 @@ from media.codec_inspect import (
     h264_is_keyframe_start,
     keyframe_detector,
     vp8_is_keyframe_start,
+    vp8_keyframe_size,
     vp8_picture_id,
     vp8_starts_frame,
 )
@@ -68,6 +69,8 @@ def test_vp8_inspection_answers_any_bytes_consistently(payload):
     picture_id = vp8_picture_id(payload)
     assert isinstance(keyframe, bool) and isinstance(starts, bool)
     assert not keyframe or starts  # a keyframe starts at a frame's first packet
+    size = vp8_keyframe_size(payload)
+    assert size is None or (keyframe and all(0 < side < 1 << 14 for side in size))
     if picture_id is not None:
         value, modulus = picture_id
         assert modulus in (128, 32768) and 0 <= value < modulus
@@ -80,6 +83,13 @@ def test_vp8_inspection_reads_the_fields_it_was_built_from(built, data):
     assert vp8_starts_frame(payload) == frame_start
     assert vp8_is_keyframe_start(payload) == (frame_start and not fields["inter"])
     assert vp8_picture_id(payload) == fields["picture_id"]
+    # a keyframe with its start code says its size (14 bits each, the 2 upscaling bits aside)
+    width, height = data.draw(st.integers(1, 0x3FFF)), data.draw(st.integers(1, 0x3FFF))
+    header = fields["descriptor_length"]
+    sized = (payload[:header + 3].ljust(header + 3, b"\0") + b"\x9d\x01\x2a"
+             + (width | data.draw(st.integers(0, 3)) << 14).to_bytes(2, "little")
+             + (height | data.draw(st.integers(0, 3)) << 14).to_bytes(2, "little"))
+    assert vp8_keyframe_size(sized) == ((width, height) if vp8_is_keyframe_start(sized) else None)
     # cut short inside the descriptor: never a keyframe, never a wrong picture ID
     cut = payload[:data.draw(st.integers(0, fields["descriptor_length"]))]
     assert not vp8_is_keyframe_start(cut)

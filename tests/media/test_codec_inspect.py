@@ -10,19 +10,19 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
 
-from media.codec_inspect import h264_is_keyframe_start, keyframe_detector, vp8_is_keyframe_start
+from media.codec_inspect import h264_is_keyframe_start, keyframe_detector, vp8_is_keyframe_start, vp8_keyframe_size
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=99,
                              parameters={"packetization-mode": "1", "profile-level-id": "42e01f"})
 
 
-def encoded_frames(codec, count: int, keyframes_at: set[int]) -> list[list[bytes]]:
+def encoded_frames(codec, count: int, keyframes_at: set[int], size: tuple[int, int] = (320, 240)) -> list[list[bytes]]:
     encoder = get_encoder(codec)
     rng = np.random.default_rng(7)
     out = []
     for i in range(count):
-        frame = VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), format="bgr24")
+        frame = VideoFrame.from_ndarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), format="bgr24")
         frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
         payloads, _ = encoder.encode(frame, force_keyframe=i in keyframes_at)
         out.append(payloads)
@@ -55,3 +55,22 @@ def test_detector_by_codec_name():
     assert keyframe_detector("VP8") is vp8_is_keyframe_start
     assert keyframe_detector("h264") is h264_is_keyframe_start
     assert keyframe_detector("opus") is None
+
+
+@pytest.mark.parametrize("size", [(320, 240), (640, 360), (1280, 720)])
+def test_keyframe_size_is_read_from_the_first_packet_of_a_keyframe_only(size):
+    frames = encoded_frames(VP8, 3, keyframes_at={0}, size=size)
+    assert vp8_keyframe_size(frames[0][0]) == size
+    assert [vp8_keyframe_size(p) for p in frames[0][1:]] == [None] * (len(frames[0]) - 1)
+    assert {vp8_keyframe_size(p) for frame in frames[1:] for p in frame} == {None}
+
+
+def test_keyframe_size_of_truncated_or_damaged_payloads_is_none():
+    first = encoded_frames(VP8, 1, keyframes_at={0})[0][0]
+    header = first.index(b"\x9d\x01\x2a") - 3  # the payload descriptor's length
+    assert [vp8_keyframe_size(first[:cut]) for cut in range(header + 10)] == [None] * (header + 10)
+    assert vp8_keyframe_size(first[:header + 10]) == (320, 240)
+    damaged = bytearray(first)
+    start = first.index(b"\x9d\x01\x2a")
+    damaged[start] = 0
+    assert vp8_keyframe_size(bytes(damaged)) is None
