@@ -42,6 +42,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from .layer_sizes import Size
 from .nack_answers import STALE_STRETCH_PACKETS, NackAnswers
 from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
@@ -123,6 +124,10 @@ class LayeredSource(Protocol):
 
     def select_layer(self, downtrack: DownTrack, index: int) -> None: ...
 
+    def layer_for_view(self, view: Optional[Size]) -> int:
+        """The smallest layer that covers a picture drawn at `view` (media/layer_sizes.py)."""
+        ...
+
     @property
     def rids(self) -> tuple[str, ...]: ...
 
@@ -142,6 +147,7 @@ class DownTrack:
         self._layers: Optional[LayeredSource] = None
         self._vp8: Optional[Vp8Munger] = None
         self.layer_switches = 0
+        self.view: Optional[Size] = None  # the size the subscriber draws it at (None: not told)
         self._rewriter: Optional[StreamRewriter] = None
         # audio is NACKed too (we negotiate it); 256 Opus packets are ~5 s
         self._cache = PacketCache(STALE_STRETCH_PACKETS if kind == "video" else 256)
@@ -300,8 +306,25 @@ class DownTrack:
     # --- layers (simulcast), chosen by media/downlink_control.py ------------------
 
     def layer_rates(self, now: float) -> list[float]:
-        """What each layer of the source sends, lowest first (one, unlayered)."""
-        return [self.offered_bps(now)] if self._layers is None else self._layers.layer_rates(now)
+        """What each layer of the source sends, lowest first (one, unlayered); layers above what
+        the subscriber's tile needs count as not arriving, so the controller never raises to them."""
+        if self._layers is None:
+            return [self.offered_bps(now)]
+        rates = self._layers.layer_rates(now)
+        ceiling = self.layer_ceiling
+        return rates[:ceiling + 1] + [0.0] * (len(rates) - ceiling - 1)
+
+    @property
+    def layer_ceiling(self) -> int:
+        """The best layer the subscriber's tile needs (the top while it has not said)."""
+        return 0 if self._layers is None else self._layers.layer_for_view(self.view)
+
+    def set_view(self, view: Optional[Size]) -> None:
+        """The subscriber draws this video at `view` now: a layer above what that needs is left
+        at once (at the lower layer's next keyframe); a larger one is the controller's to raise."""
+        self.view = view
+        if self._layers is not None and self.layer > self.layer_ceiling:
+            self._layers.select_layer(self, self.layer_ceiling)
 
     @property
     def layer(self) -> int:
@@ -383,6 +406,7 @@ class DownTrack:
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
             "layer": self.layer_name, "layer_switches": self.layer_switches,
+            "view": None if self.view is None else list(self.view),
         }
 
     @property

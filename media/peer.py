@@ -27,6 +27,7 @@ from .bounded_queue import DropOldestQueue
 from .downlink_control import ControlledVideo, DownlinkController
 from .downtrack import DownTrack
 from .ice import IceConfig
+from .layer_sizes import Size
 from .published_track import PublishedTrack
 from .receiver_reports import DEFAULT_RTT_S
 from .redundancy import LossEstimate
@@ -95,8 +96,10 @@ class MediaPeer:
         priority_of: Callable[[str], int] = lambda publisher_id: 0,
         on_video_paused: Callable[["MediaPeer", str, bool], None] = lambda peer, publisher_id, paused: None,
         simulcast: bool = False,
+        on_publisher_layers: Callable[["MediaPeer", tuple[str, ...]], None] = lambda peer, rids: None,
     ) -> None:
-        """`simulcast`: ask this participant's camera for the layers of SIMULCAST_LADDER."""
+        """`simulcast`: ask this participant's camera for the layers of SIMULCAST_LADDER;
+        `on_publisher_layers(peer, rids)`: tell it to send only those layers from now on."""
         if video_codec not in VIDEO_CODECS:
             raise ValueError(f"video codec must be one of {VIDEO_CODECS}")
         self.participant_id = participant_id
@@ -121,6 +124,9 @@ class MediaPeer:
         self.send_budget = SendBudget()  # likewise shared: one downlink
         self._priority_of = priority_of
         self._on_video_paused = on_video_paused
+        self._on_publisher_layers = on_publisher_layers
+        # publisher id -> the size this participant's page draws that publisher's video at
+        self._views: dict[str, Size] = {}
         self.downlink = DownlinkController(self.send_budget, self._remote_videos, self._remote_video_priority,
                                            self._remote_video_paused, name=participant_id)
         self.stats = PeerStats()
@@ -184,9 +190,11 @@ class MediaPeer:
                 return make_track(parameters)
             parameters = dataclasses.replace(parameters, headerExtensions=[
                 *parameters.headerExtensions, *rid_extensions(self._answer_sdp, transceiver.mid or "")])
-            return SimulcastTrack(participant_id=self.participant_id, transport=transceiver.receiver.transport,
-                                  parameters=parameters, rids=rids, rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
-                                  make_layer=lambda rid: make_track(parameters, rid))
+            track = SimulcastTrack(participant_id=self.participant_id, transport=transceiver.receiver.transport,
+                                   parameters=parameters, rids=rids, rtcp_ssrc=receiver_rtcp_ssrc(transceiver),
+                                   make_layer=lambda rid: make_track(parameters, rid))
+            track.on_active_layers = lambda active: self._on_publisher_layers(self, active)
+            return track
 
         def started(track: Publication) -> None:
             self.published[kind] = track
@@ -263,14 +271,24 @@ class MediaPeer:
                 raise RuntimeError(f"{self.participant_id} already receives {MAX_SLOT_PAIRS} participants")
             pair = self._add_slot_pair()
         pair.publisher_id = publisher_id
+        pair.downtracks["video"].set_view(self._views.get(publisher_id))
         return pair, created
+
+    def set_view(self, publisher_id: str, view: Size) -> None:
+        """This participant's page draws `publisher_id`'s video at `view` (device pixels; 0x0: hidden)."""
+        self._views[publisher_id] = view
+        pair = self.slot_for(publisher_id)
+        if pair is not None:
+            pair.downtracks["video"].set_view(view)
 
     def release_slot(self, publisher_id: str) -> Optional[SlotPair]:
         pair = self.slot_for(publisher_id)
         if pair is not None:
             for downtrack in pair.downtracks.values():
                 downtrack.detach()
+                downtrack.set_view(None)
             pair.publisher_id = None
+        self._views.pop(publisher_id, None)
         return pair
 
     def _add_slot_pair(self) -> SlotPair:

@@ -15,6 +15,7 @@ from typing import Optional, Protocol
 
 from .downtrack import DownTrackSource
 from .ice import IceConfig
+from .layer_sizes import Size
 from .peer import KINDS, MediaPeer
 from .published_track import PublishedTrack
 from .simulcast import Publication
@@ -32,6 +33,10 @@ class RoomMediaEvents(Protocol):
 
     def video_paused(self, subscriber_id: str, publisher_id: str, paused: bool) -> None:
         """The publisher's video to this subscriber paused for its downlink's sake (or resumed)."""
+        ...
+
+    def publisher_layers(self, publisher_id: str, rids: tuple[str, ...]) -> None:
+        """The publisher should send only these simulcast layers of its camera from now on."""
         ...
 
 
@@ -73,6 +78,7 @@ class MediaRoom:
             simulcast=self._simulcast and self._sources is None,
             on_video_paused=lambda p, publisher_id, paused: self._events.video_paused(
                 p.participant_id, publisher_id, paused),
+            on_publisher_layers=lambda p, rids: self._events.publisher_layers(p.participant_id, rids),
         )
         self.peers[participant_id] = peer
         if subscribe:
@@ -82,6 +88,16 @@ class MediaRoom:
                     for track in other.published.values():
                         self._subscribe(peer, track, notify=False)
         return peer
+
+    def set_views(self, subscriber_id: str, views: dict[str, Size]) -> None:
+        """The sizes `subscriber_id`'s page draws others' videos at (publisher id -> device
+        pixels); ids of no one in the room are left out (one may have just left)."""
+        subscriber = self.peers.get(subscriber_id)
+        if subscriber is None:
+            return
+        for publisher_id, view in views.items():
+            if publisher_id in self.peers and publisher_id != subscriber_id:
+                subscriber.set_view(publisher_id, view)
 
     def _video_priority(self, participant_id: str) -> int:
         peer = self.peers.get(participant_id)

@@ -28,8 +28,11 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
+from .layer_sizes import Size, layer_for_view, layer_sizes
 from .published_track import PublishedTrack, SenderReport
+from .publisher_layers import PublisherLayers
 from .rtcp_io import send_rtcp
+from .sdp_simulcast import SIMULCAST_LADDER
 from .simulcast_taps import TapLayers
 from .uplink_estimate import UplinkEstimator
 
@@ -51,6 +54,8 @@ LOWEST_WAIT_S = 0.5
 FRAME_RATE_SHARE = 0.7
 # A layer arriving this long (after a silence) is settled: subscribers may move up to it.
 LAYER_SETTLED_S = 2.0
+# How much smaller than the picture it is sent each layer is: a layer not sent yet has no size of its own
+_SCALE_DOWN_BY_RID = {layer.rid: float(layer.scale_down) for layer in SIMULCAST_LADDER}
 
 
 class SimulcastTrack:
@@ -80,6 +85,9 @@ class SimulcastTrack:
         self._watch_task: Optional[asyncio.Task] = None
         self.stopped = False
         self.unrouted = 0  # packets on an SSRC no RID named (yet)
+        # the layers the publisher should send, and who tells it (the control plane, `layers` message)
+        self.on_active_layers: Optional[Callable[[tuple[str, ...]], None]] = None
+        self.publisher_layers = PublisherLayers(len(self.rids), self._publisher_layers_changed)
 
     # --- wiring -------------------------------------------------------------
 
@@ -269,6 +277,24 @@ class SimulcastTrack:
             self._feed(downtrack, index, keyframe=False)
         layer.request_keyframe()  # the switch happens at its next keyframe
 
+    def layer_for_view(self, view: Optional[Size]) -> int:
+        known = [None if layer is None else layer.frame_size for layer in self.layers]
+        return layer_for_view(view, layer_sizes(known, [_SCALE_DOWN_BY_RID.get(rid) for rid in self.rids]))
+
+    def _layers_wanted(self) -> int:
+        """How many layers (the lowest) anyone takes: recording and processors the best, each
+        subscriber up to what its tile needs (whether its downlink carries that now or not:
+        the controller raises it without waiting for an encoder to start)."""
+        if self._tap_layers.taps:
+            return len(self.rids)
+        return 1 + max((downtrack.layer_ceiling for downtrack in self._targets), default=0)
+
+    def _publisher_layers_changed(self, active: int) -> None:
+        rids = self.rids[:active]
+        logger.info("%s: asking the publisher for layers %s", self, "/".join(rids))
+        if self.on_active_layers is not None:
+            self.on_active_layers(rids)
+
     def _keyframe_arrived(self, layer: PublishedTrack) -> None:
         """Switches wait for a keyframe of the layer switched to: no picture stops meanwhile."""
         index = self.layers.index(layer)
@@ -335,6 +361,7 @@ class SimulcastTrack:
             self.check_layers(time.monotonic())
 
     def check_layers(self, now: float) -> None:
+        self.publisher_layers.update(self._layers_wanted(), now)
         if self._tap_layers.taps:
             self._choose_tap_layer(now)
         for downtrack, target in list(self._targets.items()):
@@ -359,6 +386,8 @@ class SimulcastTrack:
         current = self._tap_layers.current
         summary["tap_layer"] = None if current is None else self.rids[current]
         summary["tap_layer_switches"] = self._tap_layers.switches
+        summary["publisher_layers"] = list(self.rids[:self.publisher_layers.active])
+        summary["publisher_layer_changes"] = self.publisher_layers.changes
         return summary
 
     def __repr__(self) -> str:

@@ -119,6 +119,11 @@ class LiveRoom:
                 message["reason"] = "weak-connection"
             session.send(message)
 
+    def publisher_layers(self, publisher_id: str, rids: tuple[str, ...]) -> None:
+        session = self.sessions.get(publisher_id)
+        if session is not None:
+            session.send({"type": "layers", "kind": "video", "active": list(rids)})
+
     def connection_failed(self, participant_id: str) -> None:
         session = self.sessions.get(participant_id)
         if session is not None:

@@ -29,10 +29,14 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     # a participant's answer when told the room is recorded: continue (true) or leave (false)
     "consent": {"recording_id": ((str,), True), "given": ((bool,), True)},
     "capture": {"action": ((str,), True), "poses": ((list,), False), "tolerance_deg": ((int, float), False)},
+    # the size the page draws each remote video at (participant id -> width and height)
+    "view": {"videos": ((dict,), True)},
 }
 
 CLIENT_MESSAGE_TYPES = tuple(_SCHEMAS)
 CAPTURE_POSES = ("frontal", "left45", "right45")
+MAX_VIEWS = 32  # remote videos one `view` message may size
+MAX_VIEW_PIXELS = 8192  # per side: past any screen
 
 # WebSocket close codes used with fatal errors
 CLOSE_NORMAL = 1000
@@ -93,6 +97,21 @@ def parse_client_message(text: str) -> dict[str, Any]:
             raise ProtocolError("bad_message", "'capture.tolerance_deg' must be 2-20")
     if msg_type == "record" and message["action"] not in ("start", "stop"):
         raise ProtocolError("bad_message", "'record.action' must be 'start' or 'stop'")
+    if msg_type == "view":
+        _check_views(message["videos"])
     if msg_type == "answer" and len(message["sdp"]) > MAX_SDP_BYTES:
         raise ProtocolError("bad_sdp", f"SDP is limited to {MAX_SDP_BYTES} bytes")
     return message
+
+
+def _check_views(videos: dict) -> None:
+    if len(videos) > MAX_VIEWS:
+        raise ProtocolError("bad_message", f"'view.videos' sizes at most {MAX_VIEWS} videos")
+    for participant_id, size in videos.items():
+        if not 0 < len(participant_id) <= 64:
+            raise ProtocolError("bad_message", "'view.videos' keys are participant ids")
+        if not isinstance(size, dict) or not all(
+                isinstance(size.get(side), int) and not isinstance(size.get(side), bool)
+                and 0 <= size[side] <= MAX_VIEW_PIXELS for side in ("width", "height")):
+            raise ProtocolError("bad_message",
+                                f"'view.videos' values are {{\"width\": w, \"height\": h}}, 0-{MAX_VIEW_PIXELS} each")

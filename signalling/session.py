@@ -290,6 +290,9 @@ class ParticipantSession:
             await self._on_consent(message["recording_id"], message["given"])
         elif kind == "capture":
             await self._on_capture(message)
+        elif kind == "view":
+            self._joined_room().media.set_views(self.joined_participant().id, {
+                publisher_id: (size["width"], size["height"]) for publisher_id, size in message["videos"].items()})
         elif kind == "join":
             self.send_error("bad_state", "already joined")
         return None

@@ -26,6 +26,8 @@ from signalling.protocol import (
     CLIENT_MESSAGE_TYPES,
     MAX_MESSAGE_BYTES,
     MAX_SDP_BYTES,
+    MAX_VIEW_PIXELS,
+    MAX_VIEWS,
     ProtocolError,
     parse_client_message,
 )
@@ -51,6 +53,9 @@ VALID_VALUES: dict[str, st.SearchStrategy] = {
     "tolerance_deg": st.sampled_from((1, 2, 8, 20, 21, 2.0, 1.99, 19.99, 20.01, math.inf, math.nan))
     | st.integers(-3, 25) | st.floats(allow_nan=True),
     "recording_id": st.text(max_size=40) | surrogate_text, "given": st.booleans(),
+    "videos": st.dictionaries(st.text(max_size=70), st.fixed_dictionaries(
+        {"width": st.integers(-1, MAX_VIEW_PIXELS + 1) | st.booleans(), "height": st.integers(-1, MAX_VIEW_PIXELS + 1)})
+        | json_values, max_size=MAX_VIEWS + 2),
 }
 
 
@@ -105,6 +110,11 @@ def check_accepted(message: dict) -> None:
         assert math.isfinite(tolerance) and 2 <= tolerance <= 20
     if msg_type == "answer":
         assert len(message["sdp"]) <= MAX_SDP_BYTES
+    if msg_type == "view":
+        videos = message["videos"]
+        assert len(videos) <= MAX_VIEWS and all(0 < len(key) <= 64 for key in videos)
+        assert all(type(size[side]) is int and 0 <= size[side] <= MAX_VIEW_PIXELS
+                   for size in videos.values() for side in ("width", "height"))
 
 
 @given(texts)
@@ -114,6 +124,7 @@ def check_accepted(message: dict) -> None:
 @example('{"type": "capture", "action": "start", "tolerance_deg": NaN}')
 @example('{"type": "join", "token": "t", "v": true}')
 @example('{"type": "\\ud800"}')
+@example('{"type": "view", "videos": {"p-1": {"width": true, "height": 1}}}')
 def test_any_text_is_a_valid_message_or_a_protocol_error(text):
     try:
         message = parse_client_message(text)

@@ -33,6 +33,7 @@ from media.aiortc_bridge import WirePacket
 from media.downtrack import DownTrack
 from media.keyframe_requests import MIN_INTERVAL_S
 from media.published_track import PublishedTrack
+from media.publisher_layers import LOWER_AFTER_S
 from media.sdp_simulcast import REPAIRED_RID_URI, RID_URI
 from media.simulcast import LAYER_SETTLED_S, LAYER_SILENT_S, LOWEST_WAIT_S, SimulcastTrack
 
@@ -50,6 +51,7 @@ RIDS = ("l", "m", "h")  # lowest first
 DESCRIPTOR_BYTES = 4  # X, I with a 15-bit picture ID
 SSRCS = {"l": 1001, "m": 1002, "h": 1003}
 RTX_SSRCS = {"l": 2001, "m": 2002, "h": 2003}
+SIZES = {"l": (320, 180), "m": (640, 360), "h": (1280, 720)}  # what each layer's keyframes say
 
 
 class UplinkTransport(CapturingTransport):
@@ -85,7 +87,7 @@ class SimulcastPublisher:
         self.timestamp[rid] = (self.timestamp[rid] + 3000) & 0xFFFFFFFF
         for i in range(packets):
             descriptor = bytes([0x90 if i == 0 else 0x80, 0x80, 0x80 | (self.picture >> 8) & 0x7F, self.picture & 0xFF])
-            header = bytes([0x00 if keyframe else 0x01]) if i == 0 else b""
+            header = (_keyframe_header(*SIZES[rid]) if keyframe else b"\x01") if i == 0 else b""
             payload = descriptor + header + self.rng.randbytes(60)
             self.payloads[payload[DESCRIPTOR_BYTES:]] = rid
             packet = RtpPacket(payload_type=VP8.payloadType, marker=int(i == packets - 1),
@@ -105,6 +107,11 @@ class SimulcastPublisher:
                         payload=packet.sequence_number.to_bytes(2, "big") + packet.payload)
         rtx.extensions.repaired_rtp_stream_id = rid
         return rtx.serialize(self.extensions)
+
+
+def _keyframe_header(width: int, height: int) -> bytes:
+    """A VP8 keyframe's frame tag (P bit clear), start code and size (RFC 6386 section 9.1)."""
+    return b"\x00\x00\x00\x9d\x01\x2a" + width.to_bytes(2, "little") + height.to_bytes(2, "little")
 
 
 def make_track(transport: UplinkTransport) -> SimulcastTrack:
@@ -422,4 +429,59 @@ async def test_the_summary_adds_the_layers_up_and_keeps_each():
     summary = track.summary()
     assert summary["packets"] == 4 and summary["nack"]["nacked"] == 0 and summary["codec"] == "video/VP8"
     assert summary["simulcast"]["h"] is None and summary["simulcast"]["l"]["packets"] == 2
+    await track.stop()
+
+
+async def test_a_tile_drawn_small_gets_the_layer_that_covers_it_from_the_keyframes_sizes(clock):
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
+    assert track.layer_for_view((300, 170)) == 0
+    assert track.layer_for_view((600, 340)) == 1
+    assert track.layer_for_view((700, 340)) == 2
+    assert downtrack.layer_ceiling == 2  # the page has said nothing: the top
+    downtrack.set_view((600, 340))
+    assert downtrack.layer == 1  # left at once, at m's next keyframe
+    rates = downtrack.layer_rates(clock[0])
+    assert rates[0] > 0 and rates[1] > 0 and rates[2] == 0  # h is not the controller's to raise to
+    await all_layers(track, publisher, keyframe=("m",))
+    await all_layers(track, publisher)
+    assert track.feeding(downtrack) == 1
+    assert downtrack.summary()["view"] == [600, 340]
+    downtrack.set_view((1280, 720))  # the tile grew: the controller may raise it again
+    assert downtrack.layer == 1 and downtrack.layer_rates(clock[0])[2] > 0
+    await track.stop()
+
+
+async def test_the_publisher_is_asked_only_for_layers_a_tile_or_a_tap_needs(clock):
+    upstream, track, publisher, downtrack, to_subscriber = await downtrack_on_top(clock)
+    asked: list[tuple[str, ...]] = []
+    track.on_active_layers = asked.append
+    downtrack.set_view((300, 170))
+    await run_layers(track, publisher, clock, LOWER_AFTER_S + 0.5)
+    assert asked == [("l",)]
+    assert track.summary()["publisher_layers"] == ["l"]
+    downtrack.set_view((640, 360))  # the tile grew: m back at once
+    track.check_layers(clock[0])
+    assert asked == [("l",), ("l", "m")]
+    downtrack.set_view(None)  # a page that says nothing takes the top
+    track.check_layers(clock[0])
+    assert asked[-1] == ("l", "m", "h")
+    await track.stop()
+
+
+async def test_with_nobody_watching_only_the_lowest_layer_is_sent_unless_tapped(clock):
+    upstream = UplinkTransport()
+    track = make_track(upstream)
+    publisher = SimulcastPublisher()
+    asked: list[tuple[str, ...]] = []
+    track.on_active_layers = asked.append
+    await run_layers(track, publisher, clock, LOWER_AFTER_S + 0.5)
+    assert asked == [("l",)]  # a patient waiting for the doctor: its phone's smallest layer only
+
+    class Tap:
+        def on_packet(self, packet, codec, arrived_at) -> None: ...
+        def close(self) -> None: ...
+
+    track.add_tap(Tap())  # a recording or a processor takes the best
+    track.check_layers(clock[0])
+    assert asked == [("l",), ("l", "m", "h")]
     await track.stop()

@@ -147,6 +147,28 @@ async def test_message_flood_is_rate_limited(call):
     assert len(live.sessions) == 2  # the flooder is gone with its socket; the call is not
 
 
+async def test_view_sizes_reach_the_downtrack_and_bad_ones_are_refused(call):
+    patient_id = next(pid for pid, s in call.services.rooms.live["r1"].sessions.items()
+                      if s.joined_participant().role == "patient")
+    async with RawClient(call.base_url) as c:
+        joined = await c.join(call.token("expert", permissions=["subscribe"]))
+        expert_id = joined["participant"]["id"]
+        for bad in ({"p-1": {"width": -1, "height": 10}}, {"p-1": {"width": 10}}, {"p-1": [10, 10]},
+                    {"p-1": {"width": True, "height": 10}}, {"": {"width": 1, "height": 1}},
+                    {f"p-{i}": {"width": 1, "height": 1} for i in range(40)}, ["p-1"]):
+            await c.send({"type": "view", "videos": bad})
+            error = await c.next("error")
+            assert error["code"] == "bad_message" and not error["fatal"], (bad, error)
+        # someone who already left (or never was) is passed over; the rest is taken
+        await c.send({"type": "view", "videos": {"p-gone": {"width": 10, "height": 10},
+                                                 patient_id: {"width": 320, "height": 180}}})
+        await c.send({"type": "ping"})
+        await c.next("pong")
+        summary = call.services.rooms.live["r1"].media.forwarding_summary()
+        assert summary[expert_id]["receiving"][f"{patient_id}:video"]["view"] == [320, 180]
+    await call.still_flowing()
+
+
 async def test_answer_with_garbage_sdp(call):
     async with RawClient(call.base_url) as c:
         await c.join(call.token("expert"))
