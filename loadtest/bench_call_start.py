@@ -59,7 +59,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def watch_call(run_py: Optional[Path], workdir: Path, seconds: float) -> dict[str, Any]:
     from selenium.common.exceptions import WebDriverException
 
-    from tests.browser.harness import BrowserFactory, NetNamespace, start_sfu_server
+    from tests.browser.harness import LARGE_SCREEN, BrowserFactory, NetNamespace, start_sfu_server
 
     ns = NetNamespace(log_dir=workdir / "logs")
     chromium = None
@@ -67,6 +67,8 @@ def watch_call(run_py: Optional[Path], workdir: Path, seconds: float) -> dict[st
         server = start_sfu_server(ns, workdir / "data", run_py=run_py)
         chromium = BrowserFactory(ns, artifact_dir=workdir / "pages")
         pages = {"patient": chromium("patient"), "doctor": chromium("doctor")}
+        for page in pages.values():
+            page.set_window_size(*LARGE_SCREEN)  # each draws the other past 640 wide: the top layer is wanted
         started = time.monotonic()
         pages["patient"].get(server.patient_url)
         pages["doctor"].get(server.doctor_url)

@@ -379,6 +379,7 @@ def watch_call(run_py: Optional[Path], workdir: Path, args: argparse.Namespace) 
     from selenium.common.exceptions import WebDriverException
 
     from tests.browser.harness import (
+        LARGE_SCREEN,
         BrowserFactory,
         NetNamespace,
         link_namespaces,
@@ -401,6 +402,8 @@ def watch_call(run_py: Optional[Path], workdir: Path, args: argparse.Namespace) 
         clinicians = BrowserFactory(netns, artifact_dir=workdir / "pages")
         pages = {"patient": patient_browsers("patient"), "doctor": clinicians("doctor"),
                  "expert": clinicians("expert")}
+        for role in ("doctor", "expert"):
+            pages[role].set_window_size(*LARGE_SCREEN)  # the patient's picture past 640 wide: its top layer wanted
         started = time.monotonic()
         pages["doctor"].get(server.doctor_url)
         pages["expert"].get(server.expert_url)

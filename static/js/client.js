@@ -18,6 +18,8 @@
  *                  being recorded: right after joining and on every change)
  *   videostate   - `pausedVideo` changed: the server paused or resumed a remote video
  *                  to us alone (our downlink is too weak for it; its audio goes on)
+ *   joined       - a join (first or after a reconnect) completed: the new session knows
+ *                  nothing of what the page told the previous one (e.g. reportView)
  *
  * `state` is one of connecting | connected | reconnecting | closed.
  */
@@ -276,6 +278,17 @@ export class ConsultClient extends EventTarget {
     return this._sendControl('capture', 'stop', {});
   }
 
+  /**
+   * Tells the server at what size we draw remote videos, so that it sends no simulcast
+   * layer larger than that: participant id -> {width, height} in device pixels (0x0:
+   * not visible). Only changes need sending; false when it cannot be sent now.
+   */
+  reportView(videos) {
+    if (this._conn?.ws?.readyState !== WebSocket.OPEN || !this.joined) return false;
+    this._send({type: 'view', videos});
+    return true;
+  }
+
   /** Asks for the whole board again (also done by itself when events went missing). */
   requestAnnotations() {
     if (!this._conn?.joined) return;
@@ -325,6 +338,9 @@ export class ConsultClient extends EventTarget {
       fatalError: null, // code of the last fatal `error`, explains a refusing close
       senders: {},      // kind -> RTCRtpSender of the mid the server assigned us
       sentMuted: {},    // kind -> muted flag the server last heard from us
+      simulcast: null,  // the last offer's camera layers: [{rid, scale_down, max_bitrate}]
+      activeRids: null, // RIDs the server wants our camera to send (`layers`); null: all
+      encodings: Promise.resolve(),  // the camera sender's setParameters calls, one at a time
       lastHeard: Date.now(),
       joinTimer: setTimeout(() => this._reconnect(conn), JOIN_TIMEOUT_MS),
       pingTimer: null,
@@ -383,6 +399,7 @@ export class ConsultClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('consent', {detail: msg}));
         return undefined;
       case 'video-state': return this._onVideoState(msg);
+      case 'layers': return this._onLayers(conn, msg);
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);
       case 'pong': return undefined;  // lastHeard, already updated, is all it is for
@@ -411,6 +428,7 @@ export class ConsultClient extends EventTarget {
     // After a reconnect the new session must learn what the user muted before.
     this._syncMuted();
     this._emit('participants');
+    this._emit('joined');
   }
 
   async _onOffer(conn, offer) {
@@ -420,7 +438,8 @@ export class ConsultClient extends EventTarget {
     conn.senders = prepareTransceivers(pc, offer.publish);
     await this._attachLocalTracks(conn);
     await pc.setLocalDescription(await pc.createAnswer());
-    await applySimulcastLayers(conn.senders.video, offer.simulcast);
+    conn.simulcast = offer.simulcast ?? null;
+    await this._tuneCamera(conn);
     // The server takes no trickled candidates: they must all be in the answer.
     await iceGatheringDone(pc, ICE_GATHERING_TIMEOUT_MS);
     if (conn !== this._conn) return;
@@ -452,6 +471,34 @@ export class ConsultClient extends EventTarget {
     if (msg.paused) this.pausedVideo.set(msg.participant, typeof msg.reason === 'string' ? msg.reason : null);
     else if (!this.pausedVideo.delete(msg.participant)) return;  // it was not paused
     this._emit('videostate');
+  }
+
+  _onLayers(conn, msg) {
+    // Checked here because a throw in a signalling step would force a reconnect.
+    if (msg.kind !== 'video' || !Array.isArray(msg.active) || !msg.active.every((rid) => typeof rid === 'string')) {
+      console.warn('consult: ignoring a malformed layers message');
+      return;
+    }
+    conn.activeRids = new Set(msg.active);
+    // Not awaited: signalling need not wait for the encoder, and a failure is only logged.
+    this._tuneCamera(conn);
+  }
+
+  /**
+   * Sets our camera sender's layers (sizes from the offer, on/off from `layers`) after
+   * the previous setParameters call has settled: two at once fail, and the later
+   * change would be lost.
+   */
+  _tuneCamera(conn) {
+    const apply = () => applySimulcastLayers(conn.senders.video, conn.simulcast, conn.activeRids);
+    conn.encodings = conn.encodings
+      .then(() => (conn === this._conn ? apply() : undefined))  // a closed one needs nothing
+      .catch((err) => {
+        // the call goes on with the browser's own sizes, or a layer sent that nobody
+        // needs: worse for a weak uplink or downlink, not broken
+        console.warn('consult: setting simulcast layers failed', err);
+      });
+    return conn.encodings;
   }
 
   /**
@@ -785,15 +832,25 @@ function prepareTransceivers(pc, publish) {
 
 /**
  * When the server asked for camera layers (`offer.simulcast`, highest first), the browser's
- * answer gave the video sender one encoding per RID but no sizes or rates: set them.
+ * answer gave the video sender one encoding per RID but no sizes or rates: set them, and
+ * send only the RIDs in `activeRids` (the server's `layers` message; null: all). Run after
+ * every offer too, since a renegotiation may reset the encodings.
  */
-async function applySimulcastLayers(sender, layers) {
-  if (!sender || !layers?.length) return;
+async function applySimulcastLayers(sender, layers, activeRids) {
+  if (!sender) return;
+  // Read afresh each time: setParameters takes only what the latest getParameters gave.
   const params = sender.getParameters();
   if (!params.encodings || params.encodings.length < 2) return;  // this browser sends one stream
-  const byRid = new Map(layers.map((layer) => [layer.rid, layer]));
+  const sized = setLayerSizes(params.encodings, layers);
+  const switched = setLayersActive(params.encodings, activeRids);
+  if (sized || switched) await sender.setParameters(params);
+}
+
+/** Sets each encoding's size and rate from the offer's layers; true when any changed. */
+function setLayerSizes(encodings, layers) {
+  const byRid = new Map((layers ?? []).map((layer) => [layer.rid, layer]));
   let changed = false;
-  for (const encoding of params.encodings) {
+  for (const encoding of encodings) {
     const layer = byRid.get(encoding.rid);
     if (!layer) continue;
     if (encoding.scaleResolutionDownBy !== layer.scale_down || encoding.maxBitrate !== layer.max_bitrate) {
@@ -802,13 +859,24 @@ async function applySimulcastLayers(sender, layers) {
       changed = true;
     }
   }
-  if (!changed) return;
-  try {
-    await sender.setParameters(params);
-  } catch (err) {
-    // the call goes on with the browser's own sizes: worse for a weak downlink, not broken
-    console.warn('consult: setting simulcast layers failed', err);
+  return changed;
+}
+
+/**
+ * Turns off the encodings the server does not want; true when any changed. A set naming
+ * none of ours keeps all on: a mismatch must not take the camera off the call.
+ */
+function setLayersActive(encodings, activeRids) {
+  const known = Boolean(activeRids) && encodings.some((encoding) => activeRids.has(encoding.rid));
+  let changed = false;
+  for (const encoding of encodings) {
+    const active = !known || activeRids.has(encoding.rid);
+    if (encoding.active !== active) {
+      encoding.active = active;
+      changed = true;
+    }
   }
+  return changed;
 }
 
 function iceGatheringDone(pc, timeoutMs) {

@@ -13,6 +13,7 @@ import {
   RemoteMediaView, bindLeaveButton, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   byRole, showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
+import {ViewSizes} from './view-sizes.js';
 import {bindViewerMark} from './viewer-mark.js';
 
 const $ = (id) => document.getElementById(id);
@@ -34,6 +35,8 @@ function start(joinToken) {
   const quality = new ConnectionQuality(client);
   const view = new RemoteMediaView($('remote'), {roleOrder: ROLE_ORDER, quality, spotlight: true});
   view.addEventListener('spotlightchange', () => render());
+  // The server sends each video no larger than its tile is drawn (spotlight resizes them).
+  new ViewSizes(client, $('remote'));
   // Marks over the patient's tile, and the drawing tools for those who may annotate.
   const syncAnnotations = bindPatientAnnotations(client, view);
   const analysis = new AnalysisState(client);

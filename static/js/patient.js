@@ -11,6 +11,7 @@ import {
   RemoteMediaView, bindLeaveButton, bindLocalPreview, bindMediaNotice, bindMuteButton, bindSoundButton,
   showConnectionState, showEnded, showStageMessage, takeTokenFromHash,
 } from './call-ui.js';
+import {ViewSizes} from './view-sizes.js';
 import {bindViewerMark} from './viewer-mark.js';
 import {bindWaitingRoom} from './waiting-room.js';
 
@@ -31,6 +32,8 @@ function start(joinToken) {
 
   const quality = new ConnectionQuality(client);
   const view = new RemoteMediaView($('remote'), {roleOrder: ['doctor', 'expert', 'trainer', 'patient'], quality});
+  // The server sends each video no larger than the phone draws it.
+  new ViewSizes(client, $('remote'));
   const renderRemote = () => {
     view.render(client);
     showStageMessage($('stage-message'), client, 'stage.waiting_for_doctor');

@@ -63,6 +63,10 @@ CHROMIUM_ARGS = (
     "--window-size=1280,800",
 )
 
+# A desktop screen on which the console draws the patient's picture wider than 640 pixels:
+# pages are sent no larger a simulcast layer than they draw (1280x800 gets the 640 one).
+LARGE_SCREEN = (1920, 1080)
+
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from .harness import poll
+from .harness import LARGE_SCREEN, poll
 from .test_narrow_downlink import capped_patient_call, downlink_of
 from .test_pages import wait_for_live_remote_video
 from .test_video_fec import audio_totals
@@ -59,6 +59,8 @@ def test_a_patient_behind_a_narrow_downlink_gets_smaller_layers_while_the_doctor
         patient = patient_browsers("patient")
         doctor = chromium("doctor")
         expert = chromium("expert")
+        for clinician in (doctor, expert):
+            clinician.set_window_size(*LARGE_SCREEN)  # the patient's picture drawn past 640 wide: 720p wanted
         doctor.get(server.doctor_url)
         expert.get(server.expert_url)
         patient.get(server.patient_url)
