@@ -6,10 +6,17 @@ seen, then again every quarter RTT (measured on the same transport) until the pa
 arrives, until it could no longer arrive in time to be useful (the deadline),
 or until the try budget is spent. Packets given up are reported so the keyframe
 policy can repair the picture instead.
+
+Retries stop while a publisher answers none of them: one whose history is shorter
+than our deadline (aiortc keeps 128 packets), or that ignores NACKs, was sent a
+NACK every quarter RTT for each gap, for nothing (hundreds of thousands on a server
+short of CPU, whose own socket dropped the packets). Each new gap is still asked for
+once, so answers coming back resume the retries.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,6 +44,8 @@ VIDEO_DEADLINE_S = 1.0
 AUDIO_DEADLINE_S = 0.4
 # Sequence numbers per uplink-loss sample.
 LOSS_SAMPLE_PACKETS = 50
+# The fates (arrived, given up) of this many gaps asked for tell whether the publisher answers.
+ANSWER_WINDOW = 16
 
 
 @dataclass(slots=True)
@@ -63,6 +72,20 @@ class NackGenerator:
         self.last_was_recovered = False  # the packet just seen filled a gap (arrives late)
         # the packet just seen had arrived already (or is older than anything still asked for)
         self.last_was_duplicate = False
+        self._fates: deque[bool] = deque(maxlen=ANSWER_WINDOW)  # per gap asked for: did it arrive
+        self._arrived_in_window = 0
+        self.retries_withheld = 0
+
+    @property
+    def unanswered(self) -> bool:
+        """None of the last ANSWER_WINDOW gaps asked for arrived: the publisher cannot resend."""
+        return len(self._fates) == ANSWER_WINDOW and self._arrived_in_window == 0
+
+    def _fate(self, arrived: bool) -> None:
+        if len(self._fates) == ANSWER_WINDOW and self._fates[0]:
+            self._arrived_in_window -= 1
+        self._fates.append(arrived)
+        self._arrived_in_window += arrived
 
     @property
     def missing(self) -> list[int]:
@@ -92,6 +115,7 @@ class NackGenerator:
             if self._missing.pop(seq, None) is not None:
                 self.recovered += 1
                 self.last_was_recovered = True
+                self._fate(True)
             else:
                 # within the window we track; anything older passes as before (a sender's restart)
                 self.last_was_duplicate = ahead > -MAX_GAP
@@ -124,11 +148,15 @@ class NackGenerator:
             if now >= expires:
                 del self._missing[seq]
                 gave_up.append(seq)
+                self._fate(False)
             elif (now - entry.last_nack_at >= retry_after and entry.tries < self.max_tries
                   and now + rtt_s < expires):  # an answer to this NACK could still be in time
-                entry.last_nack_at = now
+                entry.last_nack_at = now  # (withheld or not: the next is due a retry interval on)
                 entry.tries += 1
                 retry.append(seq)
+        if retry and self.unanswered:
+            self.retries_withheld += len(retry)
+            retry = []
         self.nacked += len(retry)
         self.given_up += len(gave_up)
         return retry, gave_up

@@ -511,7 +511,7 @@ class PublishedTrack:
     @property
     def nack_stats(self) -> dict[str, int]:
         return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up,
-                "not_media": self._nack.not_media}
+                "not_media": self._nack.not_media, "retries_withheld": self._nack.retries_withheld}
 
     async def _send_nack(self, lost: list[int]) -> None:
         if self.media_ssrc is not None and lost:

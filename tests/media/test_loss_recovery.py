@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
+
+from media.nack_generator import ANSWER_WINDOW
 
 from .rtp_taps import tap_outgoing_rtp
 
@@ -71,6 +74,36 @@ async def test_uplink_loss_is_recovered_by_nack_retries(sfu):
     assert stats["recovered"] > 0
     # most losses come back; what does not is repaired by a keyframe, not waited for
     assert stats["given_up"] <= stats["recovered"] / 4, stats
+
+
+async def test_nack_retries_stop_while_no_retransmission_arrives(sfu):
+    """10 % seeded loss on the patient's uplink and every retransmission lost: the server
+    asks for each gap once, not every quarter RTT until its deadline."""
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    await doctor.wait_for_frames(patient.id, "video", 5)
+
+    sender = next(t.sender for t in patient.pc.getTransceivers() if t.kind == "video")
+    rng = random.Random(11)
+
+    def no_answers(packet) -> bool:
+        return packet.ssrc != sender._rtx_ssrc and rng.random() >= 0.1  # retransmissions never arrive
+
+    tap_outgoing_rtp(sender.transport, no_answers)
+    track = sfu.services.rooms.live["r1"].media.peers[patient.id].published["video"]
+    for _ in range(100):  # a window of gaps given up: from then on retries are held back
+        if track.nack_stats["retries_withheld"]:
+            break
+        await asyncio.sleep(0.1)
+    before = track.nack_stats
+    assert before["given_up"] >= ANSWER_WINDOW and before["retries_withheld"] > 0, before
+    await doctor.wait_for_frames(patient.id, "video", 60, timeout=30)
+    after = track.nack_stats
+    gaps = after["given_up"] - before["given_up"]
+    assert after["recovered"] == 0 and gaps >= 10, (before, after)
+    # one NACK per gap (was one every quarter RTT until the deadline: up to 40 each)
+    assert after["nacked"] - before["nacked"] <= gaps + 5, (before, after)
 
 
 async def test_audio_nacks_are_answered_too(sfu):

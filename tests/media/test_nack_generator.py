@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from media.nack_generator import NackGenerator
+from media.nack_generator import ANSWER_WINDOW, NackGenerator
 
 
 def test_a_gap_is_nacked_at_once_then_retried_until_it_arrives():
@@ -129,3 +129,43 @@ def test_a_packet_that_came_back_already_is_a_duplicate_and_fec_numbers_can_be_f
     # far older than anything tracked: not judged a duplicate (a sender restarting lower)
     gen.on_packet(14 - 300, now=0.03)
     assert not gen.last_was_duplicate
+
+
+def _unanswered_gaps(gen: NackGenerator, start: int, now: float, gaps: int) -> tuple[int, float]:
+    """`gaps` single-packet gaps, each given up at the deadline; returns (next seq, time)."""
+    seq = start
+    for _ in range(gaps):
+        gen.on_packet(seq + 2, now)
+        seq += 2
+        now += gen.deadline_s + 0.01
+        gen.due(now, rtt_s=0.05)
+    return seq, now
+
+
+def test_retries_stop_while_the_publisher_answers_none_and_resume_when_it_does():
+    gen = NackGenerator(deadline_s=0.5)
+    gen.on_packet(0, now=0.0)
+    seq, now = _unanswered_gaps(gen, 0, 0.0, ANSWER_WINDOW - 1)
+    assert not gen.unanswered  # not yet a window of them
+    seq, now = _unanswered_gaps(gen, seq, now, 1)
+    assert gen.unanswered
+    # a new gap is still asked for once, but not again
+    assert gen.on_packet(seq + 2, now) == [seq + 1]
+    retry, _ = gen.due(now + 0.1, rtt_s=0.05)
+    assert retry == [] and gen.retries_withheld == 1
+    assert gen.next_wakeup(now + 0.1, rtt_s=0.05) > 0  # withheld ones keep their timing: no busy timer
+    # the publisher answers again: retries resume
+    gen.on_packet(seq + 1, now + 0.12)
+    assert not gen.unanswered
+    assert gen.on_packet(seq + 4, now + 0.2) == [seq + 3]
+    retry, _ = gen.due(now + 0.3, rtt_s=0.05)
+    assert retry == [seq + 3]
+
+
+def test_one_answer_in_the_window_keeps_the_retries():
+    gen = NackGenerator(deadline_s=0.5)
+    gen.on_packet(0, now=0.0)
+    gen.on_packet(2, now=0.0)
+    gen.on_packet(1, now=0.01)  # answered
+    _unanswered_gaps(gen, 2, 0.02, ANSWER_WINDOW - 1)
+    assert not gen.unanswered
