@@ -316,15 +316,14 @@ class DownTrack:
 
     @property
     def layer_ceiling(self) -> int:
-        """The best layer the subscriber's tile needs (the top while it has not said)."""
+        """The best layer the subscriber's tile needs (the top while it has not said). Its source
+        moves a down-track above it down (`SimulcastTrack.check_layers`); the controller never
+        raises past it."""
         return 0 if self._layers is None else self._layers.layer_for_view(self.view)
 
     def set_view(self, view: Optional[Size]) -> None:
-        """The subscriber draws this video at `view` now: a layer above what that needs is left
-        at once (at the lower layer's next keyframe); a larger one is the controller's to raise."""
+        """The subscriber draws this video at `view` (device pixels; 0x0: hidden; None: not told)."""
         self.view = view
-        if self._layers is not None and self.layer > self.layer_ceiling:
-            self._layers.select_layer(self, self.layer_ceiling)
 
     @property
     def layer(self) -> int:

@@ -361,6 +361,9 @@ class SimulcastTrack:
             self.check_layers(time.monotonic())
 
     def check_layers(self, now: float) -> None:
+        for downtrack, target in list(self._targets.items()):
+            if target > downtrack.layer_ceiling:  # its tile shrank
+                self.select_layer(downtrack, downtrack.layer_ceiling)
         self.publisher_layers.update(self._layers_wanted(), now)
         if self._tap_layers.taps:
             self._choose_tap_layer(now)

@@ -439,7 +439,8 @@ async def test_a_tile_drawn_small_gets_the_layer_that_covers_it_from_the_keyfram
     assert track.layer_for_view((700, 340)) == 2
     assert downtrack.layer_ceiling == 2  # the page has said nothing: the top
     downtrack.set_view((600, 340))
-    assert downtrack.layer == 1  # left at once, at m's next keyframe
+    track.check_layers(clock[0])
+    assert downtrack.layer == 1  # left at the watch's next round, at m's next keyframe
     rates = downtrack.layer_rates(clock[0])
     assert rates[0] > 0 and rates[1] > 0 and rates[2] == 0  # h is not the controller's to raise to
     await all_layers(track, publisher, keyframe=("m",))
