@@ -99,6 +99,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--metrics-address", default=_env("METRICS_ADDRESS"), metavar="HOST:PORT",
                    help="serve Prometheus /metrics there, without a key (default: /metrics on the main port, "
                         "behind the admin key)")
+    p.add_argument("--redis-url", default=_env("REDIS_URL"), metavar="URL",
+                   help="redis://[:password@]host:port/db shared by several nodes: the room list and revoked links "
+                        "(docs/DEPLOY.md; a password belongs in CONSULT_REDIS_URL, not the command line)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
                    help="text (default) or json: one JSON object a line with room, participant and request ids")
@@ -134,6 +137,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
             parse_address(a.metrics_address)
         except ValueError as exc:
             p.error(str(exc))
+    if a.redis_url is not None and not a.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        p.error("--redis-url must be a redis://, rediss:// or unix:// URL")
     if a.webhook_retry_max < 1:
         p.error("--webhook-retry-max is at least 1 second")
     try:
@@ -162,6 +167,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         webhook_secret=webhook_secret,
         webhook_retry_max_s=a.webhook_retry_max,
         metrics_address=a.metrics_address,
+        redis_url=a.redis_url,
     )
 
 
@@ -170,12 +176,19 @@ async def demo_links(services) -> dict[str, str]:
     # A new instance per start: links printed by an earlier run stop working (stale_link)
     # and its recordings stay with its own trainer links.
     room = await registry.get_room(DEMO_ROOM_ID)
+    if room is not None and room.open and services.shared is not None:
+        # several nodes share it: a node starting must not end a call another node runs
+        return _demo_links_for(services, room)
     if room is not None and room.open:
         await services.rooms.close_room(DEMO_ROOM_ID)
     room = await registry.create_room("Demo consultation", DEMO_ROOM_ID, services.config.max_participants,
                                       processors=services.config.default_processors,
                                       language=services.config.demo_language,
                                       live_watermark=services.config.default_live_watermark)
+    return _demo_links_for(services, room)
+
+
+def _demo_links_for(services, room) -> dict[str, str]:
     links = {}
     for role in DEMO_ROLES:
         name = text(f"role.{role}", room.language or DEFAULT_LOCALE)

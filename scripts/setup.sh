@@ -2,7 +2,8 @@
 # Sets up everything consult-sfu needs on a fresh Debian machine:
 #   --test    also the Debian packages the browser tests need (Chromium + driver, iproute2
 #             for the network namespaces they run in, nftables for outages and firewalls
-#             inside them, coturn for the TURN relay test)
+#             inside them, coturn for the TURN relay test, redis-server for the
+#             several-node tests)
 #   --latest  build .venv-latest from the newest versions pyproject.toml's ranges allow,
 #             instead of .venv from the lock (to see drift before it lands)
 # The default venv holds exactly requirements/lock.txt (hash-checked); when the lock
@@ -29,6 +30,7 @@ if [ "$want_test" = 1 ]; then
   command -v ip >/dev/null || apt_pkgs+=(iproute2)
   command -v nft >/dev/null || apt_pkgs+=(nftables)
   command -v turnserver >/dev/null || apt_pkgs+=(coturn)
+  command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -44,6 +46,10 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     # stock configuration, must not relay for anyone on this machine.
     if [[ " ${apt_pkgs[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
       $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
+    # Likewise redis: the tests start their own on a free loopback port, with no disk.
+    if [[ " ${apt_pkgs[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+      $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
     fi
   fi
 fi

@@ -36,6 +36,7 @@ from .http_limits import (
 from .live_rooms import RoomService
 from .log_context import echo_request_id, request_ids
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
+from .redis_state import SharedState
 from .registry import InMemoryRegistry, RoomRegistry
 from .replay_api import replay_routes
 from .room_events import RoomEvents
@@ -64,16 +65,21 @@ class Services:
     admin_key: str
     webhooks: WebhookSender | None = None
     turn: TurnService | None = None
+    shared: SharedState | None = None  # Redis, with --redis-url (several nodes as one service)
 
 
 def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -> Services:
     ensure_private_dir(config.data_dir)
     report_audit_tail(config.data_dir)
-    registry = registry or InMemoryRegistry(config.data_dir / "rooms.json")
+    shared = SharedState(config.redis_url) if config.redis_url else None
+    registry = registry or (shared.registry if shared else InMemoryRegistry(config.data_dir / "rooms.json"))
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
     events = RoomEvents()
-    rooms = RoomService(registry, config.ice, config.data_dir, events)
+    rooms = RoomService(registry, config.ice, config.data_dir, events,
+                        revocations=shared.revocations if shared else None)
+    if shared is not None:  # a link revoked on another node ends its calls here too
+        shared.revocations.on_revoked = rooms.end_sessions_of_link
     webhooks = None
     if config.webhook_urls:
         secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,
@@ -87,7 +93,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
         turn_secret = config.turn_secret or load_or_create_secret(config.data_dir / TURN_SECRET_FILE)
         turn = TurnService(config.turn_urls, turn_secret, config.turn_ttl_s)
     return Services(config=config, registry=registry, issuer=issuer, rooms=rooms, admin_key=admin_key,
-                    webhooks=webhooks, turn=turn)
+                    webhooks=webhooks, turn=turn, shared=shared)
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -181,11 +187,15 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
         return web.json_response({"ok": True})  # liveness only: how busy the clinic is is no one's business
 
     async def on_startup(app: web.Application) -> None:
+        if services.shared is not None:
+            await services.shared.start()  # fails the start when Redis cannot be reached
         if services.webhooks is not None:
             await services.webhooks.start()
 
     async def on_shutdown(app: web.Application) -> None:
         await services.rooms.shutdown()
+        if services.shared is not None:
+            await services.shared.close()
 
     app.add_routes([
         web.get("/ws", websocket),

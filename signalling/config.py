@@ -40,6 +40,8 @@ class ServerConfig:
     turn_ttl_s: int = 6 * 3600
     # HOST:PORT serving /metrics without a key; None: /metrics on the main port, behind the admin key
     metrics_address: Optional[str] = None
+    # redis:// URL shared by several nodes (rooms, revoked links: signalling/redis_state.py); None: this machine alone
+    redis_url: Optional[str] = None
 
     @property
     def uses_tls(self) -> bool:

@@ -9,7 +9,7 @@ replay API ask here, after TokenIssuer.verify.
 from __future__ import annotations
 
 from .registry import RoomInstance, RoomRecord, RoomRegistry, find_instance, instance_minted_at
-from .revocations import RevocationList
+from .revocations import RevocationStore
 from .tokens import Grant
 
 STALE_LINK = "stale_link"
@@ -26,7 +26,7 @@ class LinkRefused(Exception):
 
 
 class LinkGuard:
-    def __init__(self, registry: RoomRegistry, revocations: RevocationList) -> None:
+    def __init__(self, registry: RoomRegistry, revocations: RevocationStore) -> None:
         self.registry = registry
         self.revocations = revocations
 

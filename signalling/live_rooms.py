@@ -33,8 +33,8 @@ from recorder.writer import MAX_EVENT_BYTES
 
 from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
-from .registry import ParticipantRecord, RegistryError, RoomRecord, RoomRegistry
-from .revocations import REVOCATIONS_FILE, RevocationList
+from .registry import ParticipantRecord, RegistryError, RegistryUnavailable, RoomRecord, RoomRegistry
+from .revocations import REVOCATIONS_FILE, RevocationList, RevocationStore
 from .roles import VIDEO_PRIORITY
 from .room_events import RoomEvents, participant_data
 
@@ -347,13 +347,13 @@ class LiveRoom:
 
 class RoomService:
     def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path,
-                 events: Optional[RoomEvents] = None) -> None:
+                 events: Optional[RoomEvents] = None, revocations: Optional[RevocationStore] = None) -> None:
         self.registry = registry
         self.events = events or RoomEvents()
         self.ice = ice
         self.data_dir = data_dir
         self.live: dict[str, LiveRoom] = {}  # by room id; always the room's current instance
-        self.revocations = RevocationList(data_dir / REVOCATIONS_FILE)
+        self.revocations = revocations if revocations is not None else RevocationList(data_dir / REVOCATIONS_FILE)
         self.links = LinkGuard(registry, self.revocations)
         # Other control-plane services (the replay API) finish their work here: the app's
         # shutdown calls shutdown().
@@ -368,6 +368,8 @@ class RoomService:
             room = await self.links.for_live(grant)  # this room instance's link, not revoked
         except LinkRefused as exc:
             raise JoinRefused(exc.code, exc.message) from None
+        except RegistryUnavailable as exc:
+            raise JoinRefused("unavailable", str(exc)) from None
         if not (grant.allows("publish") or grant.allows("subscribe")):
             raise JoinRefused("forbidden", "this token may not take part in a live consultation")
         live = self.live.get(room.id)
@@ -398,6 +400,8 @@ class RoomService:
             raise JoinRefused("internal", f"this room watermarks video and that is unavailable: {exc}") from exc
         try:
             await self.registry.add_participant(participant)
+        except RegistryUnavailable as exc:
+            raise JoinRefused("unavailable", str(exc)) from exc
         except RegistryError as exc:
             raise JoinRefused("room_full", str(exc)) from exc
         session.participant = participant
@@ -450,7 +454,7 @@ class RoomService:
             return False
         grant = session.joined_grant()
         try:
-            self.revocations.revoke(grant.jti, grant.expires_at)  # first: no rejoin between close and revoke
+            await self.revocations.revoke(grant.jti, grant.expires_at)  # first: no rejoin between close and revoke
         except OSError as exc:  # still refused until a restart (held in memory); the kick goes on
             logger.error("the kicked link of %s could not be saved as revoked: %s", grant.identity, exc)
         await session.close("kicked")
@@ -460,12 +464,17 @@ class RoomService:
         """Revokes a link (raises OSError if that cannot be saved: it holds until a restart) and
         ends the sessions joined with it, as a kick does; how many there were."""
         try:
-            self.revocations.revoke(jti, expires_at)
+            await self.revocations.revoke(jti, expires_at)
         finally:
-            sessions = [s for live in self.live.values() for s in live.sessions.values()
-                        if s.joined_grant().jti == jti]
-            for session in sessions:
-                await session.close("kicked")
+            ended = await self.end_sessions_of_link(jti)
+        return ended
+
+    async def end_sessions_of_link(self, jti: str) -> int:
+        """Close the sessions joined with this link here, as a kick does (it was revoked: here,
+        or on another node of the service); how many there were."""
+        sessions = [s for live in self.live.values() for s in live.sessions.values() if s.joined_grant().jti == jti]
+        for session in sessions:
+            await session.close("kicked")
         return len(sessions)
 
     async def close_room(self, room_id: str) -> bool:

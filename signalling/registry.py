@@ -141,6 +141,10 @@ class RegistryError(Exception):
     pass
 
 
+class RegistryUnavailable(RegistryError):
+    """The shared room list cannot be reached now (Redis down): worth trying again shortly."""
+
+
 class InMemoryRegistry:
     """The embedded default: one process, rooms persisted to a JSON file if given."""
 

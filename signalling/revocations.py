@@ -13,13 +13,24 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from recorder.fsutil import atomic_write
 
 from .tokens import JTI_PATTERN
 
 REVOCATIONS_FILE = "revoked-links.json"
+
+
+class RevocationStore(Protocol):
+    """Where revoked links are kept: this file, or Redis for several nodes (signalling/redis_state.py)."""
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+    async def revoke(self, jti: str, expires_at: int) -> None:
+        """Raises ValueError for a malformed jti, OSError when it cannot be kept (it is refused
+        here until a restart all the same)."""
+        ...
 
 
 class RevocationsUnreadable(Exception):
@@ -47,7 +58,7 @@ class RevocationList:
         return {jti: int(exp) for jti, exp in raw.items()
                 if isinstance(jti, str) and isinstance(exp, (int, float)) and exp > now}
 
-    def revoke(self, jti: str, expires_at: int) -> None:
+    async def revoke(self, jti: str, expires_at: int) -> None:
         """Refuse the link with this jti until `expires_at` (when it would stop working anyway)."""
         if not JTI_PATTERN.match(jti):
             raise ValueError("not a link id (jti): 32 lowercase hexadecimal digits")

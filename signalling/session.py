@@ -22,6 +22,7 @@ from media.sdp_simulcast import SIMULCAST_LADDER
 from recorder.errors import RecorderError
 
 from . import log_context
+from .http_limits import CLOSE_TRY_AGAIN_LATER
 from .live_rooms import JoinRefused
 from .outbox import Outbox
 from .protocol import (
@@ -53,6 +54,7 @@ _CLOSE_CODE_FOR_ERROR = {
     "forbidden": CLOSE_FORBIDDEN_ROOM,
     "room_full": CLOSE_FORBIDDEN_ROOM,
     "too_large": CLOSE_TOO_BIG,
+    "unavailable": CLOSE_TRY_AGAIN_LATER,
 }
 
 # Told how long a join took, once per stage: "joined" (the join message to `joined` sent) and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ from loadtest.sources import PatternVideoTrack, ToneAudioTrack
 from media.ice import restrict_host_addresses
 from signalling.app import Services, build_services, create_app
 from signalling.config import ServerConfig
+from tests.redis_server import RedisServer
 from tests.webhooks.receiver import WebhookReceiver
 from webhooks import new_webhook_secret
 
@@ -81,6 +82,15 @@ async def sfu(aiohttp_server, tmp_path) -> AsyncIterator[ServerUnderTest]:
     config = ServerConfig(data_dir=tmp_path / "data", demo_room=False, default_processors=[])
     async with running_sfu(aiohttp_server, config) as sut:
         yield sut
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (tests/redis_server.py)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -44,6 +44,9 @@ const BACKOFF_MAX_MS = 8_000;
 // Re-joining cannot fix these token problems. (Any fatal error that refuses the join
 // itself ends the session too, see _onError.)
 const FATAL_ERRORS = new Set(['unauthorized', 'token_expired', 'wrong_room', 'stale_link', 'link_revoked']);
+// A join refused with these may succeed a moment later (the server's shared state is
+// out of reach): tried again after the backoff, the page saying it is connecting.
+const RETRY_ERRORS = new Set(['unavailable']);
 // Sockets closed with these codes were refused for good (token or room problems). The
 // reason shown is the fatal error's code; the default is for when none was read.
 const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]);
@@ -616,6 +619,10 @@ export class ConsultClient extends EventTarget {
   }
 
   _onError(conn, msg) {
+    if (RETRY_ERRORS.has(msg.code) && !conn.joined) {
+      this._reconnect(conn);
+      return;
+    }
     // A refused join (bad token, closed or full room, unsupported version) would be
     // refused again. Fatal errors later on (a flood, a missed answer) are worth a
     // fresh session, which the socket closing brings.

@@ -58,23 +58,23 @@ def test_which_instance_a_link_or_recording_belongs_to():
     assert instance_at([a, b], 150.5) == a and instance_at([a, b], 150.8) == b and instance_at([a, b], 1.0) is None
 
 
-def test_revocations_are_private_pruned_and_survive_a_restart(tmp_path):
+async def test_revocations_are_private_pruned_and_survive_a_restart(tmp_path):
     from signalling.revocations import RevocationList, RevocationsUnreadable
 
     now = [1000.0]
     path = tmp_path / "revoked-links.json"
     revoked = RevocationList(path, clock=lambda: now[0])
-    revoked.revoke(JTI, 2000)
-    revoked.revoke("f" * 32, 1100)
+    await revoked.revoke(JTI, 2000)
+    await revoked.revoke("f" * 32, 1100)
     assert mode(path) == 0o600 and revoked.is_revoked(JTI) and revoked.is_revoked("f" * 32)
     assert not revoked.is_revoked("e" * 32)
     with pytest.raises(ValueError):
-        revoked.revoke("../../etc", 2000)
+        await revoked.revoke("../../etc", 2000)
 
     now[0] = 1500.0  # one link has expired by the restart: it is dropped, the other kept
     again = RevocationList(path, clock=lambda: now[0])
     assert again.is_revoked(JTI) and not again.is_revoked("f" * 32) and len(again) == 1
-    again.revoke("e" * 32, 1600)
+    await again.revoke("e" * 32, 1600)
     assert json.loads(path.read_text()) == {JTI: 2000, "e" * 32: 1600}
 
     path.write_text("{not json")

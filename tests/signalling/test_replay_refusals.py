@@ -116,7 +116,7 @@ async def test_a_valid_credentials_refusal_is_audited_on_its_own(api):
     trainer_link = api.sfu.services.issuer.issue(room="r1", identity="trainer-9", name="T", role="trainer",
                                                  ttl_s=600)
     assert (await api.get("/api/replay/recordings", trainer_link.token))[0] == 200
-    api.sfu.services.rooms.revocations.revoke(trainer_link.jti, trainer_link.expires_at)
+    await api.sfu.services.rooms.revocations.revoke(trainer_link.jti, trainer_link.expires_at)
     status, body = await api.get("/api/replay/recordings", trainer_link.token)
     assert (status, body["error"]) == (401, "link_revoked")
     assert [(e["actor"], e["details"]["error"]) for e in api.failures()] == [

@@ -1,0 +1,311 @@
+"""Rooms and revoked links shared through Redis, so several nodes serve as one service.
+
+With `--redis-url` every node reads and writes the same room list (each id's instances:
+a link minted on one node opens the room on another, a room id reused anywhere makes
+old links stale everywhere) and the same revoked links (a kick or an admin's revocation
+on one node is refused on every node within a moment). Who is in a room stays with the
+node that runs it: live participants are that process's facts, and a node that dies
+must not leave them behind in Redis as ghosts that fill the room.
+
+Keys, under a prefix (default `consult:`):
+  room:<id>        JSON: the room's current record and its earlier (closed) instances
+  rooms            set of room ids
+  revoked:<jti>    the revoked link's expiry (unix s); Redis drops it then (EXPIREAT)
+and the channel `revoked` announces each revocation to the other nodes.
+
+Changes to one room are WATCH/MULTI transactions on its key, so two nodes creating the
+same id at once cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, Optional, cast
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from .registry import (
+    LIVE_WATERMARK_MODES,
+    ROOM_ID_PATTERN,
+    ParticipantRecord,
+    RegistryError,
+    RegistryUnavailable,
+    RoomInstance,
+    RoomRecord,
+    new_instance_id,
+)
+from .tokens import JTI_PATTERN
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "consult:"
+# After losing the subscription, wait this long before trying again (doubling up to the cap).
+RESUBSCRIBE_FIRST_S = 0.5
+RESUBSCRIBE_MAX_S = 10.0
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for `url` (redis:// or rediss://); it connects at its first command."""
+    return aioredis.from_url(url, decode_responses=True, health_check_interval=10)
+
+
+def _unavailable(method):
+    """Redis errors out of a registry method become RegistryUnavailable (a join gets `unavailable`)."""
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"the room list cannot be reached now ({exc.__class__.__name__}); "
+                                      "try again shortly") from exc
+    return wrapper
+
+
+class RedisRegistry:
+    """signalling.registry.RoomRegistry over Redis: rooms shared, participants this node's."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._participants: dict[str, dict[str, ParticipantRecord]] = {}
+
+    def _room_key(self, room_id: str) -> str:
+        return f"{self._prefix}room:{room_id}"
+
+    @_unavailable
+    async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
+                          video_codec: str = "vp8", processors: Optional[list[str]] = None,
+                          language: Optional[str] = None, live_watermark: str = "off",
+                          clinic: Optional[str] = None) -> RoomRecord:
+        if live_watermark not in LIVE_WATERMARK_MODES:
+            raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
+        room_id = room_id or secrets.token_urlsafe(9)
+        if not ROOM_ID_PATTERN.match(room_id):
+            raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
+        room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
+                          video_codec=video_codec, processors=list(processors or []), language=language,
+                          live_watermark=live_watermark, clinic=clinic, instance=new_instance_id())
+        key = self._room_key(room_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    existing = _document(await pipe.get(key))
+                    earlier = existing["earlier"] if existing else []
+                    if existing is not None:
+                        current = _room(existing)
+                        if current.open:
+                            raise RegistryError(f"room {room_id} already exists")
+                        # the id is used again: the closed life stays known, for its recordings
+                        earlier = [*earlier, _life(current.life())]
+                    pipe.multi()
+                    pipe.set(key, json.dumps({"room": asdict(room), "earlier": earlier}))
+                    pipe.sadd(f"{self._prefix}rooms", room_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue  # another node changed the room meanwhile: decide again on what it wrote
+        self._participants[room_id] = {}
+        return room
+
+    @_unavailable
+    async def get_room(self, room_id: str) -> Optional[RoomRecord]:
+        document = _document(await self._redis.get(self._room_key(room_id)))
+        return None if document is None else _room(document)
+
+    @_unavailable
+    async def instances(self, room_id: str) -> list[RoomInstance]:
+        """Every instance of the id, oldest first; the last is the current room (open or closed)."""
+        document = _document(await self._redis.get(self._room_key(room_id)))
+        if document is None:
+            return []
+        earlier = [RoomInstance(room_id, e["instance"], e["created_at"], e["closed_at"]) for e in document["earlier"]]
+        return [*earlier, _room(document).life()]
+
+    @_unavailable
+    async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]:
+        # (redis-py types its commands for both its clients; this one's are awaitable)
+        ids = sorted(await cast(Awaitable[set[str]], self._redis.smembers(f"{self._prefix}rooms")))
+        if not ids:
+            return []
+        documents = await self._redis.mget([self._room_key(room_id) for room_id in ids])
+        rooms = [_room(document) for raw in documents if (document := _document(raw)) is not None]
+        return [room for room in rooms if include_closed or room.open]
+
+    @_unavailable
+    async def close_room(self, room_id: str) -> bool:
+        key = self._room_key(room_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    document = _document(await pipe.get(key))
+                    if document is None or document["room"].get("closed_at") is not None:
+                        return False
+                    document["room"]["closed_at"] = time.time()
+                    pipe.multi()
+                    pipe.set(key, json.dumps(document))
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        self._participants.pop(room_id, None)
+        return True
+
+    @_unavailable
+    async def add_participant(self, participant: ParticipantRecord) -> None:
+        room = await self.get_room(participant.room_id)
+        if room is None or not room.open:
+            raise RegistryError(f"room {participant.room_id} is not open")
+        members = self._participants.setdefault(participant.room_id, {})
+        if len(members) >= room.max_participants:
+            raise RegistryError(f"room {participant.room_id} is full ({room.max_participants})")
+        members[participant.id] = participant
+
+    async def update_participant(self, participant: ParticipantRecord) -> None:
+        members = self._participants.get(participant.room_id, {})
+        if participant.id in members:
+            members[participant.id] = participant
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        self._participants.get(room_id, {}).pop(participant_id, None)
+
+    async def list_participants(self, room_id: str) -> list[ParticipantRecord]:
+        return list(self._participants.get(room_id, {}).values())
+
+
+class RedisRevocations:
+    """Revoked links in Redis, with this node's copy for the join path's check (no round
+    trip per join). The copy is loaded at `start`, follows the `revoked` channel, and is
+    loaded again whenever the subscription comes back after a loss, so a revocation made
+    while this node was cut off from Redis is not missed."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._channel = f"{prefix}revoked"
+        self._revoked: dict[str, int] = {}
+        self._task: Optional[asyncio.Task] = None
+        self._subscribed = asyncio.Event()
+        # told of each link revoked on any node (this one too): ends the sessions joined with it here
+        self.on_revoked: Optional[Callable[[str], Awaitable[object]]] = None
+
+    async def start(self) -> None:
+        """Load the list and follow the channel; raises RedisError when Redis cannot be reached."""
+        await self._load()
+        self._task = asyncio.ensure_future(self._follow())
+        await self._subscribed.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def revoke(self, jti: str, expires_at: int) -> None:
+        """Refuse the link everywhere until `expires_at`; raises OSError when Redis cannot
+        be written (the refusal then holds on this node only)."""
+        if not JTI_PATTERN.match(jti):
+            raise ValueError("not a link id (jti): 32 lowercase hexadecimal digits")
+        expires_at = max(int(expires_at), self._revoked.get(jti, 0))
+        self._revoked[jti] = expires_at
+        if expires_at <= time.time():
+            return  # expired already: refused as such
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(f"{self._prefix}revoked:{jti}", expires_at, exat=expires_at)
+                pipe.publish(self._channel, f"{jti} {expires_at}")
+                await pipe.execute()
+        except RedisError as exc:
+            raise OSError(f"the revocation could not be stored in Redis: {exc}") from exc
+
+    def is_revoked(self, jti: str) -> bool:
+        expires_at = self._revoked.get(jti)
+        return expires_at is not None and expires_at > time.time()
+
+    def __len__(self) -> int:
+        now = time.time()
+        return sum(1 for expires_at in self._revoked.values() if expires_at > now)
+
+    async def _load(self) -> None:
+        now = time.time()
+        keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}revoked:*", count=500)]
+        values = await self._redis.mget(keys) if keys else []
+        for key, value in zip(keys, values):
+            jti = key[len(f"{self._prefix}revoked:"):]
+            if value is not None and value.isdigit() and int(value) > now:
+                self._revoked[jti] = max(int(value), self._revoked.get(jti, 0))
+        self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
+
+    async def _follow(self) -> None:
+        wait = RESUBSCRIBE_FIRST_S
+        first = True
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    if not first:
+                        await self._load()  # what was revoked while the subscription was down
+                    first, wait = False, RESUBSCRIBE_FIRST_S
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._note(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("revoked links: lost Redis (%s); this node refuses what it knew until it is back", exc)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RESUBSCRIBE_MAX_S)
+
+    def _note(self, data: Any) -> None:
+        jti, _, expires = str(data).partition(" ")
+        if JTI_PATTERN.match(jti) and expires.isdigit():
+            self._revoked[jti] = max(int(expires), self._revoked.get(jti, 0))
+            logger.info("link %s… revoked until %s", jti[:8], expires)
+            if self.on_revoked is not None:
+                asyncio.ensure_future(self.on_revoked(jti)).add_done_callback(_log_failure)
+
+
+class SharedState:
+    """What a node keeps in Redis: the room list and the revoked links, over one client."""
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = connect(url)
+        self.registry = RedisRegistry(self.client, prefix)
+        self.revocations = RedisRevocations(self.client, prefix)
+
+    async def start(self) -> None:
+        try:
+            await self.revocations.start()
+        except (RedisError, OSError) as exc:
+            raise RuntimeError(f"Redis cannot be reached ({exc}): is --redis-url right, and is it running?") from exc
+
+    async def close(self) -> None:
+        await self.revocations.stop()
+        await self.client.aclose()
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("ending the sessions of a revoked link failed: %r", task.exception())
+
+
+def _document(raw: Optional[str]) -> Optional[dict]:
+    return None if raw is None else json.loads(raw)
+
+
+def _room(document: dict) -> RoomRecord:
+    return RoomRecord(**document["room"])
+
+
+def _life(life: RoomInstance) -> dict:
+    return {"instance": life.instance, "created_at": life.created_at, "closed_at": life.closed_at}

@@ -1,0 +1,188 @@
+"""Two run.py nodes sharing one redis-server, started as an operator would.
+
+A room made through one node's admin API is joined on the other with a link the first
+minted; the link revoked on the first is then refused on the second, and the call it
+had joined there ends. A node that cannot reach Redis does not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.redis_server import RedisServer
+from tests.webhooks.receiver import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Node:
+    def __init__(self, tmp_path: Path, name: str, redis_url: str, demo: bool = False) -> None:
+        self.demo = demo
+        self.data_dir = tmp_path / name
+        self.log = tmp_path / f"{name}.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.redis_url = redis_url
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self, timeout: float = 30) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "run.py", "--port", str(self.port), "--data-dir", str(self.data_dir),
+             *([] if self.demo else ["--no-demo-room"]),
+             "--processors", "", "--media-host-address", "127.0.0.1", "--redis-url", self.redis_url],
+            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the node exited: {self.log.read_text()}")
+                try:
+                    async with http.get(self.url + "/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"the node did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    async def admin(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        key = (self.data_dir / "admin.key").read_text().strip()
+        async with aiohttp.ClientSession() as http:
+            async with http.request(method, self.url + path, json=body,
+                                    headers={"Authorization": f"Bearer {key}"}) as response:
+                return response.status, await response.json()
+
+
+async def join(node: Node, token: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, dict]:
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(node.url.replace("http", "ws", 1) + "/ws")
+    await ws.send_json({"type": "join", "v": 1, "token": token})
+    while True:
+        message = await ws.receive_json(timeout=10)
+        if message["type"] in ("joined", "error"):
+            return http, ws, message
+
+
+@pytest.fixture(params=[False])
+async def two_nodes(tmp_path, redis_server, request):
+    demo = request.param
+    a, b = Node(tmp_path, "a", redis_server.url, demo), Node(tmp_path, "b", redis_server.url, demo)
+    try:
+        await a.start()
+        # one service: every node signs and checks links with the same secret, and takes the same admin key
+        b.data_dir.mkdir(mode=0o700)
+        for secret in ("token.secret", "admin.key"):
+            shutil.copy2(a.data_dir / secret, b.data_dir / secret)
+        await b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_room_and_its_links_made_on_one_node_work_on_the_other_and_a_revocation_ends_them(two_nodes):
+    a, b = two_nodes
+    status, room = await a.admin("POST", "/api/rooms", {"id": "chen-1", "name": "Mrs Chen", "processors": []})
+    assert status == 201, room
+    status, listed = await b.admin("GET", "/api/rooms/chen-1")
+    assert status == 200 and listed["instance"] == room["instance"], listed
+    status, link = await a.admin("POST", "/api/rooms/chen-1/links", {"role": "patient"})
+    assert status in (200, 201), link
+
+    http, ws, joined = await join(b, link["token"])
+    try:
+        assert joined["type"] == "joined", joined
+        status, revoked = await a.admin("DELETE", f"/api/rooms/chen-1/links/{link['jti']}")
+        assert status == 200, revoked
+        closed = None
+        while closed is None:  # the session on b ends, told why
+            message = await ws.receive_json(timeout=5)
+            if message["type"] == "closed":
+                closed = message
+        assert closed["reason"] == "kicked"
+    finally:
+        await ws.close()
+        await http.close()
+
+    http, ws, refused = await join(b, link["token"])
+    await ws.close()
+    await http.close()
+    assert refused["type"] == "error" and refused["code"] == "link_revoked", refused
+
+
+@pytest.mark.parametrize("two_nodes", [True], indirect=True)
+async def test_a_node_starting_leaves_the_demo_room_another_runs_open(two_nodes):
+    a, b = two_nodes  # both print demo links; b started while a's demo room was open
+    status, room = await a.admin("GET", "/api/rooms/demo")
+    assert status == 200 and room["open"], room
+    status, lives = await b.admin("GET", "/api/rooms/demo/instances")
+    assert status == 200 and len(lives["instances"]) == 1, lives  # b did not close and recreate it
+    assert "patient:" in b.log.read_text()
+
+
+async def test_a_node_that_cannot_reach_redis_does_not_start(tmp_path, redis_server):
+    redis_server.stop()
+    node = Node(tmp_path, "lonely", redis_server.url)
+    with pytest.raises(RuntimeError, match="exited"):
+        await node.start(timeout=30)
+    assert "Redis cannot be reached" in node.log.read_text()
+
+
+async def test_while_redis_is_down_calls_go_on_joins_are_told_to_retry_and_then_succeed(tmp_path):
+    redis = RedisServer(tmp_path / "redis", persist=True)
+    redis.start()
+    node = Node(tmp_path, "a", redis.url)
+    try:
+        await node.start()
+        await node.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
+        links = [(await node.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
+                 for role in ("doctor", "patient")]
+        http, ws, joined = await join(node, links[0])
+        assert joined["type"] == "joined", joined
+        try:
+            redis.stop()
+            http2, ws2, refused = await join(node, links[1])
+            assert (refused["type"], refused.get("code"), refused.get("fatal")) == ("error", "unavailable", True)
+            await ws2.receive(timeout=5)
+            assert ws2.close_code == 1013  # try again later
+            await ws2.close()
+            await http2.close()
+            await ws.send_json({"type": "ping"})  # the call in progress is not touched
+            while (await ws.receive_json(timeout=5))["type"] != "pong":
+                pass
+
+            redis.start()  # back, with what it held: the next join works, no restart
+            deadline = time.monotonic() + 15
+            while True:
+                http2, ws2, again = await join(node, links[1])
+                await ws2.close()
+                await http2.close()
+                if again["type"] == "joined" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert again["type"] == "joined", again
+        finally:
+            await ws.close()
+            await http.close()
+    finally:
+        node.stop()
+        redis.stop()
