@@ -72,7 +72,8 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
     ensure_private_dir(config.data_dir)
     report_audit_tail(config.data_dir)
     shared = SharedState(config.redis_url) if config.redis_url else None
-    registry = registry or (shared.registry if shared else InMemoryRegistry(config.data_dir / "rooms.json"))
+    if registry is None:
+        registry = shared.registry if shared else InMemoryRegistry(config.data_dir / "rooms.json")
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
     events = RoomEvents()

@@ -50,6 +50,7 @@ DEFAULT_PREFIX = "consult:"
 # After losing the subscription, wait this long before trying again (doubling up to the cap).
 RESUBSCRIBE_FIRST_S = 0.5
 RESUBSCRIBE_MAX_S = 10.0
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -202,7 +203,11 @@ class RedisRevocations:
         """Load the list and follow the channel; raises RedisError when Redis cannot be reached."""
         await self._load()
         self._task = asyncio.ensure_future(self._follow())
-        await self._subscribed.wait()
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise RedisError(f"no subscription to {self._channel} within {SUBSCRIBE_TIMEOUT_S:g} s") from None
 
     async def stop(self) -> None:
         if self._task is not None:
