@@ -102,6 +102,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--redis-url", default=_env("REDIS_URL"), metavar="URL",
                    help="redis://[:password@]host:port/db shared by several nodes: the room list and revoked links "
                         "(docs/DEPLOY.md; a password belongs in CONSULT_REDIS_URL, not the command line)")
+    p.add_argument("--node-url", default=_env("NODE_URL"), metavar="URL",
+                   help="with --redis-url: where the other nodes reach this one (joins relayed to the node running "
+                        "the room); default: the public URL")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
                    help="text (default) or json: one JSON object a line with room, participant and request ids")
@@ -168,6 +171,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         webhook_retry_max_s=a.webhook_retry_max,
         metrics_address=a.metrics_address,
         redis_url=a.redis_url,
+        node_url=a.node_url,
     )
 
 

@@ -71,16 +71,18 @@ class Services:
 def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -> Services:
     ensure_private_dir(config.data_dir)
     report_audit_tail(config.data_dir)
-    shared = SharedState(config.redis_url) if config.redis_url else None
+    shared = SharedState(config.redis_url, config.node_url or config.base_url()) if config.redis_url else None
     if registry is None:
         registry = shared.registry if shared else InMemoryRegistry(config.data_dir / "rooms.json")
     issuer = TokenIssuer(load_or_create_secret(config.data_dir / "token.secret"))
     admin_key = load_or_create_secret(config.data_dir / "admin.key")
     events = RoomEvents()
     rooms = RoomService(registry, config.ice, config.data_dir, events,
-                        revocations=shared.revocations if shared else None)
-    if shared is not None:  # a link revoked on another node ends its calls here too
-        shared.revocations.on_revoked = rooms.end_sessions_of_link
+                        revocations=shared.revocations if shared else None,
+                        placement=shared.placement if shared else None)
+    if shared is not None:
+        shared.revocations.on_revoked = rooms.end_sessions_of_link  # a link revoked on another node
+        shared.placement.on_lost = rooms.room_moved  # a room another node runs now
     webhooks = None
     if config.webhook_urls:
         secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,

@@ -42,6 +42,8 @@ class ServerConfig:
     metrics_address: Optional[str] = None
     # redis:// URL shared by several nodes (rooms, revoked links: signalling/redis_state.py); None: this machine alone
     redis_url: Optional[str] = None
+    # where the other nodes reach this one's HTTP server (joins relayed to the room's node); None: base_url()
+    node_url: Optional[str] = None
 
     @property
     def uses_tls(self) -> bool:

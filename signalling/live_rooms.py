@@ -33,6 +33,7 @@ from recorder.writer import MAX_EVENT_BYTES
 
 from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
+from .placement import RoomPlacement
 from .registry import ParticipantRecord, RegistryError, RegistryUnavailable, RoomRecord, RoomRegistry
 from .revocations import REVOCATIONS_FILE, RevocationList, RevocationStore
 from .roles import VIDEO_PRIORITY
@@ -46,6 +47,14 @@ logger = logging.getLogger(__name__)
 
 RECORDING_KEYFRAME_INTERVAL_S = 5.0
 STATEFUL_ANALYSIS = ("guidance", "capture")  # replayed to late joiners; metrics are not (they stream)
+
+
+class JoinElsewhere(Exception):
+    """The room's call runs on another node (signalling/placement.py): relay the join there."""
+
+    def __init__(self, owner_url: str) -> None:
+        super().__init__(owner_url)
+        self.owner_url = owner_url
 
 
 class JoinRefused(Exception):
@@ -347,8 +356,10 @@ class LiveRoom:
 
 class RoomService:
     def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path,
-                 events: Optional[RoomEvents] = None, revocations: Optional[RevocationStore] = None) -> None:
+                 events: Optional[RoomEvents] = None, revocations: Optional[RevocationStore] = None,
+                 placement: Optional[RoomPlacement] = None) -> None:
         self.registry = registry
+        self.placement = placement  # several nodes: which one runs each room's call
         self.events = events or RoomEvents()
         self.ice = ice
         self.data_dir = data_dir
@@ -376,6 +387,13 @@ class RoomService:
         if live is not None and live.record.instance != room.instance:
             await self._end_live(live, "room-closed")  # an earlier instance's, closed behind our back
             live = None
+        if live is None and self.placement is not None:
+            try:
+                owner = await self.placement.owner_elsewhere(room.id)
+            except RegistryUnavailable as exc:
+                raise JoinRefused("unavailable", str(exc)) from None
+            if owner is not None:
+                raise JoinElsewhere(owner)
         if live is None:
             live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir, self.events)
             live.emit("room.started", {})
@@ -442,6 +460,8 @@ class RoomService:
         if not live.sessions:
             self.live.pop(participant.room_id, None)
             await live.close()  # the last one out ends the recording
+            if self.placement is not None:
+                await self.placement.release(participant.room_id)
 
     async def participants(self, room_id: str) -> list[ParticipantRecord]:
         return await self.registry.list_participants(room_id)
@@ -493,6 +513,15 @@ class RoomService:
         await live.close()
         if self.live.get(live.record.id) is live:
             del self.live[live.record.id]
+            if self.placement is not None:  # (compare and delete: a claim lost meanwhile stays the other's)
+                await self.placement.release(live.record.id)
+
+    async def room_moved(self, room_id: str) -> None:
+        """Another node runs this room now (this one lost its claim): end the call here; the
+        pages rejoin, and reach the room where it lives."""
+        live = self.live.get(room_id)
+        if live is not None:
+            await self._end_live(live, "moved")
 
     async def shutdown(self) -> None:
         for live in list(self.live.values()):

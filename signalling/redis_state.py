@@ -32,6 +32,7 @@ from typing import Any, Optional, cast
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from .placement import RoomPlacement
 from .registry import (
     LIVE_WATERMARK_MODES,
     ROOM_ID_PATTERN,
@@ -281,20 +282,24 @@ class RedisRevocations:
 
 
 class SharedState:
-    """What a node keeps in Redis: the room list and the revoked links, over one client."""
+    """What a node keeps in Redis: the room list, the revoked links and which node runs each
+    room, over one client. `node_url`: where the other nodes reach this one."""
 
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, url: str, node_url: str, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = connect(url)
         self.registry = RedisRegistry(self.client, prefix)
         self.revocations = RedisRevocations(self.client, prefix)
+        self.placement = RoomPlacement(self.client, node_url, prefix)
 
     async def start(self) -> None:
         try:
             await self.revocations.start()
         except (RedisError, OSError) as exc:
             raise RuntimeError(f"Redis cannot be reached ({exc}): is --redis-url right, and is it running?") from exc
+        self.placement.start()
 
     async def close(self) -> None:
+        await self.placement.stop()
         await self.revocations.stop()
         await self.client.aclose()
 

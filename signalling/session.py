@@ -23,7 +23,8 @@ from recorder.errors import RecorderError
 
 from . import log_context
 from .http_limits import CLOSE_TRY_AGAIN_LATER
-from .live_rooms import JoinRefused
+from .live_rooms import JoinElsewhere, JoinRefused
+from .node_relay import relay_websocket
 from .outbox import Outbox
 from .protocol import (
     CLOSE_FORBIDDEN_ROOM,
@@ -186,6 +187,12 @@ class ParticipantSession:
             self.room = await self._rooms.join(self)
         except JoinRefused as exc:
             await self._fatal(exc.code, exc.message)
+            return False
+        except JoinElsewhere as exc:  # the room's call runs on another node: this socket is relayed there
+            if self._on_joined is not None:
+                self._on_joined()  # no longer a socket waiting to join here
+            await relay_websocket(self.ws, exc.owner_url, msg.data)
+            self.close_reason = "relayed"
             return False
         participant = self.joined_participant()  # RoomService.join set it
         log_context.bind(participant=participant.id)

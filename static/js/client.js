@@ -50,10 +50,11 @@ const RETRY_ERRORS = new Set(['unavailable']);
 // Sockets closed with these codes were refused for good (token or room problems). The
 // reason shown is the fatal error's code; the default is for when none was read.
 const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]);
-// Of the server's `closed` reasons only a server fault is worth re-joining after. The
-// others are decisions (left, kicked, room-closed) or another tab or device taking
-// over this identity (replaced), which re-joining would fight.
-const RETRYABLE_CLOSE_REASONS = new Set(['error']);
+// Of the server's `closed` reasons only a server fault, or the room's call moving to
+// another node of the service (moved), is worth re-joining after. The others are
+// decisions (left, kicked, room-closed) or another tab or device taking over this
+// identity (replaced), which re-joining would fight.
+const RETRYABLE_CLOSE_REASONS = new Set(['error', 'moved']);
 
 // Error codes only an `annotate` operation gets (annotate/model.py, board.py). The
 // generic `forbidden` and `rate_limited` answer one too when one is outstanding.

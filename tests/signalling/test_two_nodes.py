@@ -2,7 +2,10 @@
 
 A room made through one node's admin API is joined on the other with a link the first
 minted; the link revoked on the first is then refused on the second, and the call it
-had joined there ends. A node that cannot reach Redis does not start.
+had joined there ends. A join reaching the node that does not run the room's call is
+relayed to the one that does, and media flows; when that node is killed, the next join
+starts the call on the other once its claim has expired. A node that cannot reach Redis
+does not start; while Redis is down, calls go on and joins are told to retry.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from loadtest.participant import SyntheticParticipant
+from loadtest.sources import PatternVideoTrack, ToneAudioTrack
+from signalling.placement import CLAIM_TTL_MS
 from tests.redis_server import RedisServer
 from tests.webhooks.receiver import free_port
 
@@ -77,7 +83,10 @@ async def join(node: Node, token: str) -> tuple[aiohttp.ClientSession, aiohttp.C
     ws = await http.ws_connect(node.url.replace("http", "ws", 1) + "/ws")
     await ws.send_json({"type": "join", "v": 1, "token": token})
     while True:
-        message = await ws.receive_json(timeout=10)
+        frame = await ws.receive(timeout=10)
+        if frame.type != aiohttp.WSMsgType.TEXT:  # closed before a word: e.g. a relay to a dead node
+            return http, ws, {"type": "socket-closed", "code": ws.close_code}
+        message = frame.json()
         if message["type"] in ("joined", "error"):
             return http, ws, message
 
@@ -186,3 +195,53 @@ async def test_while_redis_is_down_calls_go_on_joins_are_told_to_retry_and_then_
     finally:
         node.stop()
         redis.stop()
+
+
+async def test_a_join_reaching_another_node_is_relayed_to_the_rooms_node_and_media_flows(two_nodes):
+    a, b = two_nodes
+    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
+    tokens = {role: (await a.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
+              for role in ("patient", "doctor")}
+    patient = SyntheticParticipant(a.url, tokens["patient"], audio=ToneAudioTrack(), video=PatternVideoTrack(seed=1))
+    doctor = SyntheticParticipant(b.url, tokens["doctor"], audio=ToneAudioTrack(), video=PatternVideoTrack(seed=2))
+    try:
+        await patient.join()  # the room's call starts on a
+        await doctor.join()  # reached b: relayed to a, its media straight to a
+        await doctor.wait_for_frames(patient.id, "video", 10, timeout=20)
+        await patient.wait_for_frames(doctor.id, "video", 10, timeout=20)
+        status, on_a = await a.admin("GET", "/api/rooms/r1/participants")
+        assert sorted(p["role"] for p in on_a["participants"]) == ["doctor", "patient"], on_a
+        status, on_b = await b.admin("GET", "/api/rooms/r1/participants")
+        assert on_b["participants"] == [], on_b  # one call, on one node
+    finally:
+        await doctor.close()
+        await patient.close()
+
+
+async def test_when_the_rooms_node_dies_the_next_join_starts_the_call_on_another(two_nodes):
+    a, b = two_nodes
+    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
+    tokens = {role: (await a.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
+              for role in ("patient", "doctor")}
+    http, ws, joined = await join(a, tokens["patient"])
+    assert joined["type"] == "joined"
+    await ws.close()
+    await http.close()
+    http, ws, joined = await join(a, tokens["doctor"])  # the call runs on a
+    assert joined["type"] == "joined"
+    assert a.proc is not None
+    a.proc.kill()  # no clean shutdown: its claim on the room has to expire
+    a.proc.wait()
+    await http.close()
+    killed = time.monotonic()
+    while True:
+        http, ws, again = await join(b, tokens["patient"])
+        await ws.close()
+        await http.close()
+        if again["type"] == "joined" or time.monotonic() - killed > 2 * CLAIM_TTL_MS / 1000 + 5:
+            break
+        await asyncio.sleep(0.25)
+    took = time.monotonic() - killed
+    print(f"the room's call started again on the other node {took:.1f} s after its node was killed")
+    assert again["type"] == "joined", again
+    assert took <= CLAIM_TTL_MS / 1000 + 3
