@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--node-url", default=_env("NODE_URL"), metavar="URL",
                    help="with --redis-url: where the other nodes reach this one (joins relayed to the node running "
                         "the room); default: the public URL")
+    p.add_argument("--drain-grace", type=float, default=float(_env("DRAIN_GRACE", "600")), metavar="S",
+                   help="on SIGTERM: take no new rooms (with --redis-url), let calls end for up to S seconds, "
+                        "then move what is left (its pages rejoin) and stop (default 600)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
                    help="text (default) or json: one JSON object a line with room, participant and request ids")
@@ -142,6 +146,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
             p.error(str(exc))
     if a.redis_url is not None and not a.redis_url.startswith(("redis://", "rediss://", "unix://")):
         p.error("--redis-url must be a redis://, rediss:// or unix:// URL")
+    if a.drain_grace < 0:
+        p.error("--drain-grace is 0 seconds or more")
     if a.webhook_retry_max < 1:
         p.error("--webhook-retry-max is at least 1 second")
     try:
@@ -172,6 +178,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         metrics_address=a.metrics_address,
         redis_url=a.redis_url,
         node_url=a.node_url,
+        drain_grace_s=a.drain_grace,
     )
 
 
@@ -231,8 +238,18 @@ async def serve(config: ServerConfig) -> None:
     if config.metrics_address:
         print(f"Metrics: http://{metrics_host}:{metrics_port}/metrics (no key: bind it where only Prometheus reaches)",
               flush=True)
+    stop = asyncio.Event()
+
+    async def drain_then_stop() -> None:
+        try:
+            await services.rooms.drain(config.drain_grace_s)
+        finally:
+            stop.set()
+
+    # SIGTERM (a service manager stopping it, an upgrade): drain first; Ctrl-C stops at once
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(drain_then_stop()))
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()

@@ -35,6 +35,7 @@ from .http_limits import (
 )
 from .live_rooms import RoomService
 from .log_context import echo_request_id, request_ids
+from .node_relay import PLACED_HEADER, is_placed, placed_header
 from .protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSIONS
 from .redis_state import SharedState
 from .registry import InMemoryRegistry, RoomRegistry
@@ -83,6 +84,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
     if shared is not None:
         shared.revocations.on_revoked = rooms.end_sessions_of_link  # a link revoked on another node
         shared.placement.on_lost = rooms.room_moved  # a room another node runs now
+        shared.placement.directory.load = rooms.load
     webhooks = None
     if config.webhook_urls:
         secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,
@@ -162,6 +164,9 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
                 answer_timeout_s=services.config.answer_timeout_s,
                 on_joined=release,
                 on_join_timing=metrics.observe_join,
+                placed_here=services.shared is not None and is_placed(services.admin_key,
+                                                                      request.headers.get(PLACED_HEADER)),
+                relay_headers=lambda: placed_header(services.admin_key),
             )
             await session.run()
             return ws

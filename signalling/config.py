@@ -44,6 +44,8 @@ class ServerConfig:
     redis_url: Optional[str] = None
     # where the other nodes reach this one's HTTP server (joins relayed to the room's node); None: base_url()
     node_url: Optional[str] = None
+    # on SIGTERM: how long calls may go on before what is left is moved (its pages rejoin) and the node stops
+    drain_grace_s: float = 600.0
 
     @property
     def uses_tls(self) -> bool:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from aiohttp import web
+
 from annotate.board import AnnotationBoard
 from annotate.face_relay import FaceLandmarkRelay, mesh_message
 from media.ice import IceConfig
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from .session import ParticipantSession
 
 logger = logging.getLogger(__name__)
+
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: the page reconnects after its backoff
 
 
 RECORDING_KEYFRAME_INTERVAL_S = 5.0
@@ -360,6 +364,8 @@ class RoomService:
                  placement: Optional[RoomPlacement] = None) -> None:
         self.registry = registry
         self.placement = placement  # several nodes: which one runs each room's call
+        # sockets this node relays to the node running their room (their calls are not here)
+        self.relayed: set[web.WebSocketResponse] = set()
         self.events = events or RoomEvents()
         self.ice = ice
         self.data_dir = data_dir
@@ -389,7 +395,7 @@ class RoomService:
             live = None
         if live is None and self.placement is not None:
             try:
-                owner = await self.placement.owner_elsewhere(room.id)
+                owner = await self.placement.owner_elsewhere(room.id, placed_here=session.placed_here)
             except RegistryUnavailable as exc:
                 raise JoinRefused("unavailable", str(exc)) from None
             if owner is not None:
@@ -516,6 +522,26 @@ class RoomService:
             if self.placement is not None:  # (compare and delete: a claim lost meanwhile stays the other's)
                 await self.placement.release(live.record.id)
 
+    async def drain(self, grace_s: float) -> None:
+        """Before this node stops: no new rooms here (with other nodes to take them), the calls
+        running here end by themselves for up to `grace_s`, then what is left moves (its pages
+        rejoin, on another node: with several nodes, the rooms are placed again)."""
+        if self.placement is not None:
+            await self.placement.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        logger.info("draining: %d calls here; waiting up to %.0f s for them to end", len(self.live), grace_s)
+        while self.live and loop.time() < deadline:
+            await asyncio.sleep(0.25)
+        for live in list(self.live.values()):
+            if self.placement is not None:
+                await self.placement.release(live.record.id)  # first: the rejoins place it afresh
+            await self._end_live(live, "moved")
+
+    def load(self) -> tuple[int, int]:
+        """(live rooms, participants) on this node: where new rooms are placed."""
+        return len(self.live), sum(len(live.sessions) for live in self.live.values())
+
     async def room_moved(self, room_id: str) -> None:
         """Another node runs this room now (this one lost its claim): end the call here; the
         pages rejoin, and reach the room where it lives."""
@@ -527,6 +553,8 @@ class RoomService:
         for live in list(self.live.values()):
             await self._end_live(live, "server-shutdown")
         self.live.clear()
+        for ws in list(self.relayed):  # their pages reconnect, through another node
+            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"server-shutdown")
         for hook in self._shutdown_hooks:
             try:
                 await hook()

@@ -10,7 +10,10 @@ the page and the owner directly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import time
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -20,15 +23,39 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 CLOSE_GOING_AWAY = 1001  # RFC 6455: what the page sees when the owner cannot be reached
 CLOSE_TRY_AGAIN_LATER = 1013
+# Marks a join one node relayed to another it placed the room on: that node claims the room
+# rather than placing it again. Signed with the key every node shares, valid this long.
+PLACED_HEADER = "X-Consult-Placed"
+PLACED_VALID_S = 30
 
 
-async def relay_websocket(client: web.WebSocketResponse, owner_url: str, join_text: str) -> None:
+def placed_header(key: str, now: float | None = None) -> dict[str, str]:
+    stamp = str(int(time.time() if now is None else now))
+    return {PLACED_HEADER: f"{stamp}.{_sign(key, stamp)}"}
+
+
+def is_placed(key: str, value: str | None, now: float | None = None) -> bool:
+    """Whether a join came relayed from another node of this service (the header is genuine and fresh)."""
+    if not value or "." not in value:
+        return False
+    stamp, _, signature = value.partition(".")
+    if not stamp.isdigit() or abs((time.time() if now is None else now) - int(stamp)) > PLACED_VALID_S:
+        return False
+    return hmac.compare_digest(signature, _sign(key, stamp))
+
+
+def _sign(key: str, stamp: str) -> str:
+    return hmac.new(key.encode(), f"consult-placed:{stamp}".encode(), hashlib.sha256).hexdigest()
+
+
+async def relay_websocket(client: web.WebSocketResponse, owner_url: str, join_text: str,
+                          headers: dict[str, str] | None = None) -> None:
     """Relay `client` (its join already read: `join_text`) to the owner node's /ws."""
     url = owner_url.replace("http", "ws", 1) + "/ws"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            async with http.ws_connect(url, heartbeat=20.0) as owner:
+            async with http.ws_connect(url, heartbeat=20.0, headers=headers) as owner:
                 await owner.send_str(join_text)
                 to_owner = asyncio.ensure_future(_pump(client, owner))
                 to_client = asyncio.ensure_future(_pump(owner, client))

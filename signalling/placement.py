@@ -25,6 +25,7 @@ from typing import Optional
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .nodes import NodeDirectory
 from .registry import RegistryUnavailable
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,13 @@ _RELEASE = _IF_MINE.format("'del', KEYS[1]")
 
 
 class RoomPlacement:
-    def __init__(self, client: aioredis.Redis, node_url: str, prefix: str) -> None:
-        """`node_url`: where the other nodes reach this one's HTTP server (its /ws)."""
+    def __init__(self, client: aioredis.Redis, node_url: str, prefix: str,
+                 load: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        """`node_url`: where the other nodes reach this one's HTTP server (its /ws); `load()`:
+        (live rooms, participants) here now, for placing new rooms on the least busy node."""
         self.node_id = secrets.token_hex(8)
         self.node_url = node_url.rstrip("/")
+        self.directory = NodeDirectory(client, self.node_id, self.node_url, prefix, load)
         self._redis = client
         self._prefix = prefix
         self._claim = json.dumps({"node": self.node_id, "url": self.node_url})
@@ -57,6 +61,7 @@ class RoomPlacement:
         return f"{self._prefix}room-owner:{room_id}"
 
     def start(self) -> None:
+        self.directory.start()
         if self._task is None:
             self._task = asyncio.ensure_future(self._keep_claims())
 
@@ -67,13 +72,32 @@ class RoomPlacement:
             self._task = None
         for room_id in list(self._mine):
             await self.release(room_id)
+        await self.directory.stop()
 
-    async def owner_elsewhere(self, room_id: str) -> Optional[str]:
-        """None when this node runs the room (claimed now, or already); else the owner's URL.
-        Raises RegistryUnavailable when Redis cannot be reached."""
+    @property
+    def draining(self) -> bool:
+        return self.directory.draining
+
+    async def drain(self) -> None:
+        """Take no new rooms: their first joins go to other nodes (the heartbeat says so at once)."""
+        self.directory.draining = True
+        try:
+            await self.directory.beat()
+        except (RedisError, OSError) as exc:
+            logger.warning("could not announce the drain (%s): the next heartbeat will", exc)
+
+    async def owner_elsewhere(self, room_id: str, placed_here: bool = False) -> Optional[str]:
+        """None when this node runs the room (claimed now, or already); else the URL of the
+        node that runs it, or that should (the least busy, for a room running nowhere, unless
+        `placed_here`: another node relayed the join for this one to take). Raises
+        RegistryUnavailable when Redis cannot be reached."""
         key = self._key(room_id)
         try:
             for _ in range(3):  # a claim may expire between the two steps: ask again
+                if await self._redis.get(key) is None and not placed_here:
+                    target = await self.directory.least_busy()
+                    if target.id != self.node_id:
+                        return target.url
                 if await self._redis.set(key, self._claim, nx=True, px=CLAIM_TTL_MS):
                     self._mine.add(room_id)
                     return None

@@ -75,8 +75,14 @@ class ParticipantSession:
         answer_timeout_s: float,
         on_joined: Optional[Callable[[], None]] = None,
         on_join_timing: Optional[JoinTimer] = None,
+        placed_here: bool = False,
+        relay_headers: Callable[[], dict[str, str]] = dict,
     ) -> None:
+        """`placed_here`: another node of the service relayed this join for this node to run
+        its room (signalling/placement.py); `relay_headers()`: what a join relayed on from here carries."""
         self.ws = ws
+        self.placed_here = placed_here
+        self._relay_headers = relay_headers
         self._on_joined = on_joined  # the app's count of not-yet-joined sockets lets go of this one
         self._on_join_timing = on_join_timing
         self._rooms = rooms
@@ -191,7 +197,11 @@ class ParticipantSession:
         except JoinElsewhere as exc:  # the room's call runs on another node: this socket is relayed there
             if self._on_joined is not None:
                 self._on_joined()  # no longer a socket waiting to join here
-            await relay_websocket(self.ws, exc.owner_url, msg.data)
+            self._rooms.relayed.add(self.ws)  # (closed when this node stops)
+            try:
+                await relay_websocket(self.ws, exc.owner_url, msg.data, self._relay_headers())
+            finally:
+                self._rooms.relayed.discard(self.ws)
             self.close_reason = "relayed"
             return False
         participant = self.joined_participant()  # RoomService.join set it

@@ -494,7 +494,9 @@ def start_sfu_server(netns: NetNamespace, data_dir: Path, *, port: int = 8080,
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, str(run_py), "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(data_dir), "--media-host-address", netns.address, *extra_args]
-    proc = netns.spawn("server", argv, cwd=REPO_ROOT)
+    # stopped with SIGTERM (ManagedProcess.stop): its calls end at once rather than after a
+    # drain's grace (an env variable, which an older run.py of a --compare ignores)
+    proc = netns.spawn("server", argv, cwd=REPO_ROOT, env={"CONSULT_DRAIN_GRACE": "0"})
     wanted = set(roles)
 
     def links_ready(lines: list[str]):

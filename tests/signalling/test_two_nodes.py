@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Node:
-    def __init__(self, tmp_path: Path, name: str, redis_url: str, demo: bool = False) -> None:
+    def __init__(self, tmp_path: Path, name: str, redis_url: str, demo: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         self.demo = demo
+        self.extra = extra
         self.data_dir = tmp_path / name
         self.log = tmp_path / f"{name}.log"
         self.port = free_port()
@@ -45,7 +48,7 @@ class Node:
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "--port", str(self.port), "--data-dir", str(self.data_dir),
              *([] if self.demo else ["--no-demo-room"]),
-             "--processors", "", "--media-host-address", "127.0.0.1", "--redis-url", self.redis_url],
+             "--processors", "", "--media-host-address", "127.0.0.1", "--redis-url", self.redis_url, *self.extra],
             cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
@@ -94,7 +97,8 @@ async def join(node: Node, token: str) -> tuple[aiohttp.ClientSession, aiohttp.C
 @pytest.fixture(params=[False])
 async def two_nodes(tmp_path, redis_server, request):
     demo = request.param
-    a, b = Node(tmp_path, "a", redis_server.url, demo), Node(tmp_path, "b", redis_server.url, demo)
+    a, b = (Node(tmp_path, "a", redis_server.url, demo, ("--drain-grace", "3")),
+            Node(tmp_path, "b", redis_server.url, demo))
     try:
         await a.start()
         # one service: every node signs and checks links with the same secret, and takes the same admin key
@@ -245,3 +249,43 @@ async def test_when_the_rooms_node_dies_the_next_join_starts_the_call_on_another
     print(f"the room's call started again on the other node {took:.1f} s after its node was killed")
     assert again["type"] == "joined", again
     assert took <= CLAIM_TTL_MS / 1000 + 3
+
+
+async def test_a_draining_node_takes_no_new_room_and_moves_its_calls_when_the_grace_is_over(two_nodes):
+    a, b = two_nodes
+    for room_id in ("r1", "r2"):
+        await a.admin("POST", "/api/rooms", {"id": room_id, "name": "Room", "processors": []})
+    tokens = {room_id: (await a.admin("POST", f"/api/rooms/{room_id}/links", {"role": "patient"}))[1]["token"]
+              for room_id in ("r1", "r2")}
+    http, ws, joined = await join(a, tokens["r1"])  # r1's call runs on a
+    assert joined["type"] == "joined"
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGTERM)  # an upgrade: a drains, with a 3 s grace
+    sent = time.monotonic()
+    await asyncio.sleep(0.5)
+
+    http2, ws2, placed = await join(a, tokens["r2"])  # a new room's first join reaches a: placed on b
+    try:
+        assert placed["type"] == "joined", placed
+        status, on_b = await b.admin("GET", "/api/rooms/r2/participants")
+        assert [p["role"] for p in on_b["participants"]] == ["patient"], on_b
+
+        closed = None
+        while closed is None:  # r1's call on a outlives the grace: moved, its page told to rejoin
+            message = await ws.receive_json(timeout=10)
+            if message["type"] == "closed":
+                closed = message
+        assert closed["reason"] == "moved" and 2.5 <= time.monotonic() - sent <= 8, closed
+        await ws.close()
+        await http.close()
+        assert a.proc.wait(timeout=15) == 0  # then a stops, cleanly
+
+        http, ws, rejoined = await join(b, tokens["r1"])  # the page's rejoin: the call goes on, on b
+        assert rejoined["type"] == "joined", rejoined
+        status, on_b = await b.admin("GET", "/api/rooms/r1/participants")
+        assert len(on_b["participants"]) == 1, on_b
+    finally:
+        for socket_ in (ws, ws2):
+            await socket_.close()
+        for session in (http, http2):
+            await session.close()
