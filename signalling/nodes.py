@@ -98,8 +98,9 @@ class NodeDirectory:
 
     async def least_busy(self) -> NodeState:
         """Where a new room's call should run: the least busy node not draining, this one on a
-        tie (no relay); this one if every node drains (someone has to)."""
+        tie (no relay), else the first by id (every node choosing alike); this one if every
+        node drains (someone has to)."""
         candidates = [n for n in await self.nodes() if not n.draining]
         if not candidates:
             return self.me()
-        return min(candidates, key=lambda n: (n.load(), n.id != self.node_id))
+        return min(candidates, key=lambda n: (n.load(), n.id != self.node_id, n.id))
