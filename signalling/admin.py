@@ -48,16 +48,41 @@ class AdminApi:
             web.get("/api/rooms/{room_id}/media", self.media),
             web.delete("/api/rooms/{room_id}/participants/{participant_id}", self.kick),
             web.post("/api/rooms/{room_id}/recording", self.recording),
+            web.get("/api/node", self.node),
+            web.post("/api/node/drain", self.drain),
         ]
 
     @web.middleware
     async def auth_middleware(self, request: web.Request, handler):
-        if request.path.startswith("/api/rooms"):
+        if request.path.startswith(("/api/rooms", "/api/node")):
             header = request.headers.get("Authorization", "")
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self._api_key.encode()):
                 return json_error(401, "unauthorized", "send 'Authorization: Bearer <admin key>'")
         return await handler(request)
+
+    async def node(self, request: web.Request) -> web.Response:
+        """This node: its live rooms and participants, and whether it drains."""
+        rooms = self._services.rooms
+        live_rooms, participants = rooms.load()
+        shared = self._services.shared
+        return web.json_response({"id": shared.placement.node_id if shared else None, "rooms": live_rooms,
+                                  "participants": participants, "draining": rooms.draining})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        """Drain this node as SIGTERM does, without stopping it: no new rooms; after `grace_s`
+        (default --drain-grace) the calls left move. The node stays up for the operator to stop."""
+        body = await self._body(request)
+        grace = body.get("grace_s", self._services.config.drain_grace_s)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86_400:
+            return json_error(400, "bad_request", "'grace_s' must be 0-86400 seconds")
+        rooms = self._services.rooms
+        if rooms.draining:
+            return json_error(409, "already_draining", "this node is draining already")
+        rooms.start_drain(float(grace))
+        live_rooms, participants = rooms.load()
+        return web.json_response({"draining": True, "grace_s": grace, "rooms": live_rooms,
+                                  "participants": participants}, status=202)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         declared = request.content_length or 0

@@ -366,6 +366,7 @@ class RoomService:
         self.placement = placement  # several nodes: which one runs each room's call
         # sockets this node relays to the node running their room (their calls are not here)
         self.relayed: set[web.WebSocketResponse] = set()
+        self._drain: Optional[asyncio.Task] = None
         self.events = events or RoomEvents()
         self.ice = ice
         self.data_dir = data_dir
@@ -522,7 +523,20 @@ class RoomService:
             if self.placement is not None:  # (compare and delete: a claim lost meanwhile stays the other's)
                 await self.placement.release(live.record.id)
 
+    @property
+    def draining(self) -> bool:
+        return self._drain is not None
+
+    def start_drain(self, grace_s: float) -> asyncio.Task:
+        """Drain (below) once: a second SIGTERM or admin call waits on the first."""
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drained(grace_s))
+        return self._drain
+
     async def drain(self, grace_s: float) -> None:
+        await asyncio.shield(self.start_drain(grace_s))
+
+    async def _drained(self, grace_s: float) -> None:
         """Before this node stops: no new rooms here (with other nodes to take them), the calls
         running here end by themselves for up to `grace_s`, then what is left moves (its pages
         rejoin, on another node: with several nodes, the rooms are placed again)."""

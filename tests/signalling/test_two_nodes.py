@@ -289,3 +289,31 @@ async def test_a_draining_node_takes_no_new_room_and_moves_its_calls_when_the_gr
             await socket_.close()
         for session in (http, http2):
             await session.close()
+
+
+async def test_an_admin_call_drains_a_node_without_stopping_it(two_nodes):
+    a, b = two_nodes
+    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
+    token = (await a.admin("POST", "/api/rooms/r1/links", {"role": "patient"}))[1]["token"]
+    http, ws, joined = await join(a, token)
+    assert joined["type"] == "joined"
+    status, node = await a.admin("GET", "/api/node")
+    assert status == 200 and (node["rooms"], node["participants"], node["draining"]) == (1, 1, False), node
+    assert (await a.admin("POST", "/api/node/drain", {"grace_s": -1}))[0] == 400
+    status, answer = await a.admin("POST", "/api/node/drain", {"grace_s": 0})
+    assert status == 202 and answer["draining"], answer
+    assert (await a.admin("POST", "/api/node/drain", {}))[0] == 409
+    while (message := await ws.receive_json(timeout=10))["type"] != "closed":
+        pass
+    assert message["reason"] == "moved"
+    await ws.close()
+    await http.close()
+    http, ws, rejoined = await join(a, token)  # the page rejoins where it was: placed on b, relayed
+    try:
+        assert rejoined["type"] == "joined", rejoined
+        status, on_b = await b.admin("GET", "/api/rooms/r1/participants")
+        assert len(on_b["participants"]) == 1, on_b
+        assert a.proc is not None and a.proc.poll() is None  # a is still up
+    finally:
+        await ws.close()
+        await http.close()
