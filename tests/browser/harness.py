@@ -469,15 +469,21 @@ class SfuServer:
 
     def admin_get(self, path: str):
         """An admin API call, made from inside the server's namespace."""
+        return self.admin_call("GET", path)
+
+    def admin_call(self, method: str, path: str, body: dict | None = None):
         key = (self.data_dir / "admin.key").read_text().strip()
-        done = self.netns.run([sys.executable, "-c", _ADMIN_FETCH_PY, self.url(path), key], check=True)
+        done = self.netns.run([sys.executable, "-c", _ADMIN_FETCH_PY, self.url(path), key, method,
+                               json.dumps(body) if body is not None else ""], check=True)
         return json.loads(done.stdout)
 
 
 # run in the server's namespace: the admin API listens there only
 _ADMIN_FETCH_PY = """
 import sys, urllib.request
-request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2],
+                                                       "Content-Type": "application/json"},
+                                 method=sys.argv[3], data=sys.argv[4].encode() or None)
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 print(opener.open(request, timeout=5).read().decode())
 """
