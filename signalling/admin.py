@@ -136,9 +136,13 @@ class AdminApi:
         if (not isinstance(max_participants, int) or isinstance(max_participants, bool)
                 or not 2 <= max_participants <= 16):
             return json_error(400, "bad_request", "'max_participants' must be an integer from 2 to 16")
+        consent_required = body.get("consent_required", False)
+        if not isinstance(consent_required, bool):
+            return json_error(400, "bad_request", "'consent_required' must be true or false")
         try:
             room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
-                                                             processors, language, live_watermark, clinic)
+                                                             processors, language, live_watermark, clinic,
+                                                             consent_required)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)

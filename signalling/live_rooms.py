@@ -82,6 +82,7 @@ class LiveRoom:
         self._recording_taps: list[tuple[str, str, PacketTap]] = []
         self._recording_by: Optional[str] = None
         self._answered: set[str] = set()  # identities that answered the running recording's question
+        self._consented: set[str] = set()  # ... and agreed (consent_required rooms record only them)
         self._keyframe_timer: Optional[asyncio.Task] = None
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
@@ -266,7 +267,8 @@ class LiveRoom:
     def recording_state(self) -> dict:
         if self.recording is None:
             return {"type": "recording", "state": "off"}
-        return {"type": "recording", "state": "on", "recording_id": self.recording.id, "by": self._recording_by}
+        return {"type": "recording", "state": "on", "recording_id": self.recording.id, "by": self._recording_by,
+                "consent_required": self.record.consent_required}
 
     async def start_recording(self, by: "ParticipantRecord | str") -> LiveRecording:
         """Start recording every published track and the room's events. Raises RecorderError."""
@@ -277,7 +279,7 @@ class LiveRoom:
             self._data_dir, room=self.recording_room, actor=actor, session_ms_at=self.session_ms_at,
             on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
         self._recording_by = by if isinstance(by, str) else by.name
-        self._answered = set()
+        self._answered, self._consented = set(), set()
         # the state at the start, so a replay shows what was already on screen
         for part in self.board.snapshot_parts(MAX_EVENT_BYTES - 1024):  # a full board is ~0.5 MB
             self._record_event(part)
@@ -305,7 +307,15 @@ class LiveRoom:
         self.broadcast(message)
         self.emit("consent.given" if given else "consent.refused",
                   {"recording_id": recording_id, "participant": participant_data(participant)})
+        if given and self._held_back(participant):
+            self._consented.add(participant.identity)
+            self._record_participant(participant)  # from this moment on
         return True
+
+    def _held_back(self, participant: "ParticipantRecord") -> bool:
+        """Whether this participant's media waits for their consent before it is recorded."""
+        return (self.record.consent_required and "record" not in participant.permissions
+                and participant.identity not in self._consented)
 
     async def _keyframes_while_recording(self) -> None:
         """A keyframe every few seconds, so a replay can seek without decoding from the start."""
@@ -316,7 +326,7 @@ class LiveRoom:
                     self._request_keyframe(participant_id, kind)
 
     def _record_participant(self, participant: "ParticipantRecord") -> None:
-        if self.recording is None or "publish" not in participant.permissions:
+        if self.recording is None or "publish" not in participant.permissions or self._held_back(participant):
             return
         self._record_event({"type": "track-owner", "participant": participant.public(), "t_ms": self.session_ms()})
         for kind in ("audio", "video"):

@@ -86,7 +86,7 @@ class RedisRegistry:
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None) -> RoomRecord:
+                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
         if live_watermark not in LIVE_WATERMARK_MODES:
             raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         room_id = room_id or secrets.token_urlsafe(9)
@@ -94,7 +94,8 @@ class RedisRegistry:
             raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
         room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
                           video_codec=video_codec, processors=list(processors or []), language=language,
-                          live_watermark=live_watermark, clinic=clinic, instance=new_instance_id())
+                          live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
+                          instance=new_instance_id())
         key = self._room_key(room_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:

@@ -89,6 +89,8 @@ class RoomRecord:
     language: Optional[str] = None
     live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
     clinic: Optional[str] = None  # shown to the patient while they wait
+    # a participant's media is recorded only once they agreed (those who may record excepted)
+    consent_required: bool = False
     instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
 
     @property
@@ -102,7 +104,8 @@ class RoomRecord:
         return {"id": self.id, "instance": self.instance, "name": self.name, "created_at": self.created_at,
                 "max_participants": self.max_participants, "video_codec": self.video_codec,
                 "processors": list(self.processors), "language": self.language,
-                "live_watermark": self.live_watermark, "clinic": self.clinic, "open": self.open}
+                "live_watermark": self.live_watermark, "clinic": self.clinic,
+                "consent_required": self.consent_required, "open": self.open}
 
 
 @dataclass
@@ -126,7 +129,7 @@ class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None) -> RoomRecord: ...
+                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def instances(self, room_id: str) -> list[RoomInstance]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
@@ -182,7 +185,7 @@ class InMemoryRegistry:
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None) -> RoomRecord:
+                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
         if live_watermark not in LIVE_WATERMARK_MODES:
             raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         async with self._lock:
@@ -196,7 +199,8 @@ class InMemoryRegistry:
                 self._earlier.setdefault(room_id, []).append(existing.life())
             room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
                               video_codec=video_codec, processors=list(processors or []), language=language,
-                              live_watermark=live_watermark, clinic=clinic, instance=new_instance_id())
+                              live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
+                              instance=new_instance_id())
             self._rooms[room_id] = room
             self._participants[room_id] = {}
             self._save()

@@ -81,7 +81,8 @@ function start(joinToken) {
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'control.stop_video', unmuteLabel: 'control.start_video'});
   bindRecordingConsent(client, {
-    box: $('consent'), text: $('consent-text'), proceed: $('consent-continue'), leave: $('consent-leave'),
+    box: $('consent'), text: $('consent-text'), held: $('consent-held'), proceed: $('consent-continue'),
+    leave: $('consent-leave'),
   });
   const startMedia = bindMediaNotice(client, {
     box: $('media-notice'), text: $('media-notice-text'), retry: $('media-retry'), audience: 'media.audience.others',

@@ -66,7 +66,8 @@ function start(joinToken) {
     onStarted: () => hideToast(t('recording.stopped')),  // "stopped" must not outlive a new start
   });
   bindRecordingConsent(client, {
-    box: $('consent'), text: $('consent-text'), proceed: $('consent-continue'), leave: $('consent-leave'),
+    box: $('consent'), text: $('consent-text'), held: $('consent-held'), proceed: $('consent-continue'),
+    leave: $('consent-leave'),
   });
   // The face analysis' prompts and the doctor's photo protocol, over the stage.
   bindCoach(client, new AnalysisState(client), {

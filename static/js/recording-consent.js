@@ -28,8 +28,11 @@ function remember(ids) {
   }
 }
 
-/** Binds the consent box: `box` (hidden unless asking), its `text`, and the two buttons. */
-export function bindRecordingConsent(client, {box, text, proceed, leave}) {
+/**
+ * Binds the consent box: `box` (hidden unless asking), its `text`, `held` (shown in rooms
+ * that record no one before they agree), and the two buttons.
+ */
+export function bindRecordingConsent(client, {box, text, held, proceed, leave}) {
   const answered = answeredIds();
   const current = () => {
     const recording = client.recording;
@@ -40,6 +43,7 @@ export function bindRecordingConsent(client, {box, text, proceed, leave}) {
     const ask = id !== null && !answered.has(id);
     box.hidden = !ask;
     box.dataset.recordingId = ask ? id : '';
+    if (held) held.hidden = !(ask && client.recording.consent_required);
     if (ask) {
       const by = client.recording.by;
       text.textContent = by ? t('consent.text_by', {name: by}) : t('consent.text');

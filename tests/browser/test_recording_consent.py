@@ -91,3 +91,30 @@ def test_the_patient_is_asked_and_the_answer_is_audited(sfu_server, chromium, br
     assert ok and p["connection"] == "closed", p
     assert poll(lambda: answers(sfu_server) == [("demo-patient", True), ("demo-patient", False)], 10), \
         answers(sfu_server)
+
+
+@pytest.mark.browser
+def test_a_room_that_records_no_one_before_they_agree_says_so(sfu_server, chromium, browser_diagnostics):
+    """A room made with `consent_required`: the patient's question adds that nothing of them is
+    recorded before they choose Continue (in the room's language too)."""
+    server = sfu_server
+    server.admin_call("POST", "/api/rooms", {"id": "held", "name": "Held", "consent_required": True,
+                                             "processors": []})
+    links = {role: server.admin_call("POST", "/api/rooms/held/links", {"role": role})["url"]
+             for role in ("doctor", "patient")}
+    doctor, patient = chromium("doctor"), chromium("patient")
+    doctor.get(links["doctor"])
+    patient.get(links["patient"])
+    held_js = ("const e = document.getElementById('consent-held');"
+               "return e && !e.hidden && e.getClientRects().length > 0 ? e.textContent : null;")
+    ok, p = wait_ui(patient, ui, lambda s: s["connection"] == "connected", timeout=20)
+    assert ok, browser_diagnostics(f"the patient did not connect: {p}")
+    assert patient.execute_script(held_js) is None  # no recording yet: no question
+    send(doctor, {"type": "record", "action": "start"})
+    ok, p = wait_ui(patient, ui, lambda s: s["asked"], timeout=15)
+    assert ok, browser_diagnostics(f"the patient was not asked: {p}")
+    held = patient.execute_script(held_js)
+    assert held and "Continue" in held, held
+    click(patient, "#consent-continue")
+    ok, p = wait_ui(patient, ui, lambda s: not s["asked"], timeout=5)
+    assert ok and patient.execute_script(held_js) is None, p

@@ -188,3 +188,13 @@ async def test_a_rooms_clinic_reaches_its_participants(sfu):
     patient.token = (await api(sfu, "POST", "/api/rooms/r3/links", json={"role": "patient"}))[1]["token"]
     joined = await patient.join()
     assert joined["room"]["clinic"] == "瑞康皮肤科诊所"
+
+
+async def test_a_room_may_require_consent_before_anyone_is_recorded(sfu):
+    status, room = await api(sfu, "POST", "/api/rooms", json={"name": "r", "id": "r4", "consent_required": True})
+    assert status == 201 and room["consent_required"] is True
+    status, room = await api(sfu, "POST", "/api/rooms", json={"name": "r", "id": "r5"})
+    assert status == 201 and room["consent_required"] is False
+    for bad in ("yes", 1, None):
+        status, body = await api(sfu, "POST", "/api/rooms", json={"name": "r", "consent_required": bad})
+        assert status == 400 and "consent_required" in body["message"], bad

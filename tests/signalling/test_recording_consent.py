@@ -67,3 +67,38 @@ async def test_an_answer_for_another_recording_is_refused_and_changes_nothing(sf
     assert (await patient.wait_for(lambda m: m["type"] == "error", start=start + 1))["code"] == "bad_message"
     assert consents(sfu) == []
     assert patient.closed_reason is None  # refused, not disconnected
+
+
+async def test_in_a_room_that_requires_consent_no_one_is_recorded_before_agreeing(sfu):
+    room = await sfu.services.registry.create_room("Room", "r1", consent_required=True)
+    sfu.instances["r1"] = room.instance
+    patient = await sfu.join("patient", seed=1)
+    doctor = await sfu.join("doctor", seed=2)
+    expert = await sfu.join("expert", seed=3)
+    await doctor.send({"type": "record", "action": "start"})
+    on = await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on")
+    assert on["consent_required"] is True
+    live = sfu.services.rooms.live["r1"]
+
+    def recorded() -> set[str]:
+        return {participant_id for participant_id, _, _ in live._recording_taps}
+
+    assert recorded() == {doctor.id}  # who records agreed by starting it
+    await expert.send({"type": "consent", "recording_id": on["recording_id"], "given": False})
+    await patient.send({"type": "consent", "recording_id": on["recording_id"], "given": True})
+    await doctor.wait_for(lambda m: m["type"] == "consent" and m["participant"] == patient.id)
+    await doctor.wait_for(lambda m: m["type"] == "consent" and m["participant"] == expert.id)
+    assert recorded() == {doctor.id, patient.id}  # the patient from their answer on; the expert never
+
+    # the patient's page reconnects (a new participant id, the same person): recorded at once
+    await patient.close(leave=False)
+    again = await sfu.join("patient", seed=1)
+    await doctor.wait_for(lambda m: m["type"] == "participant-joined" and m["participant"]["id"] == again.id)
+    assert again.id in recorded()
+    # a new recording asks again
+    await doctor.send({"type": "record", "action": "stop"})
+    await again.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off")
+    start = len(again.messages)
+    await doctor.send({"type": "record", "action": "start"})
+    await again.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on", start=start)
+    assert recorded() == {doctor.id}
