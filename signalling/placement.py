@@ -135,4 +135,7 @@ class RoomPlacement:
                                  "ending its call here so its pages rejoin where it lives", room_id)
                     self._mine.discard(room_id)
                     if self.on_lost is not None:
-                        await self.on_lost(room_id)
+                        try:
+                            await self.on_lost(room_id)
+                        except Exception:  # the other rooms' claims must still be renewed
+                            logger.exception("ending the call of room %s failed", room_id)
