@@ -44,6 +44,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consult_downlink_bytes": ("RTP payload bytes sent to subscribers", ("kind",)),
     "consult_nacked_packets": ("Packets the uplink lost that the server asked publishers to resend (NACK)",
                                ("kind",)),
+    "consult_nack_retries_withheld": (
+        "NACK retries not sent because the publisher answered none of the last ones", ("kind",)),
     "consult_uplink_recovered_packets": (
         "Packets the uplink lost that came back, by how: retransmission (nack), a RED copy (red), "
         "rebuilt from ULPFEC (fec)", ("kind", "via")),
@@ -101,10 +103,14 @@ class MediaCollector(Collector):
         forwarded: dict[tuple[str, ...], float] = {(kind, state): 0 for kind in KINDS
                                                    for state in ("forwarding", "paused")}
         downlink_bps: dict[tuple[str, ...], float] = {(name,): 0.0 for name in DOWNLINK_CLASSES}
+        layers_sent: dict[tuple[str, ...], float] = defaultdict(int)
         for peer in _peers(live):
             for kind, publication in list(peer.published.items()):
                 published[(kind,)] += 1
                 uplink_bps[(kind,)] += publication.offered_bps(now)
+                if isinstance(publication, SimulcastTrack):
+                    for rid in publication.rids[:publication.publisher_layers.active]:
+                        layers_sent[(rid,)] += 1
             for downtrack in _downtracks(peer):
                 if downtrack.active:
                     forwarded[(downtrack.kind, "paused" if downtrack.paused else "forwarding")] += 1
@@ -119,6 +125,8 @@ class MediaCollector(Collector):
                      "downlink", forwarded, labels=("kind", "state"))
         yield _gauge("consult_uplink_bits_per_second", "What publishers send, over the last 3 seconds", uplink_bps,
                      labels=("kind",))
+        yield _gauge("consult_simulcast_layers_asked", "Simulcast publishers asked to send each layer (a layer no "
+                     "subscriber's tile needs is turned off)", dict(sorted(layers_sent.items())), labels=("rid",))
         yield _gauge("consult_downlink_bits_per_second", "What the server sends subscribers over the last second, "
                      "by class (packet overhead included)", downlink_bps, labels=("class",))
 
@@ -244,6 +252,7 @@ def _read_track(track: PublishedTrack) -> dict[Key, float]:
     return {
         ("consult_rtp_packets", ("uplink", kind)): summary["packets"],
         ("consult_nacked_packets", (kind,)): nack["nacked"],
+        ("consult_nack_retries_withheld", (kind,)): nack["retries_withheld"],
         ("consult_uplink_recovered_packets", (kind, "nack")): nack["recovered"],
         ("consult_uplink_recovered_packets", (kind, "red")): summary["red_recovered"],
         ("consult_uplink_recovered_packets", (kind, "fec")): 0 if fec is None else fec["rebuilt"],

@@ -55,6 +55,10 @@ def test_every_publisher_sends_three_layers_on_their_own_ssrcs(simulcast_run):
     for pid, peer in room.items():
         arrived = peer["published"]["video"].get("simulcast") or {}
         assert arrived.get("l") is not None and arrived["l"]["packets"] > 0, (pid, arrived)
+    # subscribers that never say their tile size take up to the top: every layer stays asked for
+    samples = simulcast_run["server_metrics"]["samples"]
+    assert {rid: samples[f'consult_simulcast_layers_asked{{rid="{rid}"}}'] for rid in ("h", "m", "l")} == \
+        {"h": 3, "m": 3, "l": 3}
 
 
 @pytest.mark.timeout(320)
