@@ -147,16 +147,28 @@ def _vp8_keyframe(payload: bytes) -> bool:
     return len(payload) >= 10 and not payload[0] & 0x01 and payload[3:6] == b"\x9d\x01\x2a"
 
 
+def _h264_nal_types(payload: bytes) -> set[int]:
+    """The NAL unit types of an Annex B access unit."""
+    types = set()
+    pos = payload.find(b"\x00\x00\x01")
+    while 0 <= pos < len(payload) - 3:
+        types.add(payload[pos + 3] & 0x1F)
+        pos = payload.find(b"\x00\x00\x01", pos + 3)
+    return types
+
+
 def _h264_keyframe(payload: bytes) -> bool:
     """An Annex B access unit with an IDR slice."""
-    pos = 0
-    while True:
-        pos = payload.find(b"\x00\x00\x01", pos)
-        if pos < 0 or pos + 3 >= len(payload):
-            return False
-        if payload[pos + 3] & 0x1F == 5:
-            return True
-        pos += 3
+    return 5 in _h264_nal_types(payload)
+
+
+def _starts_stream(track: ManifestTrack, payload: bytes) -> bool:
+    """Whether a file may start at this frame: a keyframe, and for H.264 one that carries
+    its SPS and PPS (the output stream's parameters come from it: an IDR whose parameter
+    sets were lost made the MP4 muxer refuse the whole file)."""
+    if track.codec.lower() == "h264":
+        return {5, 7, 8} <= _h264_nal_types(payload)
+    return _is_keyframe(track, payload)
 
 
 def _is_keyframe(track: ManifestTrack, payload: bytes) -> bool:
@@ -179,12 +191,13 @@ class TimedPacket:
 
 def _packets(reader: RecordingReader, track: ManifestTrack,
              dropped: dict[str, int]) -> Generator[TimedPacket, None, None]:
-    """One track's packets on the session clock, strictly increasing, video from its first keyframe."""
+    """One track's packets on the session clock, strictly increasing, video from its first
+    keyframe that can start a file (`_starts_stream`)."""
     frames = reader.frames(track.track_id)
     if track.kind == "video":
         skipped = 0
         for frame in frames:
-            if _is_keyframe(track, frame.payload):
+            if _starts_stream(track, frame.payload):
                 frames = itertools.chain([frame], frames)
                 break
             skipped += 1

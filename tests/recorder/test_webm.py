@@ -294,3 +294,40 @@ def test_empty_group_has_no_media(data_dir, keys):
     assert probe_start(reader, group) is None
     media = remux(reader, group)
     assert media.start_ms is None and media.data == b"" and media.dropped == {"p-1-video": 1}
+
+
+def _h264_frames(n: int, keyframe_every: int = 15) -> list[tuple[bytes, bool]]:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 160, 120, "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.framerate = 30
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(keyframe_every), "bf": "0"}
+    base = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)
+    out = []
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.roll(base, i * 3, axis=1), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out += [(bytes(p), p.is_keyframe) for p in enc.encode(frame)]
+    return out + [(bytes(p), p.is_keyframe) for p in enc.encode(None)]
+
+
+def test_an_h264_file_starts_at_a_keyframe_that_carries_its_parameter_sets(data_dir, keys):
+    """The first IDR arrived without its SPS and PPS (their packets lost on the uplink): the
+    MP4 muxer refused the whole file ('Invalid argument'). It now starts at the next
+    keyframe that carries them, dropping what came before."""
+    frames = _h264_frames(45)
+    keyframes = [i for i, (_, key) in enumerate(frames) if key]
+    assert keyframes[:2] == [0, 15]
+    units = frames[0][0].split(b"\x00\x00\x01")
+    frames[0] = (b"".join(b"\x00\x00\x01" + u for u in units if u and u[0] & 0x1F not in (7, 8)), True)
+    writer = RecordingWriter.start(data_dir, keys, room="r1", audit=None, actor="t", fsync=False,
+                                   tracks=[TrackInfo("p-1-video", "video", "H264", 90000)])
+    writer.write_event(900, {"type": "track-owner", "participant": {"id": "p-1", "name": "P", "role": "patient"}})
+    for i, (payload, key) in enumerate(frames):
+        writer.write_frame("p-1-video", 1_000 + i * 33, i * 3000, key, payload)
+    writer.close()
+    reader = RecordingReader.open(data_dir, writer.id, keys)
+    (group,) = media_groups(reader.manifest)
+    media = remux(reader, group)
+    assert media.data[4:8] == b"ftyp" and media.dropped == {"p-1-video": 15}
+    assert len(decode(media.data)["video"]) == len(frames) - 15
