@@ -107,11 +107,19 @@ export function showEnded(reason) {
   document.getElementById('ended').hidden = false;
 }
 
-/** Shows a connection state on <body data-connection-state> and in the banner. */
-export function showConnectionState(banner, state) {
+/**
+ * Shows a connection state on <body data-connection-state> and in the banner. `quality`
+ * (a ConnectionQuality): while connected but with no one's media arriving, the banner
+ * already says "Reconnecting" (a dropped network shows there in about two seconds; the
+ * connection itself notices after several, and then reconnects).
+ */
+export function showConnectionState(banner, state, quality = null) {
   document.body.dataset.connectionState = state;
-  const key = state === 'connected' && document.body.dataset.media === 'problem'
-    ? 'state.connected_no_camera' : STATE_TEXT[state];
+  const mediaLost = state === 'connected' && Boolean(quality?.allLost());
+  document.body.dataset.mediaLost = String(mediaLost);
+  const key = mediaLost ? STATE_TEXT.reconnecting
+    : state === 'connected' && document.body.dataset.media === 'problem'
+      ? 'state.connected_no_camera' : STATE_TEXT[state];
   banner.dataset.i18n = key;  // kept in the page's language when it changes
   banner.textContent = t(key);
 }

@@ -33,6 +33,12 @@ export class ConnectionQuality extends EventTarget {
     return this.quality.get(id) ?? null;
   }
 
+  /** Whether media should be arriving from someone and arrives from no one. */
+  allLost() {
+    const verdicts = [...this.quality.values()];
+    return verdicts.length > 0 && verdicts.every((verdict) => verdict === 'lost');
+  }
+
   async _poll() {
     if (this._busy) return;  // the last read is still running
     const pc = this.client.peerConnection;

@@ -67,13 +67,19 @@ function start(joinToken) {
     if (client.recording.recording_id !== consents.recordingId) consents.answers.clear();
     renderPeople(client);
   });
+  const showState = () => {
+    if (client.state === 'closed') showEnded(client.endReason);
+    else showConnectionState($('banner'), client.state, quality);
+  };
   client.addEventListener('statechange', () => {
     render();
-    if (client.state === 'closed') showEnded(client.endReason);
-    else showConnectionState($('banner'), client.state);
+    showState();
   });
   onLanguageChange(render);
-  quality.addEventListener('change', () => view.render(client));
+  quality.addEventListener('change', () => {
+    view.render(client);
+    showState();
+  });
 
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'));  // the room's live watermark, if any

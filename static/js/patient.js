@@ -41,13 +41,19 @@ function start(joinToken) {
   client.addEventListener('participants', renderRemote);
   client.addEventListener('tracks', renderRemote);
   client.addEventListener('videostate', renderRemote);  // a video paused or resumed to us
+  const showState = () => {
+    if (client.state === 'closed') showEnded(client.endReason);
+    else showConnectionState($('banner'), client.state, quality);
+  };
   client.addEventListener('statechange', () => {
     renderRemote();
-    if (client.state === 'closed') showEnded(client.endReason);
-    else showConnectionState($('banner'), client.state);
+    showState();
   });
   onLanguageChange(renderRemote);
-  quality.addEventListener('change', renderRemote);
+  quality.addEventListener('change', () => {
+    renderRemote();
+    showState();
+  });
 
   bindWaitingRoom(client, {section: $('waiting'), clinic: $('waiting-clinic'), level: $('mic-level'),
                            status: $('mic-status')});

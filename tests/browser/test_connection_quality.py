@@ -1,6 +1,6 @@
 """The connection-quality word on a remote tile (issue 17, item 8): nothing while media
-flows, "Connection lost" within about three seconds of the media stopping, and gone again
-once it flows. The outage is real: nftables in the test's namespace drops every UDP
+flows, "Connection lost" within about three seconds of the media stopping (and the banner
+"Reconnecting" when nobody's media arrives), and gone again once it flows. The outage is real: nftables in the test's namespace drops every UDP
 datagram (all media) for a few seconds, shorter than ICE gives up after."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ NOTICED_WITHIN_S = 3.5  # 1.5 s of silence, judged twice a second, plus a margin
 TILE_JS = r"""
 const tile = [...document.querySelectorAll('#remote .tile')].find((t) => t.dataset.role === arguments[0]);
 return tile ? {quality: tile.dataset.quality, text: tile.querySelector('.tile-quality').textContent,
-               connection: document.body.dataset.connectionState} : null;
+               connection: document.body.dataset.connectionState,
+               banner: document.getElementById('banner').textContent} : null;
 """
 
 DROP_UDP = ("table inet csfu_quality {\n chain out {\n type filter hook output priority 0;\n"
@@ -56,9 +57,12 @@ def test_a_tile_says_when_its_media_stops_and_clears_when_it_flows(sfu_server, n
     assert ok, browser_diagnostics(f"the patient's page never said the doctor's media stopped: {state}")
     assert noticed_after <= NOTICED_WITHIN_S, noticed_after
     assert state["text"] == messages("en")["tile.quality.lost"], state
+    # nobody's media arrives: the banner says so at once, not when ICE gives up seconds later
+    assert state["banner"] == messages("en")["state.reconnecting"], state
     assert doctor_ok, browser_diagnostics(f"the doctor's console never said the patient's media stopped: {doctor_saw}")
 
     # Media flows again (ICE held on through the outage): the word goes by itself.
     ok, state = wait_ui(patient, lambda d: tile(d, "doctor"), lambda s: s["quality"] == "good", timeout=30)
     assert ok and state["text"] == "", browser_diagnostics(f"the tile still says {state} after the outage")
+    assert state["banner"] == messages("en")["state.connected"], state
     assert poll(lambda: (tile(doctor, "patient") or {}).get("quality") == "good", 15), tile(doctor, "patient")
