@@ -1,7 +1,8 @@
 """The connection-quality word on a remote tile (issue 17, item 8): nothing while media
 flows, "Connection lost" within about three seconds of the media stopping (and the banner
-"Reconnecting" when nobody's media arrives), and gone again once it flows. The outage is real: nftables in the test's namespace drops every UDP
-datagram (all media) for a few seconds, shorter than ICE gives up after."""
+"Reconnecting" when nobody's media arrives), and gone again once it flows. The outage is
+real: nftables in the test's namespace drops every UDP datagram (all media) for a few
+seconds, shorter than ICE gives up after."""
 
 from __future__ import annotations
 
