@@ -85,6 +85,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
         shared.revocations.on_revoked = rooms.end_sessions_of_link  # a link revoked on another node
         shared.placement.on_lost = rooms.room_moved  # a room another node runs now
         shared.placement.directory.load = rooms.load
+        shared.on_room_closed = rooms.room_closed_elsewhere  # closed through another node
     webhooks = None
     if config.webhook_urls:
         secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,

@@ -566,6 +566,12 @@ class RoomService:
         """(live rooms, participants) on this node: where new rooms are placed."""
         return len(self.live), sum(len(live.sessions) for live in self.live.values())
 
+    async def room_closed_elsewhere(self, room_id: str, instance: str) -> None:
+        """The room was closed through another node (or this one): its call ends here if it runs here."""
+        live = self.live.get(room_id)
+        if live is not None and live.record.instance == instance:
+            await self._end_live(live, "room-closed")
+
     async def room_moved(self, room_id: str) -> None:
         """Another node runs this room now (this one lost its claim): end the call here; the
         pages rejoin, and reach the room where it lives."""

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Optional, cast
+from typing import Optional, cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -77,6 +77,7 @@ class RedisRegistry:
     def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = client
         self._prefix = prefix
+        self.closed_channel = f"{prefix}room-closed"
         self._participants: dict[str, dict[str, ParticipantRecord]] = {}
 
     def _room_key(self, room_id: str) -> str:
@@ -156,6 +157,8 @@ class RedisRegistry:
                     document["room"]["closed_at"] = time.time()
                     pipe.multi()
                     pipe.set(key, json.dumps(document))
+                    # every node ends the call if it runs it (its registry's close reached one node)
+                    pipe.publish(self.closed_channel, f"{room_id} {document['room']['instance']}")
                     await pipe.execute()
                     break
                 except WatchError:
@@ -187,35 +190,17 @@ class RedisRegistry:
 
 class RedisRevocations:
     """Revoked links in Redis, with this node's copy for the join path's check (no round
-    trip per join). The copy is loaded at `start`, follows the `revoked` channel, and is
-    loaded again whenever the subscription comes back after a loss, so a revocation made
-    while this node was cut off from Redis is not missed."""
+    trip per join). The copy is loaded at start, follows the `revoked` channel (`note`),
+    and is loaded again whenever the subscription comes back after a loss, so a
+    revocation made while this node was cut off from Redis is not missed."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = client
         self._prefix = prefix
-        self._channel = f"{prefix}revoked"
+        self.channel = f"{prefix}revoked"
         self._revoked: dict[str, int] = {}
-        self._task: Optional[asyncio.Task] = None
-        self._subscribed = asyncio.Event()
         # told of each link revoked on any node (this one too): ends the sessions joined with it here
         self.on_revoked: Optional[Callable[[str], Awaitable[object]]] = None
-
-    async def start(self) -> None:
-        """Load the list and follow the channel; raises RedisError when Redis cannot be reached."""
-        await self._load()
-        self._task = asyncio.ensure_future(self._follow())
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            await self.stop()
-            raise RedisError(f"no subscription to {self._channel} within {SUBSCRIBE_TIMEOUT_S:g} s") from None
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     async def revoke(self, jti: str, expires_at: int) -> None:
         """Refuse the link everywhere until `expires_at`; raises OSError when Redis cannot
@@ -229,7 +214,7 @@ class RedisRevocations:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(f"{self._prefix}revoked:{jti}", expires_at, exat=expires_at)
-                pipe.publish(self._channel, f"{jti} {expires_at}")
+                pipe.publish(self.channel, f"{jti} {expires_at}")
                 await pipe.execute()
         except RedisError as exc:
             raise OSError(f"the revocation could not be stored in Redis: {exc}") from exc
@@ -242,7 +227,8 @@ class RedisRevocations:
         now = time.time()
         return sum(1 for expires_at in self._revoked.values() if expires_at > now)
 
-    async def _load(self) -> None:
+    async def load(self) -> None:
+        """Read every revoked link still alive from Redis."""
         now = time.time()
         keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}revoked:*", count=500)]
         values = await self._redis.mget(keys) if keys else []
@@ -252,34 +238,66 @@ class RedisRevocations:
                 self._revoked[jti] = max(int(value), self._revoked.get(jti, 0))
         self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
 
-    async def _follow(self) -> None:
-        wait = RESUBSCRIBE_FIRST_S
-        first = True
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    if not first:
-                        await self._load()  # what was revoked while the subscription was down
-                    first, wait = False, RESUBSCRIBE_FIRST_S
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._note(message.get("data"))
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                logger.warning("revoked links: lost Redis (%s); this node refuses what it knew until it is back", exc)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, RESUBSCRIBE_MAX_S)
-
-    def _note(self, data: Any) -> None:
-        jti, _, expires = str(data).partition(" ")
+    def note(self, data: str) -> None:
+        """A revocation announced on the channel (by any node)."""
+        jti, _, expires = data.partition(" ")
         if JTI_PATTERN.match(jti) and expires.isdigit():
             self._revoked[jti] = max(int(expires), self._revoked.get(jti, 0))
             logger.info("link %s… revoked until %s", jti[:8], expires)
             if self.on_revoked is not None:
                 asyncio.ensure_future(self.on_revoked(jti)).add_done_callback(_log_failure)
+
+
+class ChannelFollower:
+    """This node's subscription to the service's channels. After losing it (Redis restarted,
+    a network cut) it subscribes again and calls `resubscribed()`, so the node rereads
+    what it may have missed meanwhile."""
+
+    def __init__(self, client: aioredis.Redis, handlers: dict[str, Callable[[str], None]],
+                 resubscribed: Callable[[], Awaitable[None]]) -> None:
+        self._redis = client
+        self._handlers = handlers
+        self._resubscribed = resubscribed
+        self._task: Optional[asyncio.Task] = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Raises RedisError when no subscription is made within SUBSCRIBE_TIMEOUT_S."""
+        self._task = asyncio.ensure_future(self._run())
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise RedisError(f"no subscription to {', '.join(self._handlers)} within {SUBSCRIBE_TIMEOUT_S:g} s") \
+                from None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        wait = RESUBSCRIBE_FIRST_S
+        first = True
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(*self._handlers)
+                    if not first:
+                        await self._resubscribed()
+                    first, wait = False, RESUBSCRIBE_FIRST_S
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        handler = self._handlers.get(str(message.get("channel")))
+                        if message.get("type") == "message" and handler is not None:
+                            handler(str(message.get("data")))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("lost the Redis subscription (%s): this node goes on with what it knew", exc)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RESUBSCRIBE_MAX_S)
 
 
 class SharedState:
@@ -291,23 +309,34 @@ class SharedState:
         self.registry = RedisRegistry(self.client, prefix)
         self.revocations = RedisRevocations(self.client, prefix)
         self.placement = RoomPlacement(self.client, node_url, prefix)
+        # told of each room closed on any node: its call ends here if it runs here
+        self.on_room_closed: Optional[Callable[[str, str], Awaitable[object]]] = None
+        self._follower = ChannelFollower(self.client, {self.revocations.channel: self.revocations.note,
+                                                       self.registry.closed_channel: self._room_closed},
+                                         resubscribed=self.revocations.load)
 
     async def start(self) -> None:
         try:
-            await self.revocations.start()
+            await self.revocations.load()
+            await self._follower.start()
         except (RedisError, OSError) as exc:
             raise RuntimeError(f"Redis cannot be reached ({exc}): is --redis-url right, and is it running?") from exc
         self.placement.start()
 
     async def close(self) -> None:
         await self.placement.stop()
-        await self.revocations.stop()
+        await self._follower.stop()
         await self.client.aclose()
+
+    def _room_closed(self, data: str) -> None:
+        room_id, _, instance = data.partition(" ")
+        if self.on_room_closed is not None and room_id and instance:
+            asyncio.ensure_future(self.on_room_closed(room_id, instance)).add_done_callback(_log_failure)
 
 
 def _log_failure(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("ending the sessions of a revoked link failed: %r", task.exception())
+        logger.error("acting on a message from another node failed: %r", task.exception())
 
 
 def _document(raw: Optional[str]) -> Optional[dict]:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from signalling.redis_state import RedisRegistry, RedisRevocations, connect
+from signalling.redis_state import RedisRegistry, RedisRevocations, SharedState, connect
 from signalling.registry import InMemoryRegistry, ParticipantRecord, RegistryError
 
 pytestmark = pytest.mark.slow  # a real redis-server per test
@@ -118,50 +118,70 @@ async def wait_until(condition, timeout: float = 5.0) -> bool:
     return condition()
 
 
-async def test_a_revocation_reaches_every_node(nodes, redis_server):
-    a, b = RedisRevocations(nodes[0]), RedisRevocations(nodes[1])
-    await a.start()
-    await b.start()
+def shared(redis_server, name: str) -> SharedState:
+    return SharedState(redis_server.url, f"http://{name}:8080")
+
+
+async def test_a_revocation_reaches_every_node(redis_server):
+    node_a, node_b = shared(redis_server, "a"), shared(redis_server, "b")
+    await node_a.start()
+    await node_b.start()
+    a, b = node_a.revocations, node_b.revocations
     try:
         await a.revoke(JTI, int(time.time()) + 600)
         assert a.is_revoked(JTI)
         assert await wait_until(lambda: b.is_revoked(JTI))
         # a node started later finds it; one that expired is gone from Redis and from the list
         await a.revoke("e" * 32, int(time.time()) + 1)
-        late = RedisRevocations(connect(redis_server.url))
-        await late.start()
+        late = RedisRevocations(node_a.client)
+        await late.load()
         assert late.is_revoked(JTI)
         await asyncio.sleep(1.2)
         assert not a.is_revoked("e" * 32) and len(a) == 1
-        assert await nodes[0].get(f"consult:revoked:{'e' * 32}") is None
-        await late.stop()
+        assert await node_a.client.get(f"consult:revoked:{'e' * 32}") is None
         with pytest.raises(ValueError):
             await a.revoke("../../etc", int(time.time()) + 600)
     finally:
-        await a.stop()
-        await b.stop()
+        await node_a.close()
+        await node_b.close()
 
 
-async def test_a_revocation_made_while_a_node_was_cut_off_is_seen_when_it_is_back(nodes):
-    a, b = RedisRevocations(nodes[0]), RedisRevocations(nodes[1])
-    await a.start()
-    await b.start()
+async def test_a_revocation_made_while_a_node_was_cut_off_is_seen_when_it_is_back(redis_server):
+    node_a, node_b = shared(redis_server, "a"), shared(redis_server, "b")
+    await node_a.start()
+    await node_b.start()
     try:
-        await nodes[0].client_kill_filter(_type="pubsub")  # b loses its subscription (and a its own)
-        await a.revoke(JTI, int(time.time()) + 600)  # published while b listens to nothing
-        assert await wait_until(lambda: b.is_revoked(JTI), timeout=10), "b never reloaded the list"
+        await node_a.client.client_kill_filter(_type="pubsub")  # b loses its subscription (and a its own)
+        await node_a.revocations.revoke(JTI, int(time.time()) + 600)  # published while b listens to nothing
+        assert await wait_until(lambda: node_b.revocations.is_revoked(JTI), timeout=10), "b never reloaded"
     finally:
-        await a.stop()
-        await b.stop()
+        await node_a.close()
+        await node_b.close()
+
+
+async def test_a_room_closed_through_one_node_is_told_to_every_node(redis_server):
+    node_a, node_b = shared(redis_server, "a"), shared(redis_server, "b")
+    closed: list[tuple[str, str]] = []
+
+    async def on_closed(room_id: str, instance: str) -> None:
+        closed.append((room_id, instance))
+
+    node_b.on_room_closed = on_closed
+    await node_a.start()
+    await node_b.start()
+    try:
+        room = await node_a.registry.create_room("Room", "r1")
+        assert await node_a.registry.close_room("r1")
+        assert await wait_until(lambda: closed == [("r1", room.instance)])
+    finally:
+        await node_a.close()
+        await node_b.close()
 
 
 async def test_a_revocation_redis_cannot_store_still_holds_on_this_node(nodes, redis_server):
     a = RedisRevocations(nodes[0])
-    await a.start()
+    await a.load()
     redis_server.stop()
-    try:
-        with pytest.raises(OSError):
-            await a.revoke(JTI, int(time.time()) + 600)
-        assert a.is_revoked(JTI)
-    finally:
-        await a.stop()
+    with pytest.raises(OSError):
+        await a.revoke(JTI, int(time.time()) + 600)
+    assert a.is_revoked(JTI)

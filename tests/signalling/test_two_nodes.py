@@ -317,3 +317,20 @@ async def test_an_admin_call_drains_a_node_without_stopping_it(two_nodes):
     finally:
         await ws.close()
         await http.close()
+
+
+async def test_closing_a_room_through_another_node_ends_its_call(two_nodes):
+    a, b = two_nodes
+    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
+    token = (await a.admin("POST", "/api/rooms/r1/links", {"role": "patient"}))[1]["token"]
+    http, ws, joined = await join(a, token)  # the call runs on a
+    try:
+        assert joined["type"] == "joined"
+        status, _ = await b.admin("DELETE", "/api/rooms/r1")
+        assert status == 200
+        while (message := await ws.receive_json(timeout=10))["type"] != "closed":
+            pass
+        assert message["reason"] == "room-closed"
+    finally:
+        await ws.close()
+        await http.close()
