@@ -6,11 +6,13 @@ Errors are JSON: {"error": code, "message": text} with a matching HTTP status.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, Optional
 
+import aiohttp
 from aiohttp import StreamReader, web
 
 from i18n import LOCALES, supported_locale
@@ -18,12 +20,16 @@ from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from recorder.errors import RecorderError
 
-from .registry import LIVE_WATERMARK_MODES, RegistryError, RoomInstance, find_instance
+from .registry import LIVE_WATERMARK_MODES, RegistryError, RegistryUnavailable, RoomInstance, find_instance
 from .roles import PAGE_FOR_ROLE, ROLES
 from .tokens import JTI_PATTERN, unique_identity
 
 ADMIN_MAX_BODY = 16 * 1024
 MAX_LINK_TTL_S = 7 * 86400
+
+
+# Marks an admin call one node made on another's behalf: answered there, never passed on again.
+FORWARDED_HEADER = "X-Consult-Forwarded"
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -151,7 +157,35 @@ class AdminApi:
         rooms = await self._services.registry.list_rooms()
         return web.json_response({"rooms": [r.public() for r in rooms]})
 
+    async def _on_the_rooms_node(self, request: web.Request) -> Optional[web.Response]:
+        """Several nodes: a call about a room's live call (who is in it, its media, a kick, its
+        recording) that reached a node not running it is made on the node that does, with the
+        same key; that node's answer is the answer. None: this node answers."""
+        shared = self._services.shared
+        room_id = request.match_info["room_id"]
+        if shared is None or room_id in self._services.rooms.live or request.headers.get(FORWARDED_HEADER):
+            return None
+        try:
+            owner = await shared.placement.owner_url(room_id)
+        except RegistryUnavailable as exc:
+            return json_error(503, "unavailable", str(exc))
+        if owner is None:
+            return None
+        body = await request.read()
+        headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED_HEADER: "1",
+                   "Content-Type": request.headers.get("Content-Type", "application/json")}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.request(request.method, owner + request.path_qs, data=body or None,
+                                        headers=headers) as answer:
+                    return web.Response(status=answer.status, body=await answer.read(),
+                                        content_type=answer.content_type)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return json_error(502, "node_unreachable", f"the node running this room did not answer: {exc}")
+
     async def get_room(self, request: web.Request) -> web.Response:
+        if (elsewhere := await self._on_the_rooms_node(request)) is not None:
+            return elsewhere
         room = await self._open_room(request)
         participants = await self._services.rooms.participants(room.id)
         return web.json_response({**room.public(), "participants": [p.public() for p in participants]})
@@ -234,18 +268,24 @@ class AdminApi:
         return web.json_response({"room": lives[-1].room_id, "instances": [life.public() for life in lives]})
 
     async def list_participants(self, request: web.Request) -> web.Response:
+        if (elsewhere := await self._on_the_rooms_node(request)) is not None:
+            return elsewhere
         room = await self._open_room(request)
         participants = await self._services.rooms.participants(room.id)
         return web.json_response({"participants": [p.public() for p in participants]})
 
     async def media(self, request: web.Request) -> web.Response:
         """Per-participant forwarding counters: packets, losses recovered, RED, NACK, keyframes."""
+        if (elsewhere := await self._on_the_rooms_node(request)) is not None:
+            return elsewhere
         room = await self._open_room(request)
         live = self._services.rooms.live.get(room.id)
         summary = live.media.forwarding_summary() if live is not None else {}
         return web.json_response({"room": room.id, "participants": summary})
 
     async def kick(self, request: web.Request) -> web.Response:
+        if (elsewhere := await self._on_the_rooms_node(request)) is not None:
+            return elsewhere
         room = await self._open_room(request)
         if not await self._services.rooms.kick(room.id, request.match_info["participant_id"]):
             return json_error(404, "not_found", "no such participant in this room")
@@ -253,6 +293,8 @@ class AdminApi:
 
     async def recording(self, request: web.Request) -> web.Response:
         """{"action": "start"|"stop"}: an integrator records a consultation (everyone is told)."""
+        if (elsewhere := await self._on_the_rooms_node(request)) is not None:
+            return elsewhere
         room = await self._open_room(request)
         body = await self._body(request)
         action = body.get("action")

@@ -113,6 +113,17 @@ class RoomPlacement:
                                       "try again shortly") from exc
         raise RegistryUnavailable("the room's owner changed three times in a row; try again shortly")
 
+    async def owner_url(self, room_id: str) -> Optional[str]:
+        """The URL of the node running the room's call, when that is another node (else None)."""
+        try:
+            current = await self._redis.get(self._key(room_id))
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"which node runs the room cannot be told now ({exc.__class__.__name__})") \
+                from exc
+        if current is None or current == self._claim:
+            return None
+        return str(json.loads(current)["url"])
+
     async def release(self, room_id: str) -> None:
         """The call ended here: the next join may place the room anywhere."""
         self._mine.discard(room_id)

@@ -215,8 +215,14 @@ async def test_a_join_reaching_another_node_is_relayed_to_the_rooms_node_and_med
         await patient.wait_for_frames(doctor.id, "video", 10, timeout=20)
         status, on_a = await a.admin("GET", "/api/rooms/r1/participants")
         assert sorted(p["role"] for p in on_a["participants"]) == ["doctor", "patient"], on_a
+        # one call, on one node: asked through b, the answer is a's
         status, on_b = await b.admin("GET", "/api/rooms/r1/participants")
-        assert on_b["participants"] == [], on_b  # one call, on one node
+        assert status == 200 and on_b == on_a, on_b
+        status, media = await b.admin("GET", "/api/rooms/r1/media")
+        assert status == 200 and set(media["participants"]) == {patient.id, doctor.id}, media
+        status, kicked = await b.admin("DELETE", f"/api/rooms/r1/participants/{doctor.id}")
+        assert status == 200 and kicked["kicked"] == doctor.id, kicked  # made on a, where the doctor is
+        await patient.wait_for(lambda m: m["type"] == "participant-left" and m["participant_id"] == doctor.id)
     finally:
         await doctor.close()
         await patient.close()
