@@ -19,7 +19,7 @@ from aiohttp import web
 from i18n import DEFAULT_LOCALE, LOCALES, text
 from media.ice import IceConfig, IceServerConfig, restrict_host_addresses
 from metrics import parse_address
-from signalling.app import METRICS_KEY, build_services, create_app
+from signalling.app import METRICS_KEY, build_services, create_app, prepare_shared_files
 from signalling.config import ServerConfig
 from signalling.http_limits import runner_options
 from signalling.log_format import LOG_FORMATS, configure_logging
@@ -27,6 +27,7 @@ from signalling.registry import LIVE_WATERMARK_MODES
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
 from signalling.turn import check_turn_urls
+from signalling.workers import WorkerSupervisor
 from webhooks import check_endpoints, secret_key
 
 # Secrets, recordings, exports and logs this process writes are for its own user only,
@@ -109,6 +110,11 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--drain-grace", type=float, default=float(_env("DRAIN_GRACE", "600")), metavar="S",
                    help="on SIGTERM: take no new rooms (with --redis-url), let calls end for up to S seconds, "
                         "then move what is left (its pages rejoin) and stop (default 600)")
+    p.add_argument("--workers", type=int, default=int(_env("WORKERS", "1")), metavar="N",
+                   help="with --redis-url: N worker processes on this machine, each a node, sharing the port "
+                        "(one process forwards on one core; default 1)")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    p.add_argument("--internal-port", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
                    help="text (default) or json: one JSON object a line with room, participant and request ids")
@@ -146,6 +152,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
             p.error(str(exc))
     if a.redis_url is not None and not a.redis_url.startswith(("redis://", "rediss://", "unix://")):
         p.error("--redis-url must be a redis://, rediss:// or unix:// URL")
+    if a.workers < 1:
+        p.error("--workers is at least 1")
+    if a.workers > 1 and a.redis_url is None:
+        p.error("--workers above 1 needs --redis-url: the workers share rooms and links through it")
     if a.drain_grace < 0:
         p.error("--drain-grace is 0 seconds or more")
     if a.webhook_retry_max < 1:
@@ -179,6 +189,9 @@ def parse_args(argv: list[str]) -> ServerConfig:
         redis_url=a.redis_url,
         node_url=a.node_url,
         drain_grace_s=a.drain_grace,
+        workers=a.workers,
+        worker_index=a.worker_index,
+        internal_port=a.internal_port,
     )
 
 
@@ -222,7 +235,10 @@ async def serve(config: ServerConfig) -> None:
         ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
     runner = web.AppRunner(app, access_log=None, **runner_options(app))  # header timeout (signalling/http_limits.py)
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context).start()
+    worker = config.worker_index is not None  # the workers share the port; the kernel spreads connections
+    await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, reuse_port=worker).start()
+    if config.internal_port is not None:  # where the other workers reach this one (relays, admin calls)
+        await web.TCPSite(runner, "127.0.0.1", config.internal_port).start()
     metrics_runner = None
     if config.metrics_address:
         metrics_host, metrics_port = parse_address(config.metrics_address)
@@ -258,7 +274,11 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     os.umask(PRIVATE_UMASK)
-    config = parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    config = parse_args(args)
+    if config.workers > 1 and config.worker_index is None:
+        prepare_shared_files(config)
+        sys.exit(WorkerSupervisor(Path(__file__).resolve(), args, config.workers).run())
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from metrics import Metrics
 from recorder.audit import AUDIT_LOG_FILE, AuditLog
 from recorder.errors import RecorderError
 from webhooks import WebhookSender, WebhookSettings, new_webhook_secret
+from webhooks.outbox import OUTBOX_FILE
 
 from .admin import AdminApi
 from .config import ServerConfig
@@ -91,7 +92,8 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
         secret = config.webhook_secret or load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE,
                                                                 generate=new_webhook_secret)
         webhooks = WebhookSender(WebhookSettings(config.webhook_urls, secret, retry_cap_s=config.webhook_retry_max_s),
-                                 config.data_dir)
+                                 config.data_dir,
+                                 outbox_file(config.worker_index))
         events.subscribe(webhooks.on_room_event)
         rooms.on_shutdown(webhooks.close)  # after the rooms have ended (their last events are kept)
     turn = None
@@ -100,6 +102,23 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
         turn = TurnService(config.turn_urls, turn_secret, config.turn_ttl_s)
     return Services(config=config, registry=registry, issuer=issuer, rooms=rooms, admin_key=admin_key,
                     webhooks=webhooks, turn=turn, shared=shared)
+
+
+def outbox_file(worker_index: int | None) -> str:
+    """The webhook outbox of this process: a worker's own, so no two send the same event."""
+    return OUTBOX_FILE if worker_index is None else f"webhooks-worker-{worker_index}.sqlite3"
+
+
+def prepare_shared_files(config: ServerConfig) -> None:
+    """The data directory and the secrets every worker of this machine reads, made once
+    before the workers start (they would each make their own at the same moment)."""
+    ensure_private_dir(config.data_dir)
+    for name in ("token.secret", "admin.key"):
+        load_or_create_secret(config.data_dir / name)
+    if config.webhook_urls and not config.webhook_secret:
+        load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE, generate=new_webhook_secret)
+    if config.turn_urls and not config.turn_secret:
+        load_or_create_secret(config.data_dir / TURN_SECRET_FILE)
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -46,6 +46,11 @@ class ServerConfig:
     node_url: Optional[str] = None
     # on SIGTERM: how long calls may go on before what is left is moved (its pages rejoin) and the node stops
     drain_grace_s: float = 600.0
+    # worker processes on this machine (signalling/workers.py); this process's index among them
+    # (None: not a worker) and the loopback port where the others reach it
+    workers: int = 1
+    worker_index: Optional[int] = None
+    internal_port: Optional[int] = None
 
     @property
     def uses_tls(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -31,6 +32,7 @@ class NodeState:
     rooms: int
     participants: int
     draining: bool
+    pid: int = 0  # the process, for an operator (and its tests) on the machine
 
     def load(self) -> tuple[int, int]:
         return (self.participants, self.rooms)
@@ -53,7 +55,7 @@ class NodeDirectory:
 
     def me(self) -> NodeState:
         rooms, participants = self.load()
-        return NodeState(self.node_id, self.node_url, rooms, participants, self.draining)
+        return NodeState(self.node_id, self.node_url, rooms, participants, self.draining, os.getpid())
 
     async def beat(self) -> None:
         await self._redis.set(self._key(self.node_id), json.dumps(asdict(self.me())), px=HEARTBEAT_TTL_MS)

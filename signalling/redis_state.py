@@ -319,9 +319,9 @@ class SharedState:
         try:
             await self.revocations.load()
             await self._follower.start()
+            await self.placement.start()
         except (RedisError, OSError) as exc:
             raise RuntimeError(f"Redis cannot be reached ({exc}): is --redis-url right, and is it running?") from exc
-        self.placement.start()
 
     async def close(self) -> None:
         await self.placement.stop()

@@ -74,9 +74,10 @@ class WebhookSettings:
 class WebhookSender:
     """The room-event listener that turns consultation events into webhooks."""
 
-    def __init__(self, settings: WebhookSettings, data_dir: Path) -> None:
+    def __init__(self, settings: WebhookSettings, data_dir: Path, outbox_file: str = OUTBOX_FILE) -> None:
+        """`outbox_file`: one per process sending (each worker of a machine keeps its own)."""
         self.settings = settings
-        self._path = data_dir / OUTBOX_FILE
+        self._path = data_dir / outbox_file
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-outbox")
         self._outbox: Optional[WebhookOutbox] = None
         self._wake = {endpoint: asyncio.Event() for endpoint in settings.endpoints}

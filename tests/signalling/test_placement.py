@@ -53,7 +53,7 @@ async def test_claims_are_renewed_and_a_lost_one_ends_the_call_here(two, monkeyp
 
     a.on_lost = on_lost
     assert await a.owner_elsewhere("r1") is None
-    a.start()
+    await a.start()
     ttl = await a._redis.pttl(a._key("r1"))
     await asyncio.sleep(0.3)
     assert await a._redis.pttl(a._key("r1")) > ttl - 200  # renewed, not running down
@@ -73,3 +73,21 @@ async def test_without_redis_a_join_is_told_to_retry(two, redis_server):
     redis_server.stop()
     with pytest.raises(RegistryUnavailable):
         await a.owner_elsewhere("r1")
+
+
+async def test_a_restarted_process_drops_what_its_predecessor_at_its_url_left(two, redis_server):
+    a, b = two
+    assert await a.owner_elsewhere("r1") is None
+    assert await b.owner_elsewhere("r2") is None
+    await a.directory.beat()
+    # a dies (no clean stop); a new process gets a's URL (a worker restarted on its port)
+    client = connect(redis_server.url)
+    again = RoomPlacement(client, "http://a:8080", DEFAULT_PREFIX)
+    try:
+        await again.start()
+        assert await client.get(a._key("r1")) is None  # a's room is free to be placed again
+        assert a.node_id not in {n.id for n in await again.directory.nodes()}  # nor its heartbeat
+        assert await again.owner_elsewhere("r2") == "http://b:8080"  # another URL's room is not touched
+    finally:
+        await again.stop()
+        await client.aclose()
