@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(args)
     if config.workers > 1 and config.worker_index is None:
         prepare_shared_files(config)
-        sys.exit(WorkerSupervisor(Path(__file__).resolve(), args, config.workers).run())
+        sys.exit(WorkerSupervisor(Path(__file__).resolve(), args, config.workers, config.metrics_address).run())
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 RESTART_AFTER_S = 1.0
 # Flags the supervisor sets for each worker itself.
-_OWN_FLAGS = ("--workers", "--worker-index", "--internal-port", "--node-url")
+_OWN_FLAGS = ("--workers", "--worker-index", "--internal-port", "--node-url", "--metrics-address")
 
 
 def free_loopback_port() -> int:
@@ -38,9 +38,11 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_argv(argv: Sequence[str], index: int, internal_port: int) -> list[str]:
+def worker_argv(argv: Sequence[str], index: int, internal_port: int,
+                metrics_address: Optional[str] = None) -> list[str]:
     """run.py's arguments for worker `index`: the operator's, without the supervisor's own
-    flags, plus the worker's; only the first worker makes the demo room and prints its links."""
+    flags, plus the worker's; only the first worker makes the demo room and prints its links.
+    `metrics_address` HOST:PORT: worker n serves /metrics on PORT + n (Prometheus scrapes each)."""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -54,16 +56,20 @@ def worker_argv(argv: Sequence[str], index: int, internal_port: int) -> list[str
         out.append(arg)
     out += ["--worker-index", str(index), "--internal-port", str(internal_port),
             "--node-url", f"http://127.0.0.1:{internal_port}"]
+    if metrics_address is not None:
+        host, _, port = metrics_address.rpartition(":")
+        out += ["--metrics-address", f"{host}:{int(port) + index}"]
     if index > 0 and "--no-demo-room" not in out:
         out.append("--no-demo-room")
     return out
 
 
 class WorkerSupervisor:
-    def __init__(self, run_py: Path, argv: Sequence[str], count: int) -> None:
+    def __init__(self, run_py: Path, argv: Sequence[str], count: int, metrics_address: Optional[str] = None) -> None:
         self.run_py = run_py
         self.argv = list(argv)
         self.count = count
+        self.metrics_address = metrics_address
         self.workers: dict[int, subprocess.Popen] = {}
         self.ports = {index: free_loopback_port() for index in range(count)}
         self.restarts = 0
@@ -71,7 +77,8 @@ class WorkerSupervisor:
 
     def start(self, index: int) -> None:
         self.workers[index] = subprocess.Popen(
-            [sys.executable, str(self.run_py), *worker_argv(self.argv, index, self.ports[index])])
+            [sys.executable, str(self.run_py),
+             *worker_argv(self.argv, index, self.ports[index], self.metrics_address)])
         logger.info("worker %d started (pid %d, loopback port %d)", index, self.workers[index].pid,
                     self.ports[index])
 

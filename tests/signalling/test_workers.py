@@ -37,6 +37,10 @@ def test_each_worker_gets_the_operators_flags_and_its_own():
     later = worker_argv(["--workers=2", "--no-demo-room"], 1, 4101)
     assert later[:1] == ["--no-demo-room"] and later.count("--no-demo-room") == 1
     assert worker_argv(["--port", "1"], 1, 4101)[-1] == "--no-demo-room"  # one demo room, made by worker 0
+    # each worker its own /metrics port, whether the operator gave the flag (dropped) or the variable
+    metered = worker_argv(["--metrics-address", "10.0.0.5:9464"], 2, 4102, "10.0.0.5:9464")
+    assert metered.count("--metrics-address") == 1
+    assert metered[metered.index("--metrics-address") + 1] == "10.0.0.5:9466"
 
 
 async def nodes(redis_url: str) -> list[dict]:
