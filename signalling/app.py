@@ -45,6 +45,7 @@ from .room_events import RoomEvents
 from .secrets_store import load_or_create_secret
 from .session import ParticipantSession
 from .static_files import CompressedBodies, shared_site
+from .tls import self_signed_certificate
 from .tokens import TokenIssuer
 from .turn import TURN_SECRET_FILE, TurnService
 
@@ -119,6 +120,8 @@ def prepare_shared_files(config: ServerConfig) -> None:
         load_or_create_secret(config.data_dir / WEBHOOK_SECRET_FILE, generate=new_webhook_secret)
     if config.turn_urls and not config.turn_secret:
         load_or_create_secret(config.data_dir / TURN_SECRET_FILE)
+    if config.tls_self_signed:
+        self_signed_certificate(config.data_dir, [config.host])
 
 
 def ensure_private_dir(path: Path) -> None:
