@@ -63,12 +63,17 @@ from loadtest.harness import (
     proc_cpu_seconds,
     proc_memory_mb,
     start_server,
+    tree_cpu_seconds,
     wait_healthy,
 )
 from loadtest.harness import child_env as _child_env
 from loadtest.harness import emit as _emit
 from loadtest.harness import stop_process as _stop_process
 from loadtest.harness import tail as _tail
+
+# ours with --workers N (and a redis-server of the bench's own): "ours-workers2"
+WORKERS_KIND = "ours-workers"
+BENCH_KINDS = (*KINDS, f"{WORKERS_KIND}2")
 
 # --- the client process -----------------------------------------------------------------------
 
@@ -297,16 +302,25 @@ def summarize(kind: str, rooms: int, fps: int, server_cpu: dict, window: dict) -
 
 def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
     result: dict[str, Any] = {"kind": kind, "rooms": rooms, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    workers = int(kind.removeprefix(WORKERS_KIND)) if kind.startswith(WORKERS_KIND) else 1
+    server_kind = "ours" if workers > 1 else kind
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
-        server = client = None
+        server = client = redis = None
         try:
-            server = start_server(kind, port, workdir)
+            extra: tuple[str, ...] = ()
+            if workers > 1:
+                from tests.redis_server import RedisServer  # the bench's own, on loopback, no disk
+
+                redis = RedisServer(workdir / "redis")
+                redis.start()
+                extra = ("--workers", str(workers), "--redis-url", redis.url)
+            server = start_server(server_kind, port, workdir, extra)
             wait_healthy(server, base_url)
-            admin_key = admin_key_of(kind, workdir)
-            made = make_rooms(kind, base_url, admin_key, rooms, processors=tuple(args.processors))
+            admin_key = admin_key_of(server_kind, workdir)
+            made = make_rooms(server_kind, base_url, admin_key, rooms, processors=tuple(args.processors))
             tokens = [t for _, t in made]
             result["processors"], result["recording"] = list(args.processors), bool(args.record)
             client_log = open(workdir / "client.log", "wb")
@@ -332,16 +346,19 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
             client.stdin.write("start\n")
             client.stdin.flush()
             reader.expect("started", 10)
-            m0, s0 = machine_cpu_ticks(), proc_cpu_seconds(server.pid)
+            # (the server's process and its workers', if any)
+            m0, s0 = machine_cpu_ticks(), tree_cpu_seconds(server.pid)
             c0, t0 = proc_cpu_seconds(client.pid), time.monotonic()
             samples, rss_samples, last_cpu, last_t = [], [], s0, t0
             while time.monotonic() - t0 < args.duration:
                 time.sleep(min(1.0, max(0.0, args.duration - (time.monotonic() - t0))))
-                cpu, now = proc_cpu_seconds(server.pid), time.monotonic()
+                cpu, now = tree_cpu_seconds(server.pid), time.monotonic()
                 samples.append(round((cpu - last_cpu) / max(1e-6, now - last_t), 3))
                 rss_samples.append(proc_memory_mb(server.pid)["rss_mb"])
                 last_cpu, last_t = cpu, now
-            s1, c1 = proc_cpu_seconds(server.pid), proc_cpu_seconds(client.pid)
+            s1, c1 = tree_cpu_seconds(server.pid), proc_cpu_seconds(client.pid)
+            if redis is not None:
+                result["workers"] = _workers_load(redis.url)
             t1, m1 = time.monotonic(), machine_cpu_ticks()
             memory = proc_memory_mb(server.pid)
             client.stdin.write("stop\n")
@@ -375,7 +392,28 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
         finally:
             _stop_process(client, signal.SIGTERM, 5)
             _stop_process(server, signal.SIGINT, 10)
+            if redis is not None:
+                redis.stop()
     return result
+
+
+def _workers_load(redis_url: str) -> list[dict]:
+    """Each worker's rooms and participants, from their heartbeats: how evenly rooms spread."""
+    import asyncio
+
+    from signalling.redis_state import connect
+
+    async def read() -> list[dict]:
+        client = connect(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(match="consult:node:*")]
+            nodes = [json.loads(raw) for raw in await client.mget(keys) if raw] if keys else []
+            return sorted(({"rooms": n["rooms"], "participants": n["participants"]} for n in nodes),
+                          key=lambda n: -n["participants"])
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
 
 
 def _median(values: list[float]) -> Optional[float]:
@@ -454,7 +492,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m loadtest.bench_forwarding",
         description="Server CPU per forwarded stream: consult-sfu vs an aiortc MediaRelay server")
     p.add_argument("--rooms", type=int, nargs="+", default=[1, 2, 3], help="room counts (three participants each)")
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="servers to measure")
+    p.add_argument("--kinds", nargs="+", choices=BENCH_KINDS, default=list(KINDS),
+                   help="servers to measure; ours-workers2: ours with --workers 2 and a redis-server of its own")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds between 'media flows' and the window")
     p.add_argument("--settle-timeout", type=float, default=40.0,

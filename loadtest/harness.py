@@ -42,6 +42,31 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and every process under it (a server's workers), in seconds."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    total = 0.0
+    for member in tree:
+        try:
+            total += proc_cpu_seconds(member)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile
+    return total
+
+
 def proc_memory_mb(pid: int) -> dict[str, float]:
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -246,12 +271,12 @@ def stop_process(proc: Optional[subprocess.Popen], sig=signal.SIGINT, timeout: f
 # --- servers, rooms, tokens -----------------------------------------------------------------
 
 
-def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_server(kind: str, port: int, workdir: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     log = open(workdir / "server.log", "wb")
     if kind == "ours":
         cmd = [sys.executable, str(REPO_ROOT / "run.py"), "--host", "127.0.0.1", "--port", str(port),
                "--media-host-address", "127.0.0.1", "--data-dir", str(workdir / "data"), "--no-demo-room",
-               "--log-level", "WARNING"]
+               "--log-level", "WARNING", *extra]
     elif kind == "relay":
         cmd = [sys.executable, "-m", "loadtest.relay_baseline", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "WARNING"]
