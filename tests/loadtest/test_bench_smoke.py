@@ -59,3 +59,23 @@ def test_benchmark_machinery_forwards_media_one_room(tmp_path):
     row = report["comparison"][0]
     assert row["rooms"] == 1 and row["ours"]["cpu_share_per_video_stream"] > 0
     assert "| 1 | ours | 6 |" in report["table_markdown"]
+
+
+@pytest.mark.timeout(120)
+def test_benchmark_machinery_measures_two_workers(tmp_path):
+    """`ours-workers2`: run.py --workers 2 with a redis-server of the bench's own; CPU over the
+    whole process tree; the room's call on one worker, the other idle."""
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "loadtest.bench_forwarding",
+        "--rooms", "1", "--kinds", "ours-workers2", "--duration", "3", "--warmup", "0.5", "--settle-timeout", "20",
+        "--width", "320", "--height", "180", "--fps", "15", "--bitrate", "300000",
+        "--clip-seconds", "2", "--keyframe-interval", "0.5",
+        "--cache-dir", str(tmp_path / "clips"), "--json", str(out),
+    ]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "error" not in run, run
+    assert sorted(w["participants"] for w in run["workers"]) == [0, 3], run["workers"]
+    assert run["server"]["cpu_seconds"] > 0 and run["delivery"]["video_streams_with_frames"] == 6
