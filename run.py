@@ -115,6 +115,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
                         "(one process forwards on one core; default 1)")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument("--internal-port", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--internal-host", default="127.0.0.1", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     p.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=LOG_FORMATS,
                    help="text (default) or json: one JSON object a line with room, participant and request ids")
@@ -192,6 +193,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         workers=a.workers,
         worker_index=a.worker_index,
         internal_port=a.internal_port,
+        internal_host=a.internal_host,
     )
 
 
@@ -238,7 +240,7 @@ async def serve(config: ServerConfig) -> None:
     worker = config.worker_index is not None  # the workers share the port; the kernel spreads connections
     await web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context, reuse_port=worker).start()
     if config.internal_port is not None:  # where the other workers reach this one (relays, admin calls)
-        await web.TCPSite(runner, "127.0.0.1", config.internal_port).start()
+        await web.TCPSite(runner, config.internal_host, config.internal_port).start()
     metrics_runner = None
     if config.metrics_address:
         metrics_host, metrics_port = parse_address(config.metrics_address)
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(args)
     if config.workers > 1 and config.worker_index is None:
         prepare_shared_files(config)
-        sys.exit(WorkerSupervisor(Path(__file__).resolve(), args, config.workers, config.metrics_address).run())
+        sys.exit(WorkerSupervisor(Path(__file__).resolve(), args, config.workers, port=config.port,
+                                  metrics_address=config.metrics_address, node_url=config.node_url).run())
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

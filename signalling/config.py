@@ -51,6 +51,7 @@ class ServerConfig:
     workers: int = 1
     worker_index: Optional[int] = None
     internal_port: Optional[int] = None
+    internal_host: str = "127.0.0.1"
 
     @property
     def uses_tls(self) -> bool:

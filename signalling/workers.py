@@ -3,8 +3,8 @@
 One Python process forwards on one core. `run.py --workers N` starts N worker processes,
 each a whole node (signalling/placement.py) sharing the machine's data directory and the
 service's Redis: they all listen on the public port (SO_REUSEPORT: the kernel hands each
-new connection to one of them), each also on a loopback port of its own where the others
-reach it, so a join that lands on a worker not running its room is relayed to the one
+new connection to one of them), each also on a port of its own (the public one + 1 + its
+index) where the others reach it, so a join that lands on a worker not running its room is relayed to the one
 that does. Media goes straight to the room's worker (its own UDP ports are in its offer).
 
 This supervisor only starts the workers, restarts one that dies (its rooms are placed
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,25 +23,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Optional
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
 RESTART_AFTER_S = 1.0
 # Flags the supervisor sets for each worker itself.
-_OWN_FLAGS = ("--workers", "--worker-index", "--internal-port", "--node-url", "--metrics-address")
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_OWN_FLAGS = ("--workers", "--worker-index", "--internal-port", "--internal-host", "--node-url", "--metrics-address")
 
 
 def worker_argv(argv: Sequence[str], index: int, internal_port: int,
-                metrics_address: Optional[str] = None) -> list[str]:
+                metrics_address: Optional[str] = None, node_host: str = "127.0.0.1") -> list[str]:
     """run.py's arguments for worker `index`: the operator's, without the supervisor's own
     flags, plus the worker's; only the first worker makes the demo room and prints its links.
-    `metrics_address` HOST:PORT: worker n serves /metrics on PORT + n (Prometheus scrapes each)."""
+    `metrics_address` HOST:PORT: worker n serves /metrics on PORT + n (Prometheus scrapes each).
+    `node_host`: where the other nodes reach this machine (the operator's --node-url host;
+    loopback when only this machine's workers need to)."""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -54,8 +50,10 @@ def worker_argv(argv: Sequence[str], index: int, internal_port: int,
             skip = "=" not in arg
             continue
         out.append(arg)
+    loopback = node_host in ("127.0.0.1", "localhost", "::1")
     out += ["--worker-index", str(index), "--internal-port", str(internal_port),
-            "--node-url", f"http://127.0.0.1:{internal_port}"]
+            "--internal-host", "127.0.0.1" if loopback else "0.0.0.0",
+            "--node-url", f"http://{node_host}:{internal_port}"]
     if metrics_address is not None:
         host, _, port = metrics_address.rpartition(":")
         out += ["--metrics-address", f"{host}:{int(port) + index}"]
@@ -65,20 +63,24 @@ def worker_argv(argv: Sequence[str], index: int, internal_port: int,
 
 
 class WorkerSupervisor:
-    def __init__(self, run_py: Path, argv: Sequence[str], count: int, metrics_address: Optional[str] = None) -> None:
+    def __init__(self, run_py: Path, argv: Sequence[str], count: int, *, port: int,
+                 metrics_address: Optional[str] = None, node_url: Optional[str] = None) -> None:
+        """Worker n's own port (where the other workers and nodes reach it) is `port` + 1 + n:
+        fixed, for a firewall to open; on `node_url`'s host when given, else loopback only."""
         self.run_py = run_py
         self.argv = list(argv)
         self.count = count
         self.metrics_address = metrics_address
+        self.node_host = urlsplit(node_url).hostname or "127.0.0.1" if node_url else "127.0.0.1"
         self.workers: dict[int, subprocess.Popen] = {}
-        self.ports = {index: free_loopback_port() for index in range(count)}
+        self.ports = {index: port + 1 + index for index in range(count)}
         self.restarts = 0
         self._stopping: Optional[int] = None  # the signal passed on: no more restarts
 
     def start(self, index: int) -> None:
         self.workers[index] = subprocess.Popen(
             [sys.executable, str(self.run_py),
-             *worker_argv(self.argv, index, self.ports[index], self.metrics_address)])
+             *worker_argv(self.argv, index, self.ports[index], self.metrics_address, self.node_host)])
         logger.info("worker %d started (pid %d, loopback port %d)", index, self.workers[index].pid,
                     self.ports[index])
 

@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_each_worker_gets_the_operators_flags_and_its_own():
     argv = ["--port", "9000", "--workers", "3", "--redis-url=redis://r/0", "--node-url", "http://x"]
-    assert worker_argv(argv, 0, 4100) == ["--port", "9000", "--redis-url=redis://r/0", "--worker-index", "0",
-                                          "--internal-port", "4100", "--node-url", "http://127.0.0.1:4100"]
+    assert worker_argv(argv, 0, 9001) == ["--port", "9000", "--redis-url=redis://r/0", "--worker-index", "0",
+                                          "--internal-port", "9001", "--internal-host", "127.0.0.1",
+                                          "--node-url", "http://127.0.0.1:9001"]
+    # several machines: the workers are reached on this machine's address
+    reachable = worker_argv(argv, 1, 9002, node_host="10.0.0.5")
+    assert reachable[reachable.index("--node-url") + 1] == "http://10.0.0.5:9002"
+    assert reachable[reachable.index("--internal-host") + 1] == "0.0.0.0"
     later = worker_argv(["--workers=2", "--no-demo-room"], 1, 4101)
     assert later[:1] == ["--no-demo-room"] and later.count("--no-demo-room") == 1
     assert worker_argv(["--port", "1"], 1, 4101)[-1] == "--no-demo-room"  # one demo room, made by worker 0
