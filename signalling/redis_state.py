@@ -36,6 +36,7 @@ from .placement import RoomPlacement
 from .registry import (
     LIVE_WATERMARK_MODES,
     ROOM_ID_PATTERN,
+    LocalParticipants,
     ParticipantRecord,
     RegistryError,
     RegistryUnavailable,
@@ -78,7 +79,7 @@ class RedisRegistry:
         self._redis = client
         self._prefix = prefix
         self.closed_channel = f"{prefix}room-closed"
-        self._participants: dict[str, dict[str, ParticipantRecord]] = {}
+        self._participants = LocalParticipants()
 
     def _room_key(self, room_id: str) -> str:
         return f"{self._prefix}room:{room_id}"
@@ -117,7 +118,7 @@ class RedisRegistry:
                     break
                 except WatchError:
                     continue  # another node changed the room meanwhile: decide again on what it wrote
-        self._participants[room_id] = {}
+        self._participants.forget_room(room_id)  # a new life of the id starts empty
         return room
 
     @_unavailable
@@ -163,29 +164,21 @@ class RedisRegistry:
                     break
                 except WatchError:
                     continue
-        self._participants.pop(room_id, None)
+        self._participants.forget_room(room_id)
         return True
 
     @_unavailable
     async def add_participant(self, participant: ParticipantRecord) -> None:
-        room = await self.get_room(participant.room_id)
-        if room is None or not room.open:
-            raise RegistryError(f"room {participant.room_id} is not open")
-        members = self._participants.setdefault(participant.room_id, {})
-        if len(members) >= room.max_participants:
-            raise RegistryError(f"room {participant.room_id} is full ({room.max_participants})")
-        members[participant.id] = participant
+        self._participants.add(await self.get_room(participant.room_id), participant)
 
     async def update_participant(self, participant: ParticipantRecord) -> None:
-        members = self._participants.get(participant.room_id, {})
-        if participant.id in members:
-            members[participant.id] = participant
+        self._participants.update(participant)
 
     async def remove_participant(self, room_id: str, participant_id: str) -> None:
-        self._participants.get(room_id, {}).pop(participant_id, None)
+        self._participants.remove(room_id, participant_id)
 
     async def list_participants(self, room_id: str) -> list[ParticipantRecord]:
-        return list(self._participants.get(room_id, {}).values())
+        return self._participants.of(room_id)
 
 
 class RedisRevocations:

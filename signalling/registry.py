@@ -148,13 +148,43 @@ class RegistryUnavailable(RegistryError):
     """The shared room list cannot be reached now (Redis down): worth trying again shortly."""
 
 
+class LocalParticipants:
+    """Who is in each room, as this process knows it (the one running the calls)."""
+
+    def __init__(self) -> None:
+        self._by_room: dict[str, dict[str, ParticipantRecord]] = {}
+
+    def add(self, room: Optional[RoomRecord], participant: ParticipantRecord) -> None:
+        """Into `room` (its record, None: no such room); RegistryError when closed or full."""
+        if room is None or not room.open:
+            raise RegistryError(f"room {participant.room_id} is not open")
+        members = self._by_room.setdefault(participant.room_id, {})
+        if len(members) >= room.max_participants:
+            raise RegistryError(f"room {participant.room_id} is full ({room.max_participants})")
+        members[participant.id] = participant
+
+    def update(self, participant: ParticipantRecord) -> None:
+        members = self._by_room.get(participant.room_id, {})
+        if participant.id in members:
+            members[participant.id] = participant
+
+    def remove(self, room_id: str, participant_id: str) -> None:
+        self._by_room.get(room_id, {}).pop(participant_id, None)
+
+    def of(self, room_id: str) -> list[ParticipantRecord]:
+        return list(self._by_room.get(room_id, {}).values())
+
+    def forget_room(self, room_id: str) -> None:
+        self._by_room.pop(room_id, None)
+
+
 class InMemoryRegistry:
     """The embedded default: one process, rooms persisted to a JSON file if given."""
 
     def __init__(self, rooms_file: Optional[Path] = None) -> None:
         self._rooms: dict[str, RoomRecord] = {}
         self._earlier: dict[str, list[RoomInstance]] = {}  # room id -> its closed earlier instances, oldest first
-        self._participants: dict[str, dict[str, ParticipantRecord]] = {}
+        self._participants = LocalParticipants()
         self._rooms_file = rooms_file
         self._lock = asyncio.Lock()
         if rooms_file is not None and rooms_file.exists():
@@ -202,7 +232,7 @@ class InMemoryRegistry:
                               live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
                               instance=new_instance_id())
             self._rooms[room_id] = room
-            self._participants[room_id] = {}
+            self._participants.forget_room(room_id)  # a new life of the id starts empty
             self._save()
             return room
 
@@ -223,26 +253,18 @@ class InMemoryRegistry:
             if room is None or not room.open:
                 return False
             room.closed_at = time.time()
-            self._participants.pop(room_id, None)
+            self._participants.forget_room(room_id)
             self._save()
             return True
 
     async def add_participant(self, participant: ParticipantRecord) -> None:
-        room = self._rooms.get(participant.room_id)
-        if room is None or not room.open:
-            raise RegistryError(f"room {participant.room_id} is not open")
-        members = self._participants.setdefault(participant.room_id, {})
-        if len(members) >= room.max_participants:
-            raise RegistryError(f"room {participant.room_id} is full ({room.max_participants})")
-        members[participant.id] = participant
+        self._participants.add(self._rooms.get(participant.room_id), participant)
 
     async def update_participant(self, participant: ParticipantRecord) -> None:
-        members = self._participants.get(participant.room_id, {})
-        if participant.id in members:
-            members[participant.id] = participant
+        self._participants.update(participant)
 
     async def remove_participant(self, room_id: str, participant_id: str) -> None:
-        self._participants.get(room_id, {}).pop(participant_id, None)
+        self._participants.remove(room_id, participant_id)
 
     async def list_participants(self, room_id: str) -> list[ParticipantRecord]:
-        return list(self._participants.get(room_id, {}).values())
+        return self._participants.of(room_id)
