@@ -102,8 +102,11 @@ async def test_nack_retries_stop_while_no_retransmission_arrives(sfu):
     after = track.nack_stats
     gaps = after["given_up"] - before["given_up"]
     assert after["recovered"] == 0 and gaps >= 10, (before, after)
-    # one NACK per gap (was one every quarter RTT until the deadline: up to 40 each)
-    assert after["nacked"] - before["nacked"] <= gaps + 5, (before, after)
+    # about one NACK per gap (was one every quarter RTT until the deadline: up to 40 each); the
+    # gaps given up in the window are not exactly those asked for in it (up to a deadline's
+    # worth at either end), so the bound is twice that with a margin
+    assert after["nacked"] - before["nacked"] <= 2 * gaps + 10, (before, after)
+    assert after["retries_withheld"] - before["retries_withheld"] >= 3 * gaps, (before, after)
 
 
 async def test_audio_nacks_are_answered_too(sfu):
