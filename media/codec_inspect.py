@@ -115,3 +115,9 @@ def keyframe_detector(codec_name: str):  # -> Callable[[bytes], bool]
     if name == "H264":
         return h264_is_keyframe_start
     return None
+
+
+def keyframe_size_reader(codec_name: str):  # -> Callable[[bytes], Optional[tuple[int, int]]] | None
+    """What reads a keyframe's picture size from its first packet; None where the payload
+    does not say it (H.264 keeps it in the SPS, which is not parsed)."""
+    return vp8_keyframe_size if codec_name.upper() == "VP8" else None

@@ -36,7 +36,7 @@ from aiortc.rtp import (
 )
 
 from .bitrate_policy import publisher_bitrate
-from .codec_inspect import keyframe_detector, vp8_keyframe_size
+from .codec_inspect import keyframe_detector, keyframe_size_reader
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
@@ -117,6 +117,7 @@ class PublishedTrack:
         self._keyframe_detectors = {
             pt: keyframe_detector(c.name) for pt, c in self.codecs.items() if kind == "video"
         }
+        self._keyframe_sizes = {pt: keyframe_size_reader(c.name) for pt, c in self.codecs.items() if kind == "video"}
         self._rtcp_ssrc = rtcp_ssrc
         self._downtracks: list[DownTrack] = []
         # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
@@ -404,7 +405,8 @@ class PublishedTrack:
         self.last_packet_at = now
         if keyframe_start:
             self._keyframes.keyframe_started()
-            self.frame_size = vp8_keyframe_size(packet.payload) or self.frame_size
+            read_size = self._keyframe_sizes.get(codec.payloadType) if codec.payloadType is not None else None
+            self.frame_size = (read_size(packet.payload) if read_size else None) or self.frame_size
             if self.on_keyframe is not None:
                 self.on_keyframe(self)
 

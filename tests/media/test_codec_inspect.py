@@ -10,7 +10,13 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
 
-from media.codec_inspect import h264_is_keyframe_start, keyframe_detector, vp8_is_keyframe_start, vp8_keyframe_size
+from media.codec_inspect import (
+    h264_is_keyframe_start,
+    keyframe_detector,
+    keyframe_size_reader,
+    vp8_is_keyframe_start,
+    vp8_keyframe_size,
+)
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=99,
@@ -55,6 +61,11 @@ def test_detector_by_codec_name():
     assert keyframe_detector("VP8") is vp8_is_keyframe_start
     assert keyframe_detector("h264") is h264_is_keyframe_start
     assert keyframe_detector("opus") is None
+
+
+def test_size_reader_by_codec_name():
+    assert keyframe_size_reader("vp8") is vp8_keyframe_size
+    assert keyframe_size_reader("H264") is None and keyframe_size_reader("opus") is None
 
 
 @pytest.mark.parametrize("size", [(320, 240), (640, 360), (1280, 720)])
