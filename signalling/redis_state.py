@@ -23,26 +23,24 @@ import asyncio
 import functools
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Optional, cast
 
 from redis import asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from .placement import RoomPlacement
 from .registry import (
-    LIVE_WATERMARK_MODES,
-    ROOM_ID_PATTERN,
     LocalParticipants,
     ParticipantRecord,
     RegistryError,
     RegistryUnavailable,
     RoomInstance,
     RoomRecord,
-    new_instance_id,
+    new_room_record,
 )
 from .tokens import JTI_PATTERN
 
@@ -89,37 +87,41 @@ class RedisRegistry:
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
                           clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
-        if live_watermark not in LIVE_WATERMARK_MODES:
-            raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
-        room_id = room_id or secrets.token_urlsafe(9)
-        if not ROOM_ID_PATTERN.match(room_id):
-            raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
-        room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
-                          video_codec=video_codec, processors=list(processors or []), language=language,
-                          live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
-                          instance=new_instance_id())
+        room = new_room_record(name, room_id, max_participants, video_codec, processors, language, live_watermark,
+                               clinic, consent_required)
+
+        def create(existing: Optional[dict], pipe: Pipeline) -> bool:
+            earlier = existing["earlier"] if existing else []
+            if existing is not None:
+                current = _room(existing)
+                if current.open:
+                    raise RegistryError(f"room {room.id} already exists")
+                # the id is used again: the closed life stays known, for its recordings
+                earlier = [*earlier, _life(current.life())]
+            pipe.set(self._room_key(room.id), json.dumps({"room": asdict(room), "earlier": earlier}))
+            pipe.sadd(f"{self._prefix}rooms", room.id)
+            return True
+
+        await self._change_room(room.id, create)
+        self._participants.forget_room(room.id)  # a new life of the id starts empty
+        return room
+
+    async def _change_room(self, room_id: str, change: Callable[[Optional[dict], Pipeline], bool]) -> bool:
+        """`change(document, pipe)` queues writes for the room's document as it is now, or
+        declines (False); all or nothing, decided again on what another node wrote meanwhile."""
         key = self._room_key(room_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key)
-                    existing = _document(await pipe.get(key))
-                    earlier = existing["earlier"] if existing else []
-                    if existing is not None:
-                        current = _room(existing)
-                        if current.open:
-                            raise RegistryError(f"room {room_id} already exists")
-                        # the id is used again: the closed life stays known, for its recordings
-                        earlier = [*earlier, _life(current.life())]
+                    document = _document(await pipe.get(key))
                     pipe.multi()
-                    pipe.set(key, json.dumps({"room": asdict(room), "earlier": earlier}))
-                    pipe.sadd(f"{self._prefix}rooms", room_id)
+                    if not change(document, pipe):
+                        return False
                     await pipe.execute()
-                    break
+                    return True
                 except WatchError:
-                    continue  # another node changed the room meanwhile: decide again on what it wrote
-        self._participants.forget_room(room_id)  # a new life of the id starts empty
-        return room
+                    continue
 
     @_unavailable
     async def get_room(self, room_id: str) -> Optional[RoomRecord]:
@@ -147,23 +149,17 @@ class RedisRegistry:
 
     @_unavailable
     async def close_room(self, room_id: str) -> bool:
-        key = self._room_key(room_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    document = _document(await pipe.get(key))
-                    if document is None or document["room"].get("closed_at") is not None:
-                        return False
-                    document["room"]["closed_at"] = time.time()
-                    pipe.multi()
-                    pipe.set(key, json.dumps(document))
-                    # every node ends the call if it runs it (its registry's close reached one node)
-                    pipe.publish(self.closed_channel, f"{room_id} {document['room']['instance']}")
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+        def close(document: Optional[dict], pipe: Pipeline) -> bool:
+            if document is None or document["room"].get("closed_at") is not None:
+                return False
+            document["room"]["closed_at"] = time.time()
+            pipe.set(self._room_key(room_id), json.dumps(document))
+            # every node ends the call if it runs it (its registry's close reached one node)
+            pipe.publish(self.closed_channel, f"{room_id} {document['room']['instance']}")
+            return True
+
+        if not await self._change_room(room_id, close):
+            return False
         self._participants.forget_room(room_id)
         return True
 

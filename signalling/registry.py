@@ -148,6 +148,21 @@ class RegistryUnavailable(RegistryError):
     """The shared room list cannot be reached now (Redis down): worth trying again shortly."""
 
 
+def new_room_record(name: str, room_id: Optional[str], max_participants: int, video_codec: str,
+                    processors: Optional[list[str]], language: Optional[str], live_watermark: str,
+                    clinic: Optional[str], consent_required: bool) -> RoomRecord:
+    """A new life of a room id (a fresh one when none is given), checked; RegistryError if not valid."""
+    if live_watermark not in LIVE_WATERMARK_MODES:
+        raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
+    room_id = room_id or secrets.token_urlsafe(9)
+    if not ROOM_ID_PATTERN.match(room_id):
+        raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
+    return RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
+                      video_codec=video_codec, processors=list(processors or []), language=language,
+                      live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
+                      instance=new_instance_id())
+
+
 class LocalParticipants:
     """Who is in each room, as this process knows it (the one running the calls)."""
 
@@ -216,21 +231,15 @@ class InMemoryRegistry:
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
                           clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
-        if live_watermark not in LIVE_WATERMARK_MODES:
-            raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
+        room = new_room_record(name, room_id, max_participants, video_codec, processors, language, live_watermark,
+                               clinic, consent_required)
+        room_id = room.id
         async with self._lock:
-            room_id = room_id or secrets.token_urlsafe(9)
-            if not ROOM_ID_PATTERN.match(room_id):
-                raise RegistryError("room id: 1-64 characters of A-Z a-z 0-9 _ -")
             existing = self._rooms.get(room_id)
             if existing is not None and existing.open:
                 raise RegistryError(f"room {room_id} already exists")
             if existing is not None:  # the id is used again: the closed life stays known, for its recordings
                 self._earlier.setdefault(room_id, []).append(existing.life())
-            room = RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
-                              video_codec=video_codec, processors=list(processors or []), language=language,
-                              live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
-                              instance=new_instance_id())
             self._rooms[room_id] = room
             self._participants.forget_room(room_id)  # a new life of the id starts empty
             self._save()
