@@ -18,11 +18,12 @@ import time
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from .http_limits import CLOSE_TRY_AGAIN_LATER
+
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-CLOSE_GOING_AWAY = 1001  # RFC 6455: what the page sees when the owner cannot be reached
-CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_GOING_AWAY = 1001  # RFC 6455: the owner closed without a code
 # Marks a join one node relayed to another it placed the room on: that node claims the room
 # rather than placing it again. Signed with the key every node shares, valid this long.
 PLACED_HEADER = "X-Consult-Placed"

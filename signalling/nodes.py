@@ -40,7 +40,7 @@ class NodeState:
 
 class NodeDirectory:
     def __init__(self, client: aioredis.Redis, node_id: str, node_url: str, prefix: str,
-                 load: Callable[[], tuple[int, int]]) -> None:
+                 load: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
         """`load()`: (live rooms, participants) on this node now."""
         self.node_id = node_id
         self.node_url = node_url

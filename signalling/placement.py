@@ -40,13 +40,12 @@ _RELEASE = _IF_MINE.format("'del', KEYS[1]")
 
 
 class RoomPlacement:
-    def __init__(self, client: aioredis.Redis, node_url: str, prefix: str,
-                 load: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
-        """`node_url`: where the other nodes reach this one's HTTP server (its /ws); `load()`:
-        (live rooms, participants) here now, for placing new rooms on the least busy node."""
+    def __init__(self, client: aioredis.Redis, node_url: str, prefix: str) -> None:
+        """`node_url`: where the other nodes reach this one's HTTP server (its /ws). The room
+        service tells `directory.load` how busy this node is, for placing new rooms."""
         self.node_id = secrets.token_hex(8)
         self.node_url = node_url.rstrip("/")
-        self.directory = NodeDirectory(client, self.node_id, self.node_url, prefix, load)
+        self.directory = NodeDirectory(client, self.node_id, self.node_url, prefix)
         self._redis = client
         self._prefix = prefix
         self._claim = json.dumps({"node": self.node_id, "url": self.node_url})
