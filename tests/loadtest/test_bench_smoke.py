@@ -14,21 +14,26 @@ pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(90)
-def test_benchmark_machinery_forwards_media_one_room(tmp_path):
+def run_bench(tmp_path: Path, kind: str, *, settle_timeout: int, timeout: int) -> dict:
+    """One room through `kind` for 3 s; the bench's JSON report."""
     out = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "loadtest.bench_forwarding",
-        "--rooms", "1", "--kinds", "ours", "--duration", "3", "--warmup", "0.5", "--settle-timeout", "15",
+        "--rooms", "1", "--kinds", kind, "--duration", "3", "--warmup", "0.5",
+        "--settle-timeout", str(settle_timeout),
         # a small, quick clip: keyframes often, so every subscriber starts within half a second
         "--width", "320", "--height", "180", "--fps", "15", "--bitrate", "300000",
         "--clip-seconds", "2", "--keyframe-interval", "0.5",
         "--cache-dir", str(tmp_path / "clips"), "--json", str(out),
     ]
-    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=80)
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return json.loads(out.read_text())
 
-    report = json.loads(out.read_text())
+
+@pytest.mark.timeout(90)
+def test_benchmark_machinery_forwards_media_one_room(tmp_path):
+    report = run_bench(tmp_path, "ours", settle_timeout=15, timeout=80)
     assert {"command", "machine", "settings", "runs", "comparison", "table_markdown"} <= report.keys()
     assert report["machine"]["nproc"] >= 1
     (run,) = report["runs"]
@@ -65,17 +70,7 @@ def test_benchmark_machinery_forwards_media_one_room(tmp_path):
 def test_benchmark_machinery_measures_two_workers(tmp_path):
     """`ours-workers2`: run.py --workers 2 with a redis-server of the bench's own; CPU over the
     whole process tree; the room's call on one worker, the other idle."""
-    out = tmp_path / "bench.json"
-    command = [
-        sys.executable, "-m", "loadtest.bench_forwarding",
-        "--rooms", "1", "--kinds", "ours-workers2", "--duration", "3", "--warmup", "0.5", "--settle-timeout", "20",
-        "--width", "320", "--height", "180", "--fps", "15", "--bitrate", "300000",
-        "--clip-seconds", "2", "--keyframe-interval", "0.5",
-        "--cache-dir", str(tmp_path / "clips"), "--json", str(out),
-    ]
-    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    (run,) = json.loads(out.read_text())["runs"]
+    (run,) = run_bench(tmp_path, "ours-workers2", settle_timeout=20, timeout=110)["runs"]
     assert "error" not in run, run
     assert sorted(w["participants"] for w in run["workers"]) == [0, 3], run["workers"]
     assert run["server"]["cpu_seconds"] > 0 and run["delivery"]["video_streams_with_frames"] == 6

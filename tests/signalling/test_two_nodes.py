@@ -81,6 +81,14 @@ class Node:
                 return response.status, await response.json()
 
 
+async def room_with_links(node: Node, room_id: str, *roles: str) -> dict[str, str]:
+    """A room made through `node`'s admin API (no processors), and a link token per role."""
+    status, room = await node.admin("POST", "/api/rooms", {"id": room_id, "name": "Room", "processors": []})
+    assert status == 201, room
+    return {role: (await node.admin("POST", f"/api/rooms/{room_id}/links", {"role": role}))[1]["token"]
+            for role in roles}
+
+
 async def join(node: Node, token: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, dict]:
     http = aiohttp.ClientSession()
     ws = await http.ws_connect(node.url.replace("http", "ws", 1) + "/ws")
@@ -166,9 +174,7 @@ async def test_while_redis_is_down_calls_go_on_joins_are_told_to_retry_and_then_
     node = Node(tmp_path, "a", redis.url)
     try:
         await node.start()
-        await node.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
-        links = [(await node.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
-                 for role in ("doctor", "patient")]
+        links = list((await room_with_links(node, "r1", "doctor", "patient")).values())
         http, ws, joined = await join(node, links[0])
         assert joined["type"] == "joined", joined
         try:
@@ -203,9 +209,7 @@ async def test_while_redis_is_down_calls_go_on_joins_are_told_to_retry_and_then_
 
 async def test_a_join_reaching_another_node_is_relayed_to_the_rooms_node_and_media_flows(two_nodes):
     a, b = two_nodes
-    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
-    tokens = {role: (await a.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
-              for role in ("patient", "doctor")}
+    tokens = await room_with_links(a, "r1", "patient", "doctor")
     patient = SyntheticParticipant(a.url, tokens["patient"], audio=ToneAudioTrack(), video=PatternVideoTrack(seed=1))
     doctor = SyntheticParticipant(b.url, tokens["doctor"], audio=ToneAudioTrack(), video=PatternVideoTrack(seed=2))
     try:
@@ -230,9 +234,7 @@ async def test_a_join_reaching_another_node_is_relayed_to_the_rooms_node_and_med
 
 async def test_when_the_rooms_node_dies_the_next_join_starts_the_call_on_another(two_nodes):
     a, b = two_nodes
-    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
-    tokens = {role: (await a.admin("POST", "/api/rooms/r1/links", {"role": role}))[1]["token"]
-              for role in ("patient", "doctor")}
+    tokens = await room_with_links(a, "r1", "patient", "doctor")
     http, ws, joined = await join(a, tokens["patient"])
     assert joined["type"] == "joined"
     await ws.close()
@@ -259,10 +261,7 @@ async def test_when_the_rooms_node_dies_the_next_join_starts_the_call_on_another
 
 async def test_a_draining_node_takes_no_new_room_and_moves_its_calls_when_the_grace_is_over(two_nodes):
     a, b = two_nodes
-    for room_id in ("r1", "r2"):
-        await a.admin("POST", "/api/rooms", {"id": room_id, "name": "Room", "processors": []})
-    tokens = {room_id: (await a.admin("POST", f"/api/rooms/{room_id}/links", {"role": "patient"}))[1]["token"]
-              for room_id in ("r1", "r2")}
+    tokens = {room_id: (await room_with_links(a, room_id, "patient"))["patient"] for room_id in ("r1", "r2")}
     http, ws, joined = await join(a, tokens["r1"])  # r1's call runs on a
     assert joined["type"] == "joined"
     assert a.proc is not None
@@ -299,8 +298,7 @@ async def test_a_draining_node_takes_no_new_room_and_moves_its_calls_when_the_gr
 
 async def test_an_admin_call_drains_a_node_without_stopping_it(two_nodes):
     a, b = two_nodes
-    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
-    token = (await a.admin("POST", "/api/rooms/r1/links", {"role": "patient"}))[1]["token"]
+    token = (await room_with_links(a, "r1", "patient"))["patient"]
     http, ws, joined = await join(a, token)
     assert joined["type"] == "joined"
     status, node = await a.admin("GET", "/api/node")
@@ -327,8 +325,7 @@ async def test_an_admin_call_drains_a_node_without_stopping_it(two_nodes):
 
 async def test_closing_a_room_through_another_node_ends_its_call(two_nodes):
     a, b = two_nodes
-    await a.admin("POST", "/api/rooms", {"id": "r1", "name": "Room", "processors": []})
-    token = (await a.admin("POST", "/api/rooms/r1/links", {"role": "patient"}))[1]["token"]
+    token = (await room_with_links(a, "r1", "patient"))["patient"]
     http, ws, joined = await join(a, token)  # the call runs on a
     try:
         assert joined["type"] == "joined"
