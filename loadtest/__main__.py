@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 from urllib.parse import urlparse
 
 from loadtest import report
@@ -191,6 +192,10 @@ def _admin_key(value: Optional[str]) -> Optional[str]:
     return value or os.environ.get("CONSULT_ADMIN_KEY")
 
 
+class WindowMarker(Protocol):
+    def mark(self, name: str) -> None: ...
+
+
 class Progress:
     """One tqdm bar over every run's warm-up + window + drain; phases and live counts in the postfix."""
 
@@ -298,8 +303,10 @@ def client_config(args, kind: str, profile: Profile, tokens: list[list[str]], ba
     }
 
 
-def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dict[str, Any], dict]:
-    """One (server, profile) run. Returns (result, samples for the plot)."""
+def run_once(args, kind: str, profile: Profile, progress: Progress,
+             window_markers: Sequence[WindowMarker] = ()) -> tuple[dict[str, Any], dict]:
+    """One (server, profile) run. Returns (result, samples for the plot). Each of `window_markers`
+    is told "window_start" and "window_end" as the measurement window opens and closes."""
     run_total = args.warmup + args.duration + args.drain
     result: dict[str, Any] = {"server": kind, "profile": profile.name, "key": f"{kind}/{profile.name}",
                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -326,7 +333,7 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                                processors=tuple(args.processors))
             room_ids = [room_id for room_id, _ in rooms]
             if server_pid:
-                sampler = ProcessSampler(server_pid).start()
+                sampler = ProcessSampler(server_pid, tree=True).start()  # with its workers, if any
             machine_before: Optional[dict] = None
             record_path = workdir / "record.json"
             config = client_config(args, kind, profile, [t for _, t in rooms], base_url, record_path)
@@ -368,13 +375,13 @@ def run_once(args, kind: str, profile: Profile, progress: Progress) -> tuple[dic
                     machine_before = machine_cpu_ticks()
                     if kind == "ours":
                         layer_sampler = LayerSampler(base_url, admin_key, room_ids).start()
-                    for s in (sampler, client_sampler):
-                        if s:
-                            s.mark("window_start")
+                    for marker in (sampler, client_sampler, *window_markers):
+                        if marker:
+                            marker.mark("window_start")
                 elif name == "window_end":
-                    for s in (sampler, client_sampler):
-                        if s:
-                            s.mark("window_end")
+                    for marker in (sampler, client_sampler, *window_markers):
+                        if marker:
+                            marker.mark("window_end")
                     if layer_sampler is not None:
                         layer_sampler.stop()
                     if machine_before is not None:

@@ -60,6 +60,7 @@ from loadtest.harness import (
     machine_info,
     machine_usage,
     make_rooms,
+    node_heartbeats,
     proc_cpu_seconds,
     proc_memory_mb,
     start_server,
@@ -358,7 +359,8 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
                 last_cpu, last_t = cpu, now
             s1, c1 = tree_cpu_seconds(server.pid), proc_cpu_seconds(client.pid)
             if redis is not None:
-                result["workers"] = _workers_load(redis.url)
+                result["workers"] = [{"rooms": n["rooms"], "participants": n["participants"]}
+                                     for n in node_heartbeats(redis.url)]
             t1, m1 = time.monotonic(), machine_cpu_ticks()
             memory = proc_memory_mb(server.pid)
             client.stdin.write("stop\n")
@@ -395,25 +397,6 @@ def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
             if redis is not None:
                 redis.stop()
     return result
-
-
-def _workers_load(redis_url: str) -> list[dict]:
-    """Each worker's rooms and participants, from their heartbeats: how evenly rooms spread."""
-    import asyncio
-
-    from signalling.redis_state import connect
-
-    async def read() -> list[dict]:
-        client = connect(redis_url)
-        try:
-            keys = [key async for key in client.scan_iter(match="consult:node:*")]
-            nodes = [json.loads(raw) for raw in await client.mget(keys) if raw] if keys else []
-            return sorted(({"rooms": n["rooms"], "participants": n["participants"]} for n in nodes),
-                          key=lambda n: -n["participants"])
-        finally:
-            await client.aclose()
-
-    return asyncio.run(read())
 
 
 def _median(values: list[float]) -> Optional[float]:

@@ -94,11 +94,13 @@ def machine_usage(before: dict[str, int], after: dict[str, int]) -> dict[str, fl
 
 
 class ProcessSampler:
-    """CPU share (of one core) and RSS of one process, sampled by a thread about once a second."""
+    """CPU share (of one core) and RSS of one process, sampled by a thread about once a second.
+    With `tree`, the CPU of every process under it too (a server's workers)."""
 
-    def __init__(self, pid: int, interval: float = 1.0) -> None:
+    def __init__(self, pid: int, interval: float = 1.0, *, tree: bool = False) -> None:
         self.pid = pid
         self.interval = interval
+        self._cpu_seconds = tree_cpu_seconds if tree else proc_cpu_seconds
         self.samples: list[dict[str, float]] = []  # {"t", "cpu_share", "rss_mb"}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -111,7 +113,7 @@ class ProcessSampler:
     def mark(self, name: str) -> None:
         """Remember (time, cpu seconds) now, e.g. the measurement window's start and end."""
         try:
-            self._marks[name] = (time.monotonic(), proc_cpu_seconds(self.pid))
+            self._marks[name] = (time.monotonic(), self._cpu_seconds(self.pid))
         except OSError:
             pass
 
@@ -127,9 +129,9 @@ class ProcessSampler:
 
     def _run(self) -> None:
         try:
-            last_t, last_cpu = time.monotonic(), proc_cpu_seconds(self.pid)
+            last_t, last_cpu = time.monotonic(), self._cpu_seconds(self.pid)
             while not self._stop.wait(self.interval):
-                now, cpu = time.monotonic(), proc_cpu_seconds(self.pid)
+                now, cpu = time.monotonic(), self._cpu_seconds(self.pid)
                 memory = proc_memory_mb(self.pid)
                 self.samples.append({"t": now, "cpu_share": round((cpu - last_cpu) / max(1e-6, now - last_t), 4),
                                      "rss_mb": memory["rss_mb"]})
@@ -341,3 +343,22 @@ def close_rooms(base_url: str, admin_key: Optional[str], room_ids: list[str]) ->
             http_json("DELETE", f"{base_url}/api/rooms/{room_id}", key=admin_key)
         except OSError:
             pass
+
+
+def node_heartbeats(redis_url: str) -> list[dict[str, Any]]:
+    """Every live node's (or worker's) heartbeat in the service's Redis: its url, rooms and participants,
+    busiest first. How evenly the rooms spread."""
+    import asyncio
+
+    from signalling.redis_state import connect
+
+    async def read() -> list[dict[str, Any]]:
+        client = connect(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(match="consult:node:*")]
+            nodes = [json.loads(raw) for raw in await client.mget(keys) if raw] if keys else []
+            return sorted(nodes, key=lambda n: -n["participants"])
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
