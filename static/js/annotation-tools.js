@@ -99,6 +99,49 @@ export function bindSelfViewAnnotations(client, figure, video) {
   return overlay;
 }
 
+/** The treatment item a mark stands for: its own, else the palette colour it is drawn in. */
+function itemOf(shape) {
+  if (shape.item && shape.item in PALETTE) return shape.item;
+  return Object.keys(PALETTE).find((item) => PALETTE[item] === shape.color) ?? null;
+}
+
+/**
+ * The patient page: what the colours of the doctor's marks mean (Toxin, Filler, …), as a
+ * list under the own preview, only the items drawn. The list follows the preview, which
+ * grows and moves (tap, back camera, waiting room), so it is placed from its box.
+ */
+export function bindMarkLegend(client, figure) {
+  const legend = document.createElement('ul');
+  legend.className = 'mark-legend';
+  legend.hidden = true;
+  figure.after(legend);
+  const place = () => {
+    legend.style.top = `${figure.offsetTop + figure.offsetHeight + 6}px`;
+    legend.style.left = `${figure.offsetLeft}px`;
+    legend.style.width = `${figure.offsetWidth}px`;
+  };
+  const update = () => {
+    const drawn = new Set([...client.annotations.shapes.values()].map(itemOf));
+    const items = Object.keys(PALETTE).filter((item) => drawn.has(item));
+    legend.replaceChildren(...items.map((item) => {
+      const entry = document.createElement('li');
+      entry.dataset.item = item;
+      entry.style.setProperty('--swatch', PALETTE[item]);
+      entry.textContent = t(ITEM_LABELS[item]);
+      return entry;
+    }));
+    legend.setAttribute('aria-label', t('annotation.legend'));
+    legend.hidden = items.length === 0;
+    if (!legend.hidden) place();
+  };
+  new ResizeObserver(() => { if (!legend.hidden) place(); }).observe(figure);
+  window.addEventListener('resize', () => { if (!legend.hidden) place(); });
+  client.addEventListener('annotations', update);
+  onLanguageChange(update);
+  update();
+  return legend;
+}
+
 /**
  * The console: an overlay on every patient tile of `view` (a RemoteMediaView), and the
  * drawing tools on it when we may annotate. Returns `sync`, to call after each

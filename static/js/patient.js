@@ -1,6 +1,6 @@
 // The patient's page: mobile first, one big picture of the doctor, big buttons.
 import {AnalysisState} from './analysis-state.js';
-import {bindSelfViewAnnotations} from './annotation-tools.js';
+import {bindMarkLegend, bindSelfViewAnnotations} from './annotation-tools.js';
 import {ConsultClient} from './client.js';
 import {ConnectionQuality} from './connection-quality.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
@@ -63,6 +63,7 @@ function start(joinToken) {
   bindSelfViewSize($('self-view'));
   // The doctor's marks, over the patient's own preview: it is the same picture.
   bindSelfViewAnnotations(client, $('self-view'), $('local-video'));
+  bindMarkLegend(client, $('self-view'));
   bindMuteButton($('mic'), client, 'audio', {muteLabel: 'control.mute', unmuteLabel: 'control.unmute'});
   bindMuteButton($('cam'), client, 'video', {muteLabel: 'control.stop_video', unmuteLabel: 'control.start_video'});
   bindFlipButton(client);

@@ -218,6 +218,15 @@ def test_doctor_draws_and_patient_sees_the_stroke(sfu_server, chromium, browser_
         pytest.fail(browser_diagnostics(f"no filler-coloured stroke where it belongs on the patient's preview: "
                                         f"{json.dumps(found)}\npatient board: {json.dumps(seen)}"), pytrace=False)
     assert all(p["mirrored"] for p in found), "the patient's front-camera preview should be mirrored"
+    # What the colour means, under the preview, in the page's language (issue 17, item 14).
+    legend = patient.execute_script("""
+        const legend = document.querySelector('.mark-legend');
+        const box = legend.getBoundingClientRect(), view = document.getElementById('self-view').getBoundingClientRect();
+        return {hidden: legend.hidden, items: [...legend.children].map((li) => [li.dataset.item, li.textContent]),
+                below: box.top >= view.bottom - 1, aligned: Math.abs(box.left - view.left) < 2,
+                inside: box.bottom <= innerHeight && box.width > 0};""")
+    assert not legend["hidden"] and legend["items"] == [["filler", "Filler"]], legend
+    assert legend["below"] and legend["aligned"] and legend["inside"], legend
     # Mirrored: where the stroke would be unmirrored (x → 1 - x) stays clear.
     unmirrored = probe(patient, "#local-video", "#self-view canvas.annotation-layer", [(1 - x, y) for x, y in STROKE])
     assert all(p["alpha"] == 0 for p in unmirrored if p["visible"]), \
@@ -239,6 +248,21 @@ def test_doctor_draws_and_patient_sees_the_stroke(sfu_server, chromium, browser_
     for label, driver in (("patient", patient), ("doctor", doctor)):
         after = board(driver)
         assert len(after["shapes"]) == 1 and after["version"] == state["version"], (label, after)
+
+    # The same console on a tablet (touch, 1024x768): every drawing button is a finger's
+    # 44 px target (issue 17, item 14: the swatches were 30x36).
+    doctor.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": True})
+    doctor.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+    sizes = poll(lambda: doctor.execute_script(f"""
+        if (!matchMedia('(pointer: coarse)').matches) return null;
+        return [...document.querySelectorAll('{PATIENT_TILE} .annotation-toolbar :is(.tool, .swatch)')]
+          .filter((b) => b.offsetParent).map((b) => [b.dataset.item || b.dataset.tool || b.className,
+                                                     b.getBoundingClientRect().width, b.getBoundingClientRect().height]);
+    """), 5)
+    assert sizes, browser_diagnostics("no coarse pointer or no drawing buttons on the tablet console")
+    assert any(name == "filler" for name, _, _ in sizes), sizes
+    assert all(w >= 43.5 and h >= 43.5 for _, w, h in sizes), sizes
 
 
 @pytest.mark.browser
