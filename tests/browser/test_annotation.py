@@ -257,8 +257,10 @@ def test_doctor_draws_and_patient_sees_the_stroke(sfu_server, chromium, browser_
     sizes = poll(lambda: doctor.execute_script(f"""
         if (!matchMedia('(pointer: coarse)').matches) return null;
         return [...document.querySelectorAll('{PATIENT_TILE} .annotation-toolbar :is(.tool, .swatch)')]
-          .filter((b) => b.offsetParent).map((b) => [b.dataset.item || b.dataset.tool || b.className,
-                                                     b.getBoundingClientRect().width, b.getBoundingClientRect().height]);
+          .filter((b) => b.offsetParent).map((b) => {{
+            const box = b.getBoundingClientRect();
+            return [b.dataset.item || b.dataset.tool || b.className, box.width, box.height];
+          }});
     """), 5)
     assert sizes, browser_diagnostics("no coarse pointer or no drawing buttons on the tablet console")
     assert any(name == "filler" for name, _, _ in sizes), sizes
