@@ -19,6 +19,7 @@ import logging
 import random
 import struct
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
 
 from aiortc import clock
@@ -42,16 +43,18 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from .downlink_fec import DownlinkFec
 from .layer_sizes import Size
 from .nack_answers import STALE_STRETCH_PACKETS, NackAnswers
 from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
 from .receiver_reports import RTP_HEADER_BYTES, ReceiverReports
-from .redundancy import COPY_SPACING_S, LossEstimate
+from .recovery_copies import RecoveryCopies
+from .redundancy import LossEstimate
 from .rewriter import StreamRewriter
 from .rtcp_feedback import TransportFeedbackPacket
 from .rtcp_io import send_rtcp
-from .rtp_writer import MAX_PACKET_BYTES, RtpWriter
+from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
 from .seqnum import seq_add
@@ -189,13 +192,13 @@ class DownTrack:
         self.plis_while_paused = 0
         self.padding_sent = 0
         self.feedback_malformed = 0  # transport-cc feedback that did not parse
-        self.fec_oversize = 0  # FEC packets too long to protect, not sent
         self._padding_at = float("-inf")
-        self.copies_sent = 0  # extra copies of retransmissions, late packets and audio
+        # extra copies of retransmissions, late packets and audio (media/recovery_copies.py)
+        self.copies = RecoveryCopies(self.budget, partial(self._send, cls=RECOVERY))
         # which NACKs are answered, and the downlink loss they show (media/nack_answers.py)
         self.nacks = NackAnswers(video=kind == "video", downlink_loss=self.downlink_loss)
-        # video RED + ULPFEC, when the subscriber negotiated them (media/video_fec.py)
-        self._fec: Optional[VideoFecSender] = None
+        # video RED + ULPFEC, when the subscriber negotiated them (media/downlink_fec.py)
+        self._fec: Optional[DownlinkFec] = None
         # RTT, the downlink's own loss and the bytes it delivered, from the subscriber's reports
         self.reports = ReceiverReports(ssrc=ssrc, rtx_ssrc=rtx_ssrc, video=kind == "video", cache=self._cache,
                                        estimate=self.budget.estimate)
@@ -215,9 +218,6 @@ class DownTrack:
                 self._out_pt.setdefault(_codec_key(codec), codec.payloadType)
             elif isinstance(apt, int):
                 self._out_rtx_pt[apt] = codec.payloadType
-        fec_pts = video_fec_in_codecs(parameters.codecs) if self.kind == "video" else None
-        if fec_pts is not None:
-            self._fec = VideoFecSender(fec_pts)
         transport._register_rtp_sender(self, parameters)
         self._writer = RtpWriter(parameters.headerExtensions, parameters.muxId)
         if self._writer.transport_cc_id is not None:
@@ -225,6 +225,10 @@ class DownTrack:
             # the subscriber's feedback names the SSRC it last received, a probe's RTX one among them
             transport._rtp_router.register_sender(self, self._rtx_ssrc)
         self._rewriter = StreamRewriter(clock_rate=parameters.codecs[0].clockRate)
+        fec_pts = video_fec_in_codecs(parameters.codecs) if self.kind == "video" else None
+        if fec_pts is not None:
+            self._fec = DownlinkFec(VideoFecSender(fec_pts), writer=self._writer, ssrc=self._ssrc, budget=self.budget,
+                                    reserve=self._rewriter.reserve, send=partial(self._send, cls=RECOVERY))
         self.started = True
         self._sr_task = asyncio.ensure_future(self._run_rtcp())
         if self.feed is not None and self.kind == "video":
@@ -234,6 +238,7 @@ class DownTrack:
         if self.stopped:
             return
         self.stopped = True
+        self.copies.stopped = True
         if self.source is not None:
             self.source.remove_downtrack(self)
             self.source = self.feed = self._layers = None
@@ -400,13 +405,18 @@ class DownTrack:
             "red": any(key[0] == "audio/red" for key in self._out_pt),
             "fec_group": None if self._fec is None else self._fec.group,
             "reported_loss": round(self.reports.reported_loss, 3),
-            "fec_packets": 0 if self._fec is None else self._fec.fec_packets, "fec_oversize": self.fec_oversize,
+            "fec_packets": 0 if self._fec is None else self._fec.sender.fec_packets,
+            "fec_oversize": 0 if self._fec is None else self._fec.oversize,
             "feedback_malformed": self.feedback_malformed,
             "remb_bitrate": self.remb_bitrate, "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "paused": self._paused, "plis_while_paused": self.plis_while_paused, "padding": self.padding_sent,
             "layer": self.layer_name, "layer_switches": self.layer_switches,
             "view": None if self.view is None else list(self.view),
         }
+
+    @property
+    def copies_sent(self) -> int:
+        return self.copies.sent
 
     @property
     def rtt(self) -> Optional[float]:
@@ -500,7 +510,9 @@ class DownTrack:
         self.packets_sent += 1
         self.octets_sent += len(wire_payload)
         if fec is not None and fec.active and not late and seq == rewriter.last_sequence_number:
-            await self._send_fec(fec, sent, payload_type, payload, abs_send_time)
+            packets, octets = await fec.protect(sent, payload_type, payload, abs_send_time)
+            self.packets_sent += packets
+            self.octets_sent += octets
         if self.kind == "video" and not late and self.nacks.first_sent():
             self._update_fec()
         if late or self.kind == "audio":
@@ -508,7 +520,7 @@ class DownTrack:
             # audio (small; no retransmission arrives before its playout deadline) and
             # packets already late (a lost one costs the subscriber another NACK round).
             loss = self.downlink_loss
-            self._send_copies(data, loss.audio_copies if self.kind == "audio" else loss.copies)
+            self.copies.after(data, loss.audio_copies if self.kind == "audio" else loss.copies)
 
     def skip_source(self, after_seq: int, upto_seq: int) -> None:
         """Source numbers after `after_seq` up to `upto_seq` were the publisher's FEC: no hole for them."""
@@ -524,31 +536,6 @@ class DownTrack:
     def _update_fec(self) -> None:
         if self._fec is not None:
             self._fec.update_loss(max(self.downlink_loss.value, self.reports.reported_loss))
-
-    async def _send_fec(self, fec: VideoFecSender, sent: SentPacket, media_pt: int, media_payload: bytes,
-                        abs_send_time: int) -> None:
-        """Protect one in-order media packet; after a frame's last one, send the frame's FEC."""
-        writer, rewriter = self._writer, self._rewriter
-        assert writer is not None and rewriter is not None  # called from forward(), once started
-        # what the browser will check FEC against: unwrapped, abs-send-time zeroed
-        protected = writer.write(
-            payload_type=media_pt, marker=sent.marker, sequence_number=sent.sequence_number,
-            timestamp=sent.timestamp, ssrc=self._ssrc, payload=media_payload, abs_send_time=0)
-        payloads = fec.protect(protected)
-        if not payloads or not self.budget.allow_recovery(sum(len(p) + RTP_HEADER_BYTES for p in payloads),
-                                                          sent.sent_at):
-            return
-        first = rewriter.reserve(len(payloads))
-        for i, payload in enumerate(payloads):
-            data = writer.write(
-                payload_type=fec.payload_types.red, marker=0, sequence_number=seq_add(first, i),
-                timestamp=sent.timestamp, ssrc=self._ssrc, payload=payload, abs_send_time=abs_send_time)
-            if len(data) > MAX_PACKET_BYTES:  # FEC over full-size packets: its number is a harmless hole
-                self.fec_oversize += 1
-                continue
-            await self._send(data, RECOVERY)
-            self.packets_sent += 1
-            self.octets_sent += len(payload)
 
     def _serialize(self, sent: SentPacket, ssrc: int, seq: int, payload_type: int, payload: bytes,
                    abs_send_time: int) -> bytes:
@@ -632,21 +619,7 @@ class DownTrack:
         await self._send(data, RECOVERY)
         # a lost retransmission costs the subscriber a whole retry interval (an RTT in
         # browsers): on a lossy downlink send a few copies
-        self._send_copies(data, self.downlink_loss.copies)
-
-    def _send_copies(self, data: bytes, copies: int) -> None:
-        """`copies` - 1 more of a packet just sent (as the downlink's loss calls for), spaced
-        past a short loss burst."""
-        if copies > 1 and not self.budget.congested:  # on a full link a copy only adds to the queue
-            loop = asyncio.get_running_loop()
-            for k in range(1, copies):
-                loop.call_later(k * COPY_SPACING_S, self._send_copy, data)
-
-    def _send_copy(self, data: bytes) -> None:
-        if not self.stopped and self.transport is not None and self.budget.allow_recovery(len(data), time.monotonic()):
-            self.copies_sent += 1
-            task = asyncio.ensure_future(self._send(data, RECOVERY))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self.copies.after(data, self.downlink_loss.copies)
 
     async def _run_rtcp(self) -> None:
         while True:
