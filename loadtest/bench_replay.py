@@ -49,9 +49,10 @@ from recorder.manifest import TrackInfo
 from recorder.reader import RecordingReader
 from recorder.replay_cache import ReplayRenders
 from recorder.replay_worker import CPU_USED_ENV
-from recorder.watermarks import WatermarkRegistry, load_key
+from recorder.watermark_store import load_key
 from recorder.webm import media_groups
 from recorder.writer import RecordingWriter
+from watermark.registry import WatermarkRegistry
 
 FPS = 30
 
@@ -197,7 +198,7 @@ def picture_psnr(data_dir: Path, keys: KeyStore, recording_id: str, frames: int 
     visible label (which changes its pixels on purpose): what the mark and the re-encode cost."""
     import io
 
-    from media.processors.watermark_embed import Watermarker
+    from watermark.embed import Watermarker
 
     reader = RecordingReader.open(data_dir, recording_id, keys)
     group = next(g for g in media_groups(reader.manifest) if g.key == "p-0")

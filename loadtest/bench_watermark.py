@@ -9,7 +9,7 @@ portrait, slowly drifting and zooming, with a little sensor noise) -> visible + 
 marks -> the export's VP8 encode (PyAV/libvpx) -> decode -> the leaker's transform (cv2)
 -> re-encode at 500 kbit/s (VP8 or H.264) -> decode -> trace. Its pieces are
 loadtest.synthetic_video (the clips) and loadtest.watermark_leak (export, leak, trace),
-which the tests (tests/media/processors/test_watermark.py) use on small clips; this module
+which the tests (tests/watermark/) use on small clips; this module
 adds the stress attacks, the timing and the report.
 """
 
@@ -42,10 +42,10 @@ from loadtest.watermark_leak import (
     leak,
     scale,
 )
-from media.processors import ecc
-from media.processors.watermark import Pattern
-from media.processors.watermark_detect import ClipAccumulator, detect_image
-from media.processors.watermark_embed import ForensicEmbedder, VisibleMark, Watermarker, viewer_label
+from watermark import ecc
+from watermark.detect import ClipAccumulator, detect_image
+from watermark.embed import ForensicEmbedder, VisibleMark, Watermarker, viewer_label
+from watermark.pattern import Pattern
 
 # -- transforms only the stress rows use --------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from loadtest.synthetic_video import decode, encode, moving_photo
-from media.processors.watermark import Pattern
-from media.processors.watermark_detect import ClipAccumulator, Detection, detect_image
-from media.processors.watermark_embed import DEFAULT_RMS, Watermarker, viewer_label
+from watermark.detect import ClipAccumulator, Detection, detect_image
+from watermark.embed import DEFAULT_RMS, Watermarker, viewer_label
+from watermark.pattern import Pattern
 
 LEAK_BITRATE = 500_000
 EXPORT_BITRATE_PER_PIXEL_S = 2_500_000 / (1280 * 720 * 30)   # recorder/export.py: 2.5 Mbit/s, sized for 720p30

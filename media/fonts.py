@@ -1,5 +1,5 @@
 """The font of text burned into video frames: annotation labels (annotate/render.py) and the
-visible watermark's viewer label (processors/watermark_embed.py), in exports, replays and
+visible watermark's viewer label (watermark/embed.py), in exports, replays and
 live `server` watermarks.
 
 Latin text is drawn in DejaVu Sans (it ships with matplotlib). Each character DejaVu Sans

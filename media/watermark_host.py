@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
-from .processors.watermark_embed import Watermarker
+from watermark.embed import Watermarker
+
 from .taps import DecodedFrameTap
 from .watermark_variant import WatermarkVariant
 

@@ -2,7 +2,7 @@
 
 Forwarding hands a subscriber the publisher's own packets. A room with the live
 watermark on the server gives some viewers a copy of a track with *their* marks in
-the picture (visible label + invisible forensic id, media/processors/watermark_embed.py),
+the picture (visible label + invisible forensic id, watermark/embed.py),
 which means decoding, marking and encoding. This class is that copy; to a DownTrack it
 looks like a PublishedTrack (add_downtrack / remove_downtrack / request_keyframe /
 sender_report), so everything downstream is unchanged: per-subscriber rewriting, the

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, overload
 
-from . import trace
+from . import watermark_store
 from .audit import AuditLog
 from .errors import KeyUnavailableError, RecorderError, RecordingIntegrityError
 from .keys import KeyStore
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("trace", parents=[common],
                         help="name the viewer/export a leaked clip came from (exit 0 identified, 1 no watermark, "
                              "3 watermark unreadable or never issued here, 2 error)")
-    trace.add_arguments(tr)
+    watermark_store.add_trace_arguments(tr)
     sub.add_parser("rotate-key", parents=[common],
                    help="re-wrap every data key under a new KEK and retire the old one (media is not re-encrypted)")
     pg = sub.add_parser("purge", parents=[common], help="crypto-shred and delete recordings past retention")
@@ -172,12 +172,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
 
         keys = KeyStore.open(data_dir, kek_file=kek_file)
         store = RecordingStore(data_dir, keys=keys, audit=_audit(data_dir, audit_key_file, create=True))
-        from .watermarks import export_hook
-
         reader = store.open_reader(args.id, actor=actor, purpose=Action.EXPORT)
         # every export carries its viewer, visibly and invisibly, so a leak can be traced
-        issued, hook = export_hook(data_dir, recording_id=args.id, viewer=args.viewer or actor,
-                                   viewer_name=args.viewer_name, actor=actor, audit_key_file=audit_key_file)
+        issued, hook = watermark_store.export_hook(data_dir, recording_id=args.id, viewer=args.viewer or actor,
+                                                   viewer_name=args.viewer_name, actor=actor,
+                                                   audit_key_file=audit_key_file)
         result = export_recording(reader, args.out, video_track=args.track, frame_hook=hook)
         print(f"exported {result.video_track}: {result.frames} frames, {result.duration_ms / 1000:.1f} s, "
               f"{result.width}x{result.height}, {result.annotations} annotation events, "
@@ -185,7 +184,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         return EXIT_OK
 
     if args.command == "trace":
-        return trace.run(args, data_dir, audit_key_file, actor)
+        return watermark_store.run_trace(args, data_dir, audit_key_file, actor)
 
     if args.command == "rotate-key":
         keys = KeyStore.open(data_dir, kek_file=kek_file)

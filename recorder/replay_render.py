@@ -1,7 +1,7 @@
 """The watermarked replay: one participant's recorded tracks, decoded, marked for one
-viewer (visible drifting label + invisible forensic mark: media/processors/
-watermark_embed.py's `Watermarker.mark_i420`, in place on the decoder's I420 planes, so
-no colour conversion either way) and encoded again into a WebM (VP8 + Opus).
+viewer (visible drifting label + invisible forensic mark: watermark/embed.py's
+`Watermarker.mark_i420`, in place on the decoder's I420 planes, so no colour
+conversion either way) and encoded again into a WebM (VP8 + Opus).
 
 Why re-encode: the recording holds the browsers' own bitstreams and recorder/webm.py
 only remuxes them, so nothing a viewer saw could be traced. Every frame a trainer

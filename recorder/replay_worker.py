@@ -36,13 +36,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from watermark.registry import WatermarkRegistry
+
 from . import replay_render
 from .audit import Action, AuditLog
 from .errors import KeyUnavailableError, RecorderError, RecordingIntegrityError, RecordingNotFoundError
 from .keys import DATA_KEY_FILE, KeyStore
 from .replay_spool import SpoolWriter
 from .store import RecordingStore
-from .watermarks import WatermarkRegistry, load_key
+from .watermark_store import load_key
 from .webm import media_groups
 from .webm_index import ClusterIndex
 

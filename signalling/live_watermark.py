@@ -12,7 +12,7 @@
   Clinician <-> clinician video and all audio stay forwarded.
 
 In "server" rooms every subscriber gets a watermark id before any video reaches them,
-issued into the audit log like an export's (recorder/watermarks.py, purpose "live",
+issued into the audit log like an export's (watermark/registry.py, purpose "live",
 target the room id) and reused if the same identity reconnects to the same live room.
 If it cannot be issued (audit log or key unavailable) the join is refused: video is
 never shown unmarked where the room asks for marks.
@@ -26,10 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from media.processors.watermark_embed import viewer_label
 from media.taps import DecodedFrameTap
 from media.watermark_host import LiveMark, WatermarkHost
-from recorder.watermarks import IssuedWatermark, WatermarkRegistry
+from recorder.watermark_store import open_registry
+from watermark.embed import viewer_label
+from watermark.registry import IssuedWatermark, WatermarkRegistry
 
 from .registry import ParticipantRecord, RoomRecord
 
@@ -83,7 +84,7 @@ class LiveWatermarks:
     def _issue(self, participant: ParticipantRecord) -> IssuedWatermark:
         """Blocking file I/O (key, audit log): runs in an executor."""
         if self._registry is None:
-            self._registry = WatermarkRegistry.open(self._data_dir, create=True)
+            self._registry = open_registry(self._data_dir, create=True)
         return self._registry.issue(viewer=participant.identity, viewer_name=participant.name, purpose="live",
                                     recording_id=self._room_id, actor=participant.identity,
                                     details={"participant": participant.id, "role": participant.role})

@@ -1,7 +1,9 @@
-"""The shape the packages keep (docs/ARCHITECTURE.md): no import cycle among media modules,
-the media plane never imports the control plane, and no product code imports the load
-test, benchmarks or tests. Imports under `if TYPE_CHECKING:` are for type hints only and
-do not count; imports inside functions do (they hide a cycle, they do not remove it)."""
+"""The shape the packages keep (docs/ARCHITECTURE.md): no import cycle among media modules
+(nor among them and the watermark core's), the media plane never imports the control
+plane, the watermark core imports neither the control plane nor recorder/ (its users), and
+no product code imports the load test, benchmarks or tests. Imports under
+`if TYPE_CHECKING:` are for type hints only and do not count; imports inside functions do
+(they hide a cycle, they do not remove it)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("media", "signalling", "recorder", "annotate", "i18n", "webhooks", "metrics")
+PRODUCT = ("media", "signalling", "recorder", "annotate", "i18n", "webhooks", "metrics", "watermark")
 NOT_PRODUCT = ("loadtest", "tests")
 CONTROL_PLANE = ("signalling", "webhooks", "metrics")
 
@@ -59,8 +61,7 @@ def sources(*packages: str) -> dict[str, Path]:
     return {module_name(p): p for package in packages for p in (ROOT / package).rglob("*.py")}
 
 
-def test_media_modules_import_each_other_without_a_cycle():
-    modules = sources("media")
+def cycles_among(modules: dict[str, Path]) -> list[list[str]]:
     graph = {name: {m for m in runtime_imports(path) if m in modules and m != name} for name, path in modules.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -77,12 +78,28 @@ def test_media_modules_import_each_other_without_a_cycle():
     for name in sorted(graph):
         if name not in state:
             walk(name, [name])
-    assert cycles == []
+    return cycles
+
+
+def test_media_modules_import_each_other_without_a_cycle():
+    assert cycles_among(sources("media")) == []
+
+
+def test_media_and_watermark_modules_import_each_other_without_a_cycle():
+    """media/ imports the watermark core and the core borrows media.fonts: never in a circle."""
+    assert cycles_among(sources("media", "watermark")) == []
 
 
 def test_the_media_plane_never_imports_the_control_plane():
     offenders = {name: sorted(m for m in runtime_imports(path) if m.split(".")[0] in CONTROL_PLANE)
                  for name, path in sources("media").items()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_watermark_core_never_imports_the_control_plane_or_recorder():
+    """recorder/ and signalling/ import the core; it works on what they hand it (watermark/__init__.py)."""
+    offenders = {name: sorted(m for m in runtime_imports(path) if m.split(".")[0] in CONTROL_PLANE + ("recorder",))
+                 for name, path in sources("watermark").items()}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

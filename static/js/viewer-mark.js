@@ -4,7 +4,7 @@
  *
  * - "page": over every remote video, this viewer's name, identity and the time (UTC),
  *   semi-transparent and drifting slowly along the same path as the server's burned-in
- *   label (media/processors/watermark_embed.py drift_position), so a screen recording
+ *   label (watermark/embed.py drift_position), so a screen recording
  *   shows who made it. It is drawn by this page, not in the picture: it deters casual
  *   recording, but anyone who edits the page or takes the stream out of the browser has
  *   clean video. Rooms that must be able to trace a leak use "server".
@@ -31,7 +31,7 @@ const NOTICES = {  // catalogue keys
   server: 'watermark.notice.server',
 };
 
-/** Top-left of the label as fractions of the free area, t in seconds (watermark_embed.drift_position). */
+/** Top-left of the label as fractions of the free area, t in seconds (watermark/embed.py drift_position). */
 export function driftPosition(t) {
   const phase = (2 * Math.PI * t) / PERIOD_S;
   return [0.5 + 0.5 * Math.sin(3 * phase + 0.7), 0.5 + 0.5 * Math.sin(2 * phase)];

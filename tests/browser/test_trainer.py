@@ -25,10 +25,11 @@ from selenium.webdriver.common.by import By
 from annotate.model import PALETTE
 from recorder.audit import AuditLog
 from recorder.reader import writer_alive
-from recorder.trace import trace_clip
-from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
+from recorder.watermark_store import open_registry
 from signalling.secrets_store import load_or_create_secret
 from signalling.tokens import TokenIssuer
+from watermark.registry import ISSUE_ACTION
+from watermark.trace import trace_clip
 
 from .harness import REPO_ROOT, poll, start_sfu_server
 from .test_annotation import close_to, probe
@@ -170,7 +171,7 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
         "return window.trainer.player.tracks.find((t) => t.participant.role === 'patient').urls.media;")
     clip = tmp_path / "patient-replay.webm"
     clip.write_bytes(fetch_in_page(trainer, media_url))
-    traced = trace_clip(clip, WatermarkRegistry.open(server.data_dir))
+    traced = trace_clip(clip, open_registry(server.data_dir))
     assert traced.verdict == "identified", diagnostics(f"the patient's replay is not traced: {traced.as_dict()}")
     assert (traced.issued.viewer, traced.issued.purpose) == ("trainer-1", "replay")
     assert sorted((t["name"], t["role"]) for t in s["tracks"]) == [("Doctor", "doctor"), ("Patient", "patient")]

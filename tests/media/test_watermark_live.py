@@ -19,12 +19,12 @@ from loadtest import synthetic_video
 from loadtest.participant import SyntheticParticipant
 from loadtest.sources import PatternVideoTrack, PhotoVideoTrack, ToneAudioTrack
 from media.processing import DecodedInput, ProcessorHost
-from media.processors.watermark import Pattern
-from media.processors.watermark_detect import ClipAccumulator, detect_image
 from media.published_track import PublishedTrack
 from media.taps import DecodedFrameTap
 from media.watermark_variant import WatermarkVariant
-from recorder.watermarks import WatermarkRegistry
+from recorder.watermark_store import open_registry
+from watermark.detect import ClipAccumulator, detect_image
+from watermark.pattern import Pattern
 
 from .rtp_taps import tap_incoming_rtp, tap_outgoing_rtp
 
@@ -115,7 +115,7 @@ async def test_each_viewer_decodes_its_own_traceable_watermark(sfu, tmp_path):
         viewer.accumulating = True
 
     live = live_room(sfu)
-    registry = WatermarkRegistry.open(sfu.services.config.data_dir)
+    registry = open_registry(sfu.services.config.data_dir)
     pattern = Pattern(registry.key)
     found = {}
     for viewer in (doctor, expert):

@@ -29,11 +29,12 @@ from recorder.replay_cache import REPLAY_CACHE_DIR, ReplayRenders
 from recorder.replay_render import FILL_STEP_MS, OPUS_SILENCE_MS, opus_ms, plan, render
 from recorder.replay_spool import RECORD, TAG, SpoolReader, SpoolWriter
 from recorder.store import RecordingStore
-from recorder.trace import trace_clip
-from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry, load_key
+from recorder.watermark_store import load_key
 from recorder.webm import media_groups, probe_start
 from recorder.webm_index import ClusterIndex
 from recorder.writer import RecordingWriter
+from watermark.registry import ISSUE_ACTION, WatermarkRegistry
+from watermark.trace import trace_clip
 
 FPS = 30
 

@@ -123,12 +123,12 @@ async def test_live_watermark_persists_with_the_room_list(tmp_path):
 
 
 async def test_server_watermarked_room_issues_an_audited_id_or_refuses_the_join(sfu, monkeypatch):
-    from recorder.watermarks import WatermarkRegistry
+    from recorder.watermark_store import open_registry
 
     await sfu.services.registry.create_room("Marked", "m1", live_watermark="server")
     doctor = sfu.participant("doctor", room="m1", publish=False, name="Dr Wu", identity="dr-wu")
     await doctor.join()
-    issued = [w for w in WatermarkRegistry.open(sfu.services.config.data_dir).entries() if w.viewer == "dr-wu"]
+    issued = [w for w in open_registry(sfu.services.config.data_dir).entries() if w.viewer == "dr-wu"]
     assert [(w.purpose, w.recording_id, w.viewer_name) for w in issued] == [("live", "m1", "Dr Wu")]
 
     # without a usable watermark key nobody may watch unmarked: the join is refused

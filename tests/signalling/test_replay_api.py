@@ -28,9 +28,10 @@ from recorder.audit import Action, AuditLog
 from recorder.keys import KeyStore
 from recorder.replay_cache import REPLAY_CACHE_DIR
 from recorder.store import RecordingStore
-from recorder.trace import trace_clip
-from recorder.watermarks import ISSUE_ACTION, WatermarkRegistry
+from recorder.watermark_store import open_registry
 from signalling.replay_api import ReplayService, parse_range, replay_routes
+from watermark.registry import ISSUE_ACTION
+from watermark.trace import trace_clip
 
 pytestmark = pytest.mark.slow  # real peers, servers or codecs for seconds
 
@@ -464,7 +465,7 @@ async def test_each_viewer_is_served_a_replay_that_names_them(replay, tmp_path):
         clips[f"trainer-{name.lower()}"] = (clip, ready["watermark"])
     assert clips["trainer-dr ana"][1] != clips["trainer-dr ben"][1]
 
-    registry = WatermarkRegistry.open(replay.data_dir)
+    registry = open_registry(replay.data_dir)
     for viewer, (clip, watermark) in clips.items():
         traced = trace_clip(clip, registry)
         assert traced.verdict == "identified", (viewer, traced.as_dict())

@@ -1,6 +1,6 @@
-"""The watermark registry (in the audit log) and the tracing command, end to end:
+"""The watermark registry's storage (its key) and the tracing command, end to end:
 a real recording is exported with the viewer's marks, leaked (cropped, scaled,
-re-encoded), and `python -m recorder.trace` names the viewer; clean video is not
+re-encoded), and `python -m recorder trace` names the viewer; clean video is not
 pinned on anyone."""
 
 from __future__ import annotations
@@ -23,16 +23,9 @@ from recorder.export import export_recording
 from recorder.keys import KeyStore, encode_kek
 from recorder.manifest import TrackInfo
 from recorder.store import RecordingStore
-from recorder.watermarks import (
-    ISSUE_ACTION,
-    TRACE_ACTION,
-    WATERMARK_KEY_ENV,
-    WatermarkRegistry,
-    export_hook,
-    format_id,
-    load_key,
-)
+from recorder.watermark_store import WATERMARK_KEY_ENV, export_hook, load_key
 from recorder.writer import RecordingWriter
+from watermark.registry import TRACE_ACTION
 
 from .conftest import ROOT
 
@@ -46,42 +39,7 @@ def run_trace(data_dir: Path, clip: Path, *args: str) -> subprocess.CompletedPro
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-# -- the registry ---------------------------------------------------------------------------------------------
-
-def test_issue_and_lookup_in_the_audit_log(data_dir: Path, audit: AuditLog):
-    registry = WatermarkRegistry(audit, load_key(data_dir, environ={}, create=True))
-    issued = [registry.issue(viewer=f"expert-{i}", viewer_name=f"Dr. {i}", purpose="replay" if i % 2 else "export",
-                             recording_id=f"rec-{i % 3}", actor="cli:ops") for i in range(30)]
-    ids = [i.wm_id for i in issued]
-    assert len(set(ids)) == 30 and all(0 < i < 2 ** 32 for i in ids)
-    assert ids != sorted(ids)                                    # random, not sequential
-    found = registry.lookup(issued[7].wm_id)
-    assert found == issued[7]
-    assert (found.viewer, found.viewer_name, found.purpose, found.recording_id, found.issued_by) == \
-        ("expert-7", "Dr. 7", "replay", "rec-1", "cli:ops")
-    assert registry.lookup(0x12345678) is None or 0x12345678 in ids
-    entries = [e for e in audit.authentic_entries() if e["action"] == ISSUE_ACTION]
-    assert len(entries) == 30 and entries[0]["details"]["watermark_id"] == format_id(ids[0])
-    assert entries[0]["details"]["key_id"] == registry.key_id
-    assert audit.verify().ok
-    with pytest.raises(ValueError):
-        registry.issue(viewer="x", purpose="broadcast", recording_id="r", actor="a")
-    with pytest.raises(ValueError):
-        registry.issue(viewer="", purpose="export", recording_id="r", actor="a")
-
-
-def test_an_edited_registry_entry_is_not_believed(data_dir: Path, audit: AuditLog):
-    registry = WatermarkRegistry(audit, load_key(data_dir, environ={}, create=True))
-    a = registry.issue(viewer="expert-a", purpose="export", recording_id="r", actor="ops")
-    b = registry.issue(viewer="expert-b", purpose="export", recording_id="r", actor="ops")
-    lines = audit.path.read_bytes().splitlines(keepends=True)
-    # pin b's watermark on someone else
-    lines[1] = lines[1].replace(b'"viewer":"expert-b"', b'"viewer":"expert-c"')
-    audit.path.write_bytes(b"".join(lines))
-    assert registry.lookup(b.wm_id) is None                      # the edited entry fails its HMAC
-    assert registry.lookup(a.wm_id) == a
-    assert not audit.verify().ok
-
+# -- the key --------------------------------------------------------------------------------------------------
 
 def test_watermark_key(data_dir: Path, tmp_path: Path):
     with pytest.raises(KeyUnavailableError):
@@ -203,28 +161,3 @@ def test_a_single_screenshot_is_traced(exported, tmp_path: Path):
     result = run_trace(data_dir, still)
     assert result.returncode == 0, result.stdout + result.stderr
     assert issued.hex_id in result.stdout
-
-
-def test_verdicts_exit_codes_and_wording():
-    from recorder.trace import TraceResult, format_report
-    from recorder.watermarks import IssuedWatermark
-
-    who = IssuedWatermark(0x1A2B3C4D, "expert-ana", "Dr. Ana", "replay", "rec-1", "2025-01-01T00:00:00Z", "ops", "k", 7)
-    base = dict(clip="c.mp4", sha256="0" * 64, frames=10, size=(640, 360), sync_z=5.0, sync_p=1.0, code_ber=0.01,
-                scale=(1.0, 1.0), registry_problems=[])
-    cases = [
-        (TraceResult(verdict="identified", wm_id=who.wm_id, issued=who, false_match_p=1e-15, **base), 0,
-         "IDENTIFIED: watermark 1a2b3c4d issued to Dr. Ana (expert-ana) for replay of rec-1"),
-        (TraceResult(verdict="no watermark found", wm_id=None, issued=None, false_match_p=None, **base), 1,
-         "no watermark found"),
-        (TraceResult(verdict="unreadable watermark", wm_id=None, issued=None, false_match_p=None, **base), 3,
-         "payload could not be read"),
-        (TraceResult(verdict="unidentified watermark", wm_id=5, issued=None, false_match_p=None, **base), 3,
-         "never issued"),
-    ]
-    for result, code, text in cases:
-        assert result.exit_code == code
-        assert text in format_report(result)
-    tampered = TraceResult(verdict="identified", wm_id=who.wm_id, issued=who, false_match_p=1e-15,
-                           **(base | {"registry_problems": ["line 3: hash mismatch"]}))
-    assert "WARNING: the audit log (registry) fails verification" in format_report(tampered)

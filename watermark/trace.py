@@ -1,10 +1,11 @@
-"""`python -m recorder trace CLIP`: which viewer or export a leaked clip came from.
+"""Tracing a leak: which viewer or export a leaked clip came from (the core of
+`python -m recorder trace CLIP`, which recorder/watermark_store.py wires to the data directory).
 
 Reads the clip (any container/codec FFmpeg decodes: WebM, MP4, MKV, MOV ...), averages
-the luma of up to --max-seconds of it, looks for the forensic watermark under the data
-directory's watermark key (media/processors/watermark_detect.py) and looks the decoded
-id up in the registry (the audit log, recorder/watermarks.py). Every trace is itself
-audited (action "watermark.trace", target = the clip's SHA-256).
+the luma of up to --max-seconds of it, looks for the forensic watermark under the
+registry's key (watermark/detect.py) and looks the decoded id up in the registry
+(watermark/registry.py). The command audits every trace (action "watermark.trace",
+target = the clip's SHA-256).
 
 Verdicts and exit codes
     0  identified: a payload with a valid CRC whose id this registry issued
@@ -24,21 +25,20 @@ per hypothesis under no mark; >= 7.5 means a mark is present whatever the payloa
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import RecorderError
-from .watermarks import TRACE_ACTION, IssuedWatermark, WatermarkRegistry, format_id
+from .registry import IssuedWatermark, WatermarkRegistry, format_id
 
 EXIT_IDENTIFIED, EXIT_NOT_FOUND, EXIT_ERROR, EXIT_UNIDENTIFIED = 0, 1, 2, 3
 DEFAULT_MAX_SECONDS = 60.0
 CRC_CHANCE = 2.0 ** -16
+
+
+class ClipError(Exception):
+    """The clip cannot be traced: no video stream, or nothing in it decodes."""
 
 
 @dataclass
@@ -92,13 +92,13 @@ def read_clip(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS):
     """(accumulator, (width, height)) of the clip's first video stream, luma averaged."""
     import av
 
-    from media.processors.watermark_detect import ClipAccumulator
+    from .detect import ClipAccumulator
 
     acc = ClipAccumulator()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise RecorderError(f"{path}: no video stream")
+                raise ClipError(f"{path}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             start = None
@@ -111,17 +111,17 @@ def read_clip(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS):
                 acc.add(frame.to_ndarray(format="gray"))
     except av.FFmpegError as exc:
         if acc.frames == 0:
-            raise RecorderError(f"{path}: cannot decode: {exc}") from exc
+            raise ClipError(f"{path}: cannot decode: {exc}") from exc
     if acc.frames == 0:
-        raise RecorderError(f"{path}: no decodable video frame")
+        raise ClipError(f"{path}: no decodable video frame")
     h, w = acc.mean.shape
     return acc, (w, h)
 
 
 def trace_clip(path: Path, registry: WatermarkRegistry, *, max_seconds: float = DEFAULT_MAX_SECONDS,
                check_log: bool = True) -> TraceResult:
-    from media.processors.watermark import CANONICAL_SIDE, Pattern
-    from media.processors.watermark_detect import detect_image
+    from .detect import detect_image
+    from .pattern import CANONICAL_SIDE, Pattern
 
     acc, (w, h) = read_clip(path, max_seconds)
     pattern = Pattern(registry.key)
@@ -171,55 +171,3 @@ def format_report(r: TraceResult) -> str:
         lines.append(f"WARNING: the audit log (registry) fails verification: {problem}")
     return "\n".join(lines)
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `trace` subcommand's own arguments (recorder/cli.py adds --data-dir etc.)."""
-    p.add_argument("clip", type=Path, help="the video file to examine")
-    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                   help=f"examine at most this much of the clip (default {DEFAULT_MAX_SECONDS:g} s)")
-    p.add_argument("--watermark-key-file", type=Path, default=None,
-                   help="watermark key (env CONSULT_WATERMARK_KEY / CONSULT_WATERMARK_KEY_FILE; "
-                        "default DATA_DIR/watermark.key)")
-    p.add_argument("--json", action="store_true")
-
-
-def run(args: argparse.Namespace, data_dir: Path, audit_key_file: Optional[Path], actor: str) -> int:
-    """The body of `python -m recorder trace` (recorder/cli.py dispatches here)."""
-    try:
-        registry = WatermarkRegistry.open(data_dir, audit_key_file=audit_key_file,
-                                          watermark_key_file=args.watermark_key_file)
-        if not args.clip.is_file():
-            raise RecorderError(f"{args.clip}: no such file")
-        result = trace_clip(args.clip, registry, max_seconds=args.max_seconds)
-    except RecorderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        registry.audit.append(actor, TRACE_ACTION, result.sha256, {
-            "clip": args.clip.name[:200], "verdict": result.verdict,
-            "watermark_id": format_id(result.wm_id) if result.wm_id is not None else None,
-            "sync_z": round(result.sync_z, 2)})
-    except RecorderError as exc:
-        print(f"warning: could not audit this trace: {exc}", file=sys.stderr)
-    print(json.dumps(result.as_dict(), indent=1) if args.json else format_report(result))
-    return result.exit_code
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Standalone entry (`python -m recorder.trace CLIP`) until `trace` is wired into recorder/cli.py."""
-    import os
-
-    from .cli import _default_actor
-
-    p = argparse.ArgumentParser(prog="python -m recorder.trace", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CONSULT_DATA_DIR", "data")))
-    audit_key_file = os.environ.get("CONSULT_AUDIT_KEY_FILE")
-    p.add_argument("--audit-key-file", type=Path, default=Path(audit_key_file) if audit_key_file else None)
-    p.add_argument("--actor", default=None)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    return run(args, args.data_dir, args.audit_key_file, args.actor or _default_actor())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from . import ecc
-from .watermark import CANONICAL_SIDE, RADIAL_BANDS, Pattern
+from .pattern import CANONICAL_SIDE, RADIAL_BANDS, Pattern
 
 UPSAMPLE = 4                   # sub-pixel resolution of the phase search
 SYNC_PRESENT_Z = 7.5           # sync statistic above which a mark is declared present (payload read or not)

@@ -8,7 +8,7 @@ import datetime as dt
 
 import numpy as np
 
-from media.processors.watermark_embed import VisibleMark, Watermarker, viewer_label
+from watermark.embed import VisibleMark, Watermarker, viewer_label
 
 KEY = bytes(range(32))
 WM_ID = 0x5EC0A1D7

@@ -15,33 +15,23 @@ in the log and never 0, so two issued ids differ in ~16 of their 32 bits and a c
 decodes to an issued id by chance with probability ~ issued / 2^32 (after the
 payload's CRC-16 has already rejected all but 2^-16 of chance decodes).
 
-The pattern key. Embedding and tracing share a secret: `<data dir>/watermark.key`
-(32 bytes base64, 0600, created at the first issue) or CONSULT_WATERMARK_KEY (or the
-file named by CONSULT_WATERMARK_KEY_FILE). Without it nobody can read, forge or
-cleanly remove the mark; losing it makes every issued watermark untraceable, so back
-it up with the audit key. Its public fingerprint (`key_id`) is recorded at every issue.
+The registry works on any log with the audit log's `append`, `authentic_entries` and
+`verify` (IssueLog); the product's is recorder.audit.AuditLog, opened together with the
+pattern key by recorder.watermark_store.open_registry. The pattern key: embedding and
+tracing share a secret whose public fingerprint (`key_id`) is recorded at every issue;
+where it is kept is recorder/watermark_store.py's business.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
-
-from .audit import AuditLog
-from .errors import KeyUnavailableError, RecordingStorageError
-from .fsutil import atomic_write, make_private_dir
-from .keys import decode_kek, encode_kek
+from typing import Any, Optional, Protocol
 
 ISSUE_ACTION = "watermark.issue"
 TRACE_ACTION = "watermark.trace"
 PURPOSES = ("export", "replay", "live")
-WATERMARK_KEY_FILE = "watermark.key"
-WATERMARK_KEY_ENV = "CONSULT_WATERMARK_KEY"
-WATERMARK_KEY_FILE_ENV = "CONSULT_WATERMARK_KEY_FILE"
 
 
 def format_id(wm_id: int) -> str:
@@ -55,28 +45,20 @@ def parse_id(text: str) -> int:
     return value
 
 
-def load_key(data_dir: Path, *, key_file: Optional[Path] = None, environ: Mapping[str, str] = os.environ,
-             create: bool = False) -> bytes:
-    """The watermark pattern key: CONSULT_WATERMARK_KEY, else the key file (CONSULT_WATERMARK_KEY_FILE,
-    `key_file`, or `<data dir>/watermark.key`), generated (0600) only when `create` and absent."""
-    if environ.get(WATERMARK_KEY_ENV):
-        return decode_kek(environ[WATERMARK_KEY_ENV], WATERMARK_KEY_ENV)
-    path = key_file or (Path(environ[WATERMARK_KEY_FILE_ENV]) if environ.get(WATERMARK_KEY_FILE_ENV) else
-                        data_dir / WATERMARK_KEY_FILE)
-    try:
-        return decode_kek(path.read_text(), str(path))
-    except FileNotFoundError:
-        if not create:
-            raise KeyUnavailableError(f"no watermark key at {path} (it is created by the first watermarked "
-                                      f"export or replay; set {WATERMARK_KEY_ENV} or restore the file)") from None
-    try:
-        make_private_dir(path.parent)
-        atomic_write(path, (encode_kek(os.urandom(32)) + "\n").encode(), exclusive=True)
-    except FileExistsError:
-        pass  # another process made it first: use theirs
-    except OSError as exc:
-        raise RecordingStorageError.from_os_error("cannot create the watermark key", exc) from exc
-    return decode_kek(path.read_text(), str(path))
+class LogCheck(Protocol):
+    @property
+    def problems(self) -> list[str]: ...      # empty: the log verifies
+
+
+class IssueLog(Protocol):
+    """The tamper-evident, append-only log the registry keeps its issues in (recorder.audit.AuditLog)."""
+
+    def append(self, actor: str, action: str, target: str,
+               details: Optional[Mapping[str, Any]] = None) -> Mapping[str, Any]: ...
+
+    def authentic_entries(self) -> Iterator[Mapping[str, Any]]: ...
+
+    def verify(self) -> LogCheck: ...
 
 
 @dataclass(frozen=True)
@@ -112,18 +94,12 @@ class IssuedWatermark:
 class WatermarkRegistry:
     """Issue and look up watermark ids, in the audit log."""
 
-    def __init__(self, audit: AuditLog, key: bytes) -> None:
-        from media.processors.watermark import key_id  # numpy only; no OpenCV/PyAV at import
+    def __init__(self, audit: IssueLog, key: bytes) -> None:
+        from .pattern import key_id  # numpy only; no OpenCV/PyAV at import
 
         self.audit = audit
         self.key = key
         self.key_id = key_id(key)
-
-    @classmethod
-    def open(cls, data_dir: Path, *, audit_key_file: Optional[Path] = None, watermark_key_file: Optional[Path] = None,
-             environ: Mapping[str, str] = os.environ, create: bool = False) -> "WatermarkRegistry":
-        audit = AuditLog.open(data_dir, key_file=audit_key_file, environ=environ, create=create)
-        return cls(audit, load_key(data_dir, key_file=watermark_key_file, environ=environ, create=create))
 
     def entries(self) -> Iterator[IssuedWatermark]:
         """Every authentic issue entry, in log order (`audit verify` checks the chain around them)."""
@@ -167,19 +143,9 @@ class WatermarkRegistry:
         the current time for a replay or live view)."""
         import datetime as dt
 
-        from media.processors.watermark_embed import Watermarker, viewer_label
+        from .embed import Watermarker, viewer_label
 
         if when is None and issued.purpose == "export":
             when = dt.datetime.fromisoformat(issued.issued_at.replace("Z", "+00:00"))
         return Watermarker(self.key, issued.wm_id, viewer_label(issued.label(), issued.wm_id, when))
 
-
-def export_hook(data_dir: Path, *, recording_id: str, viewer: str, actor: str, viewer_name: Optional[str] = None,
-                purpose: str = "export", audit_key_file: Optional[Path] = None,
-                environ: Mapping[str, str] = os.environ):
-    """Issue a watermark for an export (or replay) and return (issued, frame_hook) — the one
-    call `python -m recorder export` needs before export_recording(..., frame_hook=hook)."""
-    registry = WatermarkRegistry.open(data_dir, audit_key_file=audit_key_file, environ=environ, create=True)
-    issued = registry.issue(viewer=viewer, purpose=purpose, recording_id=recording_id, actor=actor,
-                            viewer_name=viewer_name)
-    return issued, registry.watermarker(issued).frame_hook

@@ -22,10 +22,10 @@ key the tile is indistinguishable from band-limited noise. With the defaults the
 holds 278 coefficients: 111 pilots (~40 % of the mark's energy) and 167 payload ones.
 
 Payload: watermark id (32 bits) + CRC-16, scrambled, rate-1/3 K=7 convolutional code
-(ecc.py): 162 code bits, interleaved over the payload coefficients by the key (every
+(watermark/ecc.py): 162 code bits, interleaved over the payload coefficients by the key (every
 code bit once; the 5 spare coefficients repeat randomly chosen code bits).
 
-See watermark_embed.py (texture-masked embedding, visible mark) and watermark_detect.py
+See watermark/embed.py (texture-masked embedding, visible mark) and watermark/detect.py
 (frame accumulation, period and phase search, soft decoding, statistics).
 """
 

@@ -4,7 +4,7 @@
 uses: `frame_hook(image_bgr, ms) -> image_bgr` draws the visible mark, then adds the
 invisible one (in that order, so the visible text is itself marked too).
 
-Invisible mark. The key's periodic tile (watermark.py) is resampled once per frame
+Invisible mark. The key's periodic tile (watermark/pattern.py) is resampled once per frame
 size to the frame's period (exact band-limited interpolation from a 4x oversampled
 tile) and cached; per frame only a texture mask is computed: local luma contrast on a
 quarter-size copy, compressed (square root) and clamped to [MASK_MIN, MASK_MAX] times
@@ -39,8 +39,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..fonts import label_font
-from .watermark import Pattern
+from media.fonts import label_font
+
+from .pattern import Pattern
 
 DEFAULT_RMS = 2.0              # luma levels; PSNR ~ 42 dB
 MASK_MIN, MASK_MAX = 0.5, 2.0  # texture mask range, relative to its mean
