@@ -140,7 +140,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, data_dir: Pa
         else:
             print(f"{'id':31} {'created (UTC)':19} {'room':16} {'tracks':>6} {'size':>10}  state (unverified)")
             for i in infos:
-                print(f"{i.id:31} {i.created[:19]:19} {i.room[:16]:16} {i.tracks:>6} {i.size_bytes:>10}  {i.state}")
+                part = f" (part {i.part}, continues {i.continues})" if i.continues else ""
+                print(f"{i.id:31} {i.created[:19]:19} {i.room[:16]:16} {i.tracks:>6} {i.size_bytes:>10}  "
+                      f"{i.state}{part}")
         return EXIT_OK
 
     if args.command == "verify":

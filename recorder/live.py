@@ -38,6 +38,8 @@ class LiveRecording:
                  on_failure: Callable[[str], object]) -> None:
         self.writer = writer
         self.id = writer.id
+        self.continues = writer.manifest.continues
+        self.part = writer.manifest.part
         self._session_ms_at = session_ms_at
         self._on_failure = on_failure
         self._loop = asyncio.get_running_loop()
@@ -50,12 +52,15 @@ class LiveRecording:
 
     @classmethod
     async def start(cls, data_dir: Path, *, room: str, actor: str, session_ms_at: Callable[[float], int],
-                    on_failure: Callable[[str], object]) -> "LiveRecording":
-        """Create the recording (key, manifest, audit entry) off the event loop. Raises RecorderError."""
+                    on_failure: Callable[[str], object], continues: Optional[str] = None,
+                    part: int = 1) -> "LiveRecording":
+        """Create the recording (key, manifest, audit entry) off the event loop. Raises RecorderError.
+        `continues`, `part`: it carries on that recording, cut short on another node, as its part."""
         def create() -> RecordingWriter:
             keys = KeyStore.open(data_dir, create=True)
             audit = AuditLog.open(data_dir, create=True)
-            return RecordingWriter.start(data_dir, keys, room=room, audit=audit, actor=actor)
+            return RecordingWriter.start(data_dir, keys, room=room, audit=audit, actor=actor, continues=continues,
+                                         part=part)
 
         writer = await asyncio.get_running_loop().run_in_executor(None, create)
         return cls(writer, session_ms_at=session_ms_at, on_failure=on_failure)

@@ -9,6 +9,11 @@ when a track is added mid-recording.
 `room` names the room as `<room id>@<instance>`: room ids are used again once a room is
 closed, and the instance (one per creation of the id) says which consultation this was.
 Recordings made before instances existed, and ones written by tools, hold the bare id.
+
+A recording that carries on one whose node died or drained mid-call (several nodes:
+signalling/live_rooms.py) is its next *part*: `continues` names the recording it carries
+on and `part` counts from 1. A first part has neither key, as manifests had before parts
+existed, so their MACs still hold.
 """
 
 from __future__ import annotations
@@ -92,12 +97,17 @@ class Manifest:
     segment_max_ms: int
     tracks: list[ManifestTrack] = field(default_factory=list)
     format: int = FORMAT
+    continues: Optional[str] = None  # the recording this one carries on (its part - 1), if any
+    part: int = 1
 
     def track(self, track_id: str) -> Optional[ManifestTrack]:
         return next((t for t in self.tracks if t.track_id == track_id), None)
 
     def _body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if self.continues is None:  # a first part, written (and MACed) as before parts existed
+            del body["continues"], body["part"]
+        return body
 
     def _canonical(self) -> bytes:
         return json.dumps(self._body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -127,7 +137,16 @@ class Manifest:
             raise RecordingIntegrityError(f"{recording_dir / MANIFEST_FILE}: malformed") from None
         if manifest.format != FORMAT:
             raise RecordingIntegrityError(f"{recording_dir / MANIFEST_FILE}: unsupported format {manifest.format}")
+        if not _part_ok(manifest.continues, manifest.part):
+            raise RecordingIntegrityError(f"{recording_dir / MANIFEST_FILE}: malformed part")
         if manifest.id != recording_dir.name:
             raise RecordingIntegrityError(
                 f"{recording_dir}: manifest belongs to recording {manifest.id} (moved or spliced)")
         return manifest, mac
+
+
+def _part_ok(continues: object, part: object) -> bool:
+    """A first part (nothing continued), or part n > 1 naming a recording id."""
+    if continues is None:
+        return part == 1
+    return isinstance(continues, str) and is_recording_id(continues) and type(part) is int and part > 1

@@ -159,6 +159,32 @@ class RecordingReader:
                 seen.segments[track.track_id] = raw.index + 1
                 seen.final[track.track_id] = raw.final
 
+    def media_end_ms(self) -> Optional[int]:
+        """The newest frame time in any media track (from each one's last whole segment, the only
+        one decrypted), None without media. A recording cut short (its writer killed) has no stop
+        event, and its events alone often end long before its media did."""
+        newest: Optional[int] = None
+        for track in self.manifest.tracks:
+            if track.no == EVENTS_TRACK_NO:
+                continue
+            where = f"recording {self.id} track {track.track_id!r}"
+            try:
+                f = open(self.dir / track.file, "rb")
+            except FileNotFoundError:
+                continue
+            with f:
+                scanner = SegmentScanner(f, os.fstat(f.fileno()).st_size, where, headers_only=True)
+                last = None
+                for last in scanner:
+                    pass
+                if last is None:
+                    continue
+                raw = scanner.read(last)
+                plaintext = self._cipher.open(track.no, track.track_id, raw.index, raw.final, raw.ciphertext)
+                for ts, _, _, _ in decode_frames(plaintext, f"{where} segment {raw.index}"):
+                    newest = ts if newest is None else max(newest, ts)
+        return newest
+
     def _check_against_summary(self, seen: "_Seen", track_ids: list[str]) -> None:
         # Raised at the end of reading: a recording closed cleanly but cut short on disk is not
         # "incomplete", it is tampered with (a crashed one has no summary, and just ends).

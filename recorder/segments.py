@@ -76,12 +76,14 @@ class SegmentScanner:
     Iterating yields each complete segment in file order and raises
     RecordingIntegrityError on structural tampering; afterwards `final_seen` and
     `torn_bytes` (length of an interrupted last append, 0 if none) describe the end.
+    `headers_only`: yield segments without reading their ciphertext (b""), to find one.
     """
 
-    def __init__(self, f: BinaryIO, size: int, where: str) -> None:
+    def __init__(self, f: BinaryIO, size: int, where: str, *, headers_only: bool = False) -> None:
         self._f = f
         self._size = size
         self._where = where
+        self._headers_only = headers_only
         self.final_seen = False
         self.torn_bytes = 0
         self.count = 0
@@ -114,11 +116,17 @@ class SegmentScanner:
             if HEADER.size + length > remaining:
                 self.torn_bytes = remaining
                 return
-            ciphertext = self._f.read(length)
+            ciphertext = b"" if self._headers_only else self._f.read(length)
             yield RawSegment(index, bool(flags & FLAG_FINAL), ciphertext, offset)
             self.count += 1
             self.final_seen = bool(flags & FLAG_FINAL)
             offset += HEADER.size + length
+
+    def read(self, segment: RawSegment) -> RawSegment:
+        """`segment` (from a headers-only walk) with its ciphertext."""
+        self._f.seek(segment.offset)
+        length = HEADER.unpack(self._f.read(HEADER.size))[3]
+        return RawSegment(segment.index, segment.final, self._f.read(length), segment.offset)
 
     def _all_zero(self, offset: int, length: int) -> bool:
         self._f.seek(offset)

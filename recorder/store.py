@@ -33,6 +33,8 @@ class RecordingInfo:
     tracks: int
     size_bytes: int
     state: str  # recording | closed | open (writer gone, no final segments) | shredded | unreadable
+    continues: Optional[str] = None  # the recording this one carries on (a call moved to another node)
+    part: int = 1
 
 
 @dataclass
@@ -81,7 +83,8 @@ class RecordingStore:
             state = "recording"
         else:
             state = "closed" if all(self._final_flag(path, t.file) for t in manifest.tracks) else "open"
-        return RecordingInfo(manifest.id, manifest.created, manifest.room, len(manifest.tracks) - 1, size, state)
+        return RecordingInfo(manifest.id, manifest.created, manifest.room, len(manifest.tracks) - 1, size, state,
+                             manifest.continues, manifest.part)
 
     @staticmethod
     def _final_flag(path: Path, file: str) -> bool:

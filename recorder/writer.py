@@ -118,9 +118,11 @@ class RecordingWriter:
     def start(cls, data_dir: Path, keys: KeyStore, *, room: str, tracks: Iterable[TrackInfo] = (),
               audit: Optional[AuditLog], actor: str, segment_max_bytes: int = SEGMENT_MAX_BYTES,
               segment_max_ms: int = SEGMENT_MAX_MS, fsync: bool = True,
-              clock: Callable[[], float] = time.monotonic) -> "RecordingWriter":
+              clock: Callable[[], float] = time.monotonic, continues: Optional[str] = None,
+              part: int = 1) -> "RecordingWriter":
         """Create a new recording under `<data_dir>/recordings/`. Raises RecordingStorageError if it
-        cannot be created (nothing is left behind) and KeyUnavailableError without a usable KEK."""
+        cannot be created (nothing is left behind) and KeyUnavailableError without a usable KEK.
+        `continues`, `part`: this recording carries on that one, as its part (recorder/manifest.py)."""
         tracks = list(tracks)
         rid = new_recording_id()
         recording_dir = data_dir / "recordings" / rid
@@ -135,13 +137,17 @@ class RecordingWriter:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held while recording; the kernel drops it if we die
             if audit is not None:
                 # Audited before any media exists: no recording without a record.start entry.
-                audit.append(actor, Action.RECORD_START, rid, {"room": room, "tracks": [t.track_id for t in tracks]})
+                details: dict[str, Any] = {"room": room, "tracks": [t.track_id for t in tracks]}
+                if continues is not None:  # the chain of parts can be followed in the audit log too
+                    details |= {"continues": continues, "part": part}
+                audit.append(actor, Action.RECORD_START, rid, details)
                 audited = True
             data_key = crypto.new_key()
             keys.store_new_data_key(recording_dir, rid, data_key)
             cipher = crypto.SegmentCipher(data_key, rid)
             manifest = Manifest(id=rid, created=utc_now_iso(), room=room, data_key=DATA_KEY_FILE,
-                                segment_max_bytes=segment_max_bytes, segment_max_ms=segment_max_ms)
+                                segment_max_bytes=segment_max_bytes, segment_max_ms=segment_max_ms,
+                                continues=continues, part=part if continues is not None else 1)
             writer = cls(recording_dir, manifest, cipher, lock_fd, audit=audit, actor=actor, fsync=fsync, clock=clock)
             writer._add(ManifestTrack(EVENTS_TRACK_NO, EVENTS_TRACK_ID, "events", "json", None, "track-0.seg"))
             for info in tracks:

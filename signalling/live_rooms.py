@@ -36,7 +36,14 @@ from recorder.writer import MAX_EVENT_BYTES
 from .links import LinkGuard, LinkRefused
 from .live_watermark import LiveWatermarks, WatermarkUnavailable
 from .placement import RoomPlacement
-from .registry import ParticipantRecord, RegistryError, RegistryUnavailable, RoomRecord, RoomRegistry
+from .registry import (
+    ParticipantRecord,
+    RecordingNote,
+    RegistryError,
+    RegistryUnavailable,
+    RoomRecord,
+    RoomRegistry,
+)
 from .revocations import REVOCATIONS_FILE, RevocationList, RevocationStore
 from .roles import VIDEO_PRIORITY
 from .room_events import RoomEvents, participant_data
@@ -50,6 +57,13 @@ CLOSE_SERVICE_RESTART = 1012  # RFC 6455 registry: the page reconnects after its
 
 
 RECORDING_KEYFRAME_INTERVAL_S = 5.0
+# A call ended for these reasons goes on elsewhere (another node, or this one restarted), and so
+# does its recording: the room's record keeps the note, and the next call records on.
+RECORDING_MOVES = ("moved", "server-shutdown")
+# ... if it comes back soon: a call that returns hours later (the same open room, a rejoin the
+# next day) is a new conversation, and its recording is started again by someone who may.
+RECORDING_CARRIES_ON_WITHIN_S = 600.0
+RECORDING_NOTE_REFRESH_S = 60.0  # how often the running call confirms its note
 STATEFUL_ANALYSIS = ("guidance", "capture")  # replayed to late joiners; metrics are not (they stream)
 
 
@@ -72,17 +86,26 @@ class LiveRoom:
     """Implements media.room.RoomMediaEvents for one room."""
 
     def __init__(self, record: RoomRecord, ice: IceConfig, data_dir: Path,
-                 events: Optional[RoomEvents] = None) -> None:
+                 events: Optional[RoomEvents] = None, registry: Optional[RoomRegistry] = None) -> None:
+        """`registry`: where the running recording is noted, so the room's next call (another
+        node's, if this one dies) records on; None: not noted."""
         self.record = record
         self._data_dir = data_dir
         self._events = events or RoomEvents()
+        self._registry = registry
         self.end_reason = "empty"  # why it ends, for room.ended: the last one left, unless the room is ended
         self._closed = False
         self.recording: Optional[LiveRecording] = None
         self._recording_taps: list[tuple[str, str, PacketTap]] = []
-        self._recording_by: Optional[str] = None
+        self._recording_lock = asyncio.Lock()  # one start at a time: a continuation and a doctor's click
+        self._note_lock = asyncio.Lock()  # the room's note changes in the order the recording did
+        self._recording_by: Optional[str] = None  # who started it: their name ...
+        self._recording_actor: Optional[str] = None  # ... and identity (or admin-api)
         self._answered: set[str] = set()  # identities that answered the running recording's question
-        self._consented: set[str] = set()  # ... and agreed (consent_required rooms record only them)
+        # ... their answers as audited (consent_required rooms record only those who agreed), and
+        # answers carried over from an earlier part not yet told to the room in this one
+        self._answers: dict[str, bool] = {}
+        self._carried: set[str] = set()
         self._keyframe_timer: Optional[asyncio.Task] = None
         # The session clock: annotation events, analysis events and (later) recordings share it.
         self._started = time.monotonic()
@@ -240,7 +263,7 @@ class LiveRoom:
         if self._closed:
             return
         self._closed = True
-        await self.stop_recording("room-closed")
+        await self.stop_recording(self.end_reason if self.end_reason in RECORDING_MOVES else "room-closed")
         await self._end_capture()
         await self.processors.close()
         await self.media.close()
@@ -264,22 +287,62 @@ class LiveRoom:
     def session_ms_at(self, monotonic_s: float) -> int:
         return int((monotonic_s - self._started) * 1000)
 
-    def recording_state(self) -> dict:
+    def recording_state(self, participant: Optional["ParticipantRecord"] = None) -> dict:
+        """The `recording` message; for `participant`, with their answer to this recording when
+        they gave one (in an earlier part too), so their page does not ask again."""
         if self.recording is None:
             return {"type": "recording", "state": "off"}
-        return {"type": "recording", "state": "on", "recording_id": self.recording.id, "by": self._recording_by,
-                "consent_required": self.record.consent_required}
+        state = {"type": "recording", "state": "on", "recording_id": self.recording.id, "by": self._recording_by,
+                 "consent_required": self.record.consent_required, "part": self.recording.part,
+                 "continues": self.recording.continues}
+        if participant is not None and participant.identity in self._answers:
+            state["consent"] = self._answers[participant.identity]
+        return state
 
     async def start_recording(self, by: "ParticipantRecord | str") -> LiveRecording:
         """Start recording every published track and the room's events. Raises RecorderError."""
-        if self.recording is not None:
-            return self.recording
-        actor = by if isinstance(by, str) else by.identity
-        self.recording = await LiveRecording.start(
-            self._data_dir, room=self.recording_room, actor=actor, session_ms_at=self.session_ms_at,
-            on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")))
-        self._recording_by = by if isinstance(by, str) else by.name
-        self._answered, self._consented = set(), set()
+        if isinstance(by, str):
+            return await self._start_recording(by, by)
+        return await self._start_recording(by.identity, by.name)
+
+    async def continue_recording(self) -> Optional[LiveRecording]:
+        """When the room's record says a recording was running when its call last stopped (its
+        node died or drained before stopping it): record on at once, as the next part, for the
+        same starter and keeping the answers given so far. None when there is nothing to carry on
+        or it cannot start (logged; the note stays, for the next call)."""
+        note = self.record.recording
+        if note is None:
+            return None
+        if time.time() - note.noted_at > RECORDING_CARRIES_ON_WITHIN_S:
+            logger.info("room %s: recording %s last confirmed %.0f s ago: not carried on", self.record.id,
+                        note.recording_id, time.time() - note.noted_at)
+            await self._forget_recording(note.recording_id)
+            return None
+        try:
+            return await self._start_recording(note.actor, note.by, continuing=note)
+        except RecorderError as exc:
+            logger.error("room %s: recording %s could not be continued: %s", self.record.id, note.recording_id, exc)
+            return None
+
+    async def _start_recording(self, actor: str, by: str, continuing: Optional[RecordingNote] = None) -> LiveRecording:
+        async with self._recording_lock:
+            if self.recording is not None:
+                return self.recording
+            recording = await LiveRecording.start(
+                self._data_dir, room=self.recording_room, actor=actor, session_ms_at=self.session_ms_at,
+                on_failure=lambda reason: asyncio.ensure_future(self.stop_recording(f"error: {reason}")),
+                continues=continuing.recording_id if continuing else None,
+                part=continuing.part + 1 if continuing else 1)
+            answers = dict(continuing.answers) if continuing else {}
+            if continuing is not None:
+                try:
+                    await self._audit_carried_answers(recording, answers)
+                except RecorderError:
+                    await recording.stop()
+                    raise
+            self.recording, self._recording_by, self._recording_actor = recording, by, actor
+            self._answered, self._answers, self._carried = set(answers), answers, set(answers)
+        await self._note_recording()
         # the state at the start, so a replay shows what was already on screen
         for part in self.board.snapshot_parts(MAX_EVENT_BYTES - 1024):  # a full board is ~0.5 MB
             self._record_event(part)
@@ -287,8 +350,57 @@ class LiveRoom:
             self._record_participant(session.joined_participant())
         self.broadcast({**self.recording_state(), "t_ms": self.session_ms()})
         self._keyframe_timer = asyncio.ensure_future(self._keyframes_while_recording())
-        self.emit("recording.started", {"recording_id": self.recording.id, "by": actor})
-        return self.recording
+        started: dict[str, object] = {"recording_id": recording.id, "by": actor}
+        if continuing is not None:
+            started |= {"continues": continuing.recording_id, "part": recording.part}
+        self.emit("recording.started", started)
+        return recording
+
+    @staticmethod
+    async def _audit_carried_answers(recording: LiveRecording, answers: dict[str, bool]) -> None:
+        """Each answer carried into a new part, in the audit log under who gave it (as given for
+        the part it continues): consent_required rooms record them from the start."""
+        for identity, given in sorted(answers.items()):
+            await recording.audit(identity, Action.RECORD_CONSENT,
+                                  {"given": given, "carried_from": recording.continues})
+
+    async def _note_recording(self) -> None:
+        """The running recording (and the answers so far) in the room's record, shared with the
+        other nodes: if this call ends without stopping it, the room's next call records on."""
+        if self._registry is None:
+            return
+        async with self._note_lock:  # (a stop that came first has cleared the note: not written again)
+            recording = self.recording
+            if recording is None or self._recording_actor is None:
+                return
+            note = RecordingNote(recording.id, self._recording_actor, self._recording_by or self._recording_actor,
+                                 recording.part, dict(self._answers), time.time())
+            try:
+                await self._registry.note_recording(self.record.id, self.record.instance, note)
+            except RegistryError as exc:  # the recording goes on; only a later move would not carry it
+                logger.warning("room %s: recording %s not noted in the room list (%s): should this call move, "
+                               "its recording does not carry on", self.record.id, recording.id, exc)
+
+    async def _forget_recording(self, recording_id: str) -> None:
+        """The recording was stopped on purpose: the room's next call does not record on."""
+        if self._registry is None:
+            return
+        async with self._note_lock:
+            try:
+                await self._registry.clear_recording(self.record.id, recording_id)
+            except RegistryError as exc:
+                logger.warning("room %s: stopped recording %s is still noted in the room list (%s): should "
+                               "this call move, its recording carries on", self.record.id, recording_id, exc)
+
+    def carry_answer(self, participant: "ParticipantRecord") -> None:
+        """Someone whose answer carries over from an earlier part is back: the room (consoles list
+        who agreed) and this part's events learn it, as a `consent` for this recording."""
+        if self.recording is None or participant.identity not in self._carried:
+            return
+        self._carried.discard(participant.identity)
+        self.broadcast({"type": "consent", "participant": participant.id, "recording_id": self.recording.id,
+                        "given": self._answers[participant.identity], "carried_from": self.recording.continues,
+                        "t_ms": self.session_ms()}, exclude=participant.id)
 
     async def record_consent(self, participant: "ParticipantRecord", recording_id: str, given: bool) -> bool:
         """A participant's answer to being recorded, in the audit log and the recording, and told
@@ -301,29 +413,38 @@ class LiveRoom:
         self._answered.add(participant.identity)
         await recording.audit(participant.identity, Action.RECORD_CONSENT,
                               {"given": given, "participant": participant.id, "role": participant.role})
+        if self.recording is not recording:  # stopped meanwhile: the answer is audited, nothing else
+            return True
+        held_back = self._held_back(participant)
+        self._answers[participant.identity] = given
+        self._carried.discard(participant.identity)
         message = {"type": "consent", "participant": participant.id, "recording_id": recording_id, "given": given,
                    "t_ms": self.session_ms()}
-        self._record_event(message)
-        self.broadcast(message)
+        self.broadcast(message)  # (into the recording too)
         self.emit("consent.given" if given else "consent.refused",
                   {"recording_id": recording_id, "participant": participant_data(participant)})
-        if given and self._held_back(participant):
-            self._consented.add(participant.identity)
+        if given and held_back:
             self._record_participant(participant)  # from this moment on
+        await self._note_recording()  # so a later part (the call moved) does not ask again
         return True
 
     def _held_back(self, participant: "ParticipantRecord") -> bool:
         """Whether this participant's media waits for their consent before it is recorded."""
         return (self.record.consent_required and "record" not in participant.permissions
-                and participant.identity not in self._consented)
+                and self._answers.get(participant.identity) is not True)
 
     async def _keyframes_while_recording(self) -> None:
-        """A keyframe every few seconds, so a replay can seek without decoding from the start."""
+        """A keyframe every few seconds, so a replay can seek without decoding from the start;
+        now and then the room's note confirmed, so a move carries the recording on."""
+        noted = time.monotonic()
         while self.recording is not None:
             await asyncio.sleep(RECORDING_KEYFRAME_INTERVAL_S)
             for participant_id, kind, _ in list(self._recording_taps):
                 if kind == "video":
                     self._request_keyframe(participant_id, kind)
+            if time.monotonic() - noted >= RECORDING_NOTE_REFRESH_S:
+                noted = time.monotonic()
+                await self._note_recording()
 
     def _record_participant(self, participant: "ParticipantRecord") -> None:
         if self.recording is None or "publish" not in participant.permissions or self._held_back(participant):
@@ -357,6 +478,8 @@ class LiveRoom:
             self.media.remove_tap(participant_id, kind, tap)
         self._recording_taps.clear()
         self.emit("recording.stopped", {"recording_id": recording.id, "reason": reason})
+        if reason not in RECORDING_MOVES:  # on purpose (or failed): the room's next call does not record on
+            await self._forget_recording(recording.id)
         await recording.stop()
         self.emit("recording.sealed", {"recording_id": recording.id, "failure": recording.failure})
         message = {"type": "recording", "state": "off", "recording_id": recording.id, "reason": reason,
@@ -412,8 +535,9 @@ class RoomService:
             if owner is not None:
                 raise JoinElsewhere(owner)
         if live is None:
-            live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir, self.events)
+            live = self.live[room.id] = LiveRoom(room, self.ice, self.data_dir, self.events, self.registry)
             live.emit("room.started", {})
+            await live.continue_recording()  # its last call (on a node that died or drained) was recording
 
         # A participant reconnecting after a network drop replaces their old session.
         previous = live.by_identity(grant.identity)
@@ -449,6 +573,7 @@ class RoomService:
             live.processors.participant_joined(participant.id, participant.role)
             live._record_participant(participant)
         live.broadcast({"type": "participant-joined", "participant": participant.public()}, exclude=participant.id)
+        live.carry_answer(participant)
         live.emit("participant.joined", {"participant": participant_data(participant)})
         return live
 

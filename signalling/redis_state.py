@@ -8,7 +8,8 @@ node that runs it: live participants are that process's facts, and a node that d
 must not leave them behind in Redis as ghosts that fill the room.
 
 Keys, under a prefix (default `consult:`):
-  room:<id>        JSON: the room's current record and its earlier (closed) instances
+  room:<id>        JSON: the room's current record (with the note of a recording running in
+                   its call: signalling/live_rooms.py) and its earlier (closed) instances
   rooms            set of room ids
   revoked:<jti>    the revoked link's expiry (unix s); Redis drops it then (EXPIREAT)
 and the channel `revoked` announces each revocation to the other nodes.
@@ -36,6 +37,7 @@ from .placement import RoomPlacement
 from .registry import (
     LocalParticipants,
     ParticipantRecord,
+    RecordingNote,
     RegistryError,
     RegistryUnavailable,
     RoomInstance,
@@ -153,6 +155,7 @@ class RedisRegistry:
             if document is None or document["room"].get("closed_at") is not None:
                 return False
             document["room"]["closed_at"] = time.time()
+            document["room"]["recording"] = None  # its recording ended with it (here, or with its node)
             pipe.set(self._room_key(room_id), json.dumps(document))
             # every node ends the call if it runs it (its registry's close reached one node)
             pipe.publish(self.closed_channel, f"{room_id} {document['room']['instance']}")
@@ -162,6 +165,34 @@ class RedisRegistry:
             return False
         self._participants.forget_room(room_id)
         return True
+
+    @_unavailable
+    async def note_recording(self, room_id: str, instance: str, note: RecordingNote) -> bool:
+        """The room's call records `note` now (started, continued, or someone answered): kept
+        until cleared, so the node that runs the room's next call records on (this one may die
+        meanwhile). False when `instance` is no longer the room's open one."""
+        def note_it(document: Optional[dict], pipe: Pipeline) -> bool:
+            if document is None or not _room(document).open or document["room"]["instance"] != instance:
+                return False
+            document["room"]["recording"] = asdict(note)
+            pipe.set(self._room_key(room_id), json.dumps(document))
+            return True
+
+        return await self._change_room(room_id, note_it)
+
+    @_unavailable
+    async def clear_recording(self, room_id: str, recording_id: str) -> bool:
+        """That recording was stopped on purpose: the room's next call does not record on. Only
+        if the note still names it (another node may be recording the next part already)."""
+        def clear(document: Optional[dict], pipe: Pipeline) -> bool:
+            note = document["room"].get("recording") if document is not None else None
+            if document is None or note is None or note.get("recording_id") != recording_id:
+                return False
+            document["room"]["recording"] = None
+            pipe.set(self._room_key(room_id), json.dumps(document))
+            return True
+
+        return await self._change_room(room_id, clear)
 
     @_unavailable
     async def add_participant(self, participant: ParticipantRecord) -> None:
@@ -333,7 +364,7 @@ def _document(raw: Optional[str]) -> Optional[dict]:
 
 
 def _room(document: dict) -> RoomRecord:
-    return RoomRecord(**document["room"])
+    return RoomRecord.from_dict(document["room"])
 
 
 def _life(life: RoomInstance) -> dict:

@@ -75,6 +75,24 @@ def instance_minted_at(lives: Sequence[RoomInstance], iat: int) -> Optional[Room
     return before[-1]
 
 
+@dataclass(frozen=True)
+class RecordingNote:
+    """A room's running recording, as its record keeps it: when the room's node dies or drains
+    before the recording is stopped, the node that starts the call next records on, as the
+    next part, without asking again those who answered (signalling/live_rooms.py)."""
+    recording_id: str
+    actor: str  # who started it (an identity, or admin-api): the next part is theirs too
+    by: str  # their name, as the pages show it
+    part: int = 1
+    answers: dict[str, bool] = field(default_factory=dict)  # identity -> agreed to be recorded?
+    noted_at: float = 0.0  # unix s the running call last confirmed it: an old note is not carried on
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RecordingNote":
+        return cls(raw["recording_id"], raw["actor"], raw["by"], int(raw.get("part", 1)),
+                   {str(k): bool(v) for k, v in raw.get("answers", {}).items()}, float(raw.get("noted_at", 0.0)))
+
+
 @dataclass
 class RoomRecord:
     id: str
@@ -92,6 +110,14 @@ class RoomRecord:
     # a participant's media is recorded only once they agreed (those who may record excepted)
     consent_required: bool = False
     instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
+    # the recording running when the call last ran (not in public(): the pages and the replay API tell it)
+    recording: Optional[RecordingNote] = None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RoomRecord":
+        """A record as asdict() stored it (rooms.json, Redis)."""
+        note = raw.get("recording")
+        return cls(**{**raw, "recording": RecordingNote.from_dict(note) if note else None})
 
     @property
     def open(self) -> bool:
@@ -138,6 +164,8 @@ class RoomRegistry(Protocol):
     async def update_participant(self, participant: ParticipantRecord) -> None: ...
     async def remove_participant(self, room_id: str, participant_id: str) -> None: ...
     async def list_participants(self, room_id: str) -> list[ParticipantRecord]: ...
+    async def note_recording(self, room_id: str, instance: str, note: RecordingNote) -> bool: ...
+    async def clear_recording(self, room_id: str, recording_id: str) -> bool: ...
 
 
 class RegistryError(Exception):
@@ -209,7 +237,7 @@ class InMemoryRegistry:
         migrated = False
         for raw in json.loads(rooms_file.read_text()):
             earlier = raw.pop("earlier", [])
-            room = RoomRecord(**raw)
+            room = RoomRecord.from_dict(raw)
             if not room.instance:  # a room list written before instances: this life gets one now
                 room.instance, migrated = new_instance_id(), True
             self._rooms[room.id] = room
@@ -262,7 +290,31 @@ class InMemoryRegistry:
             if room is None or not room.open:
                 return False
             room.closed_at = time.time()
+            room.recording = None  # its recording ended with it (here, or with its node)
             self._participants.forget_room(room_id)
+            self._save()
+            return True
+
+    async def note_recording(self, room_id: str, instance: str, note: RecordingNote) -> bool:
+        """The room's call records `note` now (started, continued, or someone answered): kept
+        until cleared, so the next call of the room records on. False when `instance` is no
+        longer the room's open one."""
+        async with self._lock:
+            room = self._rooms.get(room_id)
+            if room is None or not room.open or room.instance != instance:
+                return False
+            room.recording = note
+            self._save()
+            return True
+
+    async def clear_recording(self, room_id: str, recording_id: str) -> bool:
+        """That recording was stopped on purpose: the room's next call does not record on. Only
+        if the note still names it (another node may be recording the next part already)."""
+        async with self._lock:
+            room = self._rooms.get(room_id)
+            if room is None or room.recording is None or room.recording.recording_id != recording_id:
+                return False
+            room.recording = None
             self._save()
             return True
 

@@ -359,7 +359,8 @@ class ReplayService:
             if not viewer.owns(info.room, info.created):  # the manifest's claim; opening authenticates it below
                 continue
             item: dict[str, Any] = {"id": info.id, "created": info.created, "state": info.state,
-                                    "duration_ms": None, "participants": [], "tracks": info.tracks}
+                                    "duration_ms": None, "participants": [], "tracks": info.tracks,
+                                    "part": info.part, "continues": info.continues}
             if info.state in ("closed", "open") and keys is None:
                 item.update(state="unreadable", error="no recording key-encryption key")
             elif info.state in ("closed", "open") and keys is not None:
@@ -391,10 +392,10 @@ class ReplayService:
                 return cached
         reader = RecordingReader.open(self.data_dir, recording_id, keys)  # authenticates the manifest
         events = list(reader.events())
-        summary = _Summary(reader.manifest.room, reader.manifest.created,
-                           any(e.data.get("type") == STOP_EVENT for e in events),
-                           (max(e.timestamp_ms for e in events) - min(e.timestamp_ms for e in events)) if events else 0,
-                           _participants(e.data for e in events))
+        complete = any(e.data.get("type") == STOP_EVENT for e in events)
+        stamps = [e.timestamp_ms for e in events] + _media_end(reader, complete)
+        summary = _Summary(reader.manifest.room, reader.manifest.created, complete,
+                           max(stamps) - min(stamps) if stamps else 0, _participants(e.data for e in events))
         self._owners[recording_id] = summary.room, summary.created
         if not writer_alive(reader.dir):
             with self._lock:
@@ -414,10 +415,10 @@ class ReplayService:
         except RecordingIntegrityError as exc:
             raise Refused(409, "tampered", f"the recording fails authentication: {exc}", actor=viewer.identity,
                           target=recording_id) from None
+        complete = any(e.data.get("type") == STOP_EVENT for e in events)
         stamps = [e.timestamp_ms for e in events] + [s for s in starts.values() if s is not None]
         origin = min(stamps, default=0)
-        end = max(stamps, default=0)
-        complete = any(e.data.get("type") == STOP_EVENT for e in events)
+        end = max(stamps + _media_end(reader, complete), default=0)
         pseudonyms = _Pseudonyms()  # trainers see names and roles, never identities (e.g. a record number)
         participants = pseudonyms.apply(_participants(e.data for e in events))
         timeline = [{"at_ms": e.timestamp_ms - origin, "event": pseudonyms.apply(e.data)} for e in events
@@ -450,6 +451,8 @@ class ReplayService:
             "instance": viewer.life.instance,
             "created": reader.manifest.created,
             "state": "complete" if complete else "incomplete",
+            "part": reader.manifest.part,
+            "continues": reader.manifest.continues,
             "origin_session_ms": origin,
             "duration_ms": end - origin,
             "participants": list(participants.values()),
@@ -528,6 +531,20 @@ class ReplayService:
 
 
 # --- events ---------------------------------------------------------------------------------------
+
+
+def _media_end(reader: RecordingReader, complete: bool) -> list[int]:
+    """[when its media ends] for a recording cut short (its node was killed: no stop event, and
+    its last event may be long before its last frame); [] for a complete one, whose stop event
+    is as late as its last frame. A last segment that fails authentication adds nothing here:
+    replaying that track reports it."""
+    if complete:
+        return []
+    try:
+        end = reader.media_end_ms()
+    except RecordingIntegrityError:
+        return []
+    return [] if end is None else [end]
 
 
 def _participants(events) -> dict[str, dict]:

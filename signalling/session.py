@@ -218,7 +218,7 @@ class ParticipantSession:
             "ice_servers": self._ice_servers(participant.id),
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
-        self.send(self.room.recording_state())  # consent: everyone knows whether they are recorded
+        self.send(self.room.recording_state(participant))  # consent: everyone knows whether they are recorded
         for message in self.room.analysis_state_for(participant.role):
             self.send(message)
         self._time_join(join_started)

@@ -2,7 +2,9 @@
  * Asks whoever did not start it whether to go on when the consultation is recorded: the
  * page says who records, and Continue or Leave. The answer goes to the server (`consent`),
  * which writes it into the audit log under the participant's identity and tells the room.
- * Those who may record (the doctor) are not asked: starting it is their answer.
+ * Those who may record (the doctor) are not asked: starting it is their answer. Nor is
+ * anyone the server knows agreed (`consent: true` in their `recording` message: in this tab
+ * or another, or for the earlier part of a recording carried on after a move).
  *
  * Test hooks: #consent[data-recording-id] (hidden once answered); `consent` events.
  */
@@ -40,6 +42,10 @@ export function bindRecordingConsent(client, {box, text, held, proceed, leave}) 
   };
   const update = () => {
     const id = current();
+    if (id !== null && client.recording.consent === true && !answered.has(id)) {
+      answered.add(id);  // the server has this participant's agreement already
+      remember(answered);
+    }
     const ask = id !== null && !answered.has(id);
     box.hidden = !ask;
     box.dataset.recordingId = ask ? id : '';

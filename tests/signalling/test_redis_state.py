@@ -14,7 +14,7 @@ import time
 import pytest
 
 from signalling.redis_state import RedisRegistry, RedisRevocations, SharedState, connect
-from signalling.registry import InMemoryRegistry, ParticipantRecord, RegistryError
+from signalling.registry import InMemoryRegistry, ParticipantRecord, RecordingNote, RegistryError
 
 pytestmark = pytest.mark.slow  # a real redis-server per test
 
@@ -88,6 +88,44 @@ async def test_participants_fill_a_room_and_leave_with_it(registry):
         await registry.add_participant(person("r", 4))  # closed
     with pytest.raises(RegistryError):
         await registry.add_participant(person("nope", 5))
+
+
+async def test_a_rooms_recording_is_noted_until_stopped_on_purpose(registry):
+    room = await registry.create_room("Mrs Chen", "r")
+    assert room.recording is None
+    note = RecordingNote("20260101T000000Z-0123456789ab", "doctor-1", "Dr Lee", 1, {"patient-1": True})
+    assert await registry.note_recording("r", room.instance, note)
+    assert (await registry.get_room("r")).recording == note
+    assert "recording" not in (await registry.get_room("r")).public()  # not in the admin API's room
+    answered = RecordingNote(note.recording_id, "doctor-1", "Dr Lee", 1, {"patient-1": True, "expert-1": False})
+    assert await registry.note_recording("r", room.instance, answered)  # someone answered
+    assert not await registry.note_recording("r", "another-instance", note)
+    assert (await registry.get_room("r")).recording == answered
+
+    # a part carried on elsewhere is not cleared by a late stop of the one it continues
+    part2 = RecordingNote("20260101T000100Z-ba9876543210", "doctor-1", "Dr Lee", 2, answered.answers)
+    assert await registry.note_recording("r", room.instance, part2)
+    assert not await registry.clear_recording("r", note.recording_id)
+    assert (await registry.get_room("r")).recording == part2
+    assert await registry.clear_recording("r", part2.recording_id)
+    assert (await registry.get_room("r")).recording is None
+    assert not await registry.clear_recording("nope", part2.recording_id)
+
+    assert await registry.note_recording("r", room.instance, note)
+    await registry.close_room("r")  # its recording ends with it, even with its node gone
+    assert (await registry.get_room("r")).recording is None
+    assert not await registry.note_recording("r", room.instance, note)  # closed
+    again = await registry.create_room("Mr Li", "r")
+    assert again.recording is None and not await registry.note_recording("r", room.instance, note)
+
+
+async def test_a_recording_noted_by_one_node_is_seen_by_another(nodes):
+    a, b = RedisRegistry(nodes[0]), RedisRegistry(nodes[1])
+    room = await a.create_room("Mrs Chen", "r")
+    note = RecordingNote("20260101T000000Z-0123456789ab", "admin-api", "admin-api", 3, {"patient-1": True})
+    assert await a.note_recording("r", room.instance, note)
+    assert (await b.get_room("r")).recording == note
+    assert [r.recording for r in await b.list_rooms()] == [note]
 
 
 async def test_a_room_made_on_one_node_is_the_same_room_on_the_other(nodes):

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from signalling.registry import InMemoryRegistry
+from signalling.registry import InMemoryRegistry, RecordingNote
 
 JTI = "0123456789abcdef0123456789abcdef"
 
@@ -32,6 +32,19 @@ async def test_the_room_list_is_private_and_keeps_every_instance(tmp_path):
     assert [(life.instance, life.open) for life in lives] == [(first.instance, False), (second.instance, True)]
     assert (await again.get_room("chen-1")).instance == second.instance
     assert await again.instances("nope") == []
+
+
+async def test_a_rooms_running_recording_survives_a_restart(tmp_path):
+    """One machine killed mid-recording: the room's record still says what was recording, so the
+    call started after the restart records on."""
+    rooms = tmp_path / "rooms.json"
+    registry = InMemoryRegistry(rooms)
+    room = await registry.create_room("Mrs Chen", "chen-1")
+    note = RecordingNote("20260101T000000Z-0123456789ab", "doctor-1", "Dr Lee", 2, {"patient-1": True})
+    assert await registry.note_recording("chen-1", room.instance, note)
+    assert (await InMemoryRegistry(rooms).get_room("chen-1")).recording == note
+    assert await registry.clear_recording("chen-1", note.recording_id)
+    assert (await InMemoryRegistry(rooms).get_room("chen-1")).recording is None
 
 
 async def test_a_room_list_from_before_instances_gets_them_and_becomes_private(tmp_path):

@@ -447,6 +447,37 @@ async def test_a_recording_cut_short_replays_as_incomplete(replay):
     assert status == 200 and rec["state"] == "incomplete" and 2000 <= rec["duration_ms"] < 2500
 
 
+async def test_a_part_cut_short_is_listed_as_long_as_its_media_and_the_next_names_it(replay):
+    """A node killed mid-recording leaves a part whose events stop early while its media went
+    on: the listing says how long its sealed media lasts, and the part that carried it on
+    (on the room's next node) names it."""
+    from recorder.keys import KeyStore
+    from recorder.manifest import TrackInfo
+    from recorder.writer import RecordingWriter
+
+    data_dir = replay.data_dir
+    await replay.sfu.room()
+    keys, audit = KeyStore.open(data_dir, create=True), AuditLog.open(data_dir, create=True)
+    first = RecordingWriter.start(data_dir, keys, room="r1", audit=audit, actor="doctor-1", fsync=False,
+                                  segment_max_ms=100, tracks=[TrackInfo("p-1-audio", "audio", "opus", 48000)])
+    first.write_event(500, {"type": "track-owner", "participant": {"id": "p-1", "name": "Mrs Chen", "role": "patient"}})
+    first.write_event(600, {"type": "participant-updated", "t_ms": 600,
+                            "participant": {"id": "p-1", "name": "Mrs Chen", "role": "patient"}})
+    for t in range(500, 6000, 20):
+        first.write_frame("p-1-audio", t, t * 48, False, b"\xfc" + bytes(60))
+    first._release()  # the node was killed: the lock is gone, the unsealed tail with it
+    second = RecordingWriter.start(data_dir, keys, room="r1", audit=audit, actor="doctor-1", fsync=False,
+                                   continues=first.id, part=2)
+    second.close()
+
+    status, listing = await replay.json("/api/replay/recordings", replay.trainer())
+    items = {item["id"]: item for item in listing["recordings"]}
+    assert items[first.id]["state"] == "incomplete" and (items[first.id]["part"], items[first.id]["continues"]) \
+        == (1, None)
+    assert 5000 <= items[first.id]["duration_ms"] < 5500  # not 100 ms: its two events
+    assert (items[second.id]["part"], items[second.id]["continues"]) == (2, first.id)
+
+
 async def test_each_viewer_is_served_a_replay_that_names_them(replay, tmp_path):
     """Two trainers replay the same recording through the API; each served file, decoded and
     traced by the real detector against the real registry, names its own viewer."""

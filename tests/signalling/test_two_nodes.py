@@ -4,8 +4,9 @@ A room made through one node's admin API is joined on the other with a link the 
 minted; the link revoked on the first is then refused on the second, and the call it
 had joined there ends. A join reaching the node that does not run the room's call is
 relayed to the one that does, and media flows; when that node is killed, the next join
-starts the call on the other once its claim has expired. A node that cannot reach Redis
-does not start; while Redis is down, calls go on and joins are told to retry.
+starts the call on the other once its claim has expired, and a recording it was making
+carries on there as the next part. A node that cannot reach Redis does not start; while
+Redis is down, calls go on and joins are told to retry.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import pytest
 
 from loadtest.participant import SyntheticParticipant
 from loadtest.sources import PatternVideoTrack, ToneAudioTrack
+from recorder.keys import KeyStore
+from recorder.manifest import Manifest
+from recorder.reader import RecordingReader
+from recorder.segments import SegmentScanner
+from recorder.store import RecordingStore
 from signalling.placement import CLAIM_TTL_MS
 from tests.redis_server import RedisServer
 from tests.webhooks.receiver import free_port
@@ -100,6 +106,40 @@ async def join(node: Node, token: str) -> tuple[aiohttp.ClientSession, aiohttp.C
         message = frame.json()
         if message["type"] in ("joined", "error"):
             return http, ws, message
+
+
+async def rejoin(node: Node, token: str, seed: int, within: float) -> SyntheticParticipant:
+    """A publishing page's reconnects to `node` until one is served (while the dead node's claim on
+    the room lasts, the join is relayed to it and the socket closes)."""
+    deadline = time.monotonic() + within
+    while True:
+        page = SyntheticParticipant(node.url, token, audio=ToneAudioTrack(), video=PatternVideoTrack(seed=seed))
+        try:
+            await page.join(timeout=5)
+            return page
+        except (RuntimeError, TimeoutError, aiohttp.ClientError):
+            await page.close(leave=False)
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.25)
+
+
+async def sealed_segments(data_dir: Path, recording_id: str, track_id: str, at_least: int,
+                          timeout: float = 60) -> int:
+    """How many whole segments the track has on disk, once it has `at_least` (read without the key)."""
+    deadline = time.monotonic() + timeout
+    directory = data_dir / "recordings" / recording_id
+    while True:
+        track = Manifest.load(directory)[0].track(track_id) if (directory / "manifest.json").exists() else None
+        count = 0
+        if track is not None and (directory / track.file).exists():
+            with open(directory / track.file, "rb") as f:
+                count = sum(1 for _ in SegmentScanner(f, (directory / track.file).stat().st_size, track_id,
+                                                      headers_only=True))
+        if count >= at_least:
+            return count
+        assert time.monotonic() < deadline, f"{track_id} of {recording_id}: {count} segments"
+        await asyncio.sleep(0.25)
 
 
 @pytest.fixture(params=[False])
@@ -257,6 +297,58 @@ async def test_when_the_rooms_node_dies_the_next_join_starts_the_call_on_another
     print(f"the room's call started again on the other node {took:.1f} s after its node was killed")
     assert again["type"] == "joined", again
     assert took <= CLAIM_TTL_MS / 1000 + 3
+
+
+async def test_a_recording_on_a_killed_node_carries_on_as_the_next_part_on_the_other(two_nodes):
+    a, b = two_nodes
+    token = (await room_with_links(a, "r1", "patient"))["patient"]
+    patient = SyntheticParticipant(a.url, token, audio=ToneAudioTrack(), video=PatternVideoTrack(seed=1))
+    again: SyntheticParticipant | None = None
+    try:
+        await patient.join()  # the call runs on a
+        status, started = await a.admin("POST", "/api/rooms/r1/recording", {"action": "start"})
+        assert status == 201, started
+        first = started["recording_id"]
+        await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on")
+        sealed = await sealed_segments(a.data_dir, first, f"{patient.id}-video", 3)
+        assert a.proc is not None
+        a.proc.kill()  # mid-recording, no clean shutdown: nothing is sealed or stopped
+        a.proc.wait()
+        await patient.close(leave=False)
+
+        again = await rejoin(b, token, seed=1, within=2 * CLAIM_TTL_MS / 1000 + 30)  # the page reconnects
+        on = await again.wait_for(lambda m: m["type"] == "recording" and m["state"] == "on", timeout=30)
+        second = on["recording_id"]
+        assert (on["part"], on["continues"], on["by"]) == (2, first, "admin-api"), on
+        await sealed_segments(b.data_dir, second, f"{again.id}-video", 2)  # part 2 receives media
+        status, stopped = await b.admin("POST", "/api/rooms/r1/recording", {"action": "stop"})
+        assert status == 200 and stopped["recording_id"] == second, stopped
+
+        part2 = RecordingReader.open(b.data_dir, second, KeyStore.open(b.data_dir))
+        assert (part2.manifest.continues, part2.manifest.part) == (first, 2)
+        assert part2.verify().status == "complete"
+        assert sum(1 for _ in part2.frames(f"{again.id}-video")) >= 10
+        # the admin's trainer link lists both parts' relation (part 1 is on a's disk, not b's)
+        status, trainer = await b.admin("POST", "/api/rooms/r1/links", {"role": "trainer"})
+        async with aiohttp.ClientSession() as http:
+            async with http.get(b.url + "/api/replay/recordings",
+                                headers={"Authorization": f"Bearer {trainer['token']}"}) as response:
+                listing = await response.json()
+        (item,) = listing["recordings"]
+        assert (item["id"], item["part"], item["continues"], item["state"]) == (second, 2, first, "complete")
+
+        # part 1, cut short on a's disk: listed, with every segment sealed before the kill readable
+        (info,) = RecordingStore(a.data_dir).list()
+        assert (info.id, info.state, info.part) == (first, "open", 1)
+        part1 = RecordingReader.open(a.data_dir, first, KeyStore.open(a.data_dir))
+        report = part1.verify()
+        assert report.status == "incomplete" and not report.problems, report
+        video = next(t for t in report.tracks if t.track_id == f"{patient.id}-video")
+        assert video.segments >= sealed and video.frames == sum(1 for _ in part1.frames(f"{patient.id}-video"))
+    finally:
+        for page in (patient, again):
+            if page is not None:
+                await page.close()
 
 
 async def test_a_draining_node_takes_no_new_room_and_moves_its_calls_when_the_grace_is_over(two_nodes):
