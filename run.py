@@ -58,6 +58,20 @@ def _secret_from_file(p: argparse.ArgumentParser, path: Path, what: str) -> str:
     return value
 
 
+def worker_count(value: str, *, shared_state: bool) -> int:
+    """--workers: a number, or "auto": every core this process may run on when the workers can
+    share rooms (Redis), else one process as without workers."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if shared_state else 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"--workers is a number or auto, not {value!r}") from None
+    if count < 1:
+        raise ValueError("--workers is at least 1")
+    return count
+
+
 def parse_args(argv: list[str]) -> ServerConfig:
     p = argparse.ArgumentParser(description="consult-sfu: WebRTC SFU for video consultations")
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to listen on (0.0.0.0 for the LAN)")
@@ -110,9 +124,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
     p.add_argument("--drain-grace", type=float, default=float(_env("DRAIN_GRACE", "600")), metavar="S",
                    help="on SIGTERM: take no new rooms (with --redis-url), let calls end for up to S seconds, "
                         "then move what is left (its pages rejoin) and stop (default 600)")
-    p.add_argument("--workers", type=int, default=int(_env("WORKERS", "1")), metavar="N",
+    p.add_argument("--workers", default=_env("WORKERS", "auto"), metavar="N",
                    help="with --redis-url: N worker processes on this machine, each a node, sharing the port "
-                        "(one process forwards on one core; default 1)")
+                        "(one process forwards on one core); default auto: one per core this process may use "
+                        "with --redis-url, else 1")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument("--internal-port", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--internal-host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -153,8 +168,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
             p.error(str(exc))
     if a.redis_url is not None and not a.redis_url.startswith(("redis://", "rediss://", "unix://")):
         p.error("--redis-url must be a redis://, rediss:// or unix:// URL")
-    if a.workers < 1:
-        p.error("--workers is at least 1")
+    try:
+        a.workers = worker_count(a.workers, shared_state=a.redis_url is not None)
+    except ValueError as exc:
+        p.error(str(exc))
     if a.workers > 1 and a.redis_url is None:
         p.error("--workers above 1 needs --redis-url: the workers share rooms and links through it")
     if a.drain_grace < 0:

@@ -129,3 +129,23 @@ def test_a_turn_credential_is_never_taken_from_the_command_line(tmp_path, monkey
     assert server.credential == "from-env"
     with pytest.raises(SystemExit):
         parse_args([*base, "--ice-credential-file", str(tmp_path / "missing")])
+
+
+def test_workers_are_one_per_core_with_redis_and_one_process_without(monkeypatch):
+    """Workers share rooms through Redis: with it the machine's cores are used by default;
+    without it one process runs, as it always did, and asking for more is refused."""
+    import os
+
+    from run import parse_args
+
+    monkeypatch.delenv("CONSULT_WORKERS", raising=False)
+    redis = ["--redis-url", "redis://127.0.0.1:6379/0"]
+    assert parse_args([]).workers == 1
+    assert parse_args(redis).workers == len(os.sched_getaffinity(0))
+    assert parse_args([*redis, "--workers", "1"]).workers == 1
+    assert parse_args([*redis, "--workers", "3"]).workers == 3
+    monkeypatch.setenv("CONSULT_WORKERS", "2")
+    assert parse_args(redis).workers == 2
+    for wrong in (["--workers", "2"], [*redis, "--workers", "0"], [*redis, "--workers", "many"]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)

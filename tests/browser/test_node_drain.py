@@ -37,7 +37,7 @@ def test_pages_rejoin_by_themselves_when_their_call_moves(netns, chromium, tmp_p
 
     redis = start_redis()
     server = start_sfu_server(netns, tmp_path / "data", extra_args=[
-        "--redis-url", f"redis://127.0.0.1:{REDIS_PORT}/0", "--processors", ""])
+        "--redis-url", f"redis://127.0.0.1:{REDIS_PORT}/0", "--workers", "1", "--processors", ""])
 
     def browser_diagnostics(summary: str) -> str:  # (the fixture of that name brings a server of its own)
         saved = chromium.save_diagnostics("failure")

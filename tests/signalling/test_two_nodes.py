@@ -54,7 +54,8 @@ class Node:
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "--port", str(self.port), "--data-dir", str(self.data_dir),
              *([] if self.demo else ["--no-demo-room"]),
-             "--processors", "", "--media-host-address", "127.0.0.1", "--redis-url", self.redis_url, *self.extra],
+             "--processors", "", "--media-host-address", "127.0.0.1", "--redis-url", self.redis_url,
+             "--workers", "1", *self.extra],  # one process: a node is killed by its pid
             cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
