@@ -35,7 +35,9 @@ class NodeState:
     pid: int = 0  # the process, for an operator (and its tests) on the machine
 
     def load(self) -> tuple[int, int]:
-        return (self.participants, self.rooms)
+        """Rooms first: a room is what is placed, and each costs about the same (a call of two or
+        three); participants break ties."""
+        return (self.rooms, self.participants)
 
 
 class NodeDirectory:
@@ -48,6 +50,8 @@ class NodeDirectory:
         self._redis = client
         self._prefix = prefix
         self.load = load  # set by whoever knows (the room service, made after this)
+        # rooms claimed here whose calls may not have started yet (signalling/placement.py)
+        self.claimed: Callable[[], int] = lambda: 0
         self._task: Optional[asyncio.Task] = None
 
     def _key(self, node_id: str) -> str:
@@ -55,7 +59,8 @@ class NodeDirectory:
 
     def me(self) -> NodeState:
         rooms, participants = self.load()
-        return NodeState(self.node_id, self.node_url, rooms, participants, self.draining, os.getpid())
+        return NodeState(self.node_id, self.node_url, max(rooms, self.claimed()), participants, self.draining,
+                         os.getpid())
 
     async def beat(self) -> None:
         await self._redis.set(self._key(self.node_id), json.dumps(asdict(self.me())), px=HEARTBEAT_TTL_MS)

@@ -52,6 +52,7 @@ class RoomPlacement:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._mine: set[str] = set()
+        self.directory.claimed = lambda: len(self._mine)
         self._task: Optional[asyncio.Task] = None
         # told of a room whose claim this node lost: its local call must end (pages rejoin)
         self.on_lost: Optional[Callable[[str], Awaitable[object]]] = None
@@ -116,6 +117,7 @@ class RoomPlacement:
                         return target.url
                 if await self._redis.set(key, self._claim, nx=True, px=CLAIM_TTL_MS):
                     self._mine.add(room_id)
+                    await self._announce_load()
                     return None
                 current = await self._redis.get(key)
                 if current is None:
@@ -128,6 +130,14 @@ class RoomPlacement:
             raise RegistryUnavailable(f"which node runs the room cannot be told now ({exc.__class__.__name__}); "
                                       "try again shortly") from exc
         raise RegistryUnavailable("the room's owner changed three times in a row; try again shortly")
+
+    async def _announce_load(self) -> None:
+        """A heartbeat now, not at the next beat: joins for other new rooms may be arriving this
+        very second (a clinic's morning), and each must see this room already placed here."""
+        try:
+            await self.directory.beat()
+        except (RedisError, OSError) as exc:
+            logger.warning("could not announce the new room (%s): the next heartbeat will", exc)
 
     async def owner_url(self, room_id: str) -> Optional[str]:
         """The URL of the node running the room's call, when that is another node (else None)."""

@@ -91,3 +91,21 @@ async def test_a_restarted_process_drops_what_its_predecessor_at_its_url_left(tw
     finally:
         await again.stop()
         await client.aclose()
+
+
+async def test_a_burst_of_new_rooms_spreads_over_the_nodes(two):
+    """Rooms placed within one heartbeat interval: each claim is announced at once, so the
+    next room's join (reaching either node) sees it and goes to the other node."""
+    a, b = two
+    for node in (a, b):
+        await node.directory.beat()
+    placed = {}
+    for n, reached in enumerate((a, a, a, a, b, a)):  # whichever node the kernel hands each join to
+        room = f"r{n}"
+        elsewhere = await reached.owner_elsewhere(room)
+        if elsewhere is not None:  # relayed: the other node takes it
+            other = b if reached is a else a
+            assert await other.owner_elsewhere(room, placed_here=True) is None
+        placed[room] = reached.node_url if elsewhere is None else elsewhere
+    per_node = sorted(list(placed.values()).count(url) for url in ("http://a:8080", "http://b:8080"))
+    assert per_node == [3, 3], placed
