@@ -41,6 +41,7 @@ from loadtest.harness import (
     free_port,
     machine_info,
     node_heartbeats,
+    proc_cpu_seconds,
     source_revision,
     start_server,
     stop_process,
@@ -87,21 +88,51 @@ def saturation(step: dict[str, Any]) -> Optional[str]:
 
 @dataclass
 class WorkerProbe:
-    """Each worker's event-loop lag over the measurement window (its own /metrics), and the rooms
-    each holds (its heartbeat in Redis) as the window closes. Passed to the load test's run as a
-    window marker."""
+    """Each worker's event-loop lag and CPU over the measurement window (its own /metrics, its
+    process), and the rooms each holds (its heartbeat in Redis) as the window closes. Passed to
+    the load test's run as a window marker."""
 
     ports: dict[int, int]  # worker index -> the port it alone serves
     admin_key: Optional[str]
     redis_url: Optional[str] = None
+    server_pid: Optional[int] = None  # the single process (no heartbeats without Redis)
     _start: dict[int, HistogramSnapshot] = field(default_factory=dict)
+    _cpu_start: dict[int, tuple[int, float, float]] = field(default_factory=dict)  # index -> pid, t, cpu s
     workers: list[dict[str, Any]] = field(default_factory=list)
 
     def mark(self, name: str) -> None:
         if name == "window_start":
             self._start = {index: snap for index, snap in self._scrape().items() if snap is not None}
+            self._cpu_start = {index: (pid, time.monotonic(), proc_cpu_seconds(pid))
+                               for index, pid in self._pids().items()}
         elif name == "window_end":
             self.workers = self._window_figures()
+
+    def _heartbeats(self) -> dict[int, dict[str, Any]]:
+        if self.redis_url is None:
+            return {}
+        by_port = {port: index for index, port in self.ports.items()}
+        beats = {}
+        for beat in node_heartbeats(self.redis_url):
+            port = _port_of(beat.get("url", ""))
+            index = None if port is None else by_port.get(port)
+            if index is not None:
+                beats[index] = beat
+        return beats
+
+    def _pids(self) -> dict[int, int]:
+        if self.server_pid is not None and len(self.ports) == 1:
+            return {0: self.server_pid}
+        return {index: int(beat["pid"]) for index, beat in self._heartbeats().items() if beat.get("pid")}
+
+    def _cpu_share(self, index: int) -> Optional[float]:
+        if index not in self._cpu_start:
+            return None
+        pid, t0, cpu0 = self._cpu_start[index]
+        try:
+            return round((proc_cpu_seconds(pid) - cpu0) / max(1e-6, time.monotonic() - t0), 4)
+        except OSError:
+            return None
 
     def _scrape(self) -> dict[int, Optional[HistogramSnapshot]]:
         scraped: dict[int, Optional[HistogramSnapshot]] = {}
@@ -117,19 +148,14 @@ class WorkerProbe:
         return scraped
 
     def _window_figures(self) -> list[dict[str, Any]]:
-        held: dict[int, dict[str, Any]] = {}
-        if self.redis_url is not None:
-            by_port = {port: index for index, port in self.ports.items()}
-            for beat in node_heartbeats(self.redis_url):
-                port = _port_of(beat.get("url", ""))
-                index = None if port is None else by_port.get(port)
-                if index is not None:
-                    held[index] = {"rooms": beat["rooms"], "participants": beat["participants"]}
+        held = {index: {"rooms": beat["rooms"], "participants": beat["participants"]}
+                for index, beat in self._heartbeats().items()}
+        cpu = {index: self._cpu_share(index) for index in self.ports}
         figures = []
         for index, end in self._scrape().items():
             start = self._start.get(index)
             lag = end.since(start) if end is not None and start is not None else None
-            figures.append({"worker": index, **held.get(index, {}),
+            figures.append({"worker": index, **held.get(index, {}), "cpu_share": cpu[index],
                             "loop_lag_mean_ms": lag.mean_ms() if lag else None,
                             # an upper bound: the histogram's bucket the quantile falls in
                             "loop_lag_p99_ms_at_most": lag.quantile_ms(0.99) if lag else None,
@@ -154,7 +180,8 @@ def load_test_args(rooms: int, base_url: str, admin_key: str, server_pid: int, a
                    ) -> argparse.Namespace:
     from loadtest.__main__ import parse_args as load_test_parse_args
 
-    argv = ["--url", base_url, "--admin-key", admin_key, "--server-pid", str(server_pid),
+    # (an admin key may begin with "-": given as one argument so it is not read as an option)
+    argv = ["--url", base_url, f"--admin-key={admin_key}", "--server-pid", str(server_pid),
             "--rooms", str(rooms), "--profile", "clean", "--resolution", args.resolution,
             "--duration", str(args.duration), "--warmup", str(args.warmup),
             "--clip-seconds", str(args.clip_seconds), "--no-progress"]
@@ -187,7 +214,8 @@ def run_step(workers: int, rooms: int, args: argparse.Namespace) -> dict[str, An
             wait_healthy(server, base_url)
             admin_key = admin_key_of("ours", workdir)
             assert admin_key is not None  # ours always has one
-            probe = WorkerProbe(worker_ports(port, workers), admin_key, redis.url if redis else None)
+            probe = WorkerProbe(worker_ports(port, workers), admin_key, redis.url if redis else None,
+                                server_pid=server.pid)
             result, _ = run_once(load_test_args(rooms, base_url, admin_key, server.pid, args), "ours",
                                  PROFILES["clean"], Progress(0, False), window_markers=(probe,))
             if "error" in result:
@@ -230,27 +258,36 @@ def step_figures(result: dict[str, Any], workers: list[dict[str, Any]]) -> dict[
 def ramp(args: argparse.Namespace, report: dict[str, Any]) -> None:
     limits = Limits(args.delivery_floor, args.p95_ceiling_ms)
     rising = list(args.workers)
-    for turn, rooms in enumerate(sorted(args.rooms)):
-        order = rising if turn % 2 == 0 else list(reversed(rising))
-        for workers in order:
-            print(f"[{time.strftime('%H:%M:%S')}] --workers {workers}, {rooms} room(s) ...", flush=True)
-            step = run_step(workers, rooms, args)
-            step["limits_broken"] = limits.broken_by(step)
-            step["saturated"] = saturation(step) if step["limits_broken"] else None
-            report["steps"].append(step)
-            print("  " + describe(step), flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(report, indent=2))
+    turn = 0
+    for rooms in sorted(args.rooms):
+        for repeat in range(args.repeat):
+            order = rising if turn % 2 == 0 else list(reversed(rising))
+            turn += 1
+            for workers in order:
+                print(f"[{time.strftime('%H:%M:%S')}] --workers {workers}, {rooms} room(s), "
+                      f"run {repeat + 1}/{args.repeat} ...", flush=True)
+                ramp_step(workers, rooms, args, limits, report)
         rising = [w for w in rising if not any(s["workers"] == w and s["limits_broken"] for s in report["steps"])]
         if not rising:
             break
 
 
+def ramp_step(workers: int, rooms: int, args: argparse.Namespace, limits: Limits, report: dict[str, Any]) -> None:
+    step = run_step(workers, rooms, args)
+    step["limits_broken"] = limits.broken_by(step)
+    step["saturated"] = saturation(step) if step["limits_broken"] else None
+    report["steps"].append(step)
+    print("  " + describe(step), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
 def describe(step: dict[str, Any]) -> str:
     if "error" in step:
         return f"FAILED: {step['error']}"
-    lags = ", ".join(f"worker {w['worker']}: {w.get('rooms', '?')} rooms, lag mean {w['loop_lag_mean_ms']} ms "
-                     f"p99 <= {w['loop_lag_p99_ms_at_most']} ms" for w in step["workers_detail"])
+    lags = ", ".join(f"worker {w['worker']}: {w.get('rooms', '?')} rooms, CPU {_pct(w['cpu_share'])}, "
+                     f"lag mean {w['loop_lag_mean_ms']} ms p99 <= {w['loop_lag_p99_ms_at_most']} ms"
+                     for w in step["workers_detail"])
     verdict = "; ".join(step["limits_broken"]) or "kept up"
     if step.get("saturated"):
         verdict += f" ({step['saturated']}: the machine's limit, not the server's)"
@@ -271,24 +308,29 @@ def summary(steps: list[dict[str, Any]], workers: list[int], limits: Limits) -> 
         kept = [s for s in mine if not s["limits_broken"]]
         first_broken = next((s for s in mine if s["limits_broken"]), None)
         out["by_workers"][str(w)] = {
-            "kept_up_to_rooms": max((s["rooms"] for s in kept), default=0),
+            # every run at this room count and below kept up
+            "kept_up_to_rooms": max((s["rooms"] for s in kept
+                                     if first_broken is None or s["rooms"] < first_broken["rooms"]), default=0),
             "stopped_at": None if first_broken is None else {
                 "rooms": first_broken["rooms"], "why": first_broken["limits_broken"],
                 "saturated": first_broken["saturated"]},
             "cpu_per_video_stream_median": _median([s["server_cpu_per_video_stream"] for s in kept]),
         }
     base = workers[0]
+
+    def cost_at(w: int, rooms: int) -> Optional[float]:
+        return _median([s["server_cpu_per_video_stream"] for s in steps
+                        if s["workers"] == w and s["rooms"] == rooms and not s["limits_broken"]])
+
     for w in workers[1:]:
-        ratios = []
-        for s in steps:
-            if s["workers"] != w or s["limits_broken"]:
-                continue
-            other = next((b for b in steps if b["workers"] == base and b["rooms"] == s["rooms"]
-                          and not b["limits_broken"]), None)
-            if other and other["server_cpu_per_video_stream"] and s["server_cpu_per_video_stream"]:
-                ratios.append(s["server_cpu_per_video_stream"] / other["server_cpu_per_video_stream"])
+        ratios: dict[int, float] = {}
+        for rooms in sorted({step["rooms"] for step in steps}):
+            with_w, with_base = cost_at(w, rooms), cost_at(base, rooms)
+            if with_w and with_base:
+                ratios[rooms] = round(with_w / with_base, 3)
         out["by_workers"][str(w)][f"cpu_per_stream_vs_workers_{base}"] = (
-            round(statistics.median(ratios), 3) if ratios else None)
+            round(statistics.median(ratios.values()), 3) if ratios else None)
+        out["by_workers"][str(w)][f"cpu_per_stream_vs_workers_{base}_by_rooms"] = ratios
     cost = out["by_workers"][str(base)]["cpu_per_video_stream_median"]
     out["projected_video_streams_per_core"] = round(1 / cost) if cost else None
     out["projected_rooms_per_core"] = round(1 / cost / VIDEO_STREAMS_PER_ROOM) if cost else None
@@ -298,13 +340,13 @@ def summary(steps: list[dict[str, Any]], workers: list[int], limits: Limits) -> 
 
 def markdown_table(steps: list[dict[str, Any]]) -> str:
     lines = ["| workers | rooms | video streams | delivered | transport p95 | server CPU | per video stream | "
-             "load generator CPU | machine busy | rooms per worker | loop lag per worker (mean / p99 at most) | "
-             "verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "load generator CPU | machine busy | rooms per worker | CPU per worker | "
+             "loop lag per worker (mean / p99 at most) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(steps, key=lambda s: (s["rooms"], s["workers"])):
         if "error" in s:
             lines.append(f"| {s['workers']} | {s['rooms']} | {s['video_streams']} | failed: {s['error']} "
-                         "| | | | | | | | |")
+                         "| | | | | | | | | |")
             continue
         detail = s["workers_detail"]
         lags = " / ".join(f"{_ms(w['loop_lag_mean_ms'])}, {_ms(w['loop_lag_p99_ms_at_most'])}" for w in detail)
@@ -316,6 +358,7 @@ def markdown_table(steps: list[dict[str, Any]]) -> str:
             f"{s['transport_p95_ms']} ms | {_pct(s['server_cpu_core_share'])} | "
             f"{_pct(s['server_cpu_per_video_stream'], 2)} | {_pct(s['client_cpu_core_share'])} | "
             f"{_pct(s['machine_busy'])} | {' / '.join(str(w.get('rooms', '-')) for w in detail)} | "
+            f"{' / '.join(_pct(w['cpu_share']) for w in detail)} | "
             f"{lags} | "
             f"{verdict} |")
     return "\n".join(lines)
@@ -344,6 +387,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rooms", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8],
                    help="three-party room counts, tried in rising order until a limit breaks")
     p.add_argument("--duration", type=float, default=15.0, help="measurement window per step, seconds")
+    p.add_argument("--repeat", type=int, default=1, help="runs per (room count, worker count), interleaved")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds between 'media flows' and the window")
     p.add_argument("--resolution", choices=list(RESOLUTIONS), default="720p")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of the looped clip")
@@ -354,8 +398,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="where encoded clips are kept")
     p.add_argument("--json", type=Path, help="write every step and the summary here")
     args = p.parse_args(argv)
-    if any(w < 1 for w in args.workers) or any(r < 1 for r in args.rooms) or args.duration <= 0:
-        p.error("need --workers >= 1, --rooms >= 1 and --duration > 0")
+    if any(w < 1 for w in args.workers) or any(r < 1 for r in args.rooms) or args.duration <= 0 or args.repeat < 1:
+        p.error("need --workers >= 1, --rooms >= 1, --repeat >= 1 and --duration > 0")
     return args
 
 

@@ -74,7 +74,10 @@ def test_the_summary_compares_per_stream_cost_where_both_kept_up_and_projects_pe
     assert out["by_workers"]["1"]["kept_up_to_rooms"] == 2
     assert out["by_workers"]["1"]["stopped_at"]["rooms"] == 3
     assert out["by_workers"]["2"]["kept_up_to_rooms"] == 3
+    repeated = summary([*steps, step(1, 3)], [1, 2], Limits())  # one run at 3 rooms kept up, one did not
+    assert repeated["by_workers"]["1"]["kept_up_to_rooms"] == 2
     assert out["by_workers"]["2"]["cpu_per_stream_vs_workers_1"] == pytest.approx(1.075)  # rooms 1 and 2 only
+    assert out["by_workers"]["2"]["cpu_per_stream_vs_workers_1_by_rooms"] == {1: 1.1, 2: 1.05}
     assert out["projected_video_streams_per_core"] == 100
     assert out["projected_rooms_per_core"] == 17
 
@@ -83,7 +86,7 @@ def test_a_worker_that_does_not_answer_has_no_lag_figures():
     probe = WorkerProbe({0: 9}, admin_key=None)  # port 9 (discard): nothing listens on loopback
     probe.mark("window_start")
     probe.mark("window_end")
-    assert probe.workers == [{"worker": 0, "loop_lag_mean_ms": None, "loop_lag_p99_ms_at_most": None,
+    assert probe.workers == [{"worker": 0, "cpu_share": None, "loop_lag_mean_ms": None, "loop_lag_p99_ms_at_most": None,
                               "loop_lag_samples": 0}]
 
 
@@ -107,3 +110,13 @@ def test_a_short_ramp_measures_both_workers_of_a_two_worker_server(tmp_path):
     assert only["client_cpu_core_share"] > 0 and only["server_cpu_core_share"] > 0
     assert "| 2 | 1 | 6 |" in report["table_markdown"]
     assert report["summary"]["by_workers"]["2"]["stopped_at"] is None or only["limits_broken"]
+
+
+def test_an_admin_key_beginning_with_a_dash_reaches_the_load_test():
+    import argparse
+
+    from loadtest.bench_capacity import load_test_args
+
+    bench = argparse.Namespace(resolution="720p", duration=5.0, warmup=1.0, clip_seconds=10.0, cache_dir=None)
+    args = load_test_args(2, "http://127.0.0.1:9", "-k3y_with-dash", 123, bench)
+    assert (args.admin_key, args.rooms, args.server_pid, args.url) == ("-k3y_with-dash", 2, 123, "http://127.0.0.1:9")
