@@ -23,12 +23,10 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
-    RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
@@ -39,17 +37,17 @@ from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector, keyframe_size_reader
 from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
-from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S, NackGenerator
+from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S
 from .rate_meter import RateMeter
 from .receiver_reports import DEFAULT_RTT_S
 from .red import RedError, parse_red
-from .redundancy import COPY_SPACING_S
 from .rtcp_io import send_rtcp
 from .sdp_video_fec import video_fec_in_codecs
 from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
 from .uplink_estimate import UplinkEstimator
 from .uplink_fec import UplinkVideoFec
+from .uplink_nacks import UplinkNacks
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -127,9 +125,9 @@ class PublishedTrack:
         self._taps: list["PacketTap"] = []
         self._stats: Optional[StreamStatistics] = None
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
-        self._nack = NackGenerator(deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S)
-        self._nack_timer: Optional[asyncio.TimerHandle] = None
-        self._rtt_s = rtt_s
+        self.nacks = UplinkNacks(transport, rtcp_ssrc=rtcp_ssrc,
+                                 deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S,
+                                 media_ssrc=lambda: self.media_ssrc, rtt_s=rtt_s, on_gave_up=self._nack_gave_up)
         self._bitrate_estimator = UplinkEstimator(participant_id) if kind == "video" and rid is None else None
         self._keyframes = KeyframeRequester(self._send_pli)
         self.uplink_estimate: Optional[int] = None  # bit/s, from abs-send-time arrival patterns
@@ -139,7 +137,6 @@ class PublishedTrack:
         # counters an operator (and the tests) can read
         self.packets_received = 0
         self.packets_dropped = 0
-        self.nack_copies_sent = 0
         self.red_packets = 0
         self.red_distance = 0  # the most earlier frames one RED packet carried (Chrome: 1 by default)
         self.red_recovered = 0  # packets the uplink lost that a RED copy brought back
@@ -205,8 +202,7 @@ class PublishedTrack:
         if self.rid is None:
             self.transport._unregister_rtp_receiver(self)
         self._keyframes.close()
-        if self._nack_timer is not None:
-            self._nack_timer.cancel()
+        self.nacks.close()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
             await asyncio.gather(self._rtcp_task, return_exceptions=True)
@@ -273,7 +269,7 @@ class PublishedTrack:
 
     def _restart_stream(self) -> None:
         """A new SSRC on this track: its sequence numbers have nothing to do with the old ones."""
-        self._nack = NackGenerator(deadline_s=self._nack.deadline_s)
+        self.nacks.restart()
         self._stats = None
         if self._uplink_fec is not None:
             self._uplink_fec = _uplink_video_fec(self.kind, self._parameters)
@@ -321,11 +317,9 @@ class PublishedTrack:
         # what it rebuilt first: a frame's lost last packet then goes out in order, no hole
         await self._deliver_rebuilt(rebuilt, now)
         seq = packet.sequence_number
-        self._nack.forget([seq])  # arrived late: it was never media to recover
-        new_gaps = fec.settle(seq, self._nack.on_packet(seq, now), self._nack, self._skip_fec_numbers)
-        if new_gaps:
-            await self._send_nack(new_gaps)
-            self._schedule_nack_timer()
+        nack = self.nacks.generator
+        nack.forget([seq])  # arrived late: it was never media to recover
+        await self.nacks.ask(fec.settle(seq, nack.on_packet(seq, now), nack, self._skip_fec_numbers))
 
     async def _deliver_rebuilt(self, rebuilt: list[bytes], now: float) -> None:
         for data in rebuilt:
@@ -334,7 +328,7 @@ class PublishedTrack:
             except ValueError:
                 continue
             codec = self.codecs.get(packet.payload_type)
-            if codec is None or not self._nack.wants(packet.sequence_number):
+            if codec is None or not self.nacks.generator.wants(packet.sequence_number):
                 continue  # a retransmission brought it already
             fec = self._uplink_fec
             assert fec is not None  # only the uplink FEC rebuilds packets (a restart replaces it, never removes it)
@@ -363,7 +357,7 @@ class PublishedTrack:
             return
         for distance, block in zip(range(len(blocks) - 1, 0, -1), blocks[:-1]):
             seq = seq_add(packet.sequence_number, -distance)
-            if block.payload_type != primary.payload_type or not block.data or not self._nack.wants(seq):
+            if block.payload_type != primary.payload_type or not block.data or not self.nacks.generator.wants(seq):
                 continue
             self.red_recovered += 1
             copy = RtpPacket(payload_type=block.payload_type, sequence_number=seq, ssrc=packet.ssrc,
@@ -385,18 +379,18 @@ class PublishedTrack:
         downlink loses packets (a second, independent chance for a frame the uplink
         already lost once, for one small packet)."""
         self.last_codec = codec
-        new_gaps = self._nack.on_packet(packet.sequence_number, now)
-        if self._nack.last_was_duplicate:
+        nack = self.nacks.generator
+        new_gaps = nack.on_packet(packet.sequence_number, now)
+        if nack.last_was_duplicate:
             # a retransmission after the packet came back another way (RED, FEC, an earlier
             # one), or past the deadline: subscribers have it or no longer want it
             self.duplicates_dropped += 1
             return
-        recovered = self._nack.last_was_recovered
+        recovered = nack.last_was_recovered
         if self._uplink_fec is not None and self._uplink_fec.active:
-            new_gaps = self._uplink_fec.settle(packet.sequence_number, new_gaps, self._nack, self._skip_fec_numbers)
+            new_gaps = self._uplink_fec.settle(packet.sequence_number, new_gaps, nack, self._skip_fec_numbers)
         if new_gaps:
-            await self._send_nack(new_gaps)  # at once: every RTT of waiting is latency
-            self._schedule_nack_timer()
+            await self.nacks.ask(new_gaps)
 
         detect = self._keyframe_detectors.get(codec.payloadType) if codec.payloadType is not None else None
         keyframe_start = detect is not None and detect(packet.payload)
@@ -469,23 +463,10 @@ class PublishedTrack:
             await send_rtcp(self.transport, [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
                                                             media_ssrc=0, fci=fci)])
 
-    def _schedule_nack_timer(self) -> None:
-        if self._nack_timer is not None or self.stopped:
-            return
-        wait = self._nack.next_wakeup(time.monotonic(), self._rtt_s())
-        if wait is not None:
-            self._nack_timer = asyncio.get_running_loop().call_later(wait, self._on_nack_timer)
-
-    def _on_nack_timer(self) -> None:
-        self._nack_timer = None
-        retry, gave_up = self._nack.due(time.monotonic(), self._rtt_s())
-        if retry:
-            task = asyncio.ensure_future(self._send_nack(retry))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        if gave_up and self.kind == "video":
+    def _nack_gave_up(self) -> None:
+        if self.kind == "video":
             # Retransmission can no longer complete those frames in time: repair the picture instead.
             self.request_keyframe()
-        self._schedule_nack_timer()
 
     def summary(self) -> dict:
         """Counters for operators (admin API) and tests."""
@@ -508,30 +489,11 @@ class PublishedTrack:
     @property
     def uplink_loss(self) -> float:
         """First-transmission loss on the publisher's uplink (0..1, smoothed), as its NACKs measure it."""
-        return self._nack.loss.value
+        return self.nacks.generator.loss.value
 
     @property
     def nack_stats(self) -> dict[str, int]:
-        return {"nacked": self._nack.nacked, "recovered": self._nack.recovered, "given_up": self._nack.given_up,
-                "not_media": self._nack.not_media, "retries_withheld": self._nack.retries_withheld}
-
-    async def _send_nack(self, lost: list[int]) -> None:
-        if self.media_ssrc is not None and lost:
-            nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=self.media_ssrc)
-            # in numeric order: aiortc packs each number as a bit after the previous one and fails
-            # on a smaller one, as across the wrap (65535, 0) or in a retry round's order
-            nack.lost = sorted(set(lost))
-            await send_rtcp(self.transport, [nack])
-            # on a lossy uplink a lost NACK costs a retry interval: send a few copies, spaced
-            loop = asyncio.get_running_loop()
-            for k in range(1, self._nack.loss.copies):
-                loop.call_later(k * COPY_SPACING_S, self._send_nack_copy, nack)
-
-    def _send_nack_copy(self, nack: RtcpRtpfbPacket) -> None:
-        if not self.stopped:
-            self.nack_copies_sent += 1
-            task = asyncio.ensure_future(send_rtcp(self.transport, [nack]))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self.nacks.stats
 
     async def _run_rtcp(self) -> None:
         """Receiver reports: the publisher's congestion control and RTT need them."""

@@ -203,7 +203,7 @@ async def test_uplink_fec_rebuilds_media_is_never_nacked_and_leaves_no_holes():
     # and FEC in the same run of losses (its neighbours are not known yet)
     never_back = lost_media - set(out)
     runs_never_back = {s for run in lost_runs if set(run) & never_back for s in run}
-    assert never_back <= set(track._nack.missing) <= runs_never_back
+    assert never_back <= set(track.nacks.generator.missing) <= runs_never_back
     assert track.nack_stats["not_media"] > 100 and track.nack_stats["given_up"] == 0
     await track.stop()
     await subscriber.stop()
