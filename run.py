@@ -23,7 +23,7 @@ from signalling.app import METRICS_KEY, build_services, create_app, prepare_shar
 from signalling.config import ServerConfig
 from signalling.http_limits import runner_options
 from signalling.log_format import LOG_FORMATS, configure_logging
-from signalling.registry import LIVE_WATERMARK_MODES
+from signalling.registry import LIVE_WATERMARK_MODES, room_text_problem
 from signalling.roles import PAGE_FOR_ROLE
 from signalling.tls import self_signed_certificate, server_ssl_context
 from signalling.turn import check_turn_urls
@@ -99,6 +99,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
                         "viewer's label) or server (visible + forensic marks burned in per viewer; default: off)")
     p.add_argument("--language", default=_env("ROOM_LANGUAGE"), choices=LOCALES,
                    help="the demo room's language (its prompts, the pages its links open); default: each browser's")
+    p.add_argument("--clinic-contact", default=_env("CLINIC_CONTACT"), metavar="TEXT",
+                   help="how patients reach the clinic, e.g. 'Call 021-5555 0123', on the patient page's waiting "
+                        "room and error screens of rooms without a contact of their own and of links that name no "
+                        "room (default: none)")
     p.add_argument("--turn-url", action="append", default=_env_list("TURN_URLS"), metavar="URL",
                    help="TURN relay for browsers, e.g. turn:turn.clinic.example:3478?transport=tcp (repeatable), with "
                         "per-session credentials for coturn's use-auth-secret (docs/DEPLOY.md)")
@@ -148,6 +152,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
     except ValueError as exc:
         p.error(str(exc))
     turn_secret = None if a.turn_secret_file is None else _secret_from_file(p, a.turn_secret_file, "TURN secret")
+    if (problem := room_text_problem("contact", a.clinic_contact or None)) is not None:
+        p.error(problem.replace("'contact'", "--clinic-contact"))
     if a.turn_ttl < 60:
         p.error("--turn-ttl is at least 60 seconds")
     try:
@@ -197,6 +203,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
         demo_language=a.language,
         default_processors=[name.strip() for name in a.processors.split(",") if name.strip()],
         default_live_watermark=a.live_watermark,
+        clinic_contact=a.clinic_contact or None,
         turn_urls=tuple(a.turn_url),
         turn_secret=turn_secret,
         turn_ttl_s=a.turn_ttl,

@@ -20,7 +20,14 @@ from media.peer import VIDEO_CODECS
 from media.processors.face_processor import CATALOGUE as PROCESSORS
 from recorder.errors import RecorderError
 
-from .registry import LIVE_WATERMARK_MODES, RegistryError, RegistryUnavailable, RoomInstance, find_instance
+from .registry import (
+    LIVE_WATERMARK_MODES,
+    RegistryError,
+    RegistryUnavailable,
+    RoomInstance,
+    find_instance,
+    room_text_problem,
+)
 from .roles import PAGE_FOR_ROLE, ROLES
 from .tokens import JTI_PATTERN, unique_identity
 
@@ -133,10 +140,8 @@ class AdminApi:
                               f"'live_watermark' must be one of {', '.join(LIVE_WATERMARK_MODES)}")
         if not isinstance(name, str) or not (1 <= len(name) <= 120):
             return json_error(400, "bad_request", "'name' must be a string of 1-120 characters")
-        clinic = body.get("clinic")
-        if clinic is not None and (not isinstance(clinic, str) or not 1 <= len(clinic) <= 80
-                                   or not clinic.isprintable()):
-            return json_error(400, "bad_request", "'clinic' must be 1-80 printable characters")
+        # shown to the patient: the clinic's name, the doctor they wait for, how to reach the clinic
+        clinic, doctor_name, contact = (_room_text(body, field) for field in ("clinic", "doctor_name", "contact"))
         if room_id is not None and not isinstance(room_id, str):
             return json_error(400, "bad_request", "'id' must be a string")
         if (not isinstance(max_participants, int) or isinstance(max_participants, bool)
@@ -147,8 +152,8 @@ class AdminApi:
             return json_error(400, "bad_request", "'consent_required' must be true or false")
         try:
             room = await self._services.registry.create_room(name, room_id, max_participants, video_codec,
-                                                             processors, language, live_watermark, clinic,
-                                                             consent_required)
+                                                             processors, language, live_watermark,
+                                                             clinic, consent_required, doctor_name, contact)
         except RegistryError as exc:
             return json_error(409, "conflict", str(exc))
         return web.json_response(room.public(), status=201)
@@ -323,6 +328,15 @@ def _language(body: dict, default: str | None) -> str | None:
     if language is None:
         raise _bad_request("bad_request", f"'language' must be a language tag of {', '.join(LOCALES)}")
     return language
+
+
+def _room_text(body: dict, field: str) -> str | None:
+    """The body's room text `field` (registry.ROOM_TEXT_LIMITS), None when not given; 400 otherwise."""
+    value = body.get(field)
+    problem = room_text_problem(field, value)
+    if problem is not None:
+        raise _bad_request("bad_request", problem)
+    return value
 
 
 def _bad_request(code: str, message: str) -> web.HTTPBadRequest:

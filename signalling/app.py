@@ -82,7 +82,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
     events = RoomEvents()
     rooms = RoomService(registry, config.ice, config.data_dir, events,
                         revocations=shared.revocations if shared else None,
-                        placement=shared.placement if shared else None)
+                        placement=shared.placement if shared else None, clinic_contact=config.clinic_contact)
     if shared is not None:
         shared.revocations.on_revoked = rooms.end_sessions_of_link  # a link revoked on another node
         shared.placement.on_lost = rooms.room_moved  # a room another node runs now
@@ -95,7 +95,7 @@ def build_services(config: ServerConfig, registry: RoomRegistry | None = None) -
         webhooks = WebhookSender(WebhookSettings(config.webhook_urls, secret, retry_cap_s=config.webhook_retry_max_s),
                                  config.data_dir,
                                  outbox_file(config.worker_index))
-        events.subscribe(webhooks.on_room_event)
+        events.subscribe(webhooks.on_room_event, acknowledger=webhooks.acknowledged)
         rooms.on_shutdown(webhooks.close)  # after the rooms have ended (their last events are kept)
     turn = None
     if config.turn_urls:
@@ -201,8 +201,10 @@ def create_app(services: Services, limits: HttpLimits | None = None) -> web.Appl
     catalogues = CompressedBodies()  # the /i18n texts: compressed and revalidated like the static files
 
     async def info(request: web.Request) -> web.Response:
+        # clinic_contact: for a page that cannot know its room (a link cut short), the server's own
         return web.json_response({"name": "consult-sfu", "protocol_versions": list(PROTOCOL_VERSIONS),
-                                  "max_message_bytes": MAX_MESSAGE_BYTES})
+                                  "max_message_bytes": MAX_MESSAGE_BYTES,
+                                  "clinic_contact": services.config.clinic_contact})
 
     async def catalogue(request: web.Request) -> web.Response:
         """A page's texts in one language (i18n/locales); the page picks the language."""

@@ -26,6 +26,9 @@ class ServerConfig:
     # live video watermarking for rooms created without an explicit setting: off | page | server
     default_live_watermark: str = "off"
     link_ttl_s: int = 12 * 3600
+    # how a patient reaches the clinic, on pages that cannot know the room (a garbled link) and in
+    # rooms without a `contact` of their own; None: no contact line
+    clinic_contact: Optional[str] = None
     max_participants: int = 8
     join_timeout_s: float = 10.0
     answer_timeout_s: float = 15.0

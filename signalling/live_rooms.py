@@ -47,6 +47,7 @@ from .registry import (
 from .revocations import REVOCATIONS_FILE, RevocationList, RevocationStore
 from .roles import VIDEO_PRIORITY
 from .room_events import RoomEvents, participant_data
+from .tokens import Grant
 
 if TYPE_CHECKING:
     from .session import ParticipantSession
@@ -65,6 +66,7 @@ RECORDING_MOVES = ("moved", "server-shutdown")
 RECORDING_CARRIES_ON_WITHIN_S = 600.0
 RECORDING_NOTE_REFRESH_S = 60.0  # how often the running call confirms its note
 STATEFUL_ANALYSIS = ("guidance", "capture")  # replayed to late joiners; metrics are not (they stream)
+CLINICIAN_ROLES = ("doctor", "expert")  # whom a patient in the waiting room waits for
 
 
 class JoinElsewhere(Exception):
@@ -128,6 +130,10 @@ class LiveRoom:
         self.capture: Optional[StillCapture] = None
         # the latest state-like analysis messages, replayed to late joiners (by processor, kind)
         self._analysis_state: dict[tuple[str, str], tuple[dict, Optional[frozenset[str]]]] = {}
+        # the waiting room: each waiting patient's `participant.waiting` until the clinic took it
+        # (by participant id), and the identities the clinic was told of while nobody came yet
+        self._clinic_acks: dict[str, asyncio.Future[None]] = {}
+        self._clinic_told: set[str] = set()
 
     def session_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -263,6 +269,7 @@ class LiveRoom:
         if self._closed:
             return
         self._closed = True
+        self._end_wait()
         await self.stop_recording(self.end_reason if self.end_reason in RECORDING_MOVES else "room-closed")
         await self._end_capture()
         await self.processors.close()
@@ -270,9 +277,64 @@ class LiveRoom:
         self.watermarks.close()
         self.emit("room.ended", {"reason": self.end_reason, "duration_s": round(self.session_ms() / 1000, 1)})
 
-    def emit(self, type: str, data: dict) -> None:
-        """Tell the room's event listeners (webhooks) what happened."""
-        self._events.emit(type, self.record, data)
+    def emit(self, type: str, data: dict) -> str:
+        """Tell the room's event listeners (webhooks) what happened; the event's id."""
+        return self._events.emit(type, self.record, data)
+
+    # --- the waiting room ----------------------------------------------------------------------
+
+    def clinician_present(self) -> bool:
+        return any(s.joined_participant().role in CLINICIAN_ROLES for s in self.sessions.values())
+
+    def arrived(self, participant: "ParticipantRecord") -> None:
+        """After `participant.joined`: a patient who finds no clinician here waits, and the clinic's
+        systems are told (`participant.waiting`); once a webhook receiver took that event the
+        patient's page is told (`clinic-notified`), and never before. A clinician ends the wait."""
+        if participant.role in CLINICIAN_ROLES:
+            self._end_wait()
+            return
+        if participant.role != "patient" or self.clinician_present():
+            return
+        if participant.identity in self._clinic_told:
+            return  # told already in this wait: a phone's reconnect does not page the doctor again
+        event_id = self.emit("participant.waiting", {"participant": participant_data(participant)})
+        ack = self._events.acknowledged(event_id)
+        if ack is None:  # no webhook: nothing can tell whether anyone knows, so the page claims nothing
+            return
+        self._clinic_acks[participant.id] = ack
+        ack.add_done_callback(functools.partial(self._clinic_took, participant))
+
+    def clinic_notice_for(self, participant: "ParticipantRecord") -> Optional[dict]:
+        """For a page joining now: `clinic-notified` when the clinic was told of this patient
+        already in this wait (a rejoin after a network drop), else None."""
+        if participant.identity in self._clinic_told and not self.clinician_present():
+            return {"type": "clinic-notified", "t_ms": self.session_ms()}
+        return None
+
+    def _clinic_took(self, participant: "ParticipantRecord", ack: asyncio.Future[None]) -> None:
+        if self._clinic_acks.get(participant.id) is ack:
+            del self._clinic_acks[participant.id]
+        if ack.cancelled() or self._closed or self.clinician_present():
+            return  # the wait ended first: the page no longer shows it
+        if participant.identity in self._clinic_told:
+            return  # a rejoin's page was told at its join already
+        self._clinic_told.add(participant.identity)
+        session = self.sessions.get(participant.id)
+        if session is not None:
+            session.send({"type": "clinic-notified", "t_ms": self.session_ms()})
+
+    def left_waiting(self, participant_id: str) -> None:
+        """That participant's page went: nobody is left to tell (a rejoin asks again)."""
+        ack = self._clinic_acks.pop(participant_id, None)
+        if ack is not None:
+            ack.cancel()
+
+    def _end_wait(self) -> None:
+        """A clinician came (or the room ends): what the clinic was told is moot from now on."""
+        for ack in self._clinic_acks.values():
+            ack.cancel()
+        self._clinic_acks.clear()
+        self._clinic_told.clear()
 
     def broadcast(self, message: dict, exclude: Optional[str] = None) -> None:
         self._record_event(message)
@@ -494,8 +556,11 @@ class LiveRoom:
 class RoomService:
     def __init__(self, registry: RoomRegistry, ice: IceConfig, data_dir: Path,
                  events: Optional[RoomEvents] = None, revocations: Optional[RevocationStore] = None,
-                 placement: Optional[RoomPlacement] = None) -> None:
+                 placement: Optional[RoomPlacement] = None, clinic_contact: Optional[str] = None) -> None:
+        """`clinic_contact`: the server's (--clinic-contact), for rooms without one and refusals of
+        links that name no room the server can tell."""
         self.registry = registry
+        self.clinic_contact = clinic_contact
         self.placement = placement  # several nodes: which one runs each room's call
         # sockets this node relays to the node running their room (their calls are not here)
         self.relayed: set[web.WebSocketResponse] = set()
@@ -512,6 +577,24 @@ class RoomService:
 
     def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._shutdown_hooks.append(hook)
+
+    def contact_line(self, room: Optional[RoomRecord]) -> Optional[str]:
+        """How a patient of `room` reaches the clinic: the room's own contact, else the server's."""
+        return (room.contact if room is not None else None) or self.clinic_contact
+
+    async def contact_for(self, grant: Optional[Grant]) -> Optional[str]:
+        """The contact line for a refused join. `grant`: the link's, when its signature verified
+        (also an expired or revoked one); its room's contact then, if that room instance is the
+        one the link was for. Anything else gets the server's: a forged or garbled token learns
+        nothing about any room, not even whether it exists."""
+        if grant is None:
+            return self.clinic_contact
+        try:
+            life, _ = await self.links.instance_of(grant)
+            room = await self.registry.get_room(grant.room)
+        except (LinkRefused, RegistryUnavailable):
+            return self.clinic_contact
+        return self.contact_line(room if room is not None and room.instance == life.instance else None)
 
     async def join(self, session: "ParticipantSession") -> LiveRoom:
         grant = session.joined_grant()
@@ -543,6 +626,10 @@ class RoomService:
         previous = live.by_identity(grant.identity)
         if previous is not None:
             await previous.close("replaced")
+            if self.live.get(room.id) is not live:
+                # it was alone here (a patient waiting) and the call ended with it: joined here,
+                # the new page would sit in that ended call, apart from whoever comes next
+                return await self.join(session)
 
         participant = ParticipantRecord(
             id="p-" + secrets.token_hex(6),
@@ -575,6 +662,7 @@ class RoomService:
         live.broadcast({"type": "participant-joined", "participant": participant.public()}, exclude=participant.id)
         live.carry_answer(participant)
         live.emit("participant.joined", {"participant": participant_data(participant)})
+        live.arrived(participant)  # a patient alone waits, and the clinic is told
         return live
 
     async def leave(self, session: "ParticipantSession", reason: str) -> None:
@@ -585,6 +673,7 @@ class RoomService:
         if live is None or live.sessions.get(participant.id) is not session:
             return
         del live.sessions[participant.id]
+        live.left_waiting(participant.id)
         await self.registry.remove_participant(participant.room_id, participant.id)
         await live.processors.participant_left(participant.id)
         live.forget_analysis(participant.id)

@@ -88,9 +88,10 @@ class RedisRegistry:
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
+                          clinic: Optional[str] = None, consent_required: bool = False,
+                          doctor_name: Optional[str] = None, contact: Optional[str] = None) -> RoomRecord:
         room = new_room_record(name, room_id, max_participants, video_codec, processors, language, live_watermark,
-                               clinic, consent_required)
+                               clinic, consent_required, doctor_name, contact)
 
         def create(existing: Optional[dict], pipe: Pipeline) -> bool:
             earlier = existing["earlier"] if existing else []

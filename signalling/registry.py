@@ -31,6 +31,18 @@ ROOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # page draws over the video; or visible + forensic marks burned in per viewer on the
 # server (signalling/live_watermark.py).
 LIVE_WATERMARK_MODES = ("off", "page", "server")
+# Room texts the patient's page shows (the waiting room, error screens): their longest lengths.
+ROOM_TEXT_LIMITS = {"clinic": 80, "doctor_name": 64, "contact": 120}
+
+
+def room_text_problem(field: str, value: object) -> Optional[str]:
+    """Why `value` cannot be the room text `field` (None: it can; None itself means unset).
+    One line of printable text, so a page shows it as given and nothing else."""
+    limit = ROOM_TEXT_LIMITS[field]
+    if value is None or (isinstance(value, str) and 1 <= len(value) <= limit and value.isprintable()
+                         and value.strip()):
+        return None
+    return f"'{field}' must be 1-{limit} printable characters"
 
 
 def new_instance_id() -> str:
@@ -107,6 +119,8 @@ class RoomRecord:
     language: Optional[str] = None
     live_watermark: str = "off"  # one of LIVE_WATERMARK_MODES
     clinic: Optional[str] = None  # shown to the patient while they wait
+    doctor_name: Optional[str] = None  # who the patient waits for ("Dr Lee"), in the waiting room's heading
+    contact: Optional[str] = None  # how the patient reaches the clinic, on the waiting room and every error
     # a participant's media is recorded only once they agreed (those who may record excepted)
     consent_required: bool = False
     instance: str = ""  # this creation of the id (new_instance_id); "" only in a room list from before instances
@@ -130,8 +144,8 @@ class RoomRecord:
         return {"id": self.id, "instance": self.instance, "name": self.name, "created_at": self.created_at,
                 "max_participants": self.max_participants, "video_codec": self.video_codec,
                 "processors": list(self.processors), "language": self.language,
-                "live_watermark": self.live_watermark, "clinic": self.clinic,
-                "consent_required": self.consent_required, "open": self.open}
+                "live_watermark": self.live_watermark, "clinic": self.clinic, "doctor_name": self.doctor_name,
+                "contact": self.contact, "consent_required": self.consent_required, "open": self.open}
 
 
 @dataclass
@@ -155,7 +169,8 @@ class RoomRegistry(Protocol):
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord: ...
+                          clinic: Optional[str] = None, consent_required: bool = False,
+                          doctor_name: Optional[str] = None, contact: Optional[str] = None) -> RoomRecord: ...
     async def get_room(self, room_id: str) -> Optional[RoomRecord]: ...
     async def instances(self, room_id: str) -> list[RoomInstance]: ...
     async def list_rooms(self, include_closed: bool = False) -> list[RoomRecord]: ...
@@ -178,7 +193,8 @@ class RegistryUnavailable(RegistryError):
 
 def new_room_record(name: str, room_id: Optional[str], max_participants: int, video_codec: str,
                     processors: Optional[list[str]], language: Optional[str], live_watermark: str,
-                    clinic: Optional[str], consent_required: bool) -> RoomRecord:
+                    clinic: Optional[str], consent_required: bool, doctor_name: Optional[str],
+                    contact: Optional[str]) -> RoomRecord:
     """A new life of a room id (a fresh one when none is given), checked; RegistryError if not valid."""
     if live_watermark not in LIVE_WATERMARK_MODES:
         raise RegistryError(f"live_watermark must be one of {', '.join(LIVE_WATERMARK_MODES)}")
@@ -188,7 +204,7 @@ def new_room_record(name: str, room_id: Optional[str], max_participants: int, vi
     return RoomRecord(id=room_id, name=name, created_at=time.time(), max_participants=max_participants,
                       video_codec=video_codec, processors=list(processors or []), language=language,
                       live_watermark=live_watermark, clinic=clinic, consent_required=consent_required,
-                      instance=new_instance_id())
+                      doctor_name=doctor_name, contact=contact, instance=new_instance_id())
 
 
 class LocalParticipants:
@@ -258,9 +274,10 @@ class InMemoryRegistry:
     async def create_room(self, name: str, room_id: Optional[str] = None, max_participants: int = 8,
                           video_codec: str = "vp8", processors: Optional[list[str]] = None,
                           language: Optional[str] = None, live_watermark: str = "off",
-                          clinic: Optional[str] = None, consent_required: bool = False) -> RoomRecord:
+                          clinic: Optional[str] = None, consent_required: bool = False,
+                          doctor_name: Optional[str] = None, contact: Optional[str] = None) -> RoomRecord:
         room = new_room_record(name, room_id, max_participants, video_codec, processors, language, live_watermark,
-                               clinic, consent_required)
+                               clinic, consent_required, doctor_name, contact)
         room_id = room.id
         async with self._lock:
             existing = self._rooms.get(room_id)

@@ -159,40 +159,49 @@ class ParticipantSession:
         self.send_error(code, message, fatal=True)
         await self.close("error", ws_code=_CLOSE_CODE_FOR_ERROR.get(code, CLOSE_POLICY), notify=False)
 
+    async def _refuse(self, code: str, message: str, grant: Optional[Grant] = None) -> None:
+        """A join refused (fatally): the error carries how to reach the clinic, since the page can
+        only show an error screen now. `grant`: the link's when its signature verified (the
+        refusal may then name its room's contact), None for anything else."""
+        if code == "unavailable":  # the room list is out of reach (the page tries again): no lookup
+            grant = None
+        self.send({**error_message(code, message, fatal=True), "contact": await self._rooms.contact_for(grant)})
+        await self.close("error", ws_code=_CLOSE_CODE_FOR_ERROR.get(code, CLOSE_POLICY), notify=False)
+
     async def _join(self) -> bool:
         try:
             msg = await self.ws.receive(timeout=self._join_timeout_s)
         except asyncio.TimeoutError:
-            await self._fatal("unauthorized", f"send 'join' within {self._join_timeout_s:g} s of connecting")
+            await self._refuse("unauthorized", f"send 'join' within {self._join_timeout_s:g} s of connecting")
             return False
         join_started = time.monotonic()
         if msg.type != WSMsgType.TEXT:
             if msg.type == WSMsgType.BINARY:
-                await self._fatal("unauthorized", "the first message must be a JSON 'join'")
+                await self._refuse("unauthorized", "the first message must be a JSON 'join'")
             return False
         try:
             message = parse_client_message(msg.data)
         except ProtocolError as exc:
-            await self._fatal("too_large" if exc.code == "too_large" else "unauthorized",
-                              f"the first message must be a valid 'join': {exc.message}")
+            await self._refuse("too_large" if exc.code == "too_large" else "unauthorized",
+                               f"the first message must be a valid 'join': {exc.message}")
             return False
         if message["type"] != "join":
-            await self._fatal("unauthorized", "the first message must be 'join'")
+            await self._refuse("unauthorized", "the first message must be 'join'")
             return False
         if message["v"] not in PROTOCOL_VERSIONS:
-            await self._fatal("bad_message", f"protocol version {message['v']} is not supported; "
-                                             f"use one of {list(PROTOCOL_VERSIONS)}")
+            await self._refuse("bad_message", f"protocol version {message['v']} is not supported; "
+                                              f"use one of {list(PROTOCOL_VERSIONS)}")
             return False
         try:
             self.grant = self._issuer.verify(message["token"])
             log_context.bind(room=self.grant.room)  # this task's log lines, and those of tasks it starts
         except TokenError as exc:
-            await self._fatal(exc.code, exc.message)
+            await self._refuse(exc.code, exc.message, exc.expired)
             return False
         try:
             self.room = await self._rooms.join(self)
         except JoinRefused as exc:
-            await self._fatal(exc.code, exc.message)
+            await self._refuse(exc.code, exc.message, self.grant)
             return False
         except JoinElsewhere as exc:  # the room's call runs on another node: this socket is relayed there
             if self._on_joined is not None:
@@ -213,7 +222,9 @@ class ParticipantSession:
             "v": PROTOCOL_VERSIONS[-1],
             "participant": participant.public(),
             "room": {"id": self.room.record.id, "name": self.room.record.name,
-                     "live_watermark": self.room.record.live_watermark, "clinic": self.room.record.clinic},
+                     "live_watermark": self.room.record.live_watermark, "clinic": self.room.record.clinic,
+                     "doctor_name": self.room.record.doctor_name,
+                     "contact": self._rooms.contact_line(self.room.record)},
             "participants": others,
             "ice_servers": self._ice_servers(participant.id),
         })
@@ -221,6 +232,8 @@ class ParticipantSession:
         self.send(self.room.recording_state(participant))  # consent: everyone knows whether they are recorded
         for message in self.room.analysis_state_for(participant.role):
             self.send(message)
+        if (notice := self.room.clinic_notice_for(participant)) is not None:
+            self.send(notice)  # a rejoin while waiting: the clinic was told already
         self._time_join(join_started)
         self.request_renegotiation()
         return True

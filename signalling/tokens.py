@@ -57,12 +57,15 @@ def unique_identity(role: str) -> str:
 
 
 class TokenError(Exception):
-    """`code` is the protocol error code: unauthorized or token_expired."""
+    """`code` is the protocol error code: unauthorized or token_expired. `expired`: the grant of
+    a genuine token (its signature verified) that has only expired, so a refusal can still say
+    which room the link was for (its clinic's contact); None for anything else."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, expired: Optional["Grant"] = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.expired = expired
 
 
 @dataclass(frozen=True)
@@ -159,20 +162,34 @@ class TokenIssuer:
         if not isinstance(token, str) or not token:
             raise TokenError("unauthorized", "a join token is required")
         try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],  # fixed: never trust the token's own "alg"
-                issuer=ISSUER,
-                leeway=self._leeway,
-                options={"require": ["exp", "iat", "iss", "sub", "room", "role", "jti"]},
-            )
+            claims = self._decode(token)
         except jwt.ExpiredSignatureError as exc:
-            raise TokenError("token_expired", "the join token has expired") from exc
+            raise TokenError("token_expired", "the join token has expired", self._expired(token)) from exc
         except jwt.PyJWTError as exc:
             raise TokenError("unauthorized", f"invalid join token: {exc}") from exc
         except UnicodeError:  # a lone surrogate (JSON's \ud800, a non-UTF-8 header byte) cannot be a token
             raise TokenError("unauthorized", "invalid join token: not UTF-8 text") from None
+        return self._grant(claims)
+
+    def _decode(self, token: str, *, expired_too: bool = False) -> dict:
+        """The claims, once the signature and every other check passed (PyJWT checks the signature first)."""
+        return jwt.decode(
+            token,
+            self._secret,
+            algorithms=[ALGORITHM],  # fixed: never trust the token's own "alg"
+            issuer=ISSUER,
+            leeway=self._leeway,
+            options={"require": ["exp", "iat", "iss", "sub", "room", "role", "jti"], "verify_exp": not expired_too},
+        )
+
+    def _expired(self, token: str) -> Optional[Grant]:
+        """The grant of a token that failed only by expiring; None if anything else is wrong with it."""
+        try:
+            return self._grant(self._decode(token, expired_too=True))
+        except (jwt.PyJWTError, TokenError, UnicodeError):
+            return None
+
+    def _grant(self, claims: dict) -> Grant:
         role = claims["role"]  # a required claim: jwt.decode checked it is there
         perms = claims.get("perms", list(DEFAULT_PERMISSIONS.get(role, ())))
         if role not in ROLES or not isinstance(perms, list) or not set(perms) <= set(PERMISSIONS):

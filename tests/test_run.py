@@ -149,3 +149,17 @@ def test_workers_are_one_per_core_with_redis_and_one_process_without(monkeypatch
     for wrong in (["--workers", "2"], [*redis, "--workers", "0"], [*redis, "--workers", "many"]):
         with pytest.raises(SystemExit):
             parse_args(wrong)
+
+
+def test_the_clinics_contact_line_comes_from_a_flag_or_the_environment(monkeypatch):
+    """--clinic-contact / CONSULT_CLINIC_CONTACT: one printable line, bounded like a room's `contact`."""
+    from run import parse_args
+
+    monkeypatch.delenv("CONSULT_CLINIC_CONTACT", raising=False)
+    assert parse_args([]).clinic_contact is None
+    assert parse_args(["--clinic-contact", "Call 021-5555 0123"]).clinic_contact == "Call 021-5555 0123"
+    monkeypatch.setenv("CONSULT_CLINIC_CONTACT", "请致电 021-5555 0123")
+    assert parse_args([]).clinic_contact == "请致电 021-5555 0123"
+    for bad in ("x" * 121, "a\nb", "   "):
+        with pytest.raises(SystemExit):
+            parse_args(["--clinic-contact", bad])

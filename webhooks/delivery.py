@@ -11,6 +11,7 @@ at least once: a receiver de-duplicates by the event id (webhook-id header).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -85,6 +86,7 @@ class WebhookSender:
         self._writes: set[asyncio.Future] = set()
         self._stopping = asyncio.Event()
         self._http: Optional[aiohttp.ClientSession] = None
+        self._acks: dict[str, list[asyncio.Future[None]]] = {}  # event id -> who waits for its first 2xx
 
     async def start(self) -> None:
         """Opens the outbox (raises OutboxError) and starts sending what it holds."""
@@ -101,9 +103,9 @@ class WebhookSender:
                                            headers={"User-Agent": USER_AGENT})
         self._tasks = [asyncio.ensure_future(self._send_loop(endpoint)) for endpoint in self.settings.endpoints]
 
-    def on_room_event(self, type: str, room_id: str, room_instance: str, data: dict) -> None:
-        """signalling.room_events listener: store the event, then wake the senders."""
-        self.emit(WebhookEvent.new(type, room_id, room_instance, data))
+    def on_room_event(self, type: str, room_id: str, room_instance: str, data: dict, event_id: str) -> None:
+        """signalling.room_events listener: store the event (under the room's id for it), then wake the senders."""
+        self.emit(WebhookEvent.new(type, room_id, room_instance, data, event_id))
 
     def emit(self, event: WebhookEvent) -> None:
         outbox = self._outbox
@@ -114,6 +116,29 @@ class WebhookSender:
             self._in_thread(outbox.add, event.id, event.type, event.body(), event.created_at, endpoints))
         self._writes.add(future)
         future.add_done_callback(self._written)
+
+    def acknowledged(self, event_id: str) -> asyncio.Future[None]:
+        """Done once a receiver has answered 2xx to event `event_id` (the first of the endpoints
+        to do so: the clinic's systems have it), so the room can tell the patient the clinic
+        knows. Ask right after emitting the event. Never done when no receiver takes it (down
+        for good, given up, the server stops): cancel it to stop waiting, which also forgets it.
+        Nothing waits on the sender's side: delivery goes on as for any other event."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.setdefault(event_id, []).append(future)
+        future.add_done_callback(functools.partial(self._forget_ack, event_id))
+        return future
+
+    def _acknowledge(self, event_id: str) -> None:
+        for future in self._acks.pop(event_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    def _forget_ack(self, event_id: str, future: asyncio.Future[None]) -> None:
+        waiting = self._acks.get(event_id)
+        if waiting is not None and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self._acks[event_id]
 
     def _written(self, future: asyncio.Future) -> None:
         self._writes.discard(future)
@@ -137,6 +162,9 @@ class WebhookSender:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        for waiting in list(self._acks.values()):  # not delivered by this process: it will not tell them
+            for future in list(waiting):
+                future.cancel()
         if self._http is not None:
             await self._http.close()
         if self._outbox is not None:
@@ -162,6 +190,8 @@ class WebhookSender:
                 await self._pause(wait_s)
                 continue
             error = await self._post(item)
+            if error is None:  # taken: whoever waits may say so, whatever the outbox does next
+                self._acknowledge(item.event_id)
             try:
                 if error is None:
                     await self._in_thread(self._delivered, item.seq)

@@ -16,6 +16,7 @@ EVENT_TYPES = (
     "room.started",
     "room.ended",
     "participant.joined",
+    "participant.waiting",
     "participant.left",
     "recording.started",
     "recording.stopped",
@@ -24,6 +25,11 @@ EVENT_TYPES = (
     "consent.given",
     "consent.refused",
 )
+
+
+def new_event_id() -> str:
+    """Unique per event: the receiver's de-duplication key (delivery is at least once)."""
+    return "evt_" + secrets.token_hex(12)
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,13 @@ class WebhookEvent:
     data: dict
 
     @classmethod
-    def new(cls, type: str, room_id: str, room_instance: str, data: dict) -> "WebhookEvent":
+    def new(cls, type: str, room_id: str, room_instance: str, data: dict,
+            event_id: str | None = None) -> "WebhookEvent":
+        """`event_id`: the one the room gave the event (signalling.room_events), so the room can
+        learn when it was delivered (WebhookSender.acknowledged); a new one if None."""
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown webhook event type {type!r}")
-        return cls(id="evt_" + secrets.token_hex(12), type=type, created_at=round(time.time(), 3),
+        return cls(id=event_id or new_event_id(), type=type, created_at=round(time.time(), 3),
                    room_id=room_id, room_instance=room_instance, data=data)
 
     def body(self) -> bytes:

@@ -18,6 +18,8 @@
  *                  being recorded: right after joining and on every change)
  *   videostate   - `pausedVideo` changed: the server paused or resumed a remote video
  *                  to us alone (our downlink is too weak for it; its audio goes on)
+ *   waiting      - `clinicNotified` changed: the clinic's systems took the news that we
+ *                  wait for a clinician (`clinic-notified`), or that wait ended
  *   joined       - a join (first or after a reconnect) completed: the new session knows
  *                  nothing of what the page told the previous one (e.g. reportView)
  *
@@ -55,6 +57,8 @@ const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]
 // decisions (left, kicked, room-closed) or another tab or device taking over this
 // identity (replaced), which re-joining would fight.
 const RETRYABLE_CLOSE_REASONS = new Set(['error', 'moved']);
+// Whom a patient in the waiting room waits for (signalling/live_rooms.py CLINICIAN_ROLES).
+const CLINICIAN_ROLES = new Set(['doctor', 'expert']);
 
 // Error codes only an `annotate` operation gets (annotate/model.py, board.py). The
 // generic `forbidden` and `rate_limited` answer one too when one is outstanding.
@@ -96,6 +100,12 @@ export class ConsultClient extends EventTarget {
     this.endReason = null;          // why the session ended, once state is 'closed'
     this.self = null;               // our own participant object from `joined`
     this.room = null;
+    // How to reach the clinic, as the server last said: the room's line (`joined`) or a
+    // refused join's; null when none was said (see clinic-contact.js for the fallback).
+    this.contact = null;
+    // True from `clinic-notified` until a clinician joins or this connection goes: only
+    // then may the page say the clinic knows we are here.
+    this.clinicNotified = false;
     this.participants = new Map();  // id -> participant object, the others only
     this.slots = new Map();         // receive mid -> {participant, kind}; idle mids absent
     this.localStream = new MediaStream();
@@ -403,6 +413,7 @@ export class ConsultClient extends EventTarget {
         this.dispatchEvent(new CustomEvent('consent', {detail: msg}));
         return undefined;
       case 'video-state': return this._onVideoState(msg);
+      case 'clinic-notified': return this._setClinicNotified(true);
       case 'layers': return this._onLayers(conn, msg);
       case 'error': return this._onError(conn, msg);
       case 'closed': return this._onClosed(msg.reason);
@@ -420,6 +431,7 @@ export class ConsultClient extends EventTarget {
     this._joinedBefore = true;
     this.self = msg.participant;
     this.room = msg.room;
+    this.contact = typeof msg.room?.contact === 'string' ? msg.room.contact : null;
     this.participants = new Map((msg.participants ?? []).map((p) => [p.id, p]));
     conn.sentMuted = {audio: false, video: false, ...msg.participant.muted};
     conn.pc = new RTCPeerConnection({iceServers: msg.ice_servers ?? []});
@@ -523,7 +535,15 @@ export class ConsultClient extends EventTarget {
   _onParticipant(participant) {
     if (participant.id === this.self?.id) this.self = participant;
     else this.participants.set(participant.id, participant);
+    // A clinician came: the wait the clinic was told of is over (a later one claims nothing).
+    if (CLINICIAN_ROLES.has(participant.role)) this._setClinicNotified(false);
     this._emit('participants');
+  }
+
+  _setClinicNotified(told) {
+    if (this.clinicNotified === told) return;
+    this.clinicNotified = told;
+    this._emit('waiting');
   }
 
   _onParticipantLeft(participantId) {
@@ -628,6 +648,8 @@ export class ConsultClient extends EventTarget {
     // refused again. Fatal errors later on (a flood, a missed answer) are worth a
     // fresh session, which the socket closing brings.
     if (FATAL_ERRORS.has(msg.code) || (msg.fatal && !conn.joined)) {
+      // A refused join says how to reach the clinic (the room's line, or the server's).
+      if (typeof msg.contact === 'string') this.contact = msg.contact;
       this._end(msg.code);
       return;
     }
@@ -731,6 +753,7 @@ export class ConsultClient extends EventTarget {
     conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = null;
     conn.ws.close(1000);
     conn.pc?.close();
+    this._setClinicNotified(false);  // the next session's server says again, if it still holds
     this.participants = new Map();
     this.slots = new Map();
     // The server's adaptation is per session: the next one starts with all video flowing.

@@ -1,6 +1,7 @@
 // The patient's page: mobile first, one big picture of the doctor, big buttons.
 import {AnalysisState} from './analysis-state.js';
 import {bindMarkLegend, bindSelfViewAnnotations} from './annotation-tools.js';
+import {showContactOrServers} from './clinic-contact.js';
 import {ConsultClient} from './client.js';
 import {ConnectionQuality} from './connection-quality.js';
 import {bindLanguageSwitch, initLanguage, onLanguageChange, t} from './i18n.js';
@@ -24,7 +25,13 @@ const token = takeTokenFromHash();
 await initLanguage({token});
 bindLanguageSwitch($('language'));
 if (token) start(token);
-else showEnded('no_token');
+else showEndedWithContact('no_token', null);
+
+/** The end or error screen, with how to reach the clinic under it (the server's line if no room said one). */
+function showEndedWithContact(reason, contact) {
+  showEnded(reason);
+  showContactOrServers($('ended-contact'), contact);
+}
 
 function start(joinToken) {
   const client = new ConsultClient(joinToken);
@@ -42,7 +49,7 @@ function start(joinToken) {
   client.addEventListener('tracks', renderRemote);
   client.addEventListener('videostate', renderRemote);  // a video paused or resumed to us
   const showState = () => {
-    if (client.state === 'closed') showEnded(client.endReason);
+    if (client.state === 'closed') showEndedWithContact(client.endReason, client.contact);
     else showConnectionState($('banner'), client.state, quality);
   };
   client.addEventListener('statechange', () => {
@@ -55,8 +62,10 @@ function start(joinToken) {
     showState();
   });
 
-  bindWaitingRoom(client, {section: $('waiting'), clinic: $('waiting-clinic'), level: $('mic-level'),
-                           status: $('mic-status')});
+  bindWaitingRoom(client, {
+    section: $('waiting'), clinic: $('waiting-clinic'), title: $('waiting-title'), told: $('waiting-told'),
+    contact: $('waiting-contact'), level: $('mic-level'), status: $('mic-status'),
+  });
   bindSoundButton($('sound'), view, client);
   bindViewerMark(client, $('remote'), {corner: 'left'});  // the room's live watermark, if any
   bindLocalPreview(client, $('local-video'), $('self-view'));

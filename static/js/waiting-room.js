@@ -1,17 +1,20 @@
 /**
- * The patient's waiting room, while nobody else is in the call: the clinic's name (the
- * room's setting), a camera check (the own preview, large) and a microphone check (a level
- * meter from the local audio: "We can hear you" once it moves). Shown on
+ * The patient's waiting room, while nobody else is in the call: the clinic's name and the
+ * doctor the patient waits for (the room's settings), whether the clinic has been told the
+ * patient is here (only once the server says its systems took that: `clinic-notified`), how
+ * to reach the clinic, a camera check (the own preview, large) and a microphone check (a
+ * level meter from the local audio: "We can hear you" once it moves). Shown on
  * body[data-waiting=on]; the meter runs only then.
  */
 
+import {showContact} from './clinic-contact.js';
 import {onLanguageChange, t} from './i18n.js';
 
 const METER_MS = 100;
 const HEARD_PEAK = 0.02;    // of full scale: speech peaks well above, a quiet room's hiss below
 const HEARD_HOLD_MS = 3_000;
 
-export function bindWaitingRoom(client, {section, clinic, level, status}) {
+export function bindWaitingRoom(client, {section, clinic, title, told, contact, level, status}) {
   let meter = null;  // {context, analyser, timer, source}
   let heardAt = -Infinity;
 
@@ -54,13 +57,21 @@ export function bindWaitingRoom(client, {section, clinic, level, status}) {
     const name = client.room?.clinic;
     clinic.hidden = !name;
     clinic.textContent = name ?? '';
+    // Who will see them, when the room names the doctor; else today's general words.
+    const doctor = client.room?.doctor_name;
+    title.textContent = doctor ? t('waiting.title.doctor', {name: doctor}) : t('stage.waiting_for_doctor');
+    // Claimed only when true: the clinic's webhook receiver took the news (no webhook: never).
+    // A live region that stays in the page, so that the news is announced when it comes.
+    const toldText = client.clinicNotified ? t('waiting.clinic_told') : '';
+    if (told.textContent !== toldText) told.textContent = toldText;
+    showContact(contact, client.contact);
     const track = waiting && !client.isOff('audio') ? client.localTrack('audio') : null;
     if (meter && meter.track !== track) stopMeter();
     if (track && !meter) startMeter(track);
     if (!track) level.value = 0;
     showStatus();
   };
-  for (const type of ['statechange', 'participants', 'localmedia']) client.addEventListener(type, update);
+  for (const type of ['statechange', 'participants', 'localmedia', 'waiting']) client.addEventListener(type, update);
   onLanguageChange(update);
   update();
 }

@@ -6,7 +6,8 @@ Like the browser tests it needs root: the server and headless Chromium run in a 
 namespace it creates. Per language (the browser's, `--lang`), a short recorded call: the
 patient on a 360×780 phone (portrait, then landscape) and the doctor on a 1366×768
 console; then the trainer page (the list, then the replay) and the patient page opened
-with a link that is not valid. Files: <page>-<language>.png, e.g. patient-portrait-zh-CN.png.
+with a link that is not valid (the server's contact line under it). Files:
+<page>-<language>.png, e.g. patient-portrait-zh-CN.png.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ SIZES = {  # each page and the size of its picture
     "trainer-list": DESKTOP, "trainer-replay": DESKTOP, "link-error": PHONE,
 }
 RECORDED_S = 3.0
+# The server's contact line (--clinic-contact): under the link error, which names no room.
+CLINIC_CONTACT = "Call 021-5555 0123 or reply to your SMS"
 
 
 def _send(driver, message: dict) -> None:
@@ -121,6 +124,8 @@ def _link_error(factory: BrowserFactory, server, language: str, out: Path) -> Pa
     page.get(server.url("/patient") + "#token=not-a-token")
     if not poll(lambda: page.execute_script("return document.body.dataset.connectionState") == "closed", 15):
         raise RuntimeError(f"a bad link did not end the call ({language})")
+    if not poll(lambda: page.execute_script("return !document.getElementById('ended-contact').hidden"), 10):
+        raise RuntimeError(f"no contact line under the link error ({language})")
     _language(page, language)
     shot = _save(page, out, "link-error", language)
     page.quit()
@@ -134,7 +139,7 @@ def take_screenshots(out: Path, languages: tuple[str, ...] = LOCALES) -> list[Pa
         netns = NetNamespace(log_dir=Path(work) / "logs")
         factory = BrowserFactory(netns, artifact_dir=Path(work))
         try:
-            server = start_sfu_server(netns, Path(work) / "data")
+            server = start_sfu_server(netns, Path(work) / "data", extra_args=["--clinic-contact", CLINIC_CONTACT])
             shots: list[Path] = []
             for language in languages:
                 shots += _call(factory, server, language, out)

@@ -41,7 +41,7 @@ async def test_a_moved_call_records_on_as_the_next_part_and_the_answers_hold(sfu
     room = await sfu.services.registry.create_room("Room", "r1", consent_required=True)
     sfu.instances["r1"] = room.instance
     events: list[tuple[str, dict]] = []
-    sfu.services.rooms.events.subscribe(lambda type, room_id, instance, data: events.append((type, data)))
+    sfu.services.rooms.events.subscribe(lambda type, room_id, instance, data, event_id: events.append((type, data)))
     patient = await sfu.join("patient", seed=1)
     doctor = await sfu.join("doctor", seed=2)
     expert = await sfu.join("expert", seed=3)

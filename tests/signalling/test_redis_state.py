@@ -223,3 +223,23 @@ async def test_a_revocation_redis_cannot_store_still_holds_on_this_node(nodes, r
     with pytest.raises(OSError):
         await a.revoke(JTI, int(time.time()) + 600)
     assert a.is_revoked(JTI)
+
+
+async def test_the_waiting_rooms_texts_are_kept_by_both_registries(tmp_path, redis_server):
+    """A room's clinic, doctor's name and contact line as a restarted server (rooms.json) or
+    another node (Redis) reads them back; unset ones stay unset."""
+    texts = {"clinic": "瑞康皮肤科诊所", "doctor_name": "李医生 Dr Lee", "contact": "Call 021-5555 0123 or reply"}
+    clients = [connect(redis_server.url), connect(redis_server.url)]
+    try:
+        made = [await InMemoryRegistry(tmp_path / "rooms.json").create_room("r", "w1", **texts),
+                await RedisRegistry(clients[0]).create_room("r", "w1", **texts)]
+        await RedisRegistry(clients[0]).create_room("r", "w2")
+        read = [await InMemoryRegistry(tmp_path / "rooms.json").get_room("w1"),
+                await RedisRegistry(clients[1]).get_room("w1")]
+        for room, again in zip(made, read):
+            assert again == room and {field: again.public()[field] for field in texts} == texts
+        again = await RedisRegistry(clients[1]).get_room("w2")
+        assert again is not None and (again.doctor_name, again.contact) == (None, None)
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -39,22 +39,23 @@ async def test_a_consultation_is_told_event_by_event(hooked_sfu, webhook_receive
     await patient.close()
     await doctor.close()
 
-    events = await receiver.wait_for(11)
+    events = await receiver.wait_for(12)
     assert [e["type"] for e in events] == [
-        "room.started", "participant.joined", "participant.joined", "recording.started", "consent.given",
-        "recording.stopped", "recording.sealed", "capture.completed", "participant.left", "participant.left",
-        "room.ended"]
+        "room.started", "participant.joined", "participant.waiting", "participant.joined", "recording.started",
+        "consent.given", "recording.stopped", "recording.sealed", "capture.completed", "participant.left",
+        "participant.left", "room.ended"]
     assert {e["room"]["instance"] for e in events} == {room.instance} and {e["room"]["id"] for e in events} == {"r1"}
-    assert len({e["id"] for e in events}) == 11
+    assert len({e["id"] for e in events}) == 12
     joined = events[1]["data"]["participant"]
     assert joined == {"id": patient.id, "identity": "mrn-0042", "role": "patient"}
+    assert events[2]["data"] == {"participant": joined}  # the patient waited: nobody was here for them
     by_type = {e["type"]: e["data"] for e in events}
     assert by_type["recording.started"]["recording_id"] == on["recording_id"]
     assert by_type["consent.given"] == {"recording_id": on["recording_id"], "participant": joined}
     assert by_type["recording.stopped"]["reason"] == "stopped"
     assert by_type["recording.sealed"] == {"recording_id": on["recording_id"], "failure": None}
     assert by_type["capture.completed"]["stills"] == 0
-    assert events[8]["data"]["participant"]["id"] == patient.id and events[8]["data"]["reason"] == "left"
+    assert events[9]["data"]["participant"]["id"] == patient.id and events[9]["data"]["reason"] == "left"
     assert by_type["room.ended"]["reason"] == "empty" and by_type["room.ended"]["duration_s"] >= 0
     assert receiver.bad_signatures == 0
     assert not any(PATIENT_NAME in str(e) or "Wang" in str(e) for e in events)  # identity, never the name
@@ -65,11 +66,11 @@ async def test_a_closed_room_ends_with_its_reason(hooked_sfu, webhook_receiver):
     await sfu.room()
     await sfu.join("patient", seed=1)
     await sfu.join("doctor", seed=2)
-    await receiver.wait_for(3)
+    await receiver.wait_for(4)  # started, the patient joined and waited, the doctor joined
     assert await sfu.services.rooms.close_room("r1")
-    events = await receiver.wait_for(6)
-    assert [e["type"] for e in events[3:]] == ["participant.left", "participant.left", "room.ended"]
-    assert {e["data"]["reason"] for e in events[3:]} == {"room-closed"}
+    events = await receiver.wait_for(7)
+    assert [e["type"] for e in events[4:]] == ["participant.left", "participant.left", "room.ended"]
+    assert {e["data"]["reason"] for e in events[4:]} == {"room-closed"}
 
 
 def doctor_record(live, participant_id: str):

@@ -23,7 +23,8 @@ def free_port() -> int:
 class WebhookReceiver:
     secret: str
     port: int = field(default_factory=free_port)
-    mode: str = "ok"  # ok | fail (HTTP 503) | hang (answers after hang_s)
+    mode: str = "ok"  # ok | fail (HTTP fail_status) | hang (answers after hang_s)
+    fail_status: int = 503
     hang_s: float = 30.0
     attempts: int = 0  # every request, taken or not
     events: list[dict] = field(default_factory=list)  # bodies answered 2xx, in arrival order
@@ -56,7 +57,7 @@ class WebhookReceiver:
             self.bad_signatures += 1
             return web.Response(status=401)
         if self.mode == "fail":
-            return web.Response(status=503)
+            return web.Response(status=self.fail_status)
         if self.mode == "hang":
             await asyncio.sleep(self.hang_s)
         event = json.loads(body)

@@ -155,3 +155,30 @@ def test_a_url_a_webhook_cannot_go_to_is_refused(url, problem):
 def test_the_same_url_twice_is_refused():
     with pytest.raises(ValueError, match="twice"):
         WebhookSettings(("https://a.example/h", "https://a.example/h"), new_webhook_secret())
+
+
+async def test_acknowledged_is_done_once_a_receiver_took_that_event_and_not_before(tmp_path, receiver):
+    """The hook a waiting room hangs on (signalling/live_rooms.py): keyed by the event's id,
+    done on the first 2xx for it, never on a failure, and forgotten when the waiter gives up."""
+    down = WebhookReceiver(secret=receiver.secret)  # never started: one endpoint the clinic has lost
+    receiver.mode, receiver.fail_status = "fail", 500
+    sender = await sender_for(tmp_path, down.url, receiver.url, secret=receiver.secret)
+    first, second = event(0), event(1)
+    sender.emit(first)
+    sender.emit(second)
+    took_first, took_second = sender.acknowledged(first.id), sender.acknowledged(second.id)
+    given_up = sender.acknowledged(second.id)
+    given_up.cancel()  # e.g. the patient left: the sender keeps nothing for it
+    while receiver.attempts < 3:
+        await asyncio.sleep(0.05)
+    assert not took_first.done() and not took_second.done()  # 500s are no acknowledgement
+
+    receiver.mode = "ok"
+    await asyncio.wait_for(took_first, 5)  # one receiver of two is enough: the clinic has it
+    assert receiver.events[0]["id"] == first.id  # ... after it had taken it
+    await asyncio.wait_for(took_second, 5)
+    assert [e["id"] for e in receiver.events] == [first.id, second.id]
+    assert sender._acks == {}
+    never = sender.acknowledged(event(2).id)  # not emitted: nothing will ever take it
+    await sender.close()
+    assert never.cancelled()

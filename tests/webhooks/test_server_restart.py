@@ -67,9 +67,10 @@ async def test_events_kept_before_a_crash_are_delivered_after_the_restart(tmp_pa
     receiver.mode = "fail"
     proc, link = await start_server(data_dir, receiver, log)
     try:
-        await join_and_leave(link)  # room.started, participant.joined, participant.left, room.ended
+        # room.started, participant.joined, participant.waiting (the patient is alone), participant.left, room.ended
+        await join_and_leave(link)
         deadline = time.monotonic() + 20
-        while kept(data_dir) < 4 or receiver.attempts < 2:
+        while kept(data_dir) < 5 or receiver.attempts < 2:
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
     finally:
@@ -80,12 +81,13 @@ async def test_events_kept_before_a_crash_are_delivered_after_the_restart(tmp_pa
     receiver.mode = "ok"
     proc, _ = await start_server(data_dir, receiver, log2)
     try:
-        events = await receiver.wait_for(4)
+        events = await receiver.wait_for(5)
         await asyncio.sleep(1.0)  # nothing more comes
     finally:
         proc.terminate()
         proc.wait()
-    assert [e["type"] for e in events] == ["room.started", "participant.joined", "participant.left", "room.ended"]
-    assert len(receiver.events) == 4 and receiver.bad_signatures == 0
+    assert [e["type"] for e in events] == ["room.started", "participant.joined", "participant.waiting",
+                                           "participant.left", "room.ended"]
+    assert len(receiver.events) == 5 and receiver.bad_signatures == 0
     assert kept(data_dir) == 0
     assert receiver.secret not in log.read_text() + log2.read_text()
