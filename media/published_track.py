@@ -19,17 +19,12 @@ from typing import TYPE_CHECKING, Optional
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
-from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
-    RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
     AnyRtcpPacket,
     RtcpPsfbPacket,
-    RtcpReceiverInfo,
-    RtcpRrPacket,
     RtcpSrPacket,
     RtpPacket,
-    pack_remb_fci,
     unwrap_rtx,
 )
 
@@ -48,6 +43,7 @@ from .ulpfec import UlpfecError, zeroed_extensions
 from .uplink_estimate import UplinkEstimator
 from .uplink_fec import UplinkVideoFec
 from .uplink_nacks import UplinkNacks
+from .uplink_reports import UplinkReports
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -123,7 +119,9 @@ class PublishedTrack:
         # a layer's frame ends (marker bits): the publication compares its layers' frame rates
         self._frames = RateMeter(bucket_s=0.25, buckets=8) if rid is not None else None
         self._taps: list["PacketTap"] = []
-        self._stats: Optional[StreamStatistics] = None
+        # receiver reports and REMB toward the publisher (media/uplink_reports.py)
+        self.reports = UplinkReports(transport, rtcp_ssrc)
+        self._stream_seen = False  # a packet came: another SSRC from now on is a new stream
         # Audio too: browsers retransmit Opus when "nack" is negotiated (we offer it).
         self.nacks = UplinkNacks(transport, rtcp_ssrc=rtcp_ssrc,
                                  deadline_s=VIDEO_DEADLINE_S if kind == "video" else AUDIO_DEADLINE_S,
@@ -246,16 +244,12 @@ class PublishedTrack:
         else:
             retransmitted = False
 
-        if packet.ssrc != self.media_ssrc and self._stats is not None:
+        if packet.ssrc != self.media_ssrc and self._stream_seen:
             self._restart_stream()  # a new source on this track: its numbers start anew
         self.media_ssrc = packet.ssrc
-        if self._stats is None:
-            self._stats = StreamStatistics(codec.clockRate)
+        self._stream_seen = True
         if not retransmitted:
-            # Receiver reports count first transmissions only, as libwebrtc's do (a packet
-            # recovered over RTX is not "received" on the media SSRC): the publisher's
-            # congestion control must see the link's real loss to back off from it.
-            self._stats.add(packet)
+            self.reports.count(packet, codec.clockRate)
 
         now = time.monotonic()
         if self._uplink_fec is not None and codec.payloadType == self._uplink_fec.payload_types.red:
@@ -270,7 +264,7 @@ class PublishedTrack:
     def _restart_stream(self) -> None:
         """A new SSRC on this track: its sequence numbers have nothing to do with the old ones."""
         self.nacks.restart()
-        self._stats = None
+        self.reports.restart()
         if self._uplink_fec is not None:
             self._uplink_fec = _uplink_video_fec(self.kind, self._parameters)
         for downtrack in self._downtracks:
@@ -458,10 +452,7 @@ class PublishedTrack:
         if self.rid is not None:
             return  # the simulcast publication sends one for all its layers
         bitrate = publisher_bitrate(self.uplink_estimate, (d.remb_bitrate for d in self._downtracks))
-        if bitrate is not None and self.media_ssrc is not None:
-            fci = pack_remb_fci(bitrate, [self.media_ssrc])
-            await send_rtcp(self.transport, [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
-                                                            media_ssrc=0, fci=fci)])
+        await self.reports.send_remb(bitrate, self.media_ssrc)
 
     def _nack_gave_up(self) -> None:
         if self.kind == "video":
@@ -474,7 +465,7 @@ class PublishedTrack:
             "packets": self.packets_received, "dropped": self.packets_dropped,
             # first transmissions the uplink lost, as the receiver reports tell the publisher
             # (no count before a first transmission: the track may have had only retransmissions)
-            "lost": 0 if self._stats is None or self._stats.max_seq is None else self._stats.packets_lost,
+            "lost": self.reports.lost,
             "codec": self.last_codec.mimeType if self.last_codec else None,
             "red": self._red_codec is not None, "red_packets": self.red_packets, "red_distance": self.red_distance,
             "red_recovered": self.red_recovered, "red_recovered_alone": self.red_recovered_alone,
@@ -499,25 +490,7 @@ class PublishedTrack:
         """Receiver reports: the publisher's congestion control and RTT need them."""
         while True:
             await asyncio.sleep(0.5 + random.random())
-            if self._stats is None or self.media_ssrc is None or self._stats.max_seq is None:
-                continue
-            lsr = dlsr = 0
-            if self.sender_report is not None:
-                lsr = (self.sender_report.ntp_timestamp >> 16) & 0xFFFFFFFF
-                delay = time.time() - self.sender_report.received_at
-                if 0 < delay < 65536:
-                    dlsr = int(delay * 65536)
-            report = RtcpReceiverInfo(
-                ssrc=self.media_ssrc,
-                fraction_lost=self._stats.fraction_lost,
-                packets_lost=self._stats.packets_lost,
-                highest_sequence=self._stats.max_seq,
-                jitter=self._stats.jitter,
-                lsr=lsr,
-                dlsr=dlsr,
-            )
-            await send_rtcp(self.transport, [RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=[report])])
-            if self.kind == "video":
+            if await self.reports.send_report(self.media_ssrc, self.sender_report) and self.kind == "video":
                 await self._send_remb()  # also when only the subscribers' estimates changed
 
     def __repr__(self) -> str:

@@ -207,7 +207,7 @@ async def test_receiver_reports_show_the_uplink_loss_that_retransmission_repaire
     await doctor.wait_for_frames(patient.id, "video", 5)
     track = sfu.services.rooms.live["r1"].media.peers[patient.id].published["video"]
     media_ssrc = track.media_ssrc
-    lost_before = track._stats.packets_lost
+    lost_before = track.reports.stats.packets_lost
 
     rng = random.Random(5)
     dropped = []
@@ -223,5 +223,5 @@ async def test_receiver_reports_show_the_uplink_loss_that_retransmission_repaire
 
     assert len(dropped) > 10
     assert track.nack_stats["recovered"] >= len(dropped) * 0.8  # repaired ...
-    lost = track._stats.packets_lost - lost_before
+    lost = track.reports.stats.packets_lost - lost_before
     assert lost >= len(dropped) * 0.8, (lost, len(dropped))  # ... and still reported as lost
