@@ -43,7 +43,7 @@ from loadtest.harness import (
     node_heartbeats,
     proc_cpu_seconds,
     source_revision,
-    start_server,
+    start_server_with_workers,
     stop_process,
     tail,
     wait_healthy,
@@ -201,16 +201,9 @@ def run_step(workers: int, rooms: int, args: argparse.Namespace) -> dict[str, An
         workdir = Path(tmp)
         server = redis = None
         try:
-            extra: tuple[str, ...] = ()
-            if workers > 1:
-                from tests.redis_server import RedisServer  # the bench's own, on loopback, no disk
-
-                redis = RedisServer(workdir / "redis")
-                redis.start()
-                extra = ("--workers", str(workers), "--redis-url", redis.url)
             port = free_port()
             base_url = f"http://127.0.0.1:{port}"
-            server = start_server("ours", port, workdir, extra)
+            server, redis = start_server_with_workers("ours", port, workdir, workers)
             wait_healthy(server, base_url)
             admin_key = admin_key_of("ours", workdir)
             assert admin_key is not None  # ours always has one

@@ -63,7 +63,7 @@ from loadtest.harness import (
     node_heartbeats,
     proc_cpu_seconds,
     proc_memory_mb,
-    start_server,
+    start_server_with_workers,
     tree_cpu_seconds,
     wait_healthy,
 )
@@ -304,21 +304,14 @@ def summarize(kind: str, rooms: int, fps: int, server_cpu: dict, window: dict) -
 def run_one(kind: str, rooms: int, args, video: dict, audio: dict) -> dict:
     result: dict[str, Any] = {"kind": kind, "rooms": rooms, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     workers = int(kind.removeprefix(WORKERS_KIND)) if kind.startswith(WORKERS_KIND) else 1
-    server_kind = "ours" if workers > 1 else kind
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         server = client = redis = None
         try:
-            extra: tuple[str, ...] = ()
-            if workers > 1:
-                from tests.redis_server import RedisServer  # the bench's own, on loopback, no disk
-
-                redis = RedisServer(workdir / "redis")
-                redis.start()
-                extra = ("--workers", str(workers), "--redis-url", redis.url)
-            server = start_server(server_kind, port, workdir, extra)
+            server_kind = "ours" if workers > 1 else kind
+            server, redis = start_server_with_workers(server_kind, port, workdir, workers)
             wait_healthy(server, base_url)
             admin_key = admin_key_of(server_kind, workdir)
             made = make_rooms(server_kind, base_url, admin_key, rooms, processors=tuple(args.processors))

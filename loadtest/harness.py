@@ -291,6 +291,23 @@ def start_server(kind: str, port: int, workdir: Path, extra: tuple[str, ...] = (
         log.close()
 
 
+def start_server_with_workers(kind: str, port: int, workdir: Path, workers: int
+                              ) -> tuple[subprocess.Popen, Optional[Any]]:
+    """`start_server`, and with `workers` > 1 our server as `--workers N` on a redis-server of its
+    own (loopback, no disk: tests.redis_server). Returns the server and that Redis (to stop), if any."""
+    if workers <= 1:
+        return start_server(kind, port, workdir), None
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer(workdir / "redis")
+    redis.start()
+    try:
+        return start_server("ours", port, workdir, ("--workers", str(workers), "--redis-url", redis.url)), redis
+    except BaseException:
+        redis.stop()
+        raise
+
+
 def wait_healthy(proc: Optional[subprocess.Popen], base_url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
