@@ -12,7 +12,7 @@ frame. Two analysis messages carry what is needed (docs/PROTOCOL.md, "Annotation
   for a consultation without face-anchored marks. Clinicians resolve with the full
   landmark set their `face-metrics` already carry.
 
-Nothing here imports signalling/: signalling/live_rooms.py asks for the messages.
+Nothing here imports signalling/: signalling/live_analysis.py asks for the messages.
 """
 
 from __future__ import annotations

@@ -309,12 +309,12 @@ class AdminApi:
         if live is None:
             return json_error(409, "not_live", "nobody is in this room; there is nothing to record")
         if action == "stop":
-            stopped = await live.stop_recording("stopped")
+            stopped = await live.recorder.stop("stopped")
             if stopped is None:
                 return json_error(409, "not_recording", "this room is not being recorded")
             return web.json_response({"recording_id": stopped, "state": "off"})
         try:
-            recording = await live.start_recording("admin-api")
+            recording = await live.recorder.start("admin-api")
         except RecorderError as exc:
             return json_error(500, "recording_failed", str(exc))
         return web.json_response({"recording_id": recording.id, "state": "on"}, status=201)

@@ -9,7 +9,7 @@ must not leave them behind in Redis as ghosts that fill the room.
 
 Keys, under a prefix (default `consult:`):
   room:<id>        JSON: the room's current record (with the note of a recording running in
-                   its call: signalling/live_rooms.py) and its earlier (closed) instances
+                   its call: signalling/live_recording.py) and its earlier (closed) instances
   rooms            set of room ids
   revoked:<jti>    the revoked link's expiry (unix s); Redis drops it then (EXPIREAT)
 and the channel `revoked` announces each revocation to the other nodes.

@@ -91,7 +91,7 @@ def instance_minted_at(lives: Sequence[RoomInstance], iat: int) -> Optional[Room
 class RecordingNote:
     """A room's running recording, as its record keeps it: when the room's node dies or drains
     before the recording is stopped, the node that starts the call next records on, as the
-    next part, without asking again those who answered (signalling/live_rooms.py)."""
+    next part, without asking again those who answered (signalling/live_recording.py)."""
     recording_id: str
     actor: str  # who started it (an identity, or admin-api): the next part is theirs too
     by: str  # their name, as the pages show it

@@ -229,10 +229,10 @@ class ParticipantSession:
             "ice_servers": self._ice_servers(participant.id),
         })
         self.send(self.room.board.snapshot())  # the drawing so far, for a late joiner
-        self.send(self.room.recording_state(participant))  # consent: everyone knows whether they are recorded
-        for message in self.room.analysis_state_for(participant.role):
+        self.send(self.room.recorder.state(participant))  # consent: everyone knows whether they are recorded
+        for message in self.room.analysis.state_for(participant.role):
             self.send(message)
-        if (notice := self.room.clinic_notice_for(participant)) is not None:
+        if (notice := self.room.waiting.clinic_notice_for(participant)) is not None:
             self.send(notice)  # a rejoin while waiting: the clinic was told already
         self._time_join(join_started)
         self.request_renegotiation()
@@ -345,7 +345,7 @@ class ParticipantSession:
     async def _on_consent(self, recording_id: str, given: bool) -> None:
         room = self._joined_room()
         try:
-            if not await room.record_consent(self.joined_participant(), recording_id, given):
+            if not await room.recorder.record_consent(self.joined_participant(), recording_id, given):
                 self.send_error("bad_state", "that recording is not the one running, or it was answered already")
         except RecorderError as exc:
             self.send_error("recording_failed", f"the answer could not be recorded: {exc}")
@@ -356,11 +356,11 @@ class ParticipantSession:
             self.send_error("forbidden", "recording needs the 'record' permission")
             return
         if action == "stop":
-            if await room.stop_recording("stopped") is None:
+            if await room.recorder.stop("stopped") is None:
                 self.send_error("bad_state", "nothing is being recorded")
             return
         try:
-            await room.start_recording(self.joined_participant())
+            await room.recorder.start(self.joined_participant())
         except RecorderError as exc:
             self.send_error("recording_failed", f"the recording could not start: {exc}")
 
@@ -370,11 +370,12 @@ class ParticipantSession:
             self.send_error("forbidden", "capturing clinical photos needs the 'record' permission")
             return
         if message["action"] == "stop":
-            if not room.stop_capture():
+            if not room.captures.stop():
                 self.send_error("bad_state", "no photo capture is running")
             return
         try:
-            await room.start_capture(self.joined_participant(), message.get("poses"), message.get("tolerance_deg", 8.0))
+            await room.captures.start(self.joined_participant(), message.get("poses"),
+                                      message.get("tolerance_deg", 8.0))
         except LookupError as exc:
             self.send_error("bad_state", str(exc))
         except RecorderError as exc:

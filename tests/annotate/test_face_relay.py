@@ -24,7 +24,7 @@ def cheek_stroke(lm: np.ndarray, n: int = 12) -> list[tuple[float, float]]:
 
 
 def metrics(landmarks, t_ms: int = 1200) -> dict:
-    """A face-metrics analysis message as signalling/live_rooms.py builds it."""
+    """A face-metrics analysis message as signalling/live_analysis.py builds it."""
     face = None if landmarks is None else {"landmarks": np.round(landmarks[:, :2], 4).tolist()}
     return {"type": "analysis", "processor": "face-analysis", "participant": "p-1", "t_ms": t_ms,
             "kind": "face-metrics", "face": face}

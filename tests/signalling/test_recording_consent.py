@@ -81,7 +81,7 @@ async def test_in_a_room_that_requires_consent_no_one_is_recorded_before_agreein
     live = sfu.services.rooms.live["r1"]
 
     def recorded() -> set[str]:
-        return {participant_id for participant_id, _, _ in live._recording_taps}
+        return set(live.recorder.recorded)
 
     assert recorded() == {doctor.id}  # who records agreed by starting it
     await expert.send({"type": "consent", "recording_id": on["recording_id"], "given": False})

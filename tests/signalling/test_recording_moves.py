@@ -20,7 +20,7 @@ from recorder.audit import Action, AuditLog
 from recorder.keys import KeyStore
 from recorder.reader import RecordingReader
 from recorder.store import RecordingStore
-from signalling.live_rooms import RECORDING_CARRIES_ON_WITHIN_S
+from signalling.live_recording import RECORDING_CARRIES_ON_WITHIN_S
 from signalling.registry import RecordingNote
 
 pytestmark = pytest.mark.slow

@@ -150,7 +150,7 @@ async def test_photo_captures_carry_the_instance(sfu):
                                permissions=["record"], joined_at=0.0)
     try:
         with pytest.raises(LookupError):  # nobody's video is analysed: the capture ends at once, stored
-            await live.start_capture(doctor, None, 8.0)
+            await live.captures.start(doctor, None, 8.0)
     finally:
         await live.close()
     (capture,) = [d for d in (sfu.services.config.data_dir / "recordings").iterdir() if is_recording_id(d.name)]

@@ -2,7 +2,8 @@
 the room's doctor name and contact line reach the page; a patient who waits alone is
 announced to the clinic (`participant.waiting`) and told so only once a real webhook
 receiver took that event; a refused join says how to reach the clinic, and names a room's
-contact only to a genuine link for that room."""
+contact only to a genuine link for that room. The last tests take signalling/waiting_room.py on
+its own, on a stand-in call (tests/signalling/call_room.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import jwt
 import pytest
 
 from signalling.config import ServerConfig
+from signalling.registry import RoomRecord
+from signalling.room_events import RoomEvents, participant_data
+from signalling.waiting_room import WaitingRoom
 from tests.conftest import running_sfu
 
+from .call_room import CallRoom
 from .test_links import api, link, refused_join
 
 CONTACT = "Call 021-5555 0123 or reply to your SMS"
@@ -216,3 +221,105 @@ async def test_a_patient_alone_whose_page_rejoins_is_in_the_room_the_doctor_then
     assert [p["id"] for p in doctor.joined["participants"]] == [again.id]
     await again.wait_for(lambda m: m["type"] == "participant-joined" and m["participant"]["id"] == doctor.id)
     assert set(sfu.services.rooms.live["w8"].sessions) == {again.id, doctor.id}
+
+
+# --- signalling/waiting_room.py on its own --------------------------------------------------------
+
+class Clinic:
+    """Stands in for the webhook sender's acknowledgements (webhooks.WebhookSender.acknowledged):
+    a future per event id, which the test resolves when "the clinic took it"."""
+
+    def __init__(self, events: RoomEvents) -> None:
+        self.acks: dict[str, asyncio.Future[None]] = {}
+        events.subscribe(lambda *event: None, acknowledger=self._ack)
+
+    def _ack(self, event_id: str) -> asyncio.Future[None]:
+        self.acks[event_id] = asyncio.get_running_loop().create_future()
+        return self.acks[event_id]
+
+    async def took_all(self) -> None:
+        for ack in self.acks.values():
+            if not ack.done():
+                ack.set_result(None)
+        await asyncio.sleep(0)  # the waiting room's done-callbacks run
+
+
+def waiting_room(record: RoomRecord | None = None) -> tuple[CallRoom, WaitingRoom, Clinic]:
+    events = RoomEvents()
+    clinic = Clinic(events)
+    room = CallRoom(record or RoomRecord(id="w", name="Room", created_at=time.time(), instance="i1"), events)
+    return room, WaitingRoom(room, events.acknowledged), clinic
+
+
+def told(room: CallRoom, participant) -> list[dict]:
+    return [m for m in room.pages[participant.id] if m["type"] == "clinic-notified"]
+
+
+async def test_a_patient_alone_waits_and_hears_only_once_the_clinic_took_it():
+    room, waiting, clinic = waiting_room()
+    patient = room.join("patient", identity="mrn-0042")
+    waiting.arrived(patient)
+    assert room.events == [("participant.waiting", {"participant": participant_data(patient)})]
+    await asyncio.sleep(0)
+    assert told(room, patient) == [] and waiting.clinic_notice_for(patient) is None
+
+    await clinic.took_all()
+    assert len(told(room, patient)) == 1 and isinstance(told(room, patient)[0]["t_ms"], int)
+
+    # the phone rejoins in the same wait: not paged again, told at its join
+    room.leave(patient)
+    waiting.left(patient.id)
+    again = room.join("patient", identity="mrn-0042")
+    waiting.arrived(again)
+    assert room.types() == ["participant.waiting"]
+    assert waiting.clinic_notice_for(again)["type"] == "clinic-notified"
+
+
+async def test_a_clinician_ends_the_wait_and_nobody_waits_for_one_who_is_here():
+    room, waiting, clinic = waiting_room()
+    patient = room.join("patient", identity="mrn-0042")
+    waiting.arrived(patient)
+    (ack,) = clinic.acks.values()
+    doctor = room.join("doctor", identity="dr-lee")
+    waiting.arrived(doctor)
+    assert ack.cancelled()  # the page no longer shows the wait: nothing to tell it
+    await asyncio.sleep(0)
+    assert told(room, patient) == [] and waiting.clinic_notice_for(patient) is None
+
+    companion = room.join("patient", identity="mrn-0042-mother")
+    waiting.arrived(companion)  # a clinician is here: no wait
+    assert room.types() == ["participant.waiting"] and waiting.clinician_present()
+
+    # the doctor went: the next patient waits again, an expert is a clinician too
+    room.leave(doctor)
+    waiting.arrived(room.join("patient", identity="mrn-0043"))
+    assert room.types() == ["participant.waiting"] * 2
+    room.join("expert")
+    assert waiting.clinician_present()
+
+
+async def test_a_page_that_went_or_a_call_that_ended_is_told_nothing():
+    room, waiting, clinic = waiting_room()
+    gone, staying = room.join("patient", identity="mrn-1"), room.join("patient", identity="mrn-2")
+    waiting.arrived(gone)
+    waiting.arrived(staying)
+    room.leave(gone)
+    waiting.left(gone.id)
+    gone_ack, staying_ack = clinic.acks.values()
+    assert gone_ack.cancelled() and not staying_ack.done()  # nobody left to tell: no longer waited for
+
+    staying_ack.set_result(None)  # the clinic takes it just as the call ends
+    waiting.close()
+    await asyncio.sleep(0)
+    assert told(room, gone) == [] and told(room, staying) == []
+
+
+async def test_without_a_webhook_the_page_is_never_told():
+    record = RoomRecord(id="w", name="Room", created_at=time.time(), instance="i1")
+    room = CallRoom(record)  # RoomEvents with no acknowledger: nobody can tell whether the clinic knows
+    waiting = WaitingRoom(room, room.room_events.acknowledged)
+    patient = room.join("patient")
+    waiting.arrived(patient)
+    await asyncio.sleep(0)
+    assert room.types() == ["participant.waiting"] and told(room, patient) == []
+    assert waiting.clinic_notice_for(patient) is None

@@ -35,7 +35,7 @@ async def test_a_consultation_is_told_event_by_event(hooked_sfu, webhook_receive
     await patient.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off")
     live = sfu.services.rooms.live["r1"]
     with pytest.raises(LookupError):  # nobody's video is analysed: the capture ends at once, with no photo
-        await live.start_capture(doctor_record(live, doctor.id), None, 8.0)
+        await live.captures.start(doctor_record(live, doctor.id), None, 8.0)
     await patient.close()
     await doctor.close()
 

@@ -158,7 +158,7 @@ def test_the_same_url_twice_is_refused():
 
 
 async def test_acknowledged_is_done_once_a_receiver_took_that_event_and_not_before(tmp_path, receiver):
-    """The hook a waiting room hangs on (signalling/live_rooms.py): keyed by the event's id,
+    """The hook a waiting room hangs on (signalling/waiting_room.py): keyed by the event's id,
     done on the first 2xx for it, never on a failure, and forgotten when the waiter gives up."""
     down = WebhookReceiver(secret=receiver.secret)  # never started: one endpoint the clinic has lost
     receiver.mode, receiver.fail_status = "fail", 500

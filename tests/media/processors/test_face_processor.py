@@ -116,7 +116,7 @@ async def test_default_protocol_and_a_patient_leaving_mid_capture(sfu):
     assert started["remaining"] == ["frontal", "left45", "right45"]
     await patient.close()
     await doctor.wait_for(lambda m: m.get("kind") == "capture" and m["state"] == "stopped")
-    assert sfu.services.rooms.live["r1"].capture is None  # the capture record was closed
+    assert sfu.services.rooms.live["r1"].captures.capture is None  # the capture record was closed
 
 
 async def test_a_late_console_gets_the_current_prompt(sfu):
