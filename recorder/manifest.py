@@ -11,7 +11,7 @@ closed, and the instance (one per creation of the id) says which consultation th
 Recordings made before instances existed, and ones written by tools, hold the bare id.
 
 A recording that carries on one whose node died or drained mid-call (several nodes:
-signalling/live_rooms.py) is its next *part*: `continues` names the recording it carries
+signalling/live_recording.py) is its next *part*: `continues` names the recording it carries
 on and `part` counts from 1. A first part has neither key, as manifests had before parts
 existed, so their MACs still hold.
 """

@@ -57,7 +57,7 @@ const FATAL_CLOSE_CODES = new Map([[4401, 'unauthorized'], [4403, 'wrong_room']]
 // decisions (left, kicked, room-closed) or another tab or device taking over this
 // identity (replaced), which re-joining would fight.
 const RETRYABLE_CLOSE_REASONS = new Set(['error', 'moved']);
-// Whom a patient in the waiting room waits for (signalling/live_rooms.py CLINICIAN_ROLES).
+// Whom a patient in the waiting room waits for (signalling/waiting_room.py CLINICIAN_ROLES).
 const CLINICIAN_ROLES = new Set(['doctor', 'expert']);
 
 // Error codes only an `annotate` operation gets (annotate/model.py, board.py). The
@@ -280,7 +280,7 @@ export class ConsultClient extends EventTarget {
    */
   startCapture({poses = DEFAULT_CAPTURE_POSES, toleranceDeg = null} = {}) {
     // The poses are always sent: a start without them reaches the server's processor as
-    // {"capture": null}, which it takes for "stop" (signalling/live_rooms.py), so
+    // {"capture": null}, which it takes for "stop" (signalling/live_captures.py), so
     // nothing would start.
     const fields = {poses: [...poses]};
     if (toleranceDeg !== null) fields.tolerance_deg = toleranceDeg;
