@@ -64,16 +64,3 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-class CapturingTransport:
-    """Stands in for RTCDtlsTransport on either side: keeps every datagram sent, before SRTP."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def _register_rtp_sender(self, sender, parameters) -> None: ...
-    def _unregister_rtp_sender(self, sender) -> None: ...
-    def _register_rtp_receiver(self, receiver, parameters) -> None: ...
-    def _unregister_rtp_receiver(self, receiver) -> None: ...
-
-    async def _send_rtp(self, data: bytes) -> None:
-        self.sent.append(data)

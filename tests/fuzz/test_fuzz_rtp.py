@@ -53,8 +53,9 @@ from media.red import build_red
 from media.seqnum import seq_add
 from media.uplink_fec import PICTURES_REMEMBERED, SEEN_WINDOW
 from media.video_fec import VideoFecSender, red_wrap
+from tests.support.wire import CapturingTransport
 
-from .support import CapturingTransport, fuzzed, mutated, note, run, scaled
+from .support import fuzzed, mutated, note, run, scaled
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=96)
 AUDIO_RED = RTCRtpCodecParameters(mimeType="audio/red", clockRate=48000, channels=2, payloadType=63)
@@ -387,7 +388,7 @@ async def drive_published_track(uplink: Uplink) -> tuple[CapturingTransport, Cap
             except ValueError:
                 continue  # aiortc's transport drops it
             await track._handle_rtp_packet(packet, arrival_time_ms=10 * n)
-            assert len(track._nack._missing) <= MAX_TRACKED
+            assert len(track.nacks.generator._missing) <= MAX_TRACKED
             fec = track._uplink_fec
             if fec is not None:
                 assert len(fec._seen) <= SEEN_WINDOW and len(fec._pictures) <= PICTURES_REMEMBERED

@@ -23,25 +23,13 @@ from media.rtp_writer import MAX_PACKET_BYTES
 from media.sdp_transport_cc import transport_cc_extension
 from media.seqnum import seq_diff
 from media.ulpfec import UlpfecDecoder, zero_extensions
+from tests.support.wire import CapturingTransport
 
 RED = RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=116)
 ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=118)
 RTX_RED = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=117, parameters={"apt": 116})
 ABS_SEND_TIME_ID = 3
 SSRC, RTX_SSRC = 1000, 2000
-
-
-class CapturingTransport:
-    """Stands in for RTCDtlsTransport: keeps every RTP datagram as sent, before SRTP."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def _register_rtp_sender(self, sender, parameters) -> None: ...
-    def _unregister_rtp_sender(self, sender) -> None: ...
-
-    async def _send_rtp(self, data: bytes) -> None:
-        self.sent.append(data)
 
 
 async def started_downtrack(codecs: list[RTCRtpCodecParameters]) -> tuple[DownTrack, CapturingTransport]:

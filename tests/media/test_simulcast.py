@@ -36,8 +36,9 @@ from media.published_track import PublishedTrack
 from media.publisher_layers import LOWER_AFTER_S
 from media.sdp_simulcast import REPAIRED_RID_URI, RID_URI
 from media.simulcast import LAYER_SETTLED_S, LAYER_SILENT_S, LOWEST_WAIT_S, SimulcastTrack
+from tests.support.wire import CapturingTransport
 
-from .test_downtrack_fec import CapturingTransport, payload_of, seq_of
+from .test_downtrack_fec import payload_of, seq_of
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 RTX = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97})

@@ -30,8 +30,9 @@ from media.sdp_video_fec import VideoFecPayloadTypes
 from media.seqnum import seq_add, seq_diff
 from media.uplink_fec import UplinkVideoFec
 from media.video_fec import VideoFecSender, red_wrap
+from tests.support.wire import CapturingTransport
 
-from .test_downtrack_fec import CapturingTransport, payload_of, seq_of, started_downtrack
+from .test_downtrack_fec import payload_of, seq_of, started_downtrack
 
 RED = RTCRtpCodecParameters(mimeType="video/red", clockRate=90000, payloadType=116)
 ULPFEC = RTCRtpCodecParameters(mimeType="video/ulpfec", clockRate=90000, payloadType=118)

@@ -11,27 +11,20 @@ from aiortc.rtp import RtcpPacket, RtcpRtpfbPacket
 
 from media.redundancy import COPY_SPACING_S
 from media.uplink_nacks import UplinkNacks
+from tests.support.wire import CapturingTransport
 
 MEDIA_SSRC, RTCP_SSRC = 1111, 2222
 
 
-class CapturingTransport:
-    """Stands in for RTCDtlsTransport: keeps every datagram as sent, before SRTP."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[float, bytes]] = []
-
-    async def _send_rtp(self, data: bytes) -> None:
-        self.sent.append((time.monotonic(), data))
-
-    def nacks(self) -> list[list[int]]:
-        out = []
-        for _, data in self.sent:
-            for packet in RtcpPacket.parse(data):
-                assert isinstance(packet, RtcpRtpfbPacket) and packet.media_ssrc == MEDIA_SSRC
-                assert packet.ssrc == RTCP_SSRC
-                out.append(sorted(packet.lost))
-        return out
+def nacks_sent(wire: CapturingTransport) -> list[list[int]]:
+    """Each NACK on the wire as the publisher parses it: the sequence numbers it asks for."""
+    out = []
+    for data in wire.sent:
+        for packet in RtcpPacket.parse(data):
+            assert isinstance(packet, RtcpRtpfbPacket) and packet.media_ssrc == MEDIA_SSRC
+            assert packet.ssrc == RTCP_SSRC
+            out.append(sorted(packet.lost))
+    return out
 
 
 def stage(deadline_s: float = 1.0, ssrc: int | None = MEDIA_SSRC) -> tuple[UplinkNacks, CapturingTransport, list[str]]:
@@ -54,14 +47,14 @@ async def gap(nacks: UplinkNacks, *seqs: int) -> list[int]:
 async def test_a_gap_is_asked_for_at_once_and_again_until_the_packet_comes():
     nacks, wire, gave_up = stage()
     assert await gap(nacks, 101, 102) == [101, 102]
-    assert wire.nacks() == [[101, 102]]
+    assert nacks_sent(wire) == [[101, 102]]
     await asyncio.sleep(0.15)
-    asked = len(wire.nacks())
-    assert asked >= 3 and all(n == [101, 102] for n in wire.nacks())  # retried on the timer
+    asked = len(nacks_sent(wire))
+    assert asked >= 3 and all(n == [101, 102] for n in nacks_sent(wire))  # retried on the timer
     nacks.generator.on_packet(101, time.monotonic())
     nacks.generator.on_packet(102, time.monotonic())
     await asyncio.sleep(0.1)
-    assert len(wire.nacks()) <= asked + 1  # (a retry may have been due as they came)
+    assert len(nacks_sent(wire)) <= asked + 1  # (a retry may have been due as they came)
     assert gave_up == [] and nacks.stats["recovered"] == 2
     nacks.close()
 
@@ -71,9 +64,9 @@ async def test_past_its_deadline_a_gap_is_given_up_and_a_keyframe_asked_instead(
     await gap(nacks, 500)
     await asyncio.sleep(0.35)
     assert gave_up == ["keyframe"] and nacks.stats["given_up"] == 1
-    count = len(wire.nacks())
+    count = len(nacks_sent(wire))
     await asyncio.sleep(0.1)
-    assert len(wire.nacks()) == count  # nothing left to ask for
+    assert len(nacks_sent(wire)) == count  # nothing left to ask for
     nacks.close()
 
 
@@ -85,8 +78,8 @@ async def test_on_a_lossy_uplink_each_nack_goes_out_more_than_once_spaced():
     assert copies > 1
     await gap(nacks, 7)
     await asyncio.sleep(copies * COPY_SPACING_S + 0.05)
-    times = [t for t, _ in wire.sent]
-    assert wire.nacks().count([7]) >= copies and nacks.copies_sent == copies - 1
+    times = wire.times
+    assert nacks_sent(wire).count([7]) >= copies and nacks.copies_sent == copies - 1
     assert times[1] - times[0] >= COPY_SPACING_S * 0.8
     nacks.close()
 

@@ -9,16 +9,9 @@ from aiortc.rtp import RtcpPacket, RtcpPsfbPacket, RtcpRrPacket, RtpPacket, unpa
 
 from media.published_track import SenderReport
 from media.uplink_reports import UplinkReports
+from tests.support.wire import CapturingTransport
 
 MEDIA_SSRC, RTCP_SSRC = 5555, 6666
-
-
-class CapturingTransport:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def _send_rtp(self, data: bytes) -> None:
-        self.sent.append(data)
 
 
 def packet(seq: int) -> RtpPacket:
