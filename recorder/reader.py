@@ -185,6 +185,36 @@ class RecordingReader:
                     newest = ts if newest is None else max(newest, ts)
         return newest
 
+    def stop_event(self) -> Optional[dict[str, Any]]:
+        """The `recording.stop` event (segment counts; per track what a replay must know first), from
+        the events track's final segment alone; None for a recording that was not closed (cut short,
+        or still being made). Raises RecordingIntegrityError if that segment fails authentication."""
+        track = self.manifest.tracks[EVENTS_TRACK_NO]
+        where = f"recording {self.id} track {track.track_id!r}"
+        try:
+            f = open(self.dir / track.file, "rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            scanner = SegmentScanner(f, os.fstat(f.fileno()).st_size, where, headers_only=True)
+            last = None
+            for last in scanner:
+                pass
+            if last is None or not last.final:
+                return None
+            raw = scanner.read(last)
+            plaintext = self._cipher.open(track.no, track.track_id, raw.index, raw.final, raw.ciphertext)
+            stop = None
+            for _, _, _, payload in decode_frames(plaintext, f"{where} segment {raw.index}"):
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    raise RecordingIntegrityError(f"{where} segment {raw.index}: authenticated but malformed "
+                                                  "event") from None
+                if isinstance(event, dict) and event.get("type") == STOP_EVENT:
+                    stop = event
+            return stop
+
     def _check_against_summary(self, seen: "_Seen", track_ids: list[str]) -> None:
         # Raised at the end of reading: a recording closed cleanly but cut short on disk is not
         # "incomplete", it is tampered with (a crashed one has no summary, and just ends).

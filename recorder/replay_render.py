@@ -15,11 +15,25 @@ ranges, so holes are filled: a video gap by repeating the last marked picture ev
 FILL_STEP_MS, an audio gap by Opus silence packets, and the start of a track that
 begins after t = 0 likewise.
 
+One person, one file. A participant who left and joined again has a track per join
+(webm.person_groups puts them in one group): their pictures are decoded each by its own
+decoder and encoded into the one VP8 stream, their Opus packets copied into the one audio
+stream, and the time between two joins is filled like any gap. Joins can overlap (a
+reload: the old session lingers until the server notices): the newest track that sends
+is the one shown; an older one takes over again only after TAKEOVER_MS of silence.
+
+Planning. The encoder needs the picture size (the largest keyframe's) before its first
+frame, and the status the length. A recording closed properly says both in its stop
+event (recorder/writer.py, gathered while it was recorded), so a render starts at once;
+otherwise (cut short, or H.264, whose size the writer does not parse) a pre-pass reads
+the group's packets first.
+
 Pipeline. Three threads with small bounded queues: read + decode (+ resize) -> marks ->
 VP8 encode + mux. Decoding, the marks and encoding spend most of
 their time in C with the GIL released, so one render uses up to ~1.7 cores.
-The server runs this in a process of its own at nice RENDER_NICE (recorder/
-replay_worker.py): live consultations on the same host come first, and the server's
+The server runs this in a process of its own (recorder/replay_worker.py), at normal
+priority for the first seconds (HEAD_MS: the trainer is waiting for them) and at nice
+RENDER_NICE after: live consultations on the same host come first, and the server's
 event loop never waits for this GIL.
 
 Encoder (measured, docs/BENCHMARKS.md "Watermarked replays"): libvpx VP8, realtime
@@ -52,14 +66,23 @@ from av.video.frame import PictureType
 from .errors import RecorderError
 from .manifest import ManifestTrack
 from .reader import RecordingReader
-from .webm import MediaGroup, TimedPacket, merged_packets, open_template
+from .webm import (
+    DEFAULT_AUDIO_MS,
+    DEFAULT_VIDEO_MS,
+    MediaGroup,
+    TimedPacket,
+    merged_packets,
+    open_template,
+    probe_start,
+)
+from .writer import vp8_keyframe_size
 
 MS = fractions.Fraction(1, 1000)
 MAX_SHORT_SIDE = 720
 MIN_SHORT_SIDE = 360           # smaller pictures are scaled up: the mark needs the pixels to be traced
 BITRATE_720P = 2_500_000
 MIN_BITRATE = 600_000          # small pictures still get enough bits for the mark to survive
-KEYFRAME_MS = 2000
+KEYFRAME_MS = 2000             # at 0.5 s, then at every multiple of this (clusters begin at 0, 0.5, 2, 4, ...)
 FIRST_KEYFRAME_MS = 500        # the first cluster is short: the page can start playing sooner
 FILL_GAP_MS = 400              # a longer video gap is filled ...
 FILL_STEP_MS = 200             # ... with a repeated picture this often
@@ -67,6 +90,10 @@ AUDIO_GAP_MS = 40
 OPUS_SILENCE = b"\xfc\xff\xfe"  # one 20 ms CELT frame of stereo silence (TOC 0xfc)
 OPUS_SILENCE_MS = 20
 RENDER_NICE = 10
+HEAD_NICE = 0                  # the head's priority (recorder/replay_worker.py), on one core
+HEAD_MS = 2000                 # rendered at normal priority: until what can be served plays this far ...
+HEAD_SLACK_MS = 100            # ... to within a few frames (the cluster before the keyframe at HEAD_MS)
+TAKEOVER_MS = 1000             # an older join's track is shown again after the newer one is silent this long
 QUEUE_FRAMES = 4
 ENCODER_OPTIONS = {"deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0"}
 MUXER_OPTIONS = {"cluster_size_limit": str(16 << 20), "cluster_time_limit": "5000"}
@@ -147,13 +174,6 @@ def opus_ms(packet: bytes) -> float:
 # --- planning -------------------------------------------------------------------------------------
 
 
-def _vp8_size(payload: bytes) -> Optional[tuple[int, int]]:
-    # RFC 6386 9.1: a keyframe's 3-byte tag, the start code 9d 01 2a, then 14-bit width and height
-    if len(payload) >= 10 and not payload[0] & 1 and payload[3:6] == b"\x9d\x01\x2a":
-        return int.from_bytes(payload[6:8], "little") & 0x3FFF, int.from_bytes(payload[8:10], "little") & 0x3FFF
-    return None
-
-
 def _h264_size(payload: bytes) -> Optional[tuple[int, int]]:
     decoder = av.CodecContext.create("h264", "r")  # an IDR access unit decodes on its own
     try:
@@ -171,10 +191,50 @@ def _output_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def plan(reader: RecordingReader, group: MediaGroup) -> Optional[RenderPlan]:
-    """One pass over the group's packets (decryption only): its length and picture size.
-    None when no track has a packet. Raises RenderError for a video track no keyframe of
-    which can be read, RecordingIntegrityError from the reader."""
+def plan(reader: RecordingReader, group: MediaGroup, stop: Optional[dict] = None) -> Optional[RenderPlan]:
+    """The group's length and picture size: from the recording's stop event (`stop`,
+    RecordingReader.stop_event(): what the writer noted per track) when it covers every
+    track, else from one pass over the group's packets (decryption only). None when no
+    track has a packet. Raises RenderError for a video track no keyframe of which can be
+    read, RecordingIntegrityError from the reader."""
+    quick = _noted_plan(reader, group, stop) if stop is not None else None
+    return quick if quick is not None else _scanned_plan(reader, group)
+
+
+def _noted_plan(reader: RecordingReader, group: MediaGroup, stop: dict) -> Optional[RenderPlan]:
+    """The plan from the stop event's `media` notes, None when they do not cover the group (an older
+    recording, an H.264 track): start as the render's timeline places it (webm.probe_start reads the
+    first frames only), end at the last frame's arrival (the timeline never puts a frame later)."""
+    notes = stop.get("media")
+    if not isinstance(notes, dict):
+        return None
+    sizes: list[tuple[int, int]] = []
+    ends: list[int] = []
+    kinds = set()
+    for track in group.tracks:
+        note = notes.get(track.track_id)
+        if not isinstance(note, dict):
+            return None
+        last = note.get("last_ms")
+        if last is None:
+            continue  # no frame at all
+        if not isinstance(last, int):
+            return None
+        kinds.add(track.kind)
+        ends.append(last + (DEFAULT_AUDIO_MS if track.kind == "audio" else DEFAULT_VIDEO_MS))
+        if track.kind == "video":
+            size = note.get("size")
+            if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 2 for v in size)):
+                return None
+            sizes.append((size[0], size[1]))
+    start = probe_start(reader, group)
+    if start is None or not ends:
+        return None
+    width, height = _output_size(sizes) if sizes else (0, 0)
+    return RenderPlan(start, max(1, max(ends) - start), width, height, "audio" in kinds)
+
+
+def _scanned_plan(reader: RecordingReader, group: MediaGroup) -> Optional[RenderPlan]:
     merged = merged_packets(reader, group)
     if merged.start is None:
         return None
@@ -185,7 +245,7 @@ def plan(reader: RecordingReader, group: MediaGroup) -> Optional[RenderPlan]:
         end = max(end, packet.pts + packet.duration)
         track = merged.tracks[no][0]
         if track.kind == "video" and packet.keyframe:
-            size = _vp8_size(packet.payload) if track.codec.lower() == "vp8" else _h264_size(packet.payload)
+            size = vp8_keyframe_size(packet.payload) if track.codec.lower() == "vp8" else _h264_size(packet.payload)
             if size and size[0] >= 2 and size[1] >= 2:
                 sizes.append(size)
     width = height = 0
@@ -257,18 +317,48 @@ def _stage(name: str, body: Callable[[], None], run: _Run) -> threading.Thread:
     return thread
 
 
-def _decode_stage(packets: Iterator[tuple[int, TimedPacket]], tracks: list[ManifestTrack], size: tuple[int, int],
-                  out: _Pipe, stats: RenderStats, should_stop: Callable[[], bool]) -> None:
-    decoder = None
+class _Shown:
+    """Which of a person's tracks of one kind plays now (one per join): the newest that sends; an
+    older one again only once the newer has been silent for TAKEOVER_MS (joins may overlap)."""
+
+    def __init__(self, starts: dict[int, int]) -> None:
+        self.starts = starts  # track no -> its first packet's time
+        self.current: Optional[int] = None
+        self.last = 0  # the current track's newest packet time
+
+    def accept(self, no: int, at: int) -> bool:
+        current = self.current
+        if current is not None and no != current and self.starts[no] <= self.starts[current] \
+                and at - self.last <= TAKEOVER_MS:
+            return False
+        self.current, self.last = no, at
+        return True
+
+
+def _decode_stage(packets: Iterator[tuple[int, TimedPacket]], tracks: list[ManifestTrack], starts: list[int],
+                  size: tuple[int, int], out: _Pipe, stats: RenderStats, should_stop: Callable[[], bool]) -> None:
+    decoders: dict[int, Any] = {}  # one per video track (a join may even have another codec)
+    in_step: set[int] = set()      # tracks whose decoder has had every packet since a keyframe
+    shown = {kind: _Shown({no: starts[no] for no, t in enumerate(tracks) if t.kind == kind})
+             for kind in ("audio", "video")}
     for no, packet in packets:
         if should_stop():
             raise RenderStopped("render stopped")
         track = tracks[no]
         if track.kind != "video":
-            out.put((no, packet))
+            if shown["audio"].accept(no, packet.pts):
+                out.put((no, packet))
             continue
+        if not shown["video"].accept(no, packet.pts):
+            in_step.discard(no)  # it missed this packet: it can decode again from a keyframe
+            continue
+        if no not in in_step:
+            if not packet.keyframe:
+                continue
+            in_step.add(no)
+        decoder = decoders.get(no)
         if decoder is None:
-            decoder = av.CodecContext.create("vp8" if track.codec.lower() == "vp8" else "h264", "r")
+            decoder = decoders[no] = av.CodecContext.create("vp8" if track.codec.lower() == "vp8" else "h264", "r")
             decoder.thread_count = 1  # the pipeline is the parallelism; frame threads would add delay
         try:
             pictures = decoder.decode(av.Packet(packet.payload))
@@ -314,10 +404,15 @@ class _Encoder:
         self.stats = stats
         self.templates: list[av.container.InputContainer] = []
         self.container = av.open(sink, "w", format="webm", options=MUXER_OPTIONS, buffer_size=IO_BUFFER)
-        self.streams: dict[int, Any] = {}
+        self.streams: dict[int, Any] = {}  # track no -> its output stream (one per kind: a person's joins share it)
         self.video = None
+        audio = None
         for no, (track, first) in enumerate(tracks):
-            if track.kind == "video":
+            if track.kind == "video" and self.video is not None:
+                self.streams[no] = self.video
+            elif track.kind != "video" and audio is not None:
+                self.streams[no] = audio
+            elif track.kind == "video":
                 video = self.container.add_stream("libvpx", rate=30)
                 video.width, video.height, video.pix_fmt = plan_.width, plan_.height, "yuv420p"
                 video.bit_rate = plan_.bitrate
@@ -333,14 +428,17 @@ class _Encoder:
                 self.templates.append(template)
                 stream = self.container.add_stream_from_template(template.streams[0])
                 stream.time_base = MS
-                self.streams[no] = stream
+                self.streams[no] = audio = stream
         self._last: Optional[_Picture] = None
         self._held: Optional[Any] = None  # the newest encoded video packet, muxed when its duration is known
-        self._last_key = -KEYFRAME_MS
+        self._next_key = 0  # a picture at or after this is a keyframe
         self._audio_end = 0
+        self._audio_last = -1
 
     def picture(self, picture: _Picture) -> None:
         at = picture.pts
+        if self._last is not None and at <= self._last.pts:
+            return  # another join's picture for the same moment (their tracks overlap): one is enough
         if self._last is None and at > 0:  # the track starts after t = 0: hold its first picture from 0
             self._encode(picture.image, 0)
             self.stats.repeated += 1
@@ -360,9 +458,9 @@ class _Encoder:
     def _encode(self, image: np.ndarray, at: int) -> None:
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts, frame.time_base = at, MS
-        if at - self._last_key >= (FIRST_KEYFRAME_MS if self._last_key <= 0 else KEYFRAME_MS):
+        if at >= self._next_key:
             frame.pict_type = PictureType.I
-            self._last_key = at
+            self._next_key = FIRST_KEYFRAME_MS if at < FIRST_KEYFRAME_MS else (at // KEYFRAME_MS + 1) * KEYFRAME_MS
         assert self.video is not None  # pictures come only from a video track, which added the stream
         self._mux_video(self.video.encode(frame))
         self.stats.frames += 1
@@ -370,6 +468,9 @@ class _Encoder:
 
     def audio(self, no: int, item: TimedPacket) -> None:
         # The remux stretches a packet's duration over a gap after it; what it holds is its TOC's length.
+        if item.pts <= self._audio_last:
+            return  # another join's packet for the same moment
+        self._audio_last = item.pts
         if item.pts - self._audio_end > AUDIO_GAP_MS:
             for at in range(self._audio_end, item.pts - OPUS_SILENCE_MS + 1, OPUS_SILENCE_MS):
                 self._mux_audio(self.streams[no], OPUS_SILENCE, at, OPUS_SILENCE_MS)
@@ -427,13 +528,14 @@ def render(reader: RecordingReader, group: MediaGroup, plan_: RenderPlan, sink: 
     if merged.start != plan_.start_ms:
         raise RenderError("the recording changed since it was planned")
     tracks = [track for track, _ in merged.tracks]
+    starts = [first.pts for _, first in merged.tracks]
     stats = RenderStats()
     run = _Run()
     decoded, marked = _Pipe(run), _Pipe(run)
     encoder = _Encoder(sink, plan_, merged.tracks, stats)
     threads = [
-        _stage("replay-decode", lambda: _decode_stage(merged.packets, tracks, (plan_.width, plan_.height), decoded,
-                                                       stats, should_stop), run),
+        _stage("replay-decode", lambda: _decode_stage(merged.packets, tracks, starts, (plan_.width, plan_.height),
+                                                       decoded, stats, should_stop), run),
         _stage("replay-mark", lambda: _mark_stage(decoded, marked, mark), run),
     ]
     try:

@@ -39,9 +39,9 @@ import heapq
 import io
 import itertools
 import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import av
 
@@ -64,11 +64,12 @@ class RemuxError(RecorderError):
 
 @dataclass(frozen=True)
 class MediaGroup:
-    """The tracks of one participant that replay as one file."""
+    """The tracks of one participant that replay as one file (of one person, `person_groups`)."""
     key: str  # the participant id ("p-…"), or the track id for a track not named <key>-<kind>
     tracks: tuple[ManifestTrack, ...]
     container: str  # "webm" | "mp4"
     skipped: tuple[str, ...] = ()  # track ids whose codec cannot be remuxed, with the reason
+    members: tuple[str, ...] = ()  # person_groups: the keys of the participants' groups merged here
 
     @property
     def extension(self) -> str:
@@ -124,6 +125,54 @@ def media_groups(manifest: Manifest) -> list[MediaGroup]:
         container = VIDEO_CODECS[video.codec.lower()] if video else "webm"
         groups.append(MediaGroup(key, tuple(tracks), container, tuple(skipped.get(key, ()))))
     return groups
+
+
+PARTICIPANT_EVENTS = ("track-owner", "participant-joined", "participant-updated")
+
+
+def participant_identities(events: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """participant id -> identity, from a recording's track-owner and participant-joined/-updated events."""
+    found: dict[str, str] = {}
+    for data in events:
+        p = data.get("participant") if data.get("type") in PARTICIPANT_EVENTS else None
+        if isinstance(p, dict) and isinstance(p.get("id"), str) and isinstance(p.get("identity"), str):
+            found[p["id"]] = p["identity"]
+    return found
+
+
+def person_groups(manifest: Manifest, identities: Mapping[str, str]) -> list[MediaGroup]:
+    """`media_groups` merged per person. Each join gives a participant a new id (a reload, a lost
+    network, another device), so a person who left and came back has a group per join; one
+    person is one identity, and their groups become one (the replay plays them as one file,
+    with the gaps between joins filled, recorder/replay_render.py). Its key is the first of
+    theirs (manifest order: the order their media began), `members` every one merged. Groups
+    whose key names no identity stay as they are (`members` empty)."""
+    groups = media_groups(manifest)
+    people: dict[str, list[MediaGroup]] = {}
+    for group in groups:
+        who = identities.get(group.key)
+        if who is not None:
+            people.setdefault(who, []).append(group)
+    out = []
+    for group in groups:
+        who = identities.get(group.key)
+        if who is None:
+            out.append(group)
+            continue
+        mine = people.pop(who, None)
+        if mine is None:
+            continue  # merged into this person's first group already
+        out.append(merge_groups(mine))
+    return out
+
+
+def merge_groups(groups: list[MediaGroup]) -> MediaGroup:
+    """One group of several (one person's joins): the first one's key, every track, in their order."""
+    tracks = tuple(track for group in groups for track in group.tracks)
+    video = next((t for t in tracks if t.kind == "video"), None)
+    return MediaGroup(groups[0].key, tracks, VIDEO_CODECS[video.codec.lower()] if video else "webm",
+                      tuple(reason for group in groups for reason in group.skipped),
+                      tuple(group.key for group in groups))
 
 
 # --- timing --------------------------------------------------------------------------------------

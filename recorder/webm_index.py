@@ -8,7 +8,10 @@ is a keyframe. This scanner reads the byte stream as the muxer writes it and kee
 - `init_bytes`: the size of everything before the first cluster (EBML header, Segment
   header, Info, Tracks ...: a MediaSource's initialisation segment);
 - `complete_bytes`: the end of the last complete top-level element (what may be served);
-- `points`: (time in ms, byte offset) of every cluster that starts a random-access point.
+- `points`: (time in ms, byte offset) of every cluster that starts a random-access point;
+- `complete_ms`: the time of the last block in the complete clusters (how far what may be
+  served plays: the muxer writes a cluster once the next one begins, so a cluster's start
+  is known a cluster before its end).
 
 It holds only the element being written (a cluster: one GOP). The muxer must write the
 Segment with an unknown size and its children with known sizes, which is what
@@ -96,6 +99,7 @@ class ClusterIndex:
         self.init_bytes: Optional[int] = None
         self.complete_bytes = 0
         self.points: list[tuple[int, int]] = []
+        self.complete_ms = 0
 
     @property
     def total_bytes(self) -> int:
@@ -138,19 +142,33 @@ class ClusterIndex:
             if self.init_bytes is None:
                 self.init_bytes = offset
             timecode: Optional[int] = None
-            random_access = True  # a cluster without video (sound only) starts anywhere
+            random_access: Optional[bool] = None  # a cluster without video (sound only) starts anywhere
+            last = 0  # the newest block's time in the cluster, relative to its timecode
             for child, cs, ce in _children(self._buf, start, end):
                 if child == TIMECODE:
                     timecode = _uint(self._buf, cs, ce)
                 elif child in (SIMPLE_BLOCK, BLOCK_GROUP):
-                    video_key = self._video_block(child, cs, ce)
-                    if video_key is not None:
-                        random_access = video_key
-                        break
+                    if random_access is None:
+                        random_access = self._video_block(child, cs, ce)
+                    last = max(last, self._block_time(child, cs, ce))
             if timecode is None:
                 raise WebmIndexError(f"cluster at {offset} has no timecode")
-            if random_access:
+            if random_access is not False:
                 self.points.append((timecode, offset))
+            self.complete_ms = max(self.complete_ms, timecode + last)
+
+    def _block_time(self, kind: int, start: int, end: int) -> int:
+        """A block's time relative to its cluster's timecode (a signed 16-bit field after the track number)."""
+        if kind == BLOCK_GROUP:
+            block = next(((cs, ce) for child, cs, ce in _children(self._buf, start, end) if child == BLOCK), None)
+            if block is None:
+                return 0
+            start = block[0]
+        track = _vint(self._buf, start)
+        if track is None:
+            return 0
+        at = start + track[1]
+        return int.from_bytes(self._buf[at:at + 2], "big", signed=True)
 
     def _video_block(self, kind: int, start: int, end: int) -> Optional[bool]:
         """For a video block: whether it is a keyframe; None for other tracks' blocks."""

@@ -11,7 +11,11 @@ last append, i.e. at most the last segment of each track.
 On close every media track gets a final segment, then the event track gets a
 `recording.stop` event listing each track's segment count, sealed as the event
 track's final segment: that authenticated summary lets the reader tell a recording
-cut short on disk from one that was complete.
+cut short on disk from one that was complete. The same event carries what a replay
+must know before its first frame (`media`: per track, its first and last frame time
+and, for VP8, its largest keyframe's picture size), gathered as the frames went by, so
+preparing a replay needs no pass over the whole recording first
+(recorder/replay_render.py `plan`).
 
 Any OSError while writing (ENOSPC, EROFS, EACCES, EIO) stops this recording: the
 writer trims the file back to its last whole segment where it can, closes
@@ -86,6 +90,24 @@ class _Track:
     first_ts: int = 0  # timestamp of the first buffered frame
     started: float = 0.0  # clock() when the first buffered frame arrived
     good_offset: int = 0  # end of the last whole segment in the file
+    first_ms: Optional[int] = None  # the track's first and last frame time (the stop event's `media`)
+    last_ms: Optional[int] = None
+    size: Optional[tuple[int, int]] = None  # the largest VP8 keyframe's picture (width, height)
+
+
+def vp8_keyframe_size(payload: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) of a VP8 keyframe (RFC 6386 9.1: the 3-byte tag, the start code 9d 01 2a, then
+    14-bit width and height), None for any other frame."""
+    if len(payload) >= 10 and not payload[0] & 1 and payload[3:6] == b"\x9d\x01\x2a":
+        return int.from_bytes(payload[6:8], "little") & 0x3FFF, int.from_bytes(payload[8:10], "little") & 0x3FFF
+    return None
+
+
+def _media_summary(track: _Track) -> dict[str, Any]:
+    summary: dict[str, Any] = {"first_ms": track.first_ms, "last_ms": track.last_ms}
+    if track.size is not None:
+        summary["size"] = list(track.size)
+    return summary
 
 
 class RecordingWriter:
@@ -213,6 +235,13 @@ class RecordingWriter:
         if not isinstance(rtp_timestamp, int) or not 0 <= rtp_timestamp < 2**32:
             raise ValueError("rtp_timestamp must fit 32 bits")
         self._append(track, timestamp_ms, rtp_timestamp, keyframe, payload)
+        if track.first_ms is None:
+            track.first_ms = timestamp_ms
+        track.last_ms = timestamp_ms if track.last_ms is None else max(track.last_ms, timestamp_ms)
+        if keyframe and track.meta.kind == "video" and track.meta.codec.lower() == "vp8":
+            size = vp8_keyframe_size(payload)
+            if size is not None and (track.size is None or size[0] * size[1] > track.size[0] * track.size[1]):
+                track.size = size
 
     def write_event(self, timestamp_ms: int, event: Mapping[str, Any]) -> None:
         """A join, annotation or analysis event on the same session clock as the frames."""
@@ -290,7 +319,8 @@ class RecordingWriter:
         for track in media:
             self._seal(track, final=True)
         self._write_event(self._last_ts, {"type": STOP_EVENT,
-                                          "segments": {t.meta.track_id: t.index for t in media}})
+                                          "segments": {t.meta.track_id: t.index for t in media},
+                                          "media": {t.meta.track_id: _media_summary(t) for t in media}})
         events = self._tracks[EVENTS_TRACK_ID]
         self._seal(events, final=True)
         segments = {t.meta.track_id: t.index for t in self._tracks.values()}

@@ -40,6 +40,14 @@ Trainers see participants' names and roles, never their identities (which may be
 record number): in a recording's view each identity is replaced by a pseudonym of that
 view (`participant-1`, ...), the same wherever it appears (participants, authors).
 
+One person, one entry. Every join gives a participant a new id (a reload, a lost network,
+another device), but the identity stays: a recording's participants are its people (one
+per identity, with the ids and times of their joins), and each person's media is one file
+played across their joins (recorder/webm.py `person_groups`; the gaps between joins are
+filled, and the page shows them as "not connected"). Photo sets (the stills of a guided
+capture, recorder/stills.py) are recordings too, without sound or video: the listing says
+so (`kind` "photos" and their count) rather than list them as empty recordings.
+
 Auditing (recorder/audit.py): opening a recording and each decryption of a
 participant's media go through RecordingStore.open_reader(purpose=replay), so they are
 audited with the trainer's identity as actor (and refused if the entry cannot be
@@ -83,12 +91,12 @@ from aiohttp import web
 from recorder.audit import Action, AuditLog
 from recorder.errors import KeyUnavailableError, RecorderError, RecordingIntegrityError, RecordingNotFoundError
 from recorder.keys import KeyStore
-from recorder.manifest import Manifest, is_recording_id, parse_iso, split_room_label
+from recorder.manifest import EVENTS_TRACK_NO, Manifest, is_recording_id, parse_iso, split_room_label
 from recorder.reader import RecordingReader, writer_alive
 from recorder.replay_cache import ReplayJob, ReplayRenders
 from recorder.replay_render import mime_for
 from recorder.store import RecordingStore
-from recorder.webm import MediaGroup, media_groups, probe_start
+from recorder.webm import PARTICIPANT_EVENTS, MediaGroup, participant_identities, person_groups, probe_start
 from recorder.writer import RESERVED_EVENT_PREFIX, STOP_EVENT
 
 from .links import LINK_REVOKED, LinkGuard, LinkRefused
@@ -171,6 +179,7 @@ class _Summary:
     complete: bool
     duration_ms: int
     participants: dict[str, dict]  # participant id -> {id, identity, name, role}
+    photos: Optional[int] = None  # a photo set (image tracks only): how many stills it holds
 
 
 class ReplayService:
@@ -192,6 +201,8 @@ class ReplayService:
         # recording id -> (room, created) from an authenticated manifest
         self._owners: dict[str, tuple[str, str]] = {}
         self._viewer_names: dict[str, str] = {}  # identity -> display name, for the visible mark
+        # recording id -> {media key -> the join keys played as one (a person's)}; from authenticated events
+        self._media_keys: OrderedDict[str, dict[str, tuple[str, ...]]] = OrderedDict()
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self._failed_bucket = TokenBucket(FAILED_AUDIT_RATE, FAILED_AUDIT_BURST)
         self._failed_suppressed = 0
@@ -251,8 +262,19 @@ class ReplayService:
             await self._run(self._audit_refusal, None, "replay", {"purpose": Action.REPLAY, **details})
 
     async def close(self) -> None:
-        """At server shutdown: nothing counted is lost."""
+        """At server shutdown: nothing counted is lost; renders and spare render processes stop."""
         await self.flush_refusals()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await self._run(self.renders.close)
+
+    def _prewarm(self) -> None:
+        """A trainer is looking at recordings: render processes are started ahead (recorder/replay_cache.py)."""
+        try:
+            self.renders.prewarm()
+        except OSError as exc:
+            logger.warning("could not start spare render processes: %s", exc)
 
     # --- authorisation ----------------------------------------------------------------------------
 
@@ -313,11 +335,11 @@ class ReplayService:
         message = "\0".join(("replay-media/v2", recording_id, name, str(exp), sub, link)).encode()
         return base64.urlsafe_b64encode(hmac.new(self._url_key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
 
-    def media_url(self, recording_id: str, group: MediaGroup, viewer: Viewer, exp: int, *, status: bool = False) -> str:
-        """The signed URL of the viewer's watermarked replay of `group` (or of its status: the
-        same signature, since both reveal the same replay to the same viewer). It names the
-        viewer's link (its jti), so revoking the link stops its URLs too."""
-        name = f"{group.key}.webm"
+    def media_url(self, recording_id: str, key: str, viewer: Viewer, exp: int, *, status: bool = False) -> str:
+        """The signed URL of the viewer's watermarked replay of the media `key` (a person's; or of
+        its status: the same signature, since both reveal the same replay to the same viewer). It
+        names the viewer's link (its jti), so revoking the link stops its URLs too."""
+        name = f"{key}.webm"
         sub, link = viewer.identity, viewer.grant.jti
         query = urlencode({"exp": exp, "sub": sub, "lnk": link,
                            "sig": self._signature(recording_id, name, exp, sub, link)})
@@ -359,7 +381,8 @@ class ReplayService:
             if not viewer.owns(info.room, info.created):  # the manifest's claim; opening authenticates it below
                 continue
             item: dict[str, Any] = {"id": info.id, "created": info.created, "state": info.state,
-                                    "duration_ms": None, "participants": [], "tracks": info.tracks,
+                                    "kind": _kind(self._recording_dir(info.id)), "duration_ms": None,
+                                    "participants": [], "tracks": info.tracks,
                                     "part": info.part, "continues": info.continues}
             if info.state in ("closed", "open") and keys is None:
                 item.update(state="unreadable", error="no recording key-encryption key")
@@ -372,11 +395,15 @@ class ReplayService:
                     if not viewer.owns(summary.room, summary.created):
                         continue
                     item.update(state="complete" if summary.complete else "incomplete",
-                                duration_ms=summary.duration_ms,
                                 participants=[{"name": p["name"], "role": p["role"]}
-                                              for p in summary.participants.values()])
+                                              for p in _one_per_person(summary.participants.values())])
+                    if summary.photos is not None:
+                        item.update(kind="photos", photos=summary.photos)  # stills: no length to speak of
+                    else:
+                        item.update(duration_ms=summary.duration_ms)
                     revealed.append(info.id)
             out.append(item)
+        self._prewarm()
         if revealed:
             # Participants' names were decrypted for this trainer: one entry per listing.
             self._audit().append(viewer.identity, Action.REPLAY, f"room:{viewer.life.room_id}",
@@ -394,8 +421,10 @@ class ReplayService:
         events = list(reader.events())
         complete = any(e.data.get("type") == STOP_EVENT for e in events)
         stamps = [e.timestamp_ms for e in events] + _media_end(reader, complete)
+        photos = (sum(1 for e in events if e.data.get("type") == "still")
+                  if _kind_of(reader.manifest) == "photos" else None)
         summary = _Summary(reader.manifest.room, reader.manifest.created, complete,
-                           max(stamps) - min(stamps) if stamps else 0, _participants(e.data for e in events))
+                           max(stamps) - min(stamps) if stamps else 0, _participants(e.data for e in events), photos)
         self._owners[recording_id] = summary.room, summary.created
         if not writer_alive(reader.dir):
             with self._lock:
@@ -410,7 +439,7 @@ class ReplayService:
         reader = self._open_reader(viewer, recording_id)
         try:
             events = list(reader.events())
-            groups = media_groups(reader.manifest)
+            groups = person_groups(reader.manifest, participant_identities(e.data for e in events))
             starts = {g.key: probe_start(reader, g) for g in groups}
         except RecordingIntegrityError as exc:
             raise Refused(409, "tampered", f"the recording fails authentication: {exc}", actor=viewer.identity,
@@ -420,19 +449,22 @@ class ReplayService:
         origin = min(stamps, default=0)
         end = max(stamps + _media_end(reader, complete), default=0)
         pseudonyms = _Pseudonyms()  # trainers see names and roles, never identities (e.g. a record number)
-        participants = pseudonyms.apply(_participants(e.data for e in events))
+        people = pseudonyms.apply(_people(events, origin))
+        by_id = {pid: person for person in people for pid in person["ids"]}
         timeline = [{"at_ms": e.timestamp_ms - origin, "event": pseudonyms.apply(e.data)} for e in events
                     if not str(e.data.get("type", "")).startswith(RESERVED_EVENT_PREFIX)]
         face_marks = _trim_landmarks(timeline)
+        self._prewarm()
         exp = int(self._now()) + self.url_ttl_s
         self._remember_viewer(viewer)
+        self._remember_media(recording_id, groups)
         media = []
         for group in groups:
             start = starts[group.key]
             if start is None:
                 continue
-            participant = participants.get(group.key)
-            kinds = sorted(t.kind for t in group.tracks)
+            participant = by_id.get(group.key)
+            kinds = sorted({t.kind for t in group.tracks})
             media.append({
                 "key": group.key,
                 "participant": participant,
@@ -442,8 +474,8 @@ class ReplayService:
                 "mime": mime_for("video" in kinds, "audio" in kinds),
                 "watermarked": "video" in kinds,
                 "start_ms": start - origin,
-                "url": self.media_url(recording_id, group, viewer, exp),
-                "status_url": self.media_url(recording_id, group, viewer, exp, status=True),
+                "url": self.media_url(recording_id, group.key, viewer, exp),
+                "status_url": self.media_url(recording_id, group.key, viewer, exp, status=True),
             })
         result: dict[str, Any] = {
             "id": reader.id,
@@ -455,7 +487,7 @@ class ReplayService:
             "continues": reader.manifest.continues,
             "origin_session_ms": origin,
             "duration_ms": end - origin,
-            "participants": list(participants.values()),
+            "participants": people,
             "media": media,
             "skipped": [reason for g in groups for reason in g.skipped],
             "events": timeline,
@@ -471,16 +503,33 @@ class ReplayService:
             # Authenticate the manifest's room (nothing is decrypted but the data key).
             reader = RecordingReader.open(self.data_dir, recording_id, KeyStore.open(self.data_dir))
             self._owners[recording_id] = reader.manifest.room, reader.manifest.created
-            groups = media_groups(reader.manifest)
-        else:
-            groups = media_groups(Manifest.load(self._recording_dir(recording_id))[0])
         self._check_owner(viewer, recording_id, *self._owners[recording_id])
+        keys = self.media_members(recording_id)
         exp = int(self._now()) + self.url_ttl_s
         self._remember_viewer(viewer)
-        return {"urls": {g.key: self.media_url(recording_id, g, viewer, exp) for g in groups},
-                "status_urls": {g.key: self.media_url(recording_id, g, viewer, exp, status=True)
-                                for g in groups},
+        return {"urls": {key: self.media_url(recording_id, key, viewer, exp) for key in keys},
+                "status_urls": {key: self.media_url(recording_id, key, viewer, exp, status=True) for key in keys},
                 "urls_expire_at": exp}
+
+    def _remember_media(self, recording_id: str, groups: list[MediaGroup]) -> dict[str, tuple[str, ...]]:
+        keys = {g.key: g.members for g in groups}
+        with self._lock:
+            self._media_keys[recording_id] = keys
+            self._media_keys.move_to_end(recording_id)
+            while len(self._media_keys) > SUMMARY_CACHE_ITEMS:
+                self._media_keys.popitem(last=False)
+        return keys
+
+    def media_members(self, recording_id: str) -> dict[str, tuple[str, ...]]:
+        """The recording's media keys (one per person), each with the joins played as one. Read from
+        its authenticated events when not known yet (not audited: the trainer's open was)."""
+        with self._lock:
+            known = self._media_keys.get(recording_id)
+        if known is not None:
+            return known
+        reader = RecordingReader.open(self.data_dir, recording_id, KeyStore.open(self.data_dir))
+        return self._remember_media(recording_id, person_groups(
+            reader.manifest, participant_identities(e.data for e in reader.events())))
 
     def _open_reader(self, viewer: Viewer, recording_id: str) -> RecordingReader:
         """The audited open (replay); a failure is audited by the store as access.failed."""
@@ -499,11 +548,11 @@ class ReplayService:
 
     # --- media: the viewer's watermarked replay ---------------------------------------------------
 
-    def job(self, recording_id: str, key: str, actor: str) -> ReplayJob:
-        """The viewer's replay of one participant, started if need be (in its own thread)."""
+    def job(self, recording_id: str, key: str, actor: str, members: tuple[str, ...] = ()) -> ReplayJob:
+        """The viewer's replay of one person (`members`: their joins), started if need be (in its own thread)."""
         self._arm_sweeper()
         try:
-            return self.renders.job(recording_id, key, actor, self._viewer_names.get(actor, actor))
+            return self.renders.job(recording_id, key, actor, self._viewer_names.get(actor, actor), members)
         except RecordingNotFoundError:
             raise Refused(404, "not_found", "no such recording", actor=actor, target=recording_id,
                           audit=False) from None
@@ -518,8 +567,27 @@ class ReplayService:
             self.renders.sweep()
         except (OSError, RecorderError) as exc:
             logger.error("cleaning up replays failed: %s", exc)
-        if self.renders.jobs():
+        if self.renders.jobs() or self.renders.spares():
             self._arm_sweeper()
+
+    def known_members(self, recording_id: str, key: str) -> Optional[tuple[str, ...]]:
+        with self._lock:
+            known = self._media_keys.get(recording_id)
+        return None if known is None else known.get(key, ())
+
+    def members_of(self, recording_id: str, key: str, actor: str) -> tuple[str, ...]:
+        """The joins played as one under the media `key` (a person's), () for a single one."""
+        with self._lock:
+            known = self._media_keys.get(recording_id)
+        if known is None:
+            try:
+                known = self.media_members(recording_id)
+            except RecordingNotFoundError:
+                raise Refused(404, "not_found", "no such recording", actor=actor, target=recording_id,
+                              audit=False) from None
+            except (KeyUnavailableError, RecordingIntegrityError):
+                return ()  # the render's own audited open reports it
+        return known.get(key, ())
 
     @staticmethod
     def failure(job: ReplayJob, actor: str) -> Refused:
@@ -551,12 +619,64 @@ def _participants(events) -> dict[str, dict]:
     """participant id -> {id, identity, name, role} from track-owner and participant-joined events."""
     found: dict[str, dict] = {}
     for data in events:
-        if data.get("type") in ("track-owner", "participant-joined", "participant-updated"):
+        if data.get("type") in PARTICIPANT_EVENTS:
             p = data.get("participant")
             if isinstance(p, dict) and isinstance(p.get("id"), str):
                 found[p["id"]] = {"id": p["id"], "identity": p.get("identity"), "name": p.get("name"),
                                   "role": p.get("role")}
     return found
+
+
+def _one_per_person(participants) -> list[dict]:
+    """One entry per identity (each join is a participant id of its own), in order of appearance, with
+    the newest name and role."""
+    people: dict[str, dict] = {}
+    for p in participants:
+        people[p["identity"] if isinstance(p.get("identity"), str) else p["id"]] = p  # keeps its first place
+    return list(people.values())
+
+
+def _people(events, origin: int) -> list[dict]:
+    """The recording's people, one per identity, in order of appearance: {id (their first participant
+    id), identity, name, role (the newest), ids (one per join), joins: [{id, from_ms, to_ms}] on the
+    recording's timeline (to_ms None: still there at its end)}. A join starts at its participant's
+    first track-owner or participant-joined event and ends at its participant-left."""
+    people: dict[str, dict] = {}
+    joins: dict[str, dict] = {}  # participant id -> its join
+    for e in events:
+        data, at = e.data, max(0, e.timestamp_ms - origin)
+        kind = data.get("type")
+        if kind in PARTICIPANT_EVENTS:
+            p = data.get("participant")
+            if not isinstance(p, dict) or not isinstance(p.get("id"), str):
+                continue
+            identity = p.get("identity") if isinstance(p.get("identity"), str) else None
+            person = people.setdefault(identity or p["id"], {"id": p["id"], "identity": identity, "ids": [],
+                                                            "joins": []})
+            person.update(name=p.get("name"), role=p.get("role"))
+            if p["id"] not in joins and kind != "participant-updated":
+                joins[p["id"]] = {"id": p["id"], "from_ms": at, "to_ms": None}
+                person["ids"].append(p["id"])
+                person["joins"].append(joins[p["id"]])
+        elif kind == "participant-left" and isinstance(data.get("participant_id"), str):
+            join = joins.get(data["participant_id"])
+            if join is not None and join["to_ms"] is None:
+                join["to_ms"] = at
+    return [{k: person[k] for k in ("id", "identity", "name", "role", "ids", "joins")} for person in people.values()]
+
+
+def _kind_of(manifest: Manifest) -> str:
+    """"photos" for a photo set (image tracks only: recorder/stills.py), else "call"."""
+    media = [t for t in manifest.tracks if t.no != EVENTS_TRACK_NO]
+    return "photos" if media and all(t.kind == "image" for t in media) else "call"
+
+
+def _kind(recording_dir: Path) -> str:
+    """What a recording holds, as its manifest says (read without a key, like the room it names)."""
+    try:
+        return _kind_of(Manifest.load(recording_dir)[0])
+    except RecorderError:
+        return "call"
 
 
 class _Pseudonyms:
@@ -758,13 +878,17 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
 
     async def list_recordings(request: web.Request) -> web.Response:
         viewer = await service.viewer(request)
-        return _json(await service._run(service.list_recordings, viewer))
+        listing = await service._run(service.list_recordings, viewer)
+        service._arm_sweeper()  # the spare render processes it started go when nobody uses them
+        return _json(listing)
 
     async def get_recording(request: web.Request) -> web.Response:
         recording_id = request.match_info["recording_id"]
         viewer = await service.viewer(request, target=recording_id[:80])
         service.check_recording(viewer, recording_id)
-        return _json(await service._run(service.open_recording, viewer, recording_id))
+        opened = await service._run(service.open_recording, viewer, recording_id)
+        service._arm_sweeper()
+        return _json(opened)
 
     async def urls(request: web.Request) -> web.Response:
         recording_id = request.match_info["recording_id"]
@@ -772,16 +896,19 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         service.check_recording(viewer, recording_id)
         return _json(await service._run(service.fresh_urls, viewer, recording_id))
 
-    def media_job(request: web.Request) -> tuple[Optional[ReplayJob], str]:
+    async def media_job(request: web.Request) -> tuple[Optional[ReplayJob], str]:
         recording_id = request.match_info["recording_id"]
         match = _MEDIA_NAME.match(request.match_info["name"])
         if not is_recording_id(recording_id) or match is None:
             return None, ""
         actor = service.check_signature(request, recording_id, match.group(0))
-        return service.job(recording_id, match["key"], actor), actor
+        members = service.known_members(recording_id, match["key"])
+        if members is None:  # not opened in this process yet: read from its events, off the event loop
+            members = await service._run(service.members_of, recording_id, match["key"], actor)
+        return service.job(recording_id, match["key"], actor, members), actor
 
     async def media(request: web.Request) -> web.StreamResponse:
-        job, actor = media_job(request)
+        job, actor = await media_job(request)
         if job is None:
             return _error(404, "not_found", "no such media")
         if job.state == "failed":
@@ -789,7 +916,7 @@ def replay_routes(services, *, service: Optional[ReplayService] = None) -> list[
         return await _media_response(request, service, job)
 
     async def status(request: web.Request) -> web.Response:
-        job, actor = media_job(request)
+        job, actor = await media_job(request)
         if job is None:
             return _error(404, "not_found", "no such media")
         since = request.query.get("since", "0")

@@ -145,7 +145,7 @@ export class ReplaySource {
     if (st.state !== this.statesSeen.at(-1)) this.statesSeen.push(st.state);
     this.state = st.state;
     this.progress = st.progress;
-    this.renderedMs = st.rendered_ms ?? 0;
+    this.renderedMs = st.servable_ms ?? st.rendered_ms ?? 0;  // how far what may be fetched plays
     this.durationMs = st.duration_ms;
     this.watermark = st.watermark;
     if (changed) this.onChange(this);

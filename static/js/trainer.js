@@ -20,6 +20,14 @@
  * file starts at `start_ms` on the recording's timeline; before that (joined later)
  * and after its end the tile says so.
  *
+ * One tile per person: someone who left and came back (a reload, a lost network) joined
+ * as a new participant each time, but the API gives one person with their joins and one
+ * file played across them; between two joins the tile says "Not connected". A person is
+ * labelled once: "Mrs Chen · Patient", or "Patient" when the name only repeats the role.
+ *
+ * The list: the room's recordings (a part after a move says so, linked to the part it
+ * carries on), and its photo sets apart, with their count: they hold no video to replay.
+ *
  * The drawing over the patient's video is the annotation board as it was at that
  * moment: the recorded `annotation` events up to then, applied in order (add, undo,
  * clear; a snapshot replaces the board), drawn by annotation-render.js per the spec
@@ -47,6 +55,7 @@ const START_TIMEOUT_MS = 1500;  // a phase `starting` that lasts longer starts t
 const METRICS_STALE_MS = 1500;  // face metrics older than this are not "now" (5 Hz when a face is seen)
 const LANDMARKS_STALE_MS = 500;
 const URL_REFRESH_MARGIN_S = 60;
+const JOIN_MARGIN_S = 0.25;     // a join's media starts a moment after its event: not a gap
 const MAX_MEDIA_RETRIES = 3;
 const PREPARED_MARGIN_S = 0.5;  // the clock is this close to what is rendered: it waits for the render
 const SKIP_S = 5;
@@ -109,6 +118,16 @@ function formatCreated(iso) {
     hour: '2-digit', minute: '2-digit'});
 }
 
+/** How a person is named once: "Mrs Chen · Patient"; their name alone when it only repeats the role. */
+export function personLabel(person) {
+  const role = roleName(person?.role);
+  const name = (person?.name ?? '').trim();
+  if (!name) return role || tr('trainer.unknown_participant');
+  const same = (a, b) => Boolean(a) && a.localeCompare(b, undefined, {sensitivity: 'base'}) === 0;
+  if (!role || same(name, role) || same(name, person.role)) return name;
+  return tr('trainer.person', {name, role});
+}
+
 function initials(name) {
   return (name ?? '').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => Array.from(w)[0].toUpperCase()).join('');
 }
@@ -160,6 +179,9 @@ class TrackView {
     this.media = media;
     this.hooks = hooks;
     this.participant = participant ?? {name: tr('trainer.unknown_participant'), role: null};
+    this.ids = new Set(this.participant.ids ?? [media.key]);  // the participant ids of their joins
+    // When they were in the call, on the recording's timeline (none known: all along).
+    this.joins = (this.participant.joins ?? []).map((j) => [j.from_ms / 1000, j.to_ms == null ? Infinity : j.to_ms / 1000]);
     this.start = media.start_ms / 1000;
     this.hasVideo = media.kinds.includes('video');
     this.retries = 0;
@@ -179,11 +201,9 @@ class TrackView {
       </div>
       <figcaption class="tile-label">
         <span class="tile-name"></span>
-        <span class="tile-role"></span>
         <span class="tile-preparing" aria-live="polite"></span>
       </figcaption>`;
     tile.querySelector('.tile-initials').textContent = initials(this.participant.name);
-    tile.querySelector('.tile-name').textContent = this.participant.name ?? '';
     const video = document.createElement('video');
     video.className = 'replay-video';
     video.preload = 'auto';
@@ -209,11 +229,14 @@ class TrackView {
 
   /** The texts of the tile in the page's language (again after a change of language). */
   relabel() {
-    const role = roleName(this.participant.role);
-    this.tile.querySelector('.tile-role').textContent = role;
-    const params = {name: this.participant.name, role};
+    const person = personLabel(this.participant);
+    const name = this.tile.querySelector('.tile-name');
+    name.textContent = person;
+    name.title = person;  // the whole of it, should a very long name still have to wrap
+    this.tile.querySelector('.tile-label').setAttribute('aria-label', person);
     (this.video ?? this.tile.querySelector('video'))?.setAttribute(
-      'aria-label', tr(this.hasVideo ? 'trainer.media_of.video' : 'trainer.media_of.sound', params));
+      'aria-label', tr(this.hasVideo ? 'trainer.media_of.video' : 'trainer.media_of.sound', {person}));
+    this._absence = null;
     if (this.source) this._renderPreparation();
   }
 
@@ -275,6 +298,12 @@ class TrackView {
     return d === null || local < d;
   }
 
+  /** Whether the person was connected at `t` (their file plays across their joins: between two, not). */
+  isConnected(t) {
+    if (!this.joins.length) return true;
+    return this.joins.some(([from, to]) => from - JOIN_MARGIN_S <= t && t < to + JOIN_MARGIN_S);
+  }
+
   /** True while it should play at `t` but has not got the data to. */
   isWaiting(t) {
     const v = this.video;
@@ -282,6 +311,15 @@ class TrackView {
     const d = this.duration;
     if (d !== null && t - this.start > d - 0.25) return false;  // at its very end
     return v.readyState < HTMLMediaElement.HAVE_FUTURE_DATA || v.seeking;
+  }
+
+  /** What the tile says instead of the picture at `t`, or null while the person is there. */
+  _absenceAt(t) {
+    const local = t - this.start;
+    if (this.isActive(t) && this.isConnected(t)) return null;
+    if (local < 0 || (this.joins.length && t < this.joins[0][0])) return 'trainer.absence.before';
+    if (!this.isActive(t) || this.joins.every(([, to]) => to <= t)) return 'trainer.absence.after';
+    return 'trainer.absence.gap';
   }
 
   /**
@@ -293,9 +331,14 @@ class TrackView {
     const v = this.video;
     const local = t - this.start;
     const active = this.isActive(t);
-    this.tile.classList.toggle('is-absent', !active);
+    const absence = this._absenceAt(t);
+    this.tile.classList.toggle('is-absent', absence !== null);
+    this.tile.dataset.absence = absence ?? '';
+    if (absence !== this._absence) {
+      this._absence = absence;
+      if (absence) this.tile.querySelector('.tile-absence').textContent = tr(absence);
+    }
     if (!active) {
-      this.tile.querySelector('.tile-absence').textContent = tr(local < 0 ? 'trainer.absence.before' : 'trainer.absence.after');
       if (!v.paused) v.pause();
       // Parked at its start, so it is ready when the clock gets there.
       if (local < 0 && v.readyState >= HTMLMediaElement.HAVE_METADATA && !v.seeking && v.currentTime > 0.05) {
@@ -303,7 +346,7 @@ class TrackView {
       }
       return;
     }
-    if (!this.hasVideo) this.tile.querySelector('.tile-absence').textContent = tr('trainer.sound_only');
+    if (!this.hasVideo && !absence) this.tile.querySelector('.tile-absence').textContent = tr('trainer.sound_only');
     if (v.error || v.readyState < HTMLMediaElement.HAVE_METADATA) return;  // cannot seek yet
     const drift = v.currentTime - local;
     const heard = Math.abs(drift) / rate;  // how far apart it sounds and looks
@@ -330,7 +373,8 @@ class TrackView {
     const v = this.video;
     const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
     return {
-      key: this.key, name: this.participant.name, role: this.participant.role, start: this.start,
+      key: this.key, name: this.participant.name, role: this.participant.role, label: personLabel(this.participant),
+      absence: this._absence ?? null, start: this.start,
       duration: this.duration, currentTime: v.currentTime, paused: v.paused, readyState: v.readyState,
       seeking: v.seeking, running: this.running, active: this.isActive(t),
       drift: this.isActive(t) ? v.currentTime - (t - this.start) : null,
@@ -366,7 +410,8 @@ class Player {
     this._refreshing = null;
     this._dragging = false;
 
-    this.participants = new Map(rec.participants.map((p) => [p.id, p]));
+    // participant id (one per join) -> the person
+    this.participants = new Map(rec.participants.flatMap((p) => (p.ids ?? [p.id]).map((id) => [id, p])));
     this.names = new Map(rec.participants.map((p) => [p.identity, p.name]));
     const events = rec.events;
     const isAnnotation = (e) => e.event.type === 'annotation' || e.event.type === 'annotation-snapshot';
@@ -592,11 +637,11 @@ class Player {
     return i;
   }
 
-  _landmarksAt(participantId, ms) {
+  _landmarksAt(track, ms) {
     for (let i = lastAtOrBefore(this.metrics, ms); i >= 0; i -= 1) {
       const item = this.metrics[i];
       if (ms - item.at_ms > LANDMARKS_STALE_MS) return null;
-      if (item.event.participant !== participantId) continue;
+      if (!track.ids.has(item.event.participant)) continue;
       return {index: i, landmarks: item.event.face?.landmarks ?? null};
     }
     return null;
@@ -605,7 +650,7 @@ class Player {
   _shapesFor(track) {
     const shapes = [];
     const ms = this._nowMs ?? 0;
-    const face = this.triangles ? this._landmarksAt(track.key, ms) : null;
+    const face = this.triangles ? this._landmarksAt(track, ms) : null;
     for (const shape of this.board.values()) {
       if ((shape.anchor ?? 'screen') === 'screen') {
         shapes.push(shape);
@@ -623,7 +668,7 @@ class Player {
     this._nowMs = ms;
     const index = this._boardAt(ms);
     const hasFace = [...this.board.values()].some((s) => s.anchor === 'face');
-    const faceKeys = hasFace ? this.overlays.map((o) => this._landmarksAt(o.track.key, ms)?.index ?? -1).join(',') : '';
+    const faceKeys = hasFace ? this.overlays.map((o) => this._landmarksAt(o.track, ms)?.index ?? -1).join(',') : '';
     const key = `${index}|${faceKeys}`;
     if (key !== this._drawnKey) {
       this._drawnKey = key;
@@ -636,7 +681,7 @@ class Player {
     const g = this.guidance[lastAtOrBefore(this.guidance, ms)];
     const guidance = $('guidance');
     const prompt = g ? `prompt.${g.event.prompt}` : null;
-    const text = !g ? '—' : hasTextr(prompt) ? tr(prompt) : g.event.text ?? '—';
+    const text = !g ? '—' : hasText(prompt) ? tr(prompt) : g.event.text ?? '—';
     if (guidance.textContent !== text) guidance.textContent = text;
     guidance.dataset.prompt = g?.event.prompt ?? '';
 
@@ -686,8 +731,7 @@ class Player {
         if (event.state !== 'on') return tr('trainer.event.recording_stopped');
         return event.by ? tr('trainer.event.recording_started_by', {name: event.by}) : tr('trainer.event.recording_started');
       case 'participant-joined':
-        return tr('trainer.event.joined', {person: tr('trainer.person', {name: event.participant?.name,
-                                                                     role: roleName(event.participant?.role)})});
+        return tr('trainer.event.joined', {person: personLabel(event.participant)});
       case 'consent': {
         const p = person(event.participant);
         const name = p ? p.name : tr('trainer.event.a_participant');
@@ -709,7 +753,7 @@ class Player {
       case 'analysis':
         if (event.kind === 'guidance') {
           const prompt = `prompt.${event.prompt}`;
-          return tr('trainer.event.guidance', {text: hasTextr(prompt) ? tr(prompt) : event.text});
+          return tr('trainer.event.guidance', {text: hasText(prompt) ? tr(prompt) : event.text});
         }
         if (event.kind === 'still') return tr('trainer.event.photo', {pose: poseLabel(event.pose)});
         return null;
@@ -899,16 +943,21 @@ async function showList() {
 
 function renderList(listing) {
   $('title').textContent = tr('trainer.title_room', {room: listing.room});
-  $('recordings').replaceChildren(...listing.recordings.map(recordingItem));
-  $('list-empty').hidden = listing.recordings.length > 0;
+  const calls = listing.recordings.filter((rec) => rec.kind !== 'photos');
+  const photos = listing.recordings.filter((rec) => rec.kind === 'photos');
+  // part 2 (3, …) of a recording that carried on after its call moved: id -> the parts that continue it
+  const byId = new Map(calls.map((rec) => [rec.id, rec]));
+  const continuedBy = new Map();
+  for (const rec of calls) {
+    if (rec.continues && byId.has(rec.continues)) continuedBy.set(rec.continues, rec);
+  }
+  $('recordings').replaceChildren(...calls.map((rec) => recordingItem(rec, byId, continuedBy)));
+  $('list-empty').hidden = calls.length > 0;
+  $('photo-sets').replaceChildren(...photos.map(photoSetItem));
+  $('photo-sets-view').hidden = photos.length === 0;
 }
 
-function recordingItem(rec) {
-  const li = document.createElement('li');
-  li.className = 'recording';
-  li.dataset.id = rec.id;
-  li.dataset.state = rec.state;
-  const info = document.createElement('div');
+function headline(rec) {
   const when = document.createElement('p');
   when.className = 'recording-when';
   when.textContent = formatCreated(rec.created);
@@ -916,12 +965,61 @@ function recordingItem(rec) {
   state.className = 'recording-state';
   state.textContent = Object.hasOwn(STATE_TEXT, rec.state) ? tr(STATE_TEXT[rec.state]) : rec.state;
   when.append(state);
+  return when;
+}
+
+/** A link to another item of the list (another part of the same recording). */
+function partLink(text, target) {
+  const a = document.createElement('a');
+  a.className = 'part-link';
+  a.href = `#recording-${target.id}`;
+  a.textContent = text;
+  a.addEventListener('click', (event) => {
+    event.preventDefault();  // the address keeps no fragment: the page reads its token from there
+    const item = document.getElementById(`recording-${target.id}`);
+    item?.scrollIntoView({block: 'nearest'});
+    item?.focus();
+  });
+  return a;
+}
+
+function recordingItem(rec, byId, continuedBy) {
+  const li = document.createElement('li');
+  li.className = 'recording';
+  li.id = `recording-${rec.id}`;
+  li.tabIndex = -1;
+  li.dataset.id = rec.id;
+  li.dataset.state = rec.state;
+  li.dataset.part = String(rec.part ?? 1);
+  const info = document.createElement('div');
+  const when = headline(rec);
+  const next = continuedBy.get(rec.id);
+  const previous = rec.continues ? byId.get(rec.continues) : null;
+  if ((rec.part ?? 1) > 1 || next) {
+    const part = document.createElement('span');
+    part.className = 'recording-part';
+    part.textContent = tr('trainer.part', {part: rec.part ?? 1});
+    when.append(part);
+  }
   const meta = document.createElement('p');
   meta.className = 'recording-meta';
-  const people = listText(rec.participants.map((p) => tr('trainer.person', {name: p.name, role: roleName(p.role)})));
+  const people = listText(rec.participants.map(personLabel));
   const parts = [rec.duration_ms != null ? formatTime(rec.duration_ms / 1000) : null, people || null];
   meta.textContent = parts.filter(Boolean).join(' · ') || tn('trainer.tracks', rec.tracks);
   info.append(when, meta);
+  if (previous || next) {
+    const links = document.createElement('p');
+    links.className = 'recording-parts';
+    if (previous) {
+      links.append(partLink(tr('trainer.part_continues', {part: previous.part ?? 1,
+        created: formatCreated(previous.created)}), previous));
+    }
+    if (next) {
+      if (previous) links.append(' · ');
+      links.append(partLink(tr('trainer.part_continued', {part: next.part ?? 2}), next));
+    }
+    info.append(links);
+  }
   const open = document.createElement('button');
   open.type = 'button';
   open.className = 'button';
@@ -930,6 +1028,21 @@ function recordingItem(rec) {
   open.setAttribute('aria-label', tr('trainer.replay_of', {created: formatCreated(rec.created)}));
   open.addEventListener('click', () => openRecording(rec.id));
   li.append(info, open);
+  return li;
+}
+
+/** A photo set (the stills of a guided capture): when, and how many; there is no video to replay. */
+function photoSetItem(rec) {
+  const li = document.createElement('li');
+  li.className = 'recording photo-set';
+  li.dataset.id = rec.id;
+  li.dataset.state = rec.state;
+  const info = document.createElement('div');
+  const meta = document.createElement('p');
+  meta.className = 'recording-meta';
+  meta.textContent = rec.photos != null ? tn('trainer.photos', rec.photos) : tr('trainer.photo_set');
+  info.append(headline(rec), meta);
+  li.append(info);
   return li;
 }
 

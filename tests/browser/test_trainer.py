@@ -138,7 +138,9 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
     item = poll(lambda: trainer.find_element(By.CSS_SELECTOR, f".recording[data-id='{recording.name}']"), 15)
     assert item, diagnostics("the trainer page did not list the recording")
     assert item.get_attribute("data-state") == "complete"
-    assert "Patient (Patient)" in item.text and "Doctor (Doctor)" in item.text, item.text
+    # the demo's people are named by their role: named once ("Patient", not "Patient (Patient)")
+    meta = item.find_element(By.CSS_SELECTOR, ".recording-meta").text
+    assert meta.count("Patient") == 1 and meta.count("Doctor") == 1 and "(" not in meta, meta
     item.find_element(By.CSS_SELECTOR, "button").click()
 
     def ready():
@@ -279,6 +281,175 @@ def test_trainer_replays_a_recorded_call(replay_server, chromium, tmp_path):
     trainer.find_element(By.ID, "back").click()
     card = f".recording[data-id='{recording.name}']"
     assert poll(lambda: trainer.find_element(By.CSS_SELECTOR, card).is_displayed(), 5)
+
+
+def write_recording(data_dir: Path, joins: list[tuple[str, str, str, str, int, int]], *, continues=None,
+                    part: int = 1) -> str:
+    """A recording of the demo room, written into the server's data directory as the server writes
+    one: per join (participant id, identity, name, role, from ms, to ms) real VP8 video (320x180, a
+    drifting photograph) and Opus sound, its track-owner event, and participant-left when it ends
+    before the others."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    from loadtest.synthetic_video import moving_photo
+    from recorder.keys import KeyStore
+    from recorder.manifest import TrackInfo
+    from recorder.writer import RecordingWriter
+
+    keys = KeyStore.open(data_dir, create=True)
+    audit = AuditLog.open(data_dir, create=True)
+    tracks, items, events = [], [], []
+    end = max(j[5] for j in joins)
+    tone = np.repeat((np.sin(np.arange(960) * 2 * np.pi * 440 / 48000) * 3000).astype(np.int16), 2)[None, :]
+    for n, (pid, identity, name, role, start, stop) in enumerate(joins):
+        tracks += [TrackInfo(f"{pid}-video", "video", "VP8", 90000), TrackInfo(f"{pid}-audio", "audio", "opus", 48000)]
+        person = {"id": pid, "identity": identity, "name": name, "role": role}
+        events.append((1000 + start, {"type": "track-owner", "participant": person}))
+        if stop < end:
+            events.append((1000 + stop + 150, {"type": "participant-left", "participant_id": pid, "reason": "left"}))
+        enc = av.CodecContext.create("libvpx", "w")
+        enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"
+        enc.time_base, enc.framerate, enc.bit_rate = fractions.Fraction(1, 30), 30, 300_000
+        enc.gop_size = 10 ** 4
+        enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        for i, image in enumerate(moving_photo(320, 180, (stop - start) * 30 // 1000, seed=n, fps=30)):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in enc.encode(frame):
+                ms = int(packet.pts * 1000 / 30)
+                items.append((1000 + start + ms, f"{pid}-video", ms * 90, packet.is_keyframe, bytes(packet)))
+        aenc = av.CodecContext.create("libopus", "w")
+        aenc.sample_rate, aenc.layout, aenc.format = 48000, "stereo", "s16"
+        for k in range((stop - start) // 20):
+            chunk = av.AudioFrame.from_ndarray(tone, format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, k * 960
+            for packet in aenc.encode(chunk):
+                items.append((1000 + start + k * 20, f"{pid}-audio", k * 960, False, bytes(packet)))
+    writer = RecordingWriter.start(data_dir, keys, room="demo", tracks=tracks, audit=audit, actor="demo-doctor",
+                                   fsync=False, continues=continues, part=part)
+    merged = sorted([(ms, 0, event) for ms, event in events] + [(item[0], 1, item) for item in items],
+                    key=lambda x: (x[0], x[1]))
+    for ms, kind, what in merged:
+        if kind == 0:
+            writer.write_event(ms, what)
+        else:
+            writer.write_frame(what[1], what[0], what[2], what[3], what[4])
+    writer.close()
+    return writer.id
+
+
+def write_photo_set(data_dir: Path, count: int) -> str:
+    """The stills of a guided capture, as recorder/stills.py keeps them: an image track and `still` events."""
+    from recorder.keys import KeyStore
+    from recorder.manifest import TrackInfo
+    from recorder.stills import STILLS_TRACK
+    from recorder.writer import RecordingWriter
+
+    writer = RecordingWriter.start(data_dir, KeyStore.open(data_dir, create=True), room="demo",
+                                   tracks=[TrackInfo(STILLS_TRACK, "image", "jpeg")],
+                                   audit=AuditLog.open(data_dir, create=True), actor="demo-doctor", fsync=False)
+    for i in range(count):
+        writer.write_frame(STILLS_TRACK, 2000 + 800 * i, 0, True, b"\xff\xd8\xff\xe0 photo " + bytes([i]))
+        writer.write_event(2000 + 800 * i, {"type": "still", "index": i, "pose": "front", "participant": "p-1"})
+    writer.close()
+    return writer.id
+
+
+LONG_NAME = "Mrs Margaret Chen-Oyelaran"
+
+
+@pytest.mark.browser
+def test_one_tile_per_person_labelled_once_and_in_full(replay_server, chromium, tmp_path):
+    """A three-person call in which the patient's connection dropped twice and the expert's once:
+    six joins, three people. On a 1366x768 trainer window the replay has one tile per person, each
+    label in full (nothing cut: scrollWidth <= clientWidth, the whole name in its tooltip) with the
+    role once; the patient's tile says "Not connected" between her joins. The listing names each
+    person once, lists the photo set apart with its count, and links the recording's two parts."""
+    server = replay_server
+    data_dir = server.data_dir
+    chen = ("patient-7731", LONG_NAME, "patient")
+    lee = ("doctor-lee", "Dr Lee", "doctor")
+    expert = ("expert-1", "Expert", "expert")
+    first = write_recording(data_dir, [
+        ("p-1", *chen, 0, 2000), ("p-2", *lee, 0, 8000), ("p-3", *expert, 0, 3000),
+        ("p-4", *chen, 3000, 5000), ("p-5", *expert, 4000, 8000), ("p-6", *chen, 6000, 8000)])
+    second = write_recording(data_dir, [("p-7", *lee, 0, 2000)], continues=first, part=2)
+    photos = write_photo_set(data_dir, 3)
+
+    def diagnostics(summary: str) -> str:
+        saved = chromium.save_diagnostics("failure")
+        return "\n".join([summary, f"artifacts in {tmp_path}:", *(f"  {p}" for p in saved),
+                          chromium.console_summary(), server.output()])
+
+    issuer = TokenIssuer(load_or_create_secret(data_dir / "token.secret"))
+    token = issuer.mint(room="demo", identity="trainer-1", name="Dr Trainer", role="trainer", ttl_s=600)
+    trainer = chromium("trainer")
+    trainer.set_window_size(1366, 768)
+    trainer.get(server.url("/trainer") + "#token=" + token)
+
+    # -- the listing --------------------------------------------------------------------------
+    item = poll(lambda: trainer.find_element(By.CSS_SELECTOR, f"#recordings .recording[data-id='{first}']"), 15)
+    assert item, diagnostics("the trainer page did not list the recording")
+    meta = item.find_element(By.CSS_SELECTOR, ".recording-meta").text
+    assert meta.count(LONG_NAME) == 1 and meta.count("Dr Lee") == 1 and meta.count("Expert") == 1, meta
+    assert f"{LONG_NAME} · Patient" in meta and "Dr Lee · Doctor" in meta and "(" not in meta, meta
+    later = trainer.find_element(By.CSS_SELECTOR, f"#recordings .recording[data-id='{second}']")
+    assert "Part 2" in later.text and "Part 1" in item.text, (later.text, item.text)
+    link = later.find_element(By.CSS_SELECTOR, "a.part-link")
+    assert link.get_attribute("href").endswith(f"#recording-{first}") and "Continues part 1" in link.text
+    assert item.find_element(By.CSS_SELECTOR, "a.part-link").get_attribute("href").endswith(f"#recording-{second}")
+    link.click()
+    assert poll(lambda: trainer.execute_script("return document.activeElement.dataset.id;") == first, 5)
+    assert "#" not in trainer.current_url  # the fragment is where the page's token came from: left alone
+    # the photo set: apart, with its count, not as a recording of no length
+    assert not trainer.find_elements(By.CSS_SELECTOR, f"#recordings [data-id='{photos}']")
+    photo_set = trainer.find_element(By.CSS_SELECTOR, f"#photo-sets [data-id='{photos}']")
+    assert photo_set.is_displayed() and "3 photos" in photo_set.text and "0:00" not in photo_set.text, photo_set.text
+    assert not photo_set.find_elements(By.CSS_SELECTOR, "button")
+
+    # -- the replay: one tile per person ------------------------------------------------------
+    item.find_element(By.CSS_SELECTOR, "button").click()
+    ready = poll(lambda: (lambda st: st if st and len(st["tracks"]) == 3 and all(
+        t["readyState"] >= 1 for t in st["tracks"]) else None)(state(trainer)), 30)
+    assert ready, diagnostics(f"the replay did not load: {state(trainer)}")
+    tiles = trainer.find_elements(By.CSS_SELECTOR, "#stage .replay-tile")
+    assert len(tiles) == 3, diagnostics(f"{len(tiles)} tiles for 3 people")
+    assert sorted(t["label"] for t in ready["tracks"]) == sorted(
+        [f"{LONG_NAME} · Patient", "Dr Lee · Doctor", "Expert"])
+    fit = trainer.execute_script("""
+        return [...document.querySelectorAll('#stage .replay-tile')].map((tile) => {
+          const name = tile.querySelector('.tile-name'), label = tile.querySelector('.tile-label');
+          return {text: name.textContent, title: name.title, aria: label.getAttribute('aria-label'),
+                  nameFits: name.scrollWidth <= name.clientWidth, labelFits: label.scrollWidth <= label.clientWidth,
+                  inside: label.getBoundingClientRect().right <= tile.getBoundingClientRect().right + 0.5,
+                  visible: name.getBoundingClientRect().width > 0};
+        });""")
+    for tile in fit:
+        assert tile["nameFits"] and tile["labelFits"] and tile["inside"] and tile["visible"], fit
+        assert tile["title"] == tile["text"] == tile["aria"] and "…" not in tile["text"], fit
+    assert {t["text"] for t in fit} == {f"{LONG_NAME} · Patient", "Dr Lee · Doctor", "Expert"}, fit
+
+    def absence_at(seconds: float) -> dict:
+        trainer.execute_script("window.trainer.player.seek(arguments[0]);", seconds)
+        time.sleep(0.3)
+        return trainer.execute_script("""
+            return Object.fromEntries([...document.querySelectorAll('#stage .replay-tile')].map((tile) =>
+              [tile.dataset.role, {absence: tile.dataset.absence,
+                                   text: tile.classList.contains('is-absent')
+                                     ? tile.querySelector('.tile-absence').textContent : ''}]));""")
+
+    during = absence_at(1.0)
+    assert all(v["absence"] == "" for v in during.values()), during
+    gap = absence_at(2.6)  # the patient and the expert between two joins; the doctor there
+    assert gap["patient"] == {"absence": "trainer.absence.gap", "text": "Not connected"}, gap
+    assert gap["doctor"]["absence"] == "" and gap["expert"]["absence"] == "", gap
+    back = absence_at(3.6)
+    assert back["patient"]["absence"] == "" and back["expert"] == {"absence": "trainer.absence.gap",
+                                                                   "text": "Not connected"}, back
+    assert absence_at(6.5)["patient"]["absence"] == ""  # her third join plays in the same tile
 
 
 @pytest.mark.browser

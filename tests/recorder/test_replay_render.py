@@ -459,3 +459,141 @@ def test_blacker_than_black_pictures_still_carry_the_mark(data_dir, keys, audit,
     clip = tmp_path / "dark.webm"
     clip.write_bytes(bytes(sink.data))
     assert trace_clip(clip, registry).issued == issued
+
+
+def record_rejoin(data_dir: Path, keys: KeyStore, audit: AuditLog) -> str:
+    """Mrs Chen joins (p-1: video and sound from 0 to 2 s), loses her connection, and joins again
+    as p-3 (from 3.5 to 5.5 s), the same identity both times; Dr Lee (p-2) hears it all (sound only)."""
+    w, h = 640, 360
+    items = []
+    tone = (np.sin(np.arange(960) * 2 * np.pi * 440 / 48000) * 3000).astype(np.int16)
+    for pid, seed, start in (("p-1", 3, 0), ("p-3", 4, 3500)):
+        enc = av.CodecContext.create("libvpx", "w")
+        enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+        enc.time_base, enc.framerate, enc.bit_rate, enc.gop_size = fractions.Fraction(1, FPS), FPS, 800_000, 10 ** 4
+        enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        for i, image in enumerate(moving_photo(w, h, 2 * FPS, seed=seed, fps=FPS)):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in enc.encode(frame):
+                ms = int(packet.pts * 1000 / FPS)
+                items.append((start + ms, f"{pid}-video", ms * 90, packet.is_keyframe, bytes(packet)))
+    for pid, start, end in (("p-1", 0, 2000), ("p-2", 0, 5500), ("p-3", 3500, 5500)):
+        aenc = av.CodecContext.create("libopus", "w")
+        aenc.sample_rate, aenc.layout, aenc.format = 48000, "stereo", "s16"
+        for n in range((end - start) // 20):
+            chunk = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None, :], format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, n * 960
+            for packet in aenc.encode(chunk):
+                items.append((start + n * 20, f"{pid}-audio", n * 960, False, bytes(packet)))
+    tracks = [TrackInfo("p-1-video", "video", "VP8", 90000), TrackInfo("p-1-audio", "audio", "opus", 48000),
+              TrackInfo("p-2-audio", "audio", "opus", 48000),
+              TrackInfo("p-3-video", "video", "VP8", 90000), TrackInfo("p-3-audio", "audio", "opus", 48000)]
+    writer = RecordingWriter.start(data_dir, keys, room="r1", audit=audit, actor="doctor-1", fsync=False,
+                                   tracks=tracks)
+    chen = {"name": "Mrs Chen", "role": "patient", "identity": "patient-chen"}
+    writer.write_event(1000, {"type": "track-owner", "participant": {"id": "p-1", **chen}})
+    writer.write_event(1000, {"type": "track-owner", "participant": {"id": "p-2", "name": "Dr Lee", "role": "doctor",
+                                                                     "identity": "doctor-lee"}})
+    writer.write_event(3200, {"type": "participant-left", "participant_id": "p-1", "reason": "left"})
+    writer.write_event(4400, {"type": "track-owner", "participant": {"id": "p-3", **chen}})
+    for ms, track, rtp, key, payload in sorted(items, key=lambda item: item[0]):
+        writer.write_frame(track, 1000 + ms, rtp, key, payload)
+    writer.close()
+    return writer.id
+
+
+@pytest.mark.slow
+def test_a_person_who_joined_twice_replays_as_one_file_across_the_gap(data_dir, keys, audit, registry):
+    from recorder.webm import participant_identities, person_groups
+
+    recording_id = record_rejoin(data_dir, keys, audit)
+    reader = RecordingReader.open(data_dir, recording_id, keys)
+    identities = participant_identities(e.data for e in reader.events())
+    assert identities == {"p-1": "patient-chen", "p-2": "doctor-lee", "p-3": "patient-chen"}
+    groups = person_groups(reader.manifest, identities)
+    assert [(g.key, g.members, [t.track_id for t in g.tracks]) for g in groups] == [
+        ("p-1", ("p-1", "p-3"), ["p-1-video", "p-1-audio", "p-3-video", "p-3-audio"]),
+        ("p-2", ("p-2",), ["p-2-audio"])]
+    chen = groups[0]
+    # the writer noted what the plan needs: no pass over the media, and it agrees with one
+    scanned = plan(reader, chen)
+    noted = plan(reader, chen, reader.stop_event())
+    assert (noted.start_ms, noted.width, noted.height, noted.has_audio) == (
+        scanned.start_ms, scanned.width, scanned.height, scanned.has_audio) == (1000, 640, 360, True)
+    assert abs(noted.duration_ms - scanned.duration_ms) <= 40 and 5400 <= scanned.duration_ms <= 5600
+
+    issued = registry.issue(viewer="trainer-ana", viewer_name="Dr Ana", purpose="replay", recording_id=recording_id,
+                            actor="trainer-ana")
+    sink = Sink()
+    stats = render(reader, chen, noted, sink, mark=registry.watermarker(issued).mark_i420)
+    media = decode(bytes(sink.data))
+    assert set(media) == {"video", "audio"}  # one picture, one sound, across both joins
+    video = [t for t, _ in media["video"]]
+    audio = [t for t, _ in media["audio"]]
+    assert video[0] == 0 and audio[0] == 0 and video[-1] >= 5400 and audio[-1] >= 5400
+    assert max(np.diff(video)) <= FILL_STEP_MS and max(np.diff(audio)) <= OPUS_SILENCE_MS  # the gap is filled
+    recorded = len(list(reader.frames("p-1-video"))) + len(list(reader.frames("p-3-video")))
+    assert stats.frames - stats.repeated == recorded and stats.undecodable == 0
+    assert stats.repeated >= 1500 // FILL_STEP_MS - 1 and stats.silence_packets >= 1500 // OPUS_SILENCE_MS - 1
+    # between the joins the last picture holds; the second join shows its own pictures (a mirrored photo)
+    gray = {t: f.to_ndarray(format="gray").astype(np.float32) for t, f in media["video"]}
+    at = lambda ms: gray[min(gray, key=lambda t: abs(t - ms))]  # noqa: E731
+    assert np.mean(np.abs(at(2500) - at(3300))) < 4
+    assert np.mean(np.abs(at(3300) - at(3700))) > 12
+
+
+@pytest.mark.slow
+def test_the_first_seconds_are_rendered_first_at_normal_priority(data_dir, keys, audit):
+    """A render renders its head (the first HEAD_MS, until a cluster at or after it can be served)
+    at the server's priority on one core, even while every slot for the rest is taken; then the
+    whole render process drops to RENDER_NICE on every core, its start slot goes to the next render,
+    and it renders the rest only once it gets a slot for that. A spare process started ahead (when a
+    trainer lists recordings) is the one that renders."""
+    import time
+
+    from recorder.replay_render import HEAD_MS, HEAD_SLACK_MS, RENDER_NICE
+
+    recording_id = record_real(data_dir, keys, audit, seconds=8.0)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    renders = ReplayRenders(data_dir, environ={}, clock=Clock(), workers=1, bulk_workers=1, idle_s=600)
+
+    def servable(job) -> int:  # how far what may be served plays, as the cluster index of its bytes says
+        index = ClusterIndex()
+        index.feed(job.read(0, job.readable()[0]))
+        assert index.complete_ms == job.servable_ms == job.status()["servable_ms"]
+        return index.complete_ms
+
+    def wait_head(job) -> None:
+        deadline = time.monotonic() + 60
+        while job.head is None:
+            assert job.state in ("queued", "rendering") and time.monotonic() < deadline, job.status()
+            time.sleep(0.02)
+
+    assert renders.prewarm(1)
+    deadline = time.monotonic() + 30
+    while renders.spares() < 1:                          # it loads everything, then waits
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    spare = renders._spares[0][1]
+    cores = sorted(os.sched_getaffinity(0))
+    with renders._bulk:                                  # every slot for the rest is busy
+        ana = renders.job(recording_id, "p-1", "trainer-ana", "Dr Ana")
+        wait_head(ana)
+        assert ana._process is spare and renders.spares() == 0
+        assert ana.head["nice"] == base and ana.head["nice_after"] == max(base, RENDER_NICE)
+        if len(cores) > 1:                               # the head on one core, the rest on all of them
+            assert ana.head["cpus"] == cores[-1:] and ana.head["cpus_after"] == cores
+        assert servable(ana) >= ana.head["ms"] >= HEAD_MS - HEAD_SLACK_MS  # the first seconds can be served
+        assert ana.state == "rendering" and ana.status()["progress"] < 0.6
+        assert os.getpriority(os.PRIO_PROCESS, ana._process.pid) == max(base, RENDER_NICE)
+        held = ana.readable()[0]
+        # its start slot is free again: the next viewer's render gets its first seconds too
+        ben = renders.job(recording_id, "p-1", "trainer-ben", "Dr Ben")
+        wait_head(ben)
+        assert servable(ben) >= HEAD_MS - HEAD_SLACK_MS and ben.head["nice"] == base
+        assert ana.readable()[0] == held and ana.state == "rendering"  # the rest waited for a slot
+    _wait(ana)
+    _wait(ben)
+    assert ana.state == ben.state == "ready" and ana.readable()[0] > held
+    renders.close()

@@ -211,6 +211,85 @@ async def test_trainer_lists_opens_and_plays(replay):
     assert replay.failures() == []
 
 
+async def test_a_participant_who_rejoined_is_one_person_with_one_file(replay):
+    """Mrs Chen's page is closed mid-recording and she joins again: a second participant id, the
+    same identity. The trainer sees one person (listed once, one media entry with both joins and
+    the time between them), and one watermarked file that plays across both joins."""
+    sfu = replay.sfu
+    await sfu.room()
+    patient = await sfu.join("patient", seed=1, name="Mrs Chen")
+    doctor = await sfu.join("doctor", seed=2)
+    started = len(doctor.messages)
+    recording_id, _ = await record(sfu, frames=20, stop=False, annotate=False,
+                                   people={"patient": patient, "doctor": doctor})
+    await patient.close()
+    await doctor.wait_for(lambda m: m["type"] == "participant-left" and m["participant_id"] == patient.id,
+                          start=started)
+    await asyncio.sleep(1.0)
+    again = await sfu.join("patient", seed=3, name="Mrs Chen")
+    assert again.id != patient.id
+    # (the doctor's page may receive her on the slot that carried her first join: count from now)
+    await doctor.wait_for_frames(again.id, "video", 1, timeout=15)
+    await doctor.wait_for_frames(again.id, "video", doctor.frames_from(again.id, "video") + 30, timeout=15)
+    await doctor.send({"type": "record", "action": "stop"})
+    await doctor.wait_for(lambda m: m["type"] == "recording" and m["state"] == "off"
+                          and m.get("recording_id") == recording_id, start=started)
+    trainer = replay.trainer()
+
+    status, listing = await replay.json("/api/replay/recordings", trainer)
+    (item,) = listing["recordings"]
+    assert item["kind"] == "call"
+    assert sorted((p["name"], p["role"]) for p in item["participants"]) == [
+        ("Doctor", "doctor"), ("Mrs Chen", "patient")]
+
+    status, rec = await replay.json(f"/api/replay/recordings/{recording_id}", trainer)
+    assert status == 200 and len(rec["participants"]) == 2
+    chen = next(p for p in rec["participants"] if p["role"] == "patient")
+    assert chen["name"] == "Mrs Chen" and chen["ids"] == [patient.id, again.id] and chen["id"] == patient.id
+    assert chen["identity"].startswith("participant-")  # pseudonymised, as everywhere
+    first, second = chen["joins"]
+    assert first["id"] == patient.id and second["id"] == again.id
+    assert first["from_ms"] < first["to_ms"] <= second["from_ms"] and second["to_ms"] is None
+    assert [m["participant"]["role"] for m in rec["media"]].count("patient") == 1 and len(rec["media"]) == 2
+    media = next(m for m in rec["media"] if m["participant"]["role"] == "patient")
+    assert media["key"] == patient.id and media["participant"] == chen and media["kinds"] == ["audio", "video"]
+    status, fresh = await replay.json(f"/api/replay/recordings/{recording_id}/urls", trainer)
+    assert set(fresh["urls"]) == {m["key"] for m in rec["media"]}
+
+    await prepared(replay, media)
+    status, _, body = await replay.get(media["url"])
+    assert status == 200
+    with av.open(io.BytesIO(body)) as container:
+        times = [float(f.time) * 1000 for f in container.decode(video=0)]
+    end_of_file = media["start_ms"] + times[-1]
+    assert end_of_file >= second["from_ms"] + 500, (times[-1], media, second)  # her second join is in it
+    issued = [e for e in replay.audit() if e["action"] == ISSUE_ACTION]
+    assert [e["details"]["participant"] for e in issued] == [patient.id]  # one file, one watermark id
+
+
+async def test_photo_sets_are_listed_as_photo_sets(replay):
+    """The stills of a guided capture are a recording without sound or video: listed with their
+    count (kind "photos"), not as a recording of no length."""
+    from recorder.manifest import room_label
+    from recorder.stills import StillCapture
+
+    recording_id, _ = await record(replay.sfu, frames=20, annotate=False)
+    capture = await StillCapture.start(replay.data_dir, room=room_label("r1", replay.sfu.instances["r1"]),
+                                       actor="doctor-doctor")
+    for n in range(3):
+        await capture.save(5000 + 700 * n, b"\xff\xd8\xff\xe0 a photo " + bytes([n]), {"pose": "front"})
+    await capture.close()
+
+    status, listing = await replay.json("/api/replay/recordings", replay.trainer())
+    assert status == 200
+    items = {r["id"]: r for r in listing["recordings"]}
+    assert set(items) == {recording_id, capture.id}
+    photos, call = items[capture.id], items[recording_id]
+    assert (photos["kind"], photos["photos"], photos["state"], photos["duration_ms"]) == ("photos", 3, "complete", None)
+    assert photos["participants"] == []
+    assert call["kind"] == "call" and call["duration_ms"] > 0 and "photos" not in call
+
+
 async def test_a_doctor_token_with_the_replay_permission_may_replay(replay):
     recording_id, _ = await record(replay.sfu, frames=20, annotate=False)
     token = replay.sfu.token("doctor", name="Dr Lee", permissions=["publish", "subscribe", "replay"])
