@@ -179,6 +179,15 @@ async def test_a_whole_call_logs_one_json_object_a_line_with_ids_and_no_secret(t
                 assert response.status == 200
             async with http.get(media[0]["url"], headers={"Range": "bytes=0-99"}) as response:
                 assert response.status in (206, 503)
+            deadline = time.monotonic() + 90  # the render issues the viewer's watermark (its key made then)
+            while True:
+                async with http.get(media[0]["status_url"]) as response:
+                    status = await response.json()
+                if status.get("watermark") or status.get("error"):
+                    break
+                assert time.monotonic() < deadline, f"the replay never issued a watermark: {status}"
+                await asyncio.sleep(0.2)
+            assert status.get("watermark"), status
             forged_url = media[0]["url"].replace("sig=", "sig=AAAA")
             async with http.get(forged_url) as response:
                 assert response.status == 403
