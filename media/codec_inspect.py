@@ -30,12 +30,18 @@ def vp8_is_keyframe_start(payload: bytes) -> bool:
 def vp8_keyframe_size(payload: bytes) -> Optional[tuple[int, int]]:
     """(width, height) from the first packet of a VP8 keyframe (RFC 6386 section 9.1), else None."""
     pos = _vp8_partition_start(payload)
-    if pos is None or payload[pos] & 0x01 or len(payload) < pos + 10:
+    return None if pos is None else vp8_frame_size(payload, pos)
+
+
+def vp8_frame_size(frame: bytes, start: int = 0) -> Optional[tuple[int, int]]:
+    """(width, height) of a VP8 frame beginning at `start` (no RTP descriptor: as recorded) when it
+    is a keyframe, else None."""
+    if len(frame) < start + 10 or frame[start] & 0x01:
         return None
-    if payload[pos + 3:pos + 6] != b"\x9d\x01\x2a":  # a keyframe's start code
+    if frame[start + 3:start + 6] != b"\x9d\x01\x2a":  # a keyframe's start code
         return None
-    width = int.from_bytes(payload[pos + 6:pos + 8], "little") & 0x3FFF  # (the top 2 bits: upscaling)
-    height = int.from_bytes(payload[pos + 8:pos + 10], "little") & 0x3FFF
+    width = int.from_bytes(frame[start + 6:start + 8], "little") & 0x3FFF  # (the top 2 bits: upscaling)
+    height = int.from_bytes(frame[start + 8:start + 10], "little") & 0x3FFF
     return (width, height) if width and height else None
 
 

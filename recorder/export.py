@@ -21,6 +21,7 @@ import numpy as np
 
 from annotate.render import render
 from annotate.timeline import AnnotationTimeline
+from media.codec_inspect import vp8_frame_size
 
 from .errors import RecorderError
 from .reader import RecordingReader
@@ -60,13 +61,6 @@ def _pick_video_track(reader: RecordingReader, owners: dict[str, dict]) -> str:
         if owner and owner.get("role") == "patient":
             return track_id
     return video[0]
-
-
-def _vp8_keyframe_size(frame: bytes) -> Optional[tuple[int, int]]:
-    # RFC 6386 9.1: a keyframe starts with a 3-byte tag, the start code 9d 01 2a, then 14-bit sizes
-    if len(frame) >= 10 and not frame[0] & 1 and frame[3:6] == b"\x9d\x01\x2a":
-        return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
-    return None
 
 
 def _mixed_audio(reader: RecordingReader, t0: int, duration_ms: int) -> np.ndarray:
@@ -136,7 +130,7 @@ def export_recording(reader: RecordingReader, out: Path, *, video_track: Optiona
     if first_key is None:
         raise RecorderError(f"track {track_id} has no keyframe to start from")
     frames = frames[first_key:]
-    sizes = [s for s in (_vp8_keyframe_size(f.payload) for f in frames if f.keyframe) if s] if codec == "vp8" else []
+    sizes = [s for s in (vp8_frame_size(f.payload) for f in frames if f.keyframe) if s] if codec == "vp8" else []
     timeline = AnnotationTimeline(events)
     t0 = frames[0].timestamp_ms
     duration_ms = frames[-1].timestamp_ms - t0

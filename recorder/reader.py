@@ -163,33 +163,35 @@ class RecordingReader:
         """The newest frame time in any media track (from each one's last whole segment, the only
         one decrypted), None without media. A recording cut short (its writer killed) has no stop
         event, and its events alone often end long before its media did."""
-        newest: Optional[int] = None
+        times: list[int] = []
         for track in self.manifest.tracks:
-            if track.no == EVENTS_TRACK_NO:
-                continue
-            where = f"recording {self.id} track {track.track_id!r}"
-            try:
-                f = open(self.dir / track.file, "rb")
-            except FileNotFoundError:
-                continue
-            with f:
-                scanner = SegmentScanner(f, os.fstat(f.fileno()).st_size, where, headers_only=True)
-                last = None
-                for last in scanner:
-                    pass
-                if last is None:
-                    continue
-                raw = scanner.read(last)
-                plaintext = self._cipher.open(track.no, track.track_id, raw.index, raw.final, raw.ciphertext)
-                for ts, _, _, _ in decode_frames(plaintext, f"{where} segment {raw.index}"):
-                    newest = ts if newest is None else max(newest, ts)
-        return newest
+            last = self._last_segment(track) if track.no != EVENTS_TRACK_NO else None
+            if last is not None:
+                times += [ts for ts, _, _, _ in last[1]]
+        return max(times, default=None)
 
     def stop_event(self) -> Optional[dict[str, Any]]:
         """The `recording.stop` event (segment counts; per track what a replay must know first), from
         the events track's final segment alone; None for a recording that was not closed (cut short,
         or still being made). Raises RecordingIntegrityError if that segment fails authentication."""
         track = self.manifest.tracks[EVENTS_TRACK_NO]
+        last = self._last_segment(track)
+        if last is None or not last[0]:
+            return None
+        stop = None
+        for _, _, _, payload in last[1]:
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                raise RecordingIntegrityError(f"recording {self.id} track {track.track_id!r}: authenticated but "
+                                              "malformed event in its final segment") from None
+            if isinstance(event, dict) and event.get("type") == STOP_EVENT:
+                stop = event
+        return stop
+
+    def _last_segment(self, track: ManifestTrack) -> Optional[tuple[bool, list[tuple[int, int, bool, bytes]]]]:
+        """(whether it is final, its frames) of a track's last whole segment, the only one read and
+        decrypted; None when the track has none."""
         where = f"recording {self.id} track {track.track_id!r}"
         try:
             f = open(self.dir / track.file, "rb")
@@ -200,20 +202,11 @@ class RecordingReader:
             last = None
             for last in scanner:
                 pass
-            if last is None or not last.final:
+            if last is None:
                 return None
             raw = scanner.read(last)
-            plaintext = self._cipher.open(track.no, track.track_id, raw.index, raw.final, raw.ciphertext)
-            stop = None
-            for _, _, _, payload in decode_frames(plaintext, f"{where} segment {raw.index}"):
-                try:
-                    event = json.loads(payload)
-                except ValueError:
-                    raise RecordingIntegrityError(f"{where} segment {raw.index}: authenticated but malformed "
-                                                  "event") from None
-                if isinstance(event, dict) and event.get("type") == STOP_EVENT:
-                    stop = event
-            return stop
+        plaintext = self._cipher.open(track.no, track.track_id, raw.index, raw.final, raw.ciphertext)
+        return raw.final, list(decode_frames(plaintext, f"{where} segment {raw.index}"))
 
     def _check_against_summary(self, seen: "_Seen", track_ids: list[str]) -> None:
         # Raised at the end of reading: a recording closed cleanly but cut short on disk is not

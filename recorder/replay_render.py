@@ -63,6 +63,8 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
+from media.codec_inspect import vp8_frame_size
+
 from .errors import RecorderError
 from .manifest import ManifestTrack
 from .reader import RecordingReader
@@ -75,7 +77,6 @@ from .webm import (
     open_template,
     probe_start,
 )
-from .writer import vp8_keyframe_size
 
 MS = fractions.Fraction(1, 1000)
 MAX_SHORT_SIDE = 720
@@ -245,7 +246,7 @@ def _scanned_plan(reader: RecordingReader, group: MediaGroup) -> Optional[Render
         end = max(end, packet.pts + packet.duration)
         track = merged.tracks[no][0]
         if track.kind == "video" and packet.keyframe:
-            size = vp8_keyframe_size(packet.payload) if track.codec.lower() == "vp8" else _h264_size(packet.payload)
+            size = vp8_frame_size(packet.payload) if track.codec.lower() == "vp8" else _h264_size(packet.payload)
             if size and size[0] >= 2 and size[1] >= 2:
                 sizes.append(size)
     width = height = 0

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from media.codec_inspect import vp8_frame_size
+
 from . import crypto
 from .audit import Action, AuditLog
 from .errors import RecorderError, RecordingStateError, RecordingStorageError
@@ -93,14 +95,6 @@ class _Track:
     first_ms: Optional[int] = None  # the track's first and last frame time (the stop event's `media`)
     last_ms: Optional[int] = None
     size: Optional[tuple[int, int]] = None  # the largest VP8 keyframe's picture (width, height)
-
-
-def vp8_keyframe_size(payload: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) of a VP8 keyframe (RFC 6386 9.1: the 3-byte tag, the start code 9d 01 2a, then
-    14-bit width and height), None for any other frame."""
-    if len(payload) >= 10 and not payload[0] & 1 and payload[3:6] == b"\x9d\x01\x2a":
-        return int.from_bytes(payload[6:8], "little") & 0x3FFF, int.from_bytes(payload[8:10], "little") & 0x3FFF
-    return None
 
 
 def _media_summary(track: _Track) -> dict[str, Any]:
@@ -239,7 +233,7 @@ class RecordingWriter:
             track.first_ms = timestamp_ms
         track.last_ms = timestamp_ms if track.last_ms is None else max(track.last_ms, timestamp_ms)
         if keyframe and track.meta.kind == "video" and track.meta.codec.lower() == "vp8":
-            size = vp8_keyframe_size(payload)
+            size = vp8_frame_size(payload)
             if size is not None and (track.size is None or size[0] * size[1] > track.size[0] * track.size[1]):
                 track.size = size
 
