@@ -577,16 +577,13 @@ class ReplayService:
 
     def members_of(self, recording_id: str, key: str, actor: str) -> tuple[str, ...]:
         """The joins played as one under the media `key` (a person's), () for a single one."""
-        with self._lock:
-            known = self._media_keys.get(recording_id)
-        if known is None:
-            try:
-                known = self.media_members(recording_id)
-            except RecordingNotFoundError:
-                raise Refused(404, "not_found", "no such recording", actor=actor, target=recording_id,
-                              audit=False) from None
-            except (KeyUnavailableError, RecordingIntegrityError):
-                return ()  # the render's own audited open reports it
+        try:
+            known = self.media_members(recording_id)
+        except RecordingNotFoundError:
+            raise Refused(404, "not_found", "no such recording", actor=actor, target=recording_id,
+                          audit=False) from None
+        except (KeyUnavailableError, RecordingIntegrityError):
+            return ()  # the render's own audited open reports it
         return known.get(key, ())
 
     @staticmethod
