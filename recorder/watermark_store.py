@@ -100,7 +100,7 @@ def run_trace(args: argparse.Namespace, data_dir: Path, audit_key_file: Optional
         registry.audit.append(actor, TRACE_ACTION, result.sha256, {
             "clip": args.clip.name[:200], "verdict": result.verdict,
             "watermark_id": format_id(result.wm_id) if result.wm_id is not None else None,
-            "sync_z": round(result.sync_z, 2)})
+            "sync_z": round(result.sync_z, 2), "method": result.method or None})
     except RecorderError as exc:
         print(f"warning: could not audit this trace: {exc}", file=sys.stderr)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_report(result))

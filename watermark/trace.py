@@ -8,7 +8,9 @@ registry's key (watermark/detect.py) and looks the decoded id up in the registry
 target = the clip's SHA-256).
 
 Verdicts and exit codes
-    0  identified: a payload with a valid CRC whose id this registry issued
+    0  identified: a payload with a valid CRC whose id this registry issued, or (when the
+       payload cannot be read alone) one issued id whose codeword the clip singles out
+       (watermark/match.py: it can find a mark too weak for the pilots alone)
     1  no watermark found
     3  a watermark is there but not identified: its payload could not be read (clip too
        short or too degraded), or it decodes to an id this registry never issued (another
@@ -19,8 +21,9 @@ Confidence. For an identification, the chance that a clip *without* this viewer'
 decodes to it: every decoding attempt passes the CRC-16 by chance with probability
 2^-16, and a chance 32-bit value is one of the N issued ids with probability N / 2^32,
 so P(false identification) <= attempts * 2^-16 * N / 2^32 (measured false positives on
-clean clips: docs/BENCHMARKS.md). `sync z` is how strongly the pilots were found (~N(0,1)
-per hypothesis under no mark; >= 7.5 means a mark is present whatever the payload).
+clean clips: docs/BENCHMARKS.md). A matched id reports match.py's bound instead. `sync z` is
+how strongly the pilots were found (~N(0,1) per hypothesis under no mark; >= 7.5 means a
+mark is present whatever the payload).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .match import accepted, match_issued
 from .registry import IssuedWatermark, WatermarkRegistry, format_id
 
 EXIT_IDENTIFIED, EXIT_NOT_FOUND, EXIT_ERROR, EXIT_UNIDENTIFIED = 0, 1, 2, 3
@@ -56,6 +60,8 @@ class TraceResult:
     code_ber: float
     scale: tuple[float, float]           # clip period / nominal period for the clip's size
     registry_problems: list[str]
+    method: str = ""                     # identified: "decoded" (payload and CRC read) or "matched" (see match.py)
+    match_z: Optional[float] = None      # matched: the id's score above chance, in standard deviations
 
     @property
     def exit_code(self) -> int:
@@ -73,7 +79,8 @@ class TraceResult:
                 "false_match_probability": self.false_match_p, "confidence": self.confidence,
                 "sync_z": round(self.sync_z, 2), "sync_p": self.sync_p,
                 "code_bit_error_rate": None if self.code_ber != self.code_ber else round(self.code_ber, 4),
-                "scale": [round(s, 4) for s in self.scale], "registry_problems": self.registry_problems}
+                "scale": [round(s, 4) for s in self.scale], "registry_problems": self.registry_problems,
+                "method": self.method or None, "match_z": None if self.match_z is None else round(self.match_z, 2)}
 
     @property
     def confidence(self) -> Optional[float]:
@@ -131,18 +138,23 @@ def trace_clip(path: Path, registry: WatermarkRegistry, *, max_seconds: float = 
     problems = registry.audit.verify().problems if check_log else []
     issued = issued_ids.get(det.wm_id) if det.wm_id is not None else None
     p_false = None
+    wm_id, method, match_z = det.wm_id, "", None
     if issued is not None:
-        verdict = "identified"
+        verdict, method = "identified", "decoded"
         p_false = min(1.0, det.attempts * CRC_CHANCE * max(1, len(issued_ids)) / 2.0 ** 32)
+    elif accepted(found := match_issued(det.soft, pattern.layout.scramble, issued_ids.keys())):
+        assert found is not None  # accepted() says so
+        verdict, method, match_z = "identified", "matched", found.z
+        wm_id, issued, p_false = found.wm_id, issued_ids[found.wm_id], found.false_match_p
     elif det.wm_id is not None:
         verdict = "unidentified watermark"      # valid CRC, id never issued here
     elif det.present:
         verdict = "unreadable watermark"
     else:
         verdict = "no watermark found"
-    return TraceResult(str(path), _sha256(path), acc.frames, (w, h), verdict, det.wm_id, issued, p_false,
+    return TraceResult(str(path), _sha256(path), acc.frames, (w, h), verdict, wm_id, issued, p_false,
                        det.sync_z, det.sync_p, det.code_ber, (det.period[0] / nominal, det.period[1] / nominal),
-                       problems)
+                       problems, method, match_z)
 
 
 def format_report(r: TraceResult) -> str:
@@ -155,8 +167,10 @@ def format_report(r: TraceResult) -> str:
                   + f" for {i.purpose} of {i.recording_id} at {i.issued_at} by {i.issued_by} (audit entry {i.seq})",
                   f"confidence: 1 - {r.false_match_p:.1e} (chance that a clip without this mark is identified so: "
                   f"<= {r.false_match_p:.1e}); "
-                  f"sync z {r.sync_z:.1f}, {100 * r.code_ber:.1f} % code-bit errors corrected, "
-                  f"scale {r.scale[0]:.3f} x {r.scale[1]:.3f}"]
+                  f"sync z {r.sync_z:.1f}, " + (
+                      f"{100 * r.code_ber:.1f} % code-bit errors corrected" if r.method != "matched" else
+                      f"payload too degraded to read alone: matched against the issued ids (z {r.match_z:.1f})")
+                  + f", scale {r.scale[0]:.3f} x {r.scale[1]:.3f}"]
     elif r.verdict == "unidentified watermark":
         assert r.wm_id is not None  # a payload with a valid CRC was read
         lines += [f"a watermark with id {format_id(r.wm_id)} (valid CRC) that this registry never issued: "
