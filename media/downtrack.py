@@ -20,9 +20,8 @@ import random
 import struct
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
-from aiortc import clock
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
@@ -54,6 +53,7 @@ from .redundancy import LossEstimate
 from .rewriter import StreamRewriter
 from .rtcp_feedback import TransportFeedbackPacket
 from .rtcp_io import send_rtcp
+from .rtp_clock import SenderReport, abs_send_time_now
 from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
@@ -62,16 +62,8 @@ from .twcc_feedback import parse_fci
 from .video_fec import VideoFecSender, red_wrap
 from .vp8_munger import Vp8Munger
 
-if TYPE_CHECKING:
-    from .published_track import SenderReport
-
 logger = logging.getLogger(__name__)
 
-
-
-def abs_send_time_now() -> int:
-    """The abs-send-time header extension value for now (6.18 fixed-point seconds)."""
-    return (clock.current_ntp_time() >> 14) & 0x00FFFFFF
 
 
 # How long a starting video down-track waits for a keyframe before asking again.

@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from aiortc.codecs import is_rtx
@@ -30,13 +29,13 @@ from aiortc.rtp import (
 
 from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector, keyframe_size_reader
-from .downtrack import abs_send_time_now
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S
 from .rate_meter import RateMeter
 from .receiver_reports import DEFAULT_RTT_S
 from .red import RedError, parse_red
 from .rtcp_io import send_rtcp
+from .rtp_clock import SenderReport, abs_send_time_now
 from .sdp_video_fec import video_fec_in_codecs
 from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
@@ -65,15 +64,6 @@ def _uplink_video_fec(kind: str, parameters: RTCRtpReceiveParameters) -> Optiona
 # A stream with no packet for this long has stopped (frames come every 33-100 ms, 200 ms at a
 # simulcast layer's starting 5 fps): the next packet starts it again (`arriving_since`).
 STREAM_GAP_S = 0.5
-
-
-@dataclass(slots=True)
-class SenderReport:
-    """The publisher's latest NTP <-> RTP timestamp mapping, kept for lip sync."""
-
-    ntp_timestamp: int
-    rtp_timestamp: int
-    received_at: float
 
 
 class PublishedTrack:

@@ -29,9 +29,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParamete
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from .layer_sizes import Size, layer_for_view, layer_sizes
-from .published_track import PublishedTrack, SenderReport
+from .published_track import PublishedTrack
 from .publisher_layers import PublisherLayers
 from .rtcp_io import send_rtcp
+from .rtp_clock import SenderReport
 from .sdp_simulcast import SIMULCAST_LADDER
 from .simulcast_taps import TapLayers
 from .uplink_estimate import UplinkEstimator

@@ -9,16 +9,14 @@ latest sender report (LSR/DLSR), which is how the publisher measures its RTT.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, RtpPacket, pack_remb_fci
 
 from .rtcp_io import send_rtcp
-
-if TYPE_CHECKING:
-    from .published_track import SenderReport
+from .rtp_clock import SenderReport
 
 
 class UplinkReports:
@@ -43,7 +41,7 @@ class UplinkReports:
         """First transmissions the uplink lost, as the reports tell the publisher."""
         return 0 if self.stats is None or self.stats.max_seq is None else self.stats.packets_lost
 
-    def report(self, media_ssrc: Optional[int], sender_report: Optional["SenderReport"],
+    def report(self, media_ssrc: Optional[int], sender_report: Optional[SenderReport],
                now_wall: Optional[float] = None) -> Optional[RtcpRrPacket]:
         """The receiver report due now, None before anything was counted."""
         stats = self.stats
@@ -59,7 +57,7 @@ class UplinkReports:
             ssrc=media_ssrc, fraction_lost=stats.fraction_lost, packets_lost=stats.packets_lost,
             highest_sequence=stats.max_seq, jitter=stats.jitter, lsr=lsr, dlsr=dlsr)])
 
-    async def send_report(self, media_ssrc: Optional[int], sender_report: Optional["SenderReport"]) -> bool:
+    async def send_report(self, media_ssrc: Optional[int], sender_report: Optional[SenderReport]) -> bool:
         report = self.report(media_ssrc, sender_report)
         return report is not None and await send_rtcp(self._transport, [report])
 

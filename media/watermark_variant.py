@@ -41,14 +41,14 @@ import numpy as np
 from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
-from .downtrack import abs_send_time_now
 from .rate_meter import RateMeter
+from .rtp_clock import SenderReport, abs_send_time_now
 from .seqnum import seq_add
 from .variant_encoder import EncodedFrame, VariantEncoder
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
-    from .published_track import PublishedTrack, SenderReport
+    from .published_track import PublishedTrack
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class WatermarkVariant:
         return self._offered.bps(now)
 
     @property
-    def sender_report(self) -> Optional["SenderReport"]:
+    def sender_report(self) -> Optional[SenderReport]:
         return self.track.sender_report  # our frames keep the publisher's RTP timestamps
 
     # --- fed by the decoder thread ---------------------------------------------------------

@@ -1,9 +1,10 @@
 """The shape the packages keep (docs/ARCHITECTURE.md): no import cycle among media modules
 (nor among them and the watermark core's), the media plane never imports the control
 plane, the watermark core imports neither the control plane nor recorder/ (its users), and
-no product code imports the load test, benchmarks or tests. Imports under
-`if TYPE_CHECKING:` are for type hints only and do not count; imports inside functions do
-(they hide a cycle, they do not remove it)."""
+no product code imports the load test, benchmarks or tests. Imports inside functions count
+(they hide a cycle, they do not remove it); so do imports under `if TYPE_CHECKING:` for the
+cycle checks (a cycle only in type hints is still two modules that cannot be read apart),
+but not for the layering checks, which are about what runs."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ def is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Absolute names of the modules `path` imports when it runs."""
+def runtime_imports(path: Path, *, type_hints: bool = False) -> set[str]:
+    """Absolute names of the modules `path` imports when it runs (and for type hints, if asked)."""
     package = module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else module_name(path)
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and is_type_checking(node.test):
+        if isinstance(node, ast.If) and is_type_checking(node.test) and not type_hints:
             for child in node.orelse:
                 visit(child)
             return
@@ -62,7 +63,8 @@ def sources(*packages: str) -> dict[str, Path]:
 
 
 def cycles_among(modules: dict[str, Path]) -> list[list[str]]:
-    graph = {name: {m for m in runtime_imports(path) if m in modules and m != name} for name, path in modules.items()}
+    graph = {name: {m for m in runtime_imports(path, type_hints=True) if m in modules and m != name}
+             for name, path in modules.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
@@ -122,3 +124,4 @@ def test_the_checker_sees_relative_function_level_and_type_only_imports(tmp_path
     found = runtime_imports(package / "a.py")
     assert {"media.b", "media.d", "loadtest.client"} <= found
     assert not any(m.startswith("media.c") for m in found)
+    assert "media.c" in runtime_imports(package / "a.py", type_hints=True)

@@ -25,7 +25,7 @@ from aiortc.rtp import (
 
 from loadtest.forwarding_rig import EXTENSIONS, RTX, VP8
 from media.downtrack import PADDING_PACKET_BYTES, DownTrack
-from media.published_track import SenderReport
+from media.rtp_clock import SenderReport
 from media.send_budget import PACKET_OVERHEAD_BYTES, SendBudget
 from media.seqnum import seq_diff
 

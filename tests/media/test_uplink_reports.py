@@ -7,7 +7,7 @@ import time
 
 from aiortc.rtp import RtcpPacket, RtcpPsfbPacket, RtcpRrPacket, RtpPacket, unpack_remb_fci
 
-from media.published_track import SenderReport
+from media.rtp_clock import SenderReport
 from media.uplink_reports import UplinkReports
 from tests.support.wire import CapturingTransport
 
