@@ -1,6 +1,6 @@
 """Video frames from RTP packets as a decodability-aware receiver sees them.
 
-`FrameAssembler` is fed every packet of one video stream as it arrives (after
+`ReceiverFrameAssembler` is fed every packet of one video stream as it arrives (after
 impairment, in arrival order, retransmissions included). It answers two
 questions per frame:
 
@@ -64,7 +64,7 @@ class _Packet:
     picture_id: Optional[PictureId] = None
 
 
-class FrameAssembler:
+class ReceiverFrameAssembler:
     def __init__(self, is_keyframe: Callable[[bytes], bool]) -> None:
         self._is_keyframe = is_keyframe
         self._packets: dict[int, _Packet] = {}

@@ -5,7 +5,7 @@ receiver reports), but some of the names it looks up are replaced in this
 process:
 
 - `JitterBuffer` -> InstrumentedBuffer: every video packet also goes to a
-  FrameAssembler (loadtest.frames) that records when each frame became complete
+  ReceiverFrameAssembler (loadtest.frames) that records when each frame became complete
   and whether its reference chain is intact; every audio packet's arrival is
   recorded. What the receiver then releases to its decoder depends on the mode:
     * "aiortc": aiortc's own jitter buffer, unchanged. It waits for the first
@@ -70,7 +70,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from loadtest.clips import frame_key, luma_of, read_marker
-from loadtest.frames import CODEC_HELPERS, AssembledFrame, CodecHelpers, FrameAssembler
+from loadtest.frames import CODEC_HELPERS, AssembledFrame, CodecHelpers, ReceiverFrameAssembler
 from loadtest.metrics import FreezeDetector
 from loadtest.playout import POLICY_INTERVAL_S, PagePlayoutPolicy, PlayoutClock
 from media.aiortc_bridge import keep_wire_bytes
@@ -142,7 +142,7 @@ SETTINGS = Settings()
 # --- the buffer aiortc's receiver talks to ------------------------------------------------------------
 
 
-class _ObservingAssembler(FrameAssembler):
+class _ObservingAssembler(ReceiverFrameAssembler):
     def __init__(self, record: StreamRecord, is_keyframe) -> None:
         super().__init__(is_keyframe)
         self.record = record

@@ -34,7 +34,7 @@ X264_PRESET = "superfast"
 
 
 @dataclass(slots=True)
-class EncodedFrame:
+class EncodedVariantFrame:
     payloads: list[bytes]  # RTP payloads, in order; the last one ends the frame
     keyframe: bool
 
@@ -58,7 +58,7 @@ class VariantEncoder:
             self.bitrate = bitrate
             self._context = None
 
-    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> Optional[EncodedFrame]:
+    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> Optional[EncodedVariantFrame]:
         """`pts` in 1/90000 s, strictly increasing. None when the encoder produced nothing."""
         context = self._context
         if context is None or context.width != frame.width or context.height != frame.height:
@@ -77,7 +77,7 @@ class VariantEncoder:
             self._picture_id = (self._picture_id + 1) % (1 << 15)
         else:
             payloads = H264Encoder._packetize(H264Encoder._split_bitstream(data))
-        return EncodedFrame(payloads, is_key)
+        return EncodedVariantFrame(payloads, is_key)
 
     def _open(self, width: int, height: int) -> av.video.codeccontext.VideoCodecContext:
         rate = str(self.bitrate)

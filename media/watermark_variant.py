@@ -44,7 +44,7 @@ from av import VideoFrame
 from .rate_meter import RateMeter
 from .rtp_clock import SenderReport, abs_send_time_now
 from .seqnum import seq_add
-from .variant_encoder import EncodedFrame, VariantEncoder
+from .variant_encoder import EncodedVariantFrame, VariantEncoder
 
 if TYPE_CHECKING:
     from .downtrack import DownTrack
@@ -105,7 +105,7 @@ class WatermarkVariant:
         self._cond = threading.Condition()
         self._slot: Optional[tuple[VideoFrame, int, float]] = None
         self._keyframe_wanted = True  # the first frame out must be one
-        self._pending: deque[tuple[EncodedFrame, int, float]] = deque()
+        self._pending: deque[tuple[EncodedVariantFrame, int, float]] = deque()
         self._sender: Optional[asyncio.Task] = None
         self._seq = random.randrange(1 << 16)
         self._started = time.monotonic()
@@ -236,7 +236,7 @@ class WatermarkVariant:
 
     # --- the event loop side: packets to the down-track(s) ------------------------------------
 
-    def _queue(self, encoded: EncodedFrame, rtp_ts: int, decoded_at: float) -> None:
+    def _queue(self, encoded: EncodedVariantFrame, rtp_ts: int, decoded_at: float) -> None:
         if self.stopped:
             return
         if len(self._pending) >= MAX_PENDING_FRAMES:

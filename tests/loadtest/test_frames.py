@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from loadtest.frames import FrameAssembler, vp8_is_keyframe, vp8_picture_id
+from loadtest.frames import ReceiverFrameAssembler, vp8_is_keyframe, vp8_picture_id
 
 
 def vp8_descriptor(picture_id: Optional[int], start: bool, long_id: bool = True) -> bytes:
@@ -37,7 +37,7 @@ def vp8_stream(frames: list[tuple[int, bool]], first_seq: int = 65530, first_pid
     return out
 
 
-def feed(assembler: FrameAssembler, packets: list[dict], t: float = 0.0, picture_ids: bool = True) -> list:
+def feed(assembler: ReceiverFrameAssembler, packets: list[dict], t: float = 0.0, picture_ids: bool = True) -> list:
     released = []
     for p in packets:
         if p["kind"] == "fec":
@@ -57,7 +57,7 @@ def frames_of(released: list) -> list[int]:
 def test_a_lost_fec_packet_between_frames_breaks_nothing():
     packets = vp8_stream([(3, True)] + [(2, False)] * 12)
     lost = [p for p in packets if p["kind"] == "fec" and p["frame"] in (2, 5, 6)]
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, [p for p in packets if p not in lost])
     assert frames_of(released) == list(range(13))  # across the sequence-number and picture-ID wraps
     assert assembler.frames_skipped == 0 and not assembler.waiting
@@ -66,7 +66,7 @@ def test_a_lost_fec_packet_between_frames_breaks_nothing():
 def test_the_same_holes_break_the_chain_when_there_are_no_picture_ids():
     packets = vp8_stream([(3, True)] + [(2, False)] * 6)
     lost = next(p for p in packets if p["kind"] == "fec" and p["frame"] == 2)
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, [p for p in packets if p is not lost], picture_ids=False)
     assert frames_of(released) == [0, 1, 2]  # by sequence numbers, frame 3 might reference a lost frame
     assert assembler.waiting
@@ -75,7 +75,7 @@ def test_the_same_holes_break_the_chain_when_there_are_no_picture_ids():
 def test_received_padding_keeps_the_sequence_number_chain_without_picture_ids():
     """As for H.264 (no picture ID): the FEC sequence numbers that did arrive close the gaps between frames."""
     packets = vp8_stream([(3, True)] + [(2, False)] * 6)
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, packets, picture_ids=False)
     assert frames_of(released) == list(range(7))
 
@@ -83,7 +83,7 @@ def test_received_padding_keeps_the_sequence_number_chain_without_picture_ids():
 def test_late_padding_releases_the_frames_waiting_on_that_gap():
     packets = vp8_stream([(3, True)] + [(2, False)] * 4)
     late = next(p for p in packets if p["kind"] == "fec" and p["frame"] == 1)
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     assert frames_of(feed(assembler, [p for p in packets if p is not late], picture_ids=False)) == [0, 1]
     assert frames_of(feed(assembler, [late], t=1.0)) == [2, 3, 4]
 
@@ -91,7 +91,7 @@ def test_late_padding_releases_the_frames_waiting_on_that_gap():
 def test_a_lost_media_frame_still_breaks_the_chain_until_the_next_keyframe():
     spec = [(3, True)] + [(2, False)] * 5 + [(3, True)] + [(2, False)] * 2
     packets = [p for p in vp8_stream(spec) if p["frame"] != 3]  # frame 3 and its FEC wholly lost
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, packets)
     assert frames_of(released) == [0, 1, 2, 6, 7, 8]
     assert assembler.frames_skipped == 2  # frames 4 and 5: complete, picture ID chain broken
@@ -100,7 +100,7 @@ def test_a_lost_media_frame_still_breaks_the_chain_until_the_next_keyframe():
 def test_picture_ids_of_seven_bits_wrap_at_128():
     packets = vp8_stream([(2, True)] + [(1, False)] * 6, first_pid=125, long_id=False)
     packets = [p for p in packets if p["kind"] == "media"]  # every FEC packet lost
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     assert frames_of(feed(assembler, packets)) == list(range(7))
 
 
@@ -111,7 +111,7 @@ def test_padding_before_a_packet_marks_it_as_the_first_of_its_frame():
     for p in packets:
         if p["kind"] == "media" and p["frame"] == 1:
             p["payload"] = bytes([p["payload"][0] & ~0x10]) + p["payload"][1:]
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, [p for p in packets if p is not marker_of_0])
     assert released == [] and assembler.frames_completed == 2  # frames 1 and 2, waiting for frame 0
     assert frames_of(feed(assembler, [marker_of_0])) == [0, 1, 2]
@@ -119,7 +119,7 @@ def test_padding_before_a_packet_marks_it_as_the_first_of_its_frame():
 
 def test_padding_is_not_a_frame_and_duplicates_change_nothing():
     packets = vp8_stream([(2, True), (2, False)])
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, packets + packets)
     assert frames_of(released) == [0, 1] and assembler.frames_completed == 2
 

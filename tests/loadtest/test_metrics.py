@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtest.frames import FrameAssembler, h264_starts_frame, vp8_is_keyframe, vp8_starts_frame
+from loadtest.frames import ReceiverFrameAssembler, h264_starts_frame, vp8_is_keyframe, vp8_starts_frame
 from loadtest.metrics import (
     SendLog,
     Window,
@@ -187,7 +187,7 @@ def vp8_packets(frames: list[tuple[int, bool]], first_seq: int = 65500) -> list[
     return out
 
 
-def feed(assembler: FrameAssembler, packets: list[dict], t: float = 0.0) -> list:
+def feed(assembler: ReceiverFrameAssembler, packets: list[dict], t: float = 0.0) -> list:
     released = []
     for p in packets:
         released += assembler.add(p["seq"], p["ts"], p["marker"], p["data"], t, starts_frame=p["start"])
@@ -196,7 +196,7 @@ def feed(assembler: FrameAssembler, packets: list[dict], t: float = 0.0) -> list
 
 def test_frames_complete_and_decode_in_order_across_the_sequence_wrap():
     packets = vp8_packets([(3, True)] + [(2, False)] * 20)
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, packets)
     assert [f.timestamp // 3000 for f in released] == list(range(21))
     assert released[0].keyframe and not any(f.keyframe for f in released[1:])
@@ -206,7 +206,7 @@ def test_frames_complete_and_decode_in_order_across_the_sequence_wrap():
 def test_a_late_retransmission_releases_the_frames_waiting_on_it():
     packets = vp8_packets([(3, True)] + [(2, False)] * 10)
     missing = packets[6]  # in frame 2
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, [p for p in packets if p is not missing], t=1.0)
     assert [f.timestamp // 3000 for f in released] == [0, 1]
     assert assembler.waiting
@@ -221,7 +221,7 @@ def test_a_late_retransmission_releases_the_frames_waiting_on_it():
 def test_a_lost_frame_breaks_the_chain_until_the_next_keyframe():
     spec = [(3, True)] + [(2, False)] * 9 + [(3, True)] + [(2, False)] * 4
     packets = [p for p in vp8_packets(spec) if p["frame"] != 4]  # frame 4 wholly lost
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, packets)
     assert [f.timestamp // 3000 for f in released] == [0, 1, 2, 3, 10, 11, 12, 13, 14]
     assert assembler.frames_skipped == 5  # frames 5-9: complete, never decodable
@@ -231,7 +231,7 @@ def test_a_lost_frame_breaks_the_chain_until_the_next_keyframe():
 def test_the_frame_start_comes_from_the_payload_when_the_previous_packet_is_lost():
     packets = vp8_packets([(3, True), (2, False), (3, True)])
     lost_marker = packets[4]  # the last packet of frame 1: frame 2's start is only known from its payload
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, [p for p in packets if p is not lost_marker])
     assert [f.timestamp // 3000 for f in released] == [0, 2]  # the keyframe decodes at once
 
@@ -243,7 +243,7 @@ def test_assembly_under_random_loss_with_retransmission_recovers_every_frame():
     first_pass = [p for p in packets if rng.random() > 0.3]
     lost = [p for p in packets if p not in first_pass]
     rng.shuffle(lost)
-    assembler = FrameAssembler(vp8_is_keyframe)
+    assembler = ReceiverFrameAssembler(vp8_is_keyframe)
     released = feed(assembler, first_pass) + feed(assembler, lost)
     assert [f.timestamp // 3000 for f in released] == list(range(len(spec)))
     assert assembler.frames_completed == len(spec)
