@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
-from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtp import (
@@ -24,7 +23,6 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpSrPacket,
     RtpPacket,
-    unwrap_rtx,
 )
 
 from .bitrate_policy import publisher_bitrate
@@ -36,6 +34,7 @@ from .receiver_reports import DEFAULT_RTT_S
 from .red import RedError, parse_red
 from .rtcp_io import send_rtcp
 from .rtp_clock import SenderReport, abs_send_time_now
+from .rtx_unwrap import RtxUnwrapper
 from .sdp_video_fec import video_fec_in_codecs
 from .seqnum import seq_add
 from .ulpfec import UlpfecError, zeroed_extensions
@@ -88,9 +87,10 @@ class PublishedTrack:
         self.codecs: dict[int, RTCRtpCodecParameters] = {
             c.payloadType: c for c in parameters.codecs if c.payloadType is not None
         }
-        self._rtx_to_media_ssrc = {
-            e.rtx.ssrc: e.ssrc for e in parameters.encodings if e.rtx is not None
-        }
+        # retransmissions back into the packets they repeat (media/rtx_unwrap.py); its payload
+        # types kept here too: every packet is tested against them, without a lookup through it
+        self._rtx = RtxUnwrapper(parameters)
+        self._rtx_types = self._rtx.payload_types
         self.media_ssrc: Optional[int] = next(
             (e.ssrc for e in parameters.encodings if e.ssrc), None
         )
@@ -221,13 +221,12 @@ class PublishedTrack:
                 self.uplink_estimate = estimate
                 await self._send_remb()
 
-        if is_rtx(codec):
-            media_ssrc = self._rtx_to_media_ssrc.get(packet.ssrc, self.media_ssrc)
-            apt = codec.parameters.get("apt")
-            if len(packet.payload) < 2 or media_ssrc is None or apt not in self.codecs:
+        if packet.payload_type in self._rtx_types:
+            original = self._rtx.unwrap(packet, self.media_ssrc)
+            if original is None:
                 return  # padding-only probe or unknown association: nothing to forward
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=media_ssrc)
-            codec = self.codecs[apt]
+            packet = original
+            codec = self.codecs[packet.payload_type]
             retransmitted = True
         elif not packet.payload:
             return  # padding-only packet on the media SSRC (bandwidth probe)
