@@ -4,12 +4,14 @@ Registered with the subscriber's DTLS transport in place of aiortc's
 RTCRtpSender (which would encode, or pack per frame and ignore PLI). Per packet
 it rewrites SSRC / sequence number / timestamp / payload type and the header
 extensions, keeps the packet for NACKs and hands it to SRTP, through the
-subscriber's pacer when its downlink is narrow (media/send_budget.py). RTCP from
-the subscriber is answered here: NACK from the cache (RTX where negotiated) within
-the send budget, PLI/FIR forwarded to the source's coalescing keyframe requester;
-REMB goes to the downlink estimate, receiver reports to media/receiver_reports.py (RTT,
-the downlink's own loss, delivered bytes). The downlink controller may pause a video
-down-track and probe through its RTX SSRC.
+subscriber's pacer when its downlink is narrow (media/send_budget.py); video starts
+at a keyframe (media/keyframe_gate.py). Sender reports pass the publisher's clock
+mapping on (media/sender_reports.py). RTCP from the subscriber is answered here:
+NACK from the cache (RTX where negotiated) within the send budget, PLI/FIR
+forwarded to the source's coalescing keyframe requester; REMB goes to the downlink
+estimate, receiver reports to media/receiver_reports.py (RTT, the downlink's own
+loss, delivered bytes). The downlink controller may pause a video down-track and
+probe through its RTX SSRC.
 """
 
 from __future__ import annotations
@@ -34,15 +36,13 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     unpack_remb_fci,
 )
 
 from .downlink_fec import DownlinkFec
+from .keyframe_gate import KeyframeGate
 from .layer_sizes import Size
 from .nack_answers import STALE_STRETCH_PACKETS, NackAnswers
 from .pacer import AUDIO, RECOVERY, VIDEO
@@ -57,6 +57,7 @@ from .rtp_clock import SenderReport, abs_send_time_now
 from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
+from .sender_reports import SenderReports
 from .seqnum import seq_add
 from .twcc_feedback import parse_fci
 from .video_fec import VideoFecSender, red_wrap
@@ -65,9 +66,6 @@ from .vp8_munger import Vp8Munger
 logger = logging.getLogger(__name__)
 
 
-
-# How long a starting video down-track waits for a keyframe before asking again.
-KEYFRAME_RETRY_S = 0.5
 # Padding for a bandwidth probe: past the pacer, since it tests what the rate does not yet allow.
 PROBE = -1
 # The largest padding one packet carries (RFC 3550: the count is one byte).
@@ -155,9 +153,10 @@ class DownTrack:
         self._vp8_for_source: dict[int, bool] = {}
         self._out_rtx_pt: dict[int, int] = {}
         self._rtx_seq = random.randrange(1 << 15)
-        self._waiting_for_keyframe = kind == "video"
-        self._keyframe_asked_at = 0.0
-        self._cname: Optional[str] = None
+        # a starting video drops packets until a keyframe, asking for one (media/keyframe_gate.py)
+        self._gate = KeyframeGate(video=kind == "video")
+        # what its RTCP sender reports say (media/sender_reports.py)
+        self._sender_reports = SenderReports(ssrc=ssrc, rtx_ssrc=rtx_ssrc)
         self._sr_task: Optional[asyncio.Task] = None
         self._writer: Optional[RtpWriter] = None
         self._mid: Optional[str] = None
@@ -201,7 +200,7 @@ class DownTrack:
         if self.started or self.stopped:
             return
         self.transport = transport
-        self._cname = parameters.rtcp.cname
+        self._sender_reports.cname = parameters.rtcp.cname
         self._mid = parameters.muxId
         for codec in parameters.codecs:
             assert codec.payloadType is not None  # aiortc numbers every codec it negotiates
@@ -255,8 +254,7 @@ class DownTrack:
         self._vp8_for_source.clear()
         if self._rewriter is not None:
             self._rewriter.reset()
-        self._waiting_for_keyframe = self.kind == "video"
-        self._keyframe_asked_at = time.monotonic()
+        self._gate.reset(time.monotonic())
         source.add_downtrack(self)
 
     def switch_feed(self, feed: DownTrackSource) -> None:
@@ -274,8 +272,7 @@ class DownTrack:
         next keyframe, continuing this down-track's own numbering."""
         if self._rewriter is not None:
             self._rewriter.reset()
-        self._waiting_for_keyframe = self.kind == "video"
-        self._keyframe_asked_at = time.monotonic()
+        self._gate.reset(time.monotonic())
 
     def detach(self, source: Optional[DownTrackSource] = None) -> None:
         if source is not None and source is not self.source:
@@ -347,7 +344,7 @@ class DownTrack:
         self._paused = True
         if self._rewriter is not None:
             self._rewriter.reset()
-        self._waiting_for_keyframe = True
+        self._gate.reset(time.monotonic())
         # the loss its reports showed was the congestion's: FEC sized for it would come back with it
         self.reports.forget_loss()
         self._update_fec()
@@ -357,8 +354,7 @@ class DownTrack:
         if not self._paused:
             return
         self._paused = False
-        self._waiting_for_keyframe = True
-        self._keyframe_asked_at = time.monotonic()
+        self._gate.reset(time.monotonic())
         if self.feed is not None:
             self.feed.request_keyframe()
 
@@ -464,16 +460,15 @@ class DownTrack:
         if self._paused:
             return
         if not rewriter.started:
-            if self._waiting_for_keyframe and not keyframe_start:
-                now = time.monotonic()
-                if now - self._keyframe_asked_at > KEYFRAME_RETRY_S and self.feed is not None:
-                    self._keyframe_asked_at = now
+            # time.monotonic(), not `now`: the clock the gate's resets read (callers may pass their own)
+            admitted, ask = self._gate.admit(keyframe_start, time.monotonic())
+            if not admitted:
+                if ask and self.feed is not None:
                     self.feed.request_keyframe()
                 return
             rewriter.switch_source(packet.sequence_number, packet.timestamp)
             if self._vp8 is not None:
                 self._vp8.switch()
-            self._waiting_for_keyframe = False
             if self._fec is not None:
                 self._fec.reset()
         payload_type = self._out_payload_type(codec)
@@ -621,7 +616,8 @@ class DownTrack:
             await self.send_sender_report()
 
     async def send_sender_report(self) -> None:
-        """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding."""
+        """Sender reports carry the publisher's NTP<->RTP mapping, so lip sync survives forwarding
+        (composed by media/sender_reports.py)."""
         rewriter, transport, source = self._rewriter, self.transport, self.feed
         if rewriter is None or transport is None or source is None:
             return
@@ -629,39 +625,17 @@ class DownTrack:
         # RTT sample, and a probe for bringing it back is judged on those samples
         if not rewriter.started and not (self._paused and self.packets_sent):
             return
-        report = source.sender_report
+        # a browser stops reporting a stream that stopped: the probe's padding, on the RTX
+        # stream, is what it still receives and reports on
+        probe = None
+        if self._paused and time.monotonic() - self._padding_at < PROBE_REPORT_S:
+            probe = (self.padding_sent, self.padding_sent * PADDING_PACKET_BYTES)
+        report = self._sender_reports.compose(source.sender_report, time.time(), rewriter,
+                                              packets=self.packets_sent, octets=self.octets_sent, probe=probe)
         if report is None:
             return
-        # The publisher's mapping carried forward to now: the same line for lip sync, and a
-        # timestamp of our own in each report, so the receiver's answer (LSR) names which
-        # one it answers. Repeating the publisher's made several reports share an LSR, and
-        # RTTs from them came out wrong, down to zero.
-        elapsed = max(0.0, time.time() - report.received_at)
-        ntp = (report.ntp_timestamp + int(elapsed * (1 << 32))) & 0xFFFFFFFFFFFFFFFF
-        rtp = (report.rtp_timestamp + int(elapsed * rewriter.clock_rate)) & 0xFFFFFFFF
-        packets: list[AnyRtcpPacket] = [
-            RtcpSrPacket(
-                ssrc=self._ssrc,
-                sender_info=RtcpSenderInfo(
-                    ntp_timestamp=ntp,
-                    rtp_timestamp=rewriter.map_timestamp(rtp),
-                    packet_count=self.packets_sent & 0xFFFFFFFF,
-                    octet_count=self.octets_sent & 0xFFFFFFFF,
-                ),
-            )
-        ]
-        if self._paused and time.monotonic() - self._padding_at < PROBE_REPORT_S:
-            # a browser stops reporting a stream that stopped: the probe's padding, on the RTX
-            # stream, is what it still receives and reports on
-            packets.append(RtcpSrPacket(ssrc=self._rtx_ssrc, sender_info=RtcpSenderInfo(
-                ntp_timestamp=ntp, rtp_timestamp=rewriter.map_timestamp(rtp),
-                packet_count=self.padding_sent & 0xFFFFFFFF,
-                octet_count=(self.padding_sent * PADDING_PACKET_BYTES) & 0xFFFFFFFF)))
-        if self._cname:
-            sdes = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, self._cname.encode())])
-            packets.append(RtcpSdesPacket(chunks=[sdes]))
-        self.reports.sender_report_sent(ntp)
-        await send_rtcp(transport, packets)
+        self.reports.sender_report_sent(report.ntp_timestamp)
+        await send_rtcp(transport, report.packets)
 
     def __repr__(self) -> str:
         return f"DownTrack({self.subscriber_id}, {self.kind}, mid={self._mid})"
