@@ -25,7 +25,8 @@ link is refused. The page then calls, with `Authorization: Bearer <join token>`:
 Media URLs are signed (HMAC-SHA256 over recording, participant, expiry and identity)
 with a key made at start-up that never leaves the process: a <video> element cannot
 send an Authorization header, and the join token must not go into URLs. They live
-MEDIA_URL_TTL_S; the page asks for fresh ones when they are about to expire.
+MEDIA_URL_TTL_S; the page asks for fresh ones when they are about to expire. Signing and
+checking signatures: signalling/replay_media_urls.py.
 
 Every replay is watermarked for its viewer (issue 6): a trainer is never served the
 recorded bitstreams, only a file rendered for them (recorder/replay_cache.py,
@@ -65,18 +66,20 @@ counted, per reason and address, into one summary entry per REFUSAL_SUMMARY_S
 A recording still being written is listed (state `recording`) but cannot be opened
 (409): watching a consultation live is not replay. Other recordings replay meanwhile;
 the writer locks only its own directory.
+
+This module holds the service (authorisation, auditing, caches, render jobs) and the
+route handlers; what they build on has modules of its own: HTTP Range parsing and
+byte-range serving (signalling/http_ranges.py), who was in a recording and the timeline
+a trainer is shown (signalling/replay_timeline.py), signed media URLs
+(signalling/replay_media_urls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -84,25 +87,43 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlencode
 
 from aiohttp import web
 
 from recorder.audit import Action, AuditLog
 from recorder.errors import KeyUnavailableError, RecorderError, RecordingIntegrityError, RecordingNotFoundError
 from recorder.keys import KeyStore
-from recorder.manifest import EVENTS_TRACK_NO, Manifest, is_recording_id, parse_iso, split_room_label
+from recorder.manifest import Manifest, is_recording_id, parse_iso, split_room_label
 from recorder.reader import RecordingReader, writer_alive
 from recorder.replay_cache import ReplayJob, ReplayRenders
 from recorder.replay_render import mime_for
 from recorder.store import RecordingStore
-from recorder.webm import PARTICIPANT_EVENTS, MediaGroup, participant_identities, person_groups, probe_start
+from recorder.webm import MediaGroup, participant_identities, person_groups, probe_start
 from recorder.writer import RESERVED_EVENT_PREFIX, STOP_EVENT
 
+from .http_ranges import (
+    content_range,
+    not_satisfiable,
+    parse_range,
+    parse_ready_range,
+    ranged_media_headers,
+    send_byte_range,
+)
 from .links import LINK_REVOKED, LinkGuard, LinkRefused
 from .rate_limit import TokenBucket
 from .refusals import SUMMARY_INTERVAL_S, RefusalSummary
 from .registry import RoomInstance, instance_at
+from .replay_media_urls import ForgedMediaUrl, MediaUrlSigner, UnsignedMediaUrl
+from .replay_timeline import (
+    Pseudonyms,
+    kind_of_manifest,
+    kind_of_recording,
+    media_end_if_cut_short,
+    one_per_person,
+    participants_by_id,
+    people_with_joins,
+    trim_landmarks,
+)
 from .static_files import shared_site
 from .tokens import Grant, TokenError, TokenIssuer
 
@@ -113,18 +134,14 @@ PERMISSION = "replay"
 MEDIA_URL_TTL_S = 300
 SUMMARY_CACHE_ITEMS = 1000
 SWEEP_S = 30.0          # how often finished, abandoned and purged replays are cleaned up
-SEND_CHUNK = 1 << 20    # bytes decrypted per write of a media response
 PREPARING_RETRY_S = 1
 FAILED_AUDIT_RATE = 5.0  # access.failed entries per second, sustained (refusals of a valid credential)
 FAILED_AUDIT_BURST = 50
 REFUSAL_SUMMARY_S = SUMMARY_INTERVAL_S  # at most one entry per this for refusals without credentials
 MAX_AUDITED_PATH = 120  # characters of a request path kept in an access.failed entry
-IDENTITY_KEYS = ("identity", "author", "shapes_of")  # event fields that hold a participant's identity
-FACE_MARGIN_MS = 1000  # landmarks are kept this long around a face-anchored mark's life
 # Only .webm names are signed now; another extension still goes through (and fails) the
 # signature check, so a forged URL is audited like any other.
 _MEDIA_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,80})\.(?P<ext>webm|mp4)$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _error(status: int, code: str, message: str, headers: Optional[dict] = None) -> web.Response:
@@ -193,9 +210,9 @@ class ReplayService:
         self.url_ttl_s = url_ttl_s
         self.renders = renders or ReplayRenders(data_dir)
         self._now = wall_clock
-        # Signs media URLs only; made per process, so a restart invalidates every URL
-        # (they live minutes) and the join-token secret is never used for anything else.
-        self._url_key = secrets.token_bytes(32)
+        # Its key is made per process, so a restart invalidates every URL (they live minutes)
+        # and the join-token secret is never used for anything else (replay_media_urls.py).
+        self._url_signer = MediaUrlSigner()
         self._summaries: OrderedDict[str, _Summary] = OrderedDict()  # used from executor threads: _lock
         self._lock = threading.Lock()
         # recording id -> (room, created) from an authenticated manifest
@@ -331,19 +348,11 @@ class ReplayService:
 
     # --- signed media URLs ------------------------------------------------------------------------
 
-    def _signature(self, recording_id: str, name: str, exp: int, sub: str, link: str) -> str:
-        message = "\0".join(("replay-media/v2", recording_id, name, str(exp), sub, link)).encode()
-        return base64.urlsafe_b64encode(hmac.new(self._url_key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
-
     def media_url(self, recording_id: str, key: str, viewer: Viewer, exp: int, *, status: bool = False) -> str:
         """The signed URL of the viewer's watermarked replay of the media `key` (a person's; or of
         its status: the same signature, since both reveal the same replay to the same viewer). It
         names the viewer's link (its jti), so revoking the link stops its URLs too."""
-        name = f"{key}.webm"
-        sub, link = viewer.identity, viewer.grant.jti
-        query = urlencode({"exp": exp, "sub": sub, "lnk": link,
-                           "sig": self._signature(recording_id, name, exp, sub, link)})
-        return f"/api/replay/media/{recording_id}/{name}{'/status' if status else ''}?{query}"
+        return self._url_signer.url(recording_id, f"{key}.webm", viewer.identity, viewer.grant.jti, exp, status=status)
 
     def _remember_viewer(self, viewer: Viewer) -> None:
         # Media URLs carry the identity only; the visible mark also shows the name.
@@ -351,21 +360,21 @@ class ReplayService:
 
     def check_signature(self, request: web.Request, recording_id: str, name: str) -> str:
         """The identity the URL was made for; Refused when it is missing, forged or expired."""
-        q = request.query
-        exp, sub, link, sig = q.get("exp", ""), q.get("sub", ""), q.get("lnk", ""), q.get("sig", "")
-        if not (exp and sub and link and sig):
+        try:
+            claim = self._url_signer.verify(recording_id, name, request.query)
+        except UnsignedMediaUrl:
             raise Refused(401, "unauthorized", "a signed media URL is required (from /api/replay/recordings/{id})",
-                          target=recording_id)
-        if not exp.isdigit() or len(exp) > 12 or len(sub) > 200 or len(link) > 64 or not hmac.compare_digest(
-                sig.encode(), self._signature(recording_id, name, int(exp), sub, link).encode()):
-            raise Refused(403, "bad_signature", "the media URL's signature is not valid", target=recording_id)
-        if int(exp) < self._now():
+                          target=recording_id) from None
+        except ForgedMediaUrl:
+            raise Refused(403, "bad_signature", "the media URL's signature is not valid",
+                          target=recording_id) from None
+        if claim.exp < self._now():
             raise Refused(401, "url_expired", "the media URL has expired; ask for a fresh one",
-                          actor=sub, target=recording_id)
-        if self.links is not None and self.links.revocations.is_revoked(link):
+                          actor=claim.identity, target=recording_id)
+        if self.links is not None and self.links.revocations.is_revoked(claim.link):
             raise Refused(401, LINK_REVOKED, "this link has been revoked; please ask the clinic for a new link",
-                          actor=sub, target=recording_id)
-        return sub
+                          actor=claim.identity, target=recording_id)
+        return claim.identity
 
     # --- listing ----------------------------------------------------------------------------------
 
@@ -381,7 +390,7 @@ class ReplayService:
             if not viewer.owns(info.room, info.created):  # the manifest's claim; opening authenticates it below
                 continue
             item: dict[str, Any] = {"id": info.id, "created": info.created, "state": info.state,
-                                    "kind": _kind(self._recording_dir(info.id)), "duration_ms": None,
+                                    "kind": kind_of_recording(self._recording_dir(info.id)), "duration_ms": None,
                                     "participants": [], "tracks": info.tracks,
                                     "part": info.part, "continues": info.continues}
             if info.state in ("closed", "open") and keys is None:
@@ -396,7 +405,7 @@ class ReplayService:
                         continue
                     item.update(state="complete" if summary.complete else "incomplete",
                                 participants=[{"name": p["name"], "role": p["role"]}
-                                              for p in _one_per_person(summary.participants.values())])
+                                              for p in one_per_person(summary.participants.values())])
                     if summary.photos is not None:
                         item.update(kind="photos", photos=summary.photos)  # stills: no length to speak of
                     else:
@@ -420,11 +429,12 @@ class ReplayService:
         reader = RecordingReader.open(self.data_dir, recording_id, keys)  # authenticates the manifest
         events = list(reader.events())
         complete = any(e.data.get("type") == STOP_EVENT for e in events)
-        stamps = [e.timestamp_ms for e in events] + _media_end(reader, complete)
+        stamps = [e.timestamp_ms for e in events] + media_end_if_cut_short(reader, complete)
         photos = (sum(1 for e in events if e.data.get("type") == "still")
-                  if _kind_of(reader.manifest) == "photos" else None)
+                  if kind_of_manifest(reader.manifest) == "photos" else None)
         summary = _Summary(reader.manifest.room, reader.manifest.created, complete,
-                           max(stamps) - min(stamps) if stamps else 0, _participants(e.data for e in events), photos)
+                           max(stamps) - min(stamps) if stamps else 0, participants_by_id(e.data for e in events),
+                           photos)
         self._owners[recording_id] = summary.room, summary.created
         if not writer_alive(reader.dir):
             with self._lock:
@@ -447,13 +457,13 @@ class ReplayService:
         complete = any(e.data.get("type") == STOP_EVENT for e in events)
         stamps = [e.timestamp_ms for e in events] + [s for s in starts.values() if s is not None]
         origin = min(stamps, default=0)
-        end = max(stamps + _media_end(reader, complete), default=0)
-        pseudonyms = _Pseudonyms()  # trainers see names and roles, never identities (e.g. a record number)
-        people = pseudonyms.apply(_people(events, origin))
+        end = max(stamps + media_end_if_cut_short(reader, complete), default=0)
+        pseudonyms = Pseudonyms()  # trainers see names and roles, never identities (e.g. a record number)
+        people = pseudonyms.apply(people_with_joins(events, origin))
         by_id = {pid: person for person in people for pid in person["ids"]}
         timeline = [{"at_ms": e.timestamp_ms - origin, "event": pseudonyms.apply(e.data)} for e in events
                     if not str(e.data.get("type", "")).startswith(RESERVED_EVENT_PREFIX)]
-        face_marks = _trim_landmarks(timeline)
+        face_marks = trim_landmarks(timeline)
         self._prewarm()
         exp = int(self._now()) + self.url_ttl_s
         self._remember_viewer(viewer)
@@ -595,154 +605,6 @@ class ReplayService:
                        actor=actor, target=job.recording_id, audit=code == "tampered")
 
 
-# --- events ---------------------------------------------------------------------------------------
-
-
-def _media_end(reader: RecordingReader, complete: bool) -> list[int]:
-    """[when its media ends] for a recording cut short (its node was killed: no stop event, and
-    its last event may be long before its last frame); [] for a complete one, whose stop event
-    is as late as its last frame. A last segment that fails authentication adds nothing here:
-    replaying that track reports it."""
-    if complete:
-        return []
-    try:
-        end = reader.media_end_ms()
-    except RecordingIntegrityError:
-        return []
-    return [] if end is None else [end]
-
-
-def _participants(events) -> dict[str, dict]:
-    """participant id -> {id, identity, name, role} from track-owner and participant-joined events."""
-    found: dict[str, dict] = {}
-    for data in events:
-        if data.get("type") in PARTICIPANT_EVENTS:
-            p = data.get("participant")
-            if isinstance(p, dict) and isinstance(p.get("id"), str):
-                found[p["id"]] = {"id": p["id"], "identity": p.get("identity"), "name": p.get("name"),
-                                  "role": p.get("role")}
-    return found
-
-
-def _one_per_person(participants) -> list[dict]:
-    """One entry per identity (each join is a participant id of its own), in order of appearance, with
-    the newest name and role."""
-    people: dict[str, dict] = {}
-    for p in participants:
-        people[p["identity"] if isinstance(p.get("identity"), str) else p["id"]] = p  # keeps its first place
-    return list(people.values())
-
-
-def _people(events, origin: int) -> list[dict]:
-    """The recording's people, one per identity, in order of appearance: {id (their first participant
-    id), identity, name, role (the newest), ids (one per join), joins: [{id, from_ms, to_ms}] on the
-    recording's timeline (to_ms None: still there at its end)}. A join starts at its participant's
-    first track-owner or participant-joined event and ends at its participant-left."""
-    people: dict[str, dict] = {}
-    joins: dict[str, dict] = {}  # participant id -> its join
-    for e in events:
-        data, at = e.data, max(0, e.timestamp_ms - origin)
-        kind = data.get("type")
-        if kind in PARTICIPANT_EVENTS:
-            p = data.get("participant")
-            if not isinstance(p, dict) or not isinstance(p.get("id"), str):
-                continue
-            identity = p.get("identity") if isinstance(p.get("identity"), str) else None
-            person = people.setdefault(identity or p["id"], {"id": p["id"], "identity": identity, "ids": [],
-                                                            "joins": []})
-            person.update(name=p.get("name"), role=p.get("role"))
-            if p["id"] not in joins and kind != "participant-updated":
-                joins[p["id"]] = {"id": p["id"], "from_ms": at, "to_ms": None}
-                person["ids"].append(p["id"])
-                person["joins"].append(joins[p["id"]])
-        elif kind == "participant-left" and isinstance(data.get("participant_id"), str):
-            join = joins.get(data["participant_id"])
-            if join is not None and join["to_ms"] is None:
-                join["to_ms"] = at
-    return [{k: person[k] for k in ("id", "identity", "name", "role", "ids", "joins")} for person in people.values()]
-
-
-def _kind_of(manifest: Manifest) -> str:
-    """"photos" for a photo set (image tracks only: recorder/stills.py), else "call"."""
-    media = [t for t in manifest.tracks if t.no != EVENTS_TRACK_NO]
-    return "photos" if media and all(t.kind == "image" for t in media) else "call"
-
-
-def _kind(recording_dir: Path) -> str:
-    """What a recording holds, as its manifest says (read without a key, like the room it names)."""
-    try:
-        return _kind_of(Manifest.load(recording_dir)[0])
-    except RecorderError:
-        return "call"
-
-
-class _Pseudonyms:
-    """One recording view's stand-ins for identities: `participant-1`, `participant-2`, ... in order
-    of appearance, the same for one identity wherever it appears (participants, annotation authors),
-    so the page still pairs authors with names."""
-
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}
-
-    def of(self, identity: str) -> str:
-        return self._names.setdefault(identity, f"participant-{len(self._names) + 1}")
-
-    def apply(self, value: Any) -> Any:
-        """A copy of `value` with every identity field replaced (nested objects and lists too)."""
-        if isinstance(value, dict):
-            return {k: (self.of(v) if k in IDENTITY_KEYS and isinstance(v, str) else self.apply(v))
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.apply(v) for v in value]
-        return value
-
-
-def _face_spans(timeline: list[dict]) -> list[tuple[int, int]]:
-    """When face-anchored marks were on the board: (from, to) on the timeline."""
-    board: dict[Optional[str], bool] = {}  # shape id (None if the event has none) -> face-anchored
-    spans: list[tuple[int, int]] = []
-    since: Optional[int] = None
-    for item in timeline:
-        event, at = item["event"], item["at_ms"]
-        kind = event.get("type")
-        if kind == "annotation-snapshot":  # in parts for a large drawing: part 0 replaces, later parts add
-            if not event.get("part"):
-                board = {}
-            board.update((s.get("id"), s.get("anchor") == "face")
-                         for s in event.get("shapes") or [] if isinstance(s, dict))
-        elif kind == "annotation" and event.get("op") == "add" and isinstance(event.get("shape"), dict):
-            board[event["shape"].get("id")] = event["shape"].get("anchor") == "face"
-        elif kind == "annotation" and event.get("op") in ("undo", "clear"):
-            for shape_id in event.get("ids") or []:
-                board.pop(shape_id, None)
-        else:
-            continue
-        any_face = any(board.values())
-        if any_face and since is None:
-            since = at
-        elif not any_face and since is not None:
-            spans.append((since, at))
-            since = None
-    if since is not None:
-        spans.append((since, 2**62))
-    return spans
-
-
-def _trim_landmarks(timeline: list[dict]) -> bool:
-    """Drops face-metrics landmarks (478 points, 5 Hz) except around face-anchored marks,
-    which need them to be drawn. True when there are such marks."""
-    spans = _face_spans(timeline)
-    for index, item in enumerate(timeline):
-        event = item["event"]
-        face = event.get("face") if event.get("kind") == "face-metrics" else None
-        if not isinstance(face, dict) or "landmarks" not in face:
-            continue
-        at = item["at_ms"]
-        if not any(a - FACE_MARGIN_MS <= at <= b + FACE_MARGIN_MS for a, b in spans):
-            timeline[index] = {**item, "event": {**event, "face": {k: v for k, v in face.items() if k != "landmarks"}}}
-    return bool(spans)
-
-
 # --- HTTP -----------------------------------------------------------------------------------------
 
 
@@ -753,33 +615,6 @@ def _json(body: dict) -> web.Response:
     return response
 
 
-def parse_range(header: str, size: int) -> Optional[tuple[int, int]]:
-    """(first, last) byte of a single `bytes=` range, inclusive; None to send everything;
-    ValueError when it cannot be satisfied."""
-    match = _RANGE.match(header.strip().replace(" ", ""))
-    if match is None:
-        return None  # absent, several ranges or another unit: the whole body (RFC 9110 allows that)
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:  # the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            raise ValueError("empty suffix range")
-        return max(0, size - n), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
-        raise ValueError("range not satisfiable")
-    return start, end
-
-
-def _media_headers(job: ReplayJob) -> dict[str, str]:
-    return {"Accept-Ranges": "bytes", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Content-Disposition": "inline",
-            "Content-Type": job.plan.content_type if job.plan is not None else "video/webm"}
-
-
 def _preparing(job: ReplayJob) -> web.Response:
     progress = round(100 * job.status()["progress"])
     return _error(503, "preparing", f"the watermarked replay is being prepared ({progress} %)",
@@ -787,62 +622,28 @@ def _preparing(job: ReplayJob) -> web.Response:
 
 
 async def _media_response(request: web.Request, service: ReplayService, job: ReplayJob) -> web.StreamResponse:
-    """The replay's bytes with HTTP Range. Finished: as any file. While it is prepared: only
-    ranges starting within what is ready, with an unknown total (`bytes a-b/*`)."""
+    """The replay's bytes with HTTP Range (http_ranges.py). Finished: as any file. While it is
+    prepared: only ranges starting within what is ready, with an unknown total (`bytes a-b/*`);
+    503 for the whole file, its end, or bytes not rendered yet."""
     ready, size = job.readable()
-    headers = _media_headers(job)
+    headers = ranged_media_headers(job.plan.content_type if job.plan is not None else "video/webm")
     header = request.headers.get("Range", "")
-    if size is not None:
-        try:
-            wanted = parse_range(header, size)
-        except ValueError:
-            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        if wanted is None:
-            return await _send(request, service, job, 200, 0, size - 1, headers)
-        first, last = wanted
-        return await _send(request, service, job, 206, first, last,
-                           {**headers, "Content-Range": f"bytes {first}-{last}/{size}"})
-    match = _RANGE.match(header.strip().replace(" ", ""))
-    if match is None or not match.group(1) or _offset(match.group(1)) >= ready:
-        return _preparing(job)  # the whole file, its end, or bytes not rendered yet
-    first = _offset(match.group(1))
-    last = min(_offset(match.group(2)), ready - 1) if match.group(2) else ready - 1
-    if last < first:
-        return web.Response(status=416, headers={**headers, "Content-Range": "bytes */*"})
-    return await _send(request, service, job, 206, first, last, {**headers, "Content-Range": f"bytes {first}-{last}/*"})
 
+    async def read(start: int, end: int) -> bytes:  # decrypted off the event loop
+        return await service._run(job.read, start, end)
 
-def _offset(digits: str) -> int:
-    """A byte offset from a Range header. Past 10^18 bytes every offset is beyond any file, and int()
-    refuses strings of over 4300 digits (a 500 for a client's header)."""
-    return int(digits) if len(digits) <= 18 else 10 ** 18
-
-
-async def _send(request: web.Request, service: ReplayService, job: ReplayJob, status: int, first: int, last: int,
-                headers: dict[str, str]) -> web.StreamResponse:
-    """Decrypts and sends bytes [first, last] piecewise (a finished replay may be hundreds of MB).
-    The first piece is read before the headers go out, so a failure still gets an error response."""
-    length = max(0, last - first + 1)
-    head = request.method == "HEAD"
-    piece = b"" if head or not length else await service._run(job.read, first, min(last + 1, first + SEND_CHUNK))
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = length
-    await response.prepare(request)
-    if not head and length:
-        await response.write(piece)
-        pos = first + len(piece)
-        while pos <= last:
-            try:
-                piece = await service._run(job.read, pos, min(last + 1, pos + SEND_CHUNK))
-            except RecorderError as exc:  # purged or dropped mid-response: nothing more to send
-                logger.info("replay media %s ended early: %s", request.path, exc)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write(piece)
-            pos += len(piece)
-    await response.write_eof()
-    return response
+    try:
+        wanted = parse_range(header, size) if size is not None else parse_ready_range(header, ready)
+    except ValueError:
+        return not_satisfiable(headers, size)
+    if wanted is None:
+        if size is None:
+            return _preparing(job)  # the whole file, its end, or bytes not rendered yet
+        return await send_byte_range(request, read, 200, 0, size - 1, headers, interrupted_by=(RecorderError,))
+    first, last = wanted
+    return await send_byte_range(request, read, 206, first, last,
+                                 {**headers, "Content-Range": content_range(first, last, size)},
+                                 interrupted_by=(RecorderError,))  # purged or dropped mid-response
 
 
 def _guarded(service: ReplayService, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):

@@ -1,5 +1,6 @@
-"""The replay API's HTTP Range handling (signalling/replay_api.py): parse_range for a
-finished replay, and the Range header of a replay still being prepared.
+"""The replay API's HTTP Range handling (signalling/http_ranges.py, served through
+signalling/replay_api.py): parse_range for a finished replay, and the Range header of a
+replay still being prepared.
 
 Properties: any header gives None (the whole body), a (first, last) inside the body, or
 ValueError (its documented answer, sent as 416); a well-formed single range gives exactly
@@ -18,7 +19,8 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from signalling.replay_api import _media_response, parse_range
+from signalling.http_ranges import parse_range
+from signalling.replay_api import _media_response
 
 from .support import run, surrogate_text
 

@@ -29,7 +29,7 @@ from recorder.keys import KeyStore
 from recorder.replay_cache import REPLAY_CACHE_DIR
 from recorder.store import RecordingStore
 from recorder.watermark_store import open_registry
-from signalling.replay_api import ReplayService, parse_range, replay_routes
+from signalling.replay_api import ReplayService, replay_routes
 from watermark.registry import ISSUE_ACTION
 from watermark.trace import trace_clip
 
@@ -442,21 +442,6 @@ async def test_trainer_page_is_served(replay):
     status, headers, body = await replay.get("/trainer")
     assert status == 200 and headers["Cache-Control"] == "no-store" and headers["Referrer-Policy"] == "no-referrer"
     assert b"/static/js/trainer.js" in body and b"https://" not in body  # nothing from a CDN
-
-
-def test_parse_range():
-    assert parse_range("", 1000) is None
-    assert parse_range("bytes=0-", 1000) == (0, 999)
-    assert parse_range("bytes=0-0", 1000) == (0, 0)
-    assert parse_range("bytes=10-19", 1000) == (10, 19)
-    assert parse_range("bytes=990-5000", 1000) == (990, 999)
-    assert parse_range("bytes=-100", 1000) == (900, 999)
-    assert parse_range("bytes=-5000", 1000) == (0, 999)
-    assert parse_range("bytes=0-1,5-6", 1000) is None  # several ranges: the whole body
-    assert parse_range("items=0-1", 1000) is None
-    for bad in ("bytes=1000-", "bytes=20-10", "bytes=-0"):
-        with pytest.raises(ValueError):
-            parse_range(bad, 1000)
 
 
 async def test_face_anchored_marks_bring_their_landmarks(replay):
