@@ -12,6 +12,13 @@ forwarded to the source's coalescing keyframe requester; REMB goes to the downli
 estimate, receiver reports to media/receiver_reports.py (RTT, the downlink's own
 loss, delivered bytes). The downlink controller may pause a video down-track and
 probe through its RTX SSRC.
+
+It is the sink side of the packet path (media/packet_path.py `PacketSink`): a source
+calls `forward` and the rest on it, and it asks its source for keyframes and sender
+reports only through `DownTrackSource`. It never registers itself with a source: the
+room connects and disconnects the two (`packet_path.connect` / `disconnect`, whose
+sink side is `bind` / `unbind`); `attach` / `detach` are those calls, for code that
+wires a down-track by hand.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import random
 import struct
 import time
 from functools import partial
-from typing import Optional, Protocol, runtime_checkable
+from typing import Optional
 
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -47,13 +54,14 @@ from .layer_sizes import Size
 from .nack_answers import STALE_STRETCH_PACKETS, NackAnswers
 from .pacer import AUDIO, RECOVERY, VIDEO
 from .packet_cache import PacketCache, SentPacket
+from .packet_path import DownTrackSource, LayeredSource, connect, disconnect
 from .receiver_reports import RTP_HEADER_BYTES, ReceiverReports
 from .recovery_copies import RecoveryCopies
 from .redundancy import LossEstimate
 from .rewriter import StreamRewriter
 from .rtcp_feedback import TransportFeedbackPacket
 from .rtcp_io import send_rtcp
-from .rtp_clock import SenderReport, abs_send_time_now
+from .rtp_clock import abs_send_time_now
 from .rtp_writer import RtpWriter
 from .sdp_video_fec import PROTECTABLE, video_fec_in_codecs
 from .send_budget import PACKET_OVERHEAD_BYTES, SendBudget
@@ -82,47 +90,6 @@ def _codec_key(codec: RTCRtpCodecParameters) -> tuple:
         str(codec.parameters.get("profile-level-id", "")).lower()[:2],
         str(codec.parameters.get("packetization-mode", "")),
     )
-
-
-class DownTrackSource(Protocol):
-    """What a down-track carries: a PublishedTrack, or a source made from one that looks
-    like it (a viewer's watermarked copy, media/watermark_variant.py)."""
-
-    def add_downtrack(self, downtrack: DownTrack) -> None: ...
-
-    def remove_downtrack(self, downtrack: DownTrack) -> None: ...
-
-    def request_keyframe(self) -> None: ...
-
-    def offered_bps(self, now: float) -> float:
-        """What the source sends (what forwarding it costs a subscriber), over a few seconds."""
-        ...
-
-    @property
-    def sender_report(self) -> Optional[SenderReport]: ...
-
-
-@runtime_checkable
-class LayeredSource(Protocol):
-    """A source sent in several layers (simulcast, media/simulcast.py): it feeds each down-track
-    from one of them (`DownTrack.switch_feed`), the one `select_layer` chose, once it can."""
-
-    def layer_rates(self, now: float) -> list[float]:
-        """What each layer sends, lowest first (0: not arriving)."""
-        ...
-
-    def layer_of(self, downtrack: DownTrack) -> Optional[int]: ...
-
-    def feeding(self, downtrack: DownTrack) -> Optional[int]: ...
-
-    def select_layer(self, downtrack: DownTrack, index: int) -> None: ...
-
-    def layer_for_view(self, view: Optional[Size]) -> int:
-        """The smallest layer that covers a picture drawn at `view` (media/layer_sizes.py)."""
-        ...
-
-    @property
-    def rids(self) -> tuple[str, ...]: ...
 
 
 class DownTrack:
@@ -230,21 +197,29 @@ class DownTrack:
             return
         self.stopped = True
         self.copies.stopped = True
-        if self.source is not None:
-            self.source.remove_downtrack(self)
-            self.source = self.feed = self._layers = None
+        disconnect(self)  # (stopped: `unbind` keeps the state it ended in)
         if self.transport is not None:
             self.transport._unregister_rtp_sender(self)
         if self._sr_task is not None:
             self._sr_task.cancel()
             await asyncio.gather(self._sr_task, return_exceptions=True)
 
+    # --- wiring: the room connects and disconnects (media/packet_path.py) -------------
+
     def attach(self, source: DownTrackSource) -> None:
-        """Carry this source from its next keyframe on (audio: from its next packet)."""
-        if self.stopped or source is self.source:
-            return
-        if self.source is not None:
-            self.source.remove_downtrack(self)
+        """Carry this source from its next keyframe on (audio: from its next packet): the same as
+        `packet_path.connect(source, self)`, which the room calls; for code that wires a
+        down-track by hand (tests, the load-test rig)."""
+        connect(source, self)
+
+    def detach(self, source: Optional[DownTrackSource] = None) -> None:
+        """Carry nothing (with `source`: only if that is what it carries): the same as
+        `packet_path.disconnect(self, source)`."""
+        disconnect(self, source)
+
+    def bind(self, source: DownTrackSource) -> None:
+        """Its side of `packet_path.connect`: carry `source` from its next keyframe on (audio: from
+        its next packet), numbering on from whatever it carried before."""
         self.source = self.feed = source
         self._layers = source if isinstance(source, LayeredSource) else None
         # layers number their VP8 pictures apart: continuous across switches for the receiver
@@ -255,7 +230,15 @@ class DownTrack:
         if self._rewriter is not None:
             self._rewriter.reset()
         self._gate.reset(time.monotonic())
-        source.add_downtrack(self)
+
+    def unbind(self) -> None:
+        """Its side of `packet_path.disconnect`: carry nothing; whatever comes next starts afresh."""
+        self.source = self.feed = self._layers = None
+        if self.stopped:
+            return  # ended (`stop`): its numbering and pause stay as they were
+        if self._rewriter is not None:
+            self._rewriter.reset()
+        self._paused = False  # a pause was for that source; whoever comes next starts unpaused
 
     def switch_feed(self, feed: DownTrackSource) -> None:
         """A layered source feeds this down-track from `feed` from now on: carried from its
@@ -273,16 +256,6 @@ class DownTrack:
         if self._rewriter is not None:
             self._rewriter.reset()
         self._gate.reset(time.monotonic())
-
-    def detach(self, source: Optional[DownTrackSource] = None) -> None:
-        if source is not None and source is not self.source:
-            return
-        if self.source is not None:
-            self.source.remove_downtrack(self)
-        self.source = self.feed = self._layers = None
-        if self._rewriter is not None:
-            self._rewriter.reset()
-        self._paused = False  # a pause was for that source; whoever comes next starts unpaused
 
     # --- pausing for a narrow downlink (driven by media/downlink_control.py) ------
 

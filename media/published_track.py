@@ -4,6 +4,10 @@ Registered with the publisher's DTLS transport in place of aiortc's
 RTCRtpReceiver, so packets never reach aiortc's jitter buffers or decoders.
 Each packet is inspected once (codec, RTX unwrap, keyframe start) and handed to
 every attached down-track synchronously: there is no queue to grow here.
+
+A source of the packet path (media/packet_path.py `DownTrackSource`): it knows its
+subscribers only as `PacketSink`s, connected and disconnected by the room
+(`packet_path.connect` / `disconnect`); when it stops, it disconnects them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .bitrate_policy import publisher_bitrate
 from .codec_inspect import keyframe_detector, keyframe_size_reader
 from .keyframe_requests import KeyframeRequester
 from .nack_generator import AUDIO_DEADLINE_S, VIDEO_DEADLINE_S
+from .packet_path import PacketSink, disconnect
 from .rate_meter import RateMeter
 from .receiver_reports import DEFAULT_RTT_S
 from .red import RedError, parse_red
@@ -44,7 +49,6 @@ from .uplink_nacks import UplinkNacks
 from .uplink_reports import UplinkReports
 
 if TYPE_CHECKING:
-    from .downtrack import DownTrack
     from .taps import PacketTap
 
 logger = logging.getLogger(__name__)
@@ -103,7 +107,7 @@ class PublishedTrack:
         }
         self._keyframe_sizes = {pt: keyframe_size_reader(c.name) for pt, c in self.codecs.items() if kind == "video"}
         self._rtcp_ssrc = rtcp_ssrc
-        self._downtracks: list[DownTrack] = []
+        self._downtracks: list[PacketSink] = []
         # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
         self._offered = RateMeter(bucket_s=0.25, buckets=12)
         # a layer's frame ends (marker bits): the publication compares its layers' frame rates
@@ -145,7 +149,7 @@ class PublishedTrack:
             self.transport._register_rtp_receiver(self, self._parameters)
         self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
 
-    def add_downtrack(self, downtrack: "DownTrack", keyframe: bool = True) -> None:
+    def add_downtrack(self, downtrack: PacketSink, keyframe: bool = True) -> None:
         """`keyframe`: ask the publisher for one (not when switching to a layer at one of its keyframes)."""
         # a new list, not the one a forwarding loop suspended at an await is going through
         if downtrack not in self._downtracks:
@@ -153,12 +157,12 @@ class PublishedTrack:
         if self.kind == "video" and keyframe:
             self.request_keyframe()
 
-    def remove_downtrack(self, downtrack: "DownTrack") -> None:
+    def remove_downtrack(self, downtrack: PacketSink) -> None:
         if downtrack in self._downtracks:
             self._downtracks = [d for d in self._downtracks if d is not downtrack]
 
     @property
-    def downtracks(self) -> list["DownTrack"]:
+    def downtracks(self) -> list[PacketSink]:
         return list(self._downtracks)
 
     def add_tap(self, tap: "PacketTap") -> None:
@@ -195,7 +199,7 @@ class PublishedTrack:
             self._rtcp_task.cancel()
             await asyncio.gather(self._rtcp_task, return_exceptions=True)
         for downtrack in list(self._downtracks):
-            downtrack.detach(self)
+            disconnect(downtrack, self)
         self._downtracks = []
         for tap in self._taps:
             tap.close()

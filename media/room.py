@@ -5,6 +5,15 @@ participant's track starts, every other subscriber gets it in that publisher's
 slot pair; when a participant goes, its slots elsewhere go idle and its own
 down-tracks stop. It reports back through RoomMediaEvents, never by importing
 the control plane.
+
+Who feeds whom is decided here: each edge of the packet path (a source, i.e. a
+published track or what a SourceChooser made of it, feeding a subscriber's
+down-track) is made and removed here, with media/packet_path.py's `connect` and
+`disconnect`: when a track starts or a subscriber joins, when a chooser withholds
+a track, and when its publisher leaves (before the slot goes idle). The room is
+never on the per-packet path. A simulcast track picks which of its own layers
+feeds each down-track connected to it; a source that stops, or a down-track that
+stops, ends its edges through the same two calls.
 """
 
 from __future__ import annotations
@@ -13,9 +22,9 @@ import logging
 import time
 from typing import Optional, Protocol
 
-from .downtrack import DownTrackSource
 from .ice import IceConfig
 from .layer_sizes import Size
+from .packet_path import DownTrackSource, connect, disconnect
 from .peer import KINDS, MediaPeer
 from .published_track import PublishedTrack
 from .simulcast import Publication
@@ -111,6 +120,7 @@ class MediaRoom:
             for tap in self._taps.pop((participant_id, kind), []):
                 tap.close()
         for subscriber in self.peers.values():
+            self._disconnect_slot(subscriber, participant_id)
             pair = subscriber.release_slot(participant_id)
             if pair is not None:
                 changes = subscriber.pair_track_map(pair)
@@ -159,9 +169,9 @@ class MediaRoom:
         if self._sources is not None and isinstance(track, PublishedTrack):
             source = self._sources.source_for(track, subscriber.participant_id)
         if source is not None:
-            pair.downtracks[track.kind].attach(source)
+            connect(source, pair.downtracks[track.kind])
         else:
-            pair.downtracks[track.kind].detach()  # withheld: nothing rather than something unmarked
+            disconnect(pair.downtracks[track.kind])  # withheld: nothing rather than something unmarked
         if not notify:
             return
         if created:
@@ -170,6 +180,13 @@ class MediaRoom:
             changes = subscriber.pair_track_map(pair)
             if changes:
                 self._events.tracks_changed(subscriber.participant_id, changes)
+
+    def _disconnect_slot(self, subscriber: MediaPeer, publisher_id: str) -> None:
+        """The down-tracks `subscriber` received `publisher_id` on carry nothing (before the slot goes idle)."""
+        pair = subscriber.slot_for(publisher_id)
+        if pair is not None:
+            for downtrack in pair.downtracks.values():
+                disconnect(downtrack)
 
     def forwarding_summary(self) -> dict:
         """Counters per peer, for the admin API and tests: what each publishes, and what

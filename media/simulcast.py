@@ -14,6 +14,11 @@ packet of a keyframe of that layer, so the subscriber's decoder never sees a fra
 that refers to another layer, and the down-track's numbering runs on without a gap.
 A layer the publisher stopped sending (its encoder drops the top layers when its
 uplink narrows) is left for the best one still arriving.
+
+On the packet path (media/packet_path.py) it is a `DownTrackSource` and a
+`LayeredSource`: the room connects a down-track (a `PacketSink`) to it and disconnects
+it; which of its layers feeds that sink meanwhile is its own business (`_feed`: off
+one layer's list, `switch_feed`, onto another's), not the room's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParamete
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from .layer_sizes import Size, layer_for_view, layer_sizes
+from .packet_path import PacketSink, disconnect
 from .published_track import PublishedTrack
 from .publisher_layers import PublisherLayers
 from .rtcp_io import send_rtcp
@@ -38,7 +44,6 @@ from .simulcast_taps import TapLayers
 from .uplink_estimate import UplinkEstimator
 
 if TYPE_CHECKING:
-    from .downtrack import DownTrack
     from .taps import PacketTap
 
 logger = logging.getLogger(__name__)
@@ -78,8 +83,8 @@ class SimulcastTrack:
         self._by_ssrc: dict[int, PublishedTrack] = {}
         self._estimator = UplinkEstimator(participant_id)
         self.uplink_estimate: Optional[int] = None
-        self._targets: dict[DownTrack, int] = {}  # the layer each down-track should get
-        self._waiting: dict[DownTrack, float] = {}  # down-tracks no layer feeds yet: since when
+        self._targets: dict[PacketSink, int] = {}  # the layer each down-track should get
+        self._waiting: dict[PacketSink, float] = {}  # down-tracks no layer feeds yet: since when
         # recording and processors: the best layer arriving, as one stream
         self._tap_layers = TapLayers()
         self._tap_feeds: dict[int, PacketTap] = {}  # layer index -> what feeds _tap_layers from it
@@ -105,7 +110,7 @@ class SimulcastTrack:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
         for downtrack in list(self._targets):
-            downtrack.detach(self)
+            disconnect(downtrack, self)
         for layer in self.layers:
             if layer is not None:
                 await layer.stop()
@@ -161,9 +166,9 @@ class SimulcastTrack:
             await send_rtcp(self.transport, [RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc,
                                                             media_ssrc=0, fci=fci)])
 
-    # --- a source of down-tracks (media/downtrack.py DownTrackSource) -----------
+    # --- a source of down-tracks (media/packet_path.py DownTrackSource) -----------
 
-    def add_downtrack(self, downtrack: DownTrack, keyframe: bool = True) -> None:
+    def add_downtrack(self, downtrack: PacketSink, keyframe: bool = True) -> None:
         """Meant for the lowest layer until the subscriber's downlink controller raises it, as
         the link shows room: nothing is known of a new subscriber's link, and the top layers of
         a call already running at once (queue full from the first second, so no queue-free
@@ -178,7 +183,7 @@ class SimulcastTrack:
         else:
             self._waiting[downtrack] = now
 
-    def remove_downtrack(self, downtrack: DownTrack) -> None:
+    def remove_downtrack(self, downtrack: PacketSink) -> None:
         self._targets.pop(downtrack, None)
         self._waiting.pop(downtrack, None)
         index = self.feeding(downtrack)
@@ -187,7 +192,7 @@ class SimulcastTrack:
             layer.remove_downtrack(downtrack)
 
     @property
-    def downtracks(self) -> list[DownTrack]:
+    def downtracks(self) -> list[PacketSink]:
         return list(self._targets)
 
     def request_keyframe(self) -> None:
@@ -255,16 +260,16 @@ class SimulcastTrack:
         return [0.0 if layer is None or not self._arriving(layer, now) else layer.offered_bps(now)
                 for layer in self.layers]
 
-    def layer_of(self, downtrack: DownTrack) -> Optional[int]:
+    def layer_of(self, downtrack: PacketSink) -> Optional[int]:
         """The layer this down-track should get (it may still be waiting for its keyframe)."""
         return self._targets.get(downtrack)
 
-    def feeding(self, downtrack: DownTrack) -> Optional[int]:
+    def feeding(self, downtrack: PacketSink) -> Optional[int]:
         """The layer this down-track gets now (its feed, while it is one of ours)."""
         feed = downtrack.feed
         return next((i for i, layer in enumerate(self.layers) if layer is feed and layer is not None), None)
 
-    def select_layer(self, downtrack: DownTrack, index: int) -> None:
+    def select_layer(self, downtrack: PacketSink, index: int) -> None:
         if downtrack not in self._targets or not 0 <= index < len(self.rids):
             return
         self._targets[downtrack] = index
@@ -308,12 +313,12 @@ class SimulcastTrack:
             elif current != index and self._best_arriving(target, now, current) == index:
                 self._feed(downtrack, index, keyframe=False)
 
-    def _may_start_on(self, downtrack: DownTrack, index: int, now: float) -> bool:
+    def _may_start_on(self, downtrack: PacketSink, index: int, now: float) -> bool:
         """Whether a down-track no layer feeds yet may start on layer `index`: the lowest, or any
         once it has waited LOWEST_WAIT_S for the lowest."""
         return index == 0 or now - self._waiting.get(downtrack, now) >= LOWEST_WAIT_S
 
-    def _feed(self, downtrack: DownTrack, index: int, *, keyframe: bool) -> None:
+    def _feed(self, downtrack: PacketSink, index: int, *, keyframe: bool) -> None:
         """Move `downtrack` to layer `index`; it starts there at a keyframe (`keyframe`: ask for one)."""
         layer = self.layers[index]
         if layer is None:

@@ -3,11 +3,13 @@
 Forwarding hands a subscriber the publisher's own packets. A room with the live
 watermark on the server gives some viewers a copy of a track with *their* marks in
 the picture (visible label + invisible forensic id, watermark/embed.py),
-which means decoding, marking and encoding. This class is that copy; to a DownTrack it
-looks like a PublishedTrack (add_downtrack / remove_downtrack / request_keyframe /
-sender_report), so everything downstream is unchanged: per-subscriber rewriting, the
-NACK cache and RTX, PLI/FIR (-> a keyframe from *this* encoder, never a PLI upstream),
-sender reports.
+which means decoding, marking and encoding. This class is that copy; on the packet path
+(media/packet_path.py) it is a `DownTrackSource` like a PublishedTrack (add_downtrack /
+remove_downtrack / request_keyframe / sender_report), so everything downstream is
+unchanged: per-subscriber rewriting, the NACK cache and RTX, PLI/FIR (-> a keyframe from
+*this* encoder, never a PLI upstream), sender reports. Its down-tracks are `PacketSink`s,
+connected to it by the room (`packet_path.connect`, the watermark host's `source_for`
+having chosen it) and disconnected when it stops.
 
 Pipeline and where each step runs:
 
@@ -41,13 +43,13 @@ import numpy as np
 from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
+from .packet_path import PacketSink, disconnect
 from .rate_meter import RateMeter
 from .rtp_clock import SenderReport, abs_send_time_now
 from .seqnum import seq_add
 from .variant_encoder import EncodedVariantFrame, VariantEncoder
 
 if TYPE_CHECKING:
-    from .downtrack import DownTrack
     from .published_track import PublishedTrack
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class WatermarkVariant:
         self._min_interval_ts = int(90000 / max_fps * 0.9)  # RTP ticks; 10 % slack for jitter
         self._on_idle = on_idle
         self._loop = asyncio.get_running_loop()
-        self._downtracks: list["DownTrack"] = []
+        self._downtracks: list[PacketSink] = []
         # what it sends, for the subscribers' downlink control: over a few seconds, as keyframes come in bursts
         self._offered = RateMeter(bucket_s=0.25, buckets=12)
         self._cond = threading.Condition()
@@ -123,21 +125,21 @@ class WatermarkVariant:
         self._thread = threading.Thread(target=self._work, name=f"wm-{viewer_id}", daemon=True)
         self._thread.start()
 
-    # --- what a DownTrack calls on its source -------------------------------------------
+    # --- a source of down-tracks (media/packet_path.py DownTrackSource) --------------------
 
-    def add_downtrack(self, downtrack: "DownTrack") -> None:
+    def add_downtrack(self, downtrack: PacketSink) -> None:
         if downtrack not in self._downtracks:
             self._downtracks.append(downtrack)
         self.request_keyframe()
 
-    def remove_downtrack(self, downtrack: "DownTrack") -> None:
+    def remove_downtrack(self, downtrack: PacketSink) -> None:
         if downtrack in self._downtracks:
             self._downtracks.remove(downtrack)
         if not self._downtracks and not self.stopped:
             self._on_idle(self)
 
     @property
-    def downtracks(self) -> list["DownTrack"]:
+    def downtracks(self) -> list[PacketSink]:
         return list(self._downtracks)
 
     def request_keyframe(self) -> None:
@@ -285,7 +287,7 @@ class WatermarkVariant:
         if self._sender is not None:
             self._sender.cancel()
         for downtrack in list(self._downtracks):
-            downtrack.detach(self)
+            disconnect(downtrack, self)
 
     def stats(self) -> dict:
         return {"viewer": self.viewer_id, "publisher": self.participant_id, "offered": self.frames_offered,
