@@ -233,7 +233,8 @@ class PublishedTrack:
             codec = self.codecs[packet.payload_type]
             retransmitted = True
         elif not packet.payload:
-            return  # padding-only packet on the media SSRC (bandwidth probe)
+            await self._handle_padding(packet, codec)
+            return
         else:
             retransmitted = False
 
@@ -253,6 +254,20 @@ class PublishedTrack:
             self.packets_dropped += 1  # FEC outside RED: not what browsers send, and not media
         else:
             await self._deliver(packet, codec, now)
+
+    async def _handle_padding(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+        """A padding-only packet on the media SSRC (a bandwidth probe from a sender without
+        RTX): it takes a number in the media's sequence, so it is counted as arrived (no NACK,
+        not reported lost) and subscribers number on past it (no hole they would NACK)."""
+        if packet.ssrc != self.media_ssrc or not self._stream_seen:
+            return  # before the stream or beside it: nothing to keep in step with
+        self.reports.count(packet, codec.clockRate)
+        new_gaps = self.nacks.generator.on_packet(packet.sequence_number, time.monotonic())
+        if new_gaps:
+            await self.nacks.ask(new_gaps)
+        before = seq_add(packet.sequence_number, -1)
+        for downtrack in self._downtracks:
+            downtrack.skip_source(before, packet.sequence_number)
 
     def _restart_stream(self) -> None:
         """A new SSRC on this track: its sequence numbers have nothing to do with the old ones."""

@@ -16,7 +16,6 @@ from typing import Optional
 
 from aiortc.rtcrtpparameters import (
     RTCRtcpParameters,
-    RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
     RTCRtpReceiveParameters,
 )
@@ -26,11 +25,11 @@ from loadtest.forwarding_rig import EXTENSIONS, RTX, VP8
 from media.ice import IceConfig
 from media.packet_path import DownTrackSource, connect, disconnect
 from media.published_track import PublishedTrack
-from media.redundancy import LossEstimate
 from media.room import MediaRoom
 from media.rtp_clock import SenderReport
 from media.variant_encoder import EncodedVariantFrame
 from media.watermark_variant import WatermarkVariant
+from tests.support.sinks import FakeSink
 from tests.support.wire import CapturingTransport
 
 from .test_downtrack_fec import seq_of, started_downtrack
@@ -69,43 +68,6 @@ class FakeSource:
     async def emit(self, packet: RtpPacket, *, keyframe: bool = False) -> None:
         for sink in self.sinks:
             await sink.forward(packet, VP8, keyframe, 0, time.monotonic())
-
-
-class FakeSink:
-    """A PacketSink that keeps what it is sent (sequence number, keyframe start)."""
-
-    def __init__(self) -> None:
-        self.source: Optional[DownTrackSource] = None
-        self.feed: Optional[DownTrackSource] = None
-        self.started = True
-        self.stopped = False
-        self.paused = False
-        self.remb_bitrate: Optional[int] = None
-        self.downlink_loss = LossEstimate()
-        self.layer_ceiling = 2
-        self.received: list[tuple[int, bool]] = []
-        self.restarts = 0
-
-    async def forward(self, packet, codec, keyframe_start, abs_send_time, now, late=False) -> None:
-        self.received.append((packet.sequence_number, keyframe_start))
-
-    def carries(self, codec: RTCRtpCodecParameters) -> bool:
-        return codec.mimeType.lower() != "audio/red"
-
-    def skip_source(self, after_seq: int, upto_seq: int) -> None:
-        pass
-
-    def source_restarted(self) -> None:
-        self.restarts += 1
-
-    def switch_feed(self, feed: DownTrackSource) -> None:
-        self.feed = feed
-
-    def bind(self, source: DownTrackSource) -> None:
-        self.source = self.feed = source
-
-    def unbind(self) -> None:
-        self.source = self.feed = None
 
 
 class UplinkTransport(CapturingTransport):
