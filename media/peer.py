@@ -340,6 +340,12 @@ class MediaPeer:
             out.update(self.pair_track_map(pair))
         return out
 
+    @property
+    def has_media(self) -> bool:
+        """Whether an offer would carry anything: a participant who only watches has no section
+        to negotiate until someone's slot pair is claimed (an offer without one cannot be answered)."""
+        return bool(self.pc.getTransceivers())
+
     async def create_offer(self) -> str:
         if self.closed:
             raise RuntimeError("peer closed")
@@ -360,6 +366,10 @@ class MediaPeer:
             raise AnswerRejected("bad_state", "no offer is waiting for an answer")
         description = self._parse_answer(sdp_text)
         self._check_directions(description)
+        # what the answer says is read while aiortc applies it (our tracks are made then), so it
+        # is recorded first, and forgotten if aiortc refuses the answer
+        said = (dict(self._red_by_mid), dict(self._video_fec_by_mid), dict(self._transport_cc_by_mid),
+                dict(self._simulcast_by_mid), self._answer_sdp)
         self._red_by_mid.update(answered_red_by_mid(sdp_text))
         self._video_fec_by_mid.update(video_fec_by_mid(sdp_text))
         self._transport_cc_by_mid.update(answered_transport_cc(sdp_text))
@@ -369,6 +379,8 @@ class MediaPeer:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_text, type="answer"))
         except Exception as exc:  # aiortc raises a variety of errors on SDP it cannot use
+            (self._red_by_mid, self._video_fec_by_mid, self._transport_cc_by_mid, self._simulcast_by_mid,
+             self._answer_sdp) = said
             self.stats.answers_rejected += 1
             raise AnswerRejected("bad_sdp", f"answer could not be applied: {exc}") from exc
         self._offer_pending = False

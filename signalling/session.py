@@ -396,6 +396,8 @@ class ParticipantSession:
             self._renegotiate = False
             try:
                 peer = self._joined_peer()
+                if not peer.has_media:
+                    return  # only watching, nobody to watch yet: the first publisher's slot asks again
                 sdp = await peer.create_offer()
             except Exception:
                 logger.exception("creating an offer failed")
