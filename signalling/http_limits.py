@@ -126,6 +126,18 @@ class SignallingSocket(web.WebSocketResponse):
     before buffering it; this says so in the protocol's terms first: a typed `too_large`
     error and a close reason, as for any other fatal error."""
 
+    _transport: Optional[asyncio.Transport] = None
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        self._transport = request.transport
+        return await super().prepare(request)
+
+    def abort(self) -> None:
+        """Drop the connection without the closing handshake: a client that stopped reading
+        never lets a close frame out, and would hold its session open."""
+        if self._transport is not None:
+            self._transport.abort()
+
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         if code == CLOSE_TOO_BIG and not message and not self.closed:  # ours always carry a reason
             with contextlib.suppress(ConnectionError, RuntimeError):

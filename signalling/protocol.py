@@ -99,7 +99,7 @@ def parse_client_message(text: str) -> dict[str, Any]:
         raise ProtocolError("bad_message", "'record.action' must be 'start' or 'stop'")
     if msg_type == "view":
         _check_views(message["videos"])
-    if msg_type == "answer" and len(message["sdp"]) > MAX_SDP_BYTES:
+    if msg_type == "answer" and len(message["sdp"].encode("utf-8", "surrogatepass")) > MAX_SDP_BYTES:
         raise ProtocolError("bad_sdp", f"SDP is limited to {MAX_SDP_BYTES} bytes")
     return message
 

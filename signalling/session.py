@@ -22,7 +22,7 @@ from media.sdp_simulcast import SIMULCAST_LADDER
 from recorder.errors import RecorderError
 
 from . import log_context
-from .http_limits import CLOSE_TRY_AGAIN_LATER
+from .http_limits import CLOSE_TRY_AGAIN_LATER, SignallingSocket
 from .live_rooms import JoinElsewhere, JoinRefused
 from .node_relay import relay_websocket
 from .outbox import Outbox
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from .live_rooms import LiveRoom, RoomService
 
 logger = logging.getLogger(__name__)
+
+# How long the closing handshake may take before the connection is dropped.
+CLOSE_HANDSHAKE_S = 2.0
 
 _CLOSE_CODE_FOR_ERROR = {
     "unauthorized": CLOSE_UNAUTHORIZED,
@@ -247,6 +250,9 @@ class ParticipantSession:
 
     async def _receive_loop(self) -> None:
         async for msg in self.ws:
+            # one message per turn of the loop: a client's buffered burst otherwise runs whole
+            # before any outbox writer does, and its broadcasts overflow every page's outbox
+            await asyncio.sleep(0)
             if msg.type == WSMsgType.TEXT:
                 verdict = await self._admit()
                 if verdict == "stop":
@@ -418,8 +424,9 @@ class ParticipantSession:
             self._answer_timer = loop.call_later(self._answer_timeout_s, self._answer_timed_out)
 
     def _answer_timed_out(self) -> None:
+        # as any fatal error: the last message, then a policy close (docs/PROTOCOL.md)
         self.send_error("bad_state", f"no answer within {self._answer_timeout_s:g} s", fatal=True)
-        self.close_soon("error")
+        self._start_close("error", CLOSE_POLICY, notify=False)
 
     async def _on_answer(self, rev: int, sdp: str) -> None:
         async with self._negotiation_lock:
@@ -471,9 +478,12 @@ class ParticipantSession:
         await self._outbox.flush_and_close()
         try:
             # with a reason: an empty one marks a close by aiohttp's frame-size check (app.SignallingSocket)
-            await self.ws.close(code=ws_code, message=reason.encode()[:120])
-        except Exception:
-            pass
+            await asyncio.wait_for(self.ws.close(code=ws_code, message=reason.encode()[:120]), CLOSE_HANDSHAKE_S)
+        except (Exception, asyncio.CancelledError):
+            # a client that stopped reading never takes the close frame (the wait ends in a timeout,
+            # or is cancelled with aiohttp's shared drain waiter): drop it, and clean up regardless
+            if isinstance(self.ws, SignallingSocket):
+                self.ws.abort()
         try:
             await self._rooms.leave(self, self.close_reason)
         except Exception:

@@ -26,8 +26,8 @@ ALGORITHM = "HS256"
 # room and burned into watermarks: both bounded, and printable (no control characters).
 MAX_IDENTITY_LENGTH = 128
 MAX_NAME_LENGTH = 64
-JTI_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-_INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+JTI_PATTERN = re.compile(r"[0-9a-f]{32}\Z")  # \Z: "$" would also take a final line break
+_INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 def check_identity(identity: object) -> str:
