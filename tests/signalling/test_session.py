@@ -312,6 +312,28 @@ async def test_one_offer_at_a_time_and_the_next_once_answered(sfu):
             await participant.close()
 
 
+@pytest.mark.slow
+async def test_a_watcher_alone_is_offered_nothing_until_someone_publishes(sfu):
+    """A link that may only subscribe, first in the room: an offer then would have no media
+    section, which no answer can satisfy (the session used to end at the answer timeout). It
+    waits, and the first publisher's arrival brings the offer."""
+    sfu.services.config.answer_timeout_s = 0.5
+    watcher = await sfu.connect()
+    await watcher.send({"type": "join", "v": 1, "token": sfu.token("expert", "Watcher", permissions=["subscribe"])})
+    await watcher.wait_type("joined")
+    await asyncio.sleep(1.5)  # three answer timeouts: an offer sent now would have ended the session
+    assert "offer" not in watcher.types() and "error" not in watcher.types() and not watcher.ended.is_set()
+    sfu.services.config.answer_timeout_s = 10.0
+    doctor = SyntheticParticipant(sfu.url, sfu.token("doctor", "Doctor"), audio=ToneAudioTrack(),
+                                  video=PatternVideoTrack(seed=2))
+    try:
+        await doctor.join()
+        offer = await watcher.wait_type("offer", timeout=20)  # once the doctor's tracks arrive
+        assert "m=audio" in offer["sdp"] and "m=video" in offer["sdp"] and offer["publish"] is None
+    finally:
+        await doctor.close()
+
+
 # --- messages after joining ------------------------------------------------------------------------------------
 
 async def test_mute_updates_everyone_the_sender_included_and_the_registry(sfu):
