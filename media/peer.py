@@ -282,10 +282,11 @@ class MediaPeer:
             pair.downtracks["video"].set_view(view)
 
     def release_slot(self, publisher_id: str) -> Optional[SlotPair]:
+        """The pair carrying `publisher_id` goes idle, for reuse; its down-tracks were disconnected
+        by the room (media/room.py, which makes and removes every edge)."""
         pair = self.slot_for(publisher_id)
         if pair is not None:
             for downtrack in pair.downtracks.values():
-                downtrack.detach()
                 downtrack.set_view(None)
             pair.publisher_id = None
         self._views.pop(publisher_id, None)

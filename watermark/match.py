@@ -43,22 +43,34 @@ class Match:
     candidates: int             # issued ids scored
 
 
-def codewords(ids: np.ndarray, scramble: np.ndarray) -> np.ndarray:
-    """The code bits (uint8, len(ids) x CODE_BITS) of many ids at once. The CRC is affine and
-    the convolutional code linear over GF(2), so an id's codeword is that of id 0 XOR the
-    codewords' changes for each of its set bits."""
+Basis = tuple[np.ndarray, np.ndarray]   # (codeword of id 0, each id bit's change to it)
+
+
+def _basis(scramble: np.ndarray) -> Basis:
+    """The CRC is affine and the convolutional code linear over GF(2): an id's codeword is that
+    of id 0 XOR the changes its set bits make (33 encodings, for any number of ids)."""
     base = ecc.encode_payload(0, scramble)
     per_bit = np.array([ecc.encode_payload(1 << (ecc.ID_BITS - 1 - j), scramble) ^ base for j in range(ecc.ID_BITS)],
                        dtype=np.int64)
+    return base, per_bit
+
+
+def _codewords(ids: np.ndarray, basis: Basis) -> np.ndarray:
+    base, per_bit = basis
     shifts = np.arange(ecc.ID_BITS - 1, -1, -1, dtype=np.uint64)
     bits = ((np.asarray(ids, dtype=np.uint64)[:, None] >> shifts) & np.uint64(1)).astype(np.int64)
     return ((bits @ per_bit) + base) % 2
 
 
-def _scores(llr: np.ndarray, ids: np.ndarray, scramble: np.ndarray) -> np.ndarray:
+def codewords(ids: np.ndarray, scramble: np.ndarray) -> np.ndarray:
+    """The code bits (len(ids) x CODE_BITS, 0/1) of many ids at once."""
+    return _codewords(ids, _basis(scramble))
+
+
+def _scores(llr: np.ndarray, ids: np.ndarray, basis: Basis) -> np.ndarray:
     out = np.empty(len(ids))
     for start in range(0, len(ids), _CHUNK):
-        signs = 1.0 - 2.0 * codewords(ids[start:start + _CHUNK], scramble)
+        signs = 1.0 - 2.0 * _codewords(ids[start:start + _CHUNK], basis)
         out[start:start + _CHUNK] = signs @ llr
     return out
 
@@ -76,9 +88,10 @@ def match_issued(llr: np.ndarray, scramble: np.ndarray, issued: Collection[int])
         return None
     ids = np.fromiter(issued, dtype=np.uint64, count=len(issued))
     null_ids = np.random.default_rng(0x5EED).integers(0, 1 << ecc.ID_BITS, NULL_IDS, dtype=np.uint64)
-    null = _scores(llr, null_ids, scramble)
+    basis = _basis(scramble)
+    null = _scores(llr, null_ids, basis)
     spread = max(float(np.std(null)), math.sqrt(float(llr @ llr)))
-    z = _scores(llr, ids, scramble) / spread
+    z = _scores(llr, ids, basis) / spread
     order = np.argsort(-z)
     runner_up = float(z[order[1]]) if len(ids) > 1 else -math.inf
     best = float(z[order[0]])
